@@ -1,0 +1,600 @@
+"""A persistent HTTP/1.1 connection: Go's persistConn, with its readLoop and writeLoop.
+
+Theory of operation
+-------------------
+A connection owns one byte stream and two tasks in the Transport's task group:
+
+* the **writer** takes exchanges from ``_write_recv`` (a memory object stream) and writes each
+  request: head, then body (after ``100 Continue`` where the request expects one);
+* the **reader** is parked on the socket whenever it is not reading a response. When bytes
+  arrive it takes the exchange they answer from ``_read_recv``, parses the head, hands the
+  response to the caller and streams the body into a bounded channel (back-pressure). At the
+  end of the body it gives the connection back to its owner (the pool) *before* the caller
+  sees the end, so the caller's next request finds it idle.
+
+A caller (``round_trip``) puts its exchange into both channels without awaiting and waits for
+the head. Because the reader is always parked on the socket, a server that closes an idle
+connection is noticed at once; the same park carries the idle timeout, so an idle connection
+costs no timer and no extra task.
+
+Invariants
+----------
+* At most one exchange is in flight: the owner hands a connection to one request at a time, so
+  each channel holds at most one exchange (``send_nowait`` never blocks; if it would, that is a
+  bug and fails loudly).
+* ``close`` is synchronous, idempotent, and the only way a connection dies: it cancels both
+  tasks and tells the owner exactly once (which frees the host slot).
+* Every exchange ends exactly once: with a response, or with an error; one still queued when the
+  connection dies is failed by the reader on its way out.
+* No await in ``round_trip`` can be cancelled and leave the connection in someone's hands: a
+  cancelled caller closes it unless its response was already complete.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterable
+from typing import Protocol
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from ._errors import (
+    HTTPError,
+    PoolClosed,
+    ReadError,
+    RemoteProtocolError,
+    ResponseHeaderTimeout,
+    ServerDisconnected,
+    WriteError,
+)
+from ._http11 import (
+    END_OF_MESSAGE,
+    NEED_DATA,
+    HTTP11Protocol,
+    Informational,
+    ResponseHead,
+)
+from ._models import Headers, Request, Response
+from ._trace import ClientTrace
+
+__all__ = ["RETRY_NOTHING_WRITTEN", "RETRY_NO_RESPONSE", "ConnOwner", "HTTP11Connection"]
+
+READ_SIZE = 65536
+BODY_CHANNEL_SIZE = 4  # chunks the reader may run ahead of a slow body reader
+
+# Why a failure on a reused connection may be retried (Go's nothingWrittenError and
+# errServerClosedIdle / transportReadFromServerError); set as ``HTTPError.retry_hint``.
+RETRY_NOTHING_WRITTEN = "nothing written"
+RETRY_NO_RESPONSE = "no response"
+
+# Body kinds, decided once per request.
+_EXPECTS_CONTINUE = "100-continue"
+
+
+class ConnOwner(Protocol):
+    """What a connection needs from the pool that owns it (implemented by the Transport)."""
+
+    def release(self, conn: HTTP11Connection, trace: ClientTrace | None) -> None:
+        """A response ended and the connection may carry another request."""
+
+    def conn_closed(self, conn: HTTP11Connection) -> None:
+        """The connection closed (called exactly once)."""
+
+    def idle_timed_out(self, conn: HTTP11Connection) -> None:
+        """The connection sat idle for ``idle_conn_timeout``."""
+
+
+class _Exchange:
+    """One request and its response, shared by the caller, the writer and the reader."""
+
+    __slots__ = (
+        "body",
+        "continue_event",
+        "continue_refused",
+        "error",
+        "head_ready",
+        "headers",
+        "request",
+        "response",
+        "response_started",
+        "reused",
+        "trace",
+        "written",
+        "wrote_any",
+    )
+
+    def __init__(
+        self,
+        request: Request,
+        headers: list[tuple[str, str]],
+        trace: ClientTrace | None,
+        reused: bool,
+        *,
+        need_written_event: bool,
+        expects_continue: bool,
+    ) -> None:
+        self.request = request
+        self.headers = headers
+        self.trace = trace
+        self.reused = reused
+        self.head_ready = anyio.Event()
+        self.written: anyio.Event | None = anyio.Event() if need_written_event else None
+        self.continue_event: anyio.Event | None = anyio.Event() if expects_continue else None
+        self.continue_refused = False
+        self.response: Response | None = None
+        self.body: _StreamingBody | None = None
+        self.error: BaseException | None = None
+        self.wrote_any = False  # the writer handed at least one byte to the socket
+        self.response_started = False  # the reader saw at least one byte of the response
+
+    @property
+    def finished(self) -> bool:
+        """The caller no longer depends on the connection for this exchange."""
+        if self.error is not None:
+            return True
+        if self.response is None:
+            return False
+        return self.body is None or self.body.is_consumed
+
+    def deliver(self, response: Response) -> None:
+        self.response = response
+        self._wake()
+
+    def fail(self, error: BaseException) -> None:
+        """End the exchange with ``error``, wherever it is (waiting for its head or mid-body)."""
+        if self.error is not None:
+            return
+        if self.response is None:
+            self.error = error
+            self._wake()
+        elif self.body is not None and not self.body.is_consumed:
+            self.error = error
+            self.body.fail(error)
+
+    def _wake(self) -> None:
+        self.head_ready.set()
+        if self.written is not None:
+            self.written.set()
+        if self.continue_event is not None:
+            self.continue_event.set()
+
+
+class HTTP11Connection:
+    """One HTTP/1.1 connection in the pool. See the module docstring."""
+
+    def __init__(
+        self,
+        owner: ConnOwner,
+        stream: anyio.abc.ByteStream,
+        *,
+        key: str,
+        host_port: str,
+        max_header_bytes: int,
+        idle_conn_timeout: float | None,
+        expect_continue_timeout: float | None,
+        local_address: tuple[object, ...] | None = None,
+        remote_address: tuple[object, ...] | None = None,
+    ) -> None:
+        # Immutable after construction.
+        self.key = key
+        self.host_port = host_port
+        self.local_address = local_address
+        self.remote_address = remote_address
+        self._owner = owner
+        self._stream = stream
+        self._idle_conn_timeout = idle_conn_timeout
+        self._expect_continue_timeout = expect_continue_timeout
+        self._protocol = HTTP11Protocol(host_port, max_header_bytes=max_header_bytes)
+
+        # Owned by the pool, changed only in its synchronous methods: when the connection
+        # entered the idle list, or None while it is not there.
+        self.idle_at: float | None = None
+
+        # Owned by the connection.
+        self.requests_started = 0  # by round_trip; > 0 means reused (Go's isReused)
+        self.closed = False
+        self.close_reason: BaseException | None = None
+        self._read_send, self._read_recv = anyio.create_memory_object_stream[_Exchange](1)
+        self._write_send, self._write_recv = anyio.create_memory_object_stream[_Exchange](1)
+        self._reader_scope = anyio.CancelScope()
+        self._writer_scope = anyio.CancelScope()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("idle" if self.idle_at is not None else "active")
+        return f"<HTTP11Connection {self.key} {state} requests={self.requests_started}>"
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Start the reader and writer tasks."""
+        task_group.start_soon(self._write_loop, name=f"asyncpool writer {self.key}")
+        task_group.start_soon(self._read_loop, name=f"asyncpool reader {self.key}")
+
+    def close(self, reason: BaseException | None = None) -> None:
+        """Close the connection now; synchronous and idempotent. Both tasks end soon after."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self._read_send.close()
+        self._write_send.close()
+        self._reader_scope.cancel()
+        self._writer_scope.cancel()
+        self._owner.conn_closed(self)
+
+    # -- the caller's side --------------------------------------------------------------------
+
+    async def round_trip(
+        self,
+        request: Request,
+        headers: list[tuple[str, str]],
+        *,
+        trace: ClientTrace | None,
+        response_header_timeout: float | None,
+    ) -> Response:
+        """Send ``request`` (with the wire ``headers`` the transport prepared) and wait for the
+        response head. The body is read later through the response."""
+        expects_continue = (
+            self._expect_continue_timeout is not None
+            and request.content
+            and any(
+                k.lower() == "expect" and v.lower() == _EXPECTS_CONTINUE
+                for k, v in request.headers._items
+            )
+        )
+        exchange = _Exchange(
+            request,
+            headers,
+            trace,
+            self.requests_started > 0,
+            need_written_event=response_header_timeout is not None,
+            expects_continue=bool(expects_continue),
+        )
+        self.requests_started += 1
+        try:
+            self._read_send.send_nowait(exchange)
+            self._write_send.send_nowait(exchange)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise self._error_for(exchange, self.close_reason) from None
+        try:
+            if exchange.written is not None:
+                await exchange.written.wait()
+                with anyio.move_on_after(response_header_timeout):
+                    await exchange.head_ready.wait()
+                if not exchange.head_ready.is_set():
+                    error = ResponseHeaderTimeout(
+                        f"no response head within response_header_timeout="
+                        f"{response_header_timeout}s",
+                        host=self.host_port,
+                    )
+                    exchange.fail(error)
+                    self.close(error)
+            else:
+                await exchange.head_ready.wait()
+        except BaseException:
+            # Cancelled: unless the exchange already ended cleanly, nobody can tell where the
+            # connection is in the protocol any more.
+            if not exchange.finished:
+                self.close(ReadError("request cancelled", host=self.host_port))
+            raise
+        if exchange.error is not None:
+            raise exchange.error
+        assert exchange.response is not None
+        return exchange.response
+
+    def _error_for(self, exchange: _Exchange, reason: BaseException | None) -> BaseException:
+        """The error an exchange fails with when the connection closes under it."""
+        if isinstance(reason, PoolClosed):
+            return PoolClosed("the Transport closed during the request", host=self.host_port)
+        detail = reason.detail if isinstance(reason, HTTPError) else "connection closed"
+        if exchange.response_started:
+            return ReadError(f"connection lost mid-response ({detail})", host=self.host_port)
+        error: HTTPError
+        if not exchange.wrote_any:
+            error = WriteError(
+                f"connection closed before the request was sent ({detail})", host=self.host_port
+            )
+            error.retry_hint = RETRY_NOTHING_WRITTEN if exchange.reused else None
+        else:
+            error = ServerDisconnected(f"{detail}", host=self.host_port)
+            error.retry_hint = RETRY_NO_RESPONSE if exchange.reused else None
+        return error
+
+    # -- the writer task (Go's writeLoop) -------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        with self._writer_scope:
+            async for exchange in self._write_recv:
+                try:
+                    await self._write_request(exchange)
+                except Exception as exc:
+                    error = exc
+                    if isinstance(
+                        exc, (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
+                    ):
+                        error = WriteError(
+                            f"writing the request failed: {exc!r}", host=self.host_port
+                        )
+                    if isinstance(error, WriteError) and not exchange.wrote_any:
+                        error.retry_hint = RETRY_NOTHING_WRITTEN if exchange.reused else None
+                    trace = exchange.trace
+                    if trace and trace.wrote_request:
+                        trace.wrote_request(error)
+                    exchange.fail(error)
+                    self.close(error)
+                    return
+                if exchange.written is not None:
+                    exchange.written.set()
+
+    async def _send(self, exchange: _Exchange, data: bytes) -> None:
+        exchange.wrote_any = True
+        await self._stream.send(data)
+
+    async def _write_request(self, exchange: _Exchange) -> None:
+        request, trace, protocol = exchange.request, exchange.trace, self._protocol
+        head = protocol.request_head(request.method, request.url.target, exchange.headers)
+        if trace:
+            if trace.wrote_header_field:
+                for name, value in exchange.headers:
+                    trace.wrote_header_field(name, [value])
+            if trace.wrote_headers:
+                trace.wrote_headers()
+        content = request.content
+        if exchange.continue_event is not None:
+            await self._send(exchange, head)
+            if trace and trace.wait_100_continue:
+                trace.wait_100_continue()
+            with anyio.move_on_after(self._expect_continue_timeout or math.inf):
+                await exchange.continue_event.wait()
+            if exchange.continue_refused or exchange.error is not None:
+                return  # a final response came first: the body is never sent
+            head = b""
+        if isinstance(content, bytes):
+            await self._send(exchange, head + protocol.body_chunk(content) + protocol.end_of_body())
+        elif isinstance(content, AsyncIterable):
+            if head:
+                await self._send(exchange, head)
+            async for chunk in content:
+                if chunk:
+                    await self._send(exchange, protocol.body_chunk(chunk))
+            await self._send(exchange, protocol.end_of_body())
+        else:
+            await self._send(exchange, head + protocol.end_of_body())
+        if trace and trace.wrote_request:
+            trace.wrote_request(None)
+
+    # -- the reader task (Go's readLoop) --------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        exchange: _Exchange | None = None
+        try:
+            with self._reader_scope:
+                while True:
+                    data = await self._park()
+                    if data is None:
+                        return  # idle timeout: the owner closed us
+                    try:
+                        exchange = self._read_recv.receive_nowait()
+                    except anyio.WouldBlock:
+                        self.close(
+                            ServerDisconnected(
+                                "server closed the idle connection", host=self.host_port
+                            )
+                            if not data
+                            else RemoteProtocolError(
+                                "unsolicited response on an idle connection", host=self.host_port
+                            )
+                        )
+                        return
+                    if not await self._read_response(exchange, data):
+                        return
+                    exchange = None
+        except HTTPError as exc:
+            self.close(exc)
+            if exchange is not None:
+                exchange.fail(exc)
+        finally:
+            self.close(ReadError("connection closed", host=self.host_port))
+            reason = self.close_reason
+            if exchange is not None:
+                exchange.fail(self._error_for(exchange, reason))
+            while True:
+                try:
+                    queued = self._read_recv.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+                queued.fail(self._error_for(queued, reason))
+            await anyio.aclose_forcefully(self._stream)
+
+    async def _receive(self) -> bytes:
+        """The next bytes from the server; ``b""`` when it closed its side."""
+        try:
+            return await self._stream.receive(READ_SIZE)
+        except anyio.EndOfStream:
+            return b""
+        except (OSError, anyio.BrokenResourceError) as exc:
+            raise ReadError(
+                f"reading from the server failed: {exc!r}", host=self.host_port
+            ) from exc
+
+    async def _park(self) -> bytes | None:
+        """Wait for the server to speak. While the connection is idle, give up after the idle
+        timeout (None) if it is still idle then."""
+        timeout = self._idle_conn_timeout
+        while True:
+            idle_at = self.idle_at
+            if idle_at is None or timeout is None:
+                return await self._receive()
+            with anyio.CancelScope(deadline=idle_at + timeout):
+                return await self._receive()
+            if self.idle_at == idle_at:  # still idle since then: time is up
+                self._owner.idle_timed_out(self)
+                return None
+
+    async def _read_response(self, exchange: _Exchange, data: bytes) -> bool:
+        """Read one response; True when the connection may carry another request."""
+        protocol, trace = self._protocol, exchange.trace
+        if not data:
+            raise self._error_for(
+                exchange,
+                ServerDisconnected(
+                    "server closed the connection before responding", host=self.host_port
+                ),
+            )
+        exchange.response_started = True
+        if trace and trace.got_first_response_byte:
+            trace.got_first_response_byte()
+        protocol.feed(data)
+
+        # The head, after any 1xx.
+        while True:
+            event = protocol.next_event()
+            if event is NEED_DATA:
+                protocol.feed(await self._receive())
+            elif type(event) is Informational:
+                self._informational(exchange, event)
+            elif type(event) is ResponseHead:
+                break
+            else:  # pragma: no cover - h11 only emits the above before a head
+                raise RemoteProtocolError(
+                    f"unexpected {event!r} before the head", host=self.host_port
+                )
+        head = event
+        if exchange.continue_event is not None and not exchange.continue_event.is_set():
+            exchange.continue_refused = True
+            exchange.continue_event.set()
+
+        # Whatever of the body came with the head.
+        chunks: list[bytes] = []
+        while True:
+            event = protocol.next_event()
+            if type(event) is bytes:
+                chunks.append(event)
+            elif event is END_OF_MESSAGE:
+                # Complete already: free the connection before the caller even sees the head.
+                reusable = self._finish_cycle(exchange)
+                exchange.deliver(self._response(exchange, head, _CompleteBody(chunks)))
+                return reusable
+            else:
+                break
+
+        # Stream the rest through a bounded channel.
+        body_send, body_recv = anyio.create_memory_object_stream[bytes](BODY_CHANNEL_SIZE)
+        body = _StreamingBody(self, chunks, body_recv)
+        exchange.body = body
+        exchange.deliver(self._response(exchange, head, body))
+        with body_send:
+            while True:
+                event = protocol.next_event()
+                if type(event) is bytes:
+                    try:
+                        await body_send.send(event)
+                    except anyio.BrokenResourceError:
+                        return False  # the caller closed the body early (and closed us)
+                elif event is NEED_DATA:
+                    protocol.feed(await self._receive())
+                elif event is END_OF_MESSAGE:
+                    reusable = self._finish_cycle(exchange)
+                    body.is_consumed = True  # from the pool's view: nothing more to read
+                    return reusable
+                else:  # pragma: no cover
+                    raise RemoteProtocolError(
+                        f"unexpected {event!r} in a body", host=self.host_port
+                    )
+
+    def _informational(self, exchange: _Exchange, event: Informational) -> None:
+        trace = exchange.trace
+        if event.status_code == 100:
+            if trace and trace.got_100_continue:
+                trace.got_100_continue()
+            if exchange.continue_event is not None:
+                exchange.continue_event.set()
+        elif trace and trace.got_1xx_response:
+            trace.got_1xx_response(event.status_code, Headers(event.headers))
+
+    def _finish_cycle(self, exchange: _Exchange) -> bool:
+        """At the end of a response: back to the owner if both sides allow another request."""
+        if self._protocol.start_next_cycle():
+            self._owner.release(self, exchange.trace)
+            return not self.closed
+        self.close(None)
+        return False
+
+    def _response(self, exchange: _Exchange, head: ResponseHead, body: _Body) -> Response:
+        return Response(
+            head.status_code,
+            reason_phrase=head.reason_phrase,
+            http_version=head.http_version,
+            headers=Headers(head.headers),
+            request=exchange.request,
+            stream=body,
+        )
+
+
+class _CompleteBody:
+    """A body that arrived whole with its head; the connection is already free."""
+
+    __slots__ = ("_chunks",)
+    is_consumed = True
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+
+    async def read_chunk(self) -> bytes:
+        if self._chunks:
+            return self._chunks.pop(0)
+        return b""
+
+    async def aclose(self) -> None:
+        self._chunks = []
+
+    def abandon(self) -> None:
+        self._chunks = []
+
+
+class _StreamingBody:
+    """A body the reader task streams in; closing it before its end closes the connection."""
+
+    __slots__ = ("_conn", "_error", "_initial", "_receive", "is_consumed")
+
+    def __init__(
+        self,
+        conn: HTTP11Connection,
+        initial: list[bytes],
+        receive: MemoryObjectReceiveStream[bytes],
+    ) -> None:
+        self._conn = conn
+        self._initial = initial
+        self._receive = receive
+        self._error: BaseException | None = None
+        self.is_consumed = False  # set by the reader at the end of the message
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+
+    async def read_chunk(self) -> bytes:
+        if self._initial:
+            return self._initial.pop(0)
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            if self._error is not None:
+                raise self._error from None
+            return b""
+        except anyio.ClosedResourceError:
+            raise ReadError("the response body was closed", host=self._conn.host_port) from None
+
+    async def aclose(self) -> None:
+        self.abandon()
+
+    def abandon(self) -> None:
+        if not self.is_consumed:
+            self._conn.close(
+                ReadError("response body closed before its end", host=self._conn.host_port)
+            )
+        self._receive.close()
+
+
+_Body = _CompleteBody | _StreamingBody

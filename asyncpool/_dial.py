@@ -1,0 +1,160 @@
+"""Dialing: DNS, TCP connect, TLS with ALPN. Produces a connected byte stream or a typed error
+that names the host and the phase (dns, connect, tls)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.abc
+import certifi
+from anyio.streams.tls import TLSAttribute, TLSStream
+
+from ._errors import ConnectError, ConnectTimeout, TLSError, TLSHandshakeTimeout
+from ._trace import ClientTrace
+
+__all__ = ["DialFunc", "Dialed", "default_ssl_context", "dial"]
+
+# A replacement for DNS + TCP connect, as Go's DialContext: (host, port) -> stream.
+DialFunc = Callable[[str, int], Awaitable[anyio.abc.ByteStream]]
+
+
+def default_ssl_context(alpn: list[str]) -> ssl.SSLContext:
+    """Verification on, hostname checks on, certifi's CA bundle, ALPN as given."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    context.set_alpn_protocols(alpn)
+    return context
+
+
+@dataclass
+class Dialed:
+    stream: anyio.abc.ByteStream
+    alpn_protocol: str | None
+    local_address: Any
+    remote_address: Any
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _resolve(host: str, port: int, host_port: str, trace: ClientTrace | None) -> list[str]:
+    if _is_ip_literal(host):
+        return [host]
+    if trace and trace.dns_start:
+        trace.dns_start(host)
+    try:
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        if trace and trace.dns_done:
+            trace.dns_done([], exc)
+        raise ConnectError(f"cannot resolve {host!r}: {exc}", host=host_port, phase="dns") from exc
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if trace and trace.dns_done:
+        trace.dns_done(addresses, None)
+    return addresses
+
+
+async def _connect(
+    host: str, port: int, host_port: str, trace: ClientTrace | None
+) -> anyio.abc.ByteStream:
+    last_error: OSError | None = None
+    for address in await _resolve(host, port, host_port, trace):
+        if trace and trace.connect_start:
+            trace.connect_start("tcp", (address, port))
+        try:
+            stream = await anyio.connect_tcp(address, port)
+        except OSError as exc:
+            last_error = exc
+            if trace and trace.connect_done:
+                trace.connect_done("tcp", (address, port), exc)
+            continue
+        if trace and trace.connect_done:
+            trace.connect_done("tcp", (address, port), None)
+        return stream
+    raise ConnectError(f"cannot connect: {last_error}", host=host_port) from last_error
+
+
+async def _handshake(
+    stream: anyio.abc.ByteStream,
+    host: str,
+    host_port: str,
+    context: ssl.SSLContext,
+    trace: ClientTrace | None,
+) -> TLSStream:
+    if trace and trace.tls_handshake_start:
+        trace.tls_handshake_start()
+    try:
+        tls = await TLSStream.wrap(
+            stream, hostname=host, ssl_context=context, standard_compatible=False
+        )
+    except ssl.SSLCertVerificationError as exc:
+        error: Exception = TLSError(
+            f"certificate verify failed: {exc.verify_message}", host=host_port
+        )
+    except (ssl.SSLError, OSError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+        error = TLSError(f"handshake failed: {exc!r}", host=host_port)
+    else:
+        if trace and trace.tls_handshake_done:
+            trace.tls_handshake_done(tls.extra(TLSAttribute.ssl_object), None)
+        return tls
+    if trace and trace.tls_handshake_done:
+        trace.tls_handshake_done(None, error)
+    await anyio.aclose_forcefully(stream)
+    raise error from error.__context__
+
+
+async def dial(
+    scheme: str,
+    host: str,
+    port: int,
+    host_port: str,
+    *,
+    dial_timeout: float | None,
+    tls_handshake_timeout: float | None,
+    ssl_context: ssl.SSLContext | None,
+    dial_func: DialFunc | None,
+    trace: ClientTrace | None,
+) -> Dialed:
+    """A connected (and for https, TLS-wrapped) stream to ``host:port``."""
+    stream: anyio.abc.ByteStream | None = None
+    with anyio.move_on_after(dial_timeout):
+        if dial_func is not None:
+            try:
+                stream = await dial_func(host, port)
+            except OSError as exc:
+                raise ConnectError(f"cannot connect: {exc}", host=host_port) from exc
+        else:
+            stream = await _connect(host, port, host_port, trace)
+    if stream is None:
+        raise ConnectTimeout(f"no connection within dial_timeout={dial_timeout}s", host=host_port)
+
+    alpn: str | None = None
+    if scheme == "https":
+        assert ssl_context is not None
+        tls: TLSStream | None = None
+        with anyio.move_on_after(tls_handshake_timeout):
+            tls = await _handshake(stream, host, host_port, ssl_context, trace)
+        if tls is None:
+            await anyio.aclose_forcefully(stream)
+            raise TLSHandshakeTimeout(
+                f"no TLS handshake within tls_handshake_timeout={tls_handshake_timeout}s",
+                host=host_port,
+            )
+        alpn = tls.extra(TLSAttribute.alpn_protocol, None)
+        stream = tls
+    return Dialed(
+        stream=stream,
+        alpn_protocol=alpn,
+        local_address=stream.extra(anyio.abc.SocketAttribute.local_address, None),
+        remote_address=stream.extra(anyio.abc.SocketAttribute.remote_address, None),
+    )

@@ -1,0 +1,130 @@
+"""The exception tree.
+
+Every error asyncpool raises derives from :class:`HTTPError` and says *where* it happened: the
+``host`` ("host:port") and the ``phase`` ("url", "request", "pool", "connect", "tls", "write",
+"read", "protocol", ...). The message repeats both so that a log line alone is enough::
+
+    HTTPError
+    ├── InvalidURL                 the URL cannot be used (also a ValueError)
+    ├── LocalProtocolError         the request we were asked to send is not valid HTTP
+    ├── RemoteProtocolError        the server broke HTTP framing
+    │   ├── ResponseHeaderTooLarge
+    │   └── DecodingError          a gzip/deflate body is corrupt
+    ├── PoolClosed                 the Transport is not open (outside ``async with``)
+    ├── NetworkError
+    │   ├── ConnectError           DNS or TCP connect failed
+    │   ├── TLSError               the TLS handshake or certificate check failed
+    │   ├── WriteError             writing the request failed
+    │   └── ReadError              reading the response failed
+    │       └── ServerDisconnected the server closed the connection before any response byte
+    └── TimeoutError (also the built-in TimeoutError)
+        ├── ConnectTimeout
+        ├── TLSHandshakeTimeout
+        └── ResponseHeaderTimeout
+"""
+
+from __future__ import annotations
+
+import builtins
+
+__all__ = [
+    "ConnectError",
+    "ConnectTimeout",
+    "DecodingError",
+    "HTTPError",
+    "InvalidURL",
+    "LocalProtocolError",
+    "NetworkError",
+    "PoolClosed",
+    "ReadError",
+    "RemoteProtocolError",
+    "ResponseHeaderTimeout",
+    "ResponseHeaderTooLarge",
+    "ServerDisconnected",
+    "TLSError",
+    "TLSHandshakeTimeout",
+    "TimeoutError",
+    "WriteError",
+]
+
+
+class HTTPError(Exception):
+    """Base of every asyncpool error. ``host`` and ``phase`` say where it happened."""
+
+    phase = "request"
+    # Set by the connection layer on failures of a reused connection that Go would retry.
+    retry_hint: str | None = None
+
+    def __init__(self, message: str, *, host: str = "", phase: str | None = None) -> None:
+        self.host = host
+        if phase is not None:
+            self.phase = phase
+        self.detail = message
+        where = f"{self.phase} {host}" if host else self.phase
+        super().__init__(f"{where}: {message}")
+
+
+class InvalidURL(HTTPError, ValueError):
+    phase = "url"
+
+
+class LocalProtocolError(HTTPError):
+    phase = "request"
+
+
+class RemoteProtocolError(HTTPError):
+    phase = "protocol"
+
+
+class ResponseHeaderTooLarge(RemoteProtocolError):
+    pass
+
+
+class DecodingError(RemoteProtocolError):
+    """A compressed body could not be decoded."""
+
+    phase = "decode"
+
+
+class PoolClosed(HTTPError, RuntimeError):
+    phase = "pool"
+
+
+class NetworkError(HTTPError):
+    pass
+
+
+class ConnectError(NetworkError):
+    phase = "connect"
+
+
+class TLSError(NetworkError):
+    phase = "tls"
+
+
+class WriteError(NetworkError):
+    phase = "write"
+
+
+class ReadError(NetworkError):
+    phase = "read"
+
+
+class ServerDisconnected(ReadError):
+    """The server closed the connection before sending any byte of the response."""
+
+
+class TimeoutError(HTTPError, builtins.TimeoutError):
+    phase = "timeout"
+
+
+class ConnectTimeout(TimeoutError):
+    phase = "connect"
+
+
+class TLSHandshakeTimeout(TimeoutError):
+    phase = "tls"
+
+
+class ResponseHeaderTimeout(TimeoutError):
+    phase = "read"

@@ -1,0 +1,336 @@
+"""Plain data: URL, Headers, Request, Response. No I/O happens here except through a
+response's body stream, which the connection layer supplies."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol, Union
+from urllib.parse import urlsplit
+
+from ._errors import InvalidURL, LocalProtocolError
+
+if TYPE_CHECKING:
+    from ._trace import ClientTrace
+
+__all__ = ["URL", "Headers", "Request", "Response", "ResponseStream"]
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+# RFC 9110 token; a method and a header name must be one.
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Field values may hold any visible character, space and tab, never CR, LF or NUL.
+_FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
+
+HeaderInput = Union["Headers", Mapping[str, str], Iterable[tuple[str, str]], None]
+
+
+class URL:
+    """An absolute http(s) URL, split once into the parts the pool needs."""
+
+    __slots__ = ("host", "origin", "port", "scheme", "target", "url")
+
+    def __init__(self, url: str) -> None:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise InvalidURL(f"cannot parse {url!r}: {exc}") from None
+        scheme = parts.scheme.lower()
+        if not scheme:
+            raise InvalidURL(f"{url!r} has no scheme; use http:// or https://")
+        if scheme not in DEFAULT_PORTS:
+            raise InvalidURL(f"unsupported scheme {scheme!r} in {url!r}; use http or https")
+        host = parts.hostname
+        if not host:
+            raise InvalidURL(f"{url!r} has no host")
+        self.url = url
+        self.scheme = scheme
+        self.host = host
+        self.port = port if port is not None else DEFAULT_PORTS[scheme]
+        target = parts.path or "/"
+        if parts.query:
+            target = f"{target}?{parts.query}"
+        if _FORBIDDEN_IN_VALUE.search(target) or " " in target:
+            raise InvalidURL(f"{url!r} holds whitespace or control characters in its path")
+        self.target = target
+        self.origin = f"{scheme}://{self.host_header}"
+
+    @property
+    def host_header(self) -> str:
+        """``host[:port]`` as the Host header carries it (the port only when not the default)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.port == DEFAULT_PORTS[self.scheme]:
+            return host
+        return f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"URL({self.url!r})"
+
+
+class Headers:
+    """Case-insensitive, ordered, multi-valued HTTP header fields.
+
+    ``headers["a"]`` joins repeated fields with ", "; ``get_list`` keeps them apart. Names keep
+    the case they were given in; lookups ignore it.
+    """
+
+    __slots__ = ("_items",)
+    _items: list[tuple[str, str]]
+
+    def __init__(self, headers: HeaderInput = None) -> None:
+        items: list[tuple[str, str]]
+        if headers is None:
+            items = []
+        elif isinstance(headers, Headers):
+            items = list(headers._items)
+        elif isinstance(headers, Mapping):
+            items = [(str(k), str(v)) for k, v in headers.items()]
+        else:
+            items = [(str(k), str(v)) for k, v in headers]
+        self._items = items
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        values = self.get_list(name)
+        return ", ".join(values) if values else default
+
+    def get_list(self, name: str) -> list[str]:
+        lower = name.lower()
+        return [v for k, v in self._items if k.lower() == lower]
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append((name, value))
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __setitem__(self, name: str, value: str) -> None:
+        """Replace every field called ``name`` with one."""
+        del self[name]
+        self._items.append((name, value))
+
+    def __delitem__(self, name: str) -> None:
+        lower = name.lower()
+        self._items = [(k, v) for k, v in self._items if k.lower() != lower]
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        lower = name.lower()
+        return any(k.lower() == lower for k, _ in self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def items(self) -> list[tuple[str, str]]:
+        """Every field as (name, value), in order, repeats included."""
+        return list(self._items)
+
+    def keys(self) -> list[str]:
+        return list(dict.fromkeys(k.lower() for k, _ in self._items))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(k.lower(), v) for k, v in self._items] == [(k.lower(), v) for k, v in other._items]
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+def validate_method(method: str) -> None:
+    if not _TOKEN.match(method):
+        raise LocalProtocolError(f"invalid method {method!r}: must be an HTTP token")
+
+
+def validate_headers(headers: Headers, host: str) -> None:
+    for name, value in headers._items:
+        if not _TOKEN.match(name):
+            raise LocalProtocolError(f"invalid header name {name!r}", host=host)
+        if _FORBIDDEN_IN_VALUE.search(value):
+            raise LocalProtocolError(
+                f"header {name!r} holds CR, LF or NUL (header injection refused)", host=host
+            )
+
+
+class Request:
+    """One HTTP request. ``content`` is bytes (replayable) or an async iterable of bytes (sent
+    chunked, and not replayable). Validated here, before any byte can be sent."""
+
+    __slots__ = ("content", "headers", "method", "trace", "url")
+
+    def __init__(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        headers: HeaderInput = None,
+        content: bytes | AsyncIterable[bytes] | None = None,
+        trace: ClientTrace | None = None,
+    ) -> None:
+        self.url = url if isinstance(url, URL) else URL(url)
+        validate_method(method)
+        self.method = method
+        self.headers = Headers(headers)
+        validate_headers(self.headers, self.url.host_header)
+        if content is not None and not isinstance(content, (bytes, AsyncIterable)):
+            raise TypeError(f"content must be bytes or an async iterable of bytes, not {content!r}")
+        self.content = content
+        self.trace = trace
+
+    @property
+    def is_replayable(self) -> bool:
+        """Go's isReplayable: the method is idempotent (or an idempotency key says so) and the
+        body can be sent again."""
+        if isinstance(self.content, AsyncIterable):
+            return False
+        if self.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
+            return True
+        return "idempotency-key" in self.headers or "x-idempotency-key" in self.headers
+
+    @property
+    def body_is_rewindable(self) -> bool:
+        return not isinstance(self.content, AsyncIterable)
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.url.url}>"
+
+
+class ResponseStream(Protocol):
+    """What a connection gives a response to read its body from."""
+
+    @property
+    def is_consumed(self) -> bool:
+        """Read to its end (the connection no longer depends on the reader)."""
+        ...
+
+    async def read_chunk(self) -> bytes:
+        """The next non-empty chunk of the body, or ``b""`` at its end."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+    def abandon(self) -> None:
+        """Give the body up without awaiting (used when a response is garbage collected)."""
+        ...
+
+
+class _BodyIterator:
+    __slots__ = ("_response",)
+
+    def __init__(self, response: Response) -> None:
+        self._response = response
+
+    def __aiter__(self) -> _BodyIterator:
+        return self
+
+    async def __anext__(self) -> bytes:
+        response = self._response
+        if response._closed:
+            raise StopAsyncIteration
+        chunk = await response._stream.read_chunk()
+        if not chunk:
+            # Read to the end: the connection has already gone back to the pool.
+            response._closed = True
+            raise StopAsyncIteration
+        return chunk
+
+
+class Response:
+    """A response head with a body still to read (``aread``, ``aiter_bytes``) and to close."""
+
+    __slots__ = (
+        "__weakref__",
+        "_closed",
+        "_content",
+        "_stream",
+        "headers",
+        "http_version",
+        "reason_phrase",
+        "request",
+        "status_code",
+        "uncompressed",
+    )
+
+    def __init__(
+        self,
+        status_code: int,
+        *,
+        reason_phrase: str = "",
+        http_version: str = "HTTP/1.1",
+        headers: Headers | None = None,
+        request: Request,
+        stream: ResponseStream,
+    ) -> None:
+        self.status_code = status_code
+        self.reason_phrase = reason_phrase
+        self.http_version = http_version
+        self.headers = headers if headers is not None else Headers()
+        self.request = request
+        self.uncompressed = False  # True when the transport decoded gzip (Go's Uncompressed)
+        self._stream = stream
+        self._content: bytes | None = None
+        self._closed = False
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            raise RuntimeError("the body has not been read; call `await response.aread()` first")
+        return self._content
+
+    async def aread(self) -> bytes:
+        """The whole body (read once, then kept)."""
+        if self._content is None:
+            if self._closed:
+                raise RuntimeError("the response is closed; its body can no longer be read")
+            self._content = b"".join([chunk async for chunk in _BodyIterator(self)])
+        return self._content
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body in chunks as they arrive, with back-pressure on the connection."""
+        if self._closed:
+            raise RuntimeError("the response is closed; its body can no longer be read")
+        return _BodyIterator(self)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._stream.aclose()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    async def __aenter__(self) -> Response:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _set_stream(self, stream: ResponseStream) -> None:
+        self._stream = stream
+
+    def __del__(self) -> None:
+        if not self._closed and not self._stream.is_consumed:
+            # The pool would wait forever for this body; give the connection up.
+            warnings.warn(
+                f"unclosed response {self!r}: read it to the end or close it "
+                "(`async with response:` or `await response.aclose()`)",
+                ResourceWarning,
+                stacklevel=2,
+                source=self,
+            )
+            self._stream.abandon()
+
+    def __repr__(self) -> str:
+        return f"<Response [{self.status_code} {self.reason_phrase}] {self.request.url.url}>"

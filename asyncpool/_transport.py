@@ -1,0 +1,549 @@
+"""The pool: Go's net/http.Transport for anyio.
+
+Theory of operation
+-------------------
+``round_trip`` asks for a connection to the request's key (its origin: scheme, host, port).
+A live idle connection for the key is handed over at once, most recently used first. Otherwise
+the request registers a *want* in two queues of its host: ``idle_waiters`` (served by the next
+connection that any request frees) and, when ``max_conns_per_host`` is reached,
+``dial_waiters`` (served by the next free host slot). A dial runs as its own task in the
+Transport's task group, never in the request's scope. When it finishes, its connection goes to
+the first want still waiting for the key, or to the idle list: whichever comes first, a freed
+connection or a fresh dial, serves the want (socket late binding), and the loser is not wasted.
+
+"The lock" is the event loop: every pool decision is a synchronous method below (no ``await``
+inside), so it runs atomically; I/O happens in the tasks, after the decision.
+
+Invariants
+----------
+* A want is served at most once (``_Want.waiting`` flips once); a connection that finds no
+  waiting want goes to the idle list or is closed.
+* An HTTP/1.1 connection is in exactly one place: a host's idle list (then ``idle_at`` is set
+  and it is in ``_idle_lru``), or one request's hands (a delivered want, or a caller).
+* ``_Host.conns`` counts dialing + active + idle connections of the host. It is incremented when
+  a dial starts and decremented exactly once, when that dial fails or its connection closes
+  (``conn_closed``); with ``max_conns_per_host`` a freed slot passes straight to the next
+  waiting want instead.
+* Every task lives in the Transport's task group; leaving ``async with`` closes every
+  connection and fails every want, so no task outlives the block.
+* Every operation is O(1) in connections and waiters: dicts, deques and one LRU; cancelled
+  wants are skipped lazily and dropped in bulk when a host has no waiter left.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import ssl
+from collections.abc import AsyncIterable
+from types import TracebackType
+
+import anyio
+import anyio.abc
+
+from ._compression import DECODABLE, DecodedStream
+from ._connection import RETRY_NO_RESPONSE, RETRY_NOTHING_WRITTEN, HTTP11Connection
+from ._dial import DialFunc, default_ssl_context, dial
+from ._errors import HTTPError, PoolClosed, ServerDisconnected
+from ._models import Request, Response
+from ._trace import ClientTrace, GotConnInfo, current_trace
+
+__all__ = ["HostStats", "Transport", "TransportStats"]
+
+_METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+@dataclasses.dataclass(frozen=True)
+class HostStats:
+    idle: int
+    in_use: int
+    dialing: int
+    waiting: int
+    total: int  # dialing + in use + idle
+
+
+@dataclasses.dataclass(frozen=True)
+class TransportStats:
+    """A snapshot of the pool. ``hosts`` is keyed by origin ("http://host:port")."""
+
+    hosts: dict[str, HostStats]
+    dials: int
+    failed_dials: int
+    reused: int
+    retries: int
+    idle_timeouts: int
+    evictions: int
+    server_closed_idle: int
+
+    @property
+    def idle(self) -> int:
+        return sum(h.idle for h in self.hosts.values())
+
+    @property
+    def in_use(self) -> int:
+        return sum(h.in_use for h in self.hosts.values())
+
+    @property
+    def dialing(self) -> int:
+        return sum(h.dialing for h in self.hosts.values())
+
+    @property
+    def waiting(self) -> int:
+        return sum(h.waiting for h in self.hosts.values())
+
+    @property
+    def total(self) -> int:
+        return sum(h.total for h in self.hosts.values())
+
+
+class _Want:
+    """A request waiting for a connection (Go's wantConn). Served at most once."""
+
+    __slots__ = ("conn", "error", "ready", "request", "trace", "waiting")
+
+    def __init__(self, request: Request, trace: ClientTrace | None) -> None:
+        self.request = request  # for the dial's host, port and TLS name
+        self.trace = trace  # the dial fires this request's hooks
+        self.ready = anyio.Event()
+        self.waiting = True
+        self.conn: HTTP11Connection | None = None
+        self.error: BaseException | None = None
+
+
+class _Host:
+    """Per-key pool state; every field is changed only by the Transport's synchronous methods."""
+
+    __slots__ = ("conns", "dial_waiters", "dialing", "idle", "idle_waiters", "key", "waiting")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        # Idle connections, least recently used first; the value is unused.
+        self.idle: collections.OrderedDict[HTTP11Connection, None] = collections.OrderedDict()
+        self.idle_waiters: collections.deque[_Want] = collections.deque()
+        self.dial_waiters: collections.deque[_Want] = collections.deque()
+        self.conns = 0  # dialing + active + idle
+        self.dialing = 0
+        self.waiting = 0  # wants still waiting (the deques may also hold served/cancelled ones)
+
+
+class Transport:
+    """An HTTP connection pool with Go's Transport semantics. Use it as an async context
+    manager; see the README for the options."""
+
+    def __init__(
+        self,
+        *,
+        max_idle_conns: int = 100,
+        max_idle_conns_per_host: int | None = None,
+        max_conns_per_host: int = 0,
+        idle_conn_timeout: float | None = 90.0,
+        dial_timeout: float | None = 30.0,
+        tls_handshake_timeout: float | None = 10.0,
+        response_header_timeout: float | None = None,
+        expect_continue_timeout: float | None = 1.0,
+        disable_keep_alives: bool = False,
+        disable_compression: bool = False,
+        max_response_header_bytes: int = 1 << 20,
+        tls_config: ssl.SSLContext | None = None,
+        dial: DialFunc | None = None,
+    ) -> None:
+        for name, value in (
+            ("max_idle_conns", max_idle_conns),
+            ("max_conns_per_host", max_conns_per_host),
+            ("max_response_header_bytes", max_response_header_bytes),
+        ):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, not {value}")
+        # Options: immutable after construction. 0 means "no limit" for the two limits, as Go.
+        self.max_idle_conns = max_idle_conns
+        self.max_idle_conns_per_host = (
+            max_idle_conns if max_idle_conns_per_host is None else max_idle_conns_per_host
+        )
+        self.max_conns_per_host = max_conns_per_host
+        self.idle_conn_timeout = idle_conn_timeout
+        self.dial_timeout = dial_timeout
+        self.tls_handshake_timeout = tls_handshake_timeout
+        self.response_header_timeout = response_header_timeout
+        self.expect_continue_timeout = expect_continue_timeout
+        self.disable_keep_alives = disable_keep_alives
+        self.disable_compression = disable_compression
+        self.max_response_header_bytes = max_response_header_bytes
+        self._tls_config = tls_config
+        self._dial_func = dial
+
+        # Guarded by the event loop (changed only in synchronous methods).
+        self._hosts: dict[str, _Host] = {}
+        self._idle_lru: collections.OrderedDict[HTTP11Connection, None] = collections.OrderedDict()
+        self._conns: set[HTTP11Connection] = set()  # every open connection
+        self._close_idle = False  # Go's closeIdle: close conns freed after close_idle_connections
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._closed = False
+        self._dials = 0
+        self._failed_dials = 0
+        self._reused = 0
+        self._retries = 0
+        self._idle_timeouts = 0
+        self._evictions = 0
+        self._server_closed_idle = 0
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Transport:
+        if self._task_group is not None or self._closed:
+            raise PoolClosed("a Transport can be entered once; create a new one")
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._task_group is not None
+        self._closed = True
+        reason = PoolClosed("the Transport was closed")
+        for conn in list(self._conns):
+            conn.close(reason)
+        for host in self._hosts.values():
+            for want in (*host.idle_waiters, *host.dial_waiters):
+                self._deliver(
+                    host, want, None, PoolClosed("the Transport was closed", host=host.key)
+                )
+        self._task_group.cancel_scope.cancel()
+        return await self._task_group.__aexit__(exc_type, exc, tb)
+
+    @property
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._tls_config is None:
+            self._tls_config = default_ssl_context(["http/1.1"])
+        return self._tls_config
+
+    # -- the request path ---------------------------------------------------------------------
+
+    async def round_trip(self, request: Request) -> Response:
+        """Send one request and return its response once the head has arrived."""
+        if self._task_group is None or self._closed:
+            raise PoolClosed(
+                "the Transport is not open: use `async with asyncpool.Transport() as pool:` "
+                "and call pool.round_trip(...) inside the block"
+            )
+        trace = request.trace
+        outer = current_trace()
+        if outer is not None:
+            trace = trace.compose(outer) if trace is not None else outer
+        headers, asked_compression = self._wire_headers(request)
+        url = request.url
+        while True:
+            conn = await self._get_conn(request, trace)
+            try:
+                response = await conn.round_trip(
+                    request,
+                    headers,
+                    trace=trace,
+                    response_header_timeout=self.response_header_timeout,
+                )
+            except HTTPError as exc:
+                if not self._should_retry(exc, request):
+                    raise
+                self._retries += 1
+                continue
+            break
+        if asked_compression:
+            encoding = response.headers.get("content-encoding", "")
+            if encoding is not None and encoding.lower() in DECODABLE:
+                response._set_stream(
+                    DecodedStream(response._stream, encoding.lower(), url.host_header)
+                )
+                del response.headers["content-encoding"]
+                del response.headers["content-length"]
+                response.uncompressed = True
+        return response
+
+    def _wire_headers(self, request: Request) -> tuple[list[tuple[str, str]], bool]:
+        """The header fields to send, and whether we asked for compression ourselves."""
+        given = request.headers
+        headers = given.items()
+        if "host" not in given:
+            headers.insert(0, ("Host", request.url.host_header))
+        asked_compression = (
+            not self.disable_compression
+            and request.method != "HEAD"
+            and "accept-encoding" not in given
+            and "range" not in given
+        )
+        if asked_compression:
+            headers.append(("Accept-Encoding", "gzip, deflate"))
+        if self.disable_keep_alives and "connection" not in given:
+            headers.append(("Connection", "close"))
+        content = request.content
+        if "content-length" not in given and "transfer-encoding" not in given:
+            if isinstance(content, bytes):
+                if content or request.method in _METHODS_WITH_BODY:
+                    headers.append(("Content-Length", str(len(content))))
+            elif isinstance(content, AsyncIterable):
+                headers.append(("Transfer-Encoding", "chunked"))
+            elif request.method in _METHODS_WITH_BODY:
+                headers.append(("Content-Length", "0"))
+        return headers, asked_compression
+
+    @staticmethod
+    def _should_retry(exc: HTTPError, request: Request) -> bool:
+        """Go's shouldRetryRequest. Hints are only set on failures of reused connections."""
+        if exc.retry_hint == RETRY_NOTHING_WRITTEN:
+            return request.body_is_rewindable
+        if exc.retry_hint == RETRY_NO_RESPONSE:
+            return request.is_replayable
+        return False
+
+    async def _get_conn(self, request: Request, trace: ClientTrace | None) -> HTTP11Connection:
+        url = request.url
+        if trace and trace.get_conn:
+            trace.get_conn(f"{url.host}:{url.port}")
+        key = url.origin
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _Host(key)
+        self._close_idle = False  # someone wants a connection: keep freed ones again
+
+        conn, idle_time = self._take_idle(host)
+        self._hosts[key] = host  # closing stale idle connections may have forgotten it
+        if conn is not None:
+            self._reused += 1
+            if trace and trace.got_conn:
+                trace.got_conn(self._got_conn_info(conn, was_idle=True, idle_time=idle_time))
+            return conn
+
+        want = _Want(request, trace)
+        host.idle_waiters.append(want)
+        host.waiting += 1
+        self._queue_for_dial(host, want)
+        try:
+            await want.ready.wait()
+        except BaseException:
+            self._cancel_want(host, want)
+            raise
+        if want.error is not None:
+            raise want.error
+        conn = want.conn
+        assert conn is not None
+        if conn.requests_started:
+            self._reused += 1
+        if trace and trace.got_conn:
+            trace.got_conn(self._got_conn_info(conn, was_idle=False, idle_time=0.0))
+        return conn
+
+    @staticmethod
+    def _got_conn_info(conn: HTTP11Connection, *, was_idle: bool, idle_time: float) -> GotConnInfo:
+        return GotConnInfo(
+            reused=conn.requests_started > 0,
+            was_idle=was_idle,
+            idle_time=idle_time,
+            local_address=conn.local_address,
+            remote_address=conn.remote_address,
+        )
+
+    # -- pool decisions: synchronous, so atomic ------------------------------------------------
+
+    def _take_idle(self, host: _Host) -> tuple[HTTP11Connection | None, float]:
+        """The most recently used live idle connection of ``host``, and how long it idled."""
+        now = anyio.current_time()
+        timeout = self.idle_conn_timeout
+        while host.idle:
+            conn, _ = host.idle.popitem(last=True)
+            del self._idle_lru[conn]
+            idle_at = conn.idle_at
+            assert idle_at is not None, f"{conn!r} in an idle list without idle_at"
+            conn.idle_at = None
+            if timeout is not None and now - idle_at >= timeout:
+                # Older ones are staler still; each is dropped in turn as the loop goes on.
+                self._idle_timeouts += 1
+                conn.close(None)
+                continue
+            return conn, now - idle_at
+        return None, 0.0
+
+    def _queue_for_dial(self, host: _Host, want: _Want) -> None:
+        limit = self.max_conns_per_host
+        if limit and host.conns >= limit:
+            host.dial_waiters.append(want)
+            return
+        host.conns += 1
+        self._start_dial(host, want)
+
+    def _start_dial(self, host: _Host, want: _Want) -> None:
+        assert self._task_group is not None
+        host.dialing += 1
+        self._dials += 1
+        self._task_group.start_soon(
+            self._dial_conn_for, host, want, name=f"asyncpool dial {host.key}"
+        )
+
+    def _deliver(
+        self, host: _Host, want: _Want, conn: HTTP11Connection | None, error: BaseException | None
+    ) -> bool:
+        """Serve ``want`` with a connection or an error, unless it is served already."""
+        if not want.waiting:
+            return False
+        want.waiting = False
+        want.conn = conn
+        want.error = error
+        want.ready.set()
+        host.waiting -= 1
+        if host.waiting == 0:
+            # Every want left in the queues was served or cancelled: drop them in bulk.
+            host.idle_waiters.clear()
+            host.dial_waiters.clear()
+        return True
+
+    def _cancel_want(self, host: _Host, want: _Want) -> None:
+        if self._deliver(host, want, None, None):
+            return
+        if want.conn is not None:  # served while being cancelled: the connection is not lost
+            conn, want.conn = want.conn, None
+            self._put_or_close_idle(conn)
+
+    def _put_or_close_idle(self, conn: HTTP11Connection, trace: ClientTrace | None = None) -> None:
+        """Go's tryPutIdleConn: a waiting want first, then the idle list, else close."""
+        reason = self._try_put_idle(conn)
+        if trace and trace.put_idle_conn:
+            trace.put_idle_conn(reason)
+        if reason is not None:
+            conn.close(None)
+
+    def _try_put_idle(self, conn: HTTP11Connection) -> str | None:
+        if conn.closed:
+            return "connection closed"
+        if self.disable_keep_alives:
+            return "keep-alives disabled"
+        if self._closed:
+            return "the Transport is closed"
+        host = self._hosts[conn.key]
+        while host.idle_waiters:
+            if self._deliver(host, host.idle_waiters.popleft(), conn, None):
+                return None
+        if self._close_idle:
+            return "close_idle_connections() was called"
+        if len(host.idle) >= self.max_idle_conns_per_host:
+            return "too many idle connections for the host"
+        conn.idle_at = anyio.current_time()
+        host.idle[conn] = None
+        self._idle_lru[conn] = None
+        if self.max_idle_conns and len(self._idle_lru) > self.max_idle_conns:
+            oldest, _ = self._idle_lru.popitem(last=False)
+            self._evictions += 1
+            oldest.close(None)  # conn_closed takes it off its host's idle list
+        return None
+
+    # -- the ConnOwner callbacks (from connection tasks) -----------------------------------------
+
+    def release(self, conn: HTTP11Connection, trace: ClientTrace | None) -> None:
+        self._put_or_close_idle(conn, trace)
+
+    def idle_timed_out(self, conn: HTTP11Connection) -> None:
+        self._idle_timeouts += 1
+        conn.close(None)
+
+    def conn_closed(self, conn: HTTP11Connection) -> None:
+        self._conns.discard(conn)
+        host = self._hosts[conn.key]
+        if conn.idle_at is not None:
+            del host.idle[conn]
+            self._idle_lru.pop(conn, None)
+            conn.idle_at = None
+            if isinstance(conn.close_reason, ServerDisconnected):
+                self._server_closed_idle += 1
+        self._free_host_slot(host)
+
+    def _free_host_slot(self, host: _Host) -> None:
+        """Go's decConnsPerHost: pass the slot to the next waiting want, or give it back."""
+        if self.max_conns_per_host and not self._closed:
+            while host.dial_waiters:
+                want = host.dial_waiters.popleft()
+                if want.waiting:
+                    self._start_dial(host, want)
+                    return
+        host.conns -= 1
+        assert host.conns >= 0, f"host slot count of {host.key} went negative"
+        if host.conns == 0 and host.waiting == 0:
+            del self._hosts[host.key]
+
+    # -- dialing --------------------------------------------------------------------------------
+
+    async def _dial_conn_for(self, host: _Host, want: _Want) -> None:
+        url = want.request.url
+        try:
+            dialed = await dial(
+                url.scheme,
+                url.host,
+                url.port,
+                f"{url.host}:{url.port}",
+                dial_timeout=self.dial_timeout,
+                tls_handshake_timeout=self.tls_handshake_timeout,
+                ssl_context=self._ssl_context if url.scheme == "https" else None,
+                dial_func=self._dial_func,
+                trace=want.trace,
+            )
+        except BaseException as exc:
+            host.dialing -= 1
+            self._failed_dials += 1
+            if isinstance(exc, Exception):
+                self._deliver(host, want, None, exc)
+            self._free_host_slot(host)
+            if isinstance(exc, Exception):
+                return
+            raise
+        host.dialing -= 1
+        conn = HTTP11Connection(
+            self,
+            dialed.stream,
+            key=host.key,
+            host_port=f"{url.host}:{url.port}",
+            max_header_bytes=self.max_response_header_bytes,
+            idle_conn_timeout=self.idle_conn_timeout,
+            expect_continue_timeout=self.expect_continue_timeout,
+            local_address=dialed.local_address,
+            remote_address=dialed.remote_address,
+        )
+        self._conns.add(conn)
+        assert self._task_group is not None
+        conn.start(self._task_group)
+        if self._closed:
+            conn.close(PoolClosed("the Transport was closed"))
+        elif not self._deliver(host, want, conn, None):
+            self._put_or_close_idle(conn)
+
+    # -- the public controls --------------------------------------------------------------------
+
+    async def close_idle_connections(self) -> None:
+        """Close every idle connection now, and those in use when they are freed, until the
+        next request asks for a connection (Go's CloseIdleConnections)."""
+        self._close_idle = True
+        for conn in list(self._idle_lru):
+            conn.close(None)
+        await anyio.lowlevel.checkpoint()
+
+    def stats(self) -> TransportStats:
+        """A snapshot of the pool: O(hosts)."""
+        hosts = {
+            key: HostStats(
+                idle=len(host.idle),
+                in_use=host.conns - host.dialing - len(host.idle),
+                dialing=host.dialing,
+                waiting=host.waiting,
+                total=host.conns,
+            )
+            for key, host in self._hosts.items()
+        }
+        return TransportStats(
+            hosts=hosts,
+            dials=self._dials,
+            failed_dials=self._failed_dials,
+            reused=self._reused,
+            retries=self._retries,
+            idle_timeouts=self._idle_timeouts,
+            evictions=self._evictions,
+            server_closed_idle=self._server_closed_idle,
+        )
