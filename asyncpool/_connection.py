@@ -278,6 +278,8 @@ class HTTP11Connection:
             # connection is in the protocol any more.
             if not exchange.finished:
                 self.close(ReadError("request cancelled", host=self.host_port))
+            if exchange.response is not None:
+                exchange.response._discard()
             raise
         if exchange.error is not None:
             raise exchange.error
@@ -305,7 +307,7 @@ class HTTP11Connection:
     # -- the writer task (Go's writeLoop) -------------------------------------------------------
 
     async def _write_loop(self) -> None:
-        with self._writer_scope:
+        with self._writer_scope, self._write_recv:
             async for exchange in self._write_recv:
                 try:
                     await self._write_request(exchange)
@@ -406,6 +408,7 @@ class HTTP11Connection:
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
                 queued.fail(self._error_for(queued, reason))
+            self._read_recv.close()
             await anyio.aclose_forcefully(self._stream)
 
     async def _receive(self) -> bytes:
@@ -580,6 +583,7 @@ class _StreamingBody:
         try:
             return await self._receive.receive()
         except anyio.EndOfStream:
+            self._receive.close()
             if self._error is not None:
                 raise self._error from None
             return b""

@@ -238,7 +238,12 @@ class _BodyIterator:
         response = self._response
         if response._closed:
             raise StopAsyncIteration
-        chunk = await response._stream.read_chunk()
+        try:
+            chunk = await response._stream.read_chunk()
+        except BaseException:
+            # A failed or cancelled read leaves the body unusable: give the connection up now.
+            response._discard()
+            raise
         if not chunk:
             # Read to the end: the connection has already gone back to the pool.
             response._closed = True
@@ -317,11 +322,18 @@ class Response:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    def _discard(self) -> None:
+        """Close without awaiting: for responses nobody will read."""
+        self._closed = True
+        self._stream.abandon()
+
     def _set_stream(self, stream: ResponseStream) -> None:
         self._stream = stream
 
     def __del__(self) -> None:
-        if not self._closed and not self._stream.is_consumed:
+        if self._closed:
+            return
+        if not self._stream.is_consumed:
             # The pool would wait forever for this body; give the connection up.
             warnings.warn(
                 f"unclosed response {self!r}: read it to the end or close it "
@@ -330,7 +342,7 @@ class Response:
                 stacklevel=2,
                 source=self,
             )
-            self._stream.abandon()
+        self._stream.abandon()
 
     def __repr__(self) -> str:
         return f"<Response [{self.status_code} {self.reason_phrase}] {self.request.url.url}>"

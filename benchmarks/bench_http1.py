@@ -1,0 +1,420 @@
+"""HTTP/1.1 client throughput: a 12-byte GET against a local nginx, keep-alive, at several concurrencies.
+
+    python benchmarks/bench_http1.py                       # all clients, c = 1, 10, 100, 3 repeats
+    python benchmarks/bench_http1.py --clients raw,aiohttp --concurrency 10 --requests 5000 --repeat 5
+    python benchmarks/bench_http1.py --backend trio        # asyncpool on trio instead of asyncio
+    python benchmarks/bench_http1.py --url http://127.0.0.1:8080/small   # an already running server
+
+The main process starts nginx (tests/nginx.py) pinned to one CPU, then runs every (client,
+concurrency) cell in a fresh Python subprocess pinned to another CPU (when there are two or more),
+so that no client inherits another's imports, event loop or warm caches. A worker warms up, then sends
+a fixed number of requests spread over C concurrent tasks (stopping early at --max-seconds, so slow
+clients cannot stall the run) and prints `{"rps": ...}` as JSON. The table shows the median req/s over
+the repeats; the ratios compare asyncpool with its peers measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+# The working tree first: `tests.nginx` and, even when not installed, `asyncpool` itself.
+sys.path.insert(0, str(ROOT))
+ALL_CLIENTS = ("asyncpool", "aiohttp", "aiosonic", "httpx", "raw")
+DEFAULT_CLIENTS = "asyncpool,httpx,aiohttp,aiosonic,raw"
+EXPECTED_BODY = b"hello world!"
+
+
+class Skip(Exception):
+    """The client is not installed (or not usable): the cell is shown as skipped."""
+
+
+# ====================================================================== worker side
+
+
+async def _drive(
+    one: Callable[[], Awaitable[None]],
+    concurrency: int,
+    requests: int,
+    max_seconds: float,
+    spawn: Callable[[list[Callable[[], Awaitable[None]]]], Awaitable[None]],
+) -> dict[str, Any]:
+    """Warm up, then run `requests` calls of `one` over `concurrency` tasks; return the measurement."""
+    # Warm-up: every task opens its connection and runs a few requests.
+    warm = {"left": max(2 * concurrency, min(200, requests // 10))}
+
+    async def warm_task() -> None:
+        while warm["left"] > 0:
+            warm["left"] -= 1
+            await one()
+
+    await spawn([warm_task] * concurrency)
+
+    state = {"left": requests, "done": 0}
+    deadline = time.perf_counter() + max_seconds
+
+    async def task() -> None:
+        while state["left"] > 0 and time.perf_counter() < deadline:
+            state["left"] -= 1
+            await one()
+            state["done"] += 1
+
+    start = time.perf_counter()
+    await spawn([task] * concurrency)
+    elapsed = time.perf_counter() - start
+    return {
+        "rps": state["done"] / elapsed,
+        "requests": state["done"],
+        "seconds": elapsed,
+        "capped": state["done"] < requests,
+    }
+
+
+async def _asyncio_spawn(fns: list[Callable[[], Awaitable[None]]]) -> None:
+    await asyncio.gather(*(fn() for fn in fns))
+
+
+def _check(status: int, body: bytes) -> None:
+    if status != 200 or body != EXPECTED_BODY:
+        raise RuntimeError(f"unexpected response: {status} {body[:50]!r}")
+
+
+async def _run_raw(url: str, c: int, n: int, cap: float) -> dict[str, Any]:
+    """Hand-written keep-alive GETs on asyncio streams: each task owns one connection."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    request = f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode()
+    free: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    for _ in range(c):
+        free.append(await asyncio.open_connection(host, port))
+    conns = list(free)
+
+    async def one() -> None:
+        reader, writer = free.pop()
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+                    break
+            body = await reader.readexactly(length)
+            _check(status, body)
+        finally:
+            free.append((reader, writer))
+
+    try:
+        return await _drive(one, c, n, cap, _asyncio_spawn)
+    finally:
+        for _, writer in conns:
+            writer.close()
+
+
+async def _run_httpx(url: str, c: int, n: int, cap: float) -> dict[str, Any]:
+    try:
+        import httpx
+    except ImportError as e:
+        raise Skip(str(e)) from e
+    limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
+    async with httpx.AsyncClient(limits=limits) as client:
+
+        async def one() -> None:
+            r = await client.get(url)
+            _check(r.status_code, r.content)
+
+        return await _drive(one, c, n, cap, _asyncio_spawn)
+
+
+async def _run_aiohttp(url: str, c: int, n: int, cap: float) -> dict[str, Any]:
+    try:
+        import aiohttp
+    except ImportError as e:
+        raise Skip(str(e)) from e
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as session:
+
+        async def one() -> None:
+            async with session.get(url) as r:
+                _check(r.status, await r.read())
+
+        return await _drive(one, c, n, cap, _asyncio_spawn)
+
+
+async def _run_aiosonic(url: str, c: int, n: int, cap: float) -> dict[str, Any]:
+    try:
+        import aiosonic
+        from aiosonic.connectors import TCPConnector
+    except ImportError as e:
+        raise Skip(str(e)) from e
+    try:
+        from aiosonic.pools import PoolConfig
+
+        connector = TCPConnector(
+            pool_configs={":default": PoolConfig(size=c, max_conn_requests=None)}
+        )
+    except (ImportError, TypeError):  # aiosonic < 0.25
+        connector = TCPConnector(pool_size=c)
+    client = aiosonic.HTTPClient(connector)
+    try:
+
+        async def one() -> None:
+            r = await client.get(url)
+            _check(r.status_code, await r.content())
+
+        return await _drive(one, c, n, cap, _asyncio_spawn)
+    finally:
+        with contextlib.suppress(Exception):
+            await connector.cleanup()
+
+
+def _run_asyncpool(url: str, c: int, n: int, cap: float, backend: str) -> dict[str, Any]:
+    try:
+        import anyio
+
+        import asyncpool
+
+        asyncpool.Transport  # noqa: B018
+        asyncpool.Request  # noqa: B018
+    except (ImportError, AttributeError) as e:
+        raise Skip(f"asyncpool not importable: {e}") from e
+
+    async def spawn(fns: list[Callable[[], Awaitable[None]]]) -> None:
+        async with anyio.create_task_group() as tg:
+            for fn in fns:
+                tg.start_soon(fn)
+
+    async def main() -> dict[str, Any]:
+        async with asyncpool.Transport() as pool:
+
+            async def one() -> None:
+                resp = await pool.round_trip(asyncpool.Request("GET", url))
+                _check(resp.status_code, await resp.aread())
+
+            return await _drive(one, c, n, cap, spawn)
+
+    result: dict[str, Any] = anyio.run(main, backend=backend)
+    return result
+
+
+def worker(args: argparse.Namespace) -> int:
+    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.cpu})
+    c, n, cap = args.concurrency_one, args.requests_one, args.max_seconds
+    try:
+        if args.worker == "asyncpool":
+            result = _run_asyncpool(args.url, c, n, cap, args.backend)
+        else:
+            runner = {
+                "raw": _run_raw,
+                "httpx": _run_httpx,
+                "aiohttp": _run_aiohttp,
+                "aiosonic": _run_aiosonic,
+            }[args.worker]
+            result = asyncio.run(runner(args.url, c, n, cap))
+    except Skip as e:
+        print(json.dumps({"skipped": str(e)}))
+        return 0
+    print(json.dumps(result))
+    return 0
+
+
+# ====================================================================== main side
+
+
+def _cpus(pin: str) -> tuple[int | None, int | None]:
+    """(server CPU, client CPU): two different CPUs for "split" (when there are two), one for
+    "same", none for "none"."""
+    if pin == "none" or not hasattr(os, "sched_getaffinity"):
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if pin == "same":
+        return cpus[-1], cpus[-1]
+    if len(cpus) < 2:
+        return None, None
+    return cpus[0], cpus[1]
+
+
+@contextlib.contextmanager
+def _server(args: argparse.Namespace, cpu: int | None) -> Iterator[str]:
+    if args.url:
+        yield args.url
+        return
+    from tests.nginx import nginx_binary, run_nginx
+
+    if nginx_binary() is None:
+        sys.exit("nginx not found: install it (apt-get install nginx-light) or pass --url")
+    with run_nginx(cpu=cpu) as server:
+        yield server.url("/small")
+
+
+def _run_cell(
+    args: argparse.Namespace, url: str, client: str, c: int, cpu: int | None
+) -> dict[str, Any]:
+    n = args.requests or (2000 if c == 1 else 5000)
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        client,
+        "--url",
+        url,
+        "--concurrency",
+        str(c),
+        "--requests",
+        str(n),
+        "--max-seconds",
+        str(args.max_seconds),
+        "--backend",
+        args.backend,
+    ]
+    if cpu is not None:
+        cmd += ["--cpu", str(cpu)]
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=args.max_seconds + 120, cwd=ROOT
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": "worker timed out"}
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
+    try:
+        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": f"bad worker output: {proc.stdout[-200:]!r}"}
+    return result
+
+
+def _fmt(cell: list[dict[str, Any]], skipped: bool) -> str:
+    rps = [r["rps"] for r in cell if "rps" in r]
+    if rps:
+        mark = "*" if any(r.get("capped") for r in cell) else ""
+        return f"{statistics.median(rps):,.0f}{mark}"
+    return "skipped" if skipped else "error"
+
+
+def _median(cell: list[dict[str, Any]]) -> float | None:
+    rps = [r["rps"] for r in cell if "rps" in r]
+    return statistics.median(rps) if rps else None
+
+
+def main(args: argparse.Namespace) -> int:
+    clients = [s.strip() for s in args.clients.split(",") if s.strip()]
+    unknown = set(clients) - set(ALL_CLIENTS)
+    if unknown:
+        sys.exit(f"unknown clients: {', '.join(sorted(unknown))} (known: {', '.join(ALL_CLIENTS)})")
+    levels = [int(s) for s in args.concurrency.split(",") if s.strip()]
+    server_cpu, client_cpu = _cpus(args.pin)
+    results: dict[tuple[str, int], list[dict[str, Any]]] = {
+        (k, c): [] for k in clients for c in levels
+    }
+    notes: dict[str, str] = {}
+
+    started = time.perf_counter()
+    with _server(args, server_cpu) as url:
+        print(
+            f"# GET {url}  python {sys.version.split()[0]}  cpus: nginx={server_cpu} "
+            f"client={client_cpu}  repeats={args.repeat}  asyncpool backend={args.backend}",
+            flush=True,
+        )
+        # Repeats outermost, so that drift over the run touches every cell alike.
+        for rep in range(args.repeat):
+            for client in clients:
+                for c in levels:
+                    if client in notes:
+                        continue  # skipped: not installed
+                    r = _run_cell(args, url, client, c, client_cpu)
+                    results[client, c].append(r)
+                    if "skipped" in r:
+                        notes[client] = r["skipped"]
+                    elif "error" in r:
+                        notes[f"{client} c={c}"] = r["error"]
+                    if args.verbose:
+                        print(f"  rep {rep + 1} {client:<10} c={c:<4} {r}", flush=True)
+
+    width = 12
+    print()
+    print(f"{'client':<12}" + "".join(f"{'c=' + str(c):>{width}}" for c in levels))
+    for client in clients:
+        row = "".join(f"{_fmt(results[client, c], client in notes):>{width}}" for c in levels)
+        print(f"{client:<12}{row}")
+    print("(req/s, median of repeats; * = stopped at --max-seconds before --requests)")
+
+    if "asyncpool" in clients:
+        for peer in ("aiohttp", "httpx"):
+            if peer not in clients:
+                continue
+            ratios = []
+            for c in levels:
+                a, p = _median(results["asyncpool", c]), _median(results[peer, c])
+                ratios.append(f"{a / p:.2f}x" if a and p else "n/a")
+            print(f"{'asyncpool/' + peer:<20}" + "".join(f"{r:>{width}}" for r in ratios))
+    for key, note in notes.items():
+        print(f"note: {key}: {note}")
+    print(f"# total {time.perf_counter() - started:.1f}s")
+
+    if args.json_out:
+        Path(args.json_out).write_text(
+            json.dumps(
+                {f"{k}@{c}": v for (k, c), v in results.items()},
+                indent=2,
+            )
+        )
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--clients", default=DEFAULT_CLIENTS, help=f"comma list of {ALL_CLIENTS}")
+    p.add_argument("--concurrency", default="1,10,100", help="comma list of concurrency levels")
+    p.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        help="timed requests per cell (default: 2000 at c=1, 5000 otherwise)",
+    )
+    p.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is shown")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=5.0,
+        help="stop a cell's timed phase after this long (caps slow clients)",
+    )
+    p.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
+    p.add_argument(
+        "--pin",
+        default="split",
+        choices=["split", "same", "none"],
+        help="CPU pinning: nginx and client on two different CPUs (default), both on one, or none",
+    )
+    p.add_argument("--url", default=None, help="benchmark this URL instead of starting nginx")
+    p.add_argument("--json-out", default=None, help="also write all raw results to this file")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every run")
+    # Worker mode (internal): one client, one concurrency level, prints JSON.
+    p.add_argument("--worker", choices=ALL_CLIENTS, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        if not args.url:
+            p.error("--worker needs --url")
+        args.concurrency_one = int(args.concurrency)
+        args.requests_one = args.requests or (2000 if args.concurrency_one == 1 else 5000)
+    return args
+
+
+if __name__ == "__main__":
+    ns = parse_args()
+    sys.exit(worker(ns) if ns.worker else main(ns))

@@ -1,0 +1,37 @@
+"""Shared fixtures: every async test runs on asyncio and trio (mark modules with
+``pytestmark = pytest.mark.anyio``); ``server``/``tls_server`` are in-process HTTP servers
+from ``tests.servers``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import cast
+
+import pytest
+
+from tests.servers import TestServer, TLSFixture, make_tls, open_server
+
+
+@pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return cast(str, request.param)
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFixture:
+    """A throwaway CA with server and client SSL contexts (``tls.ca_file`` is its PEM)."""
+    return make_tls(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+async def server(anyio_backend: str) -> AsyncIterator[TestServer]:
+    """``default_handler`` over plain HTTP on 127.0.0.1."""
+    async with open_server() as srv:
+        yield srv
+
+
+@pytest.fixture
+async def tls_server(anyio_backend: str, tls: TLSFixture) -> AsyncIterator[TestServer]:
+    """``default_handler`` over HTTPS on 127.0.0.1 (trust it with ``tls.client_context``)."""
+    async with open_server(ssl_context=tls.server_context) as srv:
+        yield srv

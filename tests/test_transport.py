@@ -1,0 +1,450 @@
+"""The pool, as Go's transport_test.go specifies it: reuse, idle limits, the LRU,
+max_conns_per_host, socket late binding, idle timeouts, retries, and cancellation at every
+stage leaving nothing behind."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import pytest
+
+import asyncpool
+from asyncpool import Request, Transport
+from tests.servers import ServerConnection, ServerRequest, TestServer, open_server, wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+def assert_pool_at_rest(pool: Transport, *, idle: int | None = None) -> None:
+    """Nothing in use, nobody waiting, nothing dialing."""
+    stats = pool.stats()
+    assert (stats.in_use, stats.waiting, stats.dialing) == (0, 0, 0), stats
+    if idle is not None:
+        assert stats.idle == idle, stats
+
+
+class Gate:
+    """A handler that holds every response until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.open = anyio.Event()
+        self.arrived = 0
+
+    async def __call__(self, req: ServerRequest, conn: ServerConnection) -> None:
+        self.arrived += 1
+        await self.open.wait()
+        await conn.respond(200, [], b"gated")
+
+
+class StallingDialer:
+    """A ``dial`` option whose dials number ``stall_from`` and later wait for ``release``."""
+
+    def __init__(self, stall_from: int = 1) -> None:
+        self.stall_from = stall_from
+        self.release = anyio.Event()
+        self.started = 0
+        self.stalled = anyio.Event()
+
+    async def __call__(self, host: str, port: int) -> anyio.abc.ByteStream:
+        index = self.started
+        self.started += 1
+        if index >= self.stall_from:
+            self.stalled.set()
+            await self.release.wait()
+        return await anyio.connect_tcp(host, port)
+
+
+def start_cancellable(tg: anyio.abc.TaskGroup, fn: object, *args: object) -> anyio.CancelScope:
+    """Start ``fn(*args)`` in its own cancel scope, returned to cancel it alone."""
+    scope = anyio.CancelScope()
+
+    async def run() -> None:
+        with scope:
+            await fn(*args)  # type: ignore[operator]
+
+    tg.start_soon(run)
+    return scope
+
+
+async def get(pool: Transport, url: str, **kwargs: object) -> bytes:
+    response = await pool.round_trip(Request("GET", url, **kwargs))  # type: ignore[arg-type]
+    return await response.aread()
+
+
+# -- life cycle -------------------------------------------------------------------------------
+
+
+async def test_round_trip_outside_async_with_says_how_to_use_it(server: TestServer) -> None:
+    pool = Transport()
+    with pytest.raises(asyncpool.PoolClosed, match=r"async with asyncpool\.Transport"):
+        await pool.round_trip(Request("GET", server.url))
+
+
+async def test_leaving_the_block_closes_every_connection(server: TestServer) -> None:
+    async with Transport() as pool:
+        response = await pool.round_trip(Request("GET", server.url_for("/stream?chunks=50")))
+        await get(pool, server.url)
+        assert pool.stats().total == 2
+    await server.wait_for_connections_closed()
+    assert pool.stats().total == 0
+    with pytest.raises(asyncpool.PoolClosed):
+        await get(pool, server.url)
+    with pytest.raises(asyncpool.PoolClosed, match="closed during the request"):
+        await response.aread()
+
+
+async def test_a_transport_is_entered_once() -> None:
+    pool = Transport()
+    async with pool:
+        pass
+    with pytest.raises(asyncpool.PoolClosed, match="entered once"):
+        async with pool:
+            pass
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="max_conns_per_host"):
+        Transport(max_conns_per_host=-1)
+
+
+# -- reuse and idle limits --------------------------------------------------------------------
+
+
+async def test_100_sequential_requests_use_one_connection(server: TestServer) -> None:
+    async with Transport() as pool:
+        for _ in range(100):
+            assert await get(pool, server.url) == b"hello"
+        stats = pool.stats()
+    assert server.connections_accepted == 1
+    assert (stats.dials, stats.reused) == (1, 99)
+
+
+async def test_concurrent_requests_leave_max_idle_conns_per_host_idle() -> None:
+    gate = Gate()
+    async with open_server(gate) as server, Transport(max_idle_conns_per_host=2) as pool:
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(get, pool, server.url)
+            await server.wait_until(lambda _: gate.arrived == 3)
+            assert pool.stats().in_use == 3
+            gate.open.set()
+        assert_pool_at_rest(pool, idle=2)
+        await server.wait_for_connections_closed(n_open=2)
+
+
+async def test_lru_evicts_the_oldest_hosts_idle_connection() -> None:
+    async with (
+        open_server() as a,
+        open_server() as b,
+        open_server() as c,
+        Transport(max_idle_conns=2) as pool,
+    ):
+        for server in (a, b, c):
+            await get(pool, server.url)
+        stats = pool.stats()
+        assert stats.evictions == 1
+        assert set(stats.hosts) == {b.origin, c.origin}
+        await a.wait_for_connections_closed()
+        # b is now the oldest; using it makes c the oldest.
+        await get(pool, b.url)
+        await get(pool, a.url)
+        assert set(pool.stats().hosts) == {a.origin, b.origin}
+        assert b.connections_accepted == 1
+
+
+async def test_max_conns_per_host_1_with_10_concurrent_requests_dials_once() -> None:
+    gate = Gate()
+    async with open_server(gate) as server, Transport(max_conns_per_host=1) as pool:
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(get, pool, server.url)
+            await wait_until(lambda: pool.stats().waiting == 9)
+            assert pool.stats().hosts[server.origin].total == 1
+            gate.open.set()
+        stats = pool.stats()
+    assert stats.dials == 1
+    assert server.connections_accepted == 1
+    assert len(server.requests) == 10
+
+
+async def test_max_conns_per_host_serves_waiters_in_fifo_order() -> None:
+    gate = Gate()
+    async with (
+        open_server(gate) as server,
+        Transport(max_conns_per_host=1) as pool,
+        anyio.create_task_group() as tg,
+    ):
+        for i in range(5):
+            tg.start_soon(lambda i=i: get(pool, server.url, headers={"x-order": str(i)}))
+            # Queued in this order: the first one dialing (counted in total), the rest waiting.
+            await wait_until(lambda i=i: pool.stats().waiting + pool.stats().total == i + 1)  # type: ignore[misc]
+        gate.open.set()
+    assert [r.header("x-order") for r in server.requests] == ["0", "1", "2", "3", "4"]
+
+
+async def test_socket_late_binding_a_freed_connection_serves_a_stalled_dial() -> None:
+    gate, dialer = Gate(), StallingDialer(stall_from=1)
+    infos: list[asyncpool.GotConnInfo] = []
+    trace = asyncpool.ClientTrace(got_conn=infos.append)
+    async with open_server(gate) as server, Transport(dial=dialer) as pool:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(get, pool, server.url)  # first dial, then held by the gate
+            await server.wait_until(lambda _: gate.arrived == 1)
+            tg.start_soon(lambda: get(pool, server.url, trace=trace))  # its dial stalls
+            await dialer.stalled.wait()
+            gate.open.set()  # the first request ends; its connection serves the second
+        assert [(i.reused, i.was_idle) for i in infos] == [(True, False)]
+        assert server.connections_accepted == 1
+        assert pool.stats().dialing == 1
+        dialer.release.set()  # the losing dial is not wasted: it joins the idle list
+        await wait_until(lambda: pool.stats().idle == 2)
+        assert_pool_at_rest(pool, idle=2)
+        assert pool.stats().dials == 2
+
+
+# -- idle connections going away --------------------------------------------------------------
+
+
+async def test_idle_timeout_closes_the_connection(server: TestServer) -> None:
+    async with Transport(idle_conn_timeout=0.05) as pool:
+        await get(pool, server.url)
+        await server.wait_for_connections_closed()
+        await wait_until(lambda: pool.stats().total == 0)
+        assert pool.stats().idle_timeouts == 1
+
+
+async def test_an_expired_idle_connection_is_never_handed_out(server: TestServer) -> None:
+    async with Transport(idle_conn_timeout=0.05) as pool:
+        await get(pool, server.url)
+        # Block the event loop past the timeout, so that the reader cannot close the
+        # connection first: the pool itself must refuse it.
+        time.sleep(0.06)
+        await get(pool, server.url)
+        stats = pool.stats()
+    assert (stats.dials, stats.reused, stats.idle_timeouts) == (2, 0, 1)
+
+
+async def test_server_closing_an_idle_connection_takes_it_out_of_the_pool(
+    server: TestServer,
+) -> None:
+    async with Transport() as pool:
+        await get(pool, server.url)
+        await server.close_idle_connections()
+        await wait_until(lambda: pool.stats().total == 0)
+        assert pool.stats().server_closed_idle == 1
+        # A POST then goes out on a fresh connection and cannot be hurt.
+        response = await pool.round_trip(Request("POST", server.url_for("/echo"), content=b"x"))
+        assert await response.aread() == b"x"
+
+
+async def test_close_idle_connections_closes_idle_and_later_freed_ones() -> None:
+    gate = Gate()
+    async with open_server(gate) as server, Transport() as pool:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(get, pool, server.url)
+            await server.wait_until(lambda _: gate.arrived == 1)
+            await pool.close_idle_connections()
+            gate.open.set()
+        await server.wait_for_connections_closed()
+        assert pool.stats().total == 0
+
+
+async def test_a_request_after_close_idle_connections_keeps_its_connection(
+    server: TestServer,
+) -> None:
+    async with Transport() as pool:
+        await get(pool, server.url)
+        await pool.close_idle_connections()
+        assert pool.stats().total == 0
+        await get(pool, server.url)
+        assert pool.stats().idle == 1
+
+
+async def test_disable_keep_alives_uses_a_connection_per_request(server: TestServer) -> None:
+    async with Transport(disable_keep_alives=True) as pool:
+        for _ in range(3):
+            await get(pool, server.url)
+        assert pool.stats().total == 0
+    assert server.connections_accepted == 3
+    assert all(r.header("connection") == "close" for r in server.requests)
+
+
+# -- retries ----------------------------------------------------------------------------------
+
+
+async def drop_second_request(req: ServerRequest, conn: ServerConnection) -> None:
+    """The keep-alive race: the server gives up on a connection as a request arrives on it."""
+    if req.index_on_connection == 1:
+        await conn.close()
+        return
+    body = await conn.read_body()
+    await conn.respond(200, [], b"ok:" + body)
+
+
+@pytest.mark.parametrize(
+    ("method", "headers"),
+    [
+        ("GET", {}),
+        ("HEAD", {}),
+        ("POST", {"Idempotency-Key": "k1"}),
+        ("PUT", {"X-Idempotency-Key": "k"}),
+    ],
+)
+async def test_replayable_request_on_a_dead_reused_connection_is_retried(
+    anyio_backend: str, method: str, headers: dict[str, str]
+) -> None:
+    async with open_server(drop_second_request) as server, Transport() as pool:
+        await get(pool, server.url)
+        response = await pool.round_trip(Request(method, server.url, headers=headers, content=b""))
+        await response.aread()
+        assert response.status_code == 200
+        assert pool.stats().retries == 1
+        assert server.connections_accepted == 2
+
+
+async def test_post_on_a_dead_reused_connection_fails_clearly() -> None:
+    async with open_server(drop_second_request) as server, Transport() as pool:
+        await get(pool, server.url)
+        with pytest.raises(asyncpool.ServerDisconnected) as info:
+            await pool.round_trip(Request("POST", server.url, content=b"data"))
+        assert f"127.0.0.1:{server.port}" in str(info.value)
+        assert info.value.phase == "read"
+        assert pool.stats().retries == 0
+        assert_pool_at_rest(pool, idle=0)
+
+
+async def test_a_fresh_connection_is_never_retried() -> None:
+    async def drop_all(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.close()
+
+    async with open_server(drop_all) as server, Transport() as pool:
+        with pytest.raises(asyncpool.ServerDisconnected):
+            await get(pool, server.url)
+        assert server.connections_accepted == 1
+        assert pool.stats().total == 0
+
+
+async def test_a_streamed_body_is_not_replayed() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"once"
+
+    async with open_server(drop_second_request) as server, Transport() as pool:
+        await get(pool, server.url)
+        request = Request("PUT", server.url, headers={"Idempotency-Key": "k"}, content=body())
+        with pytest.raises(asyncpool.ServerDisconnected):
+            await pool.round_trip(request)
+
+
+# -- cancellation at every stage --------------------------------------------------------------
+
+
+async def test_cancel_while_queued_for_a_host_slot() -> None:
+    gate = Gate()
+    async with open_server(gate) as server, Transport(max_conns_per_host=1) as pool:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(get, pool, server.url)
+            await server.wait_until(lambda _: gate.arrived == 1)
+            queued = start_cancellable(tg, get, pool, server.url)
+            await wait_until(lambda: pool.stats().waiting == 1)
+            queued.cancel()
+            await wait_until(lambda: pool.stats().waiting == 0)
+            assert pool.stats().in_use == 1
+            gate.open.set()
+        assert_pool_at_rest(pool, idle=1)
+        with anyio.fail_after(5):  # the slot was not leaked
+            assert await get(pool, server.url) == b"gated"
+
+
+async def test_cancel_while_dialing_hands_the_connection_to_the_pool(server: TestServer) -> None:
+    dialer = StallingDialer(stall_from=0)
+    async with Transport(dial=dialer) as pool:
+        async with anyio.create_task_group() as tg:
+            dialing = start_cancellable(tg, get, pool, server.url)
+            await dialer.stalled.wait()
+            dialing.cancel()
+        stats = pool.stats()
+        assert (stats.in_use, stats.waiting, stats.dialing) == (0, 0, 1)
+        dialer.release.set()
+        await wait_until(lambda: pool.stats().idle == 1)
+        assert_pool_at_rest(pool, idle=1)
+
+
+async def test_cancel_while_dialing_then_the_dial_fails(server: TestServer) -> None:
+    release = anyio.Event()
+
+    async def failing_dial(host: str, port: int) -> anyio.abc.ByteStream:
+        await release.wait()
+        raise ConnectionRefusedError("refused")
+
+    async with Transport(dial=failing_dial) as pool:
+        async with anyio.create_task_group() as tg:
+            dialing = start_cancellable(tg, get, pool, server.url)
+            await wait_until(lambda: pool.stats().dialing == 1)
+            dialing.cancel()
+        release.set()
+        await wait_until(lambda: pool.stats().dialing == 0)
+        assert pool.stats().total == 0
+        assert pool.stats().failed_dials == 1
+
+
+async def test_cancel_while_writing_the_body(server: TestServer) -> None:
+    never = anyio.Event()
+
+    async def endless_body() -> AsyncIterator[bytes]:
+        yield b"first"
+        await never.wait()
+        yield b"never"  # pragma: no cover
+
+    async with Transport() as pool:
+        async with anyio.create_task_group() as tg:
+            request = Request("POST", server.url_for("/echo"), content=endless_body())
+            writing = start_cancellable(tg, pool.round_trip, request)
+            await server.wait_until(lambda s: len(s.requests) == 1)
+            writing.cancel()
+        assert pool.stats().total == 0
+        await server.wait_for_connections_closed()
+
+
+async def test_cancel_while_awaiting_the_head() -> None:
+    gate = Gate()
+    async with open_server(gate) as server, Transport() as pool:
+        async with anyio.create_task_group() as tg:
+            waiting = start_cancellable(tg, get, pool, server.url)
+            await server.wait_until(lambda _: gate.arrived == 1)
+            waiting.cancel()
+        assert pool.stats().total == 0
+        gate.open.set()
+
+
+async def test_cancel_mid_body(server: TestServer) -> None:
+    async with Transport() as pool:
+        response = await pool.round_trip(
+            Request("GET", server.url_for("/stream?chunks=1000&size=1000"))
+        )
+        with anyio.CancelScope() as scope:
+            async with response:
+                async for _ in response.aiter_bytes():
+                    scope.cancel()
+                    await anyio.lowlevel.checkpoint()  # where the cancellation lands
+        assert scope.cancelled_caught
+        assert pool.stats().total == 0
+        await server.wait_for_connections_closed()
+        assert await get(pool, server.url) == b"hello"
+
+
+async def test_cancel_from_many_requests_at_once_leaves_nothing(server: TestServer) -> None:
+    async with Transport(max_conns_per_host=3) as pool:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                for _ in range(20):
+                    tg.start_soon(get, pool, server.url_for("/stream?chunks=100&size=100"))
+                await wait_until(lambda: pool.stats().in_use == 3)
+                scope.cancel()
+        await wait_until(lambda: pool.stats().dialing == 0)
+        assert_pool_at_rest(pool)
+        with anyio.fail_after(5):
+            assert await get(pool, server.url) == b"hello"
