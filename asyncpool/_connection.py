@@ -97,6 +97,7 @@ class _Exchange:
         "head_ready",
         "headers",
         "request",
+        "delivered",
         "response",
         "response_started",
         "reused",
@@ -123,7 +124,10 @@ class _Exchange:
         self.written: anyio.Event | None = anyio.Event() if need_written_event else None
         self.continue_event: anyio.Event | None = anyio.Event() if expects_continue else None
         self.continue_refused = False
+        # Handed from the reader to the caller, who takes it out: the reader must not keep a
+        # forgotten response alive (its finaliser is what frees the connection).
         self.response: Response | None = None
+        self.delivered = False
         self.body: _StreamingBody | None = None
         self.error: BaseException | None = None
         self.wrote_any = False  # the writer handed at least one byte to the socket
@@ -134,19 +138,20 @@ class _Exchange:
         """The caller no longer depends on the connection for this exchange."""
         if self.error is not None:
             return True
-        if self.response is None:
+        if not self.delivered:
             return False
         return self.body is None or self.body.is_consumed
 
     def deliver(self, response: Response) -> None:
         self.response = response
+        self.delivered = True
         self._wake()
 
     def fail(self, error: BaseException) -> None:
         """End the exchange with ``error``, wherever it is (waiting for its head or mid-body)."""
         if self.error is not None:
             return
-        if self.response is None:
+        if not self.delivered:
             self.error = error
             self._wake()
         elif self.body is not None and not self.body.is_consumed:
@@ -280,11 +285,13 @@ class HTTP11Connection:
                 self.close(ReadError("request cancelled", host=self.host_port))
             if exchange.response is not None:
                 exchange.response._discard()
+                exchange.response = None
             raise
-        if exchange.error is not None:
+        response, exchange.response = exchange.response, None
+        if response is None:
+            assert exchange.error is not None
             raise exchange.error
-        assert exchange.response is not None
-        return exchange.response
+        return response  # a body failure since then surfaces when the body is read
 
     def _error_for(self, exchange: _Exchange, reason: BaseException | None) -> BaseException:
         """The error an exchange fails with when the connection closes under it."""
@@ -483,6 +490,8 @@ class HTTP11Connection:
             else:
                 break
 
+        if self.closed:
+            return False  # the caller gave up while this task was being scheduled
         # Stream the rest through a bounded channel.
         body_send, body_recv = anyio.create_memory_object_stream[bytes](BODY_CHANNEL_SIZE)
         body = _StreamingBody(self, chunks, body_recv)
@@ -520,6 +529,11 @@ class HTTP11Connection:
     def _finish_cycle(self, exchange: _Exchange) -> bool:
         """At the end of a response: back to the owner if both sides allow another request."""
         if self._protocol.start_next_cycle():
+            if self._protocol.has_buffered_data:
+                self.close(
+                    RemoteProtocolError("unsolicited bytes after a response", host=self.host_port)
+                )
+                return False
             self._owner.release(self, exchange.trace)
             return not self.closed
         self.close(None)

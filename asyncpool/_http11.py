@@ -63,10 +63,11 @@ def _decode_headers(headers: Any) -> list[tuple[str, str]]:
 class HTTP11Protocol:
     """One client side of an HTTP/1.1 connection, over any number of request/response cycles."""
 
-    __slots__ = ("_h11", "_host")
+    __slots__ = ("_h11", "_host", "_max_header_bytes")
 
     def __init__(self, host: str, *, max_header_bytes: int) -> None:
         self._host = host
+        self._max_header_bytes = max_header_bytes
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_bytes)
 
     # -- writing ----------------------------------------------------------------------------
@@ -119,22 +120,38 @@ class HTTP11Protocol:
         if kind is h11.Data:
             return bytes(event.data)  # type: ignore[union-attr]
         if kind is h11.Response:
+            headers = self._checked_headers(event.headers)  # type: ignore[union-attr]
             return ResponseHead(
                 event.status_code,  # type: ignore[union-attr]
                 event.reason.decode("latin-1"),  # type: ignore[union-attr]
                 "HTTP/" + event.http_version.decode("ascii"),  # type: ignore[union-attr]
-                _decode_headers(event.headers),  # type: ignore[union-attr]
+                headers,
             )
         if kind is h11.EndOfMessage:
             return END_OF_MESSAGE
         if kind is h11.InformationalResponse:
-            return Informational(event.status_code, _decode_headers(event.headers))  # type: ignore[union-attr]
+            headers = self._checked_headers(event.headers)  # type: ignore[union-attr]
+            return Informational(event.status_code, headers)  # type: ignore[union-attr]
         if event is h11.NEED_DATA:
             return NEED_DATA
         if event is h11.PAUSED:
             return PAUSED
         # h11.ConnectionClosed: the server closed before sending a response head.
         raise RemoteProtocolError("server closed the connection before a response", host=self._host)
+
+    @property
+    def has_buffered_data(self) -> bool:
+        """Bytes from the server not yet part of any response (unsolicited)."""
+        return bool(self._h11.trailing_data[0])
+
+    def _checked_headers(self, raw: Any) -> list[tuple[str, str]]:
+        # h11 bounds a head still arriving; one that arrived whole is measured here.
+        headers = _decode_headers(raw)
+        if sum(len(name) + len(value) + 4 for name, value in headers) > self._max_header_bytes:
+            raise ResponseHeaderTooLarge(
+                "response head exceeds max_response_header_bytes", host=self._host
+            )
+        return headers
 
     def start_next_cycle(self) -> bool:
         """After a complete exchange: make the connection ready for another request. False when

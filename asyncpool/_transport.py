@@ -51,6 +51,7 @@ from ._trace import ClientTrace, GotConnInfo, current_trace
 __all__ = ["HostStats", "Transport", "TransportStats"]
 
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+_ALPN_PROTOCOLS = ["http/1.1"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +169,9 @@ class Transport:
         self.disable_keep_alives = disable_keep_alives
         self.disable_compression = disable_compression
         self.max_response_header_bytes = max_response_header_bytes
+        if tls_config is not None:
+            # As Go fills in NextProtos: the pool decides which protocols it can speak.
+            tls_config.set_alpn_protocols(_ALPN_PROTOCOLS)
         self._tls_config = tls_config
         self._dial_func = dial
 
@@ -218,7 +222,7 @@ class Transport:
     @property
     def _ssl_context(self) -> ssl.SSLContext:
         if self._tls_config is None:
-            self._tls_config = default_ssl_context(["http/1.1"])
+            self._tls_config = default_ssl_context(_ALPN_PROTOCOLS)
         return self._tls_config
 
     # -- the request path ---------------------------------------------------------------------

@@ -1,0 +1,384 @@
+"""One persistent HTTP/1.1 connection: framing both ways, streaming with back-pressure,
+reuse rules, 100-continue, transparent decompression, limits and server misbehaviour."""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import json
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+import asyncpool
+from asyncpool import Request, Transport
+from tests.servers import ServerConnection, ServerRequest, TestServer, open_server, wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+async def fetch(pool: Transport, method: str, url: str, **kwargs: object) -> asyncpool.Response:
+    response = await pool.round_trip(Request(method, url, **kwargs))  # type: ignore[arg-type]
+    await response.aread()
+    return response
+
+
+# -- response framing -------------------------------------------------------------------------
+
+
+async def test_content_length_body(server: TestServer) -> None:
+    async with Transport() as pool:
+        response = await fetch(pool, "GET", server.url_for("/bytes?n=100000"))
+        assert response.content == b"x" * 100000
+        assert (response.status_code, response.reason_phrase) == (200, "OK")
+        assert response.http_version == "HTTP/1.1"
+        assert pool.stats().idle == 1
+
+
+async def test_chunked_body_is_streamed_in_pieces(server: TestServer) -> None:
+    async with Transport() as pool:
+        response = await pool.round_trip(
+            Request("GET", server.url_for("/stream?chunks=200&size=1000"))
+        )
+        chunks = [chunk async for chunk in response.aiter_bytes()]
+        assert b"".join(chunks) == b"x" * 200_000
+        assert len(chunks) > 1
+        assert response.is_closed
+        assert pool.stats().idle == 1
+
+
+async def test_http10_read_until_close(server: TestServer) -> None:
+    async with Transport() as pool:
+        response = await fetch(pool, "GET", server.url_for("/http10"))
+        assert response.content == b"old school"
+        assert response.http_version == "HTTP/1.0"
+        assert pool.stats().total == 0
+
+
+async def test_connection_close_from_the_server_is_honoured(server: TestServer) -> None:
+    async with Transport() as pool:
+        assert (await fetch(pool, "GET", server.url_for("/close"))).content == b"bye"
+        assert pool.stats().total == 0
+        await fetch(pool, "GET", server.url)
+    assert server.connections_accepted == 2
+
+
+@pytest.mark.parametrize(("method", "status"), [("HEAD", 200), ("GET", 204), ("GET", 304)])
+async def test_bodyless_responses_free_the_connection_before_round_trip_returns(
+    server: TestServer, method: str, status: int
+) -> None:
+    async with Transport() as pool:
+        path = "/" if method == "HEAD" else f"/status/{status}"
+        response = await pool.round_trip(Request(method, server.url_for(path)))
+        assert response.status_code == status
+        assert pool.stats().idle == 1  # before anyone reads or closes the body
+        assert await response.aread() == b""
+
+
+async def test_reading_twice_returns_the_same_body(server: TestServer) -> None:
+    async with Transport() as pool:
+        response = await fetch(pool, "GET", server.url)
+        assert await response.aread() == b"hello"
+        with pytest.raises(RuntimeError, match="closed"):
+            response.aiter_bytes()
+
+
+async def test_content_before_aread_is_an_error(server: TestServer) -> None:
+    async with Transport() as pool:
+        response = await pool.round_trip(Request("GET", server.url))
+        with pytest.raises(RuntimeError, match="aread"):
+            _ = response.content
+        await response.aclose()
+
+
+# -- request framing --------------------------------------------------------------------------
+
+
+async def test_bytes_body_is_sent_with_content_length(server: TestServer) -> None:
+    async with Transport() as pool:
+        response = await fetch(pool, "POST", server.url_for("/echo"), content=b"payload")
+    assert response.content == b"payload"
+    assert response.headers["x-request-content-length"] == "7"
+
+
+async def test_async_iterable_body_is_sent_chunked(server: TestServer) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        for part in (b"one ", b"", b"two ", b"three"):
+            yield part
+
+    async with Transport() as pool:
+        response = await fetch(pool, "PUT", server.url_for("/echo"), content=body())
+    assert response.content == b"one two three"
+    assert response.headers["x-request-transfer-encoding"] == "chunked"
+
+
+async def test_post_without_body_sends_content_length_zero(server: TestServer) -> None:
+    async with Transport() as pool:
+        await fetch(pool, "POST", server.url_for("/echo"))
+        await fetch(pool, "GET", server.url_for("/echo"))
+    assert server.requests[0].header("content-length") == "0"
+    assert server.requests[1].header("content-length") is None
+
+
+async def test_host_header_and_user_headers_are_sent(server: TestServer) -> None:
+    async with Transport() as pool:
+        response = await fetch(
+            pool, "GET", server.url_for("/headers-echo"), headers=[("X-A", "1"), ("X-A", "2")]
+        )
+    sent = json.loads(response.content)
+    assert ["host", f"127.0.0.1:{server.port}"] in sent
+    assert [pair for pair in sent if pair[0] == "x-a"] == [["x-a", "1"], ["x-a", "2"]]
+
+
+async def test_a_failing_body_iterator_fails_the_request_and_closes_the_connection(
+    server: TestServer,
+) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"start"
+        raise ValueError("the body source broke")
+
+    async with Transport() as pool:
+        with pytest.raises(ValueError, match="body source broke"):
+            await pool.round_trip(Request("POST", server.url_for("/echo"), content=body()))
+        assert pool.stats().total == 0
+
+
+# -- early close and forgotten bodies -----------------------------------------------------------
+
+
+async def test_early_aclose_closes_the_connection(server: TestServer) -> None:
+    async with Transport() as pool:
+        response = await pool.round_trip(Request("GET", server.url_for("/stream?chunks=1000")))
+        async for _ in response.aiter_bytes():
+            break
+        await response.aclose()
+        assert pool.stats().total == 0
+        await server.wait_for_connections_closed()
+        await fetch(pool, "GET", server.url)
+    assert server.connections_accepted == 2
+
+
+async def test_async_with_response_closes_it(server: TestServer) -> None:
+    async with Transport() as pool:
+        async with await pool.round_trip(Request("GET", server.url_for("/stream?chunks=1000"))):
+            pass
+        assert pool.stats().total == 0
+
+
+async def test_an_unclosed_response_warns_and_frees_its_connection(server: TestServer) -> None:
+    async with Transport() as pool:
+        response = await pool.round_trip(Request("GET", server.url_for("/stream?chunks=1000")))
+        assert pool.stats().in_use == 1
+        with pytest.warns(ResourceWarning, match="unclosed response"):
+            del response
+            gc.collect()
+        assert pool.stats().total == 0
+
+
+# -- 1xx and 100-continue ---------------------------------------------------------------------
+
+
+def continue_trace(events: list[str]) -> asyncpool.ClientTrace:
+    return asyncpool.ClientTrace(
+        wait_100_continue=lambda: events.append("wait"),
+        got_100_continue=lambda: events.append("100"),
+        got_1xx_response=lambda code, headers: events.append(f"{code}:{headers['link']}"),
+        wrote_request=lambda err: events.append(f"wrote:{err}"),
+    )
+
+
+async def test_100_continue_sends_the_body_after_the_100(server: TestServer) -> None:
+    events: list[str] = []
+    async with Transport(expect_continue_timeout=60) as pool:
+        with anyio.fail_after(10):  # would take 60 s if the 100 were ignored
+            response = await fetch(
+                pool,
+                "POST",
+                server.url_for("/echo"),
+                headers={"Expect": "100-continue"},
+                content=b"big upload",
+                trace=continue_trace(events),
+            )
+    assert response.content == b"big upload"
+    assert events == ["wait", "100", "wrote:None"]
+
+
+async def test_100_continue_without_a_100_sends_the_body_after_the_timeout() -> None:
+    async def no_continue(req: ServerRequest, conn: ServerConnection) -> None:
+        body = await conn.read_body(send_continue=False)
+        await conn.respond(200, [], body)
+
+    async with open_server(no_continue) as server, Transport(expect_continue_timeout=0.01) as pool:
+        response = await fetch(
+            pool,
+            "POST",
+            server.url,
+            headers={"Expect": "100-continue"},
+            content=b"sent anyway",
+        )
+        assert response.content == b"sent anyway"
+
+
+async def test_a_final_response_instead_of_100_means_the_body_is_never_sent() -> None:
+    async def refuse(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.respond(417, [], b"no thanks")
+
+    async with open_server(refuse) as server, Transport(expect_continue_timeout=60) as pool:
+        with anyio.fail_after(10):
+            response = await fetch(
+                pool, "PUT", server.url, headers={"Expect": "100-continue"}, content=b"x" * 1000
+            )
+        assert (response.status_code, response.content) == (417, b"no thanks")
+        assert pool.stats().total == 0  # the request was left half-sent: not reusable
+        await server.wait_for_connections_closed()
+        assert server.requests[0].body == b""
+
+
+async def test_other_1xx_responses_are_reported_and_skipped() -> None:
+    async def early_hints(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.send_informational(103, [("link", "</style.css>")])
+        await conn.respond(200, [], b"final")
+
+    events: list[str] = []
+    async with open_server(early_hints) as server, Transport() as pool:
+        response = await fetch(pool, "GET", server.url, trace=continue_trace(events))
+    assert response.content == b"final"
+    assert events == ["wrote:None", "103:</style.css>"]
+
+
+# -- transparent decompression ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_compressed_bodies_are_decoded(server: TestServer, encoding: str) -> None:
+    async with Transport() as pool:
+        response = await fetch(pool, "GET", server.url_for(f"/{encoding}"))
+    assert response.content == f"hello {encoding}".encode() * 100
+    assert response.uncompressed
+    assert "content-encoding" not in response.headers
+    assert "content-length" not in response.headers
+    assert server.requests[0].header("accept-encoding") == "gzip, deflate"
+
+
+async def test_raw_deflate_is_decoded() -> None:
+    import zlib
+
+    async def raw_deflate(req: ServerRequest, conn: ServerConnection) -> None:
+        compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        body = compressor.compress(b"raw" * 100) + compressor.flush()
+        await conn.respond(200, [("content-encoding", "deflate")], body)
+
+    async with open_server(raw_deflate) as server, Transport() as pool:
+        assert (await fetch(pool, "GET", server.url)).content == b"raw" * 100
+
+
+async def test_no_decoding_when_the_caller_asked_for_an_encoding(server: TestServer) -> None:
+    async with Transport() as pool:
+        response = await fetch(
+            pool, "GET", server.url_for("/gzip"), headers={"Accept-Encoding": "gzip"}
+        )
+    assert gzip.decompress(response.content) == b"hello gzip" * 100
+    assert not response.uncompressed
+    assert response.headers["content-encoding"] == "gzip"
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "headers"),
+    [
+        ("GET", {"disable_compression": True}, {}),
+        ("HEAD", {}, {}),
+        ("GET", {}, {"Range": "bytes=0-10"}),
+    ],
+)
+async def test_compression_is_not_asked_for(
+    server: TestServer, method: str, options: dict[str, bool], headers: dict[str, str]
+) -> None:
+    async with Transport(**options) as pool:  # type: ignore[arg-type]
+        await fetch(pool, method, server.url_for("/gzip"), headers=headers)
+    assert server.requests[0].header("accept-encoding") is None
+
+
+async def test_a_corrupt_gzip_body_fails_clearly() -> None:
+    async def corrupt(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.respond(200, [("content-encoding", "gzip")], b"this is not gzip")
+
+    async with open_server(corrupt) as server, Transport() as pool:
+        response = await pool.round_trip(Request("GET", server.url))
+        with pytest.raises(asyncpool.DecodingError, match=f"127.0.0.1:{server.port}"):
+            await response.aread()
+
+
+async def test_a_truncated_gzip_body_fails_clearly() -> None:
+    async def truncated(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.respond(200, [("content-encoding", "gzip")], gzip.compress(b"x" * 1000)[:-8])
+
+    async with open_server(truncated) as server, Transport() as pool:
+        response = await pool.round_trip(Request("GET", server.url))
+        with pytest.raises(asyncpool.DecodingError, match="truncated"):
+            await response.aread()
+
+
+# -- limits, timeouts and a misbehaving server ------------------------------------------------
+
+
+async def test_oversized_response_headers_are_rejected(server: TestServer) -> None:
+    async with Transport(max_response_header_bytes=4096) as pool:
+        with pytest.raises(asyncpool.ResponseHeaderTooLarge, match="max_response_header_bytes"):
+            await pool.round_trip(Request("GET", server.url_for("/headers?size=10000")))
+        assert pool.stats().total == 0
+        response = await fetch(pool, "GET", server.url_for("/headers?size=1000"))
+        assert len(response.headers["x-big"]) == 1000
+
+
+async def test_response_header_timeout() -> None:
+    release = anyio.Event()
+
+    async def stall(req: ServerRequest, conn: ServerConnection) -> None:
+        await release.wait()
+
+    async with open_server(stall) as server, Transport(response_header_timeout=0.05) as pool:
+        with pytest.raises(asyncpool.ResponseHeaderTimeout) as info:
+            await pool.round_trip(Request("GET", server.url))
+        assert info.value.phase == "read"
+        assert f"127.0.0.1:{server.port}" in str(info.value)
+        assert isinstance(info.value, TimeoutError)
+        assert pool.stats().total == 0
+        release.set()
+
+
+async def test_a_body_cut_short_is_a_read_error() -> None:
+    async def short(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.send_raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+
+    async with open_server(short) as server, Transport() as pool:
+        with pytest.raises(asyncpool.RemoteProtocolError, match="without sending complete"):
+            # Whether the end arrives before or after the head is handed over is up to the
+            # network: the error comes from whichever call is waiting then.
+            response = await pool.round_trip(Request("GET", server.url))
+            await response.aread()
+        assert pool.stats().total == 0
+
+
+async def test_garbage_instead_of_a_response_is_a_protocol_error() -> None:
+    async def garbage(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.send_raw(b"SMTP ready\r\n\r\n")
+
+    async with open_server(garbage) as server, Transport() as pool:
+        with pytest.raises(asyncpool.RemoteProtocolError) as info:
+            await pool.round_trip(Request("GET", server.url))
+        assert info.value.phase == "protocol"
+        assert pool.stats().total == 0
+
+
+async def test_an_unsolicited_response_closes_the_idle_connection() -> None:
+    async def chatty(req: ServerRequest, conn: ServerConnection) -> None:
+        response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        await conn.send_raw(response)
+        await conn.send_raw(response)  # nobody asked for this one
+
+    async with open_server(chatty) as server, Transport() as pool:
+        assert (await fetch(pool, "GET", server.url)).content == b"ok"
+        await wait_until(lambda: pool.stats().total == 0)
+        assert (await fetch(pool, "GET", server.url)).content == b"ok"
+        assert pool.stats().server_closed_idle == 0

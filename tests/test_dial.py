@@ -1,0 +1,133 @@
+"""Dialing: DNS, TCP, TLS with certificate checks and ALPN, and their timeouts, each failing
+with an error that names the host and the phase."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+
+import anyio
+import anyio.abc
+import pytest
+
+import asyncpool
+from asyncpool import Request, Transport
+from tests.servers import TestServer, TLSFixture
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_tls_works_with_the_ca_in_tls_config(tls_server: TestServer, tls: TLSFixture) -> None:
+    events: list[str] = []
+    trace = asyncpool.ClientTrace(
+        tls_handshake_start=lambda: events.append("start"),
+        tls_handshake_done=lambda ssl_object, err: events.append(
+            f"done:{ssl_object.selected_alpn_protocol()}:{err}"
+        ),
+    )
+    async with Transport(tls_config=tls.client_context) as pool:
+        for _ in range(2):
+            response = await pool.round_trip(Request("GET", tls_server.url, trace=trace))
+            assert await response.aread() == b"hello"
+        assert pool.stats().dials == 1
+    assert events == ["start", "done:http/1.1:None"]
+
+
+async def test_a_self_signed_server_fails_verification_clearly(tls_server: TestServer) -> None:
+    errors: list[BaseException | None] = []
+    trace = asyncpool.ClientTrace(tls_handshake_done=lambda ssl_object, err: errors.append(err))
+    async with Transport() as pool:
+        with pytest.raises(asyncpool.TLSError, match="certificate verify failed") as info:
+            await pool.round_trip(Request("GET", tls_server.url, trace=trace))
+        assert info.value.phase == "tls"
+        assert info.value.host == f"127.0.0.1:{tls_server.port}"
+        assert pool.stats().total == 0
+        assert pool.stats().failed_dials == 1
+    assert errors == [info.value]
+
+
+async def test_a_server_that_does_not_speak_tls(server: TestServer, tls: TLSFixture) -> None:
+    async with Transport(tls_config=tls.client_context) as pool:
+        with pytest.raises(asyncpool.TLSError, match="handshake failed"):
+            await pool.round_trip(Request("GET", server.url.replace("http:", "https:")))
+
+
+async def test_connection_refused_names_the_host_and_phase() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once the socket closes
+    events: list[str] = []
+    trace = asyncpool.ClientTrace(
+        connect_start=lambda network, addr: events.append(f"start:{network}"),
+        connect_done=lambda network, addr, err: events.append(f"done:{type(err).__name__}"),
+    )
+    async with Transport() as pool:
+        with pytest.raises(asyncpool.ConnectError, match="cannot connect") as info:
+            await pool.round_trip(Request("GET", f"http://127.0.0.1:{port}/", trace=trace))
+        assert (info.value.phase, info.value.host) == ("connect", f"127.0.0.1:{port}")
+        assert pool.stats().total == 0
+    assert events[0] == "start:tcp"
+    assert events[1].startswith("done:") and events[1] != "done:NoneType"
+
+
+async def test_a_name_is_resolved_and_each_address_tried(server: TestServer) -> None:
+    events: list[object] = []
+    trace = asyncpool.ClientTrace(
+        dns_start=lambda host: events.append(("dns", host)),
+        dns_done=lambda addresses, err: events.append(("resolved", err)),
+        connect_done=lambda network, addr, err: events.append(("connected", addr[0], err is None)),
+    )
+    async with Transport() as pool:
+        url = f"http://localhost:{server.port}/"
+        response = await pool.round_trip(Request("GET", url, trace=trace))
+        assert await response.aread() == b"hello"
+    assert events[:2] == [("dns", "localhost"), ("resolved", None)]
+    assert events[-1] == ("connected", "127.0.0.1", True)  # ::1 may have been refused first
+
+
+async def test_dial_timeout() -> None:
+    async def never(host: str, port: int) -> anyio.abc.ByteStream:
+        await anyio.sleep_forever()
+        raise AssertionError  # pragma: no cover
+
+    async with Transport(dial=never, dial_timeout=0.01) as pool:
+        with pytest.raises(asyncpool.ConnectTimeout, match="dial_timeout") as info:
+            await pool.round_trip(Request("GET", "http://192.0.2.1/"))
+        assert info.value.phase == "connect"
+        assert pool.stats().total == 0
+
+
+async def test_a_custom_dial_error_is_a_connect_error() -> None:
+    async def refuse(host: str, port: int) -> anyio.abc.ByteStream:
+        raise ConnectionRefusedError(f"no route to {host}")
+
+    async with Transport(dial=refuse) as pool:
+        with pytest.raises(asyncpool.ConnectError, match="no route to 192.0.2.1"):
+            await pool.round_trip(Request("GET", "http://192.0.2.1/"))
+
+
+@pytest.fixture
+async def silent_server(anyio_backend: str) -> AsyncIterator[int]:
+    """Accepts TCP connections and never says a word (a TLS handshake stalls)."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    accepted: list[anyio.abc.SocketStream] = []
+
+    async def hold(stream: anyio.abc.SocketStream) -> None:
+        accepted.append(stream)
+        await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, hold)
+        yield listener.extra(anyio.abc.SocketAttribute.local_port)
+        tg.cancel_scope.cancel()
+    for stream in accepted:
+        await stream.aclose()
+    await listener.aclose()
+
+
+async def test_tls_handshake_timeout(silent_server: int, tls: TLSFixture) -> None:
+    async with Transport(tls_config=tls.client_context, tls_handshake_timeout=0.05) as pool:
+        with pytest.raises(asyncpool.TLSHandshakeTimeout, match="tls_handshake_timeout") as info:
+            await pool.round_trip(Request("GET", f"https://127.0.0.1:{silent_server}/"))
+        assert info.value.phase == "tls"
+        assert pool.stats().total == 0

@@ -1,0 +1,175 @@
+"""URLs, headers, requests and the error tree: bad input is refused before any byte is sent."""
+
+from __future__ import annotations
+
+import pytest
+
+import asyncpool
+from asyncpool import URL, Headers, Request, Transport
+from tests.servers import TestServer
+
+# -- URL --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("example.com/path", "no scheme"),
+        ("http://", "no host"),
+        ("ftp://example.com/", "unsupported scheme 'ftp'"),
+        ("http://example.com:99999/", "cannot parse"),
+        ("http://example.com/a b", "whitespace or control"),
+    ],
+)
+def test_unusable_urls_raise_invalid_url(url: str, message: str) -> None:
+    with pytest.raises(asyncpool.InvalidURL, match=message) as info:
+        Request("GET", url)
+    assert isinstance(info.value, ValueError)
+    assert info.value.phase == "url"
+
+
+def test_url_parts() -> None:
+    url = URL("HTTPS://Example.COM/a/b?x=1&y=2")
+    assert (url.scheme, url.host, url.port, url.target) == (
+        "https",
+        "example.com",
+        443,
+        "/a/b?x=1&y=2",
+    )
+    assert url.origin == "https://example.com"
+    assert str(url) == "HTTPS://Example.COM/a/b?x=1&y=2"
+    assert repr(url) == "URL('HTTPS://Example.COM/a/b?x=1&y=2')"
+
+
+def test_url_defaults_and_ports() -> None:
+    assert URL("http://h").target == "/"
+    assert URL("http://h:8080/").host_header == "h:8080"
+    assert URL("http://h:80/").host_header == "h"
+    ipv6 = URL("http://[::1]:8080/x")
+    assert (ipv6.host, ipv6.port, ipv6.host_header) == ("::1", 8080, "[::1]:8080")
+    assert ipv6.origin == "http://[::1]:8080"
+
+
+# -- Headers ----------------------------------------------------------------------------------
+
+
+def test_headers_are_case_insensitive_ordered_and_multi_valued() -> None:
+    headers = Headers(
+        [("Set-Cookie", "a=1"), ("Content-Type", "text/plain"), ("set-cookie", "b=2")]
+    )
+    assert headers["SET-COOKIE"] == "a=1, b=2"
+    assert headers.get_list("set-cookie") == ["a=1", "b=2"]
+    assert headers.get("missing") is None
+    assert headers.get("missing", "default") == "default"
+    assert "content-type" in headers
+    assert 42 not in headers
+    assert list(headers) == ["set-cookie", "content-type"]
+    assert headers.keys() == ["set-cookie", "content-type"]
+    assert len(headers) == 3
+    with pytest.raises(KeyError):
+        headers["missing"]
+
+
+def test_headers_set_add_delete_and_compare() -> None:
+    headers = Headers({"A": "1"})
+    headers.add("a", "2")
+    headers["B"] = "3"
+    assert headers.items() == [("A", "1"), ("a", "2"), ("B", "3")]
+    headers["a"] = "only"
+    assert headers.get_list("A") == ["only"]
+    del headers["b"]
+    assert headers == Headers([("a", "only")])
+    assert headers != Headers([("a", "other")])
+    assert headers.__eq__("a") is NotImplemented
+    assert Headers(headers) == headers
+    assert "Headers(" in repr(headers)
+
+
+# -- Request ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"X-Evil": "a\r\nSet-Cookie: b"}, "header injection"),
+        ({"X-Evil": "a\nb"}, "header injection"),
+        ({"X-Evil": "a\x00b"}, "header injection"),
+        ({"Bad Name": "x"}, "invalid header name"),
+        ({"X-Bad\r\n": "x"}, "invalid header name"),
+    ],
+)
+def test_header_injection_is_refused(headers: dict[str, str], message: str) -> None:
+    with pytest.raises(asyncpool.LocalProtocolError, match=message) as info:
+        Request("GET", "http://example.com/", headers=headers)
+    assert info.value.host == "example.com"
+
+
+@pytest.mark.parametrize("method", ["", "GE T", "GET\r\n", "G\x00"])
+def test_invalid_methods_are_refused(method: str) -> None:
+    with pytest.raises(asyncpool.LocalProtocolError, match="invalid method"):
+        Request(method, "http://example.com/")
+
+
+def test_content_must_be_bytes_or_an_async_iterable() -> None:
+    with pytest.raises(TypeError, match="content must be bytes"):
+        Request("POST", "http://example.com/", content="text")  # type: ignore[arg-type]
+
+
+async def _body() -> object:  # pragma: no cover - never iterated
+    yield b""
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "streamed", "replayable"),
+    [
+        ("GET", {}, False, True),
+        ("HEAD", {}, False, True),
+        ("OPTIONS", {}, False, True),
+        ("TRACE", {}, False, True),
+        ("POST", {}, False, False),
+        ("POST", {"Idempotency-Key": "1"}, False, True),
+        ("DELETE", {"X-Idempotency-Key": "1"}, False, True),
+        ("GET", {}, True, False),
+    ],
+)
+def test_replayable_requests(
+    method: str, headers: dict[str, str], streamed: bool, replayable: bool
+) -> None:
+    content = _body() if streamed else b"x"
+    request = Request(method, "http://h/", headers=headers, content=content)  # type: ignore[arg-type]
+    assert request.is_replayable is replayable
+    assert request.body_is_rewindable is not streamed
+    assert repr(request) == f"<Request {method} http://h/>"
+    if streamed:
+        content.aclose().close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_a_refused_request_sends_nothing(server: TestServer) -> None:
+    async with Transport() as pool:
+        with pytest.raises(asyncpool.LocalProtocolError):
+            await pool.round_trip(Request("GET", server.url, headers={"X": "a\r\nb"}))
+    assert server.connections_accepted == 0
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def test_errors_name_the_phase_and_the_host() -> None:
+    error = asyncpool.ConnectError("refused", host="example.com:443")
+    assert str(error) == "connect example.com:443: refused"
+    assert (error.host, error.phase, error.detail) == ("example.com:443", "connect", "refused")
+    assert isinstance(error, asyncpool.NetworkError)
+    assert isinstance(error, asyncpool.HTTPError)
+    assert str(asyncpool.HTTPError("no host")) == "request: no host"
+
+
+def test_timeouts_are_builtin_timeouts() -> None:
+    for cls in (
+        asyncpool.ConnectTimeout,
+        asyncpool.TLSHandshakeTimeout,
+        asyncpool.ResponseHeaderTimeout,
+    ):
+        error = cls("too slow", host="h:1")
+        assert isinstance(error, TimeoutError)
+        assert isinstance(error, asyncpool.TimeoutError)
