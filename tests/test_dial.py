@@ -102,7 +102,7 @@ async def test_a_custom_dial_error_is_a_connect_error() -> None:
         raise ConnectionRefusedError(f"no route to {host}")
 
     async with Transport(dial=refuse) as pool:
-        with pytest.raises(asyncpool.ConnectError, match="no route to 192.0.2.1"):
+        with pytest.raises(asyncpool.ConnectError, match=r"no route to 192\.0\.2\.1"):
             await pool.round_trip(Request("GET", "http://192.0.2.1/"))
 
 
