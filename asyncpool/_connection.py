@@ -400,7 +400,7 @@ class HTTP11Connection:
                     if not await self._read_response(exchange, data):
                         return
                     exchange = None
-        except HTTPError as exc:
+        except Exception as exc:  # a protocol error, or a trace hook that raised
             self.close(exc)
             if exchange is not None:
                 exchange.fail(exc)

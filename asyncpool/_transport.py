@@ -250,10 +250,16 @@ class Transport:
                     response_header_timeout=self.response_header_timeout,
                 )
             except HTTPError as exc:
-                if not self._should_retry(exc, request):
-                    raise
-                self._retries += 1
-                continue
+                if self._should_retry(exc, request):
+                    self._retries += 1
+                    continue
+                if exc.retry_hint is not None:
+                    exc.args = (
+                        f"{exc.args[0]}; the connection had been reused and this {request.method} "
+                        "request cannot be replayed, so it was not retried (an Idempotency-Key "
+                        "header marks a request as safe to retry)",
+                    )
+                raise
             break
         if asked_compression:
             encoding = response.headers.get("content-encoding", "")

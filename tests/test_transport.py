@@ -312,6 +312,7 @@ async def test_post_on_a_dead_reused_connection_fails_clearly() -> None:
         with pytest.raises(asyncpool.ServerDisconnected) as info:
             await pool.round_trip(Request("POST", server.url, content=b"data"))
         assert f"127.0.0.1:{server.port}" in str(info.value)
+        assert "reused" in str(info.value) and "Idempotency-Key" in str(info.value)
         assert info.value.phase == "read"
         assert pool.stats().retries == 0
         assert_pool_at_rest(pool, idle=0)
