@@ -63,6 +63,7 @@ __all__ = ["RETRY_NOTHING_WRITTEN", "RETRY_NO_RESPONSE", "ConnOwner", "HTTP11Con
 
 READ_SIZE = 65536
 BODY_CHANNEL_SIZE = 4  # chunks the reader may run ahead of a slow body reader
+MAX_WRITE_WAIT_BEFORE_REUSE = 0.05  # seconds, as Go's maxWriteWaitBeforeConnReuse
 
 # Why a failure on a reused connection may be retried (Go's nothingWrittenError and
 # errServerClosedIdle / transportReadFromServerError); set as ``HTTPError.retry_hint``.
@@ -102,6 +103,7 @@ class _Exchange:
         "response_started",
         "reused",
         "trace",
+        "write_done",
         "written",
         "wrote_any",
     )
@@ -130,6 +132,7 @@ class _Exchange:
         self.delivered = False
         self.body: _StreamingBody | None = None
         self.error: BaseException | None = None
+        self.write_done: anyio.Event | None = None  # made by a reader that waits for the writer
         self.wrote_any = False  # the writer handed at least one byte to the socket
         self.response_started = False  # the reader saw at least one byte of the response
 
@@ -336,6 +339,8 @@ class HTTP11Connection:
                     return
                 if exchange.written is not None:
                     exchange.written.set()
+                if exchange.write_done is not None:
+                    exchange.write_done.set()
 
     async def _send(self, exchange: _Exchange, data: bytes) -> None:
         exchange.wrote_any = True
@@ -483,9 +488,13 @@ class HTTP11Connection:
             if type(event) is bytes:
                 chunks.append(event)
             elif event is END_OF_MESSAGE:
+                response = self._response(exchange, head, _CompleteBody(chunks))
+                if not self._protocol.request_complete:
+                    exchange.deliver(response)  # answered early: the caller need not wait
+                    return await self._finish_cycle(exchange)
                 # Complete already: free the connection before the caller even sees the head.
-                reusable = self._finish_cycle(exchange)
-                exchange.deliver(self._response(exchange, head, _CompleteBody(chunks)))
+                reusable = await self._finish_cycle(exchange)
+                exchange.deliver(response)
                 return reusable
             else:
                 break
@@ -508,7 +517,7 @@ class HTTP11Connection:
                 elif event is NEED_DATA:
                     protocol.feed(await self._receive())
                 elif event is END_OF_MESSAGE:
-                    reusable = self._finish_cycle(exchange)
+                    reusable = await self._finish_cycle(exchange)
                     body.is_consumed = True  # from the pool's view: nothing more to read
                     return reusable
                 else:  # pragma: no cover
@@ -526,8 +535,14 @@ class HTTP11Connection:
         elif trace and trace.got_1xx_response:
             trace.got_1xx_response(event.status_code, Headers(event.headers))
 
-    def _finish_cycle(self, exchange: _Exchange) -> bool:
+    async def _finish_cycle(self, exchange: _Exchange) -> bool:
         """At the end of a response: back to the owner if both sides allow another request."""
+        if not (self._protocol.request_complete or exchange.continue_refused or exchange.error):
+            # Answered before the request body was all sent (Go's wroteRequest): give the
+            # writer a moment to finish rather than throw the connection away.
+            exchange.write_done = anyio.Event()
+            with anyio.move_on_after(MAX_WRITE_WAIT_BEFORE_REUSE):
+                await exchange.write_done.wait()
         if self._protocol.start_next_cycle():
             if self._protocol.has_buffered_data:
                 self.close(

@@ -98,8 +98,8 @@ class HTTP11Protocol:
 
     @property
     def request_complete(self) -> bool:
-        """Every byte of the current request has been produced."""
-        return self._h11.our_state is h11.DONE
+        """Every byte of the current request has been produced (or never will be needed)."""
+        return self._h11.our_state is not h11.SEND_BODY
 
     # -- reading ----------------------------------------------------------------------------
 

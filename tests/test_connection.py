@@ -382,3 +382,25 @@ async def test_an_unsolicited_response_closes_the_idle_connection() -> None:
         await wait_until(lambda: pool.stats().total == 0)
         assert (await fetch(pool, "GET", server.url)).content == b"ok"
         assert pool.stats().server_closed_idle == 0
+
+
+async def test_a_response_before_the_whole_body_was_sent_keeps_the_connection() -> None:
+    async def early(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.respond(200, [], b"early")  # before reading the body; the server drains it
+
+    answered = anyio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first"
+        await answered.wait()
+        for _ in range(10):
+            yield b"x" * 1000
+
+    async with open_server(early) as server, Transport() as pool:
+        response = await pool.round_trip(Request("POST", server.url, content=body()))
+        answered.set()
+        assert await response.aread() == b"early"
+        await wait_until(lambda: pool.stats().idle == 1)  # once the writer is done
+        assert (await fetch(pool, "GET", server.url)).content == b"early"
+        assert pool.stats().dials == 1
+    assert server.requests[0].body == b"first" + b"x" * 10000

@@ -1,0 +1,149 @@
+"""The examples and the README's usage example run as written.
+
+Each runs in a subprocess (``sys.executable``, warnings as errors), as a user would run it.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from anyio.from_thread import start_blocking_portal
+
+ROOT = Path(__file__).resolve().parent.parent
+REUSE = ROOT / "examples" / "reuse.py"
+README = ROOT / "README.md"
+
+URL_LINE = re.compile(r'^URL = "http://127\.0\.0\.1:8080/".*$', re.MULTILINE)
+
+
+def run_python(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-W", "error", *args],
+        capture_output=True,
+        text=True,
+        timeout=45,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def load_reuse() -> ModuleType:
+    """examples/reuse.py as a module (for its embedded server)."""
+    name = "asyncpool_examples_reuse"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REUSE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+# ------------------------------------------------------------------ examples/reuse.py
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_reuse_demo(backend: str) -> None:
+    proc = run_python(str(REUSE), "--backend", backend)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == ""  # no warning, no ignored exception
+    out = proc.stdout
+    assert f"on {backend}" in out
+
+    m = re.search(r"^sequential: (\d+) requests, (\d+) connections?$", out, re.MULTILINE)
+    assert m is not None, out
+    assert (int(m[1]), int(m[2])) == (20, 1), m[0]
+
+    m = re.search(
+        r"^concurrent: (\d+) requests, (\d+) connections, (\d+) dials, max_conns_per_host=(\d+)$",
+        out,
+        re.MULTILINE,
+    )
+    assert m is not None, out
+    requests, connections, dials, limit = map(int, m.groups())
+    assert (requests, limit) == (100, 4)
+    assert 1 <= connections <= 4, m[0]
+    assert dials <= 4, m[0]
+
+    # The final table: one origin, nothing left in use or waiting, at most 4 connections.
+    m = re.search(
+        r"^  http://127\.0\.0\.1:\d+ +(\d+) +(\d+) +(\d+) +(\d+) +(\d+)$",
+        out.split("(c) pool.stats() at the end", 1)[1],
+        re.MULTILINE,
+    )
+    assert m is not None, out
+    idle, in_use, dialing, waiting, total = map(int, m.groups())
+    assert (in_use, dialing, waiting) == (0, 0, 0)
+    assert idle == total <= 4
+    assert re.search(r"^done: 120 requests over [1-4] connections? in ", out, re.MULTILINE), out
+
+
+def test_reuse_demo_rejects_unknown_backend() -> None:
+    proc = run_python(str(REUSE), "--backend", "curio")
+    assert proc.returncode == 2
+    assert "invalid choice" in proc.stderr
+
+
+# ------------------------------------------------------------------ README.md
+
+
+def readme_python_blocks(section: str | None = None) -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    if section is not None:
+        parts = re.split(rf"^## {re.escape(section)}\n", text, maxsplit=1, flags=re.MULTILINE)
+        assert len(parts) == 2, f"README.md has no '## {section}' section"
+        text = re.split(r"^## ", parts[1], maxsplit=1, flags=re.MULTILINE)[0]
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+
+
+@pytest.fixture(scope="module")
+def demo_server_url() -> Iterator[str]:
+    """The demo's embedded server, on its own event loop in a background thread."""
+    reuse = load_reuse()
+    with (
+        start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(reuse.serve()) as server,
+    ):
+        yield f"{server.url}/"
+
+
+def usage_example() -> str:
+    blocks = readme_python_blocks("Usage")
+    assert blocks, "README.md's Usage section has no python code block"
+    return blocks[0]
+
+
+@pytest.mark.parametrize("variant", ["as-written", "trio"])
+def test_readme_usage_example_runs(variant: str, demo_server_url: str) -> None:
+    code = usage_example()
+    assert len(URL_LINE.findall(code)) == 1, "the example must define URL on one top-level line"
+    code = URL_LINE.sub(f"URL = {demo_server_url!r}", code)
+    if variant == "trio":
+        # The commented-out alternative must work too.
+        run_line = re.compile(r"^anyio\.run\(main\)(.*)$", re.MULTILINE)
+        trio_line = re.compile(r'^# (anyio\.run\(main, backend="trio"\))(.*)$', re.MULTILINE)
+        assert run_line.search(code) and trio_line.search(code), code
+        code = trio_line.sub(r"\1", run_line.sub("", code))
+
+    proc = run_python("-c", code)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == ""
+    assert re.search(r"^200 HTTP/1\.1 \d+$", proc.stdout, re.MULTILINE), proc.stdout
+    assert "TransportStats(" in proc.stdout
+
+
+def test_readme_python_blocks_parse() -> None:
+    """The other snippets are fragments (top-level ``await``), but they must be valid Python."""
+    blocks = readme_python_blocks()
+    assert len(blocks) >= 2
+    for block in blocks:
+        compile(block, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
