@@ -21,7 +21,18 @@ from ._errors import (
     WriteError,
 )
 from ._models import URL, Headers, Request, Response
-from ._trace import ClientTrace, GotConnInfo, client_trace
+from ._trace import (
+    ClientTrace,
+    CloseReason,
+    ConnClosedInfo,
+    DNSDoneInfo,
+    DNSStartInfo,
+    GotConnInfo,
+    RetryInfo,
+    Timings,
+    WroteRequestInfo,
+    client_trace,
+)
 from ._transport import HostStats, Transport, TransportStats
 
 __version__ = "0.1.0"
@@ -29,8 +40,12 @@ __version__ = "0.1.0"
 __all__ = [
     "URL",
     "ClientTrace",
+    "CloseReason",
+    "ConnClosedInfo",
     "ConnectError",
     "ConnectTimeout",
+    "DNSDoneInfo",
+    "DNSStartInfo",
     "DecodingError",
     "GotConnInfo",
     "HTTPError",
@@ -46,12 +61,15 @@ __all__ = [
     "Response",
     "ResponseHeaderTimeout",
     "ResponseHeaderTooLarge",
+    "RetryInfo",
     "ServerDisconnected",
     "TLSError",
     "TLSHandshakeTimeout",
     "TimeoutError",
+    "Timings",
     "Transport",
     "TransportStats",
     "WriteError",
+    "WroteRequestInfo",
     "client_trace",
 ]

@@ -57,7 +57,7 @@ from ._http11 import (
     ResponseHead,
 )
 from ._models import Headers, Request, Response
-from ._trace import ClientTrace
+from ._trace import ClientTrace, CloseReason, ConnClosedInfo, WroteRequestInfo, logger
 
 __all__ = ["RETRY_NOTHING_WRITTEN", "RETRY_NO_RESPONSE", "ConnOwner", "HTTP11Connection"]
 
@@ -203,7 +203,10 @@ class HTTP11Connection:
         # Owned by the connection.
         self.requests_started = 0  # by round_trip; > 0 means reused (Go's isReused)
         self.closed = False
-        self.close_reason: BaseException | None = None
+        self.close_why: CloseReason | None = None
+        self.close_error: BaseException | None = None
+        # The trace of the request that last used the connection: told when it closes.
+        self.trace: ClientTrace | None = None
         self._read_send, self._read_recv = anyio.create_memory_object_stream[_Exchange](1)
         self._write_send, self._write_recv = anyio.create_memory_object_stream[_Exchange](1)
         self._reader_scope = anyio.CancelScope()
@@ -220,17 +223,26 @@ class HTTP11Connection:
         task_group.start_soon(self._write_loop, name=f"asyncpool writer {self.key}")
         task_group.start_soon(self._read_loop, name=f"asyncpool reader {self.key}")
 
-    def close(self, reason: BaseException | None = None) -> None:
+    def close(self, why: CloseReason, error: BaseException | None = None) -> None:
         """Close the connection now; synchronous and idempotent. Both tasks end soon after."""
         if self.closed:
             return
         self.closed = True
-        self.close_reason = reason
+        self.close_why, self.close_error = why, error
         self._read_send.close()
         self._write_send.close()
         self._reader_scope.cancel()
         self._writer_scope.cancel()
         self._owner.conn_closed(self)
+        trace = self.trace
+        if trace is not None and trace.conn_closed:
+            info = ConnClosedInfo(
+                why, error, self.requests_started, self.local_address, self.remote_address
+            )
+            try:
+                trace.conn_closed(info)
+            except Exception:
+                logger.exception("a conn_closed trace hook raised")
 
     # -- the caller's side --------------------------------------------------------------------
 
@@ -261,11 +273,12 @@ class HTTP11Connection:
             expects_continue=bool(expects_continue),
         )
         self.requests_started += 1
+        self.trace = trace
         try:
             self._read_send.send_nowait(exchange)
             self._write_send.send_nowait(exchange)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            raise self._error_for(exchange, self.close_reason) from None
+            raise self._error_for(exchange) from None
         try:
             if exchange.written is not None:
                 await exchange.written.wait()
@@ -278,14 +291,16 @@ class HTTP11Connection:
                         host=self.host_port,
                     )
                     exchange.fail(error)
-                    self.close(error)
+                    self.close(CloseReason.ERROR, error)
             else:
                 await exchange.head_ready.wait()
         except BaseException:
             # Cancelled: unless the exchange already ended cleanly, nobody can tell where the
             # connection is in the protocol any more.
             if not exchange.finished:
-                self.close(ReadError("request cancelled", host=self.host_port))
+                self.close(
+                    CloseReason.CANCELLED, ReadError("request cancelled", host=self.host_port)
+                )
             if exchange.response is not None:
                 exchange.response._discard()
                 exchange.response = None
@@ -296,11 +311,15 @@ class HTTP11Connection:
             raise exchange.error
         return response  # a body failure since then surfaces when the body is read
 
-    def _error_for(self, exchange: _Exchange, reason: BaseException | None) -> BaseException:
-        """The error an exchange fails with when the connection closes under it."""
-        if isinstance(reason, PoolClosed):
-            return PoolClosed("the Transport closed during the request", host=self.host_port)
-        detail = reason.detail if isinstance(reason, HTTPError) else "connection closed"
+    def _error_for(self, exchange: _Exchange, cause: BaseException | None = None) -> BaseException:
+        """The error an exchange fails with when the connection closes under it (by default
+        for the reason it was closed with)."""
+        if cause is None:
+            if self.close_why is CloseReason.POOL_CLOSED:
+                return PoolClosed("the Transport closed during the request", host=self.host_port)
+            cause = self.close_error
+        reason = cause
+        detail = reason.detail if isinstance(reason, HTTPError) else f"closed: {self.close_why}"
         if exchange.response_started:
             return ReadError(f"connection lost mid-response ({detail})", host=self.host_port)
         error: HTTPError
@@ -333,9 +352,9 @@ class HTTP11Connection:
                         error.retry_hint = RETRY_NOTHING_WRITTEN if exchange.reused else None
                     trace = exchange.trace
                     if trace and trace.wrote_request:
-                        trace.wrote_request(error)
+                        trace.wrote_request(WroteRequestInfo(error))
                     exchange.fail(error)
-                    self.close(error)
+                    self.close(CloseReason.ERROR, error)
                     return
                 if exchange.written is not None:
                     exchange.written.set()
@@ -377,7 +396,7 @@ class HTTP11Connection:
         else:
             await self._send(exchange, head + protocol.end_of_body())
         if trace and trace.wrote_request:
-            trace.wrote_request(None)
+            trace.wrote_request(WroteRequestInfo(None))
 
     # -- the reader task (Go's readLoop) --------------------------------------------------------
 
@@ -392,34 +411,36 @@ class HTTP11Connection:
                     try:
                         exchange = self._read_recv.receive_nowait()
                     except anyio.WouldBlock:
-                        self.close(
-                            ServerDisconnected(
-                                "server closed the idle connection", host=self.host_port
+                        if data:
+                            message = "unsolicited response on an idle connection"
+                            self.close(
+                                CloseReason.ERROR, RemoteProtocolError(message, host=self.host_port)
                             )
-                            if not data
-                            else RemoteProtocolError(
-                                "unsolicited response on an idle connection", host=self.host_port
+                        else:
+                            message = "server closed the idle connection"
+                            self.close(
+                                CloseReason.SERVER_CLOSED,
+                                ServerDisconnected(message, host=self.host_port),
                             )
-                        )
                         return
                     if not await self._read_response(exchange, data):
                         return
                     exchange = None
         except Exception as exc:  # a protocol error, or a trace hook that raised
-            self.close(exc)
+            why = CloseReason.SERVER_CLOSED if isinstance(exc, ServerDisconnected) else None
+            self.close(why or CloseReason.ERROR, exc)
             if exchange is not None:
                 exchange.fail(exc)
         finally:
-            self.close(ReadError("connection closed", host=self.host_port))
-            reason = self.close_reason
+            self.close(CloseReason.ERROR, ReadError("connection closed", host=self.host_port))
             if exchange is not None:
-                exchange.fail(self._error_for(exchange, reason))
+                exchange.fail(self._error_for(exchange))
             while True:
                 try:
                     queued = self._read_recv.receive_nowait()
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
-                queued.fail(self._error_for(queued, reason))
+                queued.fail(self._error_for(queued))
             self._read_recv.close()
             await anyio.aclose_forcefully(self._stream)
 
@@ -452,12 +473,10 @@ class HTTP11Connection:
         """Read one response; True when the connection may carry another request."""
         protocol, trace = self._protocol, exchange.trace
         if not data:
-            raise self._error_for(
-                exchange,
-                ServerDisconnected(
-                    "server closed the connection before responding", host=self.host_port
-                ),
+            cause = ServerDisconnected(
+                "server closed the connection before responding", host=self.host_port
             )
+            raise self._error_for(exchange, cause)
         exchange.response_started = True
         if trace and trace.got_first_response_byte:
             trace.got_first_response_byte()
@@ -488,6 +507,8 @@ class HTTP11Connection:
             if type(event) is bytes:
                 chunks.append(event)
             elif event is END_OF_MESSAGE:
+                if trace and trace.got_response_end:
+                    trace.got_response_end()
                 response = self._response(exchange, head, _CompleteBody(chunks))
                 if not self._protocol.request_complete:
                     exchange.deliver(response)  # answered early: the caller need not wait
@@ -517,6 +538,8 @@ class HTTP11Connection:
                 elif event is NEED_DATA:
                     protocol.feed(await self._receive())
                 elif event is END_OF_MESSAGE:
+                    if trace and trace.got_response_end:
+                        trace.got_response_end()
                     reusable = await self._finish_cycle(exchange)
                     body.is_consumed = True  # from the pool's view: nothing more to read
                     return reusable
@@ -545,13 +568,14 @@ class HTTP11Connection:
                 await exchange.write_done.wait()
         if self._protocol.start_next_cycle():
             if self._protocol.has_buffered_data:
-                self.close(
-                    RemoteProtocolError("unsolicited bytes after a response", host=self.host_port)
+                error = RemoteProtocolError(
+                    "unsolicited bytes after a response", host=self.host_port
                 )
+                self.close(CloseReason.ERROR, error)
                 return False
             self._owner.release(self, exchange.trace)
             return not self.closed
-        self.close(None)
+        self.close(CloseReason.NOT_REUSABLE)
         return False
 
     def _response(self, exchange: _Exchange, head: ResponseHead, body: _Body) -> Response:
@@ -624,9 +648,8 @@ class _StreamingBody:
 
     def abandon(self) -> None:
         if not self.is_consumed:
-            self._conn.close(
-                ReadError("response body closed before its end", host=self._conn.host_port)
-            )
+            error = ReadError("response body closed before its end", host=self._conn.host_port)
+            self._conn.close(CloseReason.BODY_CLOSED_EARLY, error)
         self._receive.close()
 
 

@@ -16,7 +16,7 @@ import certifi
 from anyio.streams.tls import TLSAttribute, TLSStream
 
 from ._errors import ConnectError, ConnectTimeout, TLSError, TLSHandshakeTimeout
-from ._trace import ClientTrace
+from ._trace import ClientTrace, DNSDoneInfo, DNSStartInfo
 
 __all__ = ["DialFunc", "Dialed", "default_ssl_context", "dial"]
 
@@ -51,16 +51,16 @@ async def _resolve(host: str, port: int, host_port: str, trace: ClientTrace | No
     if _is_ip_literal(host):
         return [host]
     if trace and trace.dns_start:
-        trace.dns_start(host)
+        trace.dns_start(DNSStartInfo(host))
     try:
         infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         if trace and trace.dns_done:
-            trace.dns_done([], exc)
+            trace.dns_done(DNSDoneInfo([], exc))
         raise ConnectError(f"cannot resolve {host!r}: {exc}", host=host_port, phase="dns") from exc
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if trace and trace.dns_done:
-        trace.dns_done(addresses, None)
+        trace.dns_done(DNSDoneInfo(addresses, None))
     return addresses
 
 

@@ -1,20 +1,46 @@
-"""Go's httptrace.ClientTrace, in snake_case.
+"""Go's httptrace.ClientTrace in snake_case, plus the pool events Go keeps to itself.
 
-A trace is a bag of optional plain callables. Attach one to a request (``Request(trace=...)``)
-or to every request made inside a block (``with client_trace(trace):``); when both are present
-both fire, the innermost first, as Go's ``WithClientTrace`` composes them. With no trace attached
-the cost is one context-variable lookup per request.
+A trace is a bag of optional plain callables, fired from the task where each event happens:
+the caller (``get_conn``, ``got_conn``, waits, retries), the dial task (DNS, connect, TLS), the
+connection's writer (``wrote_*``, ``wait_100_continue``) or reader (first byte, 1xx, body end,
+``put_idle_conn``). Attach one to a request (``Request(trace=...)``), to every request made
+inside a block (``with client_trace(trace):``), or to every request of a pool
+(``Transport(trace=...)``); when several apply all fire, innermost first, as Go's
+``WithClientTrace`` composes them. With no trace attached the cost is a context-variable lookup.
+
+A hook that raises fails its request, and the connection is dropped as after any failure.
+``conn_closed`` is the exception: it may fire outside any request, so what it raises is logged.
+
+With the ``asyncpool`` logger at DEBUG, every event is also logged (nothing is built otherwise).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
+import logging
+import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["ClientTrace", "GotConnInfo", "client_trace", "current_trace"]
+__all__ = [
+    "ClientTrace",
+    "CloseReason",
+    "ConnClosedInfo",
+    "DNSDoneInfo",
+    "DNSStartInfo",
+    "GotConnInfo",
+    "RetryInfo",
+    "Timings",
+    "WroteRequestInfo",
+    "client_trace",
+    "current_trace",
+    "logging_trace",
+]
+
+logger = logging.getLogger("asyncpool")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,9 +50,56 @@ class GotConnInfo:
     reused: bool  # it carried a request before
     was_idle: bool  # it came from the idle list (not straight from another request or a dial)
     idle_time: float  # seconds it sat idle, when was_idle
-    local_address: tuple[Any, ...] | None = None
-    remote_address: tuple[Any, ...] | None = None
+    local_address: Any = None
+    remote_address: Any = None
     protocol: str = "HTTP/1.1"
+
+
+@dataclasses.dataclass(frozen=True)
+class DNSStartInfo:
+    host: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DNSDoneInfo:
+    addrs: list[str]
+    err: BaseException | None
+
+
+@dataclasses.dataclass(frozen=True)
+class WroteRequestInfo:
+    err: BaseException | None
+
+
+class CloseReason(str, enum.Enum):
+    """Why a connection closed."""
+
+    IDLE_TIMEOUT = "idle timeout"
+    EVICTED = "evicted (max_idle_conns)"
+    IDLE_LIST_FULL = "idle list full (max_idle_conns_per_host)"
+    SERVER_CLOSED = "server closed"
+    NOT_REUSABLE = "not reusable"  # Connection: close, HTTP/1.0, keep-alives disabled
+    CLOSE_IDLE = "close_idle_connections()"
+    BODY_CLOSED_EARLY = "response body closed early"
+    CANCELLED = "request cancelled"
+    ERROR = "error"
+    POOL_CLOSED = "pool closed"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnClosedInfo:
+    reason: CloseReason
+    error: BaseException | None
+    requests: int  # how many requests the connection carried
+    local_address: Any = None
+    remote_address: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryInfo:
+    reason: str  # "nothing written" or "no response"
+    error: BaseException
+    attempt: int  # 1 for the first retry
 
 
 Hook = Callable[..., object] | None
@@ -34,16 +107,16 @@ Hook = Callable[..., object] | None
 
 @dataclasses.dataclass(frozen=True)
 class ClientTrace:
-    """Hooks fired during one request, from the task where the event happens."""
+    """Hooks fired during one request; see the module docstring for where each fires."""
 
     get_conn: Hook = None  # (host_port)
     got_conn: Hook = None  # (GotConnInfo)
-    put_idle_conn: Hook = None  # (err | None)
+    put_idle_conn: Hook = None  # (err: str | None) None when pooled, else why not
     got_first_response_byte: Hook = None  # ()
     got_100_continue: Hook = None  # ()
     got_1xx_response: Hook = None  # (code, headers)
-    dns_start: Hook = None  # (host)
-    dns_done: Hook = None  # (addresses, err)
+    dns_start: Hook = None  # (DNSStartInfo)
+    dns_done: Hook = None  # (DNSDoneInfo)
     connect_start: Hook = None  # (network, addr)
     connect_done: Hook = None  # (network, addr, err)
     tls_handshake_start: Hook = None  # ()
@@ -51,7 +124,13 @@ class ClientTrace:
     wrote_header_field: Hook = None  # (key, values)
     wrote_headers: Hook = None  # ()
     wait_100_continue: Hook = None  # ()
-    wrote_request: Hook = None  # (err | None)
+    wrote_request: Hook = None  # (WroteRequestInfo)
+    # Beyond Go: what the pool does.
+    wait_for_conn_start: Hook = None  # () no idle connection: the request queues
+    wait_for_conn_done: Hook = None  # (queued_seconds, err)
+    got_response_end: Hook = None  # () the body was read to its end
+    request_retried: Hook = None  # (RetryInfo)
+    conn_closed: Hook = None  # (ConnClosedInfo) the connection that served the request
 
     def compose(self, outer: ClientTrace | None) -> ClientTrace:
         """A trace firing this trace's hooks, then ``outer``'s."""
@@ -88,3 +167,85 @@ def client_trace(trace: ClientTrace) -> Iterator[ClientTrace]:
         yield effective
     finally:
         _current.reset(token)
+
+
+def logging_trace(what: str) -> ClientTrace:
+    """A trace that logs every event of the request ``what`` at DEBUG."""
+
+    def log(event: str) -> Callable[..., None]:
+        def hook(*args: object) -> None:
+            logger.debug("%s: %s %s", what, event, ", ".join(map(str, args)))
+
+        return hook
+
+    return ClientTrace(**{field.name: log(field.name) for field in dataclasses.fields(ClientTrace)})
+
+
+class Timings:
+    """Where one request's time went, from its trace hooks: an httpstat-style waterfall.
+
+    ``timings = Timings()``, send the request with ``trace=timings.trace`` (or compose it),
+    read the body, then ``timings.phases()`` gives seconds per phase (None when a phase did not
+    happen, such as DNS on a reused connection).
+    """
+
+    PHASES = ("queued", "dns", "connect", "tls", "request", "server", "transfer")
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self.marks: dict[str, float] = {}
+        self.conn: GotConnInfo | None = None
+        mark = self._mark
+        self.trace = ClientTrace(
+            get_conn=lambda host_port: mark("start"),
+            dns_start=lambda info: mark("dns_start"),
+            dns_done=lambda info: mark("dns_done"),
+            connect_start=lambda network, addr: mark("connect_start", first=True),
+            connect_done=lambda network, addr, err: mark("connect_done"),
+            tls_handshake_start=lambda: mark("tls_start"),
+            tls_handshake_done=lambda ssl_object, err: mark("tls_done"),
+            got_conn=self._got_conn,
+            wrote_request=lambda info: mark("wrote_request"),
+            got_first_response_byte=lambda: mark("first_byte"),
+            got_response_end=lambda: mark("body_done"),
+        )
+
+    def _mark(self, name: str, *, first: bool = False) -> None:
+        if not (first and name in self.marks):
+            self.marks[name] = self._clock()
+
+    def _got_conn(self, info: GotConnInfo) -> None:
+        self.conn = info
+        self._mark("got_conn")
+
+    def _span(self, start: str, end: str) -> float | None:
+        if start in self.marks and end in self.marks:
+            return self.marks[end] - self.marks[start]
+        return None
+
+    def phases(self) -> dict[str, float | None]:
+        """Seconds per phase, in order; ``queued`` excludes the dial's own phases."""
+        dial = [self._span(*pair) for pair in _DIAL_SPANS]
+        queued = self._span("start", "got_conn")
+        if queued is not None:
+            queued -= sum(span for span in dial if span is not None)
+        return {
+            "queued": queued,
+            "dns": dial[0],
+            "connect": dial[1],
+            "tls": dial[2],
+            "request": self._span("got_conn", "wrote_request"),
+            "server": self._span("wrote_request", "first_byte"),
+            "transfer": self._span("first_byte", "body_done"),
+        }
+
+    @property
+    def total(self) -> float | None:
+        return self._span("start", "body_done")
+
+
+_DIAL_SPANS = (
+    ("dns_start", "dns_done"),
+    ("connect_start", "connect_done"),
+    ("tls_start", "tls_done"),
+)

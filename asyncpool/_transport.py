@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import ssl
 from collections.abc import AsyncIterable
 from types import TracebackType
@@ -44,9 +45,17 @@ import anyio.abc
 from ._compression import DECODABLE, DecodedStream
 from ._connection import RETRY_NO_RESPONSE, RETRY_NOTHING_WRITTEN, HTTP11Connection
 from ._dial import DialFunc, default_ssl_context, dial
-from ._errors import HTTPError, PoolClosed, ServerDisconnected
+from ._errors import HTTPError, PoolClosed
 from ._models import Request, Response
-from ._trace import ClientTrace, GotConnInfo, current_trace
+from ._trace import (
+    ClientTrace,
+    CloseReason,
+    GotConnInfo,
+    RetryInfo,
+    current_trace,
+    logger,
+    logging_trace,
+)
 
 __all__ = ["HostStats", "Transport", "TransportStats"]
 
@@ -147,6 +156,7 @@ class Transport:
         max_response_header_bytes: int = 1 << 20,
         tls_config: ssl.SSLContext | None = None,
         dial: DialFunc | None = None,
+        trace: ClientTrace | None = None,
     ) -> None:
         for name, value in (
             ("max_idle_conns", max_idle_conns),
@@ -174,6 +184,7 @@ class Transport:
             tls_config.set_alpn_protocols(_ALPN_PROTOCOLS)
         self._tls_config = tls_config
         self._dial_func = dial
+        self._trace = trace  # fires for every request, outermost
 
         # Guarded by the event loop (changed only in synchronous methods).
         self._hosts: dict[str, _Host] = {}
@@ -210,7 +221,7 @@ class Transport:
         self._closed = True
         reason = PoolClosed("the Transport was closed")
         for conn in list(self._conns):
-            conn.close(reason)
+            conn.close(CloseReason.POOL_CLOSED, reason)
         for host in self._hosts.values():
             for want in (*host.idle_waiters, *host.dial_waiters):
                 self._deliver(
@@ -234,12 +245,10 @@ class Transport:
                 "the Transport is not open: use `async with asyncpool.Transport() as pool:` "
                 "and call pool.round_trip(...) inside the block"
             )
-        trace = request.trace
-        outer = current_trace()
-        if outer is not None:
-            trace = trace.compose(outer) if trace is not None else outer
+        trace = self._trace_for(request)
         headers, asked_compression = self._wire_headers(request)
         url = request.url
+        attempt = 0
         while True:
             conn = await self._get_conn(request, trace)
             try:
@@ -252,6 +261,10 @@ class Transport:
             except HTTPError as exc:
                 if self._should_retry(exc, request):
                     self._retries += 1
+                    attempt += 1
+                    if trace and trace.request_retried:
+                        assert exc.retry_hint is not None
+                        trace.request_retried(RetryInfo(exc.retry_hint, exc, attempt))
                     continue
                 if exc.retry_hint is not None:
                     exc.args = (
@@ -271,6 +284,17 @@ class Transport:
                 del response.headers["content-length"]
                 response.uncompressed = True
         return response
+
+    def _trace_for(self, request: Request) -> ClientTrace | None:
+        """The request's trace, then the block's, then the pool's, then logging's."""
+        trace = request.trace
+        for outer in (current_trace(), self._trace):
+            if outer is not None:
+                trace = trace.compose(outer) if trace is not None else outer
+        if logger.isEnabledFor(logging.DEBUG):
+            log = logging_trace(f"{request.method} {request.url}")
+            trace = trace.compose(log) if trace is not None else log
+        return trace
 
     def _wire_headers(self, request: Request) -> tuple[list[tuple[str, str]], bool]:
         """The header fields to send, and whether we asked for compression ourselves."""
@@ -322,10 +346,13 @@ class Transport:
         self._hosts[key] = host  # closing stale idle connections may have forgotten it
         if conn is not None:
             self._reused += 1
-            if trace and trace.got_conn:
-                trace.got_conn(self._got_conn_info(conn, was_idle=True, idle_time=idle_time))
+            if trace:
+                self._trace_got_conn(trace, conn, was_idle=True, idle_time=idle_time)
             return conn
 
+        if trace and trace.wait_for_conn_start:
+            trace.wait_for_conn_start()
+        queued_at = anyio.current_time()
         want = _Want(request, trace)
         host.idle_waiters.append(want)
         host.waiting += 1
@@ -335,25 +362,41 @@ class Transport:
         except BaseException:
             self._cancel_want(host, want)
             raise
+        if trace and trace.wait_for_conn_done:
+            queued = anyio.current_time() - queued_at
+            try:
+                trace.wait_for_conn_done(queued, want.error)
+            except BaseException:
+                if want.conn is not None:
+                    self._put_or_close_idle(want.conn)
+                raise
         if want.error is not None:
             raise want.error
         conn = want.conn
         assert conn is not None
         if conn.requests_started:
             self._reused += 1
-        if trace and trace.got_conn:
-            trace.got_conn(self._got_conn_info(conn, was_idle=False, idle_time=0.0))
+        if trace:
+            self._trace_got_conn(trace, conn, was_idle=False, idle_time=0.0)
         return conn
 
-    @staticmethod
-    def _got_conn_info(conn: HTTP11Connection, *, was_idle: bool, idle_time: float) -> GotConnInfo:
-        return GotConnInfo(
+    def _trace_got_conn(
+        self, trace: ClientTrace, conn: HTTP11Connection, *, was_idle: bool, idle_time: float
+    ) -> None:
+        if not trace.got_conn:
+            return
+        info = GotConnInfo(
             reused=conn.requests_started > 0,
             was_idle=was_idle,
             idle_time=idle_time,
             local_address=conn.local_address,
             remote_address=conn.remote_address,
         )
+        try:
+            trace.got_conn(info)
+        except BaseException:
+            self._put_or_close_idle(conn)  # unused: it goes back, as after any failure
+            raise
 
     # -- pool decisions: synchronous, so atomic ------------------------------------------------
 
@@ -370,7 +413,7 @@ class Transport:
             if timeout is not None and now - idle_at >= timeout:
                 # Older ones are staler still; each is dropped in turn as the loop goes on.
                 self._idle_timeouts += 1
-                conn.close(None)
+                conn.close(CloseReason.IDLE_TIMEOUT)
                 continue
             return conn, now - idle_at
         return None, 0.0
@@ -418,33 +461,34 @@ class Transport:
     def _put_or_close_idle(self, conn: HTTP11Connection, trace: ClientTrace | None = None) -> None:
         """Go's tryPutIdleConn: a waiting want first, then the idle list, else close."""
         reason = self._try_put_idle(conn)
+        if reason is not None:
+            conn.close(reason)
         if trace and trace.put_idle_conn:
             trace.put_idle_conn(reason)
-        if reason is not None:
-            conn.close(None)
 
-    def _try_put_idle(self, conn: HTTP11Connection) -> str | None:
+    def _try_put_idle(self, conn: HTTP11Connection) -> CloseReason | None:
+        """None when a want or the idle list took ``conn``; otherwise why it must close."""
         if conn.closed:
-            return "connection closed"
+            return conn.close_why
         if self.disable_keep_alives:
-            return "keep-alives disabled"
+            return CloseReason.NOT_REUSABLE
         if self._closed:
-            return "the Transport is closed"
+            return CloseReason.POOL_CLOSED
         host = self._hosts[conn.key]
         while host.idle_waiters:
             if self._deliver(host, host.idle_waiters.popleft(), conn, None):
                 return None
         if self._close_idle:
-            return "close_idle_connections() was called"
+            return CloseReason.CLOSE_IDLE
         if len(host.idle) >= self.max_idle_conns_per_host:
-            return "too many idle connections for the host"
+            return CloseReason.IDLE_LIST_FULL
         conn.idle_at = anyio.current_time()
         host.idle[conn] = None
         self._idle_lru[conn] = None
         if self.max_idle_conns and len(self._idle_lru) > self.max_idle_conns:
             oldest, _ = self._idle_lru.popitem(last=False)
             self._evictions += 1
-            oldest.close(None)  # conn_closed takes it off its host's idle list
+            oldest.close(CloseReason.EVICTED)  # conn_closed takes it off its host's idle list
         return None
 
     # -- the ConnOwner callbacks (from connection tasks) -----------------------------------------
@@ -454,7 +498,7 @@ class Transport:
 
     def idle_timed_out(self, conn: HTTP11Connection) -> None:
         self._idle_timeouts += 1
-        conn.close(None)
+        conn.close(CloseReason.IDLE_TIMEOUT)
 
     def conn_closed(self, conn: HTTP11Connection) -> None:
         self._conns.discard(conn)
@@ -463,7 +507,7 @@ class Transport:
             del host.idle[conn]
             self._idle_lru.pop(conn, None)
             conn.idle_at = None
-            if isinstance(conn.close_reason, ServerDisconnected):
+            if conn.close_why is CloseReason.SERVER_CLOSED:
                 self._server_closed_idle += 1
         self._free_host_slot(host)
 
@@ -517,11 +561,12 @@ class Transport:
             local_address=dialed.local_address,
             remote_address=dialed.remote_address,
         )
+        conn.trace = want.trace
         self._conns.add(conn)
         assert self._task_group is not None
         conn.start(self._task_group)
         if self._closed:
-            conn.close(PoolClosed("the Transport was closed"))
+            conn.close(CloseReason.POOL_CLOSED, PoolClosed("the Transport was closed"))
         elif not self._deliver(host, want, conn, None):
             self._put_or_close_idle(conn)
 
@@ -532,7 +577,7 @@ class Transport:
         next request asks for a connection (Go's CloseIdleConnections)."""
         self._close_idle = True
         for conn in list(self._idle_lru):
-            conn.close(None)
+            conn.close(CloseReason.CLOSE_IDLE)
         await anyio.lowlevel.checkpoint()
 
     def stats(self) -> TransportStats:

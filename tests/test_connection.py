@@ -184,7 +184,7 @@ def continue_trace(events: list[str]) -> asyncpool.ClientTrace:
         wait_100_continue=lambda: events.append("wait"),
         got_100_continue=lambda: events.append("100"),
         got_1xx_response=lambda code, headers: events.append(f"{code}:{headers['link']}"),
-        wrote_request=lambda err: events.append(f"wrote:{err}"),
+        wrote_request=lambda info: events.append(f"wrote:{info.err}"),
     )
 
 

@@ -73,8 +73,8 @@ async def test_connection_refused_names_the_host_and_phase() -> None:
 async def test_a_name_is_resolved_and_each_address_tried(server: TestServer) -> None:
     events: list[object] = []
     trace = asyncpool.ClientTrace(
-        dns_start=lambda host: events.append(("dns", host)),
-        dns_done=lambda addresses, err: events.append(("resolved", err)),
+        dns_start=lambda info: events.append(("dns", info.host)),
+        dns_done=lambda info: events.append(("resolved", info.err)),
         connect_done=lambda network, addr, err: events.append(("connected", addr[0], err is None)),
     )
     async with Transport() as pool:

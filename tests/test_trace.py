@@ -1,15 +1,278 @@
-"""ClientTrace: attached per request or around a block, composed inner first, and a hook that
-raises fails its request without hurting the pool."""
+"""ClientTrace: Go's hooks in Go's order, the pool events Go hides, composition, timings and
+logging; a hook that raises fails its request without hurting the pool."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.abc
 import pytest
 
 import asyncpool
-from asyncpool import ClientTrace, Request, Transport, client_trace
-from tests.servers import TestServer
+from asyncpool import ClientTrace, CloseReason, Request, Transport, client_trace
+from tests.servers import (
+    ServerConnection,
+    ServerRequest,
+    TestServer,
+    TLSFixture,
+    open_server,
+    wait_until,
+)
 
 pytestmark = pytest.mark.anyio
+
+
+class Recorder:
+    """A trace recording every hook as ``name`` or ``name:detail``, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.infos: dict[str, list[Any]] = {}
+        hooks = {field: self._hook(field) for field in ClientTrace.__dataclass_fields__}
+        self.trace = ClientTrace(**hooks)
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def hook(*args: Any) -> None:
+            self.infos.setdefault(name, []).append(args)
+            detail = DETAILS.get(name)
+            self.events.append(f"{name}:{detail(*args)}" if detail else name)
+
+        return hook
+
+    def without(self, *names: str) -> list[str]:
+        return [e for e in self.events if e.split(":")[0] not in names]
+
+
+DETAILS: dict[str, Callable[..., object]] = {
+    "got_conn": lambda info: f"reused={info.reused},was_idle={info.was_idle}",
+    "put_idle_conn": lambda err: err,
+    "connect_done": lambda network, addr, err: "ok" if err is None else "failed",
+    "wrote_request": lambda info: info.err,
+    "wait_for_conn_done": lambda queued, err: "ok" if err is None else type(err).__name__,
+    "got_1xx_response": lambda code, headers: code,
+    "request_retried": lambda info: info.reason,
+    "conn_closed": lambda info: info.reason.name,
+    "tls_handshake_done": lambda ssl_object, err: err,
+}
+FIELDS = ("wrote_header_field",)  # one event per header: left out of the sequences below
+
+
+async def get(pool: Transport, url: str, trace: ClientTrace | None = None, **kw: Any) -> bytes:
+    response = await pool.round_trip(Request("GET", url, trace=trace, **kw))
+    return await response.aread()
+
+
+# -- Go's order -------------------------------------------------------------------------------
+
+
+async def test_hooks_of_a_fresh_connection(server: TestServer) -> None:
+    rec = Recorder()
+    async with Transport() as pool:
+        await get(pool, server.url, rec.trace)
+    assert rec.without(*FIELDS) == [
+        "get_conn",
+        "wait_for_conn_start",
+        "connect_start",
+        "connect_done:ok",
+        "wait_for_conn_done:ok",
+        "got_conn:reused=False,was_idle=False",
+        "wrote_headers",
+        "wrote_request:None",
+        "got_first_response_byte",
+        "got_response_end",
+        "put_idle_conn:None",
+        "conn_closed:POOL_CLOSED",
+    ]
+    fields = [args[0] for args in rec.infos["wrote_header_field"]]
+    assert fields == ["Host", "Accept-Encoding"]
+    assert rec.infos["get_conn"] == [(f"127.0.0.1:{server.port}",)]
+
+
+async def test_hooks_of_a_fresh_tls_connection(tls_server: TestServer, tls: TLSFixture) -> None:
+    rec = Recorder()
+    async with Transport(tls_config=tls.client_context) as pool:
+        await get(pool, tls_server.url.replace("127.0.0.1", "localhost"), rec.trace)
+    dial = rec.events[2 : rec.events.index("wait_for_conn_done:ok")]
+    assert dial[:2] == ["dns_start", "dns_done"]
+    assert dial[-3:] == ["connect_done:ok", "tls_handshake_start", "tls_handshake_done:None"]
+    assert rec.infos["dns_start"][0][0].host == "localhost"
+    assert "127.0.0.1" in rec.infos["dns_done"][0][0].addrs
+
+
+async def test_hooks_of_a_reused_connection(server: TestServer) -> None:
+    rec = Recorder()
+    async with Transport() as pool:
+        await get(pool, server.url)
+        await get(pool, server.url, rec.trace)
+    assert rec.without(*FIELDS) == [
+        "get_conn",
+        "got_conn:reused=True,was_idle=True",
+        "wrote_headers",
+        "wrote_request:None",
+        "got_first_response_byte",
+        "got_response_end",
+        "put_idle_conn:None",
+        "conn_closed:POOL_CLOSED",
+    ]
+    (info,) = rec.infos["got_conn"][0]
+    assert 0 < info.idle_time < 60
+
+
+async def test_hooks_of_a_connection_handed_straight_to_a_waiting_request() -> None:
+    release = anyio.Event()
+
+    async def held_once(req: ServerRequest, conn: ServerConnection) -> None:
+        if len(server.requests) == 1:
+            await release.wait()
+        await conn.respond(200, [], b"ok")
+
+    rec = Recorder()
+    async with (
+        open_server(held_once) as server,
+        Transport(max_conns_per_host=1) as pool,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(get, pool, server.url)
+        await server.wait_until(lambda s: len(s.requests) == 1)
+        tg.start_soon(get, pool, server.url, rec.trace)
+        await wait_until(lambda: pool.stats().waiting == 1)
+        release.set()
+    assert rec.without(*FIELDS)[:4] == [
+        "get_conn",
+        "wait_for_conn_start",
+        "wait_for_conn_done:ok",
+        "got_conn:reused=True,was_idle=False",
+    ]
+    queued, _ = rec.infos["wait_for_conn_done"][0]
+    assert queued > 0
+
+
+async def test_hooks_of_a_failed_dial() -> None:
+    async def refuse(host: str, port: int) -> anyio.abc.ByteStream:
+        raise ConnectionRefusedError("refused")
+
+    rec = Recorder()
+    async with Transport(dial=refuse) as pool:
+        with pytest.raises(asyncpool.ConnectError):
+            await get(pool, "http://127.0.0.1:9/", rec.trace)
+    assert rec.events == ["get_conn", "wait_for_conn_start", "wait_for_conn_done:ConnectError"]
+
+
+async def test_hooks_of_a_retried_request() -> None:
+    async def drop_second(req: ServerRequest, conn: ServerConnection) -> None:
+        if req.index_on_connection == 1:
+            await conn.close()
+        else:
+            await conn.respond(200, [], b"ok")
+
+    rec = Recorder()
+    async with open_server(drop_second) as server, Transport() as pool:
+        await get(pool, server.url)
+        await get(pool, server.url, rec.trace)
+    events = rec.without(*FIELDS, "wrote_headers", "connect_start", "connect_done")
+    assert events == [
+        "get_conn",
+        "got_conn:reused=True,was_idle=True",
+        "wrote_request:None",
+        "conn_closed:SERVER_CLOSED",
+        "request_retried:no response",
+        "get_conn",
+        "wait_for_conn_start",
+        "wait_for_conn_done:ok",
+        "got_conn:reused=False,was_idle=False",
+        "wrote_request:None",
+        "got_first_response_byte",
+        "got_response_end",
+        "put_idle_conn:None",
+        "conn_closed:POOL_CLOSED",
+    ]
+    (info,) = rec.infos["request_retried"][0]
+    assert isinstance(info.error, asyncpool.ServerDisconnected)
+    assert info.attempt == 1
+
+
+async def test_hooks_of_100_continue(server: TestServer) -> None:
+    rec = Recorder()
+    async with Transport() as pool:
+        request = Request(
+            "PUT",
+            server.url_for("/echo"),
+            headers={"Expect": "100-continue"},
+            content=b"body",
+            trace=rec.trace,
+        )
+        await (await pool.round_trip(request)).aread()
+    assert rec.without(*FIELDS)[-8:] == [
+        "wrote_headers",
+        "wait_100_continue",
+        "got_first_response_byte",
+        "got_100_continue",
+        "wrote_request:None",
+        "got_response_end",
+        "put_idle_conn:None",
+        "conn_closed:POOL_CLOSED",
+    ]
+
+
+async def test_hooks_of_a_1xx_response() -> None:
+    async def hints(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.send_informational(103, [("link", "</a.css>")])
+        await conn.respond(200, [], b"ok")
+
+    rec = Recorder()
+    async with open_server(hints) as server, Transport() as pool:
+        await get(pool, server.url, rec.trace)
+    assert rec.without(*FIELDS)[-6:] == [
+        "wrote_request:None",
+        "got_first_response_byte",
+        "got_1xx_response:103",
+        "got_response_end",
+        "put_idle_conn:None",
+        "conn_closed:POOL_CLOSED",
+    ]
+    _, headers = rec.infos["got_1xx_response"][0]
+    assert headers["link"] == "</a.css>"
+
+
+# -- pool events ------------------------------------------------------------------------------
+
+
+async def test_conn_closed_says_why(server: TestServer) -> None:
+    rec = Recorder()
+    options = {"trace": rec.trace, "max_idle_conns": 1, "idle_conn_timeout": 0.5}
+    async with open_server() as other, Transport(**options) as pool:  # type: ignore[arg-type]
+        await get(pool, server.url_for("/close"))  # NOT_REUSABLE: Connection: close
+        await get(pool, server.url)
+        await get(pool, other.url)  # EVICTED: the server's idle connection, by the LRU
+        await wait_until(lambda: pool.stats().total == 0)  # IDLE_TIMEOUT: other's
+        await get(pool, server.url)
+        await server.close_idle_connections()  # SERVER_CLOSED
+        await wait_until(lambda: pool.stats().total == 0)
+        response = await pool.round_trip(Request("GET", server.url_for("/stream?chunks=1000")))
+    await response.aclose()  # POOL_CLOSED: in use when the pool closed
+    reasons = [e.split(":")[1] for e in rec.events if e.startswith("conn_closed")]
+    assert reasons == ["NOT_REUSABLE", "EVICTED", "IDLE_TIMEOUT", "SERVER_CLOSED", "POOL_CLOSED"]
+    (info,) = rec.infos["conn_closed"][0]
+    assert info.requests == 1 and info.remote_address[0] == "127.0.0.1"
+    assert info.reason is CloseReason.NOT_REUSABLE and info.error is None
+
+
+async def test_a_raising_conn_closed_hook_is_logged_not_raised(
+    server: TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def boom(info: object) -> None:
+        raise RuntimeError("observer broke")
+
+    async with Transport(trace=ClientTrace(conn_closed=boom)) as pool:
+        await get(pool, server.url_for("/close"))
+        assert pool.stats().total == 0
+    assert "conn_closed trace hook raised" in caplog.text
+
+
+# -- composition ------------------------------------------------------------------------------
 
 
 def recorder(events: list[str], name: str) -> ClientTrace:
@@ -19,46 +282,47 @@ def recorder(events: list[str], name: str) -> ClientTrace:
     )
 
 
-async def test_request_trace_and_block_traces_compose_innermost_first(server: TestServer) -> None:
+async def test_traces_compose_innermost_first(server: TestServer) -> None:
     events: list[str] = []
-    async with Transport() as pool:
+    async with Transport(trace=recorder(events, "pool")) as pool:
         with client_trace(recorder(events, "outer")), client_trace(recorder(events, "inner")):
-            request = Request("GET", server.url, trace=recorder(events, "request"))
-            await (await pool.round_trip(request)).aread()
-    assert events == [
-        "request:get_conn",
-        "inner:get_conn",
-        "outer:get_conn",
-        "request:got_conn",
-        "inner:got_conn",
-        "outer:got_conn",
-    ]
+            await get(pool, server.url, recorder(events, "request"))
+    names = ["request", "inner", "outer", "pool"]
+    assert events == [f"{n}:get_conn" for n in names] + [f"{n}:got_conn" for n in names]
 
 
 async def test_a_block_trace_applies_only_inside_the_block(server: TestServer) -> None:
     events: list[str] = []
     async with Transport() as pool:
         with client_trace(recorder(events, "block")):
-            await (await pool.round_trip(Request("GET", server.url))).aread()
-        await (await pool.round_trip(Request("GET", server.url))).aread()
+            await get(pool, server.url)
+        await get(pool, server.url)
     assert events == ["block:get_conn", "block:got_conn"]
 
 
-async def test_got_conn_reports_reuse_and_idle_time(server: TestServer) -> None:
+async def test_got_conn_reports_addresses_and_protocol(server: TestServer) -> None:
     infos: list[asyncpool.GotConnInfo] = []
-    trace = ClientTrace(got_conn=infos.append)
     async with Transport() as pool:
-        for _ in range(2):
-            await (await pool.round_trip(Request("GET", server.url, trace=trace))).aread()
-    fresh, reused = infos
-    assert (fresh.reused, fresh.was_idle, fresh.idle_time) == (False, False, 0.0)
-    assert (reused.reused, reused.was_idle) == (True, True)
-    assert reused.idle_time >= 0
-    assert reused.remote_address[:2] == ("127.0.0.1", server.port)
-    assert reused.protocol == "HTTP/1.1"
+        await get(pool, server.url, ClientTrace(got_conn=infos.append))
+    assert infos[0].remote_address[:2] == ("127.0.0.1", server.port)
+    assert infos[0].local_address[0] == "127.0.0.1"
+    assert infos[0].protocol == "HTTP/1.1"
 
 
-@pytest.mark.parametrize("hook", ["got_first_response_byte", "wrote_headers", "connect_start"])
+@pytest.mark.parametrize(
+    "hook",
+    [
+        "get_conn",
+        "wait_for_conn_start",
+        "connect_start",
+        "wait_for_conn_done",
+        "got_conn",
+        "wrote_headers",
+        "got_first_response_byte",
+        "got_response_end",
+        "put_idle_conn",
+    ],
+)
 async def test_a_raising_hook_fails_its_request_and_leaves_the_pool_consistent(
     server: TestServer, hook: str
 ) -> None:
@@ -67,10 +331,73 @@ async def test_a_raising_hook_fails_its_request_and_leaves_the_pool_consistent(
 
     async with Transport() as pool:
         with pytest.raises(RuntimeError, match=f"{hook} hook failed"):
-            response = await pool.round_trip(
-                Request("GET", server.url, trace=ClientTrace(**{hook: boom}))
-            )
-            await response.aread()
+            await get(pool, server.url, ClientTrace(**{hook: boom}))
         stats = pool.stats()
         assert (stats.in_use, stats.waiting, stats.dialing) == (0, 0, 0)
-        assert await (await pool.round_trip(Request("GET", server.url))).aread() == b"hello"
+        assert await get(pool, server.url) == b"hello"
+        assert pool.stats().in_use == 0
+
+
+# -- timings and logging ----------------------------------------------------------------------
+
+
+async def test_timings_of_a_fresh_and_a_reused_connection(
+    tls_server: TestServer, tls: TLSFixture
+) -> None:
+    async with Transport(tls_config=tls.client_context) as pool:
+        fresh, reused = asyncpool.Timings(), asyncpool.Timings()
+        await get(pool, tls_server.url_for("/bytes?n=100000"), fresh.trace)
+        await get(pool, tls_server.url, reused.trace)
+    phases = fresh.phases()
+    assert list(phases) == list(asyncpool.Timings.PHASES)
+    assert phases["dns"] is None  # an IP address
+    for name in ("queued", "connect", "tls", "request", "server", "transfer"):
+        assert phases[name] is not None and phases[name] >= 0, name  # type: ignore[operator]
+    assert fresh.total is not None and fresh.total >= sum(v for v in phases.values() if v)
+    assert fresh.conn is not None and not fresh.conn.reused
+    again = reused.phases()
+    assert (again["connect"], again["tls"]) == (None, None)
+    assert again["server"] is not None
+
+
+async def test_debug_logging_reports_every_event(
+    server: TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Transport() as pool:
+        with caplog.at_level(logging.DEBUG, logger="asyncpool"):
+            await get(pool, server.url)
+        messages = [r.getMessage() for r in caplog.records if r.name == "asyncpool"]
+        assert any(m.startswith(f"GET {server.url}: got_conn GotConnInfo(") for m in messages)
+        assert any("put_idle_conn" in m for m in messages)
+        caplog.clear()
+        await get(pool, server.url)  # DEBUG off again: nothing is logged
+    assert not [r for r in caplog.records if r.name == "asyncpool"]
+
+
+async def test_stats_after_concurrent_load_and_cancellations(server: TestServer) -> None:
+    async with Transport(max_conns_per_host=5) as pool:
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(get, pool, server.url_for("/bytes?n=1000"))
+        stats = pool.stats()
+        assert stats.hosts[server.origin] == asyncpool.HostStats(
+            idle=5, in_use=0, dialing=0, waiting=0, total=5
+        )
+        assert (stats.dials, stats.reused, stats.failed_dials, stats.retries) == (5, 45, 0, 0)
+
+        stream = server.url_for("/stream?chunks=1000&size=100")
+        async with anyio.create_task_group() as active:
+            for _ in range(5):
+                active.start_soon(get, pool, stream)
+            await wait_until(lambda: pool.stats().in_use == 5)
+            async with anyio.create_task_group() as queued:
+                for _ in range(15):
+                    queued.start_soon(get, pool, stream)
+                await wait_until(lambda: pool.stats().waiting == 15)
+                queued.cancel_scope.cancel()
+            assert pool.stats().waiting == 0
+            active.cancel_scope.cancel()
+        stats = pool.stats()
+        assert stats.hosts == {}  # every connection was mid-body, so closed; nothing left
+        assert (stats.in_use, stats.waiting, stats.dialing, stats.total) == (0, 0, 0, 0)
+        assert (stats.dials, stats.reused, stats.failed_dials) == (5, 50, 0)
