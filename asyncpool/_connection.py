@@ -172,6 +172,8 @@ class _Exchange:
 class HTTP11Connection:
     """One HTTP/1.1 connection in the pool. See the module docstring."""
 
+    protocol = "HTTP/1.1"
+
     def __init__(
         self,
         owner: ConnOwner,

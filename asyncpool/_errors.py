@@ -9,6 +9,7 @@ Every error asyncpool raises derives from :class:`HTTPError` and says *where* it
     ├── LocalProtocolError         the request we were asked to send is not valid HTTP
     ├── RemoteProtocolError        the server broke HTTP framing
     │   ├── ResponseHeaderTooLarge
+    │   ├── StreamReset            the server reset an HTTP/2 stream
     │   └── DecodingError          a gzip/deflate body is corrupt
     ├── PoolClosed                 the Transport is not open (outside ``async with``)
     ├── NetworkError
@@ -41,6 +42,7 @@ __all__ = [
     "ResponseHeaderTimeout",
     "ResponseHeaderTooLarge",
     "ServerDisconnected",
+    "StreamReset",
     "TLSError",
     "TLSHandshakeTimeout",
     "TimeoutError",
@@ -78,6 +80,12 @@ class RemoteProtocolError(HTTPError):
 
 class ResponseHeaderTooLarge(RemoteProtocolError):
     pass
+
+
+class StreamReset(RemoteProtocolError):
+    """The server reset an HTTP/2 stream; ``error_code`` says why."""
+
+    error_code: int = 0
 
 
 class DecodingError(RemoteProtocolError):

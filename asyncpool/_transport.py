@@ -44,9 +44,10 @@ import anyio.abc
 
 from ._compression import DECODABLE, DecodedStream
 from ._connection import RETRY_NO_RESPONSE, RETRY_NOTHING_WRITTEN, HTTP11Connection
+from ._connection_h2 import HTTP2Connection
 from ._dial import DialFunc, default_ssl_context, dial
 from ._errors import HTTPError, PoolClosed
-from ._models import Request, Response
+from ._models import URL, Request, Response
 from ._trace import (
     ClientTrace,
     CloseReason,
@@ -60,7 +61,7 @@ from ._trace import (
 __all__ = ["HostStats", "Transport", "TransportStats"]
 
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
-_ALPN_PROTOCOLS = ["http/1.1"]
+Conn = HTTP11Connection | HTTP2Connection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,7 @@ class HostStats:
     dialing: int
     waiting: int
     total: int  # dialing + in use + idle
+    streams: int = 0  # HTTP/2 streams open over the host's connections
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,24 +111,40 @@ class TransportStats:
 class _Want:
     """A request waiting for a connection (Go's wantConn). Served at most once."""
 
-    __slots__ = ("conn", "error", "ready", "request", "trace", "waiting")
+    __slots__ = ("conn", "dialed", "error", "ready", "request", "trace", "waiting")
 
     def __init__(self, request: Request, trace: ClientTrace | None) -> None:
         self.request = request  # for the dial's host, port and TLS name
         self.trace = trace  # the dial fires this request's hooks
         self.ready = anyio.Event()
         self.waiting = True
-        self.conn: HTTP11Connection | None = None
+        self.dialed = False  # a dial was started or queued for it (else it waits on another's)
+        self.conn: Conn | None = None
         self.error: BaseException | None = None
 
 
 class _Host:
     """Per-key pool state; every field is changed only by the Transport's synchronous methods."""
 
-    __slots__ = ("conns", "dial_waiters", "dialing", "idle", "idle_waiters", "key", "waiting")
+    __slots__ = (
+        "conns",
+        "dial_waiters",
+        "dialing",
+        "h1_only",
+        "h2_conns",
+        "h2_dialing",
+        "idle",
+        "idle_waiters",
+        "key",
+        "waiting",
+    )
 
     def __init__(self, key: str) -> None:
         self.key = key
+        # HTTP/2 connections, shared by many requests; in the order they were made.
+        self.h2_conns: dict[HTTP2Connection, None] = {}
+        self.h2_dialing = 0  # dials in flight that may yield HTTP/2: others wait for them
+        self.h1_only = False  # the server answered ALPN with http/1.1 once
         # Idle connections, least recently used first; the value is unused.
         self.idle: collections.OrderedDict[HTTP11Connection, None] = collections.OrderedDict()
         self.idle_waiters: collections.deque[_Want] = collections.deque()
@@ -157,6 +175,11 @@ class Transport:
         tls_config: ssl.SSLContext | None = None,
         dial: DialFunc | None = None,
         trace: ClientTrace | None = None,
+        http2: bool = True,
+        http2_prior_knowledge: bool = False,
+        strict_max_concurrent_streams: bool = False,
+        read_idle_timeout: float | None = None,
+        ping_timeout: float = 15.0,
     ) -> None:
         for name, value in (
             ("max_idle_conns", max_idle_conns),
@@ -179,9 +202,15 @@ class Transport:
         self.disable_keep_alives = disable_keep_alives
         self.disable_compression = disable_compression
         self.max_response_header_bytes = max_response_header_bytes
+        self.http2 = http2
+        self.http2_prior_knowledge = http2_prior_knowledge
+        self.strict_max_concurrent_streams = strict_max_concurrent_streams
+        self.read_idle_timeout = read_idle_timeout
+        self.ping_timeout = ping_timeout
+        self._alpn = ["h2", "http/1.1"] if http2 else ["http/1.1"]
         if tls_config is not None:
             # As Go fills in NextProtos: the pool decides which protocols it can speak.
-            tls_config.set_alpn_protocols(_ALPN_PROTOCOLS)
+            tls_config.set_alpn_protocols(self._alpn)
         self._tls_config = tls_config
         self._dial_func = dial
         self._trace = trace  # fires for every request, outermost
@@ -189,7 +218,7 @@ class Transport:
         # Guarded by the event loop (changed only in synchronous methods).
         self._hosts: dict[str, _Host] = {}
         self._idle_lru: collections.OrderedDict[HTTP11Connection, None] = collections.OrderedDict()
-        self._conns: set[HTTP11Connection] = set()  # every open connection
+        self._conns: set[Conn] = set()  # every open connection
         self._close_idle = False  # Go's closeIdle: close conns freed after close_idle_connections
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closed = False
@@ -233,7 +262,7 @@ class Transport:
     @property
     def _ssl_context(self) -> ssl.SSLContext:
         if self._tls_config is None:
-            self._tls_config = default_ssl_context(_ALPN_PROTOCOLS)
+            self._tls_config = default_ssl_context(self._alpn)
         return self._tls_config
 
     # -- the request path ---------------------------------------------------------------------
@@ -332,7 +361,7 @@ class Transport:
             return request.is_replayable
         return False
 
-    async def _get_conn(self, request: Request, trace: ClientTrace | None) -> HTTP11Connection:
+    async def _get_conn(self, request: Request, trace: ClientTrace | None) -> Conn:
         url = request.url
         if trace and trace.get_conn:
             trace.get_conn(f"{url.host}:{url.port}")
@@ -342,10 +371,16 @@ class Transport:
             host = self._hosts[key] = _Host(key)
         self._close_idle = False  # someone wants a connection: keep freed ones again
 
-        conn, idle_time = self._take_idle(host)
-        self._hosts[key] = host  # closing stale idle connections may have forgotten it
+        conn: Conn | None
+        shared = self._take_stream(host)
+        if shared is not None:
+            conn, idle_time = shared
+        else:
+            conn, idle_time = self._take_idle(host)
+            self._hosts[key] = host  # closing stale idle connections may have forgotten it
         if conn is not None:
-            self._reused += 1
+            if conn.requests_started:
+                self._reused += 1
             if trace:
                 self._trace_got_conn(trace, conn, was_idle=True, idle_time=idle_time)
             return conn
@@ -368,7 +403,7 @@ class Transport:
                 trace.wait_for_conn_done(queued, want.error)
             except BaseException:
                 if want.conn is not None:
-                    self._put_or_close_idle(want.conn)
+                    self._give_back(want.conn)
                 raise
         if want.error is not None:
             raise want.error
@@ -381,7 +416,7 @@ class Transport:
         return conn
 
     def _trace_got_conn(
-        self, trace: ClientTrace, conn: HTTP11Connection, *, was_idle: bool, idle_time: float
+        self, trace: ClientTrace, conn: Conn, *, was_idle: bool, idle_time: float
     ) -> None:
         if not trace.got_conn:
             return
@@ -391,11 +426,12 @@ class Transport:
             idle_time=idle_time,
             local_address=conn.local_address,
             remote_address=conn.remote_address,
+            protocol=conn.protocol,
         )
         try:
             trace.got_conn(info)
         except BaseException:
-            self._put_or_close_idle(conn)  # unused: it goes back, as after any failure
+            self._give_back(conn)  # unused: it goes back, as after any failure
             raise
 
     # -- pool decisions: synchronous, so atomic ------------------------------------------------
@@ -418,7 +454,31 @@ class Transport:
             return conn, now - idle_at
         return None, 0.0
 
+    def _take_stream(self, host: _Host) -> tuple[HTTP2Connection, float] | None:
+        """A stream on one of the host's HTTP/2 connections, reserved; and how long that
+        connection had been idle."""
+        for conn in host.h2_conns:
+            if conn.has_capacity:
+                return conn, self._reserve(conn)
+        return None
+
+    @staticmethod
+    def _reserve(conn: HTTP2Connection) -> float:
+        conn.reserved += 1
+        idle_at, conn.idle_at = conn.idle_at, None
+        return 0.0 if idle_at is None else anyio.current_time() - idle_at
+
+    def _may_be_h2(self, host: _Host, url: URL) -> bool:
+        if host.h1_only:
+            return False
+        return self.http2 if url.scheme == "https" else self.http2_prior_knowledge
+
     def _queue_for_dial(self, host: _Host, want: _Want) -> None:
+        if self._may_be_h2(host, want.request.url) and (
+            host.h2_dialing or (self.strict_max_concurrent_streams and host.h2_conns)
+        ):
+            return  # one HTTP/2 dial at a time: the waiters share what it brings
+        want.dialed = True
         limit = self.max_conns_per_host
         if limit and host.conns >= limit:
             host.dial_waiters.append(want)
@@ -430,12 +490,36 @@ class Transport:
         assert self._task_group is not None
         host.dialing += 1
         self._dials += 1
+        may_be_h2 = self._may_be_h2(host, want.request.url)
+        if may_be_h2:
+            host.h2_dialing += 1
         self._task_group.start_soon(
-            self._dial_conn_for, host, want, name=f"asyncpool dial {host.key}"
+            self._dial_conn_for, host, want, may_be_h2, name=f"asyncpool dial {host.key}"
         )
 
+    def _dial_for_waiters(self, host: _Host) -> None:
+        """Waiters with no dial of their own lost what they waited on (an HTTP/2 dial that
+        brought HTTP/1.1, a full or departed connection): dial for them."""
+        for want in list(host.idle_waiters):
+            if want.waiting and not want.dialed:
+                self._queue_for_dial(host, want)
+                if self._may_be_h2(host, want.request.url):
+                    return  # one dial serves them all
+
+    def _serve_h2_waiters(self, host: _Host, conn: HTTP2Connection) -> None:
+        """Hand free streams of ``conn`` to waiting requests, first come first served."""
+        while host.idle_waiters and conn.has_capacity:
+            want = host.idle_waiters[0]
+            if want.waiting:
+                self._reserve(conn)
+                self._deliver(host, want, conn, None)
+            elif host.idle_waiters:
+                host.idle_waiters.popleft()
+        if host.waiting and not self.strict_max_concurrent_streams and not host.h2_dialing:
+            self._dial_for_waiters(host)  # the connection is full: open another
+
     def _deliver(
-        self, host: _Host, want: _Want, conn: HTTP11Connection | None, error: BaseException | None
+        self, host: _Host, want: _Want, conn: Conn | None, error: BaseException | None
     ) -> bool:
         """Serve ``want`` with a connection or an error, unless it is served already."""
         if not want.waiting:
@@ -456,6 +540,13 @@ class Transport:
             return
         if want.conn is not None:  # served while being cancelled: the connection is not lost
             conn, want.conn = want.conn, None
+            self._give_back(conn)
+
+    def _give_back(self, conn: Conn) -> None:
+        """A connection (or reserved stream) handed out but never used."""
+        if isinstance(conn, HTTP2Connection):
+            self.release_stream(conn)
+        else:
             self._put_or_close_idle(conn)
 
     def _put_or_close_idle(self, conn: HTTP11Connection, trace: ClientTrace | None = None) -> None:
@@ -500,9 +591,36 @@ class Transport:
         self._idle_timeouts += 1
         conn.close(CloseReason.IDLE_TIMEOUT)
 
-    def conn_closed(self, conn: HTTP11Connection) -> None:
+    def release_stream(self, conn: HTTP2Connection) -> None:
+        conn.reserved -= 1
+        assert conn.reserved >= 0, f"{conn!r} released more streams than it reserved"
+        host = self._hosts.get(conn.key)
+        if host is None or conn not in host.h2_conns:
+            return
+        self._serve_h2_waiters(host, conn)
+        if conn.reserved == 0:
+            conn.idle_at = anyio.current_time()
+
+    def capacity_changed(self, conn: HTTP2Connection) -> None:
+        host = self._hosts.get(conn.key)
+        if host is None or conn not in host.h2_conns:
+            return  # still in its handshake
+        if conn.goaway:
+            del host.h2_conns[conn]
+            if host.waiting and not host.h2_dialing:
+                self._dial_for_waiters(host)
+        else:
+            self._serve_h2_waiters(host, conn)
+
+    def conn_closed(self, conn: Conn) -> None:
         self._conns.discard(conn)
         host = self._hosts[conn.key]
+        if isinstance(conn, HTTP2Connection):
+            host.h2_conns.pop(conn, None)
+            self._free_host_slot(host)
+            if host.waiting and not host.h2_dialing and not self._closed:
+                self._dial_for_waiters(host)
+            return
         if conn.idle_at is not None:
             del host.idle[conn]
             self._idle_lru.pop(conn, None)
@@ -526,8 +644,9 @@ class Transport:
 
     # -- dialing --------------------------------------------------------------------------------
 
-    async def _dial_conn_for(self, host: _Host, want: _Want) -> None:
+    async def _dial_conn_for(self, host: _Host, want: _Want, may_be_h2: bool) -> None:
         url = want.request.url
+        conn: Conn
         try:
             dialed = await dial(
                 url.scheme,
@@ -540,16 +659,51 @@ class Transport:
                 dial_func=self._dial_func,
                 trace=want.trace,
             )
+            h2 = dialed.alpn_protocol == "h2" or (url.scheme == "http" and may_be_h2)
+            if h2:
+                conn = HTTP2Connection(
+                    self,
+                    dialed.stream,
+                    key=host.key,
+                    host_port=f"{url.host}:{url.port}",
+                    authority=url.host_header,
+                    scheme=url.scheme,
+                    idle_conn_timeout=self.idle_conn_timeout,
+                    read_idle_timeout=self.read_idle_timeout,
+                    ping_timeout=self.ping_timeout,
+                    local_address=dialed.local_address,
+                    remote_address=dialed.remote_address,
+                )
+                try:
+                    with anyio.fail_after(self.tls_handshake_timeout):
+                        await conn.handshake()
+                except BaseException:
+                    await anyio.aclose_forcefully(dialed.stream)
+                    raise
         except BaseException as exc:
             host.dialing -= 1
             self._failed_dials += 1
+            if may_be_h2:
+                host.h2_dialing -= 1
             if isinstance(exc, Exception):
                 self._deliver(host, want, None, exc)
+                if may_be_h2:  # those waiting on this dial share its failure
+                    for waiter in list(host.idle_waiters):
+                        if not waiter.dialed:
+                            self._deliver(host, waiter, None, exc)
             self._free_host_slot(host)
             if isinstance(exc, Exception):
                 return
             raise
         host.dialing -= 1
+        if may_be_h2:
+            host.h2_dialing -= 1
+        if h2:
+            assert isinstance(conn, HTTP2Connection)
+            self._add_h2_conn(host, want, conn)
+            return
+        if may_be_h2:
+            host.h1_only = True  # remembered: later requests dial as HTTP/1.1 does
         conn = HTTP11Connection(
             self,
             dialed.stream,
@@ -569,6 +723,23 @@ class Transport:
             conn.close(CloseReason.POOL_CLOSED, PoolClosed("the Transport was closed"))
         elif not self._deliver(host, want, conn, None):
             self._put_or_close_idle(conn)
+        if may_be_h2:
+            self._dial_for_waiters(host)
+
+    def _add_h2_conn(self, host: _Host, want: _Want, conn: HTTP2Connection) -> None:
+        conn.trace = want.trace
+        self._conns.add(conn)
+        assert self._task_group is not None
+        conn.start(self._task_group)
+        if self._closed:
+            conn.close(CloseReason.POOL_CLOSED, PoolClosed("the Transport was closed"))
+            return
+        host.h2_conns[conn] = None
+        conn.idle_at = anyio.current_time()
+        if want.waiting and conn.has_capacity:  # its own want first, then the queue in order
+            self._reserve(conn)
+            self._deliver(host, want, conn, None)
+        self._serve_h2_waiters(host, conn)
 
     # -- the public controls --------------------------------------------------------------------
 
@@ -578,20 +749,25 @@ class Transport:
         self._close_idle = True
         for conn in list(self._idle_lru):
             conn.close(CloseReason.CLOSE_IDLE)
+        for host in list(self._hosts.values()):
+            for h2_conn in list(host.h2_conns):
+                if h2_conn.reserved == 0:
+                    h2_conn.close(CloseReason.CLOSE_IDLE)
         await anyio.lowlevel.checkpoint()
 
     def stats(self) -> TransportStats:
         """A snapshot of the pool: O(hosts)."""
-        hosts = {
-            key: HostStats(
-                idle=len(host.idle),
-                in_use=host.conns - host.dialing - len(host.idle),
+        hosts = {}
+        for key, host in self._hosts.items():
+            idle = len(host.idle) + sum(1 for c in host.h2_conns if c.reserved == 0)
+            hosts[key] = HostStats(
+                idle=idle,
+                in_use=host.conns - host.dialing - idle,
                 dialing=host.dialing,
                 waiting=host.waiting,
                 total=host.conns,
+                streams=sum(c.active_streams for c in host.h2_conns),
             )
-            for key, host in self._hosts.items()
-        }
         return TransportStats(
             hosts=hosts,
             dials=self._dials,

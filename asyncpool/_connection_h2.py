@@ -1,0 +1,716 @@
+"""A persistent HTTP/2 connection: many concurrent streams over one socket.
+
+Theory of operation
+-------------------
+The ``h2`` state machine is shared by everyone on the connection; every call into it is
+synchronous, so calls never interleave. Only the **writer task** writes to the socket: it
+moves request bodies into h2 as the flow-control windows allow and flushes whatever h2 has
+to send. Everyone else (a caller opening a stream, the reader acknowledging data, a body being
+closed early) changes h2 and then *kicks* the writer.
+
+The **reader task** reads frames and routes each event to its stream: the response head goes
+to the caller waiting in ``round_trip``; DATA goes into the stream's unbounded channel, which
+flow control bounds: data is acknowledged (a WINDOW_UPDATE later) only as the caller consumes
+it, so a slow reader throttles its own stream and no other. When nothing is in flight the same
+read carries the idle timeout, and with ``read_idle_timeout`` a silent connection is probed by
+PING and closed when no answer comes within ``ping_timeout``.
+
+A GOAWAY lets streams up to its ``last_stream_id`` finish; the others fail with a retry hint
+(the server never processed them), and the pool opens no new stream on the connection.
+
+Invariants
+----------
+* Capacity is the pool's: ``reserved`` counts streams promised to requests (opened or about to
+  be) and is changed only by the pool's synchronous methods; a stream gives its slot back
+  exactly once (``_Stream.released``), through ``ConnOwner.release_stream``.
+* Every stream ends exactly once: with a complete body, or with an error; streams still open
+  when the connection dies fail on the reader's way out.
+* A cancelled caller, or a body closed before its end, resets its stream (RST_STREAM CANCEL)
+  and never disturbs the other streams.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterable
+from typing import Any, Protocol
+
+import anyio
+import anyio.abc
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from h2.connection import ConnectionState
+
+from ._connection import READ_SIZE, RETRY_NOTHING_WRITTEN
+from ._errors import (
+    HTTPError,
+    PoolClosed,
+    ReadError,
+    RemoteProtocolError,
+    ResponseHeaderTimeout,
+    StreamReset,
+)
+from ._models import Headers, Request, Response
+from ._trace import ClientTrace, CloseReason, ConnClosedInfo, WroteRequestInfo, logger
+
+__all__ = ["H2Owner", "HTTP2Connection"]
+
+STREAM_WINDOW = 4 << 20  # bytes a stream may have in flight to us
+CONNECTION_WINDOW = 16 << 20  # bytes all streams together may have in flight to us
+UPLOAD_BUFFER = 1 << 16  # bytes a streamed request body may run ahead of flow control
+PING_PAYLOAD = b"asyncpl!"
+
+# Connection-specific fields HTTP/2 forbids (RFC 9113, 8.2.2); Host becomes :authority.
+_DROPPED_FIELDS = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host"}
+)
+
+
+class H2Owner(Protocol):
+    """What an HTTP/2 connection needs from the pool that owns it."""
+
+    def release_stream(self, conn: HTTP2Connection) -> None:
+        """A stream ended: its slot is free again."""
+
+    def capacity_changed(self, conn: HTTP2Connection) -> None:
+        """SETTINGS or GOAWAY changed how many streams the connection takes."""
+
+    def conn_closed(self, conn: Any) -> None:
+        """The connection closed (called exactly once)."""
+
+    def idle_timed_out(self, conn: Any) -> None:
+        """No stream for ``idle_conn_timeout``."""
+
+
+class _OutBody:
+    """A request body on its way into h2, as flow control allows."""
+
+    __slots__ = ("buffer", "eof", "offset", "pump_scope", "space")
+
+    def __init__(self, data: bytes, eof: bool) -> None:
+        self.buffer = bytearray(data)
+        self.offset = 0
+        self.eof = eof
+        self.space = anyio.Event()  # set when the writer drained the buffer
+        self.pump_scope: anyio.CancelScope | None = None
+
+    def take(self, limit: int) -> bytes:
+        chunk = bytes(self.buffer[self.offset : self.offset + limit])
+        self.offset += len(chunk)
+        if self.offset == len(self.buffer):
+            self.buffer.clear()
+            self.offset = 0
+            self.space.set()
+        return chunk
+
+
+class _Stream:
+    """One request/response exchange on the connection."""
+
+    __slots__ = (
+        "body",
+        "delivered",
+        "ended",
+        "error",
+        "head_ready",
+        "out",
+        "receive",
+        "released",
+        "request",
+        "response",
+        "response_started",
+        "send",
+        "stream_id",
+        "trace",
+        "written",
+    )
+
+    def __init__(self, stream_id: int, request: Request, trace: ClientTrace | None) -> None:
+        self.stream_id = stream_id
+        self.request = request
+        self.trace = trace
+        self.head_ready = anyio.Event()
+        self.written: anyio.Event | None = None
+        self.response: Response | None = None
+        self.delivered = False
+        self.error: BaseException | None = None
+        self.response_started = False
+        self.ended = False  # END_STREAM received: the body is complete
+        self.released = False  # the slot went back to the pool
+        self.out: _OutBody | None = None
+        self.send: MemoryObjectSendStream[tuple[bytes, int]]
+        self.receive: MemoryObjectReceiveStream[tuple[bytes, int]]
+        self.send, self.receive = anyio.create_memory_object_stream[tuple[bytes, int]](math.inf)
+        self.body: _H2Body | None = None
+
+
+class HTTP2Connection:
+    """One HTTP/2 connection in the pool. See the module docstring."""
+
+    protocol = "HTTP/2"
+
+    def __init__(
+        self,
+        owner: H2Owner,
+        stream: anyio.abc.ByteStream,
+        *,
+        key: str,
+        host_port: str,
+        authority: str,
+        scheme: str,
+        idle_conn_timeout: float | None,
+        read_idle_timeout: float | None,
+        ping_timeout: float,
+        local_address: Any = None,
+        remote_address: Any = None,
+    ) -> None:
+        # Immutable after construction.
+        self.key = key
+        self.host_port = host_port
+        self.local_address = local_address
+        self.remote_address = remote_address
+        self._owner = owner
+        self._stream = stream
+        self._authority = authority.encode()
+        self._scheme = scheme.encode()
+        self._idle_conn_timeout = idle_conn_timeout
+        self._read_idle_timeout = read_idle_timeout
+        self._ping_timeout = ping_timeout
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        self._h2 = h2.connection.H2Connection(config=config)
+
+        # Owned by the pool, changed only in its synchronous methods.
+        self.reserved = 0  # streams promised to requests, open or about to open
+        self.idle_at: float | None = None  # when ``reserved`` last fell to 0
+        self.requests_started = 0  # streams opened so far (> 0: reused, in Go's sense)
+
+        # Owned by the connection.
+        self.max_streams = 100  # the server's SETTINGS_MAX_CONCURRENT_STREAMS, once known
+        self.goaway = False  # no new stream may open
+        self.closed = False
+        self.close_why: CloseReason | None = None
+        self.close_error: BaseException | None = None
+        self.trace: ClientTrace | None = None  # the last request's: told when it closes
+        self._streams: dict[int, _Stream] = {}
+        self._outgoing: dict[int, _Stream] = {}  # streams whose body is still being sent
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._wakeup = anyio.Event()  # kicks the writer
+        self._ping_deadline: float | None = None
+        self._reader_scope = anyio.CancelScope()
+        self._writer_scope = anyio.CancelScope()
+
+    def __repr__(self) -> str:
+        return f"<HTTP2Connection {self.key} streams={len(self._streams)}/{self.max_streams}>"
+
+    @property
+    def has_capacity(self) -> bool:
+        return not (self.closed or self.goaway) and self.reserved < self.max_streams
+
+    @property
+    def active_streams(self) -> int:
+        return len(self._streams)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def handshake(self) -> None:
+        """Send our preface and settings; read until the server's SETTINGS are known."""
+        self._h2.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
+            },
+        )
+        self._h2.initiate_connection()
+        self._h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        await self._stream.send(self._h2.data_to_send())
+        while True:
+            data = await self._receive()
+            if not data:
+                raise ReadError(
+                    "the server closed the connection during the HTTP/2 preface",
+                    host=self.host_port,
+                )
+            events = self._receive_events(data)
+            for event in events:
+                self._dispatch(event)
+            if self.closed:
+                raise self.close_error or ReadError("closed in preface", host=self.host_port)
+            pending = self._h2.data_to_send()
+            if pending:
+                await self._stream.send(pending)
+            if any(isinstance(e, h2.events.RemoteSettingsChanged) for e in events):
+                return
+
+    def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        self._task_group = task_group
+        task_group.start_soon(self._write_loop, name=f"asyncpool h2 writer {self.key}")
+        task_group.start_soon(self._read_loop, name=f"asyncpool h2 reader {self.key}")
+
+    def close(self, why: CloseReason, error: BaseException | None = None) -> None:
+        """Close now; synchronous and idempotent. Open streams fail as the reader ends."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_why, self.close_error = why, error
+        self._reader_scope.cancel()
+        self._writer_scope.cancel()
+        for stream in self._outgoing.values():
+            if stream.out is not None and stream.out.pump_scope is not None:
+                stream.out.pump_scope.cancel()
+        self._owner.conn_closed(self)
+        trace = self.trace
+        if trace is not None and trace.conn_closed:
+            info = ConnClosedInfo(
+                why, error, self.requests_started, self.local_address, self.remote_address
+            )
+            try:
+                trace.conn_closed(info)
+            except Exception:
+                logger.exception("a conn_closed trace hook raised")
+
+    def _kick(self) -> None:
+        self._wakeup.set()
+
+    # -- the caller's side --------------------------------------------------------------------
+
+    async def round_trip(
+        self,
+        request: Request,
+        headers: list[tuple[str, str]],
+        *,
+        trace: ClientTrace | None,
+        response_header_timeout: float | None,
+    ) -> Response:
+        """Open a stream for ``request`` (a slot the pool reserved) and wait for its head."""
+        if self.closed or self.goaway:
+            error = ReadError(
+                "the connection went away before the stream opened", host=self.host_port
+            )
+            error.retry_hint = RETRY_NOTHING_WRITTEN
+            self._owner.release_stream(self)
+            raise error
+        try:
+            stream = self._open_stream(request, headers, trace)
+        except BaseException:
+            self._owner.release_stream(self)
+            raise
+        if response_header_timeout is not None:
+            stream.written = anyio.Event()
+            if stream.out is None:
+                stream.written.set()
+        try:
+            if trace:
+                if trace.wrote_header_field:
+                    for name, value in headers:
+                        trace.wrote_header_field(name, [value])
+                if trace.wrote_headers:
+                    trace.wrote_headers()
+                if stream.out is None and trace.wrote_request:
+                    trace.wrote_request(WroteRequestInfo(None))
+            if stream.written is not None:
+                await stream.written.wait()
+                with anyio.move_on_after(response_header_timeout):
+                    await stream.head_ready.wait()
+                if not stream.head_ready.is_set():
+                    timeout = ResponseHeaderTimeout(
+                        f"no response head within response_header_timeout="
+                        f"{response_header_timeout}s",
+                        host=self.host_port,
+                    )
+                    self._reset(stream, timeout)
+            else:
+                await stream.head_ready.wait()
+        except BaseException:
+            self._reset(stream, ReadError("request cancelled", host=self.host_port))
+            if stream.response is not None:
+                stream.response._discard()
+                stream.response = None
+            raise
+        response, stream.response = stream.response, None
+        if response is None:
+            assert stream.error is not None
+            raise stream.error
+        return response
+
+    def _open_stream(
+        self, request: Request, headers: list[tuple[str, str]], trace: ClientTrace | None
+    ) -> _Stream:
+        url = request.url
+        fields: list[tuple[bytes, bytes]] = [
+            (b":method", request.method.encode()),
+            (b":authority", self._authority),
+            (b":scheme", self._scheme),
+            (b":path", url.target.encode()),
+        ]
+        for name, value in headers:
+            lower = name.lower()
+            if lower not in _DROPPED_FIELDS:
+                fields.append((lower.encode(), value.encode("latin-1")))
+        content = request.content
+        has_body = bool(content) if isinstance(content, bytes) else content is not None
+        stream_id = self._h2.get_next_available_stream_id()
+        self._h2.send_headers(stream_id, fields, end_stream=not has_body)
+        self.requests_started += 1
+        self.trace = trace
+        stream = _Stream(stream_id, request, trace)
+        self._streams[stream_id] = stream
+        if isinstance(content, bytes) and content:
+            stream.out = _OutBody(content, eof=True)
+            self._outgoing[stream_id] = stream
+        elif isinstance(content, AsyncIterable):
+            stream.out = _OutBody(b"", eof=False)
+            self._outgoing[stream_id] = stream
+            assert self._task_group is not None
+            self._task_group.start_soon(self._pump_body, stream, content)
+        self._kick()
+        return stream
+
+    async def _pump_body(self, stream: _Stream, content: AsyncIterable[bytes]) -> None:
+        """Feed a streamed request body into the stream's buffer, a little ahead of flow
+        control, in its own task so that a slow producer holds up no other stream."""
+        out = stream.out
+        assert out is not None
+        with anyio.CancelScope() as out.pump_scope:
+            try:
+                async for chunk in content:
+                    while len(out.buffer) >= UPLOAD_BUFFER:
+                        out.space = anyio.Event()
+                        await out.space.wait()
+                    out.buffer += chunk
+                    self._kick()
+            except Exception as exc:
+                self._reset(stream, exc)
+                return
+            out.eof = True
+            self._kick()
+
+    def _reset(self, stream: _Stream, error: BaseException) -> None:
+        """End a stream early on our side (RST_STREAM CANCEL), failing whoever waits on it."""
+        if stream.released:
+            return
+        if not stream.ended and not self.closed:
+            try:
+                self._h2.reset_stream(stream.stream_id, h2.errors.ErrorCodes.CANCEL)
+            except h2.exceptions.StreamClosedError:
+                pass
+            self._kick()
+        self._fail(stream, error)
+
+    def _fail(self, stream: _Stream, error: BaseException) -> None:
+        if stream.error is None and not stream.ended:
+            stream.error = error
+        if not stream.delivered:
+            stream.head_ready.set()
+        if stream.written is not None:
+            stream.written.set()
+        stream.send.close()
+        if stream.error is not None:
+            # Nobody will read what arrived; it still counts against the connection window.
+            unread = 0
+            while True:
+                try:
+                    unread += stream.receive.receive_nowait()[1]
+                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                    break
+            self._consumed(stream, unread)
+        self._finish(stream)
+
+    def _finish(self, stream: _Stream) -> None:
+        """The stream is over for the pool: give the slot back, once."""
+        if stream.released:
+            return
+        stream.released = True
+        self._streams.pop(stream.stream_id, None)
+        sending = self._outgoing.pop(stream.stream_id, None)
+        if sending is not None and sending.out is not None and sending.out.pump_scope is not None:
+            sending.out.pump_scope.cancel()
+        self._owner.release_stream(self)
+        if self.goaway and not self._streams:
+            self.close(CloseReason.NOT_REUSABLE)
+
+    def _consumed(self, stream: _Stream, flow_length: int) -> None:
+        """The caller took a chunk: let the server send that much more."""
+        if flow_length and not self.closed:
+            self._h2.acknowledge_received_data(flow_length, stream.stream_id)
+            self._kick()
+
+    # -- the writer task ----------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        try:
+            with self._writer_scope:
+                while True:
+                    self._move_bodies()
+                    data = self._h2.data_to_send()
+                    if data:
+                        await self._stream.send(data)
+                        continue
+                    await self._wakeup.wait()
+                    self._wakeup = anyio.Event()
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            self.close(
+                CloseReason.ERROR, ReadError(f"writing failed: {exc!r}", host=self.host_port)
+            )
+
+    def _move_bodies(self) -> None:
+        """Put as much of each pending body into h2 as its flow-control window allows."""
+        h2c = self._h2
+        for stream in list(self._outgoing.values()):
+            out = stream.out
+            assert out is not None
+            sid = stream.stream_id
+            try:
+                while len(out.buffer) > out.offset:
+                    window = h2c.local_flow_control_window(sid)
+                    if window <= 0:
+                        break
+                    h2c.send_data(sid, out.take(min(window, h2c.max_outbound_frame_size)))
+                if out.eof and len(out.buffer) == out.offset:
+                    h2c.end_stream(sid)
+                    del self._outgoing[sid]
+                    if stream.written is not None:
+                        stream.written.set()
+                    if stream.trace and stream.trace.wrote_request:
+                        stream.trace.wrote_request(WroteRequestInfo(None))
+            except h2.exceptions.StreamClosedError:
+                self._outgoing.pop(sid, None)
+
+    # -- the reader task ----------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        try:
+            with self._reader_scope:
+                while True:
+                    data = await self._receive_live()
+                    if data is None:
+                        return
+                    if not data:
+                        error = ReadError("the server closed the connection", host=self.host_port)
+                        self.close(CloseReason.SERVER_CLOSED, error)
+                        return
+                    for event in self._receive_events(data):
+                        self._dispatch(event)
+                    self._kick()
+        except Exception as exc:
+            self.close(CloseReason.ERROR, exc)
+        finally:
+            self.close(CloseReason.ERROR, ReadError("connection closed", host=self.host_port))
+            for stream in list(self._streams.values()):
+                self._fail(stream, self._error_for(stream))
+            await anyio.aclose_forcefully(self._stream)
+
+    def _error_for(self, stream: _Stream) -> BaseException:
+        if self.close_why is CloseReason.POOL_CLOSED:
+            return PoolClosed("the Transport closed during the request", host=self.host_port)
+        cause = self.close_error
+        detail = cause.detail if isinstance(cause, HTTPError) else f"closed: {self.close_why}"
+        return ReadError(f"HTTP/2 connection lost ({detail})", host=self.host_port)
+
+    async def _receive(self) -> bytes:
+        try:
+            return await self._stream.receive(READ_SIZE)
+        except anyio.EndOfStream:
+            return b""
+        except (OSError, anyio.BrokenResourceError) as exc:
+            raise ReadError(
+                f"reading from the server failed: {exc!r}", host=self.host_port
+            ) from exc
+
+    async def _receive_live(self) -> bytes | None:
+        """The next bytes; meanwhile the idle timeout and the PING check apply. None when the
+        connection was closed for either."""
+        idle_timeout, read_idle = self._idle_conn_timeout, self._read_idle_timeout
+        while True:
+            idle_at, ping_deadline = self.idle_at, self._ping_deadline
+            idle_deadline = math.inf
+            if idle_at is not None and idle_timeout is not None:
+                idle_deadline = idle_at + idle_timeout
+            probe_deadline = ping_deadline
+            if probe_deadline is None and read_idle is not None:
+                probe_deadline = anyio.current_time() + read_idle
+            with anyio.CancelScope(deadline=min(idle_deadline, probe_deadline or math.inf)):
+                data = await self._receive()
+                self._ping_deadline = None  # anything from the server proves it alive
+                return data
+            now = anyio.current_time()
+            if now >= idle_deadline and self.idle_at == idle_at:
+                self._owner.idle_timed_out(self)
+                return None
+            if ping_deadline is not None and now >= ping_deadline:
+                error = ReadError(
+                    f"no answer to PING within ping_timeout={self._ping_timeout}s",
+                    host=self.host_port,
+                )
+                self.close(CloseReason.ERROR, error)
+                return None
+            if ping_deadline is None and probe_deadline is not None and now >= probe_deadline:
+                self._h2.ping(PING_PAYLOAD)  # read_idle_timeout of silence: is it alive?
+                self._kick()
+                self._ping_deadline = now + self._ping_timeout
+
+    def _receive_events(self, data: bytes) -> list[h2.events.Event]:
+        try:
+            return self._h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            raise RemoteProtocolError(f"HTTP/2 protocol error: {exc}", host=self.host_port) from exc
+
+    def _dispatch(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.DataReceived):
+            stream = self._streams.get(event.stream_id)
+            if stream is None or stream.released:
+                self._h2.acknowledge_received_data(
+                    event.flow_controlled_length or 0,
+                    event.stream_id,
+                )
+            else:
+                stream.send.send_nowait((event.data or b"", event.flow_controlled_length or 0))
+        elif isinstance(event, h2.events.ResponseReceived):
+            self._head(event.stream_id, event.headers)
+        elif isinstance(event, h2.events.StreamEnded):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                self._ended(stream)
+        elif isinstance(event, h2.events.StreamReset):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                self._fail(stream, self._reset_error(event))
+        elif isinstance(event, h2.events.InformationalResponseReceived):
+            self._informational(event)
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            setting = event.changed_settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)
+            if setting is not None:
+                self.max_streams = setting.new_value
+                self._owner.capacity_changed(self)
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._goaway(event)
+
+    def _reset_error(self, event: h2.events.StreamReset) -> HTTPError:
+        code = event.error_code
+        error = StreamReset(f"the server reset the stream ({code!r})", host=self.host_port)
+        error.error_code = code
+        if code == h2.errors.ErrorCodes.REFUSED_STREAM:
+            error.retry_hint = RETRY_NOTHING_WRITTEN  # never processed: safe to send again
+        return error
+
+    def _head(self, stream_id: int, raw: list[tuple[bytes, bytes]]) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        status = 0
+        headers: list[tuple[str, str]] = []
+        for name, value in raw:
+            if name == b":status":
+                status = int(value)
+            elif not name.startswith(b":"):
+                headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._first_byte(stream)
+        body = _H2Body(self, stream)
+        stream.body = body
+        stream.response = Response(
+            status,
+            http_version="HTTP/2",
+            headers=Headers(headers),
+            request=stream.request,
+            stream=body,
+        )
+        stream.delivered = True
+        stream.head_ready.set()
+
+    def _first_byte(self, stream: _Stream) -> None:
+        if not stream.response_started:
+            stream.response_started = True
+            if stream.trace and stream.trace.got_first_response_byte:
+                stream.trace.got_first_response_byte()
+
+    def _informational(self, event: h2.events.InformationalResponseReceived) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is None:
+            return
+        self._first_byte(stream)
+        trace = stream.trace
+        raw = event.headers or []
+        code = int(dict(raw).get(b":status", b"0"))
+        if code == 100:
+            if trace and trace.got_100_continue:
+                trace.got_100_continue()
+        elif trace and trace.got_1xx_response:
+            fields = [(n.decode(), v.decode()) for n, v in raw if not n.startswith(b":")]
+            trace.got_1xx_response(code, Headers(fields))
+
+    def _ended(self, stream: _Stream) -> None:
+        stream.ended = True
+        stream.send.close()
+        if stream.trace and stream.trace.got_response_end:
+            stream.trace.got_response_end()
+        if stream.stream_id in self._outgoing:
+            # Answered before our body was all sent: stop sending it.
+            self._reset(stream, ReadError("answered early", host=self.host_port))
+        if not stream.delivered:  # END_STREAM without a head
+            self._fail(
+                stream, RemoteProtocolError("stream ended without a response", host=self.host_port)
+            )
+        self._finish(stream)
+
+    def _goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        self.goaway = True
+        last = event.last_stream_id or 0
+        # h2 stops at GOAWAY; the streams the server accepted may still finish, so go on.
+        self._h2.state_machine.state = ConnectionState.CLIENT_OPEN
+        for stream_id, stream in list(self._streams.items()):
+            if stream_id > last or event.error_code:
+                error = ReadError(
+                    f"the server sent GOAWAY ({event.error_code!r}, last stream {last})",
+                    host=self.host_port,
+                )
+                if stream_id > last:
+                    error.retry_hint = RETRY_NOTHING_WRITTEN  # never processed
+                self._fail(stream, error)
+        self._owner.capacity_changed(self)
+        if not self._streams:
+            self.close(CloseReason.SERVER_CLOSED)
+
+
+class _H2Body:
+    """A response body on an HTTP/2 stream; reading acknowledges the data (flow control)."""
+
+    __slots__ = ("_conn", "_stream")
+
+    def __init__(self, conn: HTTP2Connection, stream: _Stream) -> None:
+        self._conn = conn
+        self._stream = stream
+
+    @property
+    def is_consumed(self) -> bool:
+        return self._stream.ended
+
+    async def read_chunk(self) -> bytes:
+        stream = self._stream
+        while True:
+            try:
+                data, flow_length = await stream.receive.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                if stream.error is not None:
+                    raise stream.error from None
+                stream.receive.close()
+                return b""
+            self._conn._consumed(stream, flow_length)
+            if data:
+                return data
+
+    async def aclose(self) -> None:
+        self.abandon()
+
+    def abandon(self) -> None:
+        stream = self._stream
+        if not stream.ended:
+            self._conn._reset(
+                stream, ReadError("response body closed before its end", host=self._conn.host_port)
+            )
+        stream.receive.close()
