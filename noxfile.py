@@ -3,7 +3,7 @@
     nox -s demo     # the pool at work against an embedded local server
     nox -s tests    # lint, types, then the whole test suite with coverage
     nox -s lint     # ruff + mypy only
-    nox -s bench    # HTTP/1.1 benchmark against a local nginx (see benchmarks/README.md)
+    nox -s bench    # HTTP/1.1 and HTTP/2 benchmarks against a local nginx (see benchmarks/README.md)
 
 Every session runs on the interpreter nox itself runs on, in a venv (created with the standard
 library's venv module) that is reused across runs.
@@ -56,6 +56,7 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """HTTP/1.1 throughput against a local nginx; pass options after `--`."""
+    """HTTP/1.1, then HTTP/2, throughput against a local nginx; options after `--` go to both."""
     session.install("-e", ".[dev]", "aiosonic")
     session.run("python", "benchmarks/bench_http1.py", *session.posargs)
+    session.run("python", "benchmarks/bench_h2.py", *session.posargs)

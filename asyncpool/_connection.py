@@ -331,7 +331,9 @@ class HTTP11Connection:
             )
             error.retry_hint = RETRY_NOTHING_WRITTEN if exchange.reused else None
         else:
-            error = ServerDisconnected(f"{detail}", host=self.host_port)
+            if exchange.reused:
+                detail = f"{detail} (on a reused connection)"
+            error = ServerDisconnected(detail, host=self.host_port)
             error.retry_hint = RETRY_NO_RESPONSE if exchange.reused else None
         return error
 

@@ -44,7 +44,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from h2.connection import ConnectionState
+from h2.connection import ConnectionInputs, ConnectionState, H2ConnectionStateMachine
 
 from ._connection import READ_SIZE, RETRY_NOTHING_WRITTEN
 from ._errors import (
@@ -69,6 +69,21 @@ PING_PAYLOAD = b"asyncpl!"
 _DROPPED_FIELDS = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host"}
 )
+
+
+class _GoawayTolerantStateMachine(H2ConnectionStateMachine):
+    """h2 treats a received GOAWAY as the end of the connection and refuses every later frame,
+    even those of the streams the GOAWAY lets finish (and even in the same read). A client
+    must go on receiving them, so receiving GOAWAY leaves the connection open here; the pool
+    opens no new stream on it."""
+
+    _transitions = {  # noqa: RUF012 - replaces h2's table, read-only
+        **H2ConnectionStateMachine._transitions,
+        (ConnectionState.CLIENT_OPEN, ConnectionInputs.RECV_GOAWAY): (
+            None,
+            ConnectionState.CLIENT_OPEN,
+        ),
+    }
 
 
 class H2Owner(Protocol):
@@ -183,6 +198,7 @@ class HTTP2Connection:
         self._ping_timeout = ping_timeout
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self._h2 = h2.connection.H2Connection(config=config)
+        self._h2.state_machine = _GoawayTolerantStateMachine()
 
         # Owned by the pool, changed only in its synchronous methods.
         self.reserved = 0  # streams promised to requests, open or about to open
@@ -411,6 +427,8 @@ class HTTP2Connection:
         if stream.written is not None:
             stream.written.set()
         stream.send.close()
+        if not stream.delivered:
+            stream.receive.close()  # nobody will ever read it
         if stream.error is not None:
             # Nobody will read what arrived; it still counts against the connection window.
             unread = 0
@@ -661,8 +679,6 @@ class HTTP2Connection:
     def _goaway(self, event: h2.events.ConnectionTerminated) -> None:
         self.goaway = True
         last = event.last_stream_id or 0
-        # h2 stops at GOAWAY; the streams the server accepted may still finish, so go on.
-        self._h2.state_machine.state = ConnectionState.CLIENT_OPEN
         for stream_id, stream in list(self._streams.items()):
             if stream_id > last or event.error_code:
                 error = ReadError(

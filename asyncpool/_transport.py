@@ -62,6 +62,10 @@ __all__ = ["HostStats", "Transport", "TransportStats"]
 
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 Conn = HTTP11Connection | HTTP2Connection
+# Retries of one request, at most. An HTTP/1.1 request retries only after failing on a reused
+# connection, so it runs out of stale connections long before this; an HTTP/2 stream the server
+# refuses could otherwise be retried forever (Go's http2 transport stops after 6 too).
+MAX_RETRIES = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,19 +292,22 @@ class Transport:
                     response_header_timeout=self.response_header_timeout,
                 )
             except HTTPError as exc:
-                if self._should_retry(exc, request):
+                if not self._should_retry(exc, request):
+                    if exc.retry_hint is not None:
+                        exc.args = (
+                            f"{exc.args[0]}; this {request.method} request cannot be replayed, "
+                            "so it was not retried (an Idempotency-Key header marks a request "
+                            "as safe to retry)",
+                        )
+                elif attempt < MAX_RETRIES:
                     self._retries += 1
                     attempt += 1
                     if trace and trace.request_retried:
                         assert exc.retry_hint is not None
                         trace.request_retried(RetryInfo(exc.retry_hint, exc, attempt))
                     continue
-                if exc.retry_hint is not None:
-                    exc.args = (
-                        f"{exc.args[0]}; the connection had been reused and this {request.method} "
-                        "request cannot be replayed, so it was not retried (an Idempotency-Key "
-                        "header marks a request as safe to retry)",
-                    )
+                else:
+                    exc.args = (f"{exc.args[0]}; gave up after {MAX_RETRIES} retries",)
                 raise
             break
         if asked_compression:

@@ -1,0 +1,360 @@
+"""HTTP/2: negotiation, one connection for many streams, flow control both ways, stream
+limits, and the failures real servers produce (GOAWAY, RST_STREAM, silence)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import h2.errors
+import pytest
+
+import asyncpool
+from asyncpool import Request, Transport
+from tests.h2server import (
+    H2TestServer,
+    make_h2_server_context,
+    open_h2_server,
+)
+from tests.servers import TestServer, TLSFixture, wait_until
+
+pytestmark = pytest.mark.anyio
+
+H2C = {"http2_prior_knowledge": True}
+
+
+@pytest.fixture
+async def h2c(anyio_backend: str) -> AsyncIterator[H2TestServer]:
+    async with open_h2_server() as server:
+        yield server
+
+
+async def get(pool: Transport, url: str, **kwargs: Any) -> asyncpool.Response:
+    response = await pool.round_trip(Request("GET", url, **kwargs))
+    await response.aread()
+    return response
+
+
+# -- negotiation ------------------------------------------------------------------------------
+
+
+async def test_alpn_h2_over_tls(tls: TLSFixture) -> None:
+    infos: list[asyncpool.GotConnInfo] = []
+    trace = asyncpool.ClientTrace(got_conn=infos.append)
+    server_context = make_h2_server_context(tls)
+    async with (
+        open_h2_server(ssl_context=server_context) as server,
+        Transport(tls_config=tls.client_context) as pool,
+    ):
+        response = await get(pool, server.url, trace=trace)
+        assert (response.http_version, response.content) == ("HTTP/2", b"hello")
+        await get(pool, server.url, trace=trace)
+    assert server.connections[0].alpn_protocol == "h2"
+    assert [(i.protocol, i.reused) for i in infos] == [("HTTP/2", False), ("HTTP/2", True)]
+
+
+async def test_alpn_http11_when_the_server_picks_it(
+    tls_server: TestServer, tls: TLSFixture
+) -> None:
+    async with Transport(tls_config=tls.client_context) as pool:
+        assert (await get(pool, tls_server.url)).http_version == "HTTP/1.1"
+        assert (await get(pool, tls_server.url)).http_version == "HTTP/1.1"
+        assert pool.stats().dials == 1
+
+
+async def test_h2c_with_prior_knowledge(h2c: H2TestServer) -> None:
+    async with Transport(**H2C) as pool:
+        response = await get(pool, h2c.url_for("/echo"))
+        assert response.http_version == "HTTP/2"
+        response = await pool.round_trip(Request("POST", h2c.url_for("/echo"), content=b"ping"))
+        assert await response.aread() == b"ping"
+        assert response.headers["x-body-length"] == "4"
+    assert h2c.requests[0].authority == f"127.0.0.1:{h2c.port}"
+    assert h2c.requests[0].scheme == "http"
+
+
+# -- many streams, one connection -------------------------------------------------------------
+
+
+async def test_concurrent_requests_share_one_connection(h2c: H2TestServer) -> None:
+    async with Transport(**H2C) as pool, anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(get, pool, h2c.url_for("/wait"))
+        await h2c.wait_until(lambda s: s.active_streams == 50)
+        stats = pool.stats()
+        assert stats.hosts[h2c.url].streams == 50
+        assert (stats.dials, stats.total) == (1, 1)
+        h2c.release.set()
+    assert h2c.connections_accepted == 1
+
+
+async def test_a_connection_that_is_full_makes_the_pool_open_another() -> None:
+    async with open_h2_server(max_concurrent_streams=2) as server, Transport(**H2C) as pool:
+        async with anyio.create_task_group() as tg:
+            for _ in range(7):
+                tg.start_soon(get, pool, server.url_for("/wait"))
+            await server.wait_until(lambda s: s.active_streams == 7)
+            server.release.set()
+        assert server.connections_accepted == 4
+        assert server.max_active_streams_seen == 2
+        assert not server.refused_requests
+
+
+async def test_strict_max_concurrent_streams_waits_for_a_free_stream() -> None:
+    async with (
+        open_h2_server(max_concurrent_streams=2) as server,
+        Transport(strict_max_concurrent_streams=True, **H2C) as pool,
+    ):
+        async with anyio.create_task_group() as tg:
+            for _ in range(6):
+                tg.start_soon(get, pool, server.url_for("/wait"))
+            await server.wait_until(lambda s: s.active_streams == 2)
+            await wait_until(lambda: pool.stats().waiting == 4)
+            server.release.set()
+        assert server.connections_accepted == 1
+        assert len(server.requests) == 6
+
+
+async def test_max_conns_per_host_bounds_http2_connections_too() -> None:
+    async with (
+        open_h2_server(max_concurrent_streams=1) as server,
+        Transport(max_conns_per_host=2, **H2C) as pool,
+        anyio.create_task_group() as tg,
+    ):
+        for _ in range(5):
+            tg.start_soon(get, pool, server.url_for("/wait"))
+        await server.wait_until(lambda s: s.active_streams == 2)
+        await wait_until(lambda: pool.stats().waiting == 3)
+        assert pool.stats().total == 2
+        server.release.set()
+
+
+# -- flow control -----------------------------------------------------------------------------
+
+
+async def test_a_large_download_is_streamed_intact(h2c: H2TestServer) -> None:
+    size = 16 << 20
+    async with Transport(**H2C) as pool:
+        response = await pool.round_trip(Request("GET", h2c.url_for(f"/bytes?n={size}")))
+        received = 0
+        async for chunk in response.aiter_bytes():
+            assert chunk == b"x" * len(chunk)
+            received += len(chunk)
+        assert received == size
+        assert pool.stats().hosts[h2c.url].streams == 0
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["bytes", "async-iterable"])
+async def test_an_upload_through_a_tiny_window_arrives_intact(streamed: bool) -> None:
+    payload = bytes(range(256)) * 400  # 100 KiB, 10 bytes at a time through the window
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(payload), 7000):
+            yield payload[i : i + 7000]
+
+    async with open_h2_server(initial_window_size=10) as server, Transport(**H2C) as pool:
+        content: Any = chunks() if streamed else payload
+        response = await pool.round_trip(Request("PUT", server.url_for("/echo"), content=content))
+        assert hashlib.sha256(await response.aread()).digest() == hashlib.sha256(payload).digest()
+
+
+async def test_a_slow_reader_does_not_hold_up_other_streams(h2c: H2TestServer) -> None:
+    async with Transport(**H2C) as pool:
+        big = await pool.round_trip(Request("GET", h2c.url_for(f"/bytes?n={32 << 20}")))
+        # Nobody reads ``big``: flow control stops it, while other streams go on.
+        for _ in range(20):
+            assert (await get(pool, h2c.url)).content == b"hello"
+        await big.aclose()
+        assert pool.stats().hosts[h2c.url].streams == 0
+        assert (await get(pool, h2c.url)).content == b"hello"
+    assert h2c.connections_accepted == 1
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+async def test_goaway_mid_load_fails_no_request() -> None:
+    async with open_h2_server() as server, Transport(**H2C) as pool:
+        results: list[bytes] = []
+
+        async def one() -> None:
+            results.append((await get(pool, server.url_for("/wait"))).content)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(one)
+            await server.wait_until(lambda s: s.active_streams == 20)
+            await server.goaway(last_stream_id=19)  # streams 1..19 (ten of them) may finish
+            await wait_until(lambda: pool.stats().retries == 10)
+            server.release.set()
+        assert results == [b"released"] * 20
+        assert server.connections_accepted == 2
+        assert pool.stats().dials == 2
+
+
+async def test_rst_stream_fails_that_stream_only(h2c: H2TestServer) -> None:
+    async with Transport(**H2C) as pool, anyio.create_task_group() as tg:
+        tg.start_soon(get, pool, h2c.url_for("/wait"))
+        await h2c.wait_until(lambda s: s.active_streams == 1)
+        with pytest.raises(asyncpool.StreamReset, match="INTERNAL_ERROR") as info:
+            await get(pool, h2c.url_for("/reset"))
+        assert info.value.error_code == h2.errors.ErrorCodes.INTERNAL_ERROR
+        assert f"127.0.0.1:{h2c.port}" in str(info.value)
+        h2c.release.set()
+    assert h2c.connections_accepted == 1
+
+
+async def test_a_refused_stream_is_retried_then_given_up(h2c: H2TestServer) -> None:
+    async with Transport(**H2C) as pool:
+        with pytest.raises(asyncpool.StreamReset, match="gave up after 6 retries"):
+            await get(pool, h2c.url_for("/refuse"))
+        assert pool.stats().retries == 6
+
+
+async def test_early_aclose_resets_the_stream_and_frees_it(h2c: H2TestServer) -> None:
+    async with Transport(**H2C) as pool:
+        response = await pool.round_trip(Request("GET", h2c.url_for(f"/bytes?n={32 << 20}")))
+        await response.aclose()
+        await h2c.wait_until(lambda s: len(s.resets_received) == 1)
+        assert h2c.resets_received[0][1] == h2.errors.ErrorCodes.CANCEL
+        assert pool.stats().hosts[h2c.url] == asyncpool.HostStats(1, 0, 0, 0, 1, 0)
+        assert (await get(pool, h2c.url)).content == b"hello"
+
+
+async def test_cancelling_one_stream_leaves_the_others_alone(h2c: H2TestServer) -> None:
+    async with Transport(**H2C) as pool:
+        results: list[bytes] = []
+
+        async def one() -> None:
+            results.append((await get(pool, h2c.url_for("/wait"))).content)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(one)
+            async with anyio.create_task_group() as doomed:
+                doomed.start_soon(get, pool, h2c.url_for("/wait"))
+                await h2c.wait_until(lambda s: s.active_streams == 4)
+                doomed.cancel_scope.cancel()
+            await h2c.wait_until(lambda s: len(s.resets_received) == 1)
+            assert pool.stats().hosts[h2c.url].streams == 3
+            h2c.release.set()
+        assert results == [b"released"] * 3
+        assert h2c.connections_accepted == 1
+
+
+async def test_a_silent_server_is_found_by_ping_and_closed() -> None:
+    closed: list[asyncpool.ConnClosedInfo] = []
+    trace = asyncpool.ClientTrace(conn_closed=closed.append)
+    options = {"read_idle_timeout": 0.05, "ping_timeout": 0.05, "trace": trace, **H2C}
+    async with open_h2_server() as server, Transport(**options) as pool:  # type: ignore[arg-type]
+        await get(pool, server.url)
+        server.silence()
+        await wait_until(lambda: pool.stats().total == 0)
+        assert closed[0].reason is asyncpool.CloseReason.ERROR
+        assert "ping_timeout" in str(closed[0].error)
+        server.unsilence()
+        assert (await get(pool, server.url)).content == b"hello"
+
+
+async def test_ping_keeps_a_quiet_but_live_connection(h2c: H2TestServer) -> None:
+    async with Transport(read_idle_timeout=0.02, ping_timeout=5, **H2C) as pool:
+        await get(pool, h2c.url)
+        await h2c.wait_until(lambda s: s.pings_received >= 3)
+        assert pool.stats().total == 1
+
+
+async def test_idle_conn_timeout_applies_to_http2(h2c: H2TestServer) -> None:
+    async with Transport(idle_conn_timeout=0.05, **H2C) as pool:
+        await get(pool, h2c.url)
+        await wait_until(lambda: pool.stats().total == 0)
+        assert pool.stats().idle_timeouts == 1
+
+
+async def test_a_connection_lost_mid_stream_fails_its_streams(h2c: H2TestServer) -> None:
+    errors: list[BaseException] = []
+
+    async def doomed() -> None:
+        try:
+            await get(pool, h2c.url_for("/wait"))
+        except asyncpool.ReadError as exc:
+            errors.append(exc)
+
+    async with Transport(**H2C) as pool:
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(doomed)
+            await h2c.wait_until(lambda s: s.active_streams == 3)
+            await h2c.connections[0].close()
+        assert len(errors) == 3
+        assert "connection lost" in str(errors[0])
+        assert pool.stats().total == 0
+        assert (await get(pool, h2c.url)).content == b"hello"
+
+
+async def test_response_header_timeout_resets_the_stream(h2c: H2TestServer) -> None:
+    async with Transport(response_header_timeout=0.05, **H2C) as pool:
+        with pytest.raises(asyncpool.ResponseHeaderTimeout):
+            await get(pool, h2c.url_for("/wait"))
+        await h2c.wait_until(lambda s: len(s.resets_received) == 1)
+        assert pool.stats().hosts[h2c.url].streams == 0
+
+
+async def test_the_first_dial_is_shared_by_requests_made_meanwhile(h2c: H2TestServer) -> None:
+    async with Transport(**H2C) as pool, anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(get, pool, h2c.url)
+    assert pool.stats().dials == 1
+    assert h2c.connections_accepted == 1
+
+
+async def test_a_failed_first_dial_fails_everyone_waiting_on_it() -> None:
+    async def refuse(host: str, port: int) -> Any:
+        await anyio.lowlevel.checkpoint()
+        raise ConnectionRefusedError("nobody home")
+
+    errors: list[BaseException] = []
+
+    async def one() -> None:
+        try:
+            await get(pool, "http://127.0.0.1:9/")
+        except asyncpool.ConnectError as exc:
+            errors.append(exc)
+
+    async with Transport(dial=refuse, **H2C) as pool:
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(one)
+        assert len(errors) == 5
+        assert pool.stats().dials == 1
+        assert pool.stats().total == 0
+
+
+async def test_trace_hooks_have_http2_meanings(h2c: H2TestServer) -> None:
+    events: list[str] = []
+    trace = asyncpool.ClientTrace(
+        got_conn=lambda info: events.append(f"got_conn:{info.reused}"),
+        wrote_headers=lambda: events.append("wrote_headers"),
+        wrote_request=lambda info: events.append("wrote_request"),
+        got_first_response_byte=lambda: events.append("first_byte"),
+        got_response_end=lambda: events.append("end"),
+    )
+    async with Transport(**H2C) as pool:
+        await get(pool, h2c.url, trace=trace)
+        response = await pool.round_trip(
+            Request("POST", h2c.url_for("/echo"), content=b"x", trace=trace)
+        )
+        await response.aread()
+    assert events == [
+        "got_conn:False",
+        "wrote_headers",
+        "wrote_request",
+        "first_byte",
+        "end",
+        "got_conn:True",
+        "wrote_headers",
+        "wrote_request",
+        "first_byte",
+        "end",
+    ]
