@@ -14,6 +14,8 @@ import pytest
 import asyncpool
 from asyncpool import Request, Transport
 from tests.h2server import (
+    H2Request,
+    H2Stream,
     H2TestServer,
     make_h2_server_context,
     open_h2_server,
@@ -148,11 +150,11 @@ async def test_a_large_download_is_streamed_intact(h2c: H2TestServer) -> None:
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["bytes", "async-iterable"])
 async def test_an_upload_through_a_tiny_window_arrives_intact(streamed: bool) -> None:
-    payload = bytes(range(256)) * 400  # 100 KiB, 10 bytes at a time through the window
+    payload = bytes(range(256)) * 80  # 20 KiB, 10 bytes at a time through the window
 
     async def chunks() -> AsyncIterator[bytes]:
-        for i in range(0, len(payload), 7000):
-            yield payload[i : i + 7000]
+        for i in range(0, len(payload), 1500):
+            yield payload[i : i + 1500]
 
     async with open_h2_server(initial_window_size=10) as server, Transport(**H2C) as pool:
         content: Any = chunks() if streamed else payload
@@ -358,3 +360,55 @@ async def test_trace_hooks_have_http2_meanings(h2c: H2TestServer) -> None:
         "first_byte",
         "end",
     ]
+
+
+async def test_close_idle_connections_closes_idle_http2_connections(h2c: H2TestServer) -> None:
+    async with Transport(**H2C) as pool:
+        await get(pool, h2c.url)
+        await pool.close_idle_connections()
+        assert pool.stats().total == 0
+        assert (await get(pool, h2c.url)).content == b"hello"
+    assert h2c.connections_accepted == 2
+
+
+async def test_a_failing_body_iterator_resets_only_its_stream(h2c: H2TestServer) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"start"
+        raise ValueError("the body source broke")
+
+    async with Transport(**H2C) as pool:
+        with pytest.raises(ValueError, match="body source broke"):
+            await pool.round_trip(Request("POST", h2c.url_for("/echo"), content=body()))
+        await h2c.wait_until(lambda s: len(s.resets_received) == 1)
+        assert (await get(pool, h2c.url)).content == b"hello"
+        assert pool.stats().dials == 1
+
+
+async def test_1xx_responses_on_http2() -> None:
+    async def hints(req: H2Request, stream: H2Stream) -> None:
+        await stream.send_informational(103, [("link", "</a.css>")])
+        await stream.respond(200, [], b"final")
+
+    events: list[object] = []
+    trace = asyncpool.ClientTrace(
+        got_1xx_response=lambda code, headers: events.append((code, headers["link"])),
+        got_100_continue=lambda: events.append(100),
+    )
+    async with open_h2_server(hints) as server, Transport(**H2C) as pool:
+        assert (await get(pool, server.url, trace=trace)).content == b"final"
+        request = Request(
+            "PUT",
+            server.url_for("/echo"),
+            headers={"Expect": "100-continue"},
+            content=b"x",
+            trace=trace,
+        )
+        await (await pool.round_trip(request)).aread()
+    assert events[0] == (103, "</a.css>")
+
+
+async def test_response_header_timeout_after_an_upload(h2c: H2TestServer) -> None:
+    async with Transport(response_header_timeout=0.05, **H2C) as pool:
+        with pytest.raises(asyncpool.ResponseHeaderTimeout):
+            await pool.round_trip(Request("POST", h2c.url_for("/wait"), content=b"body"))
+        assert (await get(pool, h2c.url)).content == b"hello"
