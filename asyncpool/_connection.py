@@ -371,7 +371,7 @@ class HTTP11Connection:
 
     async def _write_request(self, exchange: _Exchange) -> None:
         request, trace, protocol = exchange.request, exchange.trace, self._protocol
-        head = protocol.request_head(request.method, request.url.target, exchange.headers)
+        head = protocol.request_head(request.method, request.target, exchange.headers)
         if trace:
             if trace.wrote_header_field:
                 for name, value in exchange.headers:

@@ -358,12 +358,11 @@ class HTTP2Connection:
     def _open_stream(
         self, request: Request, headers: list[tuple[str, str]], trace: ClientTrace | None
     ) -> _Stream:
-        url = request.url
         fields: list[tuple[bytes, bytes]] = [
             (b":method", request.method.encode()),
             (b":authority", self._authority),
             (b":scheme", self._scheme),
-            (b":path", url.target.encode()),
+            (b":path", request.target.encode()),
         ]
         for name, value in headers:
             lower = name.lower()

@@ -86,7 +86,7 @@ async def _connect(
 
 async def _handshake(
     stream: anyio.abc.ByteStream,
-    host: str,
+    server_name: str,
     host_port: str,
     context: ssl.SSLContext,
     trace: ClientTrace | None,
@@ -95,7 +95,7 @@ async def _handshake(
         trace.tls_handshake_start()
     try:
         tls = await TLSStream.wrap(
-            stream, hostname=host, ssl_context=context, standard_compatible=False
+            stream, hostname=server_name, ssl_context=context, standard_compatible=False
         )
     except ssl.SSLCertVerificationError as exc:
         error: Exception = TLSError(
@@ -119,6 +119,7 @@ async def dial(
     port: int,
     host_port: str,
     *,
+    server_name: str,
     dial_timeout: float | None,
     tls_handshake_timeout: float | None,
     ssl_context: ssl.SSLContext | None,
@@ -143,7 +144,7 @@ async def dial(
         assert ssl_context is not None
         tls: TLSStream | None = None
         with anyio.move_on_after(tls_handshake_timeout):
-            tls = await _handshake(stream, host, host_port, ssl_context, trace)
+            tls = await _handshake(stream, server_name, host_port, ssl_context, trace)
         if tls is None:
             await anyio.aclose_forcefully(stream)
             raise TLSHandshakeTimeout(

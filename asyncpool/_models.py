@@ -167,7 +167,7 @@ class Request:
     """One HTTP request. ``content`` is bytes (replayable) or an async iterable of bytes (sent
     chunked, and not replayable). Validated here, before any byte can be sent."""
 
-    __slots__ = ("content", "headers", "method", "trace", "url")
+    __slots__ = ("content", "headers", "method", "sni_hostname", "target", "trace", "url")
 
     def __init__(
         self,
@@ -177,6 +177,8 @@ class Request:
         headers: HeaderInput = None,
         content: bytes | AsyncIterable[bytes] | None = None,
         trace: ClientTrace | None = None,
+        sni_hostname: str | None = None,
+        target: str | None = None,
     ) -> None:
         self.url = url if isinstance(url, URL) else URL(url)
         validate_method(method)
@@ -187,6 +189,19 @@ class Request:
             raise TypeError(f"content must be bytes or an async iterable of bytes, not {content!r}")
         self.content = content
         self.trace = trace
+        # TLS server name to send instead of the URL's host (connections are not shared
+        # across names), and a request-target to send instead of the URL's path and query.
+        self.sni_hostname = sni_hostname
+        if target is not None and (_FORBIDDEN_IN_VALUE.search(target) or " " in target):
+            raise LocalProtocolError(f"invalid request target {target!r}", host=self.url.host)
+        self.target = self.url.target if target is None else target
+
+    @property
+    def pool_key(self) -> str:
+        """Requests with the same key may share connections."""
+        if self.sni_hostname is None:
+            return self.url.origin
+        return f"{self.url.origin}|sni={self.sni_hostname}"
 
     @property
     def is_replayable(self) -> bool:

@@ -372,7 +372,7 @@ class Transport:
         url = request.url
         if trace and trace.get_conn:
             trace.get_conn(f"{url.host}:{url.port}")
-        key = url.origin
+        key = request.pool_key
         host = self._hosts.get(key)
         if host is None:
             host = self._hosts[key] = _Host(key)
@@ -660,6 +660,7 @@ class Transport:
                 url.host,
                 url.port,
                 f"{url.host}:{url.port}",
+                server_name=want.request.sni_hostname or url.host,
                 dial_timeout=self.dial_timeout,
                 tls_handshake_timeout=self.tls_handshake_timeout,
                 ssl_context=self._ssl_context if url.scheme == "https" else None,

@@ -131,3 +131,28 @@ async def test_tls_handshake_timeout(silent_server: int, tls: TLSFixture) -> Non
             await pool.round_trip(Request("GET", f"https://127.0.0.1:{silent_server}/"))
         assert info.value.phase == "tls"
         assert pool.stats().total == 0
+
+
+async def test_sni_hostname_overrides_the_tls_server_name(
+    tls_server: TestServer, tls: TLSFixture
+) -> None:
+    names: list[str | None] = []
+    tls.server_context.sni_callback = lambda ssl_object, name, context: names.append(name)
+    try:
+        async with Transport(tls_config=tls.client_context) as pool:
+            for sni in (None, "localhost"):
+                response = await pool.round_trip(Request("GET", tls_server.url, sni_hostname=sni))
+                assert await response.aread() == b"hello"
+            hosts = set(pool.stats().hosts)
+    finally:
+        tls.server_context.sni_callback = None
+    assert names == [None, "localhost"]  # no SNI for an IP address; the override is sent
+    assert hosts == {tls_server.origin, f"{tls_server.origin}|sni=localhost"}
+
+
+async def test_a_request_target_override(server: TestServer) -> None:
+    async with Transport() as pool:
+        response = await pool.round_trip(Request("GET", server.url, target="/bytes?n=3"))
+        assert await response.aread() == b"xxx"
+    with pytest.raises(asyncpool.LocalProtocolError, match="invalid request target"):
+        Request("GET", server.url, target="/a b")
