@@ -1,17 +1,21 @@
-"""asyncpool: an HTTP/1.1 client transport for asyncio and trio whose pool follows Go's
+"""asyncpool: an HTTP/1.1 and HTTP/2 client transport for asyncio and trio whose pool follows Go's
 net/http.Transport."""
 
+from ._client import Client, UseLastResponse
 from ._errors import (
     ConnectError,
     ConnectTimeout,
     DecodingError,
     HTTPError,
+    HTTPStatusError,
     InvalidURL,
     LocalProtocolError,
     NetworkError,
     PoolClosed,
     ReadError,
+    RedirectError,
     RemoteProtocolError,
+    RequestTimeout,
     ResponseHeaderTimeout,
     ResponseHeaderTooLarge,
     ServerDisconnected,
@@ -19,6 +23,7 @@ from ._errors import (
     TimeoutError,
     TLSError,
     TLSHandshakeTimeout,
+    TooManyRedirects,
     WriteError,
 )
 from ._models import URL, Headers, Request, Response
@@ -35,11 +40,11 @@ from ._trace import (
     client_trace,
 )
 from ._transport import HostStats, Transport, TransportStats
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "URL",
+    "Client",
     "ClientTrace",
     "CloseReason",
     "ConnClosedInfo",
@@ -50,6 +55,7 @@ __all__ = [
     "DecodingError",
     "GotConnInfo",
     "HTTPError",
+    "HTTPStatusError",
     "Headers",
     "HostStats",
     "InvalidURL",
@@ -57,8 +63,10 @@ __all__ = [
     "NetworkError",
     "PoolClosed",
     "ReadError",
+    "RedirectError",
     "RemoteProtocolError",
     "Request",
+    "RequestTimeout",
     "Response",
     "ResponseHeaderTimeout",
     "ResponseHeaderTooLarge",
@@ -69,9 +77,12 @@ __all__ = [
     "TLSHandshakeTimeout",
     "TimeoutError",
     "Timings",
+    "TooManyRedirects",
     "Transport",
     "TransportStats",
+    "UseLastResponse",
     "WriteError",
     "WroteRequestInfo",
+    "__version__",
     "client_trace",
 ]

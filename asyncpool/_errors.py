@@ -11,6 +11,9 @@ Every error asyncpool raises derives from :class:`HTTPError` and says *where* it
     │   ├── ResponseHeaderTooLarge
     │   ├── StreamReset            the server reset an HTTP/2 stream
     │   └── DecodingError          a gzip/deflate body is corrupt
+    ├── HTTPStatusError            raise_for_status() on a 4xx/5xx response
+    ├── RedirectError              a redirect cannot be followed (a body that cannot be replayed)
+    │   └── TooManyRedirects
     ├── PoolClosed                 the Transport is not open (outside ``async with``)
     ├── NetworkError
     │   ├── ConnectError           DNS or TCP connect failed
@@ -21,7 +24,8 @@ Every error asyncpool raises derives from :class:`HTTPError` and says *where* it
     └── TimeoutError (also the built-in TimeoutError)
         ├── ConnectTimeout
         ├── TLSHandshakeTimeout
-        └── ResponseHeaderTimeout
+        ├── ResponseHeaderTimeout
+        └── RequestTimeout         the Client's overall timeout
 """
 
 from __future__ import annotations
@@ -33,12 +37,15 @@ __all__ = [
     "ConnectTimeout",
     "DecodingError",
     "HTTPError",
+    "HTTPStatusError",
     "InvalidURL",
     "LocalProtocolError",
     "NetworkError",
     "PoolClosed",
     "ReadError",
+    "RedirectError",
     "RemoteProtocolError",
+    "RequestTimeout",
     "ResponseHeaderTimeout",
     "ResponseHeaderTooLarge",
     "ServerDisconnected",
@@ -46,6 +53,7 @@ __all__ = [
     "TLSError",
     "TLSHandshakeTimeout",
     "TimeoutError",
+    "TooManyRedirects",
     "WriteError",
 ]
 
@@ -94,6 +102,26 @@ class DecodingError(RemoteProtocolError):
     phase = "decode"
 
 
+class HTTPStatusError(HTTPError):
+    """``raise_for_status()`` found a 4xx or 5xx response (``response`` holds it)."""
+
+    phase = "status"
+
+    def __init__(self, message: str, *, host: str = "", response: object = None) -> None:
+        super().__init__(message, host=host)
+        self.response = response
+
+
+class RedirectError(HTTPError):
+    """A redirect could not be followed."""
+
+    phase = "redirect"
+
+
+class TooManyRedirects(RedirectError):
+    pass
+
+
 class PoolClosed(HTTPError, RuntimeError):
     phase = "pool"
 
@@ -136,3 +164,7 @@ class TLSHandshakeTimeout(TimeoutError):
 
 class ResponseHeaderTimeout(TimeoutError):
     phase = "read"
+
+
+class RequestTimeout(TimeoutError):
+    """The Client's overall ``timeout`` for one request (redirects and body included)."""

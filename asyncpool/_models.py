@@ -3,13 +3,15 @@ response's body stream, which the connection layer supplies."""
 
 from __future__ import annotations
 
+import codecs
+import json
 import re
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Protocol, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union
 from urllib.parse import urlsplit
 
-from ._errors import InvalidURL, LocalProtocolError
+from ._errors import HTTPStatusError, InvalidURL, LocalProtocolError
 
 if TYPE_CHECKING:
     from ._trace import ClientTrace
@@ -330,6 +332,44 @@ class Response:
     @property
     def is_closed(self) -> bool:
         return self._closed
+
+    @property
+    def encoding(self) -> str:
+        """The charset of the Content-Type header, else utf-8."""
+        content_type = self.headers.get("content-type", "") or ""
+        for param in content_type.split(";")[1:]:
+            name, _, value = param.strip().partition("=")
+            if name.lower() == "charset" and value:
+                charset = value.strip("\"' ")
+                try:
+                    codecs.lookup(charset)
+                except LookupError:
+                    break
+                return charset
+        return "utf-8"
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(self.encoding, errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    def raise_for_status(self) -> Response:
+        """Raise HTTPStatusError for a 4xx or 5xx response; return the response otherwise."""
+        if self.status_code >= 400:
+            kind = "client error" if self.status_code < 500 else "server error"
+            raise HTTPStatusError(
+                f"{self.status_code} {self.reason_phrase} ({kind}) for "
+                f"{self.request.method} {self.request.url}",
+                host=self.request.url.host_header,
+                response=self,
+            )
+        return self
 
     async def __aenter__(self) -> Response:
         return self

@@ -1,0 +1,348 @@
+"""A Client for people, on top of the pool: redirects as Go's http.Client follows them,
+cookies, an overall timeout, forms and JSON, and responses read in full by default."""
+
+from __future__ import annotations
+
+import contextlib
+import email.message
+import json as jsonlib
+import urllib.request
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from http.cookiejar import CookieJar
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+
+import anyio
+
+from ._errors import RedirectError, RequestTimeout, TooManyRedirects
+from ._models import URL, HeaderInput, Headers, Request, Response
+from ._transport import Transport
+from ._version import __version__
+
+__all__ = ["Client", "UseLastResponse"]
+
+USER_AGENT = f"asyncpool/{__version__}"
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+# Fields sent only to the origin that was asked: dropped when a redirect leaves it.
+_SENSITIVE = ("authorization", "www-authenticate", "cookie", "cookie2", "proxy-authorization")
+_BODY_FIELDS = ("content-type", "content-length", "transfer-encoding", "content-encoding")
+_SLURP_LIMIT = 2048  # a redirect body this small is read so the connection can be reused (Go)
+
+Params = Mapping[str, str | int | float] | None
+CheckRedirect = Callable[[Request, list[Request]], object]
+
+
+class UseLastResponse(Exception):
+    """Raise from ``check_redirect`` to get the redirect response itself, unfollowed."""
+
+
+class _Unset:
+    pass
+
+
+UNSET: Any = _Unset()
+
+
+class Client:
+    """An async context manager over a Transport: its own (made from ``transport_options``)
+    or one passed in, which the Client then neither enters nor closes."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport | None = None,
+        base_url: str | None = None,
+        headers: HeaderInput = None,
+        params: Params = None,
+        cookies: CookieJar | Mapping[str, str] | None = None,
+        follow_redirects: bool = True,
+        max_redirects: int = 10,
+        check_redirect: CheckRedirect | None = None,
+        timeout: float | None = None,
+        **transport_options: Any,
+    ) -> None:
+        if transport is not None and transport_options:
+            raise TypeError(
+                f"pass Transport options to the Transport you give, not the Client: "
+                f"{sorted(transport_options)}"
+            )
+        self._owns_transport = transport is None
+        self.transport = transport if transport is not None else Transport(**transport_options)
+        self.base_url = URL(base_url) if base_url is not None else None
+        self.headers = Headers([("User-Agent", USER_AGENT)])
+        for name, value in Headers(headers).items():
+            self.headers[name] = value
+        self.params = dict(params or {})
+        if isinstance(cookies, CookieJar):
+            self.cookies = cookies
+        else:
+            self.cookies = CookieJar()
+            for name, value in (cookies or {}).items():
+                self.cookies.set_cookie(_cookie(name, value))
+        self.follow_redirects = follow_redirects
+        self.max_redirects = max_redirects
+        self.check_redirect = check_redirect
+        self.timeout = timeout
+
+    async def __aenter__(self) -> Client:
+        if self._owns_transport:
+            await self.transport.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._owns_transport:
+            await self.transport.__aexit__(exc_type, exc, tb)
+
+    # -- the verbs ----------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Params = None,
+        headers: HeaderInput = None,
+        content: bytes | str | AsyncIterable[bytes] | None = None,
+        data: Mapping[str, Any] | None = None,
+        json: Any = None,
+        timeout: float | None = UNSET,
+        follow_redirects: bool | None = None,
+    ) -> Response:
+        """Send a request and read its response in full (``.content``, ``.text``, ``.json()``)."""
+        request = self.build_request(
+            method, url, params=params, headers=headers, content=content, data=data, json=json
+        )
+        limit = self.timeout if timeout is UNSET else timeout
+        with anyio.move_on_after(limit):
+            response = await self.send(request, follow_redirects=follow_redirects)
+            async with response:
+                await response.aread()
+            return response
+        raise _timed_out(request, limit) from None
+
+    async def get(self, url: str, **kwargs: Any) -> Response:
+        return await self.request("GET", url, **kwargs)
+
+    async def head(self, url: str, **kwargs: Any) -> Response:
+        return await self.request("HEAD", url, **kwargs)
+
+    async def options(self, url: str, **kwargs: Any) -> Response:
+        return await self.request("OPTIONS", url, **kwargs)
+
+    async def delete(self, url: str, **kwargs: Any) -> Response:
+        return await self.request("DELETE", url, **kwargs)
+
+    async def post(self, url: str, **kwargs: Any) -> Response:
+        return await self.request("POST", url, **kwargs)
+
+    async def put(self, url: str, **kwargs: Any) -> Response:
+        return await self.request("PUT", url, **kwargs)
+
+    async def patch(self, url: str, **kwargs: Any) -> Response:
+        return await self.request("PATCH", url, **kwargs)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        timeout: float | None = UNSET,
+        follow_redirects: bool | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[Response]:
+        """``async with client.stream(...) as response:`` a response whose body is read as it
+        arrives; the overall timeout covers the whole block."""
+        request = self.build_request(method, url, **kwargs)
+        limit = self.timeout if timeout is UNSET else timeout
+        with anyio.move_on_after(limit) as scope:
+            response = await self.send(request, follow_redirects=follow_redirects)
+            async with response:
+                yield response
+        if scope.cancelled_caught:
+            raise _timed_out(request, limit)
+
+    # -- building and sending -----------------------------------------------------------------
+
+    def build_request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Params = None,
+        headers: HeaderInput = None,
+        content: bytes | str | AsyncIterable[bytes] | None = None,
+        data: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> Request:
+        """The Request ``request()`` would send: base URL, params and default headers applied."""
+        if sum(x is not None for x in (content, data, json)) > 1:
+            raise TypeError("give at most one of content, data and json")
+        merged = Headers(self.headers)
+        for name, value in Headers(headers).items():
+            merged[name] = value
+        body: bytes | AsyncIterable[bytes] | None
+        if data is not None:
+            body = urlencode(data, doseq=True).encode()
+            _default(merged, "Content-Type", "application/x-www-form-urlencoded")
+        elif json is not None:
+            body = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
+            _default(merged, "Content-Type", "application/json")
+        elif isinstance(content, str):
+            body = content.encode()
+            _default(merged, "Content-Type", "text/plain; charset=utf-8")
+        else:
+            body = content
+        return Request(method, self._url(url, params), headers=merged, content=body)
+
+    def _url(self, url: str, params: Params) -> str:
+        if self.base_url is not None and not urlsplit(url).scheme:
+            base = self.base_url.url
+            url = urljoin(base if base.endswith("/") else base + "/", url.lstrip("/"))
+        query = {**self.params, **(params or {})}
+        if not query:
+            return url
+        parts = urlsplit(url)
+        extra = urlencode({k: str(v) for k, v in query.items()})
+        return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
+
+    async def send(self, request: Request, *, follow_redirects: bool | None = None) -> Response:
+        """Send ``request``, following redirects as Go's Client does; the body is not read."""
+        follow = self.follow_redirects if follow_redirects is None else follow_redirects
+        via: list[Request] = []
+        while True:
+            response = await self._send_one(request)
+            location = response.headers.get("location")
+            if not follow or response.status_code not in REDIRECT_CODES or not location:
+                return response
+            try:
+                following = self._redirect(request, response, location, via)
+            except UseLastResponse:
+                return response
+            except BaseException:
+                await response.aclose()
+                raise
+            await _discard(response)
+            via.append(request)
+            request = following
+
+    async def _send_one(self, request: Request) -> Response:
+        cookie_request = _CookieRequest(request)
+        self.cookies.add_cookie_header(cookie_request)
+        cookie = cookie_request.get_header("Cookie")
+        if cookie and "cookie" not in request.headers:
+            request = Request(
+                request.method,
+                request.url,
+                headers=[*request.headers.items(), ("Cookie", cookie)],
+                content=request.content,
+                trace=request.trace,
+            )
+        response = await self.transport.round_trip(request)
+        self.cookies.extract_cookies(_CookieResponse(response.headers), cookie_request)  # type: ignore[arg-type]
+        return response
+
+    def _redirect(
+        self, request: Request, response: Response, location: str, via: list[Request]
+    ) -> Request:
+        """The request that follows ``response`` (Go's redirectBehavior)."""
+        if len(via) + 1 > self.max_redirects:
+            raise TooManyRedirects(
+                f"stopped after {self.max_redirects} redirects (last: {response.status_code} "
+                f"to {location})",
+                host=request.url.host_header,
+            )
+        url = URL(urljoin(request.url.url, location))
+        status, method = response.status_code, request.method
+        headers = Headers(request.headers)
+        content = request.content
+        if status in (301, 302, 303):
+            if method != "HEAD":
+                method = "GET"
+            content = None
+            for name in _BODY_FIELDS:
+                del headers[name]
+        elif not request.body_is_rewindable:
+            raise RedirectError(
+                f"{status} to {url} asks to send the body again, but it was a stream that "
+                "cannot be replayed (pass bytes to allow it)",
+                host=request.url.host_header,
+            )
+        if url.origin != request.url.origin:
+            for name in _SENSITIVE:
+                del headers[name]
+        following = Request(method, url, headers=headers, content=content, trace=request.trace)
+        if self.check_redirect is not None:
+            self.check_redirect(following, [*via, request])
+        return following
+
+
+def _timed_out(request: Request, limit: float | None) -> RequestTimeout:
+    return RequestTimeout(
+        f"{request.method} {request.url} did not complete within timeout={limit}s",
+        host=request.url.host_header,
+    )
+
+
+def _default(headers: Headers, name: str, value: str) -> None:
+    if name not in headers:
+        headers[name] = value
+
+
+async def _discard(response: Response) -> None:
+    """Close a redirect response; read it first when small, so its connection is reused."""
+    length = response.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) <= _SLURP_LIMIT:
+        with contextlib.suppress(Exception):
+            await response.aread()
+    await response.aclose()
+
+
+# -- the standard library's cookie jar speaks urllib: adapters ----------------------------------
+
+
+class _CookieRequest(urllib.request.Request):
+    def __init__(self, request: Request) -> None:
+        super().__init__(request.url.url, method=request.method)
+        for name, value in request.headers.items():
+            self.add_unredirected_header(name, value)
+
+
+class _CookieResponse:
+    def __init__(self, headers: Headers) -> None:
+        self._headers = headers
+
+    def info(self) -> email.message.Message:
+        message = email.message.Message()
+        for name, value in self._headers.items():
+            message[name] = value
+        return message
+
+
+def _cookie(name: str, value: str) -> Any:
+    from http.cookiejar import Cookie
+
+    return Cookie(
+        version=0,
+        name=name,
+        value=value,
+        port=None,
+        port_specified=False,
+        domain="",
+        domain_specified=False,
+        domain_initial_dot=False,
+        path="/",
+        path_specified=True,
+        secure=False,
+        expires=None,
+        discard=True,
+        comment=None,
+        comment_url=None,
+        rest={},
+    )

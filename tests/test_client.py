@@ -1,0 +1,287 @@
+"""The Client: verbs, bodies, params, redirects as Go's Client follows them, cookies, and an
+overall timeout."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from http.cookiejar import CookieJar
+
+import anyio
+import pytest
+
+import asyncpool
+from asyncpool import Client, Request, Transport
+from tests.servers import (
+    ServerConnection,
+    ServerRequest,
+    TestServer,
+    default_handler,
+    open_server,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def app(req: ServerRequest, conn: ServerConnection) -> None:
+    """Routes for the Client: redirects, cookies, and a request echo."""
+    path, query = req.path, req.query
+    if path.startswith("/redirect/"):
+        await conn.read_body()
+        code = int(path.rsplit("/", 1)[1])
+        await conn.respond(code, [("location", query.get("to", "/inspect"))], b"moved")
+    elif path == "/inspect":  # how the request arrived, as JSON
+        body = await conn.read_body()
+        echo = {"method": req.method, "target": req.target, "body": body.decode()}
+        echo["headers"] = {name: value for name, value in req.headers}
+        await conn.respond(200, [("content-type", "application/json")], json.dumps(echo).encode())
+    elif path == "/set-cookie":
+        cookies = [("set-cookie", f"{k}={v}; Path=/") for k, v in query.items()]
+        await conn.respond(200, cookies, b"set")
+    elif path == "/loop":
+        await conn.respond(302, [("location", "/loop")], b"")
+    elif path == "/text":
+        body = "héllo".encode("latin-1")
+        await conn.respond(200, [("content-type", "text/plain; charset=latin-1")], body)
+    elif path == "/stall-body":
+        await conn.send_head(200, [("content-length", "10")])
+        await conn.send_data(b"12345")
+        await anyio.sleep_forever()
+    else:
+        await default_handler(req, conn)
+
+
+@pytest.fixture
+async def server(anyio_backend: str) -> AsyncIterator[TestServer]:
+    async with open_server(app) as srv:
+        yield srv
+
+
+# -- requests and responses -------------------------------------------------------------------
+
+
+async def test_verbs_read_the_body_and_send_a_user_agent(server: TestServer) -> None:
+    async with Client() as client:
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+            response = await client.request(method, f"{server.url}/inspect")
+            echo = response.json()
+            assert echo["method"] == method
+            assert echo["headers"]["user-agent"] == f"asyncpool/{asyncpool.__version__}"
+        assert (await client.get(f"{server.url}/")).content == b"hello"
+        assert (await client.head(f"{server.url}/")).content == b""
+        assert (await client.post(f"{server.url}/inspect")).json()["method"] == "POST"
+        assert client.transport.stats().dials == 1
+
+
+async def test_json_form_text_and_bytes_bodies(server: TestServer) -> None:
+    url = f"{server.url}/inspect"
+    async with Client() as client:
+        sent = (await client.post(url, json={"a": [1, 2]})).json()
+        assert (sent["body"], sent["headers"]["content-type"]) == (
+            '{"a":[1,2]}',
+            "application/json",
+        )
+        sent = (await client.put(url, data={"x": "1 2", "y": ["a", "b"]})).json()
+        assert sent["body"] == "x=1+2&y=a&y=b"
+        assert sent["headers"]["content-type"] == "application/x-www-form-urlencoded"
+        sent = (await client.patch(url, content="text")).json()
+        assert sent["headers"]["content-type"] == "text/plain; charset=utf-8"
+        sent = (await client.post(url, content=b"raw", headers={"Content-Type": "x/y"})).json()
+        assert (sent["body"], sent["headers"]["content-type"]) == ("raw", "x/y")
+        with pytest.raises(TypeError, match="at most one"):
+            await client.post(url, json={}, data={})
+
+
+async def test_base_url_params_and_default_headers(server: TestServer) -> None:
+    async with Client(
+        base_url=f"{server.url}/api",
+        params={"v": 2},
+        headers={"X-Team": "pool"},
+    ) as client:
+        echo = (await client.get(f"{server.url}/inspect?a=1", params={"b": "x y"})).json()
+        assert echo["target"] == "/inspect?a=1&v=2&b=x+y"
+        assert echo["headers"]["x-team"] == "pool"
+        response = await client.get("status/204")
+        assert response.request.url.target == "/api/status/204?v=2"
+
+
+async def test_text_json_and_raise_for_status(server: TestServer) -> None:
+    async with Client() as client:
+        assert (await client.get(f"{server.url}/text")).text == "héllo"
+        ok = await client.get(f"{server.url}/")
+        assert ok.raise_for_status() is ok and ok.is_success and ok.encoding == "utf-8"
+        missing = await client.get(f"{server.url}/nowhere")
+        with pytest.raises(asyncpool.HTTPStatusError, match="404 Not Found") as info:
+            missing.raise_for_status()
+        assert info.value.response is missing
+        broken = await client.get(f"{server.url}/status/503")
+        with pytest.raises(asyncpool.HTTPStatusError, match="server error"):
+            broken.raise_for_status()
+
+
+async def test_stream_reads_as_the_body_arrives(server: TestServer) -> None:
+    async with Client() as client:
+        url = f"{server.url}/stream?chunks=50&size=100"
+        async with client.stream("GET", url) as response:
+            chunks = [chunk async for chunk in response.aiter_bytes()]
+        assert b"".join(chunks) == b"x" * 5000
+        async with client.stream("GET", url) as response:
+            pass  # left unread: closed on the way out
+        assert response.is_closed
+        assert client.transport.stats().in_use == 0
+
+
+async def test_a_transport_passed_in_is_not_closed(server: TestServer) -> None:
+    async with Transport() as pool:
+        async with Client(transport=pool) as client:
+            await client.get(f"{server.url}/")
+        assert (await client.get(f"{server.url}/")).content == b"hello"
+        assert pool.stats().dials == 1
+    with pytest.raises(TypeError, match="pass Transport options"):
+        Client(transport=Transport(), max_conns_per_host=1)
+
+
+# -- redirects --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "method", "body"),
+    [
+        (301, "GET", ""),
+        (302, "GET", ""),
+        (303, "GET", ""),
+        (307, "POST", "payload"),
+        (308, "POST", "payload"),
+    ],
+)
+async def test_redirects_of_each_code(
+    server: TestServer, code: int, method: str, body: str
+) -> None:
+    async with Client() as client:
+        response = await client.post(
+            f"{server.url}/redirect/{code}",
+            content=b"payload",
+            headers={"Content-Type": "x/y"},
+        )
+    echo = response.json()
+    assert (echo["method"], echo["body"]) == (method, body)
+    assert ("content-type" in echo["headers"]) is (code in (307, 308))
+    assert response.request.url.target == "/inspect"
+
+
+async def test_head_stays_head_through_a_303(server: TestServer) -> None:
+    async with Client() as client:
+        response = await client.head(f"{server.url}/redirect/303?to=/status/204")
+    assert (response.status_code, response.request.method) == (204, "HEAD")
+
+
+async def test_307_with_a_body_that_cannot_be_replayed_fails_clearly(server: TestServer) -> None:
+    async def once() -> AsyncIterator[bytes]:
+        yield b"stream"
+
+    async with Client() as client:
+        with pytest.raises(asyncpool.RedirectError, match="cannot be replayed"):
+            await client.post(f"{server.url}/redirect/307", content=once())
+        assert client.transport.stats().in_use == 0
+
+
+async def test_too_many_redirects(server: TestServer) -> None:
+    async with Client(max_redirects=3) as client:
+        with pytest.raises(asyncpool.TooManyRedirects, match="after 3 redirects"):
+            await client.get(f"{server.url}/loop")
+        assert len(server.requests) == 4
+        assert client.transport.stats().in_use == 0
+
+
+async def test_check_redirect_can_stop_or_return_the_last_response(server: TestServer) -> None:
+    seen: list[tuple[str, list[str]]] = []
+
+    def check(request: Request, via: list[Request]) -> None:
+        seen.append((request.url.target, [r.url.target for r in via]))
+        if len(via) == 2:
+            raise asyncpool.UseLastResponse
+
+    async with Client(check_redirect=check) as client:
+        response = await client.get(f"{server.url}/redirect/302?to=/redirect/301")
+        assert response.status_code == 301
+        assert seen == [
+            ("/redirect/301", ["/redirect/302?to=/redirect/301"]),
+            ("/inspect", ["/redirect/302?to=/redirect/301", "/redirect/301"]),
+        ]
+
+    def refuse(request: Request, via: list[Request]) -> None:
+        raise PermissionError(f"not following to {request.url}")
+
+    async with Client(check_redirect=refuse) as client:
+        with pytest.raises(PermissionError, match="not following"):
+            await client.get(f"{server.url}/redirect/302")
+    async with Client(follow_redirects=False) as client:
+        assert (await client.get(f"{server.url}/redirect/302")).status_code == 302
+
+
+async def test_credentials_are_dropped_when_a_redirect_leaves_the_origin(
+    server: TestServer,
+) -> None:
+    secret = {"Authorization": "Bearer s3cret", "Cookie": "session=1", "X-Other": "kept"}
+    async with open_server(app) as other, Client() as client:
+        here = await client.get(f"{server.url}/redirect/302", headers=secret)
+        assert here.json()["headers"]["authorization"] == "Bearer s3cret"
+        away = await client.get(
+            f"{server.url}/redirect/302?to={other.url}/inspect",
+            headers=secret,
+        )
+    sent = away.json()["headers"]
+    assert "authorization" not in sent and "cookie" not in sent
+    assert sent["x-other"] == "kept"
+
+
+# -- cookies ----------------------------------------------------------------------------------
+
+
+async def test_cookies_are_set_and_sent(server: TestServer) -> None:
+    async with Client() as client:
+        await client.get(f"{server.url}/set-cookie?session=abc&theme=dark")
+        sent = (await client.get(f"{server.url}/inspect")).json()["headers"]
+        assert sent["cookie"] in ("session=abc; theme=dark", "theme=dark; session=abc")
+        assert {c.name for c in client.cookies} == {"session", "theme"}
+
+
+async def test_cookies_follow_domain_rules(server: TestServer) -> None:
+    async with Client() as client:
+        await client.get(f"{server.url}/set-cookie?host=ip")
+        url = f"http://localhost:{server.port}/inspect"
+        sent = (await client.get(url)).json()["headers"]
+    assert "cookie" not in sent  # 127.0.0.1's cookie is not localhost's
+
+
+async def test_cookies_given_to_the_client_and_a_jar_of_ones_own(server: TestServer) -> None:
+    async with Client(cookies={"a": "1"}) as client:
+        sent = (await client.get(f"{server.url}/inspect")).json()["headers"]
+        assert sent["cookie"] == "a=1"
+    jar = CookieJar()
+    async with Client(cookies=jar) as client:
+        await client.get(f"{server.url}/set-cookie?k=v")
+    assert [c.name for c in jar] == ["k"]
+
+
+async def test_cookies_set_by_a_redirect_are_sent_on(server: TestServer) -> None:
+    async with Client() as client:
+        response = await client.get(f"{server.url}/redirect/302?to=/set-cookie%3Fr%3D1")
+        assert response.content == b"set"
+        sent = (await client.get(f"{server.url}/inspect")).json()["headers"]
+        assert sent["cookie"] == "r=1"
+
+
+# -- the overall timeout ----------------------------------------------------------------------
+
+
+async def test_the_overall_timeout_fires_mid_body(server: TestServer) -> None:
+    async with Client(timeout=0.1) as client:
+        with pytest.raises(asyncpool.RequestTimeout, match=r"timeout=0\.1") as info:
+            await client.get(f"{server.url}/stall-body")
+        assert isinstance(info.value, TimeoutError)
+        assert client.transport.stats().total == 0
+        with pytest.raises(asyncpool.RequestTimeout):
+            async with client.stream("GET", f"{server.url}/stall-body", timeout=0.05) as response:
+                await response.aread()
+        assert (await client.get(f"{server.url}/", timeout=None)).content == b"hello"
