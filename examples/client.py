@@ -1,5 +1,5 @@
-"""asyncpool.Client against the embedded demo server: JSON in, status checked, a stream read
-as it arrives, and the pool's view afterwards.
+"""asyncpool.Client against the embedded demo server: a request with its status checked, a
+stream read as it arrives, concurrent requests sharing a few connections.
 
     python examples/client.py [--backend trio]
 """
