@@ -11,6 +11,14 @@ Transport's task group, never in the request's scope. When it finishes, its conn
 the first want still waiting for the key, or to the idle list: whichever comes first, a freed
 connection or a fresh dial, serves the want (socket late binding), and the loser is not wasted.
 
+HTTP/2 connections are shared: a host keeps them in ``h2_conns`` and a request takes a *stream*
+on the first one with room (``reserved < max_streams``), before any idle HTTP/1.1 connection.
+While a dial that may bring HTTP/2 is in flight (https with ``http2``, or prior knowledge), new
+wants queue behind it instead of dialing too; when it brings HTTP/2 it serves them in order, as
+far as the server's MAX_CONCURRENT_STREAMS allows, and a full connection makes the pool open one
+more (one dial at a time) unless ``strict_max_concurrent_streams``. When it brings HTTP/1.1 the
+host is remembered as such and the waiters dial as HTTP/1.1 requests do.
+
 "The lock" is the event loop: every pool decision is a synchronous method below (no ``await``
 inside), so it runs atomically; I/O happens in the tasks, after the decision.
 
@@ -24,10 +32,13 @@ Invariants
   a dial starts and decremented exactly once, when that dial fails or its connection closes
   (``conn_closed``); with ``max_conns_per_host`` a freed slot passes straight to the next
   waiting want instead.
+* An HTTP/2 connection's ``reserved`` counts the streams handed out and not yet given back;
+  each stream gives its slot back exactly once (``release_stream``).
 * Every task lives in the Transport's task group; leaving ``async with`` closes every
   connection and fails every want, so no task outlives the block.
 * Every operation is O(1) in connections and waiters: dicts, deques and one LRU; cancelled
-  wants are skipped lazily and dropped in bulk when a host has no waiter left.
+  wants are skipped lazily and dropped in bulk when a host has no waiter left. (Finding an
+  HTTP/2 connection with room scans the host's few HTTP/2 connections.)
 """
 
 from __future__ import annotations

@@ -147,3 +147,24 @@ def test_readme_python_blocks_parse() -> None:
     assert len(blocks) >= 2
     for block in blocks:
         compile(block, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+
+# ------------------------------------------------------------------ examples/httpx_transport.py
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_httpx_transport_example(backend: str) -> None:
+    proc = run_python(str(ROOT / "examples" / "httpx_transport.py"), "--backend", backend)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == ""
+    out = proc.stdout
+    assert f"on {backend}" in out
+    assert "  http11.response_closed.complete" in out  # the trace extension's events
+    m = re.search(r"^requests: (\d+), dials: (\d+), reused: (\d+)$", out, re.MULTILINE)
+    assert m is not None, out
+    requests, dials, reused = map(int, m.groups())
+    assert requests == 31, m[0]
+    assert 1 <= dials <= 4, m[0]  # max_conns_per_host=4
+    assert reused == requests - dials, m[0]
+    assert "httpx.ReadTimeout: " in out
+    assert "TransportStats(" in out
