@@ -1,0 +1,705 @@
+"""asyncpool inside httpx: ``HTTPXTransport``, an ``httpx.AsyncBaseTransport`` on the pool.
+
+::
+
+    from asyncpool.httpx import HTTPXTransport
+
+    transport = HTTPXTransport(max_conns_per_host=10)
+    async with httpx.AsyncClient(transport=transport) as client:
+        response = await client.get(url)
+        print(transport.pool.stats())
+
+``HTTPXTransport(**options)`` takes the options of ``asyncpool.Transport``, which it owns as
+``.pool``: entered by the client's ``async with`` (``__aenter__``), closed by its exit or
+``aclose()``. httpx sends its own ``Accept-Encoding`` and decodes bodies itself, so the pool's
+transparent decompression is off (``disable_compression=True`` unless given).
+
+Request extensions
+------------------
+``timeout``
+    httpx's ``{"connect", "read", "write", "pool"}`` (seconds, or None), enforced per request by
+    one cancel scope whose deadline moves with the request's phase, driven by a ``ClientTrace``:
+    waiting for a connection → ``pool``; once a dial for the request is underway (``dns_start``
+    / ``connect_start``, a ``dial=`` function called for its host) → ``connect``, given afresh
+    for the TLS handshake (``tls_handshake_start``); from ``got_conn`` → ``write``; from
+    ``wrote_request`` to the response head → ``read``; each body read → ``read``. A deadline
+    raises ``httpx.PoolTimeout`` / ``ConnectTimeout`` / ``WriteTimeout`` / ``ReadTimeout`` by
+    phase. A request waiting for a dial started for another request (socket late binding, one
+    HTTP/2 dial shared by many) stays in its ``pool`` phase.
+``trace``
+    httpcore's trace callback ``trace(event_name, info)``, sync or async. The same event names
+    as httpcore (``connection.connect_tcp``, ``connection.start_tls``,
+    ``http2.send_connection_init``, ``http2.receive_remote_settings``, ``http11.`` /
+    ``http2.`` + ``send_request_headers``, ``send_request_body``,
+    ``receive_response_headers``, ``receive_response_body``, ``response_closed``; each
+    ``.started`` then ``.complete`` or ``.failed``), built from the pool's ClientTrace hooks.
+    The order is httpcore's, except that the pool's HTTP/2 handshake has read the server's
+    SETTINGS before the first request is sent (httpcore reports that while it waits for the
+    response head). A request the pool retries reports the failed attempt (``.failed``,
+    ``response_closed``), then the next one. Hooks fire in the pool's tasks, so events are queued and
+    delivered from the request's own task: when the response head arrives (or the request
+    fails), during body iteration, and at close. ``.started`` gets ``{"request": request}``
+    (the connection events httpcore's keyword arguments), ``.complete``
+    ``{"return_value": ...}`` (None for the connection events), ``.failed``
+    ``{"exception": exc}``. Connection events of a dial that ends up serving another request
+    are dropped once the request got its connection.
+``sni_hostname``, ``target``
+    passed on as ``asyncpool.Request(sni_hostname=..., target=...)``.
+``client_trace``
+    an ``asyncpool.ClientTrace`` for this request, composed with the adapter's own (the pool's
+    ``trace=`` option and ``asyncpool.client_trace(...)`` blocks apply as usual).
+
+Response extensions: ``http_version`` (``b"HTTP/1.1"``, ``b"HTTP/2"``), ``reason_phrase``
+(HTTP/1.1), ``network_stream`` (``get_extra_info`` of ``"client_addr"``, ``"server_addr"``,
+``"ssl_object"``, ``"socket"``; no upgrade support) and ``stream_id`` (HTTP/2).
+
+Errors
+------
+Every asyncpool error is raised as the httpx exception below, chained to the original
+(``raise httpx.X(str(exc), request=request) from exc``), from the request and from body reads:
+
+====================================================  ===========================================
+asyncpool                                             httpx
+====================================================  ===========================================
+``ConnectError`` (DNS, TCP), ``TLSError``             ``ConnectError``
+``ConnectTimeout``, ``TLSHandshakeTimeout``           ``ConnectTimeout``
+``ResponseHeaderTimeout``                             ``ReadTimeout``
+(any other ``TimeoutError``)                          ``TimeoutException``
+``WriteError``                                        ``WriteError``
+``ServerDisconnected`` (closed before any byte)       ``RemoteProtocolError`` (as httpcore's
+                                                      "Server disconnected without sending a
+                                                      response")
+``ReadError``                                         ``ReadError``
+(any other ``NetworkError``)                          ``NetworkError``
+``DecodingError``                                     ``DecodingError``
+``RemoteProtocolError``, ``StreamReset``,             ``RemoteProtocolError``
+``ResponseHeaderTooLarge``
+``LocalProtocolError``                                ``LocalProtocolError``
+``InvalidURL``: a scheme other than http/https        ``UnsupportedProtocol``
+``InvalidURL``: anything else                         ``InvalidURL``
+``PoolClosed`` (the transport is closed)              ``RuntimeError``
+(any other ``HTTPError``)                             ``TransportError``
+the adapter's phase deadlines                         ``PoolTimeout``, ``ConnectTimeout``,
+                                                      ``WriteTimeout``, ``ReadTimeout``
+====================================================  ===========================================
+
+Layering: this module imports asyncpool's internals and httpx; ``import asyncpool`` never
+imports httpx.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+import httpx
+from anyio.streams.tls import TLSAttribute
+
+from ._dial import DialFunc
+from ._errors import (
+    ConnectError,
+    ConnectTimeout,
+    DecodingError,
+    HTTPError,
+    InvalidURL,
+    LocalProtocolError,
+    NetworkError,
+    PoolClosed,
+    ReadError,
+    RemoteProtocolError,
+    ResponseHeaderTimeout,
+    ServerDisconnected,
+    TimeoutError,
+    TLSError,
+    TLSHandshakeTimeout,
+    WriteError,
+)
+from ._models import Request, Response
+from ._trace import ClientTrace, DNSStartInfo, GotConnInfo, RetryInfo, WroteRequestInfo
+from ._transport import Transport
+
+__all__ = ["HTTPXTransport"]
+
+TraceCallback = Callable[[str, dict[str, Any]], Any]
+
+_NOT_OPEN = (
+    "the HTTPXTransport is not open: use `async with httpx.AsyncClient(transport="
+    "HTTPXTransport()) as client:` and send requests inside the block"
+)
+_CLOSED = "the HTTPXTransport is closed; create a new one (with a new httpx.AsyncClient)"
+
+# asyncpool error → httpx error, the most specific first (see the module docstring).
+_ERRORS: tuple[tuple[type[HTTPError], type[httpx.RequestError]], ...] = (
+    (DecodingError, httpx.DecodingError),
+    (ServerDisconnected, httpx.RemoteProtocolError),
+    (RemoteProtocolError, httpx.RemoteProtocolError),
+    (LocalProtocolError, httpx.LocalProtocolError),
+    (ConnectTimeout, httpx.ConnectTimeout),
+    (TLSHandshakeTimeout, httpx.ConnectTimeout),
+    (ResponseHeaderTimeout, httpx.ReadTimeout),
+    (TimeoutError, httpx.TimeoutException),
+    (ConnectError, httpx.ConnectError),
+    (TLSError, httpx.ConnectError),
+    (WriteError, httpx.WriteError),
+    (ReadError, httpx.ReadError),
+    (NetworkError, httpx.NetworkError),
+)
+
+# A request's phases: which timeout applies, and what its deadline raises.
+_PHASE_ERRORS: dict[str, type[httpx.TimeoutException]] = {
+    "pool": httpx.PoolTimeout,
+    "connect": httpx.ConnectTimeout,
+    "write": httpx.WriteTimeout,
+    "read": httpx.ReadTimeout,
+}
+_PHASE_WAITS = {
+    "pool": "no connection from the pool",
+    "connect": "no connection",
+    "write": "the request was not written",
+    "read": "no response",
+}
+
+
+def _map_error(exc: HTTPError, request: httpx.Request) -> Exception:
+    """The httpx exception for an asyncpool one (to be raised ``from exc``)."""
+    message = str(exc)
+    if isinstance(exc, PoolClosed):
+        return RuntimeError(message)
+    if isinstance(exc, InvalidURL):
+        if request.url.scheme not in ("http", "https"):
+            return httpx.UnsupportedProtocol(message, request=request)
+        return httpx.InvalidURL(message)
+    for ours, theirs in _ERRORS:
+        if isinstance(exc, ours):
+            return theirs(message, request=request)
+    return httpx.TransportError(message, request=request)
+
+
+class _Exchange:
+    """One httpx request in flight: its phase, its deadline and its queued trace events.
+
+    The hooks (``_on_*``) run in whichever task fires them (the request's, a dial task, a
+    connection's writer); they only change this object and the deadline of ``scope``, both
+    synchronous. ``done`` turns them off once the head arrived or the request failed.
+    """
+
+    __slots__ = (
+        "callback",
+        "conn_info",
+        "done",
+        "events",
+        "host",
+        "open_op",
+        "phase",
+        "pool",
+        "port",
+        "prefix",
+        "request",
+        "scope",
+        "server_name",
+        "timeouts",
+    )
+
+    def __init__(
+        self,
+        request: httpx.Request,
+        timeouts: dict[str, float | None],
+        callback: TraceCallback | None,
+        pool: Transport,
+    ) -> None:
+        self.request = request
+        self.timeouts = timeouts
+        self.callback = callback
+        self.pool = pool
+        self.host = request.url.host
+        self.port = request.url.port
+        self.server_name = request.extensions.get("sni_hostname") or request.url.host
+        self.events: deque[tuple[str, dict[str, Any]]] = deque()
+        self.phase = "pool"
+        self.scope = anyio.CancelScope(deadline=self._deadline("pool"))
+        self.open_op: str | None = None  # the traced operation started and not yet ended
+        self.prefix: str | None = None  # "http11" or "http2", once a connection is obtained
+        self.conn_info: GotConnInfo | None = None
+        self.done = False
+
+    # -- deadlines ------------------------------------------------------------------------------
+
+    def _deadline(self, phase: str) -> float:
+        timeout = self.timeouts.get(phase)
+        return math.inf if timeout is None else anyio.current_time() + timeout
+
+    def _enter(self, phase: str) -> None:
+        self.phase = phase
+        self.scope.deadline = self._deadline(phase)
+
+    def timeout_error(self) -> httpx.TimeoutException:
+        phase = self.phase
+        return _PHASE_ERRORS[phase](
+            f"{_PHASE_WAITS[phase]} within the {phase} timeout of {self.timeouts.get(phase)}s "
+            f"({self.request.method} {self.request.url})",
+            request=self.request,
+        )
+
+    # -- trace events ---------------------------------------------------------------------------
+
+    def begin(self, name: str, info: dict[str, Any]) -> None:
+        if self.open_op is not None:
+            self.complete()  # ended without a hook of its own (e.g. a body cut short)
+        self.open_op = name
+        if self.callback is not None:
+            self.events.append((f"{name}.started", info))
+
+    def complete(self, return_value: object = None) -> None:
+        if self.open_op is not None:
+            if self.callback is not None:
+                self.events.append((f"{self.open_op}.complete", {"return_value": return_value}))
+            self.open_op = None
+
+    def failed(self, exc: BaseException) -> None:
+        if self.open_op is not None:
+            if self.callback is not None:
+                self.events.append((f"{self.open_op}.failed", {"exception": exc}))
+            self.open_op = None
+
+    def closed(self) -> None:
+        """The response (or the failed attempt on a connection) was closed."""
+        if self.prefix is not None:
+            self.begin(f"{self.prefix}.response_closed", {"request": self.request})
+            self.complete()
+
+    async def flush(self) -> None:
+        """Deliver the queued events to the trace callback, from the request's own task."""
+        callback, events = self.callback, self.events
+        while events and callback is not None:
+            name, info = events.popleft()
+            result = callback(name, info)
+            if inspect.isawaitable(result):
+                await result
+
+    # -- the ClientTrace hooks ------------------------------------------------------------------
+
+    def client_trace(self) -> ClientTrace:
+        return ClientTrace(
+            dns_start=self._on_dns_start,
+            connect_start=self._on_connect_start,
+            connect_done=self._on_connect_done,
+            tls_handshake_start=self._on_tls_handshake_start,
+            tls_handshake_done=self._on_tls_handshake_done,
+            got_conn=self._on_got_conn,
+            wrote_headers=self._on_wrote_headers,
+            wrote_request=self._on_wrote_request,
+            request_retried=self._on_request_retried,
+        )
+
+    @property
+    def dialing(self) -> bool:
+        """Hooks of a dial still concern this request (it has no connection yet)."""
+        return not self.done and self.conn_info is None
+
+    def _on_dns_start(self, info: DNSStartInfo) -> None:
+        if self.dialing and self.phase == "pool":
+            self._enter("connect")
+
+    def _on_connect_start(self, network: str, addr: tuple[str, int]) -> None:
+        if not self.dialing:
+            return
+        if self.phase == "pool":
+            self._enter("connect")
+        self.begin(
+            "connection.connect_tcp",
+            {
+                "host": self.host,
+                "port": addr[1],
+                "local_address": None,
+                "timeout": self.timeouts.get("connect"),
+                "socket_options": None,
+            },
+        )
+
+    def _on_connect_done(
+        self, network: str, addr: tuple[str, int], err: BaseException | None
+    ) -> None:
+        if self.dialing and self.open_op == "connection.connect_tcp":
+            if err is None:
+                self.complete()
+            else:
+                self.failed(err)
+
+    def _on_tls_handshake_start(self) -> None:
+        if not self.dialing:
+            return
+        self._enter("connect")  # the handshake gets the connect timeout afresh, as in httpcore
+        self.begin(
+            "connection.start_tls",
+            {
+                "ssl_context": self.pool._tls_config,
+                "server_hostname": self.server_name,
+                "timeout": self.timeouts.get("connect"),
+            },
+        )
+
+    def _on_tls_handshake_done(self, ssl_object: object, err: BaseException | None) -> None:
+        if self.dialing and self.open_op == "connection.start_tls":
+            if err is None:
+                self.complete()
+            else:
+                self.failed(err)
+
+    def _on_got_conn(self, info: GotConnInfo) -> None:
+        if self.done:
+            return
+        if self.open_op is not None:
+            self.open_op = None  # a dial that lost the race: its connection went elsewhere
+        self.conn_info = info
+        self.prefix = "http2" if info.protocol == "HTTP/2" else "http11"
+        self._enter("write")
+        if self.prefix == "http2" and not info.reused:
+            # The pool's handshake sent the preface and read the server's SETTINGS.
+            self.begin("http2.send_connection_init", {"request": self.request})
+            self.complete()
+            self.begin("http2.receive_remote_settings", {"request": self.request})
+            self.complete()
+        self.begin(f"{self.prefix}.send_request_headers", {"request": self.request})
+
+    def _on_wrote_headers(self) -> None:
+        if not self.done and self.open_op == f"{self.prefix}.send_request_headers":
+            self.complete()
+            self.begin(f"{self.prefix}.send_request_body", {"request": self.request})
+
+    def _on_wrote_request(self, info: WroteRequestInfo) -> None:
+        if self.done or self.prefix is None:
+            return
+        if self.open_op == f"{self.prefix}.send_request_body":
+            if info.err is not None:
+                self.failed(info.err)
+                return
+            self.complete()
+        if info.err is None:
+            self.begin(f"{self.prefix}.receive_response_headers", {"request": self.request})
+            if self.phase == "write":
+                self._enter("read")
+
+    def _on_request_retried(self, info: RetryInfo) -> None:
+        if self.done:
+            return
+        self.failed(info.error)
+        self.closed()
+        self.prefix = None
+        self.conn_info = None
+        self._enter("pool")
+
+    # -- the request's own steps ----------------------------------------------------------------
+
+    def head_received(self, response: Response) -> None:
+        self.done = True
+        name = f"{self.prefix}.receive_response_headers"
+        if self.open_op != name:
+            self.begin(name, {"request": self.request})  # answered before the body was sent
+        if self.callback is not None:
+            headers = [
+                (k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
+            ]
+            value: object = (response.status_code, headers)
+            if self.prefix == "http11":
+                value = (
+                    response.http_version.encode("ascii"),
+                    response.status_code,
+                    response.reason_phrase.encode("latin-1"),
+                    headers,
+                )
+            self.complete(value)
+        else:
+            self.open_op = None
+
+    def request_failed(self, exc: BaseException) -> None:
+        self.done = True
+        self.failed(exc)
+        self.closed()
+
+
+class _NetworkStream:
+    """httpcore's ``AsyncNetworkStream.get_extra_info`` for the connection of a response."""
+
+    __slots__ = ("_conn", "_info", "_pool")
+
+    def __init__(self, pool: Transport, info: GotConnInfo | None, conn: object) -> None:
+        self._pool = pool
+        self._info = info
+        self._conn = conn
+
+    def get_extra_info(self, info: str) -> Any:
+        conn_info = self._info
+        if info == "client_addr":
+            return None if conn_info is None else conn_info.local_address
+        if info == "server_addr":
+            return None if conn_info is None else conn_info.remote_address
+        if info == "ssl_object":
+            return self._extra(TLSAttribute.ssl_object)
+        if info == "socket":
+            return self._extra(anyio.abc.SocketAttribute.raw_socket)
+        return None
+
+    def _extra(self, attribute: Any) -> Any:
+        stream = getattr(self._find_conn(), "_stream", None)
+        if not isinstance(stream, anyio.abc.ByteStream):
+            return None
+        return stream.extra(attribute, None)
+
+    def _find_conn(self) -> object:
+        """The connection: known from a streamed body, else looked up by local address among
+        the pool's open connections (O(connections), only when asked)."""
+        if self._conn is None and self._info is not None:
+            local = self._info.local_address
+            for conn in self._pool._conns:
+                if local is not None and conn.local_address == local:
+                    self._conn = conn
+                    break
+        return self._conn
+
+    def __repr__(self) -> str:
+        info = self._info
+        if info is None:
+            return "<NetworkStream>"
+        return f"<NetworkStream {info.local_address} -> {info.remote_address}>"
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    """The body of an asyncpool response as httpx reads it, with a read timeout per chunk."""
+
+    def __init__(self, response: Response, exchange: _Exchange) -> None:
+        self._response = response
+        self._exchange = exchange
+        self._chunks: AsyncIterator[bytes] | None = None
+        self._ended = False
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._ended or self._closed:
+            raise StopAsyncIteration
+        exchange = self._exchange
+        if self._chunks is None:
+            self._chunks = self._response.aiter_bytes()
+            exchange.begin(
+                f"{exchange.prefix}.receive_response_body", {"request": exchange.request}
+            )
+        try:
+            chunk = await self._read(self._chunks)
+        except StopAsyncIteration:
+            self._ended = True
+            exchange.complete()
+            await exchange.flush()
+            raise
+        except Exception as exc:
+            self._ended = True
+            exchange.failed(exc)
+            await exchange.flush()
+            raise
+        if exchange.events:
+            await exchange.flush()
+        return chunk
+
+    async def _read(self, chunks: AsyncIterator[bytes]) -> bytes:
+        exchange = self._exchange
+        try:
+            with anyio.CancelScope(deadline=exchange._deadline("read")):
+                return await chunks.__anext__()
+        except HTTPError as exc:
+            raise _map_error(exc, exchange.request) from exc
+        # Only the deadline ends the scope without a chunk (a failed read closed the body).
+        exchange.phase = "read"
+        raise exchange.timeout_error()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            await self._response.aclose()
+        exchange = self._exchange
+        if not self._ended:
+            exchange.open_op = None  # a body cut short: httpcore reports only the close
+        exchange.closed()
+        await exchange.flush()
+
+
+class HTTPXTransport(httpx.AsyncBaseTransport):
+    """An httpx transport on an ``asyncpool.Transport`` (``.pool``), created with the given
+    options. Use it as ``async with httpx.AsyncClient(transport=HTTPXTransport()) as client:``.
+    See the module docstring for extensions, timeouts and errors."""
+
+    def __init__(self, **transport_options: Any) -> None:
+        transport_options.setdefault("disable_compression", True)
+        dial: DialFunc | None = transport_options.get("dial")
+        # Requests waiting for a connection, by (host, port), when a dial function is given:
+        # its calls fire no ClientTrace hook, so they are told apart here.
+        self._waiting: dict[tuple[str, int], set[_Exchange]] | None = None
+        if dial is not None:
+            self._waiting = {}
+            self._user_dial = dial
+            transport_options["dial"] = self._watched_dial
+        self.pool = Transport(**transport_options)
+        self._state = "new"  # "open", then "closed"
+
+    async def __aenter__(self) -> HTTPXTransport:
+        if self._state != "new":
+            raise RuntimeError("an HTTPXTransport can be opened once; create a new one")
+        await self.pool.__aenter__()
+        self._state = "open"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pool and every connection; idempotent."""
+        state, self._state = self._state, "closed"
+        if state == "open":
+            await self.pool.__aexit__(None, None, None)
+
+    # -- requests -------------------------------------------------------------------------------
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._state != "open":
+            raise RuntimeError(_NOT_OPEN if self._state == "new" else _CLOSED)
+        extensions = request.extensions
+        exchange = _Exchange(
+            request,
+            extensions.get("timeout") or {},
+            extensions.get("trace"),
+            self.pool,
+        )
+        trace = exchange.client_trace()
+        user_trace: ClientTrace | None = extensions.get("client_trace")
+        if user_trace is not None:
+            trace = trace.compose(user_trace)
+        try:
+            pool_request = self._pool_request(request, trace)
+        except HTTPError as exc:
+            raise _map_error(exc, request) from exc
+
+        key = (pool_request.url.host, pool_request.url.port)
+        self._watch(key, exchange)
+        response: Response | None = None
+        try:
+            with exchange.scope:
+                response = await self.pool.round_trip(pool_request)
+        except HTTPError as exc:
+            error = _map_error(exc, request)
+            exchange.request_failed(error)
+            await exchange.flush()
+            raise error from exc
+        except Exception as exc:  # raised by the request body's iterator, or a hook
+            exchange.request_failed(exc)
+            await exchange.flush()
+            raise
+        except BaseException:  # cancelled from outside: nothing can be awaited any more
+            exchange.done = True
+            raise
+        finally:
+            self._unwatch(key, exchange)
+        if response is None:  # the phase's deadline passed
+            timeout = exchange.timeout_error()
+            exchange.request_failed(timeout)
+            await exchange.flush()
+            raise timeout
+
+        exchange.head_received(response)
+        try:
+            await exchange.flush()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+            raise
+        return self._httpx_response(response, exchange)
+
+    def _pool_request(self, request: httpx.Request, trace: ClientTrace) -> Request:
+        stream = request.stream
+        content: bytes | AsyncIterable[bytes]
+        if isinstance(stream, httpx.ByteStream):
+            content = b"".join(stream)  # replayable: a retry may send it again
+        elif isinstance(stream, httpx.AsyncByteStream):
+            content = stream
+        else:
+            raise TypeError(f"an async request body is needed, not {stream!r}")
+        target = request.extensions.get("target")
+        return Request(
+            request.method,
+            str(request.url),
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+            content=content,
+            trace=trace,
+            sni_hostname=request.extensions.get("sni_hostname"),
+            target=None if target is None else target.decode("latin-1"),
+        )
+
+    def _httpx_response(self, response: Response, exchange: _Exchange) -> httpx.Response:
+        body = response._stream
+        body = getattr(body, "_inner", body)  # under a DecodedStream (disable_compression=False)
+        extensions: dict[str, Any] = {
+            "http_version": response.http_version.encode("ascii"),
+            "network_stream": _NetworkStream(
+                self.pool, exchange.conn_info, getattr(body, "_conn", None)
+            ),
+        }
+        if response.http_version == "HTTP/2":
+            stream_id = getattr(getattr(body, "_stream", None), "stream_id", None)
+            if stream_id is not None:
+                extensions["stream_id"] = stream_id
+        else:
+            extensions["reason_phrase"] = response.reason_phrase.encode("latin-1")
+        return httpx.Response(
+            response.status_code,
+            headers=[
+                (k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
+            ],
+            stream=_ResponseStream(response, exchange),
+            extensions=extensions,
+        )
+
+    # -- dial functions: which requests a dial may serve ----------------------------------------
+
+    def _watch(self, key: tuple[str, int], exchange: _Exchange) -> None:
+        if self._waiting is not None:
+            self._waiting.setdefault(key, set()).add(exchange)
+
+    def _unwatch(self, key: tuple[str, int], exchange: _Exchange) -> None:
+        if self._waiting is not None:
+            waiting = self._waiting[key]
+            waiting.discard(exchange)
+            if not waiting:
+                del self._waiting[key]
+
+    async def _watched_dial(self, host: str, port: int) -> anyio.abc.ByteStream:
+        """The user's dial function; the requests of ``host:port`` still waiting for a
+        connection see it as their connect phase (it may serve any of them)."""
+        assert self._waiting is not None
+        waiting = [
+            exchange
+            for exchange in self._waiting.get((host, port), ())
+            if exchange.dialing and exchange.phase == "pool"
+        ]
+        for exchange in waiting:
+            exchange._on_connect_start("tcp", (host, port))
+        try:
+            stream = await self._user_dial(host, port)
+        except BaseException as exc:
+            for exchange in waiting:
+                exchange._on_connect_done("tcp", (host, port), exc)
+            raise
+        for exchange in waiting:
+            exchange._on_connect_done("tcp", (host, port), None)
+        return stream
