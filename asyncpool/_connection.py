@@ -32,8 +32,9 @@ Invariants
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol
 
 import anyio
@@ -393,9 +394,10 @@ class HTTP11Connection:
         elif isinstance(content, AsyncIterable):
             if head:
                 await self._send(exchange, head)
-            async for chunk in content:
-                if chunk:
-                    await self._send(exchange, protocol.body_chunk(chunk))
+            async with closing_body(content) as chunks:
+                async for chunk in chunks:
+                    if chunk:
+                        await self._send(exchange, protocol.body_chunk(chunk))
             await self._send(exchange, protocol.end_of_body())
         else:
             await self._send(exchange, head + protocol.end_of_body())
@@ -591,6 +593,20 @@ class HTTP11Connection:
             request=exchange.request,
             stream=body,
         )
+
+
+@contextlib.asynccontextmanager
+async def closing_body(content: AsyncIterable[bytes]) -> AsyncIterator[AsyncIterator[bytes]]:
+    """Iterate a request body and close it (an async generator's ``aclose``) however the
+    iteration ends, even cancelled mid-way, so that its ``finally`` runs now, not at GC."""
+    iterator = aiter(content)
+    try:
+        yield iterator
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            with anyio.CancelScope(shield=True):
+                await aclose()
 
 
 class _CompleteBody:

@@ -46,7 +46,7 @@ import h2.settings
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from h2.connection import ConnectionInputs, ConnectionState, H2ConnectionStateMachine
 
-from ._connection import READ_SIZE, RETRY_NOTHING_WRITTEN
+from ._connection import READ_SIZE, RETRY_NOTHING_WRITTEN, closing_body
 from ._errors import (
     HTTPError,
     PoolClosed,
@@ -394,12 +394,13 @@ class HTTP2Connection:
         assert out is not None
         with anyio.CancelScope() as out.pump_scope:
             try:
-                async for chunk in content:
-                    while len(out.buffer) >= UPLOAD_BUFFER:
-                        out.space = anyio.Event()
-                        await out.space.wait()
-                    out.buffer += chunk
-                    self._kick()
+                async with closing_body(content) as chunks:
+                    async for chunk in chunks:
+                        while len(out.buffer) >= UPLOAD_BUFFER:
+                            out.space = anyio.Event()
+                            await out.space.wait()
+                        out.buffer += chunk
+                        self._kick()
             except Exception as exc:
                 self._reset(stream, exc)
                 return

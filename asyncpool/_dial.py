@@ -103,9 +103,16 @@ async def _handshake(
         )
     except (ssl.SSLError, OSError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
         error = TLSError(f"handshake failed: {exc!r}", host=host_port)
+    except BaseException:  # cancelled (a timeout, the pool closing): the socket goes too
+        await anyio.aclose_forcefully(stream)
+        raise
     else:
         if trace and trace.tls_handshake_done:
-            trace.tls_handshake_done(tls.extra(TLSAttribute.ssl_object), None)
+            try:
+                trace.tls_handshake_done(tls.extra(TLSAttribute.ssl_object), None)
+            except BaseException:
+                await anyio.aclose_forcefully(tls)
+                raise
         return tls
     if trace and trace.tls_handshake_done:
         trace.tls_handshake_done(None, error)

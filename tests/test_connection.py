@@ -404,3 +404,24 @@ async def test_a_response_before_the_whole_body_was_sent_keeps_the_connection() 
         assert (await fetch(pool, "GET", server.url)).content == b"early"
         assert pool.stats().dials == 1
     assert server.requests[0].body == b"first" + b"x" * 10000
+
+
+async def test_a_streamed_body_cut_short_is_closed_at_once() -> None:
+    async def never_reads(req: ServerRequest, conn: ServerConnection) -> None:
+        await anyio.sleep_forever()
+
+    finalized = anyio.Event()
+
+    async def endless() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"x" * 65536
+        finally:
+            finalized.set()
+
+    async with open_server(never_reads) as server, Transport() as pool:
+        with anyio.move_on_after(0.1):
+            await pool.round_trip(Request("POST", server.url, content=endless()))
+        with anyio.fail_after(5):
+            await finalized.wait()  # closed by the pool, not left to the garbage collector
+        assert pool.stats().total == 0

@@ -3,6 +3,7 @@ with an error that names the host and the phase."""
 
 from __future__ import annotations
 
+import gc
 import socket
 from collections.abc import AsyncIterator
 
@@ -156,3 +157,13 @@ async def test_a_request_target_override(server: TestServer) -> None:
         assert await response.aread() == b"xxx"
     with pytest.raises(asyncpool.LocalProtocolError, match="invalid request target"):
         Request("GET", server.url, target="/a b")
+
+
+async def test_closing_the_pool_mid_handshake_leaks_no_socket(
+    silent_server: int, tls: TLSFixture
+) -> None:
+    async with Transport(tls_config=tls.client_context) as pool:
+        with anyio.move_on_after(0.05):
+            await pool.round_trip(Request("GET", f"https://127.0.0.1:{silent_server}/"))
+        assert pool.stats().dialing == 1  # the dial goes on in the pool's task group
+    gc.collect()  # an unclosed socket would warn here (an error under -W error)
