@@ -592,6 +592,7 @@ class HTTP11Connection:
             headers=Headers(head.headers),
             request=exchange.request,
             stream=body,
+            network_stream=self._stream,
         )
 
 

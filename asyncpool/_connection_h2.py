@@ -637,6 +637,8 @@ class HTTP2Connection:
             headers=Headers(headers),
             request=stream.request,
             stream=body,
+            stream_id=stream.stream_id,
+            network_stream=self._stream,
         )
         stream.delivered = True
         stream.head_ready.set()

@@ -275,12 +275,14 @@ class Response:
         "__weakref__",
         "_closed",
         "_content",
+        "_network_stream",
         "_stream",
         "headers",
         "http_version",
         "reason_phrase",
         "request",
         "status_code",
+        "stream_id",
         "uncompressed",
     )
 
@@ -293,8 +295,12 @@ class Response:
         headers: Headers | None = None,
         request: Request,
         stream: ResponseStream,
+        stream_id: int | None = None,
+        network_stream: Any = None,
     ) -> None:
         self.status_code = status_code
+        self.stream_id = stream_id  # the HTTP/2 stream that carried it
+        self._network_stream = network_stream
         self.reason_phrase = reason_phrase
         self.http_version = http_version
         self.headers = headers if headers is not None else Headers()
@@ -332,6 +338,13 @@ class Response:
     @property
     def is_closed(self) -> bool:
         return self._closed
+
+    def extra(self, attribute: Any, default: Any = None) -> Any:
+        """An anyio typed attribute of the connection that carried the response, such as
+        ``anyio.abc.SocketAttribute.remote_address`` or ``TLSAttribute.ssl_object``."""
+        if self._network_stream is None:
+            return default
+        return self._network_stream.extra(attribute, default)
 
     @property
     def encoding(self) -> str:

@@ -275,6 +275,11 @@ class Transport:
         return await self._task_group.__aexit__(exc_type, exc, tb)
 
     @property
+    def tls_config(self) -> ssl.SSLContext:
+        """The SSL context https connections use (the default one is made on first use)."""
+        return self._ssl_context
+
+    @property
     def _ssl_context(self) -> ssl.SSLContext:
         if self._tls_config is None:
             self._tls_config = default_ssl_context(self._alpn)

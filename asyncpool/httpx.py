@@ -338,7 +338,7 @@ class _Exchange:
         self.begin(
             "connection.start_tls",
             {
-                "ssl_context": self.pool._tls_config,
+                "ssl_context": self.pool.tls_config,
                 "server_hostname": self.server_name,
                 "timeout": self.timeouts.get("connect"),
             },
@@ -426,12 +426,11 @@ class _Exchange:
 class _NetworkStream:
     """httpcore's ``AsyncNetworkStream.get_extra_info`` for the connection of a response."""
 
-    __slots__ = ("_conn", "_info", "_pool")
+    __slots__ = ("_info", "_response")
 
-    def __init__(self, pool: Transport, info: GotConnInfo | None, conn: object) -> None:
-        self._pool = pool
+    def __init__(self, response: Response, info: GotConnInfo | None) -> None:
+        self._response = response
         self._info = info
-        self._conn = conn
 
     def get_extra_info(self, info: str) -> Any:
         conn_info = self._info
@@ -440,27 +439,10 @@ class _NetworkStream:
         if info == "server_addr":
             return None if conn_info is None else conn_info.remote_address
         if info == "ssl_object":
-            return self._extra(TLSAttribute.ssl_object)
+            return self._response.extra(TLSAttribute.ssl_object)
         if info == "socket":
-            return self._extra(anyio.abc.SocketAttribute.raw_socket)
+            return self._response.extra(anyio.abc.SocketAttribute.raw_socket)
         return None
-
-    def _extra(self, attribute: Any) -> Any:
-        stream = getattr(self._find_conn(), "_stream", None)
-        if not isinstance(stream, anyio.abc.ByteStream):
-            return None
-        return stream.extra(attribute, None)
-
-    def _find_conn(self) -> object:
-        """The connection: known from a streamed body, else looked up by local address among
-        the pool's open connections (O(connections), only when asked)."""
-        if self._conn is None and self._info is not None:
-            local = self._info.local_address
-            for conn in self._pool._conns:
-                if local is not None and conn.local_address == local:
-                    self._conn = conn
-                    break
-        return self._conn
 
     def __repr__(self) -> str:
         info = self._info
@@ -647,19 +629,13 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
         )
 
     def _httpx_response(self, response: Response, exchange: _Exchange) -> httpx.Response:
-        body = response._stream
-        body = getattr(body, "_inner", body)  # under a DecodedStream (disable_compression=False)
         extensions: dict[str, Any] = {
             "http_version": response.http_version.encode("ascii"),
-            "network_stream": _NetworkStream(
-                self.pool, exchange.conn_info, getattr(body, "_conn", None)
-            ),
+            "network_stream": _NetworkStream(response, exchange.conn_info),
         }
-        if response.http_version == "HTTP/2":
-            stream_id = getattr(getattr(body, "_stream", None), "stream_id", None)
-            if stream_id is not None:
-                extensions["stream_id"] = stream_id
-        else:
+        if response.stream_id is not None:
+            extensions["stream_id"] = response.stream_id
+        if response.http_version != "HTTP/2":
             extensions["reason_phrase"] = response.reason_phrase.encode("latin-1")
         return httpx.Response(
             response.status_code,

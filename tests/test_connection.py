@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.abc
 import pytest
 
 import asyncpool
@@ -425,3 +426,13 @@ async def test_a_streamed_body_cut_short_is_closed_at_once() -> None:
         with anyio.fail_after(5):
             await finalized.wait()  # closed by the pool, not left to the garbage collector
         assert pool.stats().total == 0
+
+
+async def test_a_response_exposes_its_connections_attributes(server: TestServer) -> None:
+    async with Transport() as pool:
+        response = await fetch(pool, "GET", server.url)
+        address = response.extra(anyio.abc.SocketAttribute.remote_address)
+        assert address == ("127.0.0.1", server.port)
+    assert response.stream_id is None  # HTTP/1.1
+    detached = asyncpool.Response(200, request=response.request, stream=response._stream)
+    assert detached.extra(anyio.abc.SocketAttribute.remote_address, "none") == "none"

@@ -69,7 +69,7 @@ async def test_alpn_http11_when_the_server_picks_it(
 async def test_h2c_with_prior_knowledge(h2c: H2TestServer) -> None:
     async with Transport(**H2C) as pool:
         response = await get(pool, h2c.url_for("/echo"))
-        assert response.http_version == "HTTP/2"
+        assert (response.http_version, response.stream_id) == ("HTTP/2", 1)
         response = await pool.round_trip(Request("POST", h2c.url_for("/echo"), content=b"ping"))
         assert await response.aread() == b"ping"
         assert response.headers["x-body-length"] == "4"
