@@ -168,3 +168,16 @@ def test_httpx_transport_example(backend: str) -> None:
     assert reused == requests - dials, m[0]
     assert "httpx.ReadTimeout: " in out
     assert "TransportStats(" in out
+
+
+# ------------------------------------------------------------------ examples/client.py
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_client_example(backend: str) -> None:
+    proc = run_python(str(ROOT / "examples" / "client.py"), "--backend", backend)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == ""
+    assert "GET / -> 200" in proc.stdout
+    m = re.search(r"^client: 22 requests, (\d+) dials", proc.stdout, re.MULTILINE)
+    assert m is not None and 1 <= int(m[1]) <= 4, proc.stdout
