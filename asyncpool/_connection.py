@@ -53,9 +53,9 @@ from ._errors import (
 from ._http11 import (
     END_OF_MESSAGE,
     NEED_DATA,
-    HTTP11Protocol,
     Informational,
     ResponseHead,
+    make_protocol,
 )
 from ._models import Headers, Request, Response
 from ._trace import ClientTrace, CloseReason, ConnClosedInfo, WroteRequestInfo, logger
@@ -185,6 +185,7 @@ class HTTP11Connection:
         max_header_bytes: int,
         idle_conn_timeout: float | None,
         expect_continue_timeout: float | None,
+        parser: str = "h11",
         local_address: tuple[object, ...] | None = None,
         remote_address: tuple[object, ...] | None = None,
     ) -> None:
@@ -197,7 +198,7 @@ class HTTP11Connection:
         self._stream = stream
         self._idle_conn_timeout = idle_conn_timeout
         self._expect_continue_timeout = expect_continue_timeout
-        self._protocol = HTTP11Protocol(host_port, max_header_bytes=max_header_bytes)
+        self._protocol = make_protocol(parser, host_port, max_header_bytes=max_header_bytes)
 
         # Owned by the pool, changed only in its synchronous methods: when the connection
         # entered the idle list, or None while it is not there.

@@ -10,21 +10,27 @@ and ``Connection: close`` on either side.
 
 from __future__ import annotations
 
+import collections
 import enum
 from typing import Any, NamedTuple
 
 import h11
 
-from ._errors import LocalProtocolError, RemoteProtocolError, ResponseHeaderTooLarge
+from ._errors import HTTPError, LocalProtocolError, RemoteProtocolError, ResponseHeaderTooLarge
 
 __all__ = [
     "END_OF_MESSAGE",
     "NEED_DATA",
+    "PARSERS",
     "PAUSED",
     "Event",
+    "HTTP1Protocol",
     "HTTP11Protocol",
+    "HttptoolsProtocol",
     "Informational",
     "ResponseHead",
+    "default_parser",
+    "make_protocol",
 ]
 
 
@@ -160,3 +166,251 @@ class HTTP11Protocol:
             self._h11.start_next_cycle()
             return True
         return False
+
+
+# -- the httptools (llhttp) backend -------------------------------------------------------------
+
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+class _StopParsing(Exception):
+    """Raised from a parser callback to stop llhttp at the end of a body-less head."""
+
+
+class HttptoolsProtocol:
+    """The same interface on httptools' llhttp parser, several times faster than h11.
+
+    llhttp parses; framing it cannot know is done here: a HEAD response has no body (the parser
+    is stopped after the head and replaced), and a body without a length ends at EOF. Requests
+    are written here too, with h11's checks on the body's declared framing.
+    """
+
+    __slots__ = (
+        "_body_left",
+        "_chunked",
+        "_events",
+        "_head_bytes",
+        "_head_done",
+        "_headers",
+        "_host",
+        "_informational",
+        "_keep_alive",
+        "_max_header_bytes",
+        "_message_done",
+        "_method",
+        "_parser",
+        "_request_close",
+        "_sending_body",
+        "_started",
+        "_status_reason",
+        "_unsolicited",
+        "_until_eof",
+    )
+
+    def __init__(self, host: str, *, max_header_bytes: int) -> None:
+        import httptools
+
+        self._host = host
+        self._max_header_bytes = max_header_bytes
+        self._parser = httptools.HttpResponseParser(self)
+        self._events: collections.deque[Event] = collections.deque()
+        self._method = "GET"
+        self._request_close = False
+        self._sending_body = False
+        self._body_left: int | None = None  # bytes still owed under Content-Length
+        self._chunked = False
+        self._unsolicited = False  # bytes came after a complete response
+        self._reset_message()
+
+    def _reset_message(self) -> None:
+        self._headers: list[tuple[str, str]] = []
+        self._status_reason = ""
+        self._head_bytes = 0
+        self._head_done = False
+        self._message_done = False
+        self._started = False
+        self._informational = False
+        self._until_eof = False
+        self._keep_alive = True
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def request_head(self, method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
+        self._method = method
+        self._request_close = False
+        self._body_left, self._chunked = None, False
+        lines = [f"{method} {target} HTTP/1.1\r\n"]
+        for name, value in headers:
+            lower = name.lower()
+            if lower == "content-length":
+                self._body_left = int(value)
+            elif lower == "transfer-encoding":
+                self._chunked = value.lower() == "chunked"
+            elif lower == "connection" and "close" in value.lower():
+                self._request_close = True
+            lines.append(f"{name}: {value}\r\n")
+        lines.append("\r\n")
+        self._sending_body = True
+        return "".join(lines).encode("latin-1")
+
+    def body_chunk(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return b""  # an empty chunk would read as the end of a chunked body
+        if self._chunked:
+            return b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        if self._body_left is None or len(chunk) > self._body_left:
+            raise LocalProtocolError(
+                "Too much data for declared Content-Length", host=self._host, phase="write"
+            )
+        self._body_left -= len(chunk)
+        return chunk
+
+    def end_of_body(self) -> bytes:
+        self._sending_body = False
+        if self._chunked:
+            return b"0\r\n\r\n"
+        if self._body_left:
+            raise LocalProtocolError(
+                "Too little data for declared Content-Length", host=self._host, phase="write"
+            )
+        return b""
+
+    @property
+    def request_complete(self) -> bool:
+        return not self._sending_body
+
+    # -- llhttp's callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._message_done:  # bytes after a complete response: unsolicited
+            self._unsolicited = True
+            raise _StopParsing
+        self._started = True
+
+    def on_status(self, status: bytes) -> None:
+        self._status_reason += status.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        parser, headers = self._parser, self._headers
+        status = parser.get_status_code()
+        if sum(len(n) + len(v) + 4 for n, v in headers) > self._max_header_bytes:
+            raise ResponseHeaderTooLarge(
+                "response head exceeds max_response_header_bytes", host=self._host
+            )
+        if 100 <= status < 200:
+            self._events.append(Informational(status, headers))
+            self._headers, self._status_reason = [], ""
+            self._informational = True
+            return
+        self._head_done = True
+        self._keep_alive = parser.should_keep_alive()
+        version = "HTTP/" + parser.get_http_version()
+        self._events.append(ResponseHead(status, self._status_reason, version, headers))
+        if self._method == "HEAD" or status in _NO_BODY_STATUS:
+            self._complete()
+            if self._method == "HEAD":
+                raise _StopParsing  # llhttp would wait for a body a HEAD response never has
+            return
+        framed = any(n.lower() in ("content-length", "transfer-encoding") for n, _ in headers)
+        self._until_eof = not framed
+
+    def on_body(self, body: bytes) -> None:
+        self._events.append(bytes(body))
+
+    def on_message_complete(self) -> None:
+        if self._informational:  # a 1xx ends here; the response proper follows
+            self._informational = False
+        elif not self._message_done:
+            self._complete()
+
+    def _complete(self) -> None:
+        self._message_done = True
+        self._events.append(END_OF_MESSAGE)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        import httptools
+
+        if not data:
+            self._on_eof()
+            return
+        if not self._head_done:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, HTTPError):
+                raise cause from None
+            if not isinstance(cause, _StopParsing):
+                raise
+            # Stopped after a HEAD response's head (bytes after it were never asked for), or
+            # at bytes after a complete response: the next response needs a fresh parser.
+            end = data.rfind(b"\r\n\r\n")
+            if self._method == "HEAD" and end >= 0 and data[end + 4 :]:
+                self._unsolicited = True
+            self._parser = httptools.HttpResponseParser(self)
+        except httptools.HttpParserError as exc:
+            raise RemoteProtocolError(f"invalid response: {exc}", host=self._host) from None
+        if not self._head_done and self._head_bytes > self._max_header_bytes:
+            raise ResponseHeaderTooLarge(
+                "response head exceeds max_response_header_bytes", host=self._host
+            )
+
+    def _on_eof(self) -> None:
+        if self._message_done:
+            return
+        if self._until_eof:
+            self._keep_alive = False
+            self._complete()
+        elif not self._started:
+            raise RemoteProtocolError(
+                "server closed the connection before a response", host=self._host
+            )
+        else:
+            raise RemoteProtocolError(
+                "peer closed connection without sending complete message body", host=self._host
+            )
+
+    def next_event(self) -> Event:
+        if self._events:
+            return self._events.popleft()
+        return PAUSED if self._message_done else NEED_DATA
+
+    @property
+    def has_buffered_data(self) -> bool:
+        return self._unsolicited or bool(self._events)
+
+    def start_next_cycle(self) -> bool:
+        reusable = (
+            self._message_done
+            and self._keep_alive
+            and not self._until_eof
+            and not self._request_close
+            and not self._sending_body
+        )
+        self._reset_message()
+        return reusable
+
+
+HTTP1Protocol = HTTP11Protocol | HttptoolsProtocol
+PARSERS = ("h11", "httptools")
+
+
+def default_parser() -> str:
+    """httptools when installed (the ``speedups`` extra), else h11."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "h11"
+    return "httptools"
+
+
+def make_protocol(parser: str, host: str, *, max_header_bytes: int) -> HTTP1Protocol:
+    if parser == "httptools":
+        return HttptoolsProtocol(host, max_header_bytes=max_header_bytes)
+    return HTTP11Protocol(host, max_header_bytes=max_header_bytes)

@@ -58,6 +58,7 @@ from ._connection import RETRY_NO_RESPONSE, RETRY_NOTHING_WRITTEN, HTTP11Connect
 from ._connection_h2 import HTTP2Connection
 from ._dial import DialFunc, default_ssl_context, dial
 from ._errors import HTTPError, PoolClosed
+from ._http11 import PARSERS, default_parser
 from ._models import URL, Request, Response
 from ._trace import (
     ClientTrace,
@@ -195,6 +196,7 @@ class Transport:
         strict_max_concurrent_streams: bool = False,
         read_idle_timeout: float | None = None,
         ping_timeout: float = 15.0,
+        http1_parser: str = "auto",
     ) -> None:
         for name, value in (
             ("max_idle_conns", max_idle_conns),
@@ -222,6 +224,13 @@ class Transport:
         self.strict_max_concurrent_streams = strict_max_concurrent_streams
         self.read_idle_timeout = read_idle_timeout
         self.ping_timeout = ping_timeout
+        if http1_parser == "auto":
+            http1_parser = default_parser()
+        if http1_parser not in PARSERS:
+            raise ValueError(
+                f"http1_parser must be 'auto', 'h11' or 'httptools', not {http1_parser!r}"
+            )
+        self.http1_parser = http1_parser
         self._alpn = ["h2", "http/1.1"] if http2 else ["http/1.1"]
         if tls_config is not None:
             # As Go fills in NextProtos: the pool decides which protocols it can speak.
@@ -736,6 +745,7 @@ class Transport:
             max_header_bytes=self.max_response_header_bytes,
             idle_conn_timeout=self.idle_conn_timeout,
             expect_continue_timeout=self.expect_continue_timeout,
+            parser=self.http1_parser,
             local_address=dialed.local_address,
             remote_address=dialed.remote_address,
         )

@@ -9,7 +9,25 @@ from typing import cast
 
 import pytest
 
+import asyncpool._transport
+from asyncpool._http11 import PARSERS
 from tests.servers import TestServer, TLSFixture, make_tls, open_server
+
+# The HTTP/1.1 suites run against both parser backends; the others use h11.
+HTTP1_SUITES = {"test_connection", "test_transport", "test_trace", "test_client"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.rsplit(".", 1)[-1] in HTTP1_SUITES:
+        metafunc.parametrize("http1_parser", PARSERS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def http1_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The parser a Transport made with the default ``http1_parser="auto"`` uses."""
+    parser: str = getattr(request, "param", "h11")
+    monkeypatch.setattr(asyncpool._transport, "default_parser", lambda: parser)
+    return parser
 
 
 @pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])

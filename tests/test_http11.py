@@ -1,0 +1,187 @@
+"""The HTTP/1.1 protocol layer, bytes in and events out, for both parser backends: they must
+agree on framing, keep-alive decisions and the error types of malformed input."""
+
+from __future__ import annotations
+
+import pytest
+
+import asyncpool
+from asyncpool._http11 import (
+    END_OF_MESSAGE,
+    NEED_DATA,
+    PARSERS,
+    HTTP1Protocol,
+    Informational,
+    ResponseHead,
+    make_protocol,
+)
+
+pytestmark = pytest.mark.parametrize("parser", PARSERS)
+
+
+def protocol(
+    parser: str,
+    method: str = "GET",
+    headers: list[tuple[str, str]] | None = None,
+    max_header_bytes: int = 1 << 20,
+) -> HTTP1Protocol:
+    p = make_protocol(parser, "h:1", max_header_bytes=max_header_bytes)
+    p.request_head(method, "/", [("Host", "h"), *(headers or [])])
+    p.end_of_body()
+    return p
+
+
+def events(p: HTTP1Protocol, *chunks: bytes) -> list[object]:
+    """Feed ``chunks`` and collect every event until the parser needs more or pauses."""
+    out: list[object] = []
+    for chunk in chunks:
+        p.feed(chunk)
+        while True:
+            event = p.next_event()
+            if event is NEED_DATA or str(event) == "Sentinel.PAUSED":
+                break
+            out.append(event)
+            if event is END_OF_MESSAGE:
+                return out
+    return out
+
+
+def body(evs: list[object]) -> bytes:
+    return b"".join(e for e in evs if isinstance(e, bytes))
+
+
+def test_content_length_across_reads(parser: str) -> None:
+    p = protocol(parser)
+    evs = events(p, b"HTTP/1.1 200 OK\r\nContent-Le", b"ngth: 5\r\n\r\nhel", b"lo")
+    head = evs[0]
+    assert isinstance(head, ResponseHead)
+    assert (head.status_code, head.reason_phrase, head.http_version) == (200, "OK", "HTTP/1.1")
+    assert head.headers == [("Content-Length", "5")]
+    assert body(evs) == b"hello" and evs[-1] is END_OF_MESSAGE
+    assert p.start_next_cycle() is True
+
+
+def test_chunked_body(parser: str) -> None:
+    p = protocol(parser)
+    evs = events(
+        p, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", b"0\r\n\r\n"
+    )
+    assert body(evs) == b"hello" and evs[-1] is END_OF_MESSAGE
+    assert p.start_next_cycle() is True
+
+
+def test_read_until_close(parser: str) -> None:
+    p = protocol(parser)
+    evs = events(p, b"HTTP/1.0 200 OK\r\n\r\nold ", b"school", b"")
+    assert body(evs) == b"old school" and evs[-1] is END_OF_MESSAGE
+    assert p.start_next_cycle() is False
+
+
+@pytest.mark.parametrize(("method", "status"), [("HEAD", 200), ("GET", 204), ("GET", 304)])
+def test_bodyless_responses_end_with_the_head(parser: str, method: str, status: int) -> None:
+    p = protocol(parser, method)
+    evs = events(p, f"HTTP/1.1 {status} X\r\nContent-Length: 10\r\n\r\n".encode())
+    assert isinstance(evs[0], ResponseHead) and evs[1:] == [END_OF_MESSAGE]
+    assert p.start_next_cycle() is True
+    assert not p.has_buffered_data
+
+
+def test_1xx_then_the_response(parser: str) -> None:
+    p = protocol(parser)
+    evs = events(
+        p,
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Hints\r\nLink: </a>\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    )
+    assert [type(e).__name__ for e in evs[:3]] == ["Informational", "Informational", "ResponseHead"]
+    assert isinstance(evs[1], Informational) and evs[1].headers == [("Link", "</a>")]
+    assert body(evs) == b"ok"
+
+
+@pytest.mark.parametrize(
+    ("request_headers", "response", "reusable"),
+    [
+        ([], b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", False),
+        ([], b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", False),
+        ([("Connection", "close")], b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False),
+        ([], b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", True),
+    ],
+)
+def test_keep_alive_decisions(
+    parser: str, request_headers: list[tuple[str, str]], response: bytes, reusable: bool
+) -> None:
+    p = protocol(parser, headers=request_headers)
+    assert events(p, response)[-1] is END_OF_MESSAGE
+    assert p.start_next_cycle() is reusable
+
+
+def test_bytes_after_a_response_are_unsolicited(parser: str) -> None:
+    p = protocol(parser)
+    events(p, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n")
+    assert p.has_buffered_data
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"SMTP ready\r\n\r\n",
+        b"HTTP/1.1 abc OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nBad Header Line\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+)
+def test_malformed_input_is_a_remote_protocol_error(parser: str, garbage: bytes) -> None:
+    with pytest.raises(asyncpool.RemoteProtocolError):
+        events(protocol(parser), garbage)
+
+
+def test_eof_before_a_response_or_mid_body(parser: str) -> None:
+    with pytest.raises(asyncpool.RemoteProtocolError):
+        events(protocol(parser), b"")
+    with pytest.raises(asyncpool.RemoteProtocolError, match="complete message body"):
+        events(protocol(parser), b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc", b"")
+
+
+def test_a_head_over_the_limit_whole_or_dripping(parser: str) -> None:
+    big = b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 5000 + b"\r\nContent-Length: 0\r\n\r\n"
+    with pytest.raises(asyncpool.ResponseHeaderTooLarge):
+        events(protocol(parser, max_header_bytes=1000), big)
+    with pytest.raises(asyncpool.ResponseHeaderTooLarge):
+        events(
+            protocol(parser, max_header_bytes=1000),
+            *[big[i : i + 100] for i in range(0, 2000, 100)],
+        )
+
+
+def test_writing_a_request(parser: str) -> None:
+    p = make_protocol(parser, "h:1", max_header_bytes=1 << 20)
+    head = p.request_head("POST", "/x?y=1", [("Host", "h"), ("Content-Length", "5")])
+    assert head.startswith(b"POST /x?y=1 HTTP/1.1\r\n") and head.endswith(b"\r\n\r\n")
+    assert b"Content-Length: 5\r\n" in head
+    assert not p.request_complete
+    assert p.body_chunk(b"") == b""
+    assert p.body_chunk(b"hello") == b"hello"
+    p.end_of_body()
+    assert p.request_complete
+    q = make_protocol(parser, "h:1", max_header_bytes=1 << 20)
+    q.request_head("POST", "/", [("Host", "h"), ("Content-Length", "1")])
+    with pytest.raises(asyncpool.LocalProtocolError, match="Too much data"):
+        q.body_chunk(b"ab")
+
+
+def test_writing_chunked_and_short_bodies(parser: str) -> None:
+    p = make_protocol(parser, "h:1", max_header_bytes=1 << 20)
+    p.request_head("PUT", "/", [("Host", "h"), ("Transfer-Encoding", "chunked")])
+    assert p.body_chunk(b"abc") == b"3\r\nabc\r\n"
+    assert p.end_of_body() == b"0\r\n\r\n"
+    q = make_protocol(parser, "h:1", max_header_bytes=1 << 20)
+    q.request_head("PUT", "/", [("Host", "h"), ("Content-Length", "5")])
+    q.body_chunk(b"ab")
+    with pytest.raises(asyncpool.LocalProtocolError, match="Too little data"):
+        q.end_of_body()
+
+
+def test_transport_option_chooses_the_parser(parser: str) -> None:
+    assert asyncpool.Transport(http1_parser=parser).http1_parser == parser
+    with pytest.raises(ValueError, match="http1_parser"):
+        asyncpool.Transport(http1_parser="picohttp")
