@@ -14,8 +14,9 @@ A connection owns one byte stream and two tasks in the Transport's task group:
 
 A caller (``round_trip``) puts its exchange into both channels without awaiting and waits for
 the head. Because the reader is always parked on the socket, a server that closes an idle
-connection is noticed at once; the same park carries the idle timeout, so an idle connection
-costs no timer and no extra task.
+connection is noticed at once; the same park carries the idle timeout (the reader's cancel
+scope has the idle connection's expiry as its deadline), so an idle connection costs no timer
+and no task.
 
 Invariants
 ----------
@@ -201,8 +202,8 @@ class HTTP11Connection:
         self._protocol = make_protocol(parser, host_port, max_header_bytes=max_header_bytes)
 
         # Owned by the pool, changed only in its synchronous methods: when the connection
-        # entered the idle list, or None while it is not there.
-        self.idle_at: float | None = None
+        # entered the idle list, or None while it is not there (see the idle_at property).
+        self._idle_at: float | None = None
 
         # Owned by the connection.
         self.requests_started = 0  # by round_trip; > 0 means reused (Go's isReused)
@@ -215,6 +216,19 @@ class HTTP11Connection:
         self._write_send, self._write_recv = anyio.create_memory_object_stream[_Exchange](1)
         self._reader_scope = anyio.CancelScope()
         self._writer_scope = anyio.CancelScope()
+
+    @property
+    def idle_at(self) -> float | None:
+        return self._idle_at
+
+    @idle_at.setter
+    def idle_at(self, value: float | None) -> None:
+        # The reader, parked on the socket while idle, also keeps the idle timeout: its scope's
+        # deadline is the moment the idle connection expires, and never while it is in use.
+        self._idle_at = value
+        if self._idle_conn_timeout is not None:
+            deadline = math.inf if value is None else value + self._idle_conn_timeout
+            self._reader_scope.deadline = deadline
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("idle" if self.idle_at is not None else "active")
@@ -412,9 +426,7 @@ class HTTP11Connection:
         try:
             with self._reader_scope:
                 while True:
-                    data = await self._park()
-                    if data is None:
-                        return  # idle timeout: the owner closed us
+                    data = await self._receive()
                     try:
                         exchange = self._read_recv.receive_nowait()
                     except anyio.WouldBlock:
@@ -433,6 +445,8 @@ class HTTP11Connection:
                     if not await self._read_response(exchange, data):
                         return
                     exchange = None
+            if not self.closed:  # the scope's deadline: idle for idle_conn_timeout
+                self._owner.idle_timed_out(self)
         except Exception as exc:  # a protocol error, or a trace hook that raised
             why = CloseReason.SERVER_CLOSED if isinstance(exc, ServerDisconnected) else None
             self.close(why or CloseReason.ERROR, exc)
@@ -461,20 +475,6 @@ class HTTP11Connection:
             raise ReadError(
                 f"reading from the server failed: {exc!r}", host=self.host_port
             ) from exc
-
-    async def _park(self) -> bytes | None:
-        """Wait for the server to speak. While the connection is idle, give up after the idle
-        timeout (None) if it is still idle then."""
-        timeout = self._idle_conn_timeout
-        while True:
-            idle_at = self.idle_at
-            if idle_at is None or timeout is None:
-                return await self._receive()
-            with anyio.CancelScope(deadline=idle_at + timeout):
-                return await self._receive()
-            if self.idle_at == idle_at:  # still idle since then: time is up
-                self._owner.idle_timed_out(self)
-                return None
 
     async def _read_response(self, exchange: _Exchange, data: bytes) -> bool:
         """Read one response; True when the connection may carry another request."""
@@ -590,7 +590,7 @@ class HTTP11Connection:
             head.status_code,
             reason_phrase=head.reason_phrase,
             http_version=head.http_version,
-            headers=Headers(head.headers),
+            headers=Headers._trusted(head.headers),
             request=exchange.request,
             stream=body,
             network_stream=self._stream,

@@ -634,7 +634,7 @@ class HTTP2Connection:
         stream.response = Response(
             status,
             http_version="HTTP/2",
-            headers=Headers(headers),
+            headers=Headers._trusted(headers),
             request=stream.request,
             stream=body,
             stream_id=stream.stream_id,

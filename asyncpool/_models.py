@@ -96,6 +96,13 @@ class Headers:
             items = [(str(k), str(v)) for k, v in headers]
         self._items = items
 
+    @classmethod
+    def _trusted(cls, items: list[tuple[str, str]]) -> Headers:
+        """Headers over a list of str pairs made by a parser (no copy, no conversion)."""
+        headers = cls.__new__(cls)
+        headers._items = items
+        return headers
+
     def get(self, name: str, default: str | None = None) -> str | None:
         values = self.get_list(name)
         return ", ".join(values) if values else default

@@ -359,8 +359,8 @@ class Transport:
 
     def _wire_headers(self, request: Request) -> tuple[list[tuple[str, str]], bool]:
         """The header fields to send, and whether we asked for compression ourselves."""
-        given = request.headers
-        headers = given.items()
+        headers = request.headers.items()
+        given = {name.lower() for name, _ in headers}
         if "host" not in given:
             headers.insert(0, ("Host", request.url.host_header))
         asked_compression = (

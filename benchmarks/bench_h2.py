@@ -29,7 +29,17 @@ from pathlib import Path
 from typing import Any
 
 # Its directory is on sys.path when run as a script; bench_http1 puts the working tree there too.
-from bench_http1 import ROOT, Skip, _asyncio_spawn, _check, _cpus, _drive, _fmt, _median
+from bench_http1 import (
+    ROOT,
+    Skip,
+    _asyncio_spawn,
+    _check,
+    _cpus,
+    _drive,
+    _fmt,
+    _median,
+    raise_nofile_limit,
+)
 
 ALL_CLIENTS = ("asyncpool", "httpx")
 DEFAULT_CLIENTS = "asyncpool,httpx"
@@ -102,6 +112,7 @@ def _run_asyncpool(
 def worker(args: argparse.Namespace) -> int:
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
+    raise_nofile_limit()
     c, n, cap = args.concurrency_one, args.requests_one, args.max_seconds
     try:
         if args.worker == "asyncpool":

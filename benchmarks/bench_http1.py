@@ -3,6 +3,7 @@
     python benchmarks/bench_http1.py                       # all clients, c = 1, 10, 100, 3 repeats
     python benchmarks/bench_http1.py --clients raw,aiohttp --concurrency 10 --requests 5000 --repeat 5
     python benchmarks/bench_http1.py --backend trio        # asyncpool on trio instead of asyncio
+    python benchmarks/bench_http1.py --clients asyncpool,asyncpool+speedups --concurrency 1000
     python benchmarks/bench_http1.py --url http://127.0.0.1:8080/small   # an already running server
 
 The main process starts nginx (tests/nginx.py) pinned to one CPU, then runs every (client,
@@ -11,6 +12,10 @@ so that no client inherits another's imports, event loop or warm caches. A worke
 a fixed number of requests spread over C concurrent tasks (stopping early at --max-seconds, so slow
 clients cannot stall the run) and prints `{"rps": ...}` as JSON. The table shows the median req/s over
 the repeats; the ratios compare asyncpool with its peers measured in the same run.
+
+`asyncpool` runs on the h11 parser (`Transport(http1_parser="h11")`), `asyncpool+speedups` on
+httptools (`http1_parser="httptools"`, the `speedups` extra). `benchmarks/run_all.py` runs this
+script's workers for the whole suite (also 1 MiB bodies, HTTP/2 and trio) and prints one table.
 """
 
 from __future__ import annotations
@@ -32,9 +37,36 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 # The working tree first: `tests.nginx` and, even when not installed, `asyncpool` itself.
 sys.path.insert(0, str(ROOT))
-ALL_CLIENTS = ("asyncpool", "aiohttp", "aiosonic", "httpx", "raw")
-DEFAULT_CLIENTS = "asyncpool,httpx,aiohttp,aiosonic,raw"
+ALL_CLIENTS = ("asyncpool", "asyncpool+speedups", "aiohttp", "aiosonic", "httpx", "raw")
+DEFAULT_CLIENTS = "asyncpool,asyncpool+speedups,httpx,aiohttp,aiosonic,raw"
 EXPECTED_BODY = b"hello world!"
+# Set by the worker's --body-length: check the body's length instead of comparing it with
+# EXPECTED_BODY (for the 1 MiB file).
+EXPECT: dict[str, int | None] = {"length": None}
+
+
+def default_requests(concurrency: int) -> int:
+    """Timed requests per cell unless --requests says otherwise: at least 10 per connection."""
+    return 2000 if concurrency == 1 else max(5000, 10 * concurrency)
+
+
+def raise_nofile_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit (c=1000 needs > 1024
+    descriptors; nginx started afterwards inherits it). Returns the soft limit in force."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 65536) if soft != resource.RLIM_INFINITY else soft
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError):
+            pass
+    return int(soft)
 
 
 class Skip(Exception):
@@ -52,11 +84,15 @@ async def _drive(
     spawn: Callable[[list[Callable[[], Awaitable[None]]]], Awaitable[None]],
 ) -> dict[str, Any]:
     """Warm up, then run `requests` calls of `one` over `concurrency` tasks; return the measurement."""
-    # Warm-up: every task opens its connection and runs a few requests.
+    # Warm-up: every task opens its connection and runs a few requests; it too stops at
+    # max_seconds (httpx at c=1000 would otherwise spend half a minute warming up).
     warm = {"left": max(2 * concurrency, min(200, requests // 10))}
+    warm_deadline = time.perf_counter() + max_seconds
 
     async def warm_task() -> None:
-        while warm["left"] > 0:
+        first = True
+        while warm["left"] > 0 and (first or time.perf_counter() < warm_deadline):
+            first = False
             warm["left"] -= 1
             await one()
 
@@ -87,8 +123,9 @@ async def _asyncio_spawn(fns: list[Callable[[], Awaitable[None]]]) -> None:
 
 
 def _check(status: int, body: bytes) -> None:
-    if status != 200 or body != EXPECTED_BODY:
-        raise RuntimeError(f"unexpected response: {status} {body[:50]!r}")
+    length = EXPECT["length"]
+    if status != 200 or (body != EXPECTED_BODY if length is None else len(body) != length):
+        raise RuntimeError(f"unexpected response: {status}, {len(body)} bytes: {body[:50]!r}")
 
 
 async def _run_raw(url: str, c: int, n: int, cap: float) -> dict[str, Any]:
@@ -181,7 +218,30 @@ async def _run_aiosonic(url: str, c: int, n: int, cap: float) -> dict[str, Any]:
             await connector.cleanup()
 
 
-def _run_asyncpool(url: str, c: int, n: int, cap: float, backend: str) -> dict[str, Any]:
+def _asyncpool_transport(parser: str, c: int) -> Any:
+    """`asyncpool.Transport` on the given HTTP/1.1 parser ("h11" or "httptools"), keeping up to c
+    idle connections (the default of 100 would close and redial most of them at c=1000; httpx
+    and aiohttp keep c too). Raises Skip when that parser cannot be had."""
+    import asyncpool
+
+    if parser == "httptools":
+        try:
+            import httptools  # noqa: F401
+        except ImportError as e:
+            raise Skip(f"{e} (pip install 'asyncpool[speedups]')") from e
+    try:
+        return asyncpool.Transport(http1_parser=parser, max_idle_conns=max(100, c))
+    except TypeError as e:  # before the http1_parser option: h11 was the only parser
+        if parser != "h11":
+            raise Skip(f"Transport(http1_parser={parser!r}) not supported yet: {e}") from e
+        return asyncpool.Transport(max_idle_conns=max(100, c))
+    except ValueError as e:
+        raise Skip(f"Transport(http1_parser={parser!r}): {e}") from e
+
+
+def _run_asyncpool(
+    url: str, c: int, n: int, cap: float, backend: str, parser: str = "h11"
+) -> dict[str, Any]:
     try:
         import anyio
 
@@ -191,6 +251,7 @@ def _run_asyncpool(url: str, c: int, n: int, cap: float, backend: str) -> dict[s
         asyncpool.Request  # noqa: B018
     except (ImportError, AttributeError) as e:
         raise Skip(f"asyncpool not importable: {e}") from e
+    pool_ = _asyncpool_transport(parser, c)  # raises Skip before any event loop runs
 
     async def spawn(fns: list[Callable[[], Awaitable[None]]]) -> None:
         async with anyio.create_task_group() as tg:
@@ -198,13 +259,17 @@ def _run_asyncpool(url: str, c: int, n: int, cap: float, backend: str) -> dict[s
                 tg.start_soon(fn)
 
     async def main() -> dict[str, Any]:
-        async with asyncpool.Transport() as pool:
+        async with pool_ as pool:
 
             async def one() -> None:
                 resp = await pool.round_trip(asyncpool.Request("GET", url))
                 _check(resp.status_code, await resp.aread())
 
-            return await _drive(one, c, n, cap, spawn)
+            result = await _drive(one, c, n, cap, spawn)
+            result["dials"] = pool.stats().dials
+            result["parser"] = getattr(pool, "http1_parser", "h11 (no option yet)")
+            result["httptools_loaded"] = "httptools" in sys.modules
+            return result
 
     result: dict[str, Any] = anyio.run(main, backend=backend)
     return result
@@ -213,10 +278,14 @@ def _run_asyncpool(url: str, c: int, n: int, cap: float, backend: str) -> dict[s
 def worker(args: argparse.Namespace) -> int:
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
+    raise_nofile_limit()
+    EXPECT["length"] = args.body_length
     c, n, cap = args.concurrency_one, args.requests_one, args.max_seconds
     try:
         if args.worker == "asyncpool":
-            result = _run_asyncpool(args.url, c, n, cap, args.backend)
+            result = _run_asyncpool(args.url, c, n, cap, args.backend, "h11")
+        elif args.worker == "asyncpool+speedups":
+            result = _run_asyncpool(args.url, c, n, cap, args.backend, "httptools")
         else:
             runner = {
                 "raw": _run_raw,
@@ -264,7 +333,7 @@ def _server(args: argparse.Namespace, cpu: int | None) -> Iterator[str]:
 def _run_cell(
     args: argparse.Namespace, url: str, client: str, c: int, cpu: int | None
 ) -> dict[str, Any]:
-    n = args.requests or (2000 if c == 1 else 5000)
+    n = args.requests or default_requests(c)
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -318,6 +387,9 @@ def main(args: argparse.Namespace) -> int:
         sys.exit(f"unknown clients: {', '.join(sorted(unknown))} (known: {', '.join(ALL_CLIENTS)})")
     levels = [int(s) for s in args.concurrency.split(",") if s.strip()]
     server_cpu, client_cpu = _cpus(args.pin)
+    nofile = raise_nofile_limit()  # before nginx starts: it inherits the limit
+    if nofile and nofile < max(levels) + 64:
+        print(f"# warning: only {nofile} open files allowed; c={max(levels)} may fail", flush=True)
     results: dict[tuple[str, int], list[dict[str, Any]]] = {
         (k, c): [] for k in clients for c in levels
     }
@@ -347,21 +419,25 @@ def main(args: argparse.Namespace) -> int:
 
     width = 12
     print()
-    print(f"{'client':<12}" + "".join(f"{'c=' + str(c):>{width}}" for c in levels))
+    print(f"{'client':<28}" + "".join(f"{'c=' + str(c):>{width}}" for c in levels))
     for client in clients:
         row = "".join(f"{_fmt(results[client, c], client in notes):>{width}}" for c in levels)
-        print(f"{client:<12}{row}")
+        print(f"{client:<28}{row}")
     print("(req/s, median of repeats; * = stopped at --max-seconds before --requests)")
 
-    if "asyncpool" in clients:
-        for peer in ("aiohttp", "httpx"):
-            if peer not in clients:
-                continue
-            ratios = []
-            for c in levels:
-                a, p = _median(results["asyncpool", c]), _median(results[peer, c])
-                ratios.append(f"{a / p:.2f}x" if a and p else "n/a")
-            print(f"{'asyncpool/' + peer:<20}" + "".join(f"{r:>{width}}" for r in ratios))
+    for ours, peer in (
+        ("asyncpool", "aiohttp"),
+        ("asyncpool", "httpx"),
+        ("asyncpool+speedups", "aiohttp"),
+        ("asyncpool+speedups", "aiosonic"),
+    ):
+        if ours not in clients or peer not in clients:
+            continue
+        ratios = []
+        for c in levels:
+            a, p = _median(results[ours, c]), _median(results[peer, c])
+            ratios.append(f"{a / p:.2f}x" if a and p else "n/a")
+        print(f"{ours + '/' + peer:<28}" + "".join(f"{r:>{width}}" for r in ratios))
     for key, note in notes.items():
         print(f"note: {key}: {note}")
     print(f"# total {time.perf_counter() - started:.1f}s")
@@ -384,7 +460,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--requests",
         type=int,
         default=None,
-        help="timed requests per cell (default: 2000 at c=1, 5000 otherwise)",
+        help="timed requests per cell (default: 2000 at c=1, else max(5000, 10 * c))",
     )
     p.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is shown")
     p.add_argument(
@@ -406,12 +482,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Worker mode (internal): one client, one concurrency level, prints JSON.
     p.add_argument("--worker", choices=ALL_CLIENTS, default=None, help=argparse.SUPPRESS)
     p.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--body-length", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         if not args.url:
             p.error("--worker needs --url")
         args.concurrency_one = int(args.concurrency)
-        args.requests_one = args.requests or (2000 if args.concurrency_one == 1 else 5000)
+        args.requests_one = args.requests or default_requests(args.concurrency_one)
     return args
 
 
