@@ -269,7 +269,7 @@ class Transport:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
+    ) -> None:
         assert self._task_group is not None
         self._closed = True
         reason = PoolClosed("the Transport was closed")
@@ -281,7 +281,11 @@ class Transport:
                     host, want, None, PoolClosed("the Transport was closed", host=host.key)
                 )
         self._task_group.cancel_scope.cancel()
-        return await self._task_group.__aexit__(exc_type, exc, tb)
+        # The block's own exception is not the task group's business: handed to it, a strict
+        # task group would wrap it in an ExceptionGroup, and `except ConnectError:` around
+        # `async with Transport()` would stop working. It propagates as it is.
+        await self._task_group.__aexit__(None, None, None)
+        return None
 
     @property
     def tls_config(self) -> ssl.SSLContext:

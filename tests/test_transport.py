@@ -4,6 +4,7 @@ stage leaving nothing behind."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -449,3 +450,16 @@ async def test_cancel_from_many_requests_at_once_leaves_nothing(server: TestServ
         assert_pool_at_rest(pool)
         with anyio.fail_after(5):
             assert await get(pool, server.url) == b"hello"
+
+
+async def test_an_error_leaves_the_block_as_it_is_not_in_a_group() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(asyncpool.ConnectError):  # not an ExceptionGroup
+        async with Transport() as pool:
+            await get(pool, f"http://127.0.0.1:{port}/")
+    with anyio.move_on_after(0.01) as scope:  # and an outer cancellation still lands
+        async with Transport():
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
