@@ -1,6 +1,6 @@
 """Nox sessions for asyncpool.
 
-    nox -s demo     # the pool at work against an embedded local server
+    nox -s demo     # asyncpool bench against an embedded local server, and examples/reuse.py
     nox -s tests    # lint, types, then the whole test suite with coverage
     nox -s lint     # ruff + mypy only
     nox -s bench    # HTTP/1.1 and HTTP/2 benchmarks against a local nginx (see benchmarks/README.md)
@@ -49,14 +49,19 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job: the pool at work against an embedded local server."""
-    session.install("-e", ".")
-    session.run("python", "examples/reuse.py", *session.posargs)
+    """The main job: `asyncpool bench` load-tests an embedded loopback server (HTTP/1.1, then
+    HTTP/2), and examples/reuse.py shows reuse through ClientTrace. Arguments go to bench."""
+    session.install("-e", ".[cli]")
+    session.run("asyncpool", "bench", "-n", "5000", "-c", "50", *session.posargs)
+    session.run("asyncpool", "bench", "--http2", "-n", "5000", "-c", "50", *session.posargs)
+    session.run("python", "examples/reuse.py")
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """HTTP/1.1, then HTTP/2, throughput against a local nginx; options after `--` go to both."""
-    session.install("-e", ".[dev]", "aiosonic")
-    session.run("python", "benchmarks/bench_http1.py", *session.posargs)
-    session.run("python", "benchmarks/bench_h2.py", *session.posargs)
+    """The whole benchmark suite against a local nginx: one table of req/s, ratios and targets.
+
+    Options after `--` go to benchmarks/run_all.py, e.g. `nox -s bench -- --quick`.
+    """
+    session.install("-e", ".[dev,speedups]", "aiosonic", "httpx[http2]")
+    session.run("python", "benchmarks/run_all.py", *session.posargs)

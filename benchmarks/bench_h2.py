@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from typing import Any
 from bench_http1 import (
     ROOT,
     Skip,
+    _anyio_spawn,
     _asyncio_spawn,
     _check,
     _cpus,
@@ -88,11 +89,6 @@ def _run_asyncpool(
     except ImportError as e:
         raise Skip(f"asyncpool not importable: {e}") from e
 
-    async def spawn(fns: list[Callable[[], Awaitable[None]]]) -> None:
-        async with anyio.create_task_group() as tg:
-            for fn in fns:
-                tg.start_soon(fn)
-
     async def main() -> dict[str, Any]:
         async with asyncpool.Transport(tls_config=_client_context(ca_file), http2=True) as pool:
 
@@ -101,7 +97,7 @@ def _run_asyncpool(
                 _check_h2(resp.http_version)
                 _check(resp.status_code, await resp.aread())
 
-            result = await _drive(one, c, n, cap, spawn)
+            result = await _drive(one, c, n, cap, _anyio_spawn)
             result["dials"] = pool.stats().dials
             return result
 

@@ -58,15 +58,19 @@ def raise_nofile_limit() -> int:
     except ImportError:  # not on POSIX
         return 0
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = max(soft, 65536) if soft != resource.RLIM_INFINITY else soft
-    if soft != resource.RLIM_INFINITY and soft < hard:
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    target = max(soft, 65536) if hard == resource.RLIM_INFINITY else hard
+    if soft < target:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
         except (OSError, ValueError):
             pass
     return int(soft)
+
+
+Spawn = Callable[[list[Callable[[], Awaitable[None]]], float], Awaitable[None]]
 
 
 class Skip(Exception):
@@ -81,22 +85,23 @@ async def _drive(
     concurrency: int,
     requests: int,
     max_seconds: float,
-    spawn: Callable[[list[Callable[[], Awaitable[None]]]], Awaitable[None]],
+    spawn: Spawn,
 ) -> dict[str, Any]:
-    """Warm up, then run `requests` calls of `one` over `concurrency` tasks; return the measurement."""
-    # Warm-up: every task opens its connection and runs a few requests; it too stops at
-    # max_seconds (httpx at c=1000 would otherwise spend half a minute warming up).
+    """Warm up, then run `requests` calls of `one` over `concurrency` tasks; return the measurement.
+
+    Both phases start no new request after `max_seconds`, and cancel the requests still in flight
+    after twice that: httpx at c=1000 needs half a minute just to open its connections.
+    """
+    # Warm-up: every task opens its connection and runs a few requests.
     warm = {"left": max(2 * concurrency, min(200, requests // 10))}
     warm_deadline = time.perf_counter() + max_seconds
 
     async def warm_task() -> None:
-        first = True
-        while warm["left"] > 0 and (first or time.perf_counter() < warm_deadline):
-            first = False
+        while warm["left"] > 0 and time.perf_counter() < warm_deadline:
             warm["left"] -= 1
             await one()
 
-    await spawn([warm_task] * concurrency)
+    await spawn([warm_task] * concurrency, 2 * max_seconds)
 
     state = {"left": requests, "done": 0}
     deadline = time.perf_counter() + max_seconds
@@ -108,7 +113,7 @@ async def _drive(
             state["done"] += 1
 
     start = time.perf_counter()
-    await spawn([task] * concurrency)
+    await spawn([task] * concurrency, 2 * max_seconds)
     elapsed = time.perf_counter() - start
     return {
         "rps": state["done"] / elapsed,
@@ -118,8 +123,25 @@ async def _drive(
     }
 
 
-async def _asyncio_spawn(fns: list[Callable[[], Awaitable[None]]]) -> None:
-    await asyncio.gather(*(fn() for fn in fns))
+async def _asyncio_spawn(fns: list[Callable[[], Awaitable[None]]], timeout: float) -> None:
+    """Run `fns` as tasks; cancel those still running after `timeout` s; raise the first error."""
+    tasks = [asyncio.ensure_future(fn()) for fn in fns]
+    done, pending = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for t in done:
+        t.result()
+
+
+async def _anyio_spawn(fns: list[Callable[[], Awaitable[None]]], timeout: float) -> None:
+    """The same on anyio (asyncio or trio): a task group under a `move_on_after` scope."""
+    import anyio
+
+    with anyio.move_on_after(timeout):
+        async with anyio.create_task_group() as tg:
+            for fn in fns:
+                tg.start_soon(fn)
 
 
 def _check(status: int, body: bytes) -> None:
@@ -253,11 +275,6 @@ def _run_asyncpool(
         raise Skip(f"asyncpool not importable: {e}") from e
     pool_ = _asyncpool_transport(parser, c)  # raises Skip before any event loop runs
 
-    async def spawn(fns: list[Callable[[], Awaitable[None]]]) -> None:
-        async with anyio.create_task_group() as tg:
-            for fn in fns:
-                tg.start_soon(fn)
-
     async def main() -> dict[str, Any]:
         async with pool_ as pool:
 
@@ -265,7 +282,7 @@ def _run_asyncpool(
                 resp = await pool.round_trip(asyncpool.Request("GET", url))
                 _check(resp.status_code, await resp.aread())
 
-            result = await _drive(one, c, n, cap, spawn)
+            result = await _drive(one, c, n, cap, _anyio_spawn)
             result["dials"] = pool.stats().dials
             result["parser"] = getattr(pool, "http1_parser", "h11 (no option yet)")
             result["httptools_loaded"] = "httptools" in sys.modules
