@@ -1,0 +1,7 @@
+"""python -m asyncpool: the asyncpool command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())
