@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import AsyncIterable, AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -252,15 +252,7 @@ class HTTP11Connection:
         self._reader_scope.cancel()
         self._writer_scope.cancel()
         self._owner.conn_closed(self)
-        trace = self.trace
-        if trace is not None and trace.conn_closed:
-            info = ConnClosedInfo(
-                why, error, self.requests_started, self.local_address, self.remote_address
-            )
-            try:
-                trace.conn_closed(info)
-            except Exception:
-                logger.exception("a conn_closed trace hook raised")
+        report_closed(self.trace, self, why, error)
 
     # -- the caller's side --------------------------------------------------------------------
 
@@ -298,20 +290,12 @@ class HTTP11Connection:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise self._error_for(exchange) from None
         try:
-            if exchange.written is not None:
-                await exchange.written.wait()
-                with anyio.move_on_after(response_header_timeout):
-                    await exchange.head_ready.wait()
-                if not exchange.head_ready.is_set():
-                    error = ResponseHeaderTimeout(
-                        f"no response head within response_header_timeout="
-                        f"{response_header_timeout}s",
-                        host=self.host_port,
-                    )
-                    exchange.fail(error)
-                    self.close(CloseReason.ERROR, error)
-            else:
-                await exchange.head_ready.wait()
+            timeout = await wait_for_head(
+                exchange.head_ready, exchange.written, response_header_timeout, self.host_port
+            )
+            if timeout is not None:
+                exchange.fail(timeout)
+                self.close(CloseReason.ERROR, timeout)
         except BaseException:
             # Cancelled: unless the exchange already ended cleanly, nobody can tell where the
             # connection is in the protocol any more.
@@ -595,6 +579,40 @@ class HTTP11Connection:
             stream=body,
             network_stream=self._stream,
         )
+
+
+async def wait_for_head(
+    head_ready: anyio.Event, written: anyio.Event | None, timeout: float | None, host_port: str
+) -> ResponseHeaderTimeout | None:
+    """Wait for a response head. With a ``response_header_timeout`` (then ``written`` is given)
+    the clock starts when the request is written; past it, the error is returned, not raised."""
+    if written is None:
+        await head_ready.wait()
+        return None
+    await written.wait()
+    with anyio.move_on_after(timeout):
+        await head_ready.wait()
+    if head_ready.is_set():
+        return None
+    return ResponseHeaderTimeout(
+        f"no response head within response_header_timeout={timeout}s", host=host_port
+    )
+
+
+def report_closed(
+    trace: ClientTrace | None, conn: Any, why: CloseReason, error: BaseException | None
+) -> None:
+    """Fire ``conn_closed``; it may fire outside any request, so what it raises is logged."""
+    hook = None if trace is None else trace.conn_closed
+    if hook is None:
+        return
+    info = ConnClosedInfo(
+        why, error, conn.requests_started, conn.local_address, conn.remote_address
+    )
+    try:
+        hook(info)
+    except Exception:
+        logger.exception("a conn_closed trace hook raised")
 
 
 @contextlib.asynccontextmanager

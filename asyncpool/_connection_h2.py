@@ -46,17 +46,22 @@ import h2.settings
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from h2.connection import ConnectionInputs, ConnectionState, H2ConnectionStateMachine
 
-from ._connection import READ_SIZE, RETRY_NOTHING_WRITTEN, closing_body
+from ._connection import (
+    READ_SIZE,
+    RETRY_NOTHING_WRITTEN,
+    closing_body,
+    report_closed,
+    wait_for_head,
+)
 from ._errors import (
     HTTPError,
     PoolClosed,
     ReadError,
     RemoteProtocolError,
-    ResponseHeaderTimeout,
     StreamReset,
 )
 from ._models import Headers, Request, Response
-from ._trace import ClientTrace, CloseReason, ConnClosedInfo, WroteRequestInfo, logger
+from ._trace import ClientTrace, CloseReason, WroteRequestInfo
 
 __all__ = ["H2Owner", "HTTP2Connection"]
 
@@ -281,15 +286,7 @@ class HTTP2Connection:
             if stream.out is not None and stream.out.pump_scope is not None:
                 stream.out.pump_scope.cancel()
         self._owner.conn_closed(self)
-        trace = self.trace
-        if trace is not None and trace.conn_closed:
-            info = ConnClosedInfo(
-                why, error, self.requests_started, self.local_address, self.remote_address
-            )
-            try:
-                trace.conn_closed(info)
-            except Exception:
-                logger.exception("a conn_closed trace hook raised")
+        report_closed(self.trace, self, why, error)
 
     def _kick(self) -> None:
         self._wakeup.set()
@@ -330,19 +327,11 @@ class HTTP2Connection:
                     trace.wrote_headers()
                 if stream.out is None and trace.wrote_request:
                     trace.wrote_request(WroteRequestInfo(None))
-            if stream.written is not None:
-                await stream.written.wait()
-                with anyio.move_on_after(response_header_timeout):
-                    await stream.head_ready.wait()
-                if not stream.head_ready.is_set():
-                    timeout = ResponseHeaderTimeout(
-                        f"no response head within response_header_timeout="
-                        f"{response_header_timeout}s",
-                        host=self.host_port,
-                    )
-                    self._reset(stream, timeout)
-            else:
-                await stream.head_ready.wait()
+            timeout = await wait_for_head(
+                stream.head_ready, stream.written, response_header_timeout, self.host_port
+            )
+            if timeout is not None:
+                self._reset(stream, timeout)
         except BaseException:
             self._reset(stream, ReadError("request cancelled", host=self.host_port))
             if stream.response is not None:
