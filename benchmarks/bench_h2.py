@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,6 @@ from typing import Any
 
 # Its directory is on sys.path when run as a script; bench_http1 puts the working tree there too.
 from bench_http1 import (
-    ROOT,
     Skip,
     _anyio_spawn,
     _asyncio_spawn,
@@ -40,6 +38,7 @@ from bench_http1 import (
     _fmt,
     _median,
     raise_nofile_limit,
+    run_worker,
 )
 
 ALL_CLIENTS = ("asyncpool", "httpx")
@@ -171,19 +170,7 @@ def _run_cell(
         cmd += ["--ca-file", ca_file]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
-    try:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=args.max_seconds + 120, cwd=ROOT
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": "worker timed out"}
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
-    try:
-        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return {"error": f"bad worker output: {proc.stdout[-200:]!r}"}
-    return result
+    return run_worker(cmd, args.max_seconds + 120)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -347,6 +347,21 @@ def _server(args: argparse.Namespace, cpu: int | None) -> Iterator[str]:
         yield server.url("/small")
 
 
+def run_worker(cmd: list[str], timeout: float) -> dict[str, Any]:
+    """Run one benchmark worker process; its last stdout line is its JSON result."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": "worker timed out"}
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
+    try:
+        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": f"bad worker output: {proc.stdout[-200:]!r}"}
+    return result
+
+
 def _run_cell(
     args: argparse.Namespace, url: str, client: str, c: int, cpu: int | None
 ) -> dict[str, Any]:
@@ -369,19 +384,7 @@ def _run_cell(
     ]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
-    try:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=args.max_seconds + 120, cwd=ROOT
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": "worker timed out"}
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
-    try:
-        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return {"error": f"bad worker output: {proc.stdout[-200:]!r}"}
-    return result
+    return run_worker(cmd, args.max_seconds + 120)
 
 
 def _fmt(cell: list[dict[str, Any]], skipped: bool) -> str:

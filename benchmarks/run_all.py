@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_http1 import ROOT, _cpus, raise_nofile_limit  # noqa: E402
+from bench_http1 import _cpus, raise_nofile_limit, run_worker  # noqa: E402
 
 H1_CLIENTS = ("asyncpool", "asyncpool+speedups", "httpx", "aiohttp", "aiosonic", "raw")
 H2_CLIENTS = ("asyncpool", "httpx")
@@ -199,20 +198,8 @@ def _run_cell(
         cmd += ["--ca-file", ca_file]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
-    try:
-        # Warm-up and timed phase each stop at --max-seconds; the rest is start-up and drain.
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=2 * args.max_seconds + 120, cwd=ROOT
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": "worker timed out"}
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
-    try:
-        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return {"error": f"bad worker output: {proc.stdout[-200:]!r}"}
-    return result
+    # Warm-up and timed phase each stop at --max-seconds; the rest is start-up and drain.
+    return run_worker(cmd, 2 * args.max_seconds + 120)
 
 
 # ====================================================================== report
