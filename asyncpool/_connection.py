@@ -523,9 +523,15 @@ class HTTP11Connection:
                 event = protocol.next_event()
                 if type(event) is bytes:
                     try:
-                        await body_send.send(event)
+                        # Room in the channel: no trip through the event loop per chunk.
+                        body_send.send_nowait(event)
+                    except anyio.WouldBlock:
+                        try:
+                            await body_send.send(event)
+                        except anyio.BrokenResourceError:
+                            return False  # the caller closed the body early (and closed us)
                     except anyio.BrokenResourceError:
-                        return False  # the caller closed the body early (and closed us)
+                        return False
                 elif event is NEED_DATA:
                     protocol.feed(await self._receive())
                 elif event is END_OF_MESSAGE:
@@ -674,7 +680,10 @@ class _StreamingBody:
         if self._initial:
             return self._initial.pop(0)
         try:
-            return await self._receive.receive()
+            try:
+                return self._receive.receive_nowait()
+            except anyio.WouldBlock:
+                return await self._receive.receive()
         except anyio.EndOfStream:
             self._receive.close()
             if self._error is not None:
