@@ -3,6 +3,7 @@ that names the host and the phase (dns, connect, tls)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import ssl
@@ -15,6 +16,7 @@ import anyio.abc
 import certifi
 from anyio.streams.tls import TLSAttribute, TLSStream
 
+from ._asyncio_stream import connect_tcp_asyncio
 from ._errors import ConnectError, ConnectTimeout, TLSError, TLSHandshakeTimeout
 from ._trace import ClientTrace, DNSDoneInfo, DNSStartInfo
 
@@ -64,6 +66,14 @@ async def _resolve(host: str, port: int, host_port: str, trace: ClientTrace | No
     return addresses
 
 
+async def _connect_tcp(address: str, port: int) -> anyio.abc.ByteStream:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # trio
+        return await anyio.connect_tcp(address, port)
+    return await connect_tcp_asyncio(address, port)
+
+
 async def _connect(
     host: str, port: int, host_port: str, trace: ClientTrace | None
 ) -> anyio.abc.ByteStream:
@@ -72,7 +82,7 @@ async def _connect(
         if trace and trace.connect_start:
             trace.connect_start("tcp", (address, port))
         try:
-            stream = await anyio.connect_tcp(address, port)
+            stream = await _connect_tcp(address, port)
         except OSError as exc:
             last_error = exc
             if trace and trace.connect_done:

@@ -1,0 +1,146 @@
+"""A TCP byte stream for the asyncio backend that keeps reading on.
+
+anyio's asyncio socket stream resumes the transport's reading before every ``receive`` and
+pauses it after, two changes to the event loop's selector per call. A pooled connection's
+reader is parked on its socket all the time, so it would pay that on every response for
+nothing. This stream leaves reading on and pauses it only when too much is buffered unread
+(back-pressure). It is an ``anyio.abc.SocketStream``, so TLS wraps it and every socket
+attribute works as usual; under trio, anyio's own stream is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+
+import anyio
+import anyio.abc
+
+__all__ = ["connect_tcp_asyncio"]
+
+HIGH_WATER = 1 << 20  # bytes buffered unread before reading pauses
+LOW_WATER = 1 << 18
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer: collections.deque[bytes] = collections.deque()
+        self.buffered = 0
+        self.reading_paused = False
+        self.eof = False
+        self.error: BaseException | None = None
+        self.read_waiter: asyncio.Future[None] | None = None
+        self.write_waiter: asyncio.Future[None] | None = None
+        self.writing_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer.append(data)
+        self.buffered += len(data)
+        if self.buffered > HIGH_WATER and not self.reading_paused:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self.reading_paused = True
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake_reader()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._wake_reader()
+        self.writing_paused = False
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._wake_writer()
+
+    def _wake_reader(self) -> None:
+        waiter = self.read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_writer(self) -> None:
+        waiter = self.write_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class AsyncioSocketStream(anyio.abc.SocketStream):
+    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._closed = False
+
+    @property
+    def _raw_socket(self) -> socket.socket:
+        sock: socket.socket = self._transport.get_extra_info("socket")
+        return sock
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        protocol = self._protocol
+        while not protocol.buffer:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if protocol.eof:
+                if protocol.error is not None:
+                    raise anyio.BrokenResourceError from protocol.error
+                raise anyio.EndOfStream
+            waiter = protocol.read_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                protocol.read_waiter = None
+        chunk = protocol.buffer.popleft()
+        if len(chunk) > max_bytes:
+            chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
+            protocol.buffer.appendleft(rest)
+        protocol.buffered -= len(chunk)
+        if protocol.reading_paused and protocol.buffered < LOW_WATER:
+            protocol.reading_paused = False
+            self._transport.resume_reading()
+        return chunk
+
+    async def send(self, item: bytes) -> None:
+        protocol = self._protocol
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if protocol.error is not None or self._transport.is_closing():
+            raise anyio.BrokenResourceError from protocol.error
+        self._transport.write(item)
+        while protocol.writing_paused:
+            waiter = protocol.write_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                protocol.write_waiter = None
+        if protocol.error is not None:
+            raise anyio.BrokenResourceError from protocol.error
+
+    async def send_eof(self) -> None:
+        self._transport.write_eof()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._transport.close()  # flushes what was written, then closes
+        self._protocol._wake_reader()
+
+
+async def connect_tcp_asyncio(host: str, port: int) -> AsyncioSocketStream:
+    """Connect to an IP address (no DNS here); raises OSError as anyio.connect_tcp does."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_connection(_Protocol, host, port)
+    assert isinstance(transport, asyncio.Transport)
+    return AsyncioSocketStream(transport, protocol)

@@ -1,0 +1,75 @@
+"""The asyncio byte stream that keeps reading on (asyncio only: under trio the pool uses anyio's
+own stream, which the rest of the suite exercises): back-pressure, EOF, errors after close."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import anyio.abc
+import pytest
+
+from asyncpool._asyncio_stream import HIGH_WATER, connect_tcp_asyncio
+from tests.servers import wait_until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
+
+PAYLOAD = bytes(range(256)) * (4 * HIGH_WATER // 256)  # four times the high-water mark
+
+
+@pytest.fixture
+async def blaster(anyio_backend: str) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """A server that sends PAYLOAD at once, then records what it receives until EOF."""
+    received: list[bytes] = []
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            try:
+                await stream.send(PAYLOAD)
+                while True:
+                    received.append(await stream.receive())
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # the client went away
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        yield listener.extra(anyio.abc.SocketAttribute.local_port), received
+        tg.cancel_scope.cancel()
+
+
+async def test_reading_pauses_when_too_much_is_unread_and_resumes(
+    blaster: tuple[int, list[bytes]],
+) -> None:
+    port, received = blaster
+    stream = await connect_tcp_asyncio("127.0.0.1", port)
+    protocol = stream._protocol
+    await wait_until(lambda: protocol.reading_paused)  # nobody reads: back-pressure
+    assert protocol.buffered > HIGH_WATER
+    data = bytearray()
+    while len(data) < len(PAYLOAD):
+        data += await stream.receive(100_000)  # larger chunks are split to max_bytes
+    assert bytes(data) == PAYLOAD
+    assert not protocol.reading_paused
+    assert stream.extra(anyio.abc.SocketAttribute.remote_port) == port
+    await stream.send(b"ping")
+    await stream.send_eof()
+    await wait_until(lambda: b"".join(received) == b"ping")
+    with pytest.raises(anyio.EndOfStream):
+        await stream.receive()
+    await stream.aclose()
+    with pytest.raises(anyio.ClosedResourceError):
+        await stream.send(b"late")
+
+
+async def test_a_peer_that_goes_away(blaster: tuple[int, list[bytes]]) -> None:
+    port, _ = blaster
+    stream = await connect_tcp_asyncio("127.0.0.1", port)
+    stream._transport.abort()  # the connection is lost under the stream
+    await wait_until(lambda: stream._protocol.eof)
+    with pytest.raises(anyio.BrokenResourceError):
+        await stream.send(b"x")
+    await stream.aclose()
+    with pytest.raises(anyio.ClosedResourceError):
+        while True:
+            await stream.receive()
