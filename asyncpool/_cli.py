@@ -223,7 +223,7 @@ async def _bench_url(args: argparse.Namespace, url: str, err: Any) -> int:
                     if issued >= total:
                         return
                     issued += 1
-                elif time.perf_counter() >= stop_at:  # type: ignore[operator]
+                elif time.perf_counter() >= (stop_at or 0.0):
                     return
                 begin = time.perf_counter()
                 try:

@@ -122,22 +122,19 @@ class HTTP11Protocol:
                     "response head exceeds max_response_header_bytes", host=self._host
                 ) from None
             raise RemoteProtocolError(str(exc), host=self._host) from None
-        kind = type(event)
-        if kind is h11.Data:
-            return bytes(event.data)  # type: ignore[union-attr]
-        if kind is h11.Response:
-            headers = self._checked_headers(event.headers)  # type: ignore[union-attr]
+        if isinstance(event, h11.Data):
+            return bytes(event.data)
+        if isinstance(event, h11.Response):
             return ResponseHead(
-                event.status_code,  # type: ignore[union-attr]
-                event.reason.decode("latin-1"),  # type: ignore[union-attr]
-                "HTTP/" + event.http_version.decode("ascii"),  # type: ignore[union-attr]
-                headers,
+                event.status_code,
+                event.reason.decode("latin-1"),
+                "HTTP/" + event.http_version.decode("ascii"),
+                self._checked_headers(event.headers),
             )
-        if kind is h11.EndOfMessage:
+        if isinstance(event, h11.EndOfMessage):
             return END_OF_MESSAGE
-        if kind is h11.InformationalResponse:
-            headers = self._checked_headers(event.headers)  # type: ignore[union-attr]
-            return Informational(event.status_code, headers)  # type: ignore[union-attr]
+        if isinstance(event, h11.InformationalResponse):
+            return Informational(event.status_code, self._checked_headers(event.headers))
         if event is h11.NEED_DATA:
             return NEED_DATA
         if event is h11.PAUSED:
