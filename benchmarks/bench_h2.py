@@ -37,6 +37,7 @@ from bench_http1 import (
     _drive,
     _fmt,
     _median,
+    measure,
     raise_nofile_limit,
     run_worker,
 )
@@ -185,10 +186,6 @@ def main(args: argparse.Namespace) -> int:
         return 0
     levels = [int(s) for s in args.concurrency.split(",") if s.strip()]
     server_cpu, client_cpu = _cpus(args.pin)
-    results: dict[tuple[str, int], list[dict[str, Any]]] = {
-        (k, c): [] for k in clients for c in levels
-    }
-    notes: dict[str, str] = {}
 
     started = time.perf_counter()
     with _server(args, server_cpu) as (url, ca_file):
@@ -198,20 +195,12 @@ def main(args: argparse.Namespace) -> int:
             f"asyncpool backend={args.backend}",
             flush=True,
         )
-        # Repeats outermost, so that drift over the run touches every cell alike.
-        for rep in range(args.repeat):
-            for client in clients:
-                for c in levels:
-                    if client in notes:
-                        continue  # skipped: not installed
-                    r = _run_cell(args, url, ca_file, client, c, client_cpu)
-                    results[client, c].append(r)
-                    if "skipped" in r:
-                        notes[client] = r["skipped"]
-                    elif "error" in r:
-                        notes[f"{client} c={c}"] = r["error"]
-                    if args.verbose:
-                        print(f"  rep {rep + 1} {client:<10} c={c:<4} {r}", flush=True)
+        results, notes = measure(
+            args,
+            clients,
+            levels,
+            lambda client, c: _run_cell(args, url, ca_file, client, c, client_cpu),
+        )
 
     width = 12
     print()

@@ -347,6 +347,35 @@ def _server(args: argparse.Namespace, cpu: int | None) -> Iterator[str]:
         yield server.url("/small")
 
 
+Cells = dict[tuple[str, int], list[dict[str, Any]]]
+
+
+def measure(
+    args: argparse.Namespace,
+    clients: list[str],
+    levels: list[int],
+    run_cell: Callable[[str, int], dict[str, Any]],
+) -> tuple[Cells, dict[str, str]]:
+    """Every (client, concurrency) cell ``args.repeat`` times, repeats outermost so that drift
+    over the run touches every cell alike; and notes on skipped clients and failed cells."""
+    results: Cells = {(k, c): [] for k in clients for c in levels}
+    notes: dict[str, str] = {}
+    for rep in range(args.repeat):
+        for client in clients:
+            for c in levels:
+                if client in notes:
+                    continue  # skipped: not installed
+                r = run_cell(client, c)
+                results[client, c].append(r)
+                if "skipped" in r:
+                    notes[client] = r["skipped"]
+                elif "error" in r:
+                    notes[f"{client} c={c}"] = r["error"]
+                if args.verbose:
+                    print(f"  rep {rep + 1} {client:<10} c={c:<4} {r}", flush=True)
+    return results, notes
+
+
 def run_worker(cmd: list[str], timeout: float) -> dict[str, Any]:
     """Run one benchmark worker process; its last stdout line is its JSON result."""
     try:
@@ -410,10 +439,6 @@ def main(args: argparse.Namespace) -> int:
     nofile = raise_nofile_limit()  # before nginx starts: it inherits the limit
     if nofile and nofile < max(levels) + 64:
         print(f"# warning: only {nofile} open files allowed; c={max(levels)} may fail", flush=True)
-    results: dict[tuple[str, int], list[dict[str, Any]]] = {
-        (k, c): [] for k in clients for c in levels
-    }
-    notes: dict[str, str] = {}
 
     started = time.perf_counter()
     with _server(args, server_cpu) as url:
@@ -422,20 +447,9 @@ def main(args: argparse.Namespace) -> int:
             f"client={client_cpu}  repeats={args.repeat}  asyncpool backend={args.backend}",
             flush=True,
         )
-        # Repeats outermost, so that drift over the run touches every cell alike.
-        for rep in range(args.repeat):
-            for client in clients:
-                for c in levels:
-                    if client in notes:
-                        continue  # skipped: not installed
-                    r = _run_cell(args, url, client, c, client_cpu)
-                    results[client, c].append(r)
-                    if "skipped" in r:
-                        notes[client] = r["skipped"]
-                    elif "error" in r:
-                        notes[f"{client} c={c}"] = r["error"]
-                    if args.verbose:
-                        print(f"  rep {rep + 1} {client:<10} c={c:<4} {r}", flush=True)
+        results, notes = measure(
+            args, clients, levels, lambda client, c: _run_cell(args, url, client, c, client_cpu)
+        )
 
     width = 12
     print()
