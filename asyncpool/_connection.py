@@ -4,16 +4,17 @@ Theory of operation
 -------------------
 A connection owns one byte stream and two tasks in the Transport's task group:
 
-* the **writer** takes exchanges from ``_write_recv`` (a memory object stream) and writes each
+* the **writer** takes exchanges from ``_write_queue`` (a memory channel) and writes each
   request: head, then body (after ``100 Continue`` where the request expects one);
 * the **reader** is parked on the socket whenever it is not reading a response. When bytes
-  arrive it takes the exchange they answer from ``_read_recv``, parses the head, hands the
+  arrive it takes the exchange they answer from ``_read_queue``, parses the head, hands the
   response to the caller and streams the body into a bounded channel (back-pressure). At the
   end of the body it gives the connection back to its owner (the pool) *before* the caller
   sees the end, so the caller's next request finds it idle.
 
 A caller (``round_trip``) puts its exchange into both channels without awaiting and waits for
-the head. Because the reader is always parked on the socket, a server that closes an idle
+the head. The channels and events are the loop-native ones of ``_sync`` (anyio's cost several
+times more per request). Because the reader is always parked on the socket, a server that closes an idle
 connection is noticed at once; the same park carries the idle timeout (the reader's cancel
 scope has the idle connection's expiry as its deadline), so an idle connection costs no timer
 and no task.
@@ -21,8 +22,7 @@ and no task.
 Invariants
 ----------
 * At most one exchange is in flight: the owner hands a connection to one request at a time, so
-  each channel holds at most one exchange (``send_nowait`` never blocks; if it would, that is a
-  bug and fails loudly).
+  both channels are empty when a request starts (checked: a second one fails loudly).
 * ``close`` is synchronous, idempotent, and the only way a connection dies: it cancels both
   tasks and tells the owner exactly once (which frees the host slot).
 * Every exchange ends exactly once: with a response, or with an error; one still queued when the
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any, Protocol
 
 import anyio
@@ -59,6 +59,7 @@ from ._http11 import (
     make_protocol,
 )
 from ._models import Headers, Request, Response
+from ._sync import Channel, Event, event_factory
 from ._trace import ClientTrace, CloseReason, ConnClosedInfo, WroteRequestInfo, logger
 
 __all__ = ["RETRY_NOTHING_WRITTEN", "RETRY_NO_RESPONSE", "ConnOwner", "HTTP11Connection"]
@@ -116,6 +117,7 @@ class _Exchange:
         headers: list[tuple[str, str]],
         trace: ClientTrace | None,
         reused: bool,
+        new_event: Callable[[], Event],
         *,
         need_written_event: bool,
         expects_continue: bool,
@@ -124,9 +126,9 @@ class _Exchange:
         self.headers = headers
         self.trace = trace
         self.reused = reused
-        self.head_ready = anyio.Event()
-        self.written: anyio.Event | None = anyio.Event() if need_written_event else None
-        self.continue_event: anyio.Event | None = anyio.Event() if expects_continue else None
+        self.head_ready = new_event()
+        self.written = new_event() if need_written_event else None
+        self.continue_event = new_event() if expects_continue else None
         self.continue_refused = False
         # Handed from the reader to the caller, who takes it out: the reader must not keep a
         # forgotten response alive (its finaliser is what frees the connection).
@@ -134,7 +136,7 @@ class _Exchange:
         self.delivered = False
         self.body: _StreamingBody | None = None
         self.error: BaseException | None = None
-        self.write_done: anyio.Event | None = None  # made by a reader that waits for the writer
+        self.write_done: Event | None = None  # made by a reader that waits for the writer
         self.wrote_any = False  # the writer handed at least one byte to the socket
         self.response_started = False  # the reader saw at least one byte of the response
 
@@ -212,8 +214,9 @@ class HTTP11Connection:
         self.close_error: BaseException | None = None
         # The trace of the request that last used the connection: told when it closes.
         self.trace: ClientTrace | None = None
-        self._read_send, self._read_recv = anyio.create_memory_object_stream[_Exchange](1)
-        self._write_send, self._write_recv = anyio.create_memory_object_stream[_Exchange](1)
+        self._new_event = event_factory()
+        self._read_queue: Channel[_Exchange] = Channel(self._new_event)
+        self._write_queue: Channel[_Exchange] = Channel(self._new_event)
         self._reader_scope = anyio.CancelScope()
         self._writer_scope = anyio.CancelScope()
 
@@ -247,8 +250,8 @@ class HTTP11Connection:
             return
         self.closed = True
         self.close_why, self.close_error = why, error
-        self._read_send.close()
-        self._write_send.close()
+        self._read_queue.close()
+        self._write_queue.close()
         self._reader_scope.cancel()
         self._writer_scope.cancel()
         self._owner.conn_closed(self)
@@ -279,15 +282,17 @@ class HTTP11Connection:
             headers,
             trace,
             self.requests_started > 0,
+            self._new_event,
             need_written_event=response_header_timeout is not None,
             expects_continue=bool(expects_continue),
         )
+        assert not (self._read_queue or self._write_queue), f"{self!r} given two requests"
         self.requests_started += 1
         self.trace = trace
         try:
-            self._read_send.send_nowait(exchange)
-            self._write_send.send_nowait(exchange)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._read_queue.send_nowait(exchange)
+            self._write_queue.send_nowait(exchange)
+        except anyio.ClosedResourceError:
             raise self._error_for(exchange) from None
         try:
             timeout = await wait_for_head(
@@ -340,8 +345,12 @@ class HTTP11Connection:
     # -- the writer task (Go's writeLoop) -------------------------------------------------------
 
     async def _write_loop(self) -> None:
-        with self._writer_scope, self._write_recv:
-            async for exchange in self._write_recv:
+        with self._writer_scope:
+            while True:
+                try:
+                    exchange = await self._write_queue.receive()
+                except anyio.EndOfStream:
+                    return
                 try:
                     await self._write_request(exchange)
                 except Exception as exc:
@@ -412,7 +421,7 @@ class HTTP11Connection:
                 while True:
                     data = await self._receive()
                     try:
-                        exchange = self._read_recv.receive_nowait()
+                        exchange = self._read_queue.receive_nowait()
                     except anyio.WouldBlock:
                         if data:
                             message = "unsolicited response on an idle connection"
@@ -442,11 +451,10 @@ class HTTP11Connection:
                 exchange.fail(self._error_for(exchange))
             while True:
                 try:
-                    queued = self._read_recv.receive_nowait()
+                    queued = self._read_queue.receive_nowait()
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
                 queued.fail(self._error_for(queued))
-            self._read_recv.close()
             await anyio.aclose_forcefully(self._stream)
 
     async def _receive(self) -> bytes:
@@ -560,7 +568,7 @@ class HTTP11Connection:
         if not (self._protocol.request_complete or exchange.continue_refused or exchange.error):
             # Answered before the request body was all sent (Go's wroteRequest): give the
             # writer a moment to finish rather than throw the connection away.
-            exchange.write_done = anyio.Event()
+            exchange.write_done = self._new_event()
             with anyio.move_on_after(MAX_WRITE_WAIT_BEFORE_REUSE):
                 await exchange.write_done.wait()
         if self._protocol.start_next_cycle():
@@ -588,7 +596,7 @@ class HTTP11Connection:
 
 
 async def wait_for_head(
-    head_ready: anyio.Event, written: anyio.Event | None, timeout: float | None, host_port: str
+    head_ready: Event, written: Event | None, timeout: float | None, host_port: str
 ) -> ResponseHeaderTimeout | None:
     """Wait for a response head. With a ``response_header_timeout`` (then ``written`` is given)
     the clock starts when the request is written; past it, the error is returned, not raised."""

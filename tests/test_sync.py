@@ -1,0 +1,101 @@
+"""The loop-native Event and Channel the connections use on their hot path."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from asyncpool._sync import Channel, clock, event_factory, new_event
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_event_wakes_its_waiter() -> None:
+    event = new_event()
+    woken = []
+
+    async def waiter() -> None:
+        await event.wait()
+        woken.append(True)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        assert not event.is_set() and not woken
+        event.set()
+        event.set()  # idempotent
+    assert event.is_set() and woken == [True]
+
+
+async def test_a_set_event_does_not_wait() -> None:
+    event = new_event()
+    event.set()
+    with anyio.fail_after(5):
+        await event.wait()
+
+
+async def test_a_cancelled_wait_leaves_the_event_usable() -> None:
+    event = new_event()
+    with anyio.move_on_after(0.01) as scope:
+        await event.wait()
+    assert scope.cancelled_caught and not event.is_set()
+
+    async def setter() -> None:
+        await anyio.wait_all_tasks_blocked()
+        event.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(setter)
+        with anyio.fail_after(5):
+            await event.wait()
+
+
+async def test_channel_delivers_in_order_and_ends_after_close() -> None:
+    channel: Channel[int] = Channel(event_factory())
+    received: list[int] = []
+
+    async def consumer() -> None:
+        while True:
+            try:
+                received.append(await channel.receive())
+            except anyio.EndOfStream:
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer)
+        await anyio.wait_all_tasks_blocked()
+        channel.send_nowait(1)
+        channel.send_nowait(2)
+        assert len(channel) == 2
+        await anyio.wait_all_tasks_blocked()
+        channel.send_nowait(3)
+        channel.close()
+    assert received == [1, 2, 3]
+    with pytest.raises(anyio.ClosedResourceError):
+        channel.send_nowait(4)
+
+
+async def test_channel_receive_nowait() -> None:
+    channel: Channel[str] = Channel(event_factory())
+    with pytest.raises(anyio.WouldBlock):
+        channel.receive_nowait()
+    channel.send_nowait("a")
+    channel.close()
+    assert channel.receive_nowait() == "a"  # what was queued survives the close
+    with pytest.raises(anyio.EndOfStream):
+        channel.receive_nowait()
+    with pytest.raises(anyio.EndOfStream):
+        await channel.receive()
+
+
+async def test_a_cancelled_receive_loses_nothing() -> None:
+    channel: Channel[int] = Channel(event_factory())
+    with anyio.move_on_after(0.01):
+        await channel.receive()
+    channel.send_nowait(7)
+    assert await channel.receive() == 7
+
+
+async def test_clock_is_the_loops_clock() -> None:
+    now = clock()
+    assert abs(now() - anyio.current_time()) < 1.0
