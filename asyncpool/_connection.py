@@ -15,9 +15,8 @@ A connection owns one byte stream and two tasks in the Transport's task group:
 A caller (``round_trip``) puts its exchange into both channels without awaiting and waits for
 the head. The channels and events are the loop-native ones of ``_sync`` (anyio's cost several
 times more per request). Because the reader is always parked on the socket, a server that closes an idle
-connection is noticed at once; the same park carries the idle timeout (the reader's cancel
-scope has the idle connection's expiry as its deadline), so an idle connection costs no timer
-and no task.
+connection is noticed at once. The idle timeout is the pool's business (one sweeper for all
+idle connections), so a connection arms no timer per request.
 
 Invariants
 ----------
@@ -85,9 +84,6 @@ class ConnOwner(Protocol):
 
     def conn_closed(self, conn: HTTP11Connection) -> None:
         """The connection closed (called exactly once)."""
-
-    def idle_timed_out(self, conn: HTTP11Connection) -> None:
-        """The connection sat idle for ``idle_conn_timeout``."""
 
 
 class _Exchange:
@@ -186,7 +182,6 @@ class HTTP11Connection:
         key: str,
         host_port: str,
         max_header_bytes: int,
-        idle_conn_timeout: float | None,
         expect_continue_timeout: float | None,
         parser: str = "h11",
         local_address: tuple[object, ...] | None = None,
@@ -199,13 +194,12 @@ class HTTP11Connection:
         self.remote_address = remote_address
         self._owner = owner
         self._stream = stream
-        self._idle_conn_timeout = idle_conn_timeout
         self._expect_continue_timeout = expect_continue_timeout
         self._protocol = make_protocol(parser, host_port, max_header_bytes=max_header_bytes)
 
         # Owned by the pool, changed only in its synchronous methods: when the connection
-        # entered the idle list, or None while it is not there (see the idle_at property).
-        self._idle_at: float | None = None
+        # entered the idle list, or None while it is not there.
+        self.idle_at: float | None = None
 
         # Owned by the connection.
         self.requests_started = 0  # by round_trip; > 0 means reused (Go's isReused)
@@ -219,19 +213,6 @@ class HTTP11Connection:
         self._write_queue: Channel[_Exchange] = Channel(self._new_event)
         self._reader_scope = anyio.CancelScope()
         self._writer_scope = anyio.CancelScope()
-
-    @property
-    def idle_at(self) -> float | None:
-        return self._idle_at
-
-    @idle_at.setter
-    def idle_at(self, value: float | None) -> None:
-        # The reader, parked on the socket while idle, also keeps the idle timeout: its scope's
-        # deadline is the moment the idle connection expires, and never while it is in use.
-        self._idle_at = value
-        if self._idle_conn_timeout is not None:
-            deadline = math.inf if value is None else value + self._idle_conn_timeout
-            self._reader_scope.deadline = deadline
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("idle" if self.idle_at is not None else "active")
@@ -438,8 +419,6 @@ class HTTP11Connection:
                     if not await self._read_response(exchange, data):
                         return
                     exchange = None
-            if not self.closed:  # the scope's deadline: idle for idle_conn_timeout
-                self._owner.idle_timed_out(self)
         except Exception as exc:  # a protocol error, or a trace hook that raised
             why = CloseReason.SERVER_CLOSED if isinstance(exc, ServerDisconnected) else None
             self.close(why or CloseReason.ERROR, exc)

@@ -19,6 +19,10 @@ far as the server's MAX_CONCURRENT_STREAMS allows, and a full connection makes t
 more (one dial at a time) unless ``strict_max_concurrent_streams``. When it brings HTTP/1.1 the
 host is remembered as such and the waiters dial as HTTP/1.1 requests do.
 
+Idle connections expire by one sweeper task per Transport, not a timer per connection: the
+LRU holds them in the order they became idle, so the sweeper sleeps until its head expires
+(or, while nothing is idle, until something is) and closes what has expired.
+
 "The lock" is the event loop: every pool decision is a synchronous method below (no ``await``
 inside), so it runs atomically; I/O happens in the tasks, after the decision.
 
@@ -28,6 +32,8 @@ Invariants
   waiting want goes to the idle list or is closed.
 * An HTTP/1.1 connection is in exactly one place: a host's idle list (then ``idle_at`` is set
   and it is in ``_idle_lru``), or one request's hands (a delivered want, or a caller).
+* ``_idle_lru`` is ordered by ``idle_at``, oldest first (connections join at the end with the
+  current time), so the first connection in it is the next to expire.
 * ``_Host.conns`` counts dialing + active + idle connections of the host. It is incremented when
   a dial starts and decremented exactly once, when that dial fails or its connection closes
   (``conn_closed``); with ``max_conns_per_host`` a freed slot passes straight to the next
@@ -47,7 +53,7 @@ import collections
 import dataclasses
 import logging
 import ssl
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from types import TracebackType
 
 import anyio
@@ -60,6 +66,7 @@ from ._dial import DialFunc, default_ssl_context, dial
 from ._errors import HTTPError, PoolClosed
 from ._http11 import PARSERS, default_parser
 from ._models import URL, Request, Response
+from ._sync import Event, clock, event_factory
 from ._trace import (
     ClientTrace,
     CloseReason,
@@ -129,10 +136,10 @@ class _Want:
 
     __slots__ = ("conn", "dialed", "error", "ready", "request", "trace", "waiting")
 
-    def __init__(self, request: Request, trace: ClientTrace | None) -> None:
+    def __init__(self, request: Request, trace: ClientTrace | None, ready: Event) -> None:
         self.request = request  # for the dial's host, port and TLS name
         self.trace = trace  # the dial fires this request's hooks
-        self.ready = anyio.Event()
+        self.ready = ready
         self.waiting = True
         self.dialed = False  # a dial was started or queued for it (else it waits on another's)
         self.conn: Conn | None = None
@@ -246,6 +253,12 @@ class Transport:
         self._close_idle = False  # Go's closeIdle: close conns freed after close_idle_connections
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closed = False
+        # The running loop's own clock and Event class, looked up once (in __aenter__).
+        self._clock: Callable[[], float] = anyio.current_time
+        self._new_event: Callable[[], Event] = anyio.Event
+        # Set while the idle sweeper waits for a first idle connection; who fills an empty
+        # idle list sets it.
+        self._idle_wakeup: Event | None = None
         self._dials = 0
         self._failed_dials = 0
         self._reused = 0
@@ -259,9 +272,12 @@ class Transport:
     async def __aenter__(self) -> Transport:
         if self._task_group is not None or self._closed:
             raise PoolClosed("a Transport can be entered once; create a new one")
+        self._clock, self._new_event = clock(), event_factory()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
+        if self.idle_conn_timeout is not None:
+            task_group.start_soon(self._close_expired_idle_conns, self.idle_conn_timeout)
         return self
 
     async def __aexit__(
@@ -423,8 +439,8 @@ class Transport:
 
         if trace and trace.wait_for_conn_start:
             trace.wait_for_conn_start()
-        queued_at = anyio.current_time()
-        want = _Want(request, trace)
+        queued_at = self._clock()
+        want = _Want(request, trace, self._new_event())
         host.idle_waiters.append(want)
         host.waiting += 1
         self._queue_for_dial(host, want)
@@ -434,7 +450,7 @@ class Transport:
             self._cancel_want(host, want)
             raise
         if trace and trace.wait_for_conn_done:
-            queued = anyio.current_time() - queued_at
+            queued = self._clock() - queued_at
             try:
                 trace.wait_for_conn_done(queued, want.error)
             except BaseException:
@@ -474,7 +490,7 @@ class Transport:
 
     def _take_idle(self, host: _Host) -> tuple[HTTP11Connection | None, float]:
         """The most recently used live idle connection of ``host``, and how long it idled."""
-        now = anyio.current_time()
+        now = self._clock()
         timeout = self.idle_conn_timeout
         while host.idle:
             conn, _ = host.idle.popitem(last=True)
@@ -498,11 +514,10 @@ class Transport:
                 return conn, self._reserve(conn)
         return None
 
-    @staticmethod
-    def _reserve(conn: HTTP2Connection) -> float:
+    def _reserve(self, conn: HTTP2Connection) -> float:
         conn.reserved += 1
         idle_at, conn.idle_at = conn.idle_at, None
-        return 0.0 if idle_at is None else anyio.current_time() - idle_at
+        return 0.0 if idle_at is None else self._clock() - idle_at
 
     def _may_be_h2(self, host: _Host, url: URL) -> bool:
         if host.h1_only:
@@ -609,9 +624,12 @@ class Transport:
             return CloseReason.CLOSE_IDLE
         if len(host.idle) >= self.max_idle_conns_per_host:
             return CloseReason.IDLE_LIST_FULL
-        conn.idle_at = anyio.current_time()
+        conn.idle_at = self._clock()
         host.idle[conn] = None
         self._idle_lru[conn] = None
+        if self._idle_wakeup is not None:
+            self._idle_wakeup.set()
+            self._idle_wakeup = None
         if self.max_idle_conns and len(self._idle_lru) > self.max_idle_conns:
             oldest, _ = self._idle_lru.popitem(last=False)
             self._evictions += 1
@@ -623,9 +641,34 @@ class Transport:
     def release(self, conn: HTTP11Connection, trace: ClientTrace | None) -> None:
         self._put_or_close_idle(conn, trace)
 
-    def idle_timed_out(self, conn: HTTP11Connection) -> None:
+    def idle_timed_out(self, conn: HTTP2Connection) -> None:
         self._idle_timeouts += 1
         conn.close(CloseReason.IDLE_TIMEOUT)
+
+    # -- the idle sweeper (a task) ----------------------------------------------------------------
+
+    async def _close_expired_idle_conns(self, timeout: float) -> None:
+        """Go's per-connection idle timer, for the whole pool at once."""
+        while True:
+            next_expiry = self._close_expired(timeout)
+            if next_expiry is not None:
+                await anyio.sleep_until(next_expiry)
+            else:
+                wakeup = self._idle_wakeup = self._new_event()
+                await wakeup.wait()
+
+    def _close_expired(self, timeout: float) -> float | None:
+        """Close the idle HTTP/1.1 connections past ``timeout``; when the next one expires."""
+        now = self._clock()
+        while self._idle_lru:
+            oldest = next(iter(self._idle_lru))
+            assert oldest.idle_at is not None, f"{oldest!r} in the LRU without idle_at"
+            expiry = oldest.idle_at + timeout
+            if expiry > now:
+                return expiry
+            self._idle_timeouts += 1
+            oldest.close(CloseReason.IDLE_TIMEOUT)  # conn_closed takes it out of the LRU
+        return None
 
     def release_stream(self, conn: HTTP2Connection) -> None:
         conn.reserved -= 1
@@ -635,7 +678,7 @@ class Transport:
             return
         self._serve_h2_waiters(host, conn)
         if conn.reserved == 0:
-            conn.idle_at = anyio.current_time()
+            conn.idle_at = self._clock()
 
     def capacity_changed(self, conn: HTTP2Connection) -> None:
         host = self._hosts.get(conn.key)
@@ -747,7 +790,6 @@ class Transport:
             key=host.key,
             host_port=f"{url.host}:{url.port}",
             max_header_bytes=self.max_response_header_bytes,
-            idle_conn_timeout=self.idle_conn_timeout,
             expect_continue_timeout=self.expect_continue_timeout,
             parser=self.http1_parser,
             local_address=dialed.local_address,
@@ -773,7 +815,7 @@ class Transport:
             conn.close(CloseReason.POOL_CLOSED, PoolClosed("the Transport was closed"))
             return
         host.h2_conns[conn] = None
-        conn.idle_at = anyio.current_time()
+        conn.idle_at = self._clock()
         if want.waiting and conn.has_capacity:  # its own want first, then the queue in order
             self._reserve(conn)
             self._deliver(host, want, conn, None)

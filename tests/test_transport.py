@@ -218,6 +218,24 @@ async def test_idle_timeout_closes_the_connection(server: TestServer) -> None:
         assert pool.stats().idle_timeouts == 1
 
 
+async def test_idle_timeout_counts_from_the_last_use(server: TestServer) -> None:
+    timeout = 0.1
+    async with Transport(idle_conn_timeout=timeout) as pool:
+        await get(pool, server.url)
+        # Keep the connection busy for several timeouts: an expiry computed from an earlier
+        # idle spell must not close it.
+        end = anyio.current_time() + 3 * timeout
+        while anyio.current_time() < end:
+            await get(pool, server.url)
+        assert (pool.stats().dials, pool.stats().idle_timeouts) == (1, 0)
+        await wait_until(lambda: pool.stats().total == 0)
+        assert pool.stats().idle_timeouts == 1
+        # The sweeper, idle itself now, wakes for the next idle connection too.
+        await get(pool, server.url)
+        await wait_until(lambda: pool.stats().total == 0)
+        assert (pool.stats().dials, pool.stats().idle_timeouts) == (2, 2)
+
+
 async def test_an_expired_idle_connection_is_never_handed_out(server: TestServer) -> None:
     async with Transport(idle_conn_timeout=0.05) as pool:
         await get(pool, server.url)
