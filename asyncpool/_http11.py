@@ -174,6 +174,9 @@ class _StopParsing(Exception):
     """Raised from a parser callback to stop llhttp at the end of a body-less head."""
 
 
+_FRAMING_FIELDS = frozenset({b"content-length", b"transfer-encoding"})
+
+
 class HttptoolsProtocol:
     """The same interface on httptools' llhttp parser, several times faster than h11.
 
@@ -186,8 +189,10 @@ class HttptoolsProtocol:
         "_body_left",
         "_chunked",
         "_events",
+        "_framed",
         "_head_bytes",
         "_head_done",
+        "_header_bytes",
         "_headers",
         "_host",
         "_informational",
@@ -222,7 +227,9 @@ class HttptoolsProtocol:
     def _reset_message(self) -> None:
         self._headers: list[tuple[str, str]] = []
         self._status_reason = ""
-        self._head_bytes = 0
+        self._head_bytes = 0  # bytes fed while the head was incomplete
+        self._header_bytes = 0  # size of the parsed header fields, as h11 counts them
+        self._framed = False  # Content-Length or Transfer-Encoding seen
         self._head_done = False
         self._message_done = False
         self._started = False
@@ -288,18 +295,22 @@ class HttptoolsProtocol:
         self._status_reason += status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if name.lower() in _FRAMING_FIELDS:
+            self._framed = True
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         parser, headers = self._parser, self._headers
         status = parser.get_status_code()
-        if sum(len(n) + len(v) + 4 for n, v in headers) > self._max_header_bytes:
+        if self._header_bytes > self._max_header_bytes:
             raise ResponseHeaderTooLarge(
                 "response head exceeds max_response_header_bytes", host=self._host
             )
         if 100 <= status < 200:
             self._events.append(Informational(status, headers))
             self._headers, self._status_reason = [], ""
+            self._header_bytes, self._framed = 0, False
             self._informational = True
             return
         self._head_done = True
@@ -311,8 +322,7 @@ class HttptoolsProtocol:
             if self._method == "HEAD":
                 raise _StopParsing  # llhttp would wait for a body a HEAD response never has
             return
-        framed = any(n.lower() in ("content-length", "transfer-encoding") for n, _ in headers)
-        self._until_eof = not framed
+        self._until_eof = not self._framed
 
     def on_body(self, body: bytes) -> None:
         self._events.append(bytes(body))

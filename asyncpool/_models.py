@@ -4,6 +4,7 @@ response's body stream, which the connection layer supplies."""
 from __future__ import annotations
 
 import codecs
+import functools
 import json
 import re
 import warnings
@@ -31,47 +32,50 @@ HeaderInput = Union["Headers", Mapping[str, str], Iterable[tuple[str, str]], Non
 class URL:
     """An absolute http(s) URL, split once into the parts the pool needs."""
 
-    __slots__ = ("host", "origin", "port", "scheme", "target", "url")
+    __slots__ = ("host", "host_header", "origin", "port", "scheme", "target", "url")
 
     def __init__(self, url: str) -> None:
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError as exc:
-            raise InvalidURL(f"cannot parse {url!r}: {exc}") from None
-        scheme = parts.scheme.lower()
-        if not scheme:
-            raise InvalidURL(f"{url!r} has no scheme; use http:// or https://")
-        if scheme not in DEFAULT_PORTS:
-            raise InvalidURL(f"unsupported scheme {scheme!r} in {url!r}; use http or https")
-        host = parts.hostname
-        if not host:
-            raise InvalidURL(f"{url!r} has no host")
         self.url = url
-        self.scheme = scheme
-        self.host = host
-        self.port = port if port is not None else DEFAULT_PORTS[scheme]
-        target = parts.path or "/"
-        if parts.query:
-            target = f"{target}?{parts.query}"
-        if _FORBIDDEN_IN_VALUE.search(target) or " " in target:
-            raise InvalidURL(f"{url!r} holds whitespace or control characters in its path")
-        self.target = target
-        self.origin = f"{scheme}://{self.host_header}"
-
-    @property
-    def host_header(self) -> str:
-        """``host[:port]`` as the Host header carries it (the port only when not the default)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        if self.port == DEFAULT_PORTS[self.scheme]:
-            return host
-        return f"{host}:{self.port}"
+        (self.scheme, self.host, self.port, self.target, self.host_header, self.origin) = (
+            _split_url(url)
+        )
 
     def __str__(self) -> str:
         return self.url
 
     def __repr__(self) -> str:
         return f"URL({self.url!r})"
+
+
+@functools.lru_cache(maxsize=1024)
+def _split_url(url: str) -> tuple[str, str, int, str, str, str]:
+    """(scheme, host, port, target, host_header, origin); cached, as a client sends many
+    requests to few URLs (an invalid URL raises, and is not cached)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURL(f"cannot parse {url!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if not scheme:
+        raise InvalidURL(f"{url!r} has no scheme; use http:// or https://")
+    if scheme not in DEFAULT_PORTS:
+        raise InvalidURL(f"unsupported scheme {scheme!r} in {url!r}; use http or https")
+    host = parts.hostname
+    if not host:
+        raise InvalidURL(f"{url!r} has no host")
+    if port is None:
+        port = DEFAULT_PORTS[scheme]
+    target = parts.path or "/"
+    if parts.query:
+        target = f"{target}?{parts.query}"
+    if _FORBIDDEN_IN_VALUE.search(target) or " " in target:
+        raise InvalidURL(f"{url!r} holds whitespace or control characters in its path")
+    # Host as the Host header carries it: the port only when not the default.
+    host_header = f"[{host}]" if ":" in host else host
+    if port != DEFAULT_PORTS[scheme]:
+        host_header = f"{host_header}:{port}"
+    return scheme, host, port, target, host_header, f"{scheme}://{host_header}"
 
 
 class Headers:
@@ -157,8 +161,11 @@ class Headers:
         return f"Headers({self._items!r})"
 
 
+_COMMON_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def validate_method(method: str) -> None:
-    if not _TOKEN.match(method):
+    if method not in _COMMON_METHODS and not _TOKEN.match(method):
         raise LocalProtocolError(f"invalid method {method!r}: must be an HTTP token")
 
 
@@ -328,7 +335,16 @@ class Response:
         if self._content is None:
             if self._closed:
                 raise RuntimeError("the response is closed; its body can no longer be read")
-            self._content = b"".join([chunk async for chunk in _BodyIterator(self)])
+            chunks = []
+            stream = self._stream
+            try:
+                while chunk := await stream.read_chunk():
+                    chunks.append(chunk)
+            except BaseException:
+                self._discard()  # as _BodyIterator: a failed read gives the connection up
+                raise
+            self._closed = True  # read to the end: the connection is back in the pool
+            self._content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return self._content
 
     def aiter_bytes(self) -> AsyncIterator[bytes]:
