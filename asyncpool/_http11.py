@@ -66,6 +66,11 @@ def _decode_headers(headers: Any) -> list[tuple[str, str]]:
     ]
 
 
+# Header lists h11 has validated, as h11 keeps them (shared by every connection; bounded).
+_CHECKED_HEADERS: dict[tuple[tuple[str, str], ...], Any] = {}
+_CHECKED_HEADERS_MAX = 512
+
+
 class HTTP11Protocol:
     """One client side of an HTTP/1.1 connection, over any number of request/response cycles."""
 
@@ -80,7 +85,16 @@ class HTTP11Protocol:
 
     def request_head(self, method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
         try:
-            data = self._h11.send(h11.Request(method=method, target=target, headers=headers))
+            # A client sends the same header fields again and again: h11 validates and
+            # normalises them once, and a later Request reuses that result (its ``headers``).
+            key = tuple(headers)
+            checked = _CHECKED_HEADERS.get(key)
+            request = h11.Request(method=method, target=target, headers=checked or headers)
+            if checked is None:
+                if len(_CHECKED_HEADERS) >= _CHECKED_HEADERS_MAX:
+                    _CHECKED_HEADERS.clear()
+                _CHECKED_HEADERS[key] = request.headers
+            data = self._h11.send(request)
         except h11.LocalProtocolError as exc:
             raise LocalProtocolError(str(exc), host=self._host) from None
         assert data is not None
