@@ -32,7 +32,7 @@ Invariants
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from typing import Any, Protocol
 
 import anyio
@@ -43,7 +43,6 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from h2.connection import ConnectionInputs, ConnectionState, H2ConnectionStateMachine
 
 from ._connection import (
@@ -61,6 +60,7 @@ from ._errors import (
     StreamReset,
 )
 from ._models import Headers, Request, Response
+from ._sync import Channel, Event, event_factory
 from ._trace import ClientTrace, CloseReason, WroteRequestInfo
 
 __all__ = ["H2Owner", "HTTP2Connection"]
@@ -112,11 +112,11 @@ class _OutBody:
 
     __slots__ = ("buffer", "eof", "offset", "pump_scope", "space")
 
-    def __init__(self, data: bytes, eof: bool) -> None:
+    def __init__(self, data: bytes, eof: bool, space: Event) -> None:
         self.buffer = bytearray(data)
         self.offset = 0
         self.eof = eof
-        self.space = anyio.Event()  # set when the writer drained the buffer
+        self.space = space  # set when the writer drained the buffer
         self.pump_scope: anyio.CancelScope | None = None
 
     def take(self, limit: int) -> bytes:
@@ -134,28 +134,33 @@ class _Stream:
 
     __slots__ = (
         "body",
+        "chunks",
         "delivered",
         "ended",
         "error",
         "head_ready",
         "out",
-        "receive",
         "released",
         "request",
         "response",
         "response_started",
-        "send",
         "stream_id",
         "trace",
         "written",
     )
 
-    def __init__(self, stream_id: int, request: Request, trace: ClientTrace | None) -> None:
+    def __init__(
+        self,
+        stream_id: int,
+        request: Request,
+        trace: ClientTrace | None,
+        new_event: Callable[[], Event],
+    ) -> None:
         self.stream_id = stream_id
         self.request = request
         self.trace = trace
-        self.head_ready = anyio.Event()
-        self.written: anyio.Event | None = None
+        self.head_ready = new_event()
+        self.written: Event | None = None
         self.response: Response | None = None
         self.delivered = False
         self.error: BaseException | None = None
@@ -163,9 +168,8 @@ class _Stream:
         self.ended = False  # END_STREAM received: the body is complete
         self.released = False  # the slot went back to the pool
         self.out: _OutBody | None = None
-        self.send: MemoryObjectSendStream[tuple[bytes, int]]
-        self.receive: MemoryObjectReceiveStream[tuple[bytes, int]]
-        self.send, self.receive = anyio.create_memory_object_stream[tuple[bytes, int]](math.inf)
+        # DATA as (bytes, flow-controlled length), unbounded: flow control bounds it.
+        self.chunks: Channel[tuple[bytes, int]] = Channel(new_event)
         self.body: _H2Body | None = None
 
 
@@ -220,7 +224,8 @@ class HTTP2Connection:
         self._streams: dict[int, _Stream] = {}
         self._outgoing: dict[int, _Stream] = {}  # streams whose body is still being sent
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._wakeup = anyio.Event()  # kicks the writer
+        self._new_event = event_factory()
+        self._wakeup = self._new_event()  # kicks the writer
         self._ping_deadline: float | None = None
         self._reader_scope = anyio.CancelScope()
         self._writer_scope = anyio.CancelScope()
@@ -315,7 +320,7 @@ class HTTP2Connection:
             self._owner.release_stream(self)
             raise
         if response_header_timeout is not None:
-            stream.written = anyio.Event()
+            stream.written = self._new_event()
             if stream.out is None:
                 stream.written.set()
         try:
@@ -363,13 +368,13 @@ class HTTP2Connection:
         self._h2.send_headers(stream_id, fields, end_stream=not has_body)
         self.requests_started += 1
         self.trace = trace
-        stream = _Stream(stream_id, request, trace)
+        stream = _Stream(stream_id, request, trace, self._new_event)
         self._streams[stream_id] = stream
         if isinstance(content, bytes) and content:
-            stream.out = _OutBody(content, eof=True)
+            stream.out = _OutBody(content, True, self._new_event())
             self._outgoing[stream_id] = stream
         elif isinstance(content, AsyncIterable):
-            stream.out = _OutBody(b"", eof=False)
+            stream.out = _OutBody(b"", False, self._new_event())
             self._outgoing[stream_id] = stream
             assert self._task_group is not None
             self._task_group.start_soon(self._pump_body, stream, content)
@@ -386,7 +391,7 @@ class HTTP2Connection:
                 async with closing_body(content) as chunks:
                     async for chunk in chunks:
                         while len(out.buffer) >= UPLOAD_BUFFER:
-                            out.space = anyio.Event()
+                            out.space = self._new_event()
                             await out.space.wait()
                         out.buffer += chunk
                         self._kick()
@@ -415,19 +420,21 @@ class HTTP2Connection:
             stream.head_ready.set()
         if stream.written is not None:
             stream.written.set()
-        stream.send.close()
-        if not stream.delivered:
-            stream.receive.close()  # nobody will ever read it
-        if stream.error is not None:
-            # Nobody will read what arrived; it still counts against the connection window.
-            unread = 0
-            while True:
-                try:
-                    unread += stream.receive.receive_nowait()[1]
-                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                    break
-            self._consumed(stream, unread)
+        stream.chunks.close()
+        if stream.error is not None or not stream.delivered:
+            self._discard_unread(stream)  # nobody will read what arrived
         self._finish(stream)
+
+    def _discard_unread(self, stream: _Stream) -> None:
+        """Drop what a stream received and nobody will read; it still counts against the
+        connection's window, so acknowledge it."""
+        unread = 0
+        while True:
+            try:
+                unread += stream.chunks.receive_nowait()[1]
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+        self._consumed(stream, unread)
 
     def _finish(self, stream: _Stream) -> None:
         """The stream is over for the pool: give the slot back, once."""
@@ -460,7 +467,7 @@ class HTTP2Connection:
                         await self._stream.send(data)
                         continue
                     await self._wakeup.wait()
-                    self._wakeup = anyio.Event()
+                    self._wakeup = self._new_event()
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             self.close(
                 CloseReason.ERROR, ReadError(f"writing failed: {exc!r}", host=self.host_port)
@@ -542,7 +549,12 @@ class HTTP2Connection:
             probe_deadline = ping_deadline
             if probe_deadline is None and read_idle is not None:
                 probe_deadline = anyio.current_time() + read_idle
-            with anyio.CancelScope(deadline=min(idle_deadline, probe_deadline or math.inf)):
+            deadline = min(idle_deadline, probe_deadline or math.inf)
+            if deadline == math.inf:  # streams in flight and no PING check: no scope needed
+                data = await self._receive()
+                self._ping_deadline = None
+                return data
+            with anyio.CancelScope(deadline=deadline):
                 data = await self._receive()
                 self._ping_deadline = None  # anything from the server proves it alive
                 return data
@@ -577,7 +589,7 @@ class HTTP2Connection:
                     event.stream_id,
                 )
             else:
-                stream.send.send_nowait((event.data or b"", event.flow_controlled_length or 0))
+                stream.chunks.send_nowait((event.data or b"", event.flow_controlled_length or 0))
         elif isinstance(event, h2.events.ResponseReceived):
             self._head(event.stream_id, event.headers)
         elif isinstance(event, h2.events.StreamEnded):
@@ -655,7 +667,7 @@ class HTTP2Connection:
 
     def _ended(self, stream: _Stream) -> None:
         stream.ended = True
-        stream.send.close()
+        stream.chunks.close()
         if stream.trace and stream.trace.got_response_end:
             stream.trace.got_response_end()
         if stream.stream_id in self._outgoing:
@@ -701,11 +713,10 @@ class _H2Body:
         stream = self._stream
         while True:
             try:
-                data, flow_length = await stream.receive.receive()
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                data, flow_length = await stream.chunks.receive()
+            except anyio.EndOfStream:
                 if stream.error is not None:
                     raise stream.error from None
-                stream.receive.close()
                 return b""
             self._conn._consumed(stream, flow_length)
             if data:
@@ -720,4 +731,4 @@ class _H2Body:
             self._conn._reset(
                 stream, ReadError("response body closed before its end", host=self._conn.host_port)
             )
-        stream.receive.close()
+        self._conn._discard_unread(stream)
