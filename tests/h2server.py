@@ -169,6 +169,16 @@ class H2Stream:
     ) -> None:
         await self._send_headers([(":status", str(status)), *headers], end_stream)
 
+    async def send_unchecked_headers(self, fields: Headers, end_stream: bool = True) -> None:
+        """Send ``fields`` exactly as given, even malformed (no h2 validation): for testing
+        how the client treats a bad response head."""
+        config = self.connection.h2.config
+        config.validate_outbound_headers = config.normalize_outbound_headers = False
+        try:
+            await self._send_headers(list(fields), end_stream)
+        finally:
+            config.validate_outbound_headers = config.normalize_outbound_headers = True
+
     async def send_informational(self, status: int = 103, headers: Headers = ()) -> None:
         """Send a 1xx response (103 Early Hints, 100 Continue, ...)."""
         assert 100 <= status < 200

@@ -208,6 +208,58 @@ async def test_rst_stream_fails_that_stream_only(h2c: H2TestServer) -> None:
     assert h2c.connections_accepted == 1
 
 
+@pytest.mark.parametrize(
+    ("fields", "complaint"),
+    [
+        ([("content-type", "text/plain")], "no valid :status"),
+        ([(":status", "2000")], "no valid :status"),
+        ([(":status", "200"), (":status", "200")], "misplaced, repeated"),
+        ([(":status", "200"), (":path", "/")], "misplaced, repeated"),
+        ([("x-a", "1"), (":status", "200")], "misplaced, repeated"),
+        ([(":status", "200"), ("X-Upper", "1")], "invalid header field"),
+        ([(":status", "200"), ("x-split", "a\r\nx-injected: 1")], "invalid header field"),
+    ],
+)
+async def test_a_malformed_response_head_fails_that_stream_only(
+    fields: list[tuple[str, str]], complaint: str
+) -> None:
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        if req.path == "/bad":
+            await stream.send_unchecked_headers(fields, end_stream=False)
+            await stream.server.release.wait()  # until the client resets the stream
+        else:
+            await stream.respond(200, [("x-fine", "yes")], b"fine")
+
+    async with open_h2_server(handler) as server, Transport(**H2C) as pool:
+        with pytest.raises(asyncpool.RemoteProtocolError, match=complaint) as info:
+            await get(pool, server.url_for("/bad"))
+        assert f"127.0.0.1:{server.port}" in str(info.value)
+        await server.wait_until(lambda s: len(s.resets_received) == 1)
+        assert server.resets_received[0][1] == h2.errors.ErrorCodes.CANCEL
+        response = await get(pool, server.url_for("/good"))  # the connection lives on
+        assert (response.content, response.headers["x-fine"]) == (b"fine", "yes")
+        assert server.connections_accepted == 1
+
+
+async def test_request_fields_are_sent_as_http2_wants_them(h2c: H2TestServer) -> None:
+    headers = [
+        ("X-Mixed-Case", "  padded\t"),
+        ("Connection", "keep-alive"),
+        ("Keep-Alive", "timeout=5"),
+        ("TE", "gzip"),
+        ("Authorization", "secret"),
+    ]
+    async with Transport(**H2C) as pool:
+        await get(pool, h2c.url_for("/echo"), headers=headers)
+        await get(pool, h2c.url_for("/echo"), headers=[("te", "trailers")])
+    first, second = h2c.requests[0], h2c.requests[1]
+    assert first.header("x-mixed-case") == "padded"
+    assert first.header("authorization") == "secret"
+    for dropped in ("connection", "keep-alive", "te", "host"):
+        assert first.header(dropped) is None
+    assert second.header("te") == "trailers"
+
+
 async def test_a_refused_stream_is_retried_then_given_up(h2c: H2TestServer) -> None:
     async with Transport(**H2C) as pool:
         with pytest.raises(asyncpool.StreamReset, match="gave up after 6 retries"):
