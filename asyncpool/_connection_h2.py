@@ -38,13 +38,10 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-from h2.connection import ConnectionInputs, ConnectionState, H2ConnectionStateMachine
 from hpack import NeverIndexedHeaderTuple
 
 from ._connection import (
@@ -61,6 +58,7 @@ from ._errors import (
     RemoteProtocolError,
     StreamReset,
 )
+from ._http2 import new_client_connection
 from ._models import Headers, Request, Response
 from ._sync import Channel, Event, event_factory
 from ._trace import ClientTrace, CloseReason, WroteRequestInfo
@@ -82,21 +80,6 @@ _SENSITIVE_FIELDS = frozenset({"authorization", "proxy-authorization"})
 # A response field: a lowercase token name; a value without CR, LF or NUL (RFC 9113, 8.2.1).
 _RESPONSE_FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
 _FORBIDDEN_IN_VALUE = re.compile(rb"[\r\n\x00]")
-
-
-class _GoawayTolerantStateMachine(H2ConnectionStateMachine):
-    """h2 treats a received GOAWAY as the end of the connection and refuses every later frame,
-    even those of the streams the GOAWAY lets finish (and even in the same read). A client
-    must go on receiving them, so receiving GOAWAY leaves the connection open here; the pool
-    opens no new stream on it."""
-
-    _transitions = {  # noqa: RUF012 - replaces h2's table, read-only
-        **H2ConnectionStateMachine._transitions,
-        (ConnectionState.CLIENT_OPEN, ConnectionInputs.RECV_GOAWAY): (
-            None,
-            ConnectionState.CLIENT_OPEN,
-        ),
-    }
 
 
 class H2Owner(Protocol):
@@ -213,19 +196,7 @@ class HTTP2Connection:
         self._idle_conn_timeout = idle_conn_timeout
         self._read_idle_timeout = read_idle_timeout
         self._ping_timeout = ping_timeout
-        # h2 checks header blocks with a chain of generators per field, in and out; that was
-        # a third of a small request's cost. Outgoing fields are built valid here from an
-        # already validated Request (_open_stream); incoming ones are checked in _head_fields.
-        config = h2.config.H2Configuration(
-            client_side=True,
-            header_encoding=None,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-            validate_inbound_headers=False,
-            normalize_inbound_headers=False,
-        )
-        self._h2 = h2.connection.H2Connection(config=config)
-        self._h2.state_machine = _GoawayTolerantStateMachine()
+        self._h2 = new_client_connection()  # header blocks are ours to build and check
 
         # Owned by the pool, changed only in its synchronous methods.
         self.reserved = 0  # streams promised to requests, open or about to open

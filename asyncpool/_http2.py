@@ -1,0 +1,113 @@
+"""HTTP/2 client protocol: the ``h2`` state machine as the pool configures it. No I/O.
+
+Three departures from h2's defaults, each for a reason a client pool has:
+
+* **GOAWAY is survivable.** h2 treats a received GOAWAY as the end of the connection and
+  refuses every later frame, even those of the streams the GOAWAY lets finish (nginx sends
+  GOAWAY and their last frames in one write). Here receiving GOAWAY leaves the connection
+  open; the pool opens no new stream on it.
+* **Header blocks are not run through h2's checks.** h2 validates and normalises every field
+  in and out through a chain of generators, a third of a small request's cost. The connection
+  builds outgoing fields valid from an already validated ``Request`` and checks incoming heads
+  itself (``HTTP2Connection._head_fields``).
+* **HPACK decoding remembers.** Servers send the same response head again and again, and
+  nginx, for one, sends every field as a literal *with incremental indexing*, so each head
+  changes the dynamic table and cannot be looked up by its bytes alone. But a block that reads
+  nothing from the dynamic table decodes to the same fields whatever the table holds, and
+  changes the table by the same additions. ``ReplayingDecoder`` keeps, per block, its fields
+  and those additions, and on a repeat replays the additions instead of decoding again (the
+  pure-Python Huffman decoder was a sixth of a small request's cost).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import h2.config
+import h2.connection
+from h2.connection import ConnectionInputs, ConnectionState, H2ConnectionStateMachine
+from hpack import Decoder, HeaderTuple
+from hpack.table import HeaderTable
+
+__all__ = ["ReplayingDecoder", "new_client_connection"]
+
+REPLAY_CACHE_SIZE = 64  # distinct header blocks remembered per connection
+
+
+class GoawayTolerantStateMachine(H2ConnectionStateMachine):
+    """h2's connection state machine, where receiving GOAWAY keeps the connection open."""
+
+    _transitions = {  # noqa: RUF012 - replaces h2's table, read-only
+        **H2ConnectionStateMachine._transitions,
+        (ConnectionState.CLIENT_OPEN, ConnectionInputs.RECV_GOAWAY): (
+            None,
+            ConnectionState.CLIENT_OPEN,
+        ),
+    }
+
+
+class _RecordingTable(HeaderTable):
+    """A dynamic table that notes what a decode read from and added to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read_dynamic = False
+        self.added: list[tuple[bytes, bytes]] = []
+
+    def get_by_index(self, index: int) -> tuple[bytes, bytes]:
+        if index > HeaderTable.STATIC_TABLE_LENGTH:
+            self.read_dynamic = True
+        return super().get_by_index(index)
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.added.append((name, value))
+        super().add(name, value)
+
+
+class ReplayingDecoder(Decoder):
+    """An HPACK decoder that decodes a header block it has seen before by replaying it (see
+    the module docstring). Its results are those of ``hpack.Decoder``, errors included:
+    only blocks that decoded cleanly are kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._table = self.header_table = _RecordingTable()
+        self._replays: dict[
+            tuple[bytes, bool, int], tuple[list[HeaderTuple], list[tuple[bytes, bytes]]]
+        ] = {}
+
+    def decode(self, data: bytes, raw: bool = False) -> Iterable[HeaderTuple]:
+        table = self._table
+        key = (bytes(data), raw, self.max_header_list_size)
+        replay = self._replays.get(key)
+        if replay is not None:
+            headers, additions = replay
+            for name, value in additions:
+                HeaderTable.add(table, name, value)
+            return list(headers)
+        table.read_dynamic, table.added = False, []
+        maxsize = table.maxsize
+        headers = list(super().decode(data, raw))
+        if not table.read_dynamic and table.maxsize == maxsize:  # no size update either
+            if len(self._replays) >= REPLAY_CACHE_SIZE:
+                self._replays.clear()
+            self._replays[key] = (list(headers), table.added)
+        table.added = []
+        return headers
+
+
+def new_client_connection() -> h2.connection.H2Connection:
+    """A client-side h2 connection configured as the module docstring says."""
+    config = h2.config.H2Configuration(
+        client_side=True,
+        header_encoding=None,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+        validate_inbound_headers=False,
+        normalize_inbound_headers=False,
+    )
+    conn = h2.connection.H2Connection(config=config)
+    conn.state_machine = GoawayTolerantStateMachine()
+    conn.decoder = ReplayingDecoder()
+    conn.decoder.max_header_list_size = conn.DEFAULT_MAX_HEADER_LIST_SIZE
+    return conn
