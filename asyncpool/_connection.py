@@ -39,7 +39,6 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._errors import (
     HTTPError,
@@ -501,24 +500,18 @@ class HTTP11Connection:
         if self.closed:
             return False  # the caller gave up while this task was being scheduled
         # Stream the rest through a bounded channel.
-        body_send, body_recv = anyio.create_memory_object_stream[bytes](BODY_CHANNEL_SIZE)
-        body = _StreamingBody(self, chunks, body_recv)
+        body_channel: Channel[bytes] = Channel(self._new_event, BODY_CHANNEL_SIZE)
+        body = _StreamingBody(self, chunks, body_channel)
         exchange.body = body
         exchange.deliver(self._response(exchange, head, body))
-        with body_send:
+        try:
             while True:
                 event = protocol.next_event()
                 if type(event) is bytes:
                     try:
-                        # Room in the channel: no trip through the event loop per chunk.
-                        body_send.send_nowait(event)
-                    except anyio.WouldBlock:
-                        try:
-                            await body_send.send(event)
-                        except anyio.BrokenResourceError:
-                            return False  # the caller closed the body early (and closed us)
+                        await body_channel.send(event)
                     except anyio.BrokenResourceError:
-                        return False
+                        return False  # the caller closed the body early (and closed us)
                 elif event is NEED_DATA:
                     protocol.feed(await self._receive())
                 elif event is END_OF_MESSAGE:
@@ -531,6 +524,8 @@ class HTTP11Connection:
                     raise RemoteProtocolError(
                         f"unexpected {event!r} in a body", host=self.host_port
                     )
+        finally:
+            body_channel.close()
 
     def _informational(self, exchange: _Exchange, event: Informational) -> None:
         trace = exchange.trace
@@ -652,7 +647,7 @@ class _StreamingBody:
         self,
         conn: HTTP11Connection,
         initial: list[bytes],
-        receive: MemoryObjectReceiveStream[bytes],
+        receive: Channel[bytes],
     ) -> None:
         self._conn = conn
         self._initial = initial
@@ -667,12 +662,8 @@ class _StreamingBody:
         if self._initial:
             return self._initial.pop(0)
         try:
-            try:
-                return self._receive.receive_nowait()
-            except anyio.WouldBlock:
-                return await self._receive.receive()
+            return await self._receive.receive()
         except anyio.EndOfStream:
-            self._receive.close()
             if self._error is not None:
                 raise self._error from None
             return b""
@@ -686,7 +677,7 @@ class _StreamingBody:
         if not self.is_consumed:
             error = ReadError("response body closed before its end", host=self._conn.host_port)
             self._conn.close(CloseReason.BODY_CLOSED_EARLY, error)
-        self._receive.close()
+        self._receive.close_receiver()
 
 
 _Body = _CompleteBody | _StreamingBody

@@ -104,16 +104,31 @@ def clock() -> Callable[[], float]:
 
 
 class Channel(Generic[T]):
-    """An unbounded queue with one consumer. ``send_nowait`` never blocks; ``receive`` parks on
-    a native Event only when the queue is empty (no checkpoint first)."""
+    """A queue with one consumer, unbounded unless ``max_items`` is given. ``receive`` parks on
+    a native Event only when the queue is empty, with no checkpoint first; a bounded channel's
+    ``send`` parks likewise while it is full. The exceptions are anyio's, as for a memory
+    object stream: ``send*`` after ``close`` raise ClosedResourceError, after
+    ``close_receiver`` BrokenResourceError; ``receive*`` after ``close_receiver`` raise
+    ClosedResourceError, and after ``close`` EndOfStream once the queue is drained."""
 
-    __slots__ = ("_closed", "_items", "_new_event", "_waiter")
+    __slots__ = (
+        "_closed",
+        "_items",
+        "_max_items",
+        "_new_event",
+        "_receiver_closed",
+        "_space_waiter",
+        "_waiter",
+    )
 
-    def __init__(self, new_event: Callable[[], Event]) -> None:
+    def __init__(self, new_event: Callable[[], Event], max_items: int | None = None) -> None:
         self._new_event = new_event
+        self._max_items = max_items
         self._items: collections.deque[T] = collections.deque()
-        self._waiter: Event | None = None
+        self._waiter: Event | None = None  # the consumer, waiting for an item
+        self._space_waiter: Event | None = None  # a producer, waiting for room
         self._closed = False
+        self._receiver_closed = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -121,20 +136,44 @@ class Channel(Generic[T]):
     def send_nowait(self, item: T) -> None:
         if self._closed:
             raise anyio.ClosedResourceError
+        if self._receiver_closed:
+            raise anyio.BrokenResourceError
+        if self._max_items is not None and len(self._items) >= self._max_items:
+            raise anyio.WouldBlock
         self._items.append(item)
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             waiter.set()
 
+    async def send(self, item: T) -> None:
+        while self._max_items is not None and len(self._items) >= self._max_items:
+            if self._closed or self._receiver_closed:
+                break  # send_nowait raises the right error
+            space = self._space_waiter = self._new_event()
+            try:
+                await space.wait()
+            finally:
+                self._space_waiter = None
+        self.send_nowait(item)
+
     def receive_nowait(self) -> T:
         """The next item; ``WouldBlock`` when empty, ``EndOfStream`` when empty and closed."""
         if self._items:
-            return self._items.popleft()
+            item = self._items.popleft()
+            space = self._space_waiter
+            if space is not None:
+                self._space_waiter = None
+                space.set()
+            return item
+        if self._receiver_closed:
+            raise anyio.ClosedResourceError
         raise anyio.EndOfStream if self._closed else anyio.WouldBlock
 
     async def receive(self) -> T:
         while not self._items:
+            if self._receiver_closed:
+                raise anyio.ClosedResourceError
             if self._closed:
                 raise anyio.EndOfStream
             assert self._waiter is None, "a Channel has one consumer"
@@ -143,12 +182,21 @@ class Channel(Generic[T]):
                 await waiter.wait()
             finally:
                 self._waiter = None
-        return self._items.popleft()
+        return self.receive_nowait()
 
     def close(self) -> None:
         """No more items; the consumer still gets those queued, then ``EndOfStream``."""
         self._closed = True
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            waiter.set()
+        self._wake_all()
+
+    def close_receiver(self) -> None:
+        """The consumer is gone: what is queued is dropped and producers fail."""
+        self._receiver_closed = True
+        self._items.clear()
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        for waiter in (self._waiter, self._space_waiter):
+            if waiter is not None:
+                waiter.set()
+        self._waiter = self._space_waiter = None

@@ -99,3 +99,49 @@ async def test_a_cancelled_receive_loses_nothing() -> None:
 async def test_clock_is_the_loops_clock() -> None:
     now = clock()
     assert abs(now() - anyio.current_time()) < 1.0
+
+
+async def test_a_bounded_channel_holds_its_producer_back() -> None:
+    channel: Channel[int] = Channel(event_factory(), max_items=2)
+    sent: list[int] = []
+
+    async def producer() -> None:
+        for n in range(5):
+            await channel.send(n)
+            sent.append(n)
+        channel.close()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(producer)
+        await anyio.wait_all_tasks_blocked()
+        assert sent == [0, 1] and len(channel) == 2  # full: the producer waits
+        with pytest.raises(anyio.WouldBlock):
+            channel.send_nowait(9)
+        received = [await channel.receive() for _ in range(5)]
+    assert received == [0, 1, 2, 3, 4]
+    with pytest.raises(anyio.EndOfStream):
+        await channel.receive()
+
+
+async def test_a_departed_consumer_fails_the_producer() -> None:
+    channel: Channel[int] = Channel(event_factory(), max_items=1)
+    channel.send_nowait(1)
+    outcome: list[BaseException] = []
+
+    async def producer() -> None:
+        try:
+            await channel.send(2)
+        except anyio.BrokenResourceError as exc:
+            outcome.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(producer)
+        await anyio.wait_all_tasks_blocked()
+        channel.close_receiver()
+    assert len(outcome) == 1 and len(channel) == 0
+    with pytest.raises(anyio.ClosedResourceError):
+        await channel.receive()
+    with pytest.raises(anyio.ClosedResourceError):
+        channel.receive_nowait()
+    with pytest.raises(anyio.BrokenResourceError):
+        channel.send_nowait(3)
