@@ -275,9 +275,13 @@ class HTTP11Connection:
         except anyio.ClosedResourceError:
             raise self._error_for(exchange) from None
         try:
-            timeout = await wait_for_head(
-                exchange.head_ready, exchange.written, response_header_timeout, self.host_port
-            )
+            if exchange.written is None:  # no response_header_timeout: just the head
+                await exchange.head_ready.wait()
+                timeout = None
+            else:
+                timeout = await wait_for_head(
+                    exchange.head_ready, exchange.written, response_header_timeout, self.host_port
+                )
             if timeout is not None:
                 exchange.fail(timeout)
                 self.close(CloseReason.ERROR, timeout)
@@ -491,7 +495,7 @@ class HTTP11Connection:
                     exchange.deliver(response)  # answered early: the caller need not wait
                     return await self._finish_cycle(exchange)
                 # Complete already: free the connection before the caller even sees the head.
-                reusable = await self._finish_cycle(exchange)
+                reusable = self._start_next_cycle(exchange)
                 exchange.deliver(response)
                 return reusable
             else:
@@ -545,6 +549,10 @@ class HTTP11Connection:
             exchange.write_done = self._new_event()
             with anyio.move_on_after(MAX_WRITE_WAIT_BEFORE_REUSE):
                 await exchange.write_done.wait()
+        return self._start_next_cycle(exchange)
+
+    def _start_next_cycle(self, exchange: _Exchange) -> bool:
+        """The request and its response are both complete: release or close."""
         if self._protocol.start_next_cycle():
             if self._protocol.has_buffered_data:
                 error = RemoteProtocolError(
