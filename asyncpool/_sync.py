@@ -10,8 +10,8 @@ running loop's own primitives, chosen once per object:
 
 * ``Event``: a one-shot flag one task waits on (a bare future on asyncio, trio's Event on
   trio);
-* ``Channel``: an unbounded single-consumer queue of items (a connection's exchange queues),
-  with anyio's exception types so callers read as they would with a memory object stream;
+* ``Channel``: a single-consumer queue, unbounded (a connection's exchange queues) or bounded
+  (a streamed body), with anyio's exception types, read as a memory object stream would be;
 * ``clock()``: the running loop's clock, as ``anyio.current_time`` would return it.
 
 Waits here are cancellable by anyio cancel scopes like any other await.
@@ -26,7 +26,7 @@ from typing import Generic, Protocol, TypeVar
 
 import anyio
 
-__all__ = ["Channel", "Event", "clock", "new_event"]
+__all__ = ["Channel", "Event", "clock", "event_factory", "new_event"]
 
 T = TypeVar("T")
 
