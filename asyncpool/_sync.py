@@ -26,7 +26,7 @@ from typing import Generic, Protocol, TypeVar
 
 import anyio
 
-__all__ = ["Channel", "Event", "clock", "event_factory", "new_event"]
+__all__ = ["Channel", "Event", "clock", "event_factory"]
 
 T = TypeVar("T")
 
@@ -88,19 +88,13 @@ def event_factory() -> Callable[[], Event]:
     return trio.Event
 
 
-def new_event() -> Event:
-    """A native Event for the running loop (looks the loop up: prefer a kept factory)."""
-    return event_factory()()
-
-
 def clock() -> Callable[[], float]:
     """The running loop's clock function; call once and keep it."""
-    try:
+    if _running_backend() == "asyncio":
         return asyncio.get_running_loop().time
-    except RuntimeError:
-        import trio
+    import trio
 
-        return trio.current_time
+    return trio.current_time
 
 
 class Channel(Generic[T]):

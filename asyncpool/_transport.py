@@ -795,24 +795,25 @@ class Transport:
             local_address=dialed.local_address,
             remote_address=dialed.remote_address,
         )
-        conn.trace = want.trace
-        self._conns.add(conn)
-        assert self._task_group is not None
-        conn.start(self._task_group)
-        if self._closed:
-            conn.close(CloseReason.POOL_CLOSED, PoolClosed("the Transport was closed"))
-        elif not self._deliver(host, want, conn, None):
+        if self._start_conn(conn, want) and not self._deliver(host, want, conn, None):
             self._put_or_close_idle(conn)
         if may_be_h2:
             self._dial_for_waiters(host)
 
-    def _add_h2_conn(self, host: _Host, want: _Want, conn: HTTP2Connection) -> None:
+    def _start_conn(self, conn: Conn, want: _Want) -> bool:
+        """Start a freshly dialed connection's tasks; False when the pool closed meanwhile
+        (the connection is closed then)."""
         conn.trace = want.trace
         self._conns.add(conn)
         assert self._task_group is not None
         conn.start(self._task_group)
         if self._closed:
             conn.close(CloseReason.POOL_CLOSED, PoolClosed("the Transport was closed"))
+            return False
+        return True
+
+    def _add_h2_conn(self, host: _Host, want: _Want, conn: HTTP2Connection) -> None:
+        if not self._start_conn(conn, want):
             return
         host.h2_conns[conn] = None
         conn.idle_at = self._clock()

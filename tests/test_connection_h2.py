@@ -347,6 +347,20 @@ async def test_a_connection_lost_mid_stream_fails_its_streams(h2c: H2TestServer)
         assert (await get(pool, h2c.url)).content == b"hello"
 
 
+async def test_a_body_closed_unread_after_its_end_gives_its_window_back(
+    h2c: H2TestServer,
+) -> None:
+    # 7 x 3 MiB arrive whole (each fits the 4 MiB stream window) and are closed unread: the
+    # 16 MiB connection window only lasts if what they held is acknowledged.
+    async with Transport(**H2C) as pool:
+        for _ in range(7):
+            response = await pool.round_trip(Request("GET", h2c.url_for(f"/bytes?n={3 << 20}")))
+            await wait_until(lambda body=response._stream: body.is_consumed)  # END_STREAM came
+            await response.aclose()
+        assert (await get(pool, h2c.url_for("/"))).content == b"hello"
+    assert h2c.connections_accepted == 1
+
+
 async def test_response_header_timeout_resets_the_stream(h2c: H2TestServer) -> None:
     async with Transport(response_header_timeout=0.05, **H2C) as pool:
         with pytest.raises(asyncpool.ResponseHeaderTimeout):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from asyncpool._sync import Channel, clock, event_factory, new_event
+from asyncpool._sync import Channel, clock, event_factory
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_event_wakes_its_waiter() -> None:
-    event = new_event()
+    event = event_factory()()
     woken = []
 
     async def waiter() -> None:
@@ -28,14 +28,14 @@ async def test_event_wakes_its_waiter() -> None:
 
 
 async def test_a_set_event_does_not_wait() -> None:
-    event = new_event()
+    event = event_factory()()
     event.set()
     with anyio.fail_after(5):
         await event.wait()
 
 
 async def test_a_cancelled_wait_leaves_the_event_usable() -> None:
-    event = new_event()
+    event = event_factory()()
     with anyio.move_on_after(0.01) as scope:
         await event.wait()
     assert scope.cancelled_caught and not event.is_set()
