@@ -6,13 +6,19 @@ behind it later. Events are plain values: a :class:`ResponseHead`, an :class:`In
 is complete), ``NEED_DATA`` (feed more bytes) and ``PAUSED`` (nothing more until the next cycle).
 h11 does the parsing and enforces framing: Content-Length, chunked, read-until-close, HTTP/1.0
 and ``Connection: close`` on either side.
+
+One exception, for speed: h11 copies every body byte into its receive buffer and out again, so a
+large Content-Length body (``DIRECT_BODY_MIN`` or more) is counted here instead. Once h11 has
+parsed such a head, and the request is complete, the body's bytes are passed on as they arrive and
+a fresh h11 connection takes the next cycle (with any bytes beyond the body, which then count as
+unsolicited, as they would in h11). Errors and keep-alive decisions are h11's own.
 """
 
 from __future__ import annotations
 
 import collections
 import enum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import h11
 
@@ -60,10 +66,10 @@ class Informational(NamedTuple):
 Event = ResponseHead | Informational | bytes | Sentinel
 
 
-def _decode_headers(headers: Any) -> list[tuple[str, str]]:
-    return [
-        (name.decode("latin-1"), value.decode("latin-1")) for name, value in headers.raw_items()
-    ]
+# From this length on a Content-Length body bypasses h11's receive buffer (see the top).
+DIRECT_BODY_MIN = 16384
+_REQUEST_SENT = (h11.DONE, h11.MUST_CLOSE)
+_NO_BODY_STATUS = frozenset({204, 304})
 
 
 # Header lists h11 has validated, as h11 keeps them (shared by every connection; bounded).
@@ -74,16 +80,42 @@ _CHECKED_HEADERS_MAX = 512
 class HTTP11Protocol:
     """One client side of an HTTP/1.1 connection, over any number of request/response cycles."""
 
-    __slots__ = ("_h11", "_host", "_max_header_bytes")
+    __slots__ = (
+        "_body_left",
+        "_body_length",
+        "_body_ready",
+        "_direct_done",
+        "_direct_keep_alive",
+        "_h11",
+        "_held",
+        "_held_from",
+        "_host",
+        "_max_header_bytes",
+        "_method",
+    )
 
     def __init__(self, host: str, *, max_header_bytes: int) -> None:
         self._host = host
         self._max_header_bytes = max_header_bytes
-        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_bytes)
+        self._h11 = self._new_h11()
+        self._method = "GET"
+        # A direct body (see the top): bytes still owed, None while h11 reads the body.
+        self._body_left: int | None = None
+        self._body_length = 0
+        self._body_ready: list[bytes] = []  # arrived, not yet handed out
+        self._direct_done = False  # the direct body ended; the cycle is over outside h11
+        self._direct_keep_alive = False
+        # Bytes after a head that h11 has not seen yet (see ``feed``); from ``_held_from`` on.
+        self._held: bytes | None = None
+        self._held_from = 0
+
+    def _new_h11(self) -> h11.Connection:
+        return h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_header_bytes)
 
     # -- writing ----------------------------------------------------------------------------
 
     def request_head(self, method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
+        self._method = method
         try:
             # A client sends the same header fields again and again: h11 validates and
             # normalises them once, and a later Request reuses that result (its ``headers``).
@@ -125,30 +157,64 @@ class HTTP11Protocol:
 
     def feed(self, data: bytes) -> None:
         """Bytes from the server; ``b""`` means the server closed its side."""
-        self._h11.receive_data(data)
+        left = self._body_left
+        if left is None:
+            if len(data) >= DIRECT_BODY_MIN and self._h11.their_state is h11.SEND_RESPONSE:
+                # A head, likely with a large body behind it: h11 gets the head alone for now,
+                # so that a direct body is not copied into its buffer and out again.
+                end = data.find(b"\r\n\r\n") + 4
+                if end > 3:
+                    self._h11.receive_data(data[:end])
+                    self._held, self._held_from = data, end
+                    return
+            self._h11.receive_data(data)
+        elif not data:
+            raise RemoteProtocolError(
+                "peer closed connection without sending complete message body (received "
+                f"{self._body_length - left} bytes, expected {self._body_length})",
+                host=self._host,
+            )
+        elif len(data) <= left:
+            self._body_ready.append(data)
+            self._body_left = left - len(data)
+        else:  # the body's end, and bytes nobody asked for
+            self._body_ready.append(data[:left])
+            self._body_left = 0
+            self._h11.receive_data(data[left:])
 
-    def next_event(self) -> Event:
+    def _release_held(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            # h11 copies it into its buffer anyway: a view spares a copy of the slice.
+            self._h11.receive_data(cast(bytes, memoryview(held)[self._held_from :]))
+
+    def _next_h11_event(self) -> Any:
         try:
-            event = self._h11.next_event()
+            return self._h11.next_event()
         except h11.RemoteProtocolError as exc:
             if str(exc) == "Receive buffer too long":
                 raise ResponseHeaderTooLarge(
                     "response head exceeds max_response_header_bytes", host=self._host
                 ) from None
             raise RemoteProtocolError(str(exc), host=self._host) from None
+
+    def next_event(self) -> Event:
+        if self._body_left is not None:
+            return self._next_direct_event()
+        if self._direct_done:
+            return PAUSED
+        event = self._next_h11_event()
+        if type(event) is h11.Response:
+            return self._response_head(event)
+        # Held bytes follow a complete head: h11 always had an event to give from it.
+        self._release_held()
         if isinstance(event, h11.Data):
             return bytes(event.data)
-        if isinstance(event, h11.Response):
-            return ResponseHead(
-                event.status_code,
-                event.reason.decode("latin-1"),
-                "HTTP/" + event.http_version.decode("ascii"),
-                self._checked_headers(event.headers),
-            )
         if isinstance(event, h11.EndOfMessage):
             return END_OF_MESSAGE
         if isinstance(event, h11.InformationalResponse):
-            return Informational(event.status_code, self._checked_headers(event.headers))
+            return Informational(event.status_code, self._checked_headers(event.headers)[0])
         if event is h11.NEED_DATA:
             return NEED_DATA
         if event is h11.PAUSED:
@@ -156,23 +222,79 @@ class HTTP11Protocol:
         # h11.ConnectionClosed: the server closed before sending a response head.
         raise RemoteProtocolError("server closed the connection before a response", host=self._host)
 
+    def _response_head(self, event: h11.Response) -> ResponseHead:
+        headers, content_length = self._checked_headers(event.headers)
+        if (
+            content_length >= DIRECT_BODY_MIN
+            and self._h11.our_state in _REQUEST_SENT
+            and self._method != "HEAD"
+            and event.status_code not in _NO_BODY_STATUS
+        ):
+            self._read_body_directly(content_length)
+        else:
+            self._release_held()
+        return ResponseHead(
+            event.status_code,
+            event.reason.decode("latin-1"),
+            "HTTP/" + event.http_version.decode("ascii"),
+            headers,
+        )
+
     @property
     def has_buffered_data(self) -> bool:
         """Bytes from the server not yet part of any response (unsolicited)."""
         return bool(self._h11.trailing_data[0])
 
-    def _checked_headers(self, raw: Any) -> list[tuple[str, str]]:
+    def _checked_headers(self, raw: Any) -> tuple[list[tuple[str, str]], int]:
+        """The head's fields decoded, and the body's Content-Length (-1: none, or chunked)."""
+        headers = []
+        size = 0
+        content_length = -1
+        chunked = False
+        for raw_name, raw_value in raw.raw_items():
+            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+            size += len(name) + len(value) + 4
+            headers.append((name, value))
+            if len(name) == 17 and name.lower() == "transfer-encoding":
+                chunked = True  # wins over any Content-Length
+            elif len(name) == 14 and name.lower() == "content-length":
+                content_length = int(value)  # h11 checked it, and merged repeats
         # h11 bounds a head still arriving; one that arrived whole is measured here.
-        headers = _decode_headers(raw)
-        if sum(len(name) + len(value) + 4 for name, value in headers) > self._max_header_bytes:
+        if size > self._max_header_bytes:
             raise ResponseHeaderTooLarge(
                 "response head exceeds max_response_header_bytes", host=self._host
             )
-        return headers
+        return headers, -1 if chunked else content_length
+
+    def _read_body_directly(self, length: int) -> None:
+        # h11 has decided on keep-alive by now: our side is DONE, or MUST_CLOSE if either side
+        # said close. What it already holds is the body's beginning; the fresh h11 gets what
+        # follows the body.
+        self._direct_keep_alive = self._h11.our_state is h11.DONE
+        buffered, _ = self._h11.trailing_data
+        held, self._held = self._held, None
+        self._h11 = self._new_h11()
+        self._body_left = self._body_length = length
+        if buffered:
+            self.feed(buffered)
+        if held is not None and len(held) > self._held_from:
+            self.feed(held[self._held_from :])
+
+    def _next_direct_event(self) -> Event:
+        if self._body_ready:
+            return self._body_ready.pop(0)
+        if self._body_left:
+            return NEED_DATA
+        self._body_left = None
+        self._direct_done = True
+        return END_OF_MESSAGE
 
     def start_next_cycle(self) -> bool:
         """After a complete exchange: make the connection ready for another request. False when
         either side asked to close (``Connection: close``, HTTP/1.0, read-until-close)."""
+        if self._direct_done:
+            self._direct_done = False
+            return self._direct_keep_alive  # the fresh h11 is idle already
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()
             return True
@@ -180,8 +302,6 @@ class HTTP11Protocol:
 
 
 # -- the httptools (llhttp) backend -------------------------------------------------------------
-
-_NO_BODY_STATUS = frozenset({204, 304})
 
 
 class _StopParsing(Exception):

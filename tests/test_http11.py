@@ -3,18 +3,24 @@ agree on framing, keep-alive decisions and the error types of malformed input.""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 import asyncpool
 from asyncpool._http11 import (
+    DIRECT_BODY_MIN,
     END_OF_MESSAGE,
     NEED_DATA,
     PARSERS,
+    PAUSED,
     HTTP1Protocol,
     Informational,
     ResponseHead,
     make_protocol,
 )
+
+BIG = DIRECT_BODY_MIN * 3  # a body h11's backend counts itself rather than buffer
 
 pytestmark = pytest.mark.parametrize("parser", PARSERS)
 
@@ -140,6 +146,90 @@ def test_eof_before_a_response_or_mid_body(parser: str) -> None:
         events(protocol(parser), b"")
     with pytest.raises(asyncpool.RemoteProtocolError, match="complete message body"):
         events(protocol(parser), b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc", b"")
+
+
+def big_response(*extra_headers: str, version: str = "1.1", length: int = BIG) -> bytes:
+    fields = "".join(f"{field}\r\n" for field in extra_headers)
+    return f"HTTP/{version} 200 OK\r\n{fields}Content-Length: {length}\r\n\r\n".encode()
+
+
+def test_a_large_body_split_anywhere_then_the_next_cycle(parser: str) -> None:
+    payload = bytes(range(256)) * (BIG // 256)
+    wire = big_response() + payload
+    for cuts in [(), (40,), (len(wire) - BIG + 7, len(wire) - 1), (20000, 30000, 40000)]:
+        p = protocol(parser)
+        bounds = [0, *cuts, len(wire)]
+        evs = events(p, *[wire[a:b] for a, b in itertools.pairwise(bounds)])
+        assert body(evs) == payload and evs[-1] is END_OF_MESSAGE, cuts
+        assert p.next_event() is PAUSED
+        assert p.start_next_cycle() is True and not p.has_buffered_data
+        p.request_head("GET", "/", [("Host", "h")])
+        p.end_of_body()
+        evs = events(p, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        assert body(evs) == b"ok" and p.start_next_cycle() is True
+
+
+@pytest.mark.parametrize(
+    ("request_headers", "response", "reusable"),
+    [
+        ([], big_response("Connection: close"), False),
+        ([], big_response(version="1.0"), False),
+        ([("Connection", "close")], big_response(), False),
+        ([], big_response("Connection: keep-alive"), True),
+    ],
+)
+def test_keep_alive_decisions_after_a_large_body(
+    parser: str, request_headers: list[tuple[str, str]], response: bytes, reusable: bool
+) -> None:
+    p = protocol(parser, headers=request_headers)
+    evs = events(p, response + b"x" * BIG)
+    assert len(body(evs)) == BIG and evs[-1] is END_OF_MESSAGE
+    assert p.start_next_cycle() is reusable
+
+
+def test_bytes_after_a_large_body_are_unsolicited(parser: str) -> None:
+    p = protocol(parser)
+    evs = events(p, big_response() + b"x" * BIG + b"HTTP/1.1 200 OK\r\n")
+    assert len(body(evs)) == BIG
+    p.start_next_cycle()
+    assert p.has_buffered_data
+
+
+def test_eof_mid_large_body(parser: str) -> None:
+    with pytest.raises(asyncpool.RemoteProtocolError, match="complete message body"):
+        events(protocol(parser), big_response() + b"x" * 100, b"")
+
+
+@pytest.mark.parametrize(("method", "status"), [("HEAD", 200), ("GET", 304)])
+def test_large_bodyless_responses_end_with_the_head(parser: str, method: str, status: int) -> None:
+    p = protocol(parser, method)
+    head = f"HTTP/1.1 {status} X\r\nContent-Length: {BIG}\r\n\r\n".encode()
+    evs = events(p, head + b"HTTP/1.1 200 OK\r\n" + b"x" * BIG)
+    assert isinstance(evs[0], ResponseHead) and evs[1:] == [END_OF_MESSAGE]
+    p.start_next_cycle()
+    assert p.has_buffered_data
+
+
+def test_large_reads_with_1xx_heads_or_a_chunked_body(parser: str) -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunked += b"%x\r\n%s\r\n0\r\n\r\n" % (BIG, b"c" * BIG)
+    evs = events(protocol(parser), chunked)
+    assert body(evs) == b"c" * BIG and evs[-1] is END_OF_MESSAGE
+    informational = b"HTTP/1.1 103 Hints\r\nLink: </a>\r\n\r\n"
+    evs = events(protocol(parser), informational + big_response() + b"i" * BIG)
+    assert isinstance(evs[0], Informational) and isinstance(evs[1], ResponseHead)
+    assert body(evs) == b"i" * BIG
+
+
+def test_a_large_response_before_the_request_body_is_sent(parser: str) -> None:
+    p = make_protocol(parser, "h:1", max_header_bytes=1 << 20)
+    p.request_head("POST", "/", [("Host", "h"), ("Content-Length", "5")])
+    evs = events(p, big_response() + b"e" * BIG)
+    assert len(body(evs)) == BIG and evs[-1] is END_OF_MESSAGE
+    assert not p.request_complete
+    p.body_chunk(b"hello")
+    p.end_of_body()
+    assert p.request_complete and p.start_next_cycle() is True
 
 
 def test_a_head_over_the_limit_whole_or_dripping(parser: str) -> None:
