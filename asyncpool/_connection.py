@@ -254,7 +254,7 @@ class HTTP11Connection:
             and request.content
             and any(
                 k.lower() == "expect" and v.lower() == _EXPECTS_CONTINUE
-                for k, v in request.headers._items
+                for k, v in request.headers._pairs()
             )
         )
         exchange = _Exchange(
@@ -490,7 +490,8 @@ class HTTP11Connection:
             elif event is END_OF_MESSAGE:
                 if trace and trace.got_response_end:
                     trace.got_response_end()
-                response = self._response(exchange, head, _CompleteBody(chunks))
+                whole = b"".join(chunks) if len(chunks) > 1 else chunks[0] if chunks else b""
+                response = self._response(exchange, head, _CompleteBody(whole))
                 if not self._protocol.request_complete:
                     exchange.deliver(response)  # answered early: the caller need not wait
                     return await self._finish_cycle(exchange)
@@ -539,7 +540,7 @@ class HTTP11Connection:
             if exchange.continue_event is not None:
                 exchange.continue_event.set()
         elif trace and trace.got_1xx_response:
-            trace.got_1xx_response(event.status_code, Headers(event.headers))
+            trace.got_1xx_response(event.status_code, Headers._trusted(event.headers))
 
     async def _finish_cycle(self, exchange: _Exchange) -> bool:
         """At the end of a response: back to the owner if both sides allow another request."""
@@ -628,22 +629,21 @@ async def closing_body(content: AsyncIterable[bytes]) -> AsyncIterator[AsyncIter
 class _CompleteBody:
     """A body that arrived whole with its head; the connection is already free."""
 
-    __slots__ = ("_chunks",)
+    __slots__ = ("_data",)
     is_consumed = True
 
-    def __init__(self, chunks: list[bytes]) -> None:
-        self._chunks = chunks
+    def __init__(self, data: bytes) -> None:
+        self._data = data
 
     async def read_chunk(self) -> bytes:
-        if self._chunks:
-            return self._chunks.pop(0)
-        return b""
+        data, self._data = self._data, b""
+        return data
 
     async def aclose(self) -> None:
-        self._chunks = []
+        self._data = b""
 
     def abandon(self) -> None:
-        self._chunks = []
+        self._data = b""
 
 
 class _StreamingBody:

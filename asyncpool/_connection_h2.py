@@ -615,11 +615,12 @@ class HTTP2Connection:
 
     def _head_fields(
         self, stream: _Stream, raw: list[tuple[bytes, bytes]]
-    ) -> tuple[int, list[tuple[str, str]]] | None:
-        """A response head's status and fields, checked as RFC 9113 (8.2, 8.3) asks; a
-        malformed one resets its stream and fails its request (None)."""
+    ) -> tuple[int, list[str]] | None:
+        """A response head's status and fields (flat, as Headers keeps them), checked as
+        RFC 9113 (8.2, 8.3) asks; a malformed one resets its stream and fails its request
+        (None)."""
         status = b""
-        headers: list[tuple[str, str]] = []
+        headers: list[str] = []
         problem = None
         for name, value in raw:
             if name[:1] == b":":
@@ -631,7 +632,7 @@ class HTTP2Connection:
                 problem = f"invalid header field {name!r}"
                 break
             else:
-                headers.append((name.decode("latin-1"), value.decode("latin-1")))
+                headers += (name.decode("latin-1"), value.decode("latin-1"))
         else:
             if len(status) == 3 and status.isdigit():
                 return int(status), headers
@@ -683,7 +684,7 @@ class HTTP2Connection:
             if trace and trace.got_100_continue:
                 trace.got_100_continue()
         elif trace and trace.got_1xx_response:
-            trace.got_1xx_response(code, Headers(fields))
+            trace.got_1xx_response(code, Headers._trusted(fields))
 
     def _ended(self, stream: _Stream) -> None:
         stream.ended = True

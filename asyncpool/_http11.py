@@ -55,12 +55,12 @@ class ResponseHead(NamedTuple):
     status_code: int
     reason_phrase: str
     http_version: str
-    headers: list[tuple[str, str]]
+    headers: list[str]  # flat, as Headers keeps them: name, value, name, value, ...
 
 
 class Informational(NamedTuple):
     status_code: int
-    headers: list[tuple[str, str]]
+    headers: list[str]
 
 
 Event = ResponseHead | Informational | bytes | Sentinel
@@ -245,16 +245,17 @@ class HTTP11Protocol:
         """Bytes from the server not yet part of any response (unsolicited)."""
         return bool(self._h11.trailing_data[0])
 
-    def _checked_headers(self, raw: Any) -> tuple[list[tuple[str, str]], int]:
-        """The head's fields decoded, and the body's Content-Length (-1: none, or chunked)."""
-        headers = []
+    def _checked_headers(self, raw: Any) -> tuple[list[str], int]:
+        """The head's fields decoded (flat), and the body's Content-Length (-1: none, or
+        chunked)."""
+        headers: list[str] = []
         size = 0
         content_length = -1
         chunked = False
         for raw_name, raw_value in raw.raw_items():
             name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
             size += len(name) + len(value) + 4
-            headers.append((name, value))
+            headers += (name, value)
             if len(name) == 17 and name.lower() == "transfer-encoding":
                 chunked = True  # wins over any Content-Length
             elif len(name) == 14 and name.lower() == "content-length":
@@ -359,7 +360,7 @@ class HttptoolsProtocol:
         self._reset_message()
 
     def _reset_message(self) -> None:
-        self._headers: list[tuple[str, str]] = []
+        self._headers: list[str] = []
         self._status_reason = ""
         self._head_bytes = 0  # bytes fed while the head was incomplete
         self._header_bytes = 0  # size of the parsed header fields, as h11 counts them
@@ -432,7 +433,7 @@ class HttptoolsProtocol:
         self._header_bytes += len(name) + len(value) + 4
         if name.lower() in _FRAMING_FIELDS:
             self._framed = True
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._headers += (name.decode("latin-1"), value.decode("latin-1"))
 
     def on_headers_complete(self) -> None:
         parser, headers = self._parser, self._headers

@@ -85,26 +85,27 @@ class Headers:
     the case they were given in; lookups ignore it.
     """
 
-    __slots__ = ("_items",)
-    _items: list[tuple[str, str]]
+    # Names and values alternate in one flat list: a response's fields cost the garbage
+    # collector one object, not one tuple each (and responses pile up when many are in flight).
+    __slots__ = ("_fields",)
+    _fields: list[str]
 
     def __init__(self, headers: HeaderInput = None) -> None:
-        items: list[tuple[str, str]]
-        if headers is None:
-            items = []
-        elif isinstance(headers, Headers):
-            items = list(headers._items)
-        elif isinstance(headers, Mapping):
-            items = [(str(k), str(v)) for k, v in headers.items()]
-        else:
-            items = [(str(k), str(v)) for k, v in headers]
-        self._items = items
+        fields: list[str] = []
+        if isinstance(headers, Headers):
+            fields = list(headers._fields)
+        elif headers is not None:
+            pairs = headers.items() if isinstance(headers, Mapping) else headers
+            for name, value in pairs:
+                fields += (str(name), str(value))
+        self._fields = fields
 
     @classmethod
-    def _trusted(cls, items: list[tuple[str, str]]) -> Headers:
-        """Headers over a list of str pairs made by a parser (no copy, no conversion)."""
+    def _trusted(cls, fields: list[str]) -> Headers:
+        """Headers over a flat list (name, value, name, value, ...) of str made by a parser: no
+        copy, no conversion."""
         headers = cls.__new__(cls)
-        headers._items = items
+        headers._fields = fields
         return headers
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -113,10 +114,11 @@ class Headers:
 
     def get_list(self, name: str) -> list[str]:
         lower = name.lower()
-        return [v for k, v in self._items if k.lower() == lower]
+        fields = self._fields
+        return [fields[i + 1] for i in range(0, len(fields), 2) if fields[i].lower() == lower]
 
     def add(self, name: str, value: str) -> None:
-        self._items.append((name, value))
+        self._fields += (name, value)
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -127,38 +129,48 @@ class Headers:
     def __setitem__(self, name: str, value: str) -> None:
         """Replace every field called ``name`` with one."""
         del self[name]
-        self._items.append((name, value))
+        self._fields += (name, value)
 
     def __delitem__(self, name: str) -> None:
         lower = name.lower()
-        self._items = [(k, v) for k, v in self._items if k.lower() != lower]
+        fields: list[str] = []
+        for field_name, value in self._pairs():
+            if field_name.lower() != lower:
+                fields += (field_name, value)
+        self._fields = fields
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
         lower = name.lower()
-        return any(k.lower() == lower for k, _ in self._items)
+        return any(field_name.lower() == lower for field_name in self._fields[::2])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._fields) // 2
+
+    def _pairs(self) -> Iterator[tuple[str, str]]:
+        fields = iter(self._fields)
+        return zip(fields, fields)  # noqa: B905 - pairs of one list
 
     def items(self) -> list[tuple[str, str]]:
         """Every field as (name, value), in order, repeats included."""
-        return list(self._items)
+        return list(self._pairs())
 
     def keys(self) -> list[str]:
-        return list(dict.fromkeys(k.lower() for k, _ in self._items))
+        return list(dict.fromkeys(name.lower() for name in self._fields[::2]))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
-        return [(k.lower(), v) for k, v in self._items] == [(k.lower(), v) for k, v in other._items]
+        return [(k.lower(), v) for k, v in self._pairs()] == [
+            (k.lower(), v) for k, v in other._pairs()
+        ]
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self.items()!r})"
 
 
 _COMMON_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -170,7 +182,7 @@ def validate_method(method: str) -> None:
 
 
 def validate_headers(headers: Headers, host: str) -> None:
-    for name, value in headers._items:
+    for name, value in headers._pairs():
         if not _TOKEN.match(name):
             raise LocalProtocolError(f"invalid header name {name!r}", host=host)
         if _FORBIDDEN_IN_VALUE.search(value):

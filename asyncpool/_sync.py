@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Generic, Protocol, TypeVar
 
 import anyio
@@ -36,7 +36,20 @@ class Event(Protocol):
 
     def is_set(self) -> bool: ...
 
-    async def wait(self) -> None: ...
+    def wait(self) -> Awaitable[None]: ...
+
+
+class _Ready:
+    """An awaitable that is done at once (an Event already set)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return
+        yield  # a generator that ends at once
+
+
+_READY = _Ready()
 
 
 class _AsyncioEvent:
@@ -58,17 +71,17 @@ class _AsyncioEvent:
     def is_set(self) -> bool:
         return self._set
 
-    async def wait(self) -> None:
+    def wait(self) -> Awaitable[None]:
+        # The future itself, not a coroutine around it: one object less per wait, and waits
+        # are many while requests are in flight (the garbage collector walks them).
         if self._set:
-            return
+            return _READY
         # One waiter at a time: a cancelled waiter cancels the future it awaits, so a second
         # waiter sharing it would be cancelled too. Every event here has a single waiter.
-        assert self._future is None, "an asyncpool Event has one waiter at a time"
+        future = self._future
+        assert future is None or future.done(), "an asyncpool Event has one waiter at a time"
         future = self._future = asyncio.get_running_loop().create_future()
-        try:
-            await future
-        finally:
-            self._future = None
+        return future
 
 
 def _running_backend() -> str:

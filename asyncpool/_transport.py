@@ -85,6 +85,7 @@ Conn = HTTP11Connection | HTTP2Connection
 # connection, so it runs out of stale connections long before this; an HTTP/2 stream the server
 # refuses could otherwise be retried forever (Go's http2 transport stops after 6 too).
 MAX_RETRIES = 6
+WIRE_HEADERS_CACHE_SIZE = 256  # distinct body-less requests whose wire headers are kept
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,6 +260,10 @@ class Transport:
         # Set while the idle sweeper waits for a first idle connection; who fills an empty
         # idle list sets it.
         self._idle_wakeup: Event | None = None
+        # Wire headers of body-less requests (see _wire_headers); used by callers, no await.
+        self._wire_headers_cache: dict[
+            tuple[tuple[str, ...], str, str], tuple[list[tuple[str, str]], bool]
+        ] = {}
         self._dials = 0
         self._failed_dials = 0
         self._reused = 0
@@ -378,7 +383,20 @@ class Transport:
         return trace
 
     def _wire_headers(self, request: Request) -> tuple[list[tuple[str, str]], bool]:
-        """The header fields to send, and whether we asked for compression ourselves."""
+        """The header fields to send, and whether we asked for compression ourselves. Those of
+        a request without a body are made once per (fields, host, method) and shared: nobody
+        changes them, and one list less per request in flight is less for the collector."""
+        if request.content is not None:
+            return self._make_wire_headers(request)
+        key = (tuple(request.headers._fields), request.url.host_header, request.method)
+        made = self._wire_headers_cache.get(key)
+        if made is None:
+            if len(self._wire_headers_cache) >= WIRE_HEADERS_CACHE_SIZE:
+                self._wire_headers_cache.clear()
+            made = self._wire_headers_cache[key] = self._make_wire_headers(request)
+        return made
+
+    def _make_wire_headers(self, request: Request) -> tuple[list[tuple[str, str]], bool]:
         headers = request.headers.items()
         given = {name.lower() for name, _ in headers}
         if "host" not in given:

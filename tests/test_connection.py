@@ -134,6 +134,17 @@ async def test_host_header_and_user_headers_are_sent(server: TestServer) -> None
     assert [pair for pair in sent if pair[0] == "x-a"] == [["x-a", "1"], ["x-a", "2"]]
 
 
+async def test_each_request_sends_its_own_headers(server: TestServer) -> None:
+    # Wire headers of body-less requests are made once and shared, in a bounded cache.
+    async with Transport() as pool:
+        for i in [*range(300), 7, 299]:
+            response = await fetch(
+                pool, "GET", server.url_for("/headers-echo"), headers={"X-N": str(i)}
+            )
+            sent = json.loads(response.content)
+            assert [pair for pair in sent if pair[0] == "x-n"] == [["x-n", str(i)]]
+
+
 async def test_a_failing_body_iterator_fails_the_request_and_closes_the_connection(
     server: TestServer,
 ) -> None:

@@ -62,7 +62,7 @@ def test_content_length_across_reads(parser: str) -> None:
     head = evs[0]
     assert isinstance(head, ResponseHead)
     assert (head.status_code, head.reason_phrase, head.http_version) == (200, "OK", "HTTP/1.1")
-    assert head.headers == [("Content-Length", "5")]
+    assert head.headers == ["Content-Length", "5"]  # flat: name, value, ...
     assert body(evs) == b"hello" and evs[-1] is END_OF_MESSAGE
     assert p.start_next_cycle() is True
 
@@ -100,7 +100,7 @@ def test_1xx_then_the_response(parser: str) -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     )
     assert [type(e).__name__ for e in evs[:3]] == ["Informational", "Informational", "ResponseHead"]
-    assert isinstance(evs[1], Informational) and evs[1].headers == [("Link", "</a>")]
+    assert isinstance(evs[1], Informational) and evs[1].headers == ["Link", "</a>"]
     assert body(evs) == b"ok"
 
 
