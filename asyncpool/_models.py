@@ -30,7 +30,8 @@ HeaderInput = Union["Headers", Mapping[str, str], Iterable[tuple[str, str]], Non
 
 
 class URL:
-    """An absolute http(s) URL, split once into the parts the pool needs."""
+    """An absolute http(s) URL, split once into the parts the pool needs. Immutable: requests
+    to the same URL string share one (see ``Request``)."""
 
     __slots__ = ("host", "host_header", "origin", "port", "scheme", "target", "url")
 
@@ -45,6 +46,11 @@ class URL:
 
     def __repr__(self) -> str:
         return f"URL({self.url!r})"
+
+
+# One URL object per URL string for requests: one allocation less per request, and one object
+# less for the garbage collector to walk while the request is in flight.
+_shared_url = functools.lru_cache(maxsize=1024)(URL)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -208,7 +214,7 @@ class Request:
         sni_hostname: str | None = None,
         target: str | None = None,
     ) -> None:
-        self.url = url if isinstance(url, URL) else URL(url)
+        self.url = url if isinstance(url, URL) else _shared_url(url)
         validate_method(method)
         self.method = method
         self.headers = Headers(headers)

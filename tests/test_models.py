@@ -50,6 +50,15 @@ def test_url_defaults_and_ports() -> None:
     assert ipv6.origin == "http://[::1]:8080"
 
 
+def test_requests_to_one_url_share_its_url() -> None:
+    first, second = Request("GET", "http://h/x"), Request("POST", "http://h/x")
+    assert first.url is second.url
+    assert Request("GET", "http://h/y").url is not first.url
+    for _ in range(2):  # an invalid URL is not kept: it fails every time
+        with pytest.raises(asyncpool.InvalidURL):
+            Request("GET", "http://h/a b")
+
+
 # -- Headers ----------------------------------------------------------------------------------
 
 
