@@ -72,9 +72,13 @@ _REQUEST_SENT = (h11.DONE, h11.MUST_CLOSE)
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
-# Header lists h11 has validated, as h11 keeps them (shared by every connection; bounded).
+# A client sends the same requests, and the same header fields, again and again: h11 validates
+# and normalises each once. Kept are its request events (immutable, so shared by every
+# connection) and its header lists; bounded.
+_CHECKED_REQUESTS: dict[tuple[str, str, tuple[tuple[str, str], ...]], h11.Request] = {}
 _CHECKED_HEADERS: dict[tuple[tuple[str, str], ...], Any] = {}
-_CHECKED_HEADERS_MAX = 512
+_CHECKED_MAX = 512
+_END_OF_MESSAGE = h11.EndOfMessage()
 
 
 class HTTP11Protocol:
@@ -117,15 +121,19 @@ class HTTP11Protocol:
     def request_head(self, method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
         self._method = method
         try:
-            # A client sends the same header fields again and again: h11 validates and
-            # normalises them once, and a later Request reuses that result (its ``headers``).
-            key = tuple(headers)
-            checked = _CHECKED_HEADERS.get(key)
-            request = h11.Request(method=method, target=target, headers=checked or headers)
-            if checked is None:
-                if len(_CHECKED_HEADERS) >= _CHECKED_HEADERS_MAX:
-                    _CHECKED_HEADERS.clear()
-                _CHECKED_HEADERS[key] = request.headers
+            fields = tuple(headers)
+            key = (method, target, fields)
+            request = _CHECKED_REQUESTS.get(key)
+            if request is None:
+                checked = _CHECKED_HEADERS.get(fields)
+                request = h11.Request(method=method, target=target, headers=checked or headers)
+                if len(_CHECKED_REQUESTS) >= _CHECKED_MAX:
+                    _CHECKED_REQUESTS.clear()
+                _CHECKED_REQUESTS[key] = request
+                if checked is None:
+                    if len(_CHECKED_HEADERS) >= _CHECKED_MAX:
+                        _CHECKED_HEADERS.clear()
+                    _CHECKED_HEADERS[fields] = request.headers
             data = self._h11.send(request)
         except h11.LocalProtocolError as exc:
             raise LocalProtocolError(str(exc), host=self._host) from None
@@ -142,7 +150,7 @@ class HTTP11Protocol:
 
     def end_of_body(self) -> bytes:
         try:
-            data = self._h11.send(h11.EndOfMessage())
+            data = self._h11.send(_END_OF_MESSAGE)
         except h11.LocalProtocolError as exc:
             raise LocalProtocolError(str(exc), host=self._host, phase="write") from None
         assert data is not None
