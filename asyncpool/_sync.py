@@ -178,18 +178,21 @@ class Channel(Generic[T]):
         raise anyio.EndOfStream if self._closed else anyio.WouldBlock
 
     async def receive(self) -> T:
-        while not self._items:
-            if self._receiver_closed:
-                raise anyio.ClosedResourceError
-            if self._closed:
-                raise anyio.EndOfStream
-            assert self._waiter is None, "a Channel has one consumer"
-            waiter = self._waiter = self._new_event()
+        while True:
             try:
-                await waiter.wait()
-            finally:
-                self._waiter = None
-        return self.receive_nowait()
+                return self.receive_nowait()
+            except anyio.WouldBlock:
+                await self.wait_receivable()
+
+    def wait_receivable(self) -> Awaitable[None]:
+        """Wait until ``receive_nowait`` has more to say than ``WouldBlock``. For a consumer
+        parked between items (a connection's writer): on asyncio this awaits a bare future, no
+        coroutine, one object less per item for the garbage collector."""
+        if self._items or self._closed or self._receiver_closed:
+            return _READY
+        # A waiter still here was left by a cancelled wait of the one consumer: replace it.
+        waiter = self._waiter = self._new_event()
+        return waiter.wait()
 
     def close(self) -> None:
         """No more items; the consumer still gets those queued, then ``EndOfStream``."""

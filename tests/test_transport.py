@@ -247,6 +247,23 @@ async def test_an_expired_idle_connection_is_never_handed_out(server: TestServer
     assert (stats.dials, stats.reused, stats.idle_timeouts) == (2, 0, 1)
 
 
+async def test_a_reset_idle_connection_leaves_the_pool() -> None:
+    reset = anyio.Event()
+
+    async def handler(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.respond(200, body=b"ok")
+        if req.path == "/then-reset":
+            await reset.wait()
+            await conn.close(reset=True)
+
+    async with open_server(handler) as server, Transport() as pool:
+        await get(pool, server.url_for("/then-reset"))
+        reset.set()
+        await wait_until(lambda: pool.stats().total == 0)
+        await get(pool, server.url)
+        assert (pool.stats().dials, pool.stats().reused) == (2, 0)
+
+
 async def test_server_closing_an_idle_connection_takes_it_out_of_the_pool(
     server: TestServer,
 ) -> None:
