@@ -1,6 +1,6 @@
 """The whole benchmark suite in one run: one table of req/s, the ratios and the project's targets.
 
-    python benchmarks/run_all.py                 # everything, 3 repeats (about 4 minutes)
+    python benchmarks/run_all.py                 # everything, 5 repeats (about 6 minutes)
     python benchmarks/run_all.py --quick         # a smoke run: 1 repeat, short cells (under a minute)
     python benchmarks/run_all.py --workloads small,h2 --clients asyncpool,aiohttp --repeat 5
     nox -s bench                                 # installs .[dev,speedups] + aiosonic + httpx[http2]
@@ -480,7 +480,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workloads", default=",".join(ALL_WORKLOADS), help=f"comma list of {ALL_WORKLOADS}"
     )
     p.add_argument("--clients", default=",".join(H1_CLIENTS), help=f"comma list of {H1_CLIENTS}")
-    p.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is shown")
+    p.add_argument("--repeat", type=int, default=5, help="runs per cell; the median is shown")
     p.add_argument(
         "--requests",
         type=int,
