@@ -331,11 +331,9 @@ class HTTP11Connection:
     async def _write_loop(self) -> None:
         with self._writer_scope:
             while True:
+                await self._write_queue.wait_receivable()  # parked here between requests
                 try:
                     exchange = self._write_queue.receive_nowait()
-                except anyio.WouldBlock:
-                    await self._write_queue.wait_receivable()  # parked between requests
-                    continue
                 except anyio.EndOfStream:
                     return
                 try:

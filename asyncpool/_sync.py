@@ -64,7 +64,7 @@ class _AsyncioEvent:
     def set(self) -> None:
         if not self._set:
             self._set = True
-            future = self._future
+            future, self._future = self._future, None
             if future is not None and not future.done():
                 future.set_result(None)
 
@@ -178,11 +178,9 @@ class Channel(Generic[T]):
         raise anyio.EndOfStream if self._closed else anyio.WouldBlock
 
     async def receive(self) -> T:
-        while True:
-            try:
-                return self.receive_nowait()
-            except anyio.WouldBlock:
-                await self.wait_receivable()
+        while not (self._items or self._closed or self._receiver_closed):
+            await self.wait_receivable()
+        return self.receive_nowait()
 
     def wait_receivable(self) -> Awaitable[None]:
         """Wait until ``receive_nowait`` has more to say than ``WouldBlock``. For a consumer
