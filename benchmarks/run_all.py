@@ -88,7 +88,7 @@ def _rows(args: argparse.Namespace, clients: list[str]) -> list[Row]:
 
     def n(c: int) -> int:
         # Three times bench_http1.py's defaults: two seconds or so per cell for the fast clients,
-        # long enough to ride out this VM's slow patches, which are shorter than that.
+        # so that one slow patch of this shared VM weighs less in a cell.
         return args.requests or (6000 if c == 1 else max(16000, 10 * c))
 
     rows: list[Row] = []
