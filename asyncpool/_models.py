@@ -30,8 +30,8 @@ HeaderInput = Union["Headers", Mapping[str, str], Iterable[tuple[str, str]], Non
 
 
 class URL:
-    """An absolute http(s) URL, split once into the parts the pool needs. Immutable: requests
-    to the same URL string share one (see ``Request``)."""
+    """An absolute http(s) URL, split once into the parts the pool needs. Read-only: requests
+    to the same URL string share one URL object (see ``Request``), so do not assign to it."""
 
     __slots__ = ("host", "host_header", "origin", "port", "scheme", "target", "url")
 
