@@ -7,11 +7,12 @@ is complete), ``NEED_DATA`` (feed more bytes) and ``PAUSED`` (nothing more until
 h11 does the parsing and enforces framing: Content-Length, chunked, read-until-close, HTTP/1.0
 and ``Connection: close`` on either side.
 
-One exception, for speed: h11 copies every body byte into its receive buffer and out again, so a
-large Content-Length body (``DIRECT_BODY_MIN`` or more) is counted here instead. Once h11 has
-parsed such a head, and the request is complete, the body's bytes are passed on as they arrive and
-a fresh h11 connection takes the next cycle (with any bytes beyond the body, which then count as
-unsolicited, as they would in h11). Errors and keep-alive decisions are h11's own.
+One exception, for speed: a Content-Length body is counted here, not by h11, which would copy
+every byte into its receive buffer and out again and run its state machine twice more per
+response. Once h11 has parsed such a head, and the request is complete, the body's bytes are
+passed on as they arrive and a fresh h11 connection takes the next cycle (with any bytes beyond
+the body, which then count as unsolicited, as they would in h11). Keep-alive decisions are h11's
+own, and so is the error a body cut short raises.
 """
 
 from __future__ import annotations
@@ -66,10 +67,8 @@ class Informational(NamedTuple):
 Event = ResponseHead | Informational | bytes | Sentinel
 
 
-# From this length on a Content-Length body bypasses h11's receive buffer (see the top). Not
-# for every body: a fresh h11 per cycle is more objects per request for the garbage collector,
-# which costs more at high concurrency than h11's state machine saves.
-DIRECT_BODY_MIN = 16384
+# Bytes read while a head is awaited, from which on h11 is given the head alone (see ``feed``).
+HOLD_AFTER_HEAD_MIN = 16384
 _REQUEST_SENT = (h11.DONE, h11.MUST_CLOSE)
 _NO_BODY_STATUS = frozenset({204, 304})
 
@@ -169,7 +168,7 @@ class HTTP11Protocol:
         """Bytes from the server; ``b""`` means the server closed its side."""
         left = self._body_left
         if left is None:
-            if len(data) >= DIRECT_BODY_MIN and self._h11.their_state is h11.SEND_RESPONSE:
+            if len(data) >= HOLD_AFTER_HEAD_MIN and self._h11.their_state is h11.SEND_RESPONSE:
                 # A head, likely with a large body behind it: h11 gets the head alone for now,
                 # so that a direct body is not copied into its buffer and out again.
                 end = data.find(b"\r\n\r\n") + 4
@@ -235,7 +234,7 @@ class HTTP11Protocol:
     def _response_head(self, event: h11.Response) -> ResponseHead:
         headers, content_length = self._checked_headers(event.headers)
         if (
-            content_length >= DIRECT_BODY_MIN
+            content_length > 0
             and self._h11.our_state in _REQUEST_SENT
             and self._method != "HEAD"
             and event.status_code not in _NO_BODY_STATUS
