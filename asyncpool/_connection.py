@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import anyio
 import anyio.abc
 
+from ._asyncio_stream import READ_SIZE
 from ._errors import (
     HTTPError,
     PoolClosed,
@@ -62,7 +63,6 @@ from ._trace import ClientTrace, CloseReason, ConnClosedInfo, WroteRequestInfo, 
 
 __all__ = ["RETRY_NOTHING_WRITTEN", "RETRY_NO_RESPONSE", "ConnOwner", "HTTP11Connection"]
 
-READ_SIZE = 262144  # as much as asyncio's transports read at once: big bodies in few chunks
 BODY_CHANNEL_SIZE = 4  # chunks the reader may run ahead of a slow body reader
 MAX_WRITE_WAIT_BEFORE_REUSE = 0.05  # seconds, as Go's maxWriteWaitBeforeConnReuse
 

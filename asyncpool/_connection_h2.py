@@ -44,8 +44,8 @@ import h2.exceptions
 import h2.settings
 from hpack import NeverIndexedHeaderTuple
 
+from ._asyncio_stream import READ_SIZE
 from ._connection import (
-    READ_SIZE,
     RETRY_NOTHING_WRITTEN,
     closing_body,
     report_closed,
