@@ -262,7 +262,7 @@ class Transport:
         self._idle_wakeup: Event | None = None
         # Wire headers of body-less requests (see _wire_headers); used by callers, no await.
         self._wire_headers_cache: dict[
-            tuple[tuple[str, ...], str, str], tuple[list[tuple[str, str]], bool]
+            tuple[tuple[str, ...], str, str, bool, bool], tuple[list[tuple[str, str]], bool]
         ] = {}
         self._dials = 0
         self._failed_dials = 0
@@ -384,11 +384,18 @@ class Transport:
 
     def _wire_headers(self, request: Request) -> tuple[list[tuple[str, str]], bool]:
         """The header fields to send, and whether we asked for compression ourselves. Those of
-        a request without a body are made once per (fields, host, method) and shared: nobody
-        changes them, and one list less per request in flight is less for the collector."""
+        a request without a body are made once per (fields, host, method, settings) and shared:
+        nobody changes them, and one list less per request in flight is less for the
+        collector."""
         if request.content is not None:
             return self._make_wire_headers(request)
-        key = (tuple(request.headers._fields), request.url.host_header, request.method)
+        key = (
+            tuple(request.headers._fields),
+            request.url.host_header,
+            request.method,
+            self.disable_compression,  # settings a caller may change between requests
+            self.disable_keep_alives,
+        )
         made = self._wire_headers_cache.get(key)
         if made is None:
             if len(self._wire_headers_cache) >= WIRE_HEADERS_CACHE_SIZE:
