@@ -413,7 +413,7 @@ class HTTP11Connection:
                     except anyio.EndOfStream:
                         data = b""
                     except (OSError, anyio.BrokenResourceError) as exc:
-                        raise self._read_failed(exc) from exc
+                        raise read_failed(exc, self.host_port) from exc
                     try:
                         exchange = self._read_queue.receive_nowait()
                     except anyio.WouldBlock:
@@ -449,18 +449,6 @@ class HTTP11Connection:
                 queued.fail(self._error_for(queued))
             await anyio.aclose_forcefully(self._stream)
 
-    async def _receive(self) -> bytes:
-        """The next bytes from the server; ``b""`` when it closed its side."""
-        try:
-            return await self._stream.receive(READ_SIZE)
-        except anyio.EndOfStream:
-            return b""
-        except (OSError, anyio.BrokenResourceError) as exc:
-            raise self._read_failed(exc) from exc
-
-    def _read_failed(self, exc: BaseException) -> ReadError:
-        return ReadError(f"reading from the server failed: {exc!r}", host=self.host_port)
-
     async def _read_response(self, exchange: _Exchange, data: bytes) -> bool:
         """Read one response; True when the connection may carry another request."""
         protocol, trace = self._protocol, exchange.trace
@@ -478,7 +466,7 @@ class HTTP11Connection:
         while True:
             event = protocol.next_event()
             if event is NEED_DATA:
-                protocol.feed(await self._receive())
+                protocol.feed(await receive_some(self._stream, self.host_port))
             elif type(event) is Informational:
                 self._informational(exchange, event)
             elif type(event) is ResponseHead:
@@ -529,7 +517,7 @@ class HTTP11Connection:
                     except anyio.BrokenResourceError:
                         return False  # the caller closed the body early (and closed us)
                 elif event is NEED_DATA:
-                    protocol.feed(await self._receive())
+                    protocol.feed(await receive_some(self._stream, self.host_port))
                 elif event is END_OF_MESSAGE:
                     if trace and trace.got_response_end:
                         trace.got_response_end()
@@ -587,6 +575,20 @@ class HTTP11Connection:
             stream=body,
             network_stream=self._stream,
         )
+
+
+async def receive_some(stream: anyio.abc.ByteStream, host_port: str) -> bytes:
+    """The next bytes from the server; ``b""`` when it closed its side."""
+    try:
+        return await stream.receive(READ_SIZE)
+    except anyio.EndOfStream:
+        return b""
+    except (OSError, anyio.BrokenResourceError) as exc:
+        raise read_failed(exc, host_port) from exc
+
+
+def read_failed(exc: BaseException, host_port: str) -> ReadError:
+    return ReadError(f"reading from the server failed: {exc!r}", host=host_port)
 
 
 async def wait_for_head(

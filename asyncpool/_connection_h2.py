@@ -44,10 +44,10 @@ import h2.exceptions
 import h2.settings
 from hpack import NeverIndexedHeaderTuple
 
-from ._asyncio_stream import READ_SIZE
 from ._connection import (
     RETRY_NOTHING_WRITTEN,
     closing_body,
+    receive_some,
     report_closed,
     wait_for_head,
 )
@@ -246,7 +246,7 @@ class HTTP2Connection:
         self._h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         await self._stream.send(self._h2.data_to_send())
         while True:
-            data = await self._receive()
+            data = await receive_some(self._stream, self.host_port)
             if not data:
                 raise ReadError(
                     "the server closed the connection during the HTTP/2 preface",
@@ -522,16 +522,6 @@ class HTTP2Connection:
         detail = cause.detail if isinstance(cause, HTTPError) else f"closed: {self.close_why}"
         return ReadError(f"HTTP/2 connection lost ({detail})", host=self.host_port)
 
-    async def _receive(self) -> bytes:
-        try:
-            return await self._stream.receive(READ_SIZE)
-        except anyio.EndOfStream:
-            return b""
-        except (OSError, anyio.BrokenResourceError) as exc:
-            raise ReadError(
-                f"reading from the server failed: {exc!r}", host=self.host_port
-            ) from exc
-
     async def _receive_live(self) -> bytes | None:
         """The next bytes; meanwhile the idle timeout and the PING check apply. None when the
         connection was closed for either."""
@@ -546,11 +536,11 @@ class HTTP2Connection:
                 probe_deadline = anyio.current_time() + read_idle
             deadline = min(idle_deadline, probe_deadline or math.inf)
             if deadline == math.inf:  # streams in flight and no PING check: no scope needed
-                data = await self._receive()
+                data = await receive_some(self._stream, self.host_port)
                 self._ping_deadline = None
                 return data
             with anyio.CancelScope(deadline=deadline):
-                data = await self._receive()
+                data = await receive_some(self._stream, self.host_port)
                 self._ping_deadline = None  # anything from the server proves it alive
                 return data
             now = anyio.current_time()

@@ -94,6 +94,20 @@ async def test_a_cancelled_receive_loses_nothing() -> None:
         await channel.receive()
     channel.send_nowait(7)
     assert await channel.receive() == 7
+    # A receive that parks after a cancelled one is woken by the next item.
+    with anyio.move_on_after(0.01):
+        await channel.wait_receivable()
+    received: list[int] = []
+
+    async def consumer() -> None:
+        received.append(await channel.receive())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer)
+        await anyio.wait_all_tasks_blocked()
+        assert not received
+        channel.send_nowait(8)
+    assert received == [8]
 
 
 async def test_clock_is_the_loops_clock() -> None:
