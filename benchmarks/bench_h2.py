@@ -37,6 +37,8 @@ from bench_http1 import (
     _drive,
     _fmt,
     _median,
+    add_output_and_worker_options,
+    add_run_options,
     measure,
     raise_nofile_limit,
     run_worker,
@@ -234,29 +236,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients", default=DEFAULT_CLIENTS, help=f"comma list of {ALL_CLIENTS}")
     p.add_argument("--concurrency", default="10,100", help="comma list of concurrency levels")
     p.add_argument("--requests", type=int, default=5000, help="timed requests per cell")
-    p.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is shown")
-    p.add_argument(
-        "--max-seconds",
-        type=float,
-        default=5.0,
-        help="stop a cell's timed phase after this long (caps slow clients)",
-    )
-    p.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
-    p.add_argument(
-        "--pin",
-        default="split",
-        choices=["split", "same", "none"],
-        help="CPU pinning: nginx and client on two different CPUs (default), both on one, or none",
-    )
+    add_run_options(p)
     p.add_argument("--url", default=None, help="benchmark this https URL instead of starting nginx")
     p.add_argument(
         "--ca-file", default=None, help="with --url: CA certificates (PEM) that trust the server"
     )
-    p.add_argument("--json-out", default=None, help="also write all raw results to this file")
-    p.add_argument("-v", "--verbose", action="store_true", help="print every run")
-    # Worker mode (internal): one client, one concurrency level, prints JSON.
-    p.add_argument("--worker", choices=ALL_CLIENTS, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
+    add_output_and_worker_options(p, ALL_CLIENTS)
     args = p.parse_args(argv)
     if args.worker:
         if not args.url:

@@ -486,16 +486,8 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--clients", default=DEFAULT_CLIENTS, help=f"comma list of {ALL_CLIENTS}")
-    p.add_argument("--concurrency", default="1,10,100", help="comma list of concurrency levels")
-    p.add_argument(
-        "--requests",
-        type=int,
-        default=None,
-        help="timed requests per cell (default: 2000 at c=1, else max(5000, 10 * c))",
-    )
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options both benchmark scripts take: repeats, time cap, backend, CPU pinning."""
     p.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is shown")
     p.add_argument(
         "--max-seconds",
@@ -510,12 +502,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["split", "same", "none"],
         help="CPU pinning: nginx and client on two different CPUs (default), both on one, or none",
     )
-    p.add_argument("--url", default=None, help="benchmark this URL instead of starting nginx")
+
+
+def add_output_and_worker_options(p: argparse.ArgumentParser, clients: tuple[str, ...]) -> None:
+    """--json-out, -v, and the internal worker mode's options."""
     p.add_argument("--json-out", default=None, help="also write all raw results to this file")
     p.add_argument("-v", "--verbose", action="store_true", help="print every run")
     # Worker mode (internal): one client, one concurrency level, prints JSON.
-    p.add_argument("--worker", choices=ALL_CLIENTS, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=clients, default=None, help=argparse.SUPPRESS)
     p.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--clients", default=DEFAULT_CLIENTS, help=f"comma list of {ALL_CLIENTS}")
+    p.add_argument("--concurrency", default="1,10,100", help="comma list of concurrency levels")
+    p.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        help="timed requests per cell (default: 2000 at c=1, else max(5000, 10 * c))",
+    )
+    add_run_options(p)
+    p.add_argument("--url", default=None, help="benchmark this URL instead of starting nginx")
+    add_output_and_worker_options(p, ALL_CLIENTS)
     p.add_argument("--body-length", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
