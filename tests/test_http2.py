@@ -1,7 +1,13 @@
-"""The h2 protocol layer: HPACK decoding by replay gives exactly what hpack's decoder gives."""
+"""The h2 protocol layer: HPACK decoding by replay gives exactly what hpack's decoder gives, and
+the lazily counted open streams keep h2's limit and forget closed streams."""
 
 from __future__ import annotations
 
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
 import hpack
 import pytest
 from hpack import Decoder, Encoder, HeaderTuple
@@ -76,3 +82,71 @@ def test_the_client_connection_uses_it() -> None:
     assert isinstance(conn.decoder, ReplayingDecoder)
     assert not conn.config.validate_inbound_headers
     assert not conn.config.validate_outbound_headers
+
+
+# -- counting open streams ------------------------------------------------------------------
+
+REQUEST_HEAD = [
+    (b":method", b"GET"),
+    (b":scheme", b"https"),
+    (b":authority", b"a"),
+    (b":path", b"/"),
+]
+
+
+class Pair:
+    """A client connection of ours and an h2 server in memory, bytes passed by hand."""
+
+    def __init__(self, max_concurrent_streams: int) -> None:
+        self.requests: list[int] = []  # stream ids the server received
+        self.client = new_client_connection()
+        self.server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        self.client.initiate_connection()
+        self.server.initiate_connection()
+        settings = {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams}
+        self.server.update_settings(settings)
+        self.exchange()
+
+    def exchange(self) -> None:
+        while True:
+            to_server, to_client = self.client.data_to_send(), self.server.data_to_send()
+            if not (to_server or to_client):
+                return
+            for event in self.server.receive_data(to_server):
+                if isinstance(event, h2.events.RequestReceived):
+                    self.requests.append(event.stream_id)
+            self.client.receive_data(to_client)
+
+    def open(self) -> int:
+        stream_id: int = self.client.get_next_available_stream_id()
+        self.client.send_headers(stream_id, REQUEST_HEAD, end_stream=True)
+        return stream_id
+
+    def answer(self, stream_id: int) -> None:
+        self.server.send_headers(stream_id, [(b":status", b"204")], end_stream=True)
+        self.exchange()
+
+
+def test_the_servers_stream_limit_is_kept_exactly() -> None:
+    pair = Pair(max_concurrent_streams=3)
+    first = [pair.open() for _ in range(3)]
+    pair.exchange()
+    with pytest.raises(h2.exceptions.TooManyStreamsError):
+        pair.open()
+    pair.answer(first[0])
+    pair.open()  # a stream closed: one more fits, and no more
+    with pytest.raises(h2.exceptions.TooManyStreamsError):
+        pair.open()
+
+
+@pytest.mark.parametrize("max_concurrent_streams", [8, 2**31 - 1])
+def test_closed_streams_are_forgotten(max_concurrent_streams: int) -> None:
+    pair = Pair(max_concurrent_streams)
+    for _ in range(500):
+        busy = [pair.open() for _ in range(4)]
+        pair.exchange()
+        for stream_id in busy:
+            pair.answer(stream_id)
+        # Closed streams are let go at the next walk, whatever the limit: a few dozen at most.
+        assert len(pair.client.streams) <= 2 * 4 + 16 + 4
+    assert len(pair.requests) == 2000
