@@ -84,7 +84,10 @@ class _Protocol(asyncio.Protocol):
 
 
 class AsyncioSocketStream(anyio.abc.SocketStream):
-    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
+    def __init__(
+        self, transport: asyncio.Transport, protocol: _Protocol, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._loop = loop  # kept: each get_running_loop() is a getpid() call on Python 3.11
         self._transport = transport
         self._protocol = protocol
         self._closed = False
@@ -103,7 +106,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                 if protocol.error is not None:
                     raise anyio.BrokenResourceError from protocol.error
                 raise anyio.EndOfStream
-            waiter = protocol.read_waiter = asyncio.get_running_loop().create_future()
+            waiter = protocol.read_waiter = self._loop.create_future()
             try:
                 await waiter
             finally:
@@ -126,7 +129,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             raise anyio.BrokenResourceError from protocol.error
         self._transport.write(item)
         while protocol.writing_paused:
-            waiter = protocol.write_waiter = asyncio.get_running_loop().create_future()
+            waiter = protocol.write_waiter = self._loop.create_future()
             try:
                 await waiter
             finally:
@@ -150,4 +153,4 @@ async def connect_tcp_asyncio(host: str, port: int) -> AsyncioSocketStream:
     assert isinstance(transport, asyncio.Transport)
     if hasattr(transport, "max_size"):  # the selector loop's recv size, 256 KiB by default
         transport.max_size = READ_SIZE
-    return AsyncioSocketStream(transport, protocol)
+    return AsyncioSocketStream(transport, protocol, loop)

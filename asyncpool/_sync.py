@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 from collections.abc import Awaitable, Callable, Generator
 from typing import Generic, Protocol, TypeVar
 
@@ -55,9 +56,10 @@ _READY = _Ready()
 class _AsyncioEvent:
     """asyncio.Event without its waiter list and loop-binding lock: a flag and one future."""
 
-    __slots__ = ("_future", "_set")
+    __slots__ = ("_future", "_loop", "_set")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self._set = False
         self._future: asyncio.Future[None] | None = None
 
@@ -80,7 +82,7 @@ class _AsyncioEvent:
         # waiter sharing it would be cancelled too. Every event here has a single waiter.
         future = self._future
         assert future is None or future.done(), "an asyncpool Event has one waiter at a time"
-        future = self._future = asyncio.get_running_loop().create_future()
+        future = self._future = self._loop.create_future()
         return future
 
 
@@ -93,9 +95,10 @@ def _running_backend() -> str:
 
 
 def event_factory() -> Callable[[], Event]:
-    """The Event class native to the running loop; call once and keep it."""
+    """A maker of Events native to the running loop; call once and keep it. On asyncio the
+    events hold the loop: looking it up costs a ``getpid()`` system call on Python 3.11."""
     if _running_backend() == "asyncio":
-        return _AsyncioEvent
+        return functools.partial(_AsyncioEvent, asyncio.get_running_loop())
     import trio
 
     return trio.Event
