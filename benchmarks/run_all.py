@@ -489,7 +489,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="timed requests per 12-byte cell (default: 6000 at c=1, else max(16000, 10 * c); "
         "8000 over HTTP/2)",
     )
-    p.add_argument("--mib-requests", type=int, default=1500, help="timed requests per 1 MiB cell")
+    p.add_argument("--mib-requests", type=int, default=3000, help="timed requests per 1 MiB cell")
     p.add_argument(
         "--max-seconds",
         type=float,
