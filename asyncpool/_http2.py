@@ -103,7 +103,9 @@ class ReplayingDecoder(Decoder):
 
 
 class ClientConnection(h2.connection.H2Connection):
-    """h2's connection with the open-stream count of the module docstring."""
+    """h2's connection with the open-stream count of the module docstring:
+    ``open_outbound_streams`` is exact after a walk, and between walks the number of streams
+    held, an upper bound still under the server's limit (h2 only compares it with that limit)."""
 
     _walk_at = 16  # streams held (open or closed) that call for the next walk
 
