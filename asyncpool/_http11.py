@@ -110,7 +110,8 @@ class HTTP11Protocol:
         self._body_ready: list[bytes] = []  # arrived, not yet handed out
         self._direct_done = False  # the direct body ended; the cycle is over outside h11
         self._direct_keep_alive = False
-        # Bytes after a head that h11 has not seen yet (see ``feed``); from ``_held_from`` on.
+        # Bytes after a head that h11 has not seen yet (see ``feed``): from ``_held_from`` on, at
+        # least one.
         self._held: bytes | None = None
         self._held_from = 0
 
@@ -170,9 +171,10 @@ class HTTP11Protocol:
         if left is None:
             if len(data) >= HOLD_AFTER_HEAD_MIN and self._h11.their_state is h11.SEND_RESPONSE:
                 # A head, likely with a large body behind it: h11 gets the head alone for now,
-                # so that a direct body is not copied into its buffer and out again.
+                # so that a direct body is not copied into its buffer and out again. Never an
+                # empty rest: h11 would take it for the server closing.
                 end = data.find(b"\r\n\r\n") + 4
-                if end > 3:
+                if 3 < end < len(data):
                     self._h11.receive_data(data[:end])
                     self._held, self._held_from = data, end
                     return
@@ -186,9 +188,10 @@ class HTTP11Protocol:
         elif len(data) <= left:
             self._body_ready.append(data)
             self._body_left = left - len(data)
-        else:  # the body's end, and bytes nobody asked for
-            self._body_ready.append(data[:left])
-            self._body_left = 0
+        else:  # the body's end (or it had ended), and bytes nobody asked for
+            if left:
+                self._body_ready.append(data[:left])
+                self._body_left = 0
             self._h11.receive_data(data[left:])
 
     def _release_held(self) -> None:
@@ -287,7 +290,7 @@ class HTTP11Protocol:
         self._body_left = self._body_length = length
         if buffered:
             self.feed(buffered)
-        if held is not None and len(held) > self._held_from:
+        if held is not None:
             self.feed(held[self._held_from :])
 
     def _next_direct_event(self) -> Event:

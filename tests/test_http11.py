@@ -232,6 +232,62 @@ def test_a_large_response_before_the_request_body_is_sent(parser: str) -> None:
     assert p.request_complete and p.start_next_cycle() is True
 
 
+LARGE_FIELD = f"X-Pad: {'p' * HOLD_AFTER_HEAD_MIN}"  # a head too large to hold anything after
+
+
+@pytest.mark.parametrize(
+    ("method", "head", "rest", "expected"),
+    [
+        ("GET", "HTTP/1.0 200 OK", [b"hello", b""], b"hello"),  # read until close
+        (
+            "GET",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked",
+            [b"5\r\nhello\r\n0\r\n\r\n"],
+            b"hello",
+        ),
+        ("GET", "HTTP/1.1 200 OK\r\nContent-Length: 5", [b"hello"], b"hello"),
+        ("GET", "HTTP/1.1 200 OK\r\nContent-Length: 0", [], b""),
+        ("HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 5", [], b""),
+    ],
+)
+def test_a_large_read_that_ends_with_the_head(
+    parser: str, method: str, head: str, rest: list[bytes], expected: bytes
+) -> None:
+    """A read as large as the ones whose tail h11's backend holds back, ending exactly where the
+    head does: nothing is held, and nothing reads as the server closing."""
+    p = protocol(parser, method)
+    first = f"{head}\r\n{LARGE_FIELD}\r\n\r\n".encode()
+    evs = events(p, first, *rest)
+    assert isinstance(evs[0], ResponseHead) and body(evs) == expected
+    assert evs[-1] is END_OF_MESSAGE
+    if head.startswith("HTTP/1.1"):
+        assert p.start_next_cycle() is True and not p.has_buffered_data
+        p.request_head("GET", "/", [("Host", "h")])
+        p.end_of_body()
+        assert body(events(p, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) == b"ok"
+
+
+def test_a_large_1xx_head_that_ends_a_read(parser: str) -> None:
+    p = protocol(parser)
+    hints = f"HTTP/1.1 103 Early Hints\r\n{LARGE_FIELD}\r\n\r\n".encode()
+    evs = events(p, hints, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert isinstance(evs[0], Informational) and isinstance(evs[1], ResponseHead)
+    assert body(evs) == b"ok"
+
+
+def test_no_empty_body_chunk_before_unsolicited_bytes(parser: str) -> None:
+    """The head's last byte in one read, the body and more in a large next one."""
+    p = protocol(parser)
+    evs = events(
+        p,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r",
+        b"\nhello" + b"HTTP/1.1 200 OK\r\n\r\n" + b"z" * HOLD_AFTER_HEAD_MIN,
+    )
+    assert [e for e in evs if isinstance(e, bytes)] == [b"hello"]
+    p.start_next_cycle()
+    assert p.has_buffered_data
+
+
 def test_a_head_over_the_limit_whole_or_dripping(parser: str) -> None:
     big = b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 5000 + b"\r\nContent-Length: 0\r\n\r\n"
     with pytest.raises(asyncpool.ResponseHeaderTooLarge):
