@@ -354,6 +354,7 @@ class HttptoolsProtocol:
         "_status_reason",
         "_unsolicited",
         "_until_eof",
+        "_upgrade_asked",
     )
 
     def __init__(self, host: str, *, max_header_bytes: int) -> None:
@@ -365,6 +366,7 @@ class HttptoolsProtocol:
         self._events: collections.deque[Event] = collections.deque()
         self._method = "GET"
         self._request_close = False
+        self._upgrade_asked = False  # the request had an Upgrade field (h11's switch proposal)
         self._sending_body = False
         self._body_left: int | None = None  # bytes still owed under Content-Length
         self._chunked = False
@@ -388,7 +390,7 @@ class HttptoolsProtocol:
 
     def request_head(self, method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
         self._method = method
-        self._request_close = False
+        self._request_close = self._upgrade_asked = False
         self._body_left, self._chunked = None, False
         lines = [f"{method} {target} HTTP/1.1\r\n"]
         for name, value in headers:
@@ -399,6 +401,8 @@ class HttptoolsProtocol:
                 self._chunked = value.lower() == "chunked"
             elif lower == "connection" and "close" in value.lower():
                 self._request_close = True
+            elif lower == "upgrade":
+                self._upgrade_asked = True
             lines.append(f"{name}: {value}\r\n")
         lines.append("\r\n")
         self._sending_body = True
@@ -508,6 +512,15 @@ class HttptoolsProtocol:
             if self._method == "HEAD" and end >= 0 and data[end + 4 :]:
                 self._unsolicited = True
             self._parser = httptools.HttpResponseParser(self)
+        except httptools.HttpParserUpgrade as exc:
+            # 101 Switching Protocols (its Informational is queued): what follows is not HTTP.
+            if not self._upgrade_asked:
+                raise RemoteProtocolError(
+                    "101 Switching Protocols without an Upgrade request", host=self._host
+                ) from None
+            self._message_done, self._keep_alive = True, False
+            offset = exc.args[0] if exc.args else len(data)  # where the other protocol starts
+            self._unsolicited = len(data) > offset
         except httptools.HttpParserError as exc:
             raise RemoteProtocolError(f"invalid response: {exc}", host=self._host) from None
         if not self._head_done and self._head_bytes > self._max_header_bytes:

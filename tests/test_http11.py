@@ -288,6 +288,21 @@ def test_no_empty_body_chunk_before_unsolicited_bytes(parser: str) -> None:
     assert p.has_buffered_data
 
 
+SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: ws\r\nConnection: Upgrade\r\n\r\n"
+
+
+def test_101_switching_protocols(parser: str) -> None:
+    """Asked for: the 1xx, then nothing more in HTTP (the connection is not reused). Not asked
+    for: a protocol error."""
+    p = protocol(parser, headers=[("Upgrade", "ws"), ("Connection", "Upgrade")])
+    p.feed(SWITCHING + b"ws bytes")
+    assert p.next_event() == Informational(101, ["Upgrade", "ws", "Connection", "Upgrade"])
+    assert p.next_event() is PAUSED
+    assert p.start_next_cycle() is False and p.has_buffered_data
+    with pytest.raises(asyncpool.RemoteProtocolError):
+        events(protocol(parser), SWITCHING)
+
+
 def test_a_head_over_the_limit_whole_or_dripping(parser: str) -> None:
     big = b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 5000 + b"\r\nContent-Length: 0\r\n\r\n"
     with pytest.raises(asyncpool.ResponseHeaderTooLarge):
