@@ -465,8 +465,9 @@ class HttptoolsProtocol:
             self._informational = True
             return
         self._head_done = True
-        self._keep_alive = parser.should_keep_alive()
         version = "HTTP/" + parser.get_http_version()
+        # As h11: no HTTP/1.0 connection is kept alive, even one that says keep-alive.
+        self._keep_alive = parser.should_keep_alive() and version != "HTTP/1.0"
         self._events.append(ResponseHead(status, self._status_reason, version, headers))
         if self._method == "HEAD" or status in _NO_BODY_STATUS:
             self._complete()
@@ -522,7 +523,12 @@ class HttptoolsProtocol:
             offset = exc.args[0] if exc.args else len(data)  # where the other protocol starts
             self._unsolicited = len(data) > offset
         except httptools.HttpParserError as exc:
-            raise RemoteProtocolError(f"invalid response: {exc}", host=self._host) from None
+            if not self._message_done:
+                raise RemoteProtocolError(f"invalid response: {exc}", host=self._host) from None
+            # llhttp refuses any byte after a `Connection: close` response; as h11, the
+            # response stands and the bytes are unsolicited.
+            self._unsolicited = True
+            self._parser = httptools.HttpResponseParser(self)
         if not self._head_done and self._head_bytes > self._max_header_bytes:
             raise ResponseHeaderTooLarge(
                 "response head exceeds max_response_header_bytes", host=self._host

@@ -109,6 +109,8 @@ def test_1xx_then_the_response(parser: str) -> None:
     [
         ([], b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", False),
         ([], b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", False),
+        # h11 keeps no HTTP/1.0 connection alive, asked or not; both backends follow it.
+        ([], b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", False),
         ([("Connection", "close")], b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False),
         ([], b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", True),
     ],
@@ -121,10 +123,26 @@ def test_keep_alive_decisions(
     assert p.start_next_cycle() is reusable
 
 
-def test_bytes_after_a_response_are_unsolicited(parser: str) -> None:
-    p = protocol(parser)
-    events(p, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n")
-    assert p.has_buffered_data
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.0 304 Not Modified\r\nConnection: close\r\n\r\n",
+    ],
+)
+@pytest.mark.parametrize("after", [b"HTTP/1.1 200 OK\r\n", b"\x00 not http"])
+def test_bytes_after_a_response_are_unsolicited(parser: str, response: bytes, after: bytes) -> None:
+    """Whatever follows a complete response, the response stands; the connection is not
+    reused."""
+    for chunks in [(response + after,), (response, after)]:
+        p = protocol(parser)
+        evs = events(p, *chunks)  # up to the end of the response
+        assert isinstance(evs[0], ResponseHead) and evs[-1] is END_OF_MESSAGE
+        for chunk in chunks[1:]:
+            p.feed(chunk)
+        reusable = p.start_next_cycle()
+        assert p.has_buffered_data or not reusable
 
 
 @pytest.mark.parametrize(
