@@ -269,13 +269,19 @@ class HTTP11Protocol:
             size += len(name) + len(value) + 4
             headers += (name, value)
             if len(name) == 17 and name.lower() == "transfer-encoding":
-                chunked = True  # wins over any Content-Length
+                chunked = True
             elif len(name) == 14 and name.lower() == "content-length":
                 content_length = int(value)  # h11 checked it, and merged repeats
         # h11 bounds a head still arriving; one that arrived whole is measured here.
         if size > self._max_header_bytes:
             raise ResponseHeaderTooLarge(
                 "response head exceeds max_response_header_bytes", host=self._host
+            )
+        if chunked and content_length >= 0:
+            # h11 lets Transfer-Encoding win; RFC 9112 (6.3) says this ought to be an error,
+            # and llhttp (the other backend) makes it one.
+            raise RemoteProtocolError(
+                "Content-Length and Transfer-Encoding in one response", host=self._host
             )
         return headers, -1 if chunked else content_length
 

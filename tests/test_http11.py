@@ -152,6 +152,10 @@ def test_bytes_after_a_response_are_unsolicited(parser: str, response: bytes, af
         b"HTTP/1.1 abc OK\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nBad Header Line\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        # Ambiguous framing, "ought to be handled as an error" (RFC 9112, 6.3): h11 lets
+        # Transfer-Encoding win, llhttp refuses; both backends refuse.
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
     ],
 )
 def test_malformed_input_is_a_remote_protocol_error(parser: str, garbage: bytes) -> None:
