@@ -14,11 +14,10 @@ A connection owns one byte stream and two tasks in the Transport's task group:
 
 A caller (``round_trip``) puts its exchange into both channels without awaiting and waits for
 the head. The channels and events are the loop-native ones of ``_sync`` (anyio's cost several
-times more per request). Between requests the writer waits on a bare future and the reader on
-the stream's receive, with no coroutine of ours around them: every object a request keeps alive
-is walked by the cyclic garbage collector, and at c=1000 that adds up. Because the reader is always parked on the socket, a
-server that closes an idle connection is noticed at once. The idle timeout is the pool's
-business (one sweeper for all idle connections), so a connection arms no timer per request.
+times more per request). Between requests the writer waits on its channel and the reader on
+the socket. Because the reader is always parked on the socket, a server that closes an idle
+connection is noticed at once. The idle timeout is the pool's business (one sweeper for all
+idle connections), so a connection arms no timer per request.
 
 Invariants
 ----------
@@ -406,14 +405,7 @@ class HTTP11Connection:
         try:
             with self._reader_scope:
                 while True:
-                    # Parked here between responses, with no wrapper coroutine: one object less
-                    # per request in flight for the garbage collector.
-                    try:
-                        data = await self._stream.receive(READ_SIZE)
-                    except anyio.EndOfStream:
-                        data = b""
-                    except (OSError, anyio.BrokenResourceError) as exc:
-                        raise read_failed(exc, self.host_port) from exc
+                    data = await receive_some(self._stream, self.host_port)  # parked here
                     try:
                         exchange = self._read_queue.receive_nowait()
                     except anyio.WouldBlock:
@@ -584,11 +576,7 @@ async def receive_some(stream: anyio.abc.ByteStream, host_port: str) -> bytes:
     except anyio.EndOfStream:
         return b""
     except (OSError, anyio.BrokenResourceError) as exc:
-        raise read_failed(exc, host_port) from exc
-
-
-def read_failed(exc: BaseException, host_port: str) -> ReadError:
-    return ReadError(f"reading from the server failed: {exc!r}", host=host_port)
+        raise ReadError(f"reading from the server failed: {exc!r}", host=host_port) from exc
 
 
 async def wait_for_head(

@@ -385,8 +385,7 @@ class Transport:
     def _wire_headers(self, request: Request) -> tuple[list[tuple[str, str]], bool]:
         """The header fields to send, and whether we asked for compression ourselves. Those of
         a request without a body are made once per (fields, host, method, settings) and shared:
-        nobody changes them, and one list less per request in flight is less for the
-        collector."""
+        nobody changes them, and every such request would build the same list again."""
         if request.content is not None:
             return self._make_wire_headers(request)
         key = (
