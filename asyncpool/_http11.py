@@ -97,12 +97,16 @@ class HTTP11Protocol:
         "_host",
         "_max_header_bytes",
         "_method",
+        "_peer_closed",
     )
 
     def __init__(self, host: str, *, max_header_bytes: int) -> None:
         self._host = host
         self._max_header_bytes = max_header_bytes
         self._h11 = self._new_h11()
+        # The server closed its side: h11 ends a read-until-close body there and would let
+        # the next cycle start, on a connection that is gone.
+        self._peer_closed = False
         self._method = "GET"
         # A direct body (see the top): bytes still owed, None while h11 reads the body.
         self._body_left: int | None = None
@@ -168,6 +172,8 @@ class HTTP11Protocol:
     def feed(self, data: bytes) -> None:
         """Bytes from the server; ``b""`` means the server closed its side."""
         left = self._body_left
+        if not data:
+            self._peer_closed = True
         if left is None:
             if len(data) >= HOLD_AFTER_HEAD_MIN and self._h11.their_state is h11.SEND_RESPONSE:
                 # A head, likely with a large body behind it: h11 gets the head alone for now,
@@ -314,6 +320,8 @@ class HTTP11Protocol:
         if self._direct_done:
             self._direct_done = False
             return self._direct_keep_alive  # the fresh h11 is idle already
+        if self._peer_closed:
+            return False
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()
             return True
@@ -328,6 +336,8 @@ class _StopParsing(Exception):
 
 
 _FRAMING_FIELDS = frozenset({b"content-length", b"transfer-encoding"})
+_OWS = frozenset(b" \t")
+_BODY_FRAMING = ("content-length", "transfer-encoding")
 
 
 class HttptoolsProtocol:
@@ -336,59 +346,86 @@ class HttptoolsProtocol:
     llhttp parses; framing it cannot know is done here: a HEAD response has no body (the parser
     is stopped after the head and replaced), and a body without a length ends at EOF. Requests
     are written here too, with h11's checks on the body's declared framing.
+
+    h11 is the reference, and the two disagree at the edges of the grammar. Where llhttp takes
+    what h11 refuses (a status under 100, a Transfer-Encoding other than one ``chunked``, a
+    blank line before the status line), the checks below refuse it too. Where llhttp refuses
+    a head h11 takes (a bare LF for CRLF, obs-fold, a repeated identical Content-Length,
+    control characters in a value, HTTP/1.2), the head's bytes are kept until it is complete
+    and replayed into the h11 backend, which parses this connection from then on: rare, and
+    then exactly the reference's behaviour.
     """
 
     __slots__ = (
         "_body_left",
         "_chunked",
+        "_delegate",
+        "_error",
         "_events",
         "_framed",
         "_head_bytes",
         "_head_done",
+        "_head_pieces",
         "_header_bytes",
         "_headers",
         "_host",
         "_informational",
+        "_informationals",
         "_keep_alive",
         "_max_header_bytes",
         "_message_done",
         "_method",
         "_parser",
+        "_request",
         "_request_close",
         "_sending_body",
         "_started",
         "_status_reason",
+        "_transfer_encodings",
         "_unsolicited",
         "_until_eof",
         "_upgrade_asked",
     )
 
     def __init__(self, host: str, *, max_header_bytes: int) -> None:
-        import httptools
-
         self._host = host
         self._max_header_bytes = max_header_bytes
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser = self._new_parser()
         self._events: collections.deque[Event] = collections.deque()
         self._method = "GET"
+        self._request: tuple[str, str, list[tuple[str, str]]] = ("GET", "/", [])
         self._request_close = False
         self._upgrade_asked = False  # the request had an Upgrade field (h11's switch proposal)
         self._sending_body = False
         self._body_left: int | None = None  # bytes still owed under Content-Length
         self._chunked = False
         self._unsolicited = False  # bytes came after a complete response
+        # The h11 backend, once llhttp refused a head that h11 takes: it parses from then on.
+        self._delegate: HTTP11Protocol | None = None
+        self._error: HTTPError | None = None  # the delegate's, raised after its events
+        self._head_pieces: list[bytes] = []  # this cycle's bytes until its head is complete
+        self._transfer_encodings: list[bytes] = []  # of the head being parsed
         self._reset_message()
+
+    def _new_parser(self) -> Any:
+        import httptools
+
+        parser = httptools.HttpResponseParser(self)
+        parser.set_dangerous_leniencies(lenient_spaces_after_chunk_size=True)  # as h11
+        return parser
 
     def _reset_message(self) -> None:
         self._headers: list[str] = []
         self._status_reason = ""
         self._head_bytes = 0  # bytes fed while the head was incomplete
+        self._head_pieces.clear()
         self._header_bytes = 0  # size of the parsed header fields, as h11 counts them
         self._framed = False  # Content-Length or Transfer-Encoding seen
         self._head_done = False
         self._message_done = False
         self._started = False
         self._informational = False
+        self._informationals = 0  # 1xx heads of this cycle so far
         self._until_eof = False
         self._keep_alive = True
 
@@ -396,6 +433,7 @@ class HttptoolsProtocol:
 
     def request_head(self, method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
         self._method = method
+        self._request = (method, target, headers)
         self._request_close = self._upgrade_asked = False
         self._body_left, self._chunked = None, False
         lines = [f"{method} {target} HTTP/1.1\r\n"]
@@ -412,7 +450,18 @@ class HttptoolsProtocol:
             lines.append(f"{name}: {value}\r\n")
         lines.append("\r\n")
         self._sending_body = True
+        if self._delegate is not None:
+            self._prime_delegate(self._delegate)
         return "".join(lines).encode("latin-1")
+
+    def _prime_delegate(self, delegate: HTTP11Protocol) -> None:
+        """Put the request into the delegate's h11, so that it expects the response. The body
+        is written here, never by the delegate: it gets the head without body framing."""
+        method, target, headers = self._request
+        delegate.request_head(
+            method, target, [f for f in headers if f[0].lower() not in _BODY_FRAMING]
+        )
+        delegate.end_of_body()
 
     def body_chunk(self, chunk: bytes) -> bytes:
         if not chunk:
@@ -452,9 +501,17 @@ class HttptoolsProtocol:
         self._status_reason += status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_done:
+            return  # a trailer field: h11 does not add those to the head either
         self._header_bytes += len(name) + len(value) + 4
-        if name.lower() in _FRAMING_FIELDS:
+        if value and value[-1] in _OWS:  # llhttp strips the leading whitespace only
+            value = value.rstrip(b" \t")
+        lower = name.lower()
+        if lower in _FRAMING_FIELDS:
             self._framed = True
+            if lower == b"transfer-encoding":
+                value = value.lower()  # as h11 gives it
+                self._transfer_encodings.append(value)
         self._headers += (name.decode("latin-1"), value.decode("latin-1"))
 
     def on_headers_complete(self) -> None:
@@ -464,16 +521,26 @@ class HttptoolsProtocol:
             raise ResponseHeaderTooLarge(
                 "response head exceeds max_response_header_bytes", host=self._host
             )
+        if status < 100 or self._transfer_encodings:
+            self._check_as_h11(status)
         if 100 <= status < 200:
             self._events.append(Informational(status, headers))
             self._headers, self._status_reason = [], ""
             self._header_bytes, self._framed = 0, False
             self._informational = True
+            self._informationals += 1
             return
         self._head_done = True
         version = "HTTP/" + parser.get_http_version()
-        # As h11: no HTTP/1.0 connection is kept alive, even one that says keep-alive.
-        self._keep_alive = parser.should_keep_alive() and version != "HTTP/1.0"
+        if version <= "HTTP/1.1":
+            # As h11: no HTTP/1.0 connection is kept alive, even one that says keep-alive.
+            self._keep_alive = parser.should_keep_alive() and version == "HTTP/1.1"
+        else:  # h11's rule for a later version: alive unless a Connection field says close
+            self._keep_alive = not any(
+                headers[i].lower() == "connection"
+                and "close" in (token.strip().lower() for token in headers[i + 1].split(","))
+                for i in range(0, len(headers), 2)
+            )
         self._events.append(ResponseHead(status, self._status_reason, version, headers))
         if self._method == "HEAD" or status in _NO_BODY_STATUS:
             self._complete()
@@ -481,6 +548,19 @@ class HttptoolsProtocol:
                 raise _StopParsing  # llhttp would wait for a body a HEAD response never has
             return
         self._until_eof = not self._framed
+
+    def _check_as_h11(self, status: int) -> None:
+        """Refuse what llhttp takes and h11 does not."""
+        if status < 100:
+            raise RemoteProtocolError(f"invalid status code {status}", host=self._host)
+        encodings = self._transfer_encodings[:]
+        self._transfer_encodings.clear()
+        if len(encodings) > 1:
+            raise RemoteProtocolError("multiple Transfer-Encoding headers", host=self._host)
+        if encodings and encodings[0] != b"chunked":
+            raise RemoteProtocolError(
+                "Only Transfer-Encoding: chunked is supported", host=self._host
+            )
 
     def on_body(self, body: bytes) -> None:
         self._events.append(bytes(body))
@@ -498,13 +578,30 @@ class HttptoolsProtocol:
     # -- reading ----------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
+        # As with h11, an error comes out of next_event after the events before it: a head
+        # and a body's beginning are the caller's even when the bytes after them are wrong.
+        if self._error is not None:
+            return
+        try:
+            if self._delegate is not None:
+                self._delegate.feed(data)
+                self._drain_delegate(0)
+            elif data:
+                self._feed_llhttp(data)
+            else:
+                self._on_eof()
+        except HTTPError as exc:
+            self._error = exc
+
+    def _feed_llhttp(self, data: bytes) -> None:
         import httptools
 
-        if not data:
-            self._on_eof()
-            return
         if not self._head_done:
+            if not self._head_bytes and data[0] in b"\r\n" and not self._message_done:
+                # llhttp skips blank lines before a status line; h11 does not.
+                raise RemoteProtocolError("no response line received", host=self._host)
             self._head_bytes += len(data)
+            self._head_pieces.append(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -515,10 +612,9 @@ class HttptoolsProtocol:
                 raise
             # Stopped after a HEAD response's head (bytes after it were never asked for), or
             # at bytes after a complete response: the next response needs a fresh parser.
-            end = data.rfind(b"\r\n\r\n")
-            if self._method == "HEAD" and end >= 0 and data[end + 4 :]:
-                self._unsolicited = True
-            self._parser = httptools.HttpResponseParser(self)
+            if self._method == "HEAD" and not self._unsolicited:
+                self._unsolicited = self._bytes_after_head()
+            self._parser = self._new_parser()
         except httptools.HttpParserUpgrade as exc:
             # 101 Switching Protocols (its Informational is queued): what follows is not HTTP.
             if not self._upgrade_asked:
@@ -529,16 +625,59 @@ class HttptoolsProtocol:
             offset = exc.args[0] if exc.args else len(data)  # where the other protocol starts
             self._unsolicited = len(data) > offset
         except httptools.HttpParserError as exc:
-            if not self._message_done:
+            if self._message_done:
+                # llhttp refuses any byte after a `Connection: close` response; as h11, the
+                # response stands and the bytes are unsolicited.
+                self._unsolicited = True
+                self._parser = self._new_parser()
+            elif not self._head_done:
+                self._delegate_to_h11()  # h11 may take it; if not, its error is the answer
+            else:
                 raise RemoteProtocolError(f"invalid response: {exc}", host=self._host) from None
-            # llhttp refuses any byte after a `Connection: close` response; as h11, the
-            # response stands and the bytes are unsolicited.
-            self._unsolicited = True
-            self._parser = httptools.HttpResponseParser(self)
         if not self._head_done and self._head_bytes > self._max_header_bytes:
             raise ResponseHeaderTooLarge(
                 "response head exceeds max_response_header_bytes", host=self._host
             )
+
+    def _bytes_after_head(self) -> bool:
+        """Whether anything followed the final head of this cycle (llhttp, stopped from a
+        callback, does not say where it stopped)."""
+        data, end = b"".join(self._head_pieces), 0
+        for _ in range(self._informationals + 1):  # each head ends with an empty line
+            end = data.find(b"\r\n\r\n", end)
+            if end < 0:  # pragma: no cover - llhttp completed these heads
+                return False
+            end += 4
+        return len(data) > end
+
+    def _delegate_to_h11(self) -> None:
+        """Parse this connection with the h11 backend from now on, starting with the bytes of
+        this cycle. 1xx heads llhttp already gave out are not given again."""
+        delegate = self._delegate = HTTP11Protocol(
+            self._host, max_header_bytes=self._max_header_bytes
+        )
+        self._prime_delegate(delegate)
+        pieces, skip = list(self._head_pieces), self._informationals
+        for piece in pieces:
+            delegate.feed(piece)
+        self._drain_delegate(skip)
+
+    def _drain_delegate(self, skip_informational: int) -> None:
+        """Move the delegate's events into ours (its error, raised, waits behind them)."""
+        assert self._delegate is not None
+        while True:
+            event = self._delegate.next_event()
+            if event is NEED_DATA:
+                return
+            if event is PAUSED:
+                self._message_done = True
+                return
+            if type(event) is Informational and skip_informational:
+                skip_informational -= 1
+                continue
+            if event is END_OF_MESSAGE:
+                self._message_done = True
+            self._events.append(event)
 
     def _on_eof(self) -> None:
         if self._message_done:
@@ -558,16 +697,20 @@ class HttptoolsProtocol:
     def next_event(self) -> Event:
         if self._events:
             return self._events.popleft()
+        if self._error is not None:
+            raise self._error
         return PAUSED if self._message_done else NEED_DATA
 
     @property
     def has_buffered_data(self) -> bool:
+        if self._delegate is not None:
+            return self._delegate.has_buffered_data or bool(self._events)
         return self._unsolicited or bool(self._events)
 
     def start_next_cycle(self) -> bool:
         reusable = (
             self._message_done
-            and self._keep_alive
+            and (self._delegate.start_next_cycle() if self._delegate else self._keep_alive)
             and not self._until_eof
             and not self._request_close
             and not self._sending_body

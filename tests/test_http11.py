@@ -76,9 +76,12 @@ def test_chunked_body(parser: str) -> None:
     assert p.start_next_cycle() is True
 
 
-def test_read_until_close(parser: str) -> None:
+@pytest.mark.parametrize("version", [b"1.0", b"1.1"])
+def test_read_until_close(parser: str, version: bytes) -> None:
+    """A body without a length ends where the server closes: never a connection to reuse (h11
+    alone would let an HTTP/1.1 one start its next cycle)."""
     p = protocol(parser)
-    evs = events(p, b"HTTP/1.0 200 OK\r\n\r\nold ", b"school", b"")
+    evs = events(p, b"HTTP/" + version + b" 200 OK\r\n\r\nold ", b"school", b"")
     assert body(evs) == b"old school" and evs[-1] is END_OF_MESSAGE
     assert p.start_next_cycle() is False
 
@@ -161,6 +164,19 @@ def test_bytes_after_a_response_are_unsolicited(parser: str, response: bytes, af
 def test_malformed_input_is_a_remote_protocol_error(parser: str, garbage: bytes) -> None:
     with pytest.raises(asyncpool.RemoteProtocolError):
         events(protocol(parser), garbage)
+
+
+def test_an_error_comes_after_the_events_before_it(parser: str) -> None:
+    """A head and a body's beginning are given out before the error in the bytes after them,
+    which stays: the connection is not parsed any further."""
+    p = protocol(parser)
+    p.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX")
+    assert isinstance(p.next_event(), ResponseHead)
+    assert p.next_event() == b"hello"
+    for more in (b"0\r\n\r\n", b""):
+        with pytest.raises(asyncpool.RemoteProtocolError):
+            p.next_event()
+        p.feed(more)
 
 
 def test_eof_before_a_response_or_mid_body(parser: str) -> None:

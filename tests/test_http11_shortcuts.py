@@ -27,6 +27,8 @@ class WithoutShortcuts(HTTP11Protocol):
     __slots__ = ()
 
     def feed(self, data: bytes) -> None:
+        if not data:
+            self._peer_closed = True  # not a shortcut: h11 alone would reuse a closed connection
         self._h11.receive_data(data)
 
     def _response_head(self, event: Any) -> ResponseHead:

@@ -1,0 +1,228 @@
+"""The httptools backend against h11, the reference, at the edges of the grammar: for each odd
+or malformed response, fed whole, cut at every byte and byte by byte, with and without the
+server closing after it, both backends give the same events, the same reuse decision and
+unsolicited bytes, or an error of the same type (the texts may differ)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import asyncpool
+from asyncpool._http11 import (
+    END_OF_MESSAGE,
+    NEED_DATA,
+    PAUSED,
+    HTTP1Protocol,
+    Informational,
+    ResponseHead,
+    make_protocol,
+)
+
+pytest.importorskip("httptools")
+
+OK5 = b"Content-Length: 5\r\n\r\nhello"
+CHUNKED = b"Transfer-Encoding: chunked\r\n\r\n"
+
+# What llhttp takes and h11 refuses: the httptools backend refuses it too.
+REFUSED_BY_H11 = {
+    "status under 100": b"HTTP/1.1 099 OK\r\n" + OK5,
+    "blank line before the status line": b"\r\nHTTP/1.1 200 OK\r\n" + OK5,
+    "two Transfer-Encoding fields": b"HTTP/1.1 200 OK\r\n"
+    + b"Transfer-Encoding: chunked\r\n"
+    + CHUNKED
+    + b"5\r\nhello\r\n0\r\n\r\n",
+    "Transfer-Encoding gzip, chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n"
+    b"\r\n5\r\nhello\r\n0\r\n\r\n",
+    "Transfer-Encoding chunked, gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n"
+    b"\r\nhello",
+    "Transfer-Encoding identity": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nhello",
+}
+
+# What llhttp refuses and h11 takes: the httptools backend hands the connection to h11.
+TAKEN_BY_H11 = {
+    "bare LF line ends": b"HTTP/1.1 200 OK\nContent-Length: 5\n\nhello",
+    "bare LF after the status line": b"HTTP/1.1 200 OK\n" + OK5,
+    "bare LF ending the head": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\nhello",
+    "obs-fold": b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\n" + OK5,
+    "Content-Length 5, 5": b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+    "Content-Length twice": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + OK5,
+    "control character in a value": b"HTTP/1.1 200 OK\r\nX-A: a\x01b\r\n" + OK5,
+    "DEL in a value": b"HTTP/1.1 200 OK\r\nX-A: a\x7fb\r\n" + OK5,
+    "HTTP/1.2": b"HTTP/1.2 200 OK\r\n" + OK5,
+    "a 1xx, then bare LF": b"HTTP/1.1 103 Early\r\nLink: </a>\r\n\r\n"
+    b"HTTP/1.1 200 OK\nContent-Length: 5\n\nhello",
+    "bare LF in a 1xx": b"HTTP/1.1 100 Continue\n\nHTTP/1.1 200 OK\r\n" + OK5,
+    "bare LF, chunked": b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n5\r\nhello\r\n0\r\n\r\n",
+    "bare LF, until close": b"HTTP/1.1 200 OK\nX: y\n\nhello",
+    "bare LF, Connection: close": b"HTTP/1.1 200 OK\nConnection: close\n"
+    + b"Content-Length: 5\n\nhello",
+    "bare LF, HTTP/1.0": b"HTTP/1.0 200 OK\nContent-Length: 5\n\nhello",
+    "bare LF, then bytes nobody asked for": b"HTTP/1.1 200 OK\nContent-Length: 5\n\nhellojunk",
+    "bare LF, then a bad chunk": b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\nzz\r\n",
+    "bare LF, server gone mid-head": b"HTTP/1.1 200 OK\nContent-Length: 5\n",
+    "obs-fold, a large body": b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 40000\r\n\r\n"
+    + b"x" * 40000,
+}
+
+# Both refuse, or both take, and must agree on the details.
+EDGES = {
+    "Content-Length 5, 6": b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello",
+    "Content-Length 5 then 6": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+    "Content-Length -1": b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nhello",
+    "Content-Length +5": b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
+    "Content-Length huge": b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+    "Content-Length empty": b"HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\nhello",
+    "whitespace around a value": b"HTTP/1.1 200 OK\r\nContent-Length:   5  \r\nX: a \t\r\n\r\nhello",
+    "bare CR": b"HTTP/1.1 200 OK\rContent-Length: 5\r\n\r\nhello",
+    "space before the colon": b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello",
+    "bad name character": b"HTTP/1.1 200 OK\r\nX(A): 1\r\n" + OK5,
+    "NUL in a value": b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\n" + OK5,
+    "empty name": b"HTTP/1.1 200 OK\r\n: x\r\n" + OK5,
+    "whitespace before a name": b"HTTP/1.1 200 OK\r\n X-A: 1\r\n" + OK5,
+    "Latin-1 value": b"HTTP/1.1 200 OK\r\nX-A: \xe9t\xe9\r\n" + OK5,
+    "no reason": b"HTTP/1.1 200\r\n" + OK5,
+    "UTF-8 reason": b"HTTP/1.1 200 \xc3\xa9\r\n" + OK5,
+    "status 2000": b"HTTP/1.1 2000 OK\r\n" + OK5,
+    "status 999": b"HTTP/1.1 999 OK\r\n" + OK5,
+    "HTTP/2.0": b"HTTP/2.0 200 OK\r\n" + OK5,
+    "HTTP/0.9": b"HTTP/0.9 200 OK\r\n" + OK5,
+    "lower-case http": b"http/1.1 200 OK\r\n" + OK5,
+    "two spaces": b"HTTP/1.1  200 OK\r\n" + OK5,
+    "chunk extension": b"HTTP/1.1 200 OK\r\n" + CHUNKED + b"5;a=b\r\nhello\r\n0\r\n\r\n",
+    "upper-case chunk size": b"HTTP/1.1 200 OK\r\n" + CHUNKED + b"A\r\nhellohello\r\n0\r\n\r\n",
+    "space after a chunk size": b"HTTP/1.1 200 OK\r\n" + CHUNKED + b"5 \r\nhello\r\n0\r\n\r\n",
+    "no CRLF after chunk data": b"HTTP/1.1 200 OK\r\n" + CHUNKED + b"5\r\nhelloXX0\r\n\r\n",
+    "bare LF after a chunk size": b"HTTP/1.1 200 OK\r\n" + CHUNKED + b"5\nhello\r\n0\r\n\r\n",
+    "chunk size overflow": b"HTTP/1.1 200 OK\r\n" + CHUNKED + b"fffffffffffffffffffff\r\nhello\r\n",
+    "empty chunk size": b"HTTP/1.1 200 OK\r\n" + CHUNKED + b"\r\nhello\r\n0\r\n\r\n",
+    "trailers (not head fields)": b"HTTP/1.1 200 OK\r\n"
+    + CHUNKED
+    + b"5\r\nhello\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n",
+    "bad trailer": b"HTTP/1.1 200 OK\r\n" + CHUNKED + b"5\r\nhello\r\n0\r\nX T: 1\r\n\r\n",
+    "Transfer-Encoding Chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n",
+    "empty Transfer-Encoding": b"HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n\r\nhello",
+    "a 1xx with a Content-Length": b"HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\n" + OK5,
+    "two 1xx": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 E\r\n\r\nHTTP/1.1 200 OK\r\n" + OK5,
+    "204 with a Content-Length": b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+    "204, then bytes": b"HTTP/1.1 204 No Content\r\n\r\nhello",
+    "304 chunked": b"HTTP/1.1 304 Not Modified\r\n" + CHUNKED,
+    "Connection: keep-alive, close": b"HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\n" + OK5,
+    "Connection: CLOSE": b"HTTP/1.1 200 OK\r\nConnection: CLOSE\r\n" + OK5,
+    "HTTP/2.0, Connection: close": b"HTTP/2.0 200 OK\r\nConnection: close\r\n" + OK5,
+}
+
+# A HEAD response has no body; whatever follows its head was never asked for.
+HEAD = {
+    "HEAD": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+    "HEAD, then bytes": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    "HEAD, then a response": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    "HEAD, chunked": b"HTTP/1.1 200 OK\r\n" + CHUNKED,
+    "HEAD after a 1xx": b"HTTP/1.1 103 E\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+    "HEAD after a 1xx, then bytes": b"HTTP/1.1 103 E\r\n\r\nHTTP/1.1 200 OK\r\n" + OK5,
+    "HEAD, bare LF": b"HTTP/1.1 200 OK\nContent-Length: 5\n\n",
+    "HEAD, bare LF, then bytes": b"HTTP/1.1 200 OK\nContent-Length: 5\n\nhello",
+}
+
+CASES = [
+    *(("GET", k, v) for table in (REFUSED_BY_H11, TAKEN_BY_H11, EDGES) for k, v in table.items()),
+    *(("HEAD", k, v) for k, v in HEAD.items()),
+]
+NEXT_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def outcome(p: HTTP1Protocol, reads: list[bytes]) -> list[Any]:
+    """What the connection sees: the events to the response's end (a body as one bytes), then
+    the reuse decision and whether unsolicited bytes wait; or the error's type."""
+    seen: list[Any] = []
+    try:
+        for data in reads:
+            p.feed(data)
+            while (event := p.next_event()) is not NEED_DATA and event is not PAUSED:
+                if isinstance(event, ResponseHead):
+                    names = [name.lower() for name in event.headers[::2]]
+                    event = event._replace(headers=[*zip(names, event.headers[1::2], strict=True)])
+                if isinstance(event, bytes) and seen and isinstance(seen[-1], bytes):
+                    seen[-1] += event
+                else:
+                    seen.append(event)
+                if event is END_OF_MESSAGE:
+                    return [*seen, p.start_next_cycle(), p.has_buffered_data]
+            if event is PAUSED:
+                return [*seen, PAUSED]
+    except asyncpool.HTTPError as exc:
+        return [*seen, type(exc)]
+    return [*seen, NEED_DATA]
+
+
+def exchange(parser: str, method: str, reads: list[bytes], cycles: int = 1) -> list[Any]:
+    """``cycles`` request/response cycles on one protocol: the reads, then a plain response
+    for each further cycle, as long as the connection may be reused."""
+    p = make_protocol(parser, "h:1", max_header_bytes=1 << 16)
+    results: list[Any] = []
+    for cycle in range(cycles):
+        p.request_head(method, "/", [("Host", "h")])
+        p.end_of_body()
+        result = outcome(p, reads if cycle == 0 else [NEXT_RESPONSE])
+        results.append(result)
+        if result[-2:] != [True, False]:  # not reusable, or bytes nobody asked for
+            break
+    return results
+
+
+def cuttings(wire: bytes) -> list[list[bytes]]:
+    """Whole; in two at every byte of the first 200 (the heads); byte by byte if short."""
+    cuts = [*range(1, min(len(wire), 200)), len(wire) // 2, len(wire) - 1]
+    return [
+        [wire],
+        *([wire[:i], wire[i:]] for i in sorted(set(cuts)) if 0 < i < len(wire)),
+        *([[wire[i : i + 1] for i in range(len(wire))]] if len(wire) <= 200 else []),
+    ]
+
+
+@pytest.mark.parametrize(("method", "name", "wire"), CASES, ids=[c[1] for c in CASES])
+def test_both_backends_agree(method: str, name: str, wire: bytes) -> None:
+    for reads in cuttings(wire):
+        for closed in ([], [b""]):
+            h11_says = exchange("h11", method, reads + closed, cycles=2)
+            assert exchange("httptools", method, reads + closed, cycles=2) == h11_says, (
+                [len(r) for r in reads],
+                closed,
+            )
+
+
+def test_what_h11_refuses_is_refused() -> None:
+    for wire in REFUSED_BY_H11.values():
+        assert exchange("httptools", "GET", [wire])[0][-1] is asyncpool.RemoteProtocolError
+
+
+def test_what_only_h11_takes_is_answered() -> None:
+    """A response llhttp refuses and h11 takes is a response, and the connection goes on."""
+    [first, second] = exchange("httptools", "GET", [TAKEN_BY_H11["Content-Length 5, 5"]], 2)
+    assert first[0] == ResponseHead(200, "OK", "HTTP/1.1", [("content-length", "5")])
+    assert first[1:] == [b"hello", END_OF_MESSAGE, True, False]
+    assert second[1:] == [b"ok", END_OF_MESSAGE, True, False]
+    [[informational, head, *_]] = exchange(
+        "httptools", "GET", [TAKEN_BY_H11["a 1xx, then bare LF"]]
+    )
+    assert informational == Informational(103, ["Link", "</a>"])  # given once, not replayed
+    assert isinstance(head, ResponseHead) and head.status_code == 200
+
+
+def test_a_head_llhttp_refuses_while_the_request_body_is_still_going_out() -> None:
+    """The server answers early; the request's body is still framed by the backend itself,
+    and the connection is not reused while it is unfinished."""
+    p = make_protocol("httptools", "h:1", max_header_bytes=1 << 16)
+    p.request_head("POST", "/", [("Host", "h"), ("Content-Length", "4")])
+    p.feed(b"HTTP/1.1 413 Too Large\nContent-Length: 0\n\n")
+    assert isinstance(p.next_event(), ResponseHead) and p.next_event() is END_OF_MESSAGE
+    assert not p.request_complete
+    assert p.body_chunk(b"data") == b"data" and p.end_of_body() == b""
+    assert p.request_complete
+    assert p.start_next_cycle() is True
+    with pytest.raises(asyncpool.LocalProtocolError):
+        p.request_head("POST", "/", [("Host", "h"), ("Content-Length", "1")])
+        p.body_chunk(b"too much")
