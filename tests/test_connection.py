@@ -59,6 +59,20 @@ async def test_http10_read_until_close(server: TestServer) -> None:
         assert pool.stats().total == 0
 
 
+async def test_http11_read_until_close_is_never_reused() -> None:
+    """A body that ends where the server closes leaves no connection to reuse: the next
+    request dials, it does not find a dead one in the pool (and retry)."""
+
+    async def until_close(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.send_raw(b"HTTP/1.1 200 OK\r\n\r\nno length")
+
+    async with open_server(until_close) as server, Transport() as pool:
+        for _ in range(2):
+            assert (await fetch(pool, "GET", server.url)).content == b"no length"
+            assert pool.stats().total == 0
+        assert (pool.stats().dials, pool.stats().reused, pool.stats().retries) == (2, 0, 0)
+
+
 async def test_connection_close_from_the_server_is_honoured(server: TestServer) -> None:
     async with Transport() as pool:
         assert (await fetch(pool, "GET", server.url_for("/close"))).content == b"bye"
