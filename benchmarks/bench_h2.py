@@ -29,9 +29,9 @@ from typing import Any
 
 # Its directory is on sys.path when run as a script; bench_http1 puts the working tree there too.
 from bench_http1 import (
+    ANYIO_TASKS,
+    ASYNCIO_TASKS,
     Skip,
-    _anyio_spawn,
-    _asyncio_spawn,
     _check,
     _cpus,
     _drive,
@@ -78,7 +78,7 @@ async def _run_httpx(url: str, c: int, n: int, cap: float, ca_file: str | None) 
             _check_h2(r.http_version)
             _check(r.status_code, r.content)
 
-        return await _drive(one, c, n, cap, _asyncio_spawn)
+        return await _drive(one, c, n, cap, ASYNCIO_TASKS)
 
 
 def _run_asyncpool(
@@ -99,7 +99,7 @@ def _run_asyncpool(
                 _check_h2(resp.http_version)
                 _check(resp.status_code, await resp.aread())
 
-            result = await _drive(one, c, n, cap, _anyio_spawn)
+            result = await _drive(one, c, n, cap, ANYIO_TASKS)
             result["dials"] = pool.stats().dials
             return result
 

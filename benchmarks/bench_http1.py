@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -31,7 +32,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,9 +71,6 @@ def raise_nofile_limit() -> int:
     return int(soft)
 
 
-Spawn = Callable[[list[Callable[[], Awaitable[None]]], float], Awaitable[None]]
-
-
 class Skip(Exception):
     """The client is not installed (or not usable): the cell is shown as skipped."""
 
@@ -85,10 +83,12 @@ async def _drive(
     concurrency: int,
     requests: int,
     max_seconds: float,
-    spawn: Spawn,
+    tasks: Tasks,
 ) -> dict[str, Any]:
     """Warm up, then run `requests` calls of `one` over `concurrency` tasks; return the measurement.
 
+    The clock runs from the moment every task is ready to the end of the last request, so that
+    starting and joining the harness's own tasks (a thousand of them, at c=1000) is not counted.
     Both phases start no new request after `max_seconds`, and cancel the requests still in flight
     after twice that: httpx at c=1000 needs half a minute just to open its connections.
     """
@@ -101,20 +101,27 @@ async def _drive(
             warm["left"] -= 1
             await one()
 
-    await spawn([warm_task] * concurrency, 2 * max_seconds)
+    await tasks.spawn([warm_task] * concurrency, 2 * max_seconds)
 
-    state = {"left": requests, "done": 0}
-    deadline = time.perf_counter() + max_seconds
+    state = {"left": requests, "done": 0, "not_ready": concurrency}
+    clock = {"start": 0.0, "deadline": math.inf, "end": 0.0}
+    go = tasks.new_event()
 
     async def task() -> None:
-        while state["left"] > 0 and time.perf_counter() < deadline:
+        state["not_ready"] -= 1
+        if not state["not_ready"]:  # the last one ready starts the clock
+            clock["start"] = time.perf_counter()
+            clock["deadline"] = clock["start"] + max_seconds
+            go.set()
+        await go.wait()
+        while state["left"] > 0 and time.perf_counter() < clock["deadline"]:
             state["left"] -= 1
             await one()
             state["done"] += 1
+        clock["end"] = time.perf_counter()  # the task that finishes last writes last
 
-    start = time.perf_counter()
-    await spawn([task] * concurrency, 2 * max_seconds)
-    elapsed = time.perf_counter() - start
+    await tasks.spawn([task] * concurrency, 2 * max_seconds)
+    elapsed = clock["end"] - clock["start"]
     return {
         "rps": state["done"] / elapsed,
         "requests": state["done"],
@@ -142,6 +149,23 @@ async def _anyio_spawn(fns: list[Callable[[], Awaitable[None]]], timeout: float)
         async with anyio.create_task_group() as tg:
             for fn in fns:
                 tg.start_soon(fn)
+
+
+def _anyio_event() -> Any:
+    import anyio
+
+    return anyio.Event()
+
+
+class Tasks(NamedTuple):
+    """How a client's tasks run: asyncio's own (the peers), or anyio's (asyncpool, any loop)."""
+
+    spawn: Callable[[list[Callable[[], Awaitable[None]]], float], Awaitable[None]]
+    new_event: Callable[[], Any]
+
+
+ASYNCIO_TASKS = Tasks(_asyncio_spawn, asyncio.Event)
+ANYIO_TASKS = Tasks(_anyio_spawn, _anyio_event)
 
 
 def _check(status: int, body: bytes) -> None:
@@ -178,7 +202,7 @@ async def _run_raw(url: str, c: int, n: int, cap: float) -> dict[str, Any]:
             free.append((reader, writer))
 
     try:
-        return await _drive(one, c, n, cap, _asyncio_spawn)
+        return await _drive(one, c, n, cap, ASYNCIO_TASKS)
     finally:
         for _, writer in conns:
             writer.close()
@@ -196,7 +220,7 @@ async def _run_httpx(url: str, c: int, n: int, cap: float) -> dict[str, Any]:
             r = await client.get(url)
             _check(r.status_code, r.content)
 
-        return await _drive(one, c, n, cap, _asyncio_spawn)
+        return await _drive(one, c, n, cap, ASYNCIO_TASKS)
 
 
 async def _run_aiohttp(url: str, c: int, n: int, cap: float) -> dict[str, Any]:
@@ -210,7 +234,7 @@ async def _run_aiohttp(url: str, c: int, n: int, cap: float) -> dict[str, Any]:
             async with session.get(url) as r:
                 _check(r.status, await r.read())
 
-        return await _drive(one, c, n, cap, _asyncio_spawn)
+        return await _drive(one, c, n, cap, ASYNCIO_TASKS)
 
 
 async def _run_aiosonic(url: str, c: int, n: int, cap: float) -> dict[str, Any]:
@@ -234,7 +258,7 @@ async def _run_aiosonic(url: str, c: int, n: int, cap: float) -> dict[str, Any]:
             r = await client.get(url)
             _check(r.status_code, await r.content())
 
-        return await _drive(one, c, n, cap, _asyncio_spawn)
+        return await _drive(one, c, n, cap, ASYNCIO_TASKS)
     finally:
         with contextlib.suppress(Exception):
             await connector.cleanup()
@@ -282,7 +306,7 @@ def _run_asyncpool(
                 resp = await pool.round_trip(asyncpool.Request("GET", url))
                 _check(resp.status_code, await resp.aread())
 
-            result = await _drive(one, c, n, cap, _anyio_spawn)
+            result = await _drive(one, c, n, cap, ANYIO_TASKS)
             result["dials"] = pool.stats().dials
             result["parser"] = getattr(pool, "http1_parser", "h11 (no option yet)")
             result["httptools_loaded"] = "httptools" in sys.modules
