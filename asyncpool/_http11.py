@@ -335,8 +335,7 @@ class _StopParsing(Exception):
     """Raised from a parser callback to stop llhttp at the end of a body-less head."""
 
 
-_FRAMING_FIELDS = frozenset({b"content-length", b"transfer-encoding"})
-_OWS = frozenset(b" \t")
+_NOTED_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 _BODY_FRAMING = ("content-length", "transfer-encoding")
 
 
@@ -353,12 +352,17 @@ class HttptoolsProtocol:
     a head h11 takes (a bare LF for CRLF, obs-fold, a repeated identical Content-Length,
     control characters in a value, HTTP/1.2), the head's bytes are kept until it is complete
     and replayed into the h11 backend, which parses this connection from then on: rare, and
-    then exactly the reference's behaviour.
+    then exactly the reference's behaviour. Two differences are left, where llhttp does not say
+    where it stopped and the response is the same: a blank line right after a body, in the
+    same read, is skipped by llhttp (h11 calls it unsolicited and does not reuse the
+    connection); trailer fields (given to nobody) that h11 takes and llhttp refuses (obs-fold,
+    a bare LF, a control character, a Content-Length) fail the end of the body.
     """
 
     __slots__ = (
         "_body_left",
         "_chunked",
+        "_connection_close",
         "_delegate",
         "_error",
         "_events",
@@ -421,6 +425,7 @@ class HttptoolsProtocol:
         self._head_pieces.clear()
         self._header_bytes = 0  # size of the parsed header fields, as h11 counts them
         self._framed = False  # Content-Length or Transfer-Encoding seen
+        self._connection_close = False  # a Connection field with the token close
         self._head_done = False
         self._message_done = False
         self._started = False
@@ -501,18 +506,26 @@ class HttptoolsProtocol:
         self._status_reason += status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._head_done:
-            return  # a trailer field: h11 does not add those to the head either
         self._header_bytes += len(name) + len(value) + 4
-        if value and value[-1] in _OWS:  # llhttp strips the leading whitespace only
-            value = value.rstrip(b" \t")
+        value = value.rstrip(b" \t")  # llhttp strips the leading whitespace only, h11 both
         lower = name.lower()
-        if lower in _FRAMING_FIELDS:
-            self._framed = True
-            if lower == b"transfer-encoding":
-                value = value.lower()  # as h11 gives it
-                self._transfer_encodings.append(value)
+        if lower in _NOTED_FIELDS:
+            value = self._note_field(lower, value)
         self._headers += (name.decode("latin-1"), value.decode("latin-1"))
+
+    def _note_field(self, lower_name: bytes, value: bytes) -> bytes:
+        """What framing and keep-alive need of a Content-Length, Transfer-Encoding or
+        Connection field; returns the value as h11 gives it."""
+        if lower_name == b"connection":
+            tokens = value.lower()
+            if b"close" in tokens and b"close" in [t.strip() for t in tokens.split(b",")]:
+                self._connection_close = True
+            return value
+        self._framed = True
+        if lower_name == b"transfer-encoding":
+            value = value.lower()
+            self._transfer_encodings.append(value)
+        return value
 
     def on_headers_complete(self) -> None:
         parser, headers = self._parser, self._headers
@@ -527,26 +540,23 @@ class HttptoolsProtocol:
             self._events.append(Informational(status, headers))
             self._headers, self._status_reason = [], ""
             self._header_bytes, self._framed = 0, False
+            self._connection_close = False
             self._informational = True
             self._informationals += 1
             return
         self._head_done = True
         version = "HTTP/" + parser.get_http_version()
-        if version <= "HTTP/1.1":
-            # As h11: no HTTP/1.0 connection is kept alive, even one that says keep-alive.
-            self._keep_alive = parser.should_keep_alive() and version == "HTTP/1.1"
-        else:  # h11's rule for a later version: alive unless a Connection field says close
-            self._keep_alive = not any(
-                headers[i].lower() == "connection"
-                and "close" in (token.strip().lower() for token in headers[i + 1].split(","))
-                for i in range(0, len(headers), 2)
-            )
+        # h11's rule (llhttp's would also refuse a HEAD response without a length, which it
+        # takes to end at EOF): alive from HTTP/1.1 on, unless a Connection field says close.
+        # A body that does end at EOF is seen to in start_next_cycle.
+        self._keep_alive = version >= "HTTP/1.1" and not self._connection_close
         self._events.append(ResponseHead(status, self._status_reason, version, headers))
+        self._headers = []  # trailer fields land here, unseen: h11 does not give them either
         if self._method == "HEAD" or status in _NO_BODY_STATUS:
+            # The response ends with its head. llhttp is stopped here: it would wait for the
+            # body a HEAD response never has, and skip a blank line after a 204 or 304.
             self._complete()
-            if self._method == "HEAD":
-                raise _StopParsing  # llhttp would wait for a body a HEAD response never has
-            return
+            raise _StopParsing
         self._until_eof = not self._framed
 
     def _check_as_h11(self, status: int) -> None:
@@ -569,6 +579,8 @@ class HttptoolsProtocol:
         if self._informational:  # a 1xx ends here; the response proper follows
             self._informational = False
         elif not self._message_done:
+            if self._transfer_encodings:  # in the trailers, which h11 checks as a head
+                self._check_as_h11(200)
             self._complete()
 
     def _complete(self) -> None:
@@ -586,36 +598,51 @@ class HttptoolsProtocol:
             if self._delegate is not None:
                 self._delegate.feed(data)
                 self._drain_delegate(0)
-            elif data:
-                self._feed_llhttp(data)
-            else:
+                return
+            if not data:
                 self._on_eof()
+                return
+            if self._message_done:  # llhttp would skip a blank line here; h11 does not
+                self._unsolicited = True
+                return
+            if not self._head_done:
+                if not self._head_bytes and data[0] in b"\r\n" and not self._message_done:
+                    # llhttp skips blank lines before a status line; h11 does not.
+                    raise RemoteProtocolError("no response line received", host=self._host)
+                self._head_bytes += len(data)
+                self._head_pieces.append(data)
+            try:
+                self._parser.feed_data(data)
+            except Exception as exc:  # llhttp's own, or one raised from a callback
+                self._parser_stopped(exc, data)
+            if (
+                not self._head_done
+                and self._head_bytes > self._max_header_bytes
+                # As h11: the limit is on the head still arriving, not on the 1xx before it.
+                and self._head_bytes - self._end_of_heads(self._informationals)
+                > self._max_header_bytes
+            ):
+                raise ResponseHeaderTooLarge(
+                    "response head exceeds max_response_header_bytes", host=self._host
+                )
         except HTTPError as exc:
             self._error = exc
 
-    def _feed_llhttp(self, data: bytes) -> None:
+    def _parser_stopped(self, exc: Exception, data: bytes) -> None:
         import httptools
 
-        if not self._head_done:
-            if not self._head_bytes and data[0] in b"\r\n" and not self._message_done:
-                # llhttp skips blank lines before a status line; h11 does not.
-                raise RemoteProtocolError("no response line received", host=self._host)
-            self._head_bytes += len(data)
-            self._head_pieces.append(data)
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
+        if isinstance(exc, httptools.HttpParserCallbackError):
             cause = exc.__context__
             if isinstance(cause, HTTPError):
                 raise cause from None
-            if not isinstance(cause, _StopParsing):
-                raise
-            # Stopped after a HEAD response's head (bytes after it were never asked for), or
-            # at bytes after a complete response: the next response needs a fresh parser.
-            if self._method == "HEAD" and not self._unsolicited:
-                self._unsolicited = self._bytes_after_head()
+            if not isinstance(cause, _StopParsing):  # pragma: no cover - a bug in a callback
+                raise exc
+            # Stopped after a body-less response's head (bytes after it were never asked for),
+            # or at bytes after a complete response: the next response needs a fresh parser.
+            if not self._unsolicited:
+                self._unsolicited = self._head_bytes > self._end_of_heads(self._informationals + 1)
             self._parser = self._new_parser()
-        except httptools.HttpParserUpgrade as exc:
+        elif isinstance(exc, httptools.HttpParserUpgrade):
             # 101 Switching Protocols (its Informational is queued): what follows is not HTTP.
             if not self._upgrade_asked:
                 raise RemoteProtocolError(
@@ -624,31 +651,25 @@ class HttptoolsProtocol:
             self._message_done, self._keep_alive = True, False
             offset = exc.args[0] if exc.args else len(data)  # where the other protocol starts
             self._unsolicited = len(data) > offset
-        except httptools.HttpParserError as exc:
-            if self._message_done:
-                # llhttp refuses any byte after a `Connection: close` response; as h11, the
-                # response stands and the bytes are unsolicited.
-                self._unsolicited = True
-                self._parser = self._new_parser()
-            elif not self._head_done:
-                self._delegate_to_h11()  # h11 may take it; if not, its error is the answer
-            else:
-                raise RemoteProtocolError(f"invalid response: {exc}", host=self._host) from None
-        if not self._head_done and self._head_bytes > self._max_header_bytes:
-            raise ResponseHeaderTooLarge(
-                "response head exceeds max_response_header_bytes", host=self._host
-            )
+        elif not isinstance(exc, httptools.HttpParserError):  # pragma: no cover - a bug
+            raise exc
+        elif self._message_done:
+            # llhttp refuses any byte after a `Connection: close` response; as h11, the
+            # response stands and the bytes are unsolicited.
+            self._unsolicited = True
+            self._parser = self._new_parser()
+        elif not self._head_done:
+            self._delegate_to_h11()  # h11 may take it; if not, its error is the answer
+        else:
+            raise RemoteProtocolError(f"invalid response: {exc}", host=self._host) from None
 
-    def _bytes_after_head(self) -> bool:
-        """Whether anything followed the final head of this cycle (llhttp, stopped from a
-        callback, does not say where it stopped)."""
+    def _end_of_heads(self, count: int) -> int:
+        """Where the first ``count`` heads of this cycle end in its bytes (llhttp does not say
+        where a head ended when it was stopped from a callback)."""
         data, end = b"".join(self._head_pieces), 0
-        for _ in range(self._informationals + 1):  # each head ends with an empty line
-            end = data.find(b"\r\n\r\n", end)
-            if end < 0:  # pragma: no cover - llhttp completed these heads
-                return False
-            end += 4
-        return len(data) > end
+        for _ in range(count):  # each head ends with an empty line
+            end = data.find(b"\r\n\r\n", end) + 4
+        return end
 
     def _delegate_to_h11(self) -> None:
         """Parse this connection with the h11 backend from now on, starting with the bytes of

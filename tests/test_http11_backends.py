@@ -100,6 +100,12 @@ EDGES = {
     "trailers (not head fields)": b"HTTP/1.1 200 OK\r\n"
     + CHUNKED
     + b"5\r\nhello\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n",
+    "Transfer-Encoding gzip in trailers": b"HTTP/1.1 200 OK\r\n"
+    + CHUNKED
+    + b"0\r\nTransfer-Encoding: gzip\r\n\r\n",
+    "Transfer-Encoding chunked and Connection: close in trailers": b"HTTP/1.1 200 OK\r\n"
+    + CHUNKED
+    + b"0\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
     "bad trailer": b"HTTP/1.1 200 OK\r\n" + CHUNKED + b"5\r\nhello\r\n0\r\nX T: 1\r\n\r\n",
     "Transfer-Encoding Chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n",
     "empty Transfer-Encoding": b"HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n\r\nhello",
@@ -108,6 +114,7 @@ EDGES = {
     "two 1xx": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 E\r\n\r\nHTTP/1.1 200 OK\r\n" + OK5,
     "204 with a Content-Length": b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
     "204, then bytes": b"HTTP/1.1 204 No Content\r\n\r\nhello",
+    "304, then a blank line": b"HTTP/1.1 304 Not Modified\r\n\r\n\r\n",
     "304 chunked": b"HTTP/1.1 304 Not Modified\r\n" + CHUNKED,
     "Connection: keep-alive, close": b"HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\n" + OK5,
     "Connection: CLOSE": b"HTTP/1.1 200 OK\r\nConnection: CLOSE\r\n" + OK5,
@@ -121,6 +128,8 @@ HEAD = {
     "HEAD, then a response": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
     b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
     "HEAD, chunked": b"HTTP/1.1 200 OK\r\n" + CHUNKED,
+    "HEAD, no length": b"HTTP/1.1 200 OK\r\n\r\n",  # still kept alive: it has no body
+    "HEAD, no length, then bytes": b"HTTP/1.1 200 OK\r\n\r\nhello",
     "HEAD after a 1xx": b"HTTP/1.1 103 E\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
     "HEAD after a 1xx, then bytes": b"HTTP/1.1 103 E\r\n\r\nHTTP/1.1 200 OK\r\n" + OK5,
     "HEAD, bare LF": b"HTTP/1.1 200 OK\nContent-Length: 5\n\n",
@@ -192,6 +201,25 @@ def test_both_backends_agree(method: str, name: str, wire: bytes) -> None:
                 [len(r) for r in reads],
                 closed,
             )
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+def test_the_head_limit_is_on_the_head_still_arriving(parser: str) -> None:
+    """As h11 counts it: 1xx heads before it do not add up, one head over the limit fails,
+    whole or in pieces."""
+    informational = b"HTTP/1.1 103 Early\r\nLink: </" + b"a" * 600 + b">\r\n\r\n"
+    wire = informational * 3 + b"HTTP/1.1 200 OK\r\n" + OK5
+    for reads in ([wire], [wire[i : i + 100] for i in range(0, len(wire), 100)]):
+        p = make_protocol(parser, "h:1", max_header_bytes=1000)
+        p.request_head("GET", "/", [("Host", "h")])
+        p.end_of_body()
+        assert outcome(p, reads)[4:] == [b"hello", END_OF_MESSAGE, True, False]
+    big = b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 1200 + b"\r\n" + OK5
+    for reads in ([big], [big[i : i + 100] for i in range(0, len(big), 100)]):
+        p = make_protocol(parser, "h:1", max_header_bytes=1000)
+        p.request_head("GET", "/", [("Host", "h")])
+        p.end_of_body()
+        assert outcome(p, reads) == [asyncpool.ResponseHeaderTooLarge]
 
 
 def test_what_h11_refuses_is_refused() -> None:
