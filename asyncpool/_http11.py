@@ -342,9 +342,9 @@ _BODY_FRAMING = ("content-length", "transfer-encoding")
 class HttptoolsProtocol:
     """The same interface on httptools' llhttp parser, several times faster than h11.
 
-    llhttp parses; framing it cannot know is done here: a HEAD response has no body (the parser
-    is stopped after the head and replaced), and a body without a length ends at EOF. Requests
-    are written here too, with h11's checks on the body's declared framing.
+    llhttp parses; framing it cannot know is done here: a HEAD, 204 or 304 response ends with
+    its head (the parser is stopped there and replaced), and a body without a length ends at
+    EOF. Requests are written here too, with h11's checks on the body's declared framing.
 
     h11 is the reference, and the two disagree at the edges of the grammar. Where llhttp takes
     what h11 refuses (a status under 100, a Transfer-Encoding other than one ``chunked``, a
@@ -406,7 +406,8 @@ class HttptoolsProtocol:
         self._unsolicited = False  # bytes came after a complete response
         # The h11 backend, once llhttp refused a head that h11 takes: it parses from then on.
         self._delegate: HTTP11Protocol | None = None
-        self._error: HTTPError | None = None  # the delegate's, raised after its events
+        # An error in bytes already fed: next_event raises it once the events before it are out.
+        self._error: HTTPError | None = None
         self._head_pieces: list[bytes] = []  # this cycle's bytes until its head is complete
         self._transfer_encodings: list[bytes] = []  # of the head being parsed
         self._reset_message()
