@@ -8,16 +8,12 @@ import itertools
 import random
 from typing import Any
 
-import asyncpool
 from asyncpool._http11 import (
-    END_OF_MESSAGE,
     HOLD_AFTER_HEAD_MIN,
-    NEED_DATA,
-    PAUSED,
-    HTTP1Protocol,
     HTTP11Protocol,
     ResponseHead,
 )
+from tests.http11_exchange import outcome
 
 
 class WithoutShortcuts(HTTP11Protocol):
@@ -72,28 +68,6 @@ def random_exchange(rng: random.Random) -> tuple[str, list[tuple[str, str]], lis
     method = rng.choice(["GET", "GET", "HEAD"])
     request_fields = rng.choice([[], [], [("Connection", "close")]])
     return method, request_fields, reads, rng.choice([1 << 20, 1000, big + 100])
-
-
-def outcome(p: HTTP1Protocol, reads: list[bytes]) -> list[object]:
-    """What the connection would see: events (a body as one bytes) up to the end of the
-    response, then whether the connection may be reused and holds unsolicited bytes; or the
-    error, by type and text."""
-    seen: list[object] = []
-    try:
-        for data in reads:
-            p.feed(data)
-            while (event := p.next_event()) is not NEED_DATA and event is not PAUSED:
-                if isinstance(event, bytes) and seen and isinstance(seen[-1], bytes):
-                    seen[-1] += event
-                else:
-                    seen.append(event)
-                if event is END_OF_MESSAGE:
-                    return [*seen, p.start_next_cycle(), p.has_buffered_data]
-            if event is PAUSED:
-                return [*seen, PAUSED]
-    except asyncpool.HTTPError as exc:
-        return [*seen, type(exc), str(exc)]
-    return [*seen, NEED_DATA]
 
 
 def test_the_shortcuts_change_nothing() -> None:
