@@ -352,11 +352,11 @@ class HttptoolsProtocol:
     a head h11 takes (a bare LF for CRLF, obs-fold, a repeated identical Content-Length,
     control characters in a value, HTTP/1.2), the head's bytes are kept until it is complete
     and replayed into the h11 backend, which parses this connection from then on: rare, and
-    then exactly the reference's behaviour. Two differences are left, where llhttp does not say
-    where it stopped and the response is the same: a blank line right after a body, in the
-    same read, is skipped by llhttp (h11 calls it unsolicited and does not reuse the
-    connection); trailer fields (given to nobody) that h11 takes and llhttp refuses (obs-fold,
-    a bare LF, a control character, a Content-Length) fail the end of the body.
+    then exactly the reference's behaviour. Two differences are left. A blank line right after
+    a body, in the same read, is skipped by llhttp, which does not say where it stopped (h11
+    calls it unsolicited and does not reuse the connection; the response is the same). Trailer
+    fields (given to nobody) that h11 takes and llhttp refuses (obs-fold, a bare LF, a control
+    character, a Content-Length) end the body with a RemoteProtocolError.
     """
 
     __slots__ = (
@@ -607,7 +607,7 @@ class HttptoolsProtocol:
                 self._unsolicited = True
                 return
             if not self._head_done:
-                if not self._head_bytes and data[0] in b"\r\n" and not self._message_done:
+                if not self._head_bytes and data[0] in b"\r\n":
                     # llhttp skips blank lines before a status line; h11 does not.
                     raise RemoteProtocolError("no response line received", host=self._host)
                 self._head_bytes += len(data)
