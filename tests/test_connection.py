@@ -3,6 +3,7 @@ reuse rules, 100-continue, transparent decompression, limits and server misbehav
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import gzip
 import json
@@ -397,6 +398,41 @@ async def test_garbage_instead_of_a_response_is_a_protocol_error() -> None:
             await pool.round_trip(Request("GET", server.url))
         assert info.value.phase == "protocol"
         assert pool.stats().total == 0
+
+
+async def test_responses_with_bare_lf_line_ends_are_read_and_the_connection_reused() -> None:
+    """h11 takes a bare LF for CRLF (RFC 9112 allows it) and llhttp does not: with either
+    parser the responses are read whole and the connection is kept (the httptools backend hands
+    the connection to h11 from the first such head)."""
+    chunked = b"Transfer-Encoding: chunked\n\n" + b"1000\r\n" + b"c" * 4096 + b"\r\n0\r\n\r\n"
+    responses = [
+        (b"Content-Length: 5\n\nhello", b"hello"),
+        (b"Content-Length: 200000\n\n" + b"x" * 200_000, b"x" * 200_000),
+        (chunked, b"c" * 4096),
+        (b"Content-Length: 2\r\n\r\nok", b"ok"),  # and CRLF again
+    ]
+
+    async def serve(stream: anyio.abc.ByteStream) -> None:
+        received = b""
+        async with stream:
+            for rest_of_head, _ in responses:
+                while b"\r\n\r\n" not in received:
+                    received += await stream.receive()
+                received = received.partition(b"\r\n\r\n")[2]
+                await stream.send(b"HTTP/1.1 200 OK\n" + rest_of_head)
+            with contextlib.suppress(anyio.EndOfStream):
+                await stream.receive()  # until the client closes
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.listeners[0].extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        async with Transport() as pool:
+            for _, body in responses:
+                response = await fetch(pool, "GET", f"http://127.0.0.1:{port}/")
+                assert response.content == body
+            assert (pool.stats().dials, pool.stats().reused) == (1, 3)
+        tg.cancel_scope.cancel()
 
 
 async def test_an_unsolicited_response_closes_the_idle_connection() -> None:
