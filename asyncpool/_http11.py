@@ -374,6 +374,7 @@ class HttptoolsProtocol:
         "_headers",
         "_host",
         "_informational",
+        "_informational_end",
         "_informationals",
         "_keep_alive",
         "_max_header_bytes",
@@ -432,6 +433,7 @@ class HttptoolsProtocol:
         self._started = False
         self._informational = False
         self._informationals = 0  # 1xx heads of this cycle so far
+        self._informational_end = (0, 0)  # (that count, where they end) when last looked up
         self._until_eof = False
         self._keep_alive = True
 
@@ -620,8 +622,7 @@ class HttptoolsProtocol:
                 not self._head_done
                 and self._head_bytes > self._max_header_bytes
                 # As h11: the limit is on the head still arriving, not on the 1xx before it.
-                and self._head_bytes - self._end_of_heads(self._informationals)
-                > self._max_header_bytes
+                and self._head_bytes - self._informational_bytes() > self._max_header_bytes
             ):
                 raise ResponseHeaderTooLarge(
                     "response head exceeds max_response_header_bytes", host=self._host
@@ -663,6 +664,15 @@ class HttptoolsProtocol:
             self._delegate_to_h11()  # h11 may take it; if not, its error is the answer
         else:
             raise RemoteProtocolError(f"invalid response: {exc}", host=self._host) from None
+
+    def _informational_bytes(self) -> int:
+        """The bytes of this cycle's 1xx heads so far, found once for each new one (a head that
+        drips in after them is not scanned again and again)."""
+        count, end = self._informational_end
+        if count != self._informationals:
+            end = self._end_of_heads(self._informationals)
+            self._informational_end = (self._informationals, end)
+        return end
 
     def _end_of_heads(self, count: int) -> int:
         """Where the first ``count`` heads of this cycle end in its bytes (llhttp does not say

@@ -12,6 +12,7 @@ import pytest
 import asyncpool
 from asyncpool._http11 import (
     END_OF_MESSAGE,
+    HttptoolsProtocol,
     Informational,
     ResponseHead,
     make_protocol,
@@ -194,6 +195,30 @@ def test_the_head_limit_is_on_the_head_still_arriving(parser: str) -> None:
         p.request_head("GET", "/", [("Host", "h")])
         p.end_of_body()
         assert outcome(p, reads, error_text=False) == [asyncpool.ResponseHeaderTooLarge]
+
+
+def test_a_head_dripping_in_after_1xx_heads_is_not_rescanned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the limit, what the 1xx heads took is looked up once per 1xx head, not once per
+    read: a server dripping a head a byte at a time costs no quadratic work (it took 25 s for
+    these 68 KB before)."""
+    scans: list[int] = []
+    end_of_heads = HttptoolsProtocol._end_of_heads
+
+    def counted(self: HttptoolsProtocol, count: int) -> int:
+        scans.append(count)
+        return end_of_heads(self, count)
+
+    monkeypatch.setattr(HttptoolsProtocol, "_end_of_heads", counted)
+    informational = b"HTTP/1.1 103 Early\r\nLink: </" + b"a" * 6000 + b">\r\n\r\n"
+    wire = informational * 10 + b"HTTP/1.1 200 OK\r\nX: " + b"b" * 8000 + b"\r\n" + OK5
+    p = make_protocol("httptools", "h:1", max_header_bytes=10000)
+    p.request_head("GET", "/", [("Host", "h")])
+    p.end_of_body()
+    reads = [wire[i : i + 1] for i in range(len(wire))]
+    assert outcome(p, reads, error_text=False)[11:] == [b"hello", END_OF_MESSAGE, True, False]
+    assert len(scans) <= 10
 
 
 def test_what_h11_refuses_is_refused() -> None:
