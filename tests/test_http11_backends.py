@@ -12,6 +12,7 @@ import pytest
 import asyncpool
 from asyncpool._http11 import (
     END_OF_MESSAGE,
+    HTTP1Protocol,
     HttptoolsProtocol,
     Informational,
     ResponseHead,
@@ -142,14 +143,20 @@ CASES = [
 NEXT_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
+def sent(p: HTTP1Protocol, method: str = "GET") -> HTTP1Protocol:
+    """``p`` with a body-less request written, waiting for the response."""
+    p.request_head(method, "/", [("Host", "h")])
+    p.end_of_body()
+    return p
+
+
 def exchange(parser: str, method: str, reads: list[bytes], cycles: int = 1) -> list[Any]:
     """``cycles`` request/response cycles on one protocol: the reads, then a plain response
     for each further cycle, as long as the connection may be reused."""
     p = make_protocol(parser, "h:1", max_header_bytes=1 << 16)
     results: list[Any] = []
     for cycle in range(cycles):
-        p.request_head(method, "/", [("Host", "h")])
-        p.end_of_body()
+        sent(p, method)
         result = outcome(p, reads if cycle == 0 else [NEXT_RESPONSE], error_text=False)
         results.append(result)
         if result[-2:] != [True, False]:  # not reusable, or bytes nobody asked for
@@ -185,15 +192,11 @@ def test_the_head_limit_is_on_the_head_still_arriving(parser: str) -> None:
     informational = b"HTTP/1.1 103 Early\r\nLink: </" + b"a" * 600 + b">\r\n\r\n"
     wire = informational * 3 + b"HTTP/1.1 200 OK\r\n" + OK5
     for reads in ([wire], [wire[i : i + 100] for i in range(0, len(wire), 100)]):
-        p = make_protocol(parser, "h:1", max_header_bytes=1000)
-        p.request_head("GET", "/", [("Host", "h")])
-        p.end_of_body()
+        p = sent(make_protocol(parser, "h:1", max_header_bytes=1000))
         assert outcome(p, reads, error_text=False)[4:] == [b"hello", END_OF_MESSAGE, True, False]
     big = b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 1200 + b"\r\n" + OK5
     for reads in ([big], [big[i : i + 100] for i in range(0, len(big), 100)]):
-        p = make_protocol(parser, "h:1", max_header_bytes=1000)
-        p.request_head("GET", "/", [("Host", "h")])
-        p.end_of_body()
+        p = sent(make_protocol(parser, "h:1", max_header_bytes=1000))
         assert outcome(p, reads, error_text=False) == [asyncpool.ResponseHeaderTooLarge]
 
 
@@ -213,9 +216,7 @@ def test_a_head_dripping_in_after_1xx_heads_is_not_rescanned(
     monkeypatch.setattr(HttptoolsProtocol, "_end_of_heads", counted)
     informational = b"HTTP/1.1 103 Early\r\nLink: </" + b"a" * 6000 + b">\r\n\r\n"
     wire = informational * 10 + b"HTTP/1.1 200 OK\r\nX: " + b"b" * 8000 + b"\r\n" + OK5
-    p = make_protocol("httptools", "h:1", max_header_bytes=10000)
-    p.request_head("GET", "/", [("Host", "h")])
-    p.end_of_body()
+    p = sent(make_protocol("httptools", "h:1", max_header_bytes=10000))
     reads = [wire[i : i + 1] for i in range(len(wire))]
     assert outcome(p, reads, error_text=False)[11:] == [b"hello", END_OF_MESSAGE, True, False]
     assert len(scans) <= 10
