@@ -381,11 +381,12 @@ class HttptoolsProtocol:
         "_message_done",
         "_method",
         "_parser",
-        "_request",
         "_request_close",
+        "_request_fields",
         "_sending_body",
         "_started",
         "_status_reason",
+        "_target",
         "_transfer_encodings",
         "_unsolicited",
         "_until_eof",
@@ -398,7 +399,8 @@ class HttptoolsProtocol:
         self._parser = self._new_parser()
         self._events: collections.deque[Event] = collections.deque()
         self._method = "GET"
-        self._request: tuple[str, str, list[tuple[str, str]]] = ("GET", "/", [])
+        self._target = "/"  # the request's, with its fields, for a delegate (below)
+        self._request_fields: list[tuple[str, str]] = []
         self._request_close = False
         self._upgrade_asked = False  # the request had an Upgrade field (h11's switch proposal)
         self._sending_body = False
@@ -411,6 +413,7 @@ class HttptoolsProtocol:
         self._error: HTTPError | None = None
         self._head_pieces: list[bytes] = []  # this cycle's bytes until its head is complete
         self._transfer_encodings: list[bytes] = []  # of the head being parsed
+        self._headers: list[str] = []  # the head being parsed, flat (name, value, ...)
         self._reset_message()
 
     def _new_parser(self) -> Any:
@@ -421,7 +424,8 @@ class HttptoolsProtocol:
         return parser
 
     def _reset_message(self) -> None:
-        self._headers: list[str] = []
+        if self._headers:  # trailers landed in the list that followed the head
+            self._headers = []
         self._status_reason = ""
         self._head_bytes = 0  # bytes fed while the head was incomplete
         self._head_pieces.clear()
@@ -441,7 +445,7 @@ class HttptoolsProtocol:
 
     def request_head(self, method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
         self._method = method
-        self._request = (method, target, headers)
+        self._target, self._request_fields = target, headers
         self._request_close = self._upgrade_asked = False
         self._body_left, self._chunked = None, False
         lines = [f"{method} {target} HTTP/1.1\r\n"]
@@ -465,10 +469,8 @@ class HttptoolsProtocol:
     def _prime_delegate(self, delegate: HTTP11Protocol) -> None:
         """Put the request into the delegate's h11, so that it expects the response. The body
         is written here, never by the delegate: it gets the head without body framing."""
-        method, target, headers = self._request
-        delegate.request_head(
-            method, target, [f for f in headers if f[0].lower() not in _BODY_FRAMING]
-        )
+        fields = [f for f in self._request_fields if f[0].lower() not in _BODY_FRAMING]
+        delegate.request_head(self._method, self._target, fields)
         delegate.end_of_body()
 
     def body_chunk(self, chunk: bytes) -> bytes:
@@ -556,10 +558,13 @@ class HttptoolsProtocol:
         self._events.append(ResponseHead(status, self._status_reason, version, headers))
         self._headers = []  # trailer fields land here, unseen: h11 does not give them either
         if self._method == "HEAD" or status in _NO_BODY_STATUS:
-            # The response ends with its head. llhttp is stopped here: it would wait for the
-            # body a HEAD response never has, and skip a blank line after a 204 or 304.
+            # The response ends with its head: anything after it in this read was never asked
+            # for (llhttp would skip a blank line there).
             self._complete()
-            raise _StopParsing
+            self._unsolicited = self._head_bytes > self._end_of_heads(self._informationals + 1)
+            if self._method == "HEAD":
+                raise _StopParsing  # llhttp would wait for a body a HEAD response never has
+            return
         self._until_eof = not self._framed
 
     def _check_as_h11(self, status: int) -> None:
@@ -639,10 +644,8 @@ class HttptoolsProtocol:
                 raise cause from None
             if not isinstance(cause, _StopParsing):  # pragma: no cover - a bug in a callback
                 raise exc
-            # Stopped after a body-less response's head (bytes after it were never asked for),
-            # or at bytes after a complete response: the next response needs a fresh parser.
-            if not self._unsolicited:
-                self._unsolicited = self._head_bytes > self._end_of_heads(self._informationals + 1)
+            # Stopped after a HEAD response's head, or at bytes after a complete response: the
+            # next response needs a fresh parser.
             self._parser = self._new_parser()
         elif isinstance(exc, httptools.HttpParserUpgrade):
             # 101 Switching Protocols (its Informational is queued): what follows is not HTTP.
