@@ -95,13 +95,14 @@ class _Exchange:
         "continue_refused",
         "delivered",
         "error",
+        "head",
         "head_ready",
         "headers",
         "request",
-        "response",
         "response_started",
         "reused",
         "trace",
+        "whole_body",
         "write_done",
         "written",
         "wrote_any",
@@ -126,11 +127,14 @@ class _Exchange:
         self.written = new_event() if need_written_event else None
         self.continue_event = new_event() if expects_continue else None
         self.continue_refused = False
-        # Handed from the reader to the caller, who takes it out: the reader must not keep a
-        # forgotten response alive (its finaliser is what frees the connection).
-        self.response: Response | None = None
-        self.delivered = False
+        # The response as the reader hands it over: the head, and the body whole or streaming.
+        # The caller builds the Response from them. Objects the reader makes outlive its turn of
+        # the event loop, and with many requests in flight those turns come in batches that set
+        # off the garbage collector; what the caller makes lives and dies within its own turns.
+        self.head: ResponseHead | None = None
+        self.whole_body: bytes | None = None
         self.body: _StreamingBody | None = None
+        self.delivered = False
         self.error: BaseException | None = None
         self.write_done: Event | None = None  # made by a reader that waits for the writer
         self.wrote_any = False  # the writer handed at least one byte to the socket
@@ -145,8 +149,12 @@ class _Exchange:
             return False
         return self.body is None or self.body.is_consumed
 
-    def deliver(self, response: Response) -> None:
-        self.response = response
+    def deliver(self, head: ResponseHead, body: bytes | _StreamingBody) -> None:
+        self.head = head
+        if isinstance(body, bytes):
+            self.whole_body = body
+        else:
+            self.body = body
         self.delivered = True
         self._wake()
 
@@ -288,20 +296,32 @@ class HTTP11Connection:
                 self.close(CloseReason.ERROR, timeout)
         except BaseException:
             # Cancelled: unless the exchange already ended cleanly, nobody can tell where the
-            # connection is in the protocol any more.
+            # connection is in the protocol any more (a body nobody will read included).
             if not exchange.finished:
                 self.close(
                     CloseReason.CANCELLED, ReadError("request cancelled", host=self.host_port)
                 )
-            if exchange.response is not None:
-                exchange.response._discard()
-                exchange.response = None
             raise
-        response, exchange.response = exchange.response, None
-        if response is None:
+        head = exchange.head
+        if head is None:
             assert exchange.error is not None
             raise exchange.error
-        return response  # a body failure since then surfaces when the body is read
+        # A body failure since delivery surfaces when the body is read.
+        body: _CompleteBody | _StreamingBody
+        if exchange.whole_body is not None:
+            body = _CompleteBody(exchange.whole_body)
+        else:
+            assert exchange.body is not None
+            body = exchange.body
+        return Response(
+            head.status_code,
+            reason_phrase=head.reason_phrase,
+            http_version=head.http_version,
+            headers=Headers._trusted(head.headers),
+            request=request,
+            stream=body,
+            network_stream=self._stream,
+        )
 
     def _error_for(self, exchange: _Exchange, cause: BaseException | None = None) -> BaseException:
         """The error an exchange fails with when the connection closes under it (by default
@@ -482,13 +502,12 @@ class HTTP11Connection:
                 if trace and trace.got_response_end:
                     trace.got_response_end()
                 whole = b"".join(chunks) if len(chunks) > 1 else chunks[0] if chunks else b""
-                response = self._response(exchange, head, _CompleteBody(whole))
                 if not self._protocol.request_complete:
-                    exchange.deliver(response)  # answered early: the caller need not wait
+                    exchange.deliver(head, whole)  # answered early: the caller need not wait
                     return await self._finish_cycle(exchange)
                 # Complete already: free the connection before the caller even sees the head.
                 reusable = self._start_next_cycle(exchange)
-                exchange.deliver(response)
+                exchange.deliver(head, whole)
                 return reusable
             else:
                 break
@@ -498,8 +517,7 @@ class HTTP11Connection:
         # Stream the rest through a bounded channel.
         body_channel: Channel[bytes] = Channel(self._new_event, BODY_CHANNEL_SIZE)
         body = _StreamingBody(self, chunks, body_channel)
-        exchange.body = body
-        exchange.deliver(self._response(exchange, head, body))
+        exchange.deliver(head, body)
         try:
             while True:
                 event = protocol.next_event()
@@ -556,17 +574,6 @@ class HTTP11Connection:
             return not self.closed
         self.close(CloseReason.NOT_REUSABLE)
         return False
-
-    def _response(self, exchange: _Exchange, head: ResponseHead, body: _Body) -> Response:
-        return Response(
-            head.status_code,
-            reason_phrase=head.reason_phrase,
-            http_version=head.http_version,
-            headers=Headers._trusted(head.headers),
-            request=exchange.request,
-            stream=body,
-            network_stream=self._stream,
-        )
 
 
 async def receive_some(stream: anyio.abc.ByteStream, host_port: str) -> bytes:
@@ -687,6 +694,3 @@ class _StreamingBody:
             error = ReadError("response body closed before its end", host=self._conn.host_port)
             self._conn.close(CloseReason.BODY_CLOSED_EARLY, error)
         self._receive.close_receiver()
-
-
-_Body = _CompleteBody | _StreamingBody

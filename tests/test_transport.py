@@ -457,6 +457,21 @@ async def test_cancel_while_awaiting_the_head() -> None:
         gate.open.set()
 
 
+async def test_cancel_as_the_head_arrives_gives_up_the_unread_body(server: TestServer) -> None:
+    # The reader hands the head over in the same turn as the cancellation: the caller never
+    # sees the response, so the body still arriving must be given up with the connection.
+    scope = anyio.CancelScope()
+    trace = asyncpool.ClientTrace(got_first_response_byte=scope.cancel)
+    url = server.url_for("/stream?chunks=1000&size=1000")
+    async with Transport() as pool:
+        with scope:
+            await pool.round_trip(Request("GET", url, trace=trace))
+        assert scope.cancelled_caught
+        assert_pool_at_rest(pool)
+        await server.wait_for_connections_closed()
+        assert await get(pool, server.url) == b"hello"
+
+
 async def test_cancel_mid_body(server: TestServer) -> None:
     async with Transport() as pool:
         response = await pool.round_trip(
