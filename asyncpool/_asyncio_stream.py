@@ -17,7 +17,7 @@ import socket
 import anyio
 import anyio.abc
 
-__all__ = ["READ_SIZE", "connect_tcp_asyncio"]
+__all__ = ["READ_SIZE", "AsyncioSocketStream", "connect_tcp_asyncio"]
 
 # Bytes asked of the socket per read, here and by the connections on any stream: big bodies in
 # few chunks, yet under glibc malloc's default mmap threshold (128 KiB). CPython allocates the
@@ -74,8 +74,10 @@ class _Protocol(asyncio.Protocol):
 
     def _wake_reader(self) -> None:
         waiter = self.read_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self.read_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _wake_writer(self) -> None:
         waiter = self.write_waiter
@@ -98,19 +100,24 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         return sock
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
+        while (chunk := self.receive_nowait(max_bytes)) is None:
+            await self.wait_receivable()
+        if not chunk:
+            raise anyio.EndOfStream
+        return chunk
+
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        """What ``receive`` would return now, without waiting: None when nothing has arrived
+        yet, ``b""`` at the end of the stream (where ``receive`` raises EndOfStream)."""
         protocol = self._protocol
-        while not protocol.buffer:
+        if not protocol.buffer:
             if self._closed:
                 raise anyio.ClosedResourceError
             if protocol.eof:
                 if protocol.error is not None:
                     raise anyio.BrokenResourceError from protocol.error
-                raise anyio.EndOfStream
-            waiter = protocol.read_waiter = self._loop.create_future()
-            try:
-                await waiter
-            finally:
-                protocol.read_waiter = None
+                return b""
+            return None
         chunk = protocol.buffer.popleft()
         if len(chunk) > max_bytes:
             chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
@@ -120,6 +127,14 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             protocol.reading_paused = False
             self._transport.resume_reading()
         return chunk
+
+    def wait_receivable(self) -> asyncio.Future[None]:
+        """A future done when ``receive_nowait`` may have something new to say. The future
+        itself, not a coroutine: a connection's reader parks here between responses, and with
+        many connections open every object a park holds is one more for the garbage collector
+        to walk. Cancelling the wait cancels the future, which the protocol then ignores."""
+        waiter = self._protocol.read_waiter = self._loop.create_future()
+        return waiter
 
     async def send(self, item: bytes) -> None:
         protocol = self._protocol

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import anyio
 import anyio.abc
 
-from ._asyncio_stream import READ_SIZE
+from ._asyncio_stream import READ_SIZE, AsyncioSocketStream
 from ._errors import (
     HTTPError,
     PoolClosed,
@@ -422,10 +422,19 @@ class HTTP11Connection:
 
     async def _read_loop(self) -> None:
         exchange: _Exchange | None = None
+        # asyncio's plain TCP stream lets the reader park on a bare future: a park lasts as long
+        # as a request is in flight, and the two coroutines of receive_some would be two more
+        # objects per request for the garbage collector to walk when many are in flight.
+        stream = self._stream if type(self._stream) is AsyncioSocketStream else None
         try:
             with self._reader_scope:
                 while True:
-                    data = await receive_some(self._stream, self.host_port)  # parked here
+                    if stream is None:
+                        data = await receive_some(self._stream, self.host_port)  # parked here
+                    else:
+                        while (data_now := receive_nowait(stream, self.host_port)) is None:
+                            await stream.wait_receivable()  # parked here
+                        data = data_now
                     try:
                         exchange = self._read_queue.receive_nowait()
                     except anyio.WouldBlock:
@@ -583,7 +592,19 @@ async def receive_some(stream: anyio.abc.ByteStream, host_port: str) -> bytes:
     except anyio.EndOfStream:
         return b""
     except (OSError, anyio.BrokenResourceError) as exc:
-        raise ReadError(f"reading from the server failed: {exc!r}", host=host_port) from exc
+        raise read_error(exc, host_port) from exc
+
+
+def receive_nowait(stream: AsyncioSocketStream, host_port: str) -> bytes | None:
+    """As ``receive_some`` without waiting: None when nothing has arrived yet."""
+    try:
+        return stream.receive_nowait(READ_SIZE)
+    except (OSError, anyio.BrokenResourceError) as exc:
+        raise read_error(exc, host_port) from exc
+
+
+def read_error(exc: BaseException, host_port: str) -> ReadError:
+    return ReadError(f"reading from the server failed: {exc!r}", host=host_port)
 
 
 async def wait_for_head(
