@@ -95,12 +95,15 @@ class _Exchange:
         "continue_refused",
         "delivered",
         "error",
-        "head",
+        "head_fields",
         "head_ready",
         "headers",
+        "http_version",
+        "reason_phrase",
         "request",
         "response_started",
         "reused",
+        "status_code",
         "trace",
         "whole_body",
         "write_done",
@@ -131,7 +134,9 @@ class _Exchange:
         # The caller builds the Response from them. Objects the reader makes outlive its turn of
         # the event loop, and with many requests in flight those turns come in batches that set
         # off the garbage collector; what the caller makes lives and dies within its own turns.
-        self.head: ResponseHead | None = None
+        self.status_code = 0
+        self.reason_phrase = self.http_version = ""
+        self.head_fields: list[str] | None = None
         self.whole_body: bytes | None = None
         self.body: _StreamingBody | None = None
         self.delivered = False
@@ -150,7 +155,8 @@ class _Exchange:
         return self.body is None or self.body.is_consumed
 
     def deliver(self, head: ResponseHead, body: bytes | _StreamingBody) -> None:
-        self.head = head
+        # The head's fields, not the head: it dies with the reader's turn.
+        self.status_code, self.reason_phrase, self.http_version, self.head_fields = head
         if isinstance(body, bytes):
             self.whole_body = body
         else:
@@ -302,8 +308,7 @@ class HTTP11Connection:
                     CloseReason.CANCELLED, ReadError("request cancelled", host=self.host_port)
                 )
             raise
-        head = exchange.head
-        if head is None:
+        if exchange.head_fields is None:
             assert exchange.error is not None
             raise exchange.error
         # A body failure since delivery surfaces when the body is read.
@@ -314,10 +319,10 @@ class HTTP11Connection:
             assert exchange.body is not None
             body = exchange.body
         return Response(
-            head.status_code,
-            reason_phrase=head.reason_phrase,
-            http_version=head.http_version,
-            headers=Headers._trusted(head.headers),
+            exchange.status_code,
+            reason_phrase=exchange.reason_phrase,
+            http_version=exchange.http_version,
+            headers=Headers._trusted(exchange.head_fields),
             request=request,
             stream=body,
             network_stream=self._stream,
