@@ -59,7 +59,7 @@ from ._http11 import (
     make_protocol,
 )
 from ._models import Headers, Request, Response
-from ._sync import Channel, Event, event_factory
+from ._sync import SET_EVENT, Channel, Event, event_factory
 from ._trace import ClientTrace, CloseReason, ConnClosedInfo, WroteRequestInfo, logger
 
 __all__ = ["RETRY_NOTHING_WRITTEN", "RETRY_NO_RESPONSE", "ConnOwner", "HTTP11Connection"]
@@ -178,6 +178,9 @@ class _Exchange:
 
     def _wake(self) -> None:
         self.head_ready.set()
+        # The caller waits on what the event's wait() gave (a bare future on asyncio), not on
+        # the event: let it die here, in the reader's turn (see head_fields above).
+        self.head_ready = SET_EVENT
         if self.written is not None:
             self.written.set()
         if self.continue_event is not None:

@@ -27,7 +27,7 @@ from typing import Generic, Protocol, TypeVar
 
 import anyio
 
-__all__ = ["Channel", "Event", "clock", "event_factory"]
+__all__ = ["SET_EVENT", "Channel", "Event", "clock", "event_factory"]
 
 T = TypeVar("T")
 
@@ -51,6 +51,25 @@ class _Ready:
 
 
 _READY = _Ready()
+
+
+class _SetEvent:
+    """An Event set for good, to keep in place of one that has fired: then the fired one can be
+    freed at once, in the turn that set it."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+    def is_set(self) -> bool:
+        return True
+
+    def wait(self) -> Awaitable[None]:
+        return _READY
+
+
+SET_EVENT: Event = _SetEvent()
 
 
 class _AsyncioEvent:

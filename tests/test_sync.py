@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from asyncpool._sync import Channel, clock, event_factory
+from asyncpool._sync import SET_EVENT, Channel, clock, event_factory
 
 pytestmark = pytest.mark.anyio
 
@@ -49,6 +49,16 @@ async def test_a_cancelled_wait_leaves_the_event_usable() -> None:
         tg.start_soon(setter)
         with anyio.fail_after(5):
             await event.wait()
+
+
+async def test_the_set_event_stays_set() -> None:
+    # What an exchange keeps in place of its head event once that has fired.
+    SET_EVENT.set()
+    assert SET_EVENT.is_set()
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await SET_EVENT.wait()  # done at once: no checkpoint, so the cancellation never lands
+    assert not scope.cancelled_caught
 
 
 async def test_channel_delivers_in_order_and_ends_after_close() -> None:
