@@ -10,6 +10,7 @@ running loop's own primitives, chosen once per object:
 
 * ``Event``: a one-shot flag one task waits on (a bare future on asyncio, trio's Event on
   trio);
+* ``SET_EVENT``: an Event set for good, to keep in place of one that has fired;
 * ``Channel``: a single-consumer queue, unbounded (a connection's exchange queues) or bounded
   (a streamed body), with anyio's exception types, read as a memory object stream would be;
 * ``clock()``: the running loop's clock, as ``anyio.current_time`` would return it.
