@@ -93,7 +93,6 @@ class _Exchange:
         "body",
         "continue_event",
         "continue_refused",
-        "delivered",
         "error",
         "head_fields",
         "head_ready",
@@ -137,10 +136,9 @@ class _Exchange:
         # alive; what the caller allocates and frees balances within its own turns.
         self.status_code = 0
         self.reason_phrase = self.http_version = ""
-        self.head_fields: list[str] | None = None
+        self.head_fields: list[str] | None = None  # set (never None again) on delivery
         self.whole_body: bytes | None = None
         self.body: _StreamingBody | None = None
-        self.delivered = False
         self.error: BaseException | None = None
         self.write_done: Event | None = None  # made by a reader that waits for the writer
         self.wrote_any = False  # the writer handed at least one byte to the socket
@@ -151,7 +149,7 @@ class _Exchange:
         """The caller no longer depends on the connection for this exchange."""
         if self.error is not None:
             return True
-        if not self.delivered:
+        if self.head_fields is None:  # not delivered yet
             return False
         return self.body is None or self.body.is_consumed
 
@@ -162,14 +160,13 @@ class _Exchange:
             self.whole_body = body
         else:
             self.body = body
-        self.delivered = True
         self._wake()
 
     def fail(self, error: BaseException) -> None:
         """End the exchange with ``error``, wherever it is (waiting for its head or mid-body)."""
         if self.error is not None:
             return
-        if not self.delivered:
+        if self.head_fields is None:  # not delivered yet
             self.error = error
             self._wake()
         elif self.body is not None and not self.body.is_consumed:

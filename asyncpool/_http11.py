@@ -692,10 +692,9 @@ class HttptoolsProtocol:
             self._host, max_header_bytes=self._max_header_bytes
         )
         self._prime_delegate(delegate)
-        pieces, skip = list(self._head_pieces), self._informationals
-        for piece in pieces:
+        for piece in self._head_pieces:
             delegate.feed(piece)
-        self._drain_delegate(skip)
+        self._drain_delegate(self._informationals)
 
     def _drain_delegate(self, skip_informational: int) -> None:
         """Move the delegate's events into ours (its error, raised, waits behind them)."""

@@ -50,8 +50,9 @@ def count(url: str, parser: str, concurrency: int, requests: int) -> dict[str, A
                 nonlocal left
                 while left > 0:
                     left -= 1
-                    response = await pool.round_trip(asyncpool.Request("GET", url))
-                    await response.aread()
+                    # As the suite's worker: a response is dropped once read, not kept
+                    # through the next request.
+                    await (await pool.round_trip(asyncpool.Request("GET", url))).aread()
 
             async def run(n: int) -> None:
                 nonlocal left
