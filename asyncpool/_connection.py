@@ -132,8 +132,9 @@ class _Exchange:
         # The response as the reader hands it over: the head, and the body whole or streaming.
         # The caller builds the Response. What a reader's turn allocates for others to free adds
         # up over the batch of readers the loop runs together (hundreds with 1,000 requests in
-        # flight) and sets off young collections, which then find every request in flight
-        # alive; what the caller allocates and frees balances within its own turns.
+        # flight) and can set off young collections, which then find every request in flight
+        # alive (benchmarks/README.md has the counts); what the caller allocates and frees
+        # balances within its own turns.
         self.status_code = 0
         self.reason_phrase = self.http_version = ""
         self.head_fields: list[str] | None = None  # set (never None again) on delivery
