@@ -7,6 +7,7 @@ import contextlib
 import gc
 import gzip
 import json
+import weakref
 from collections.abc import AsyncIterator
 
 import anyio
@@ -129,6 +130,29 @@ async def test_async_iterable_body_is_sent_chunked(server: TestServer) -> None:
         response = await fetch(pool, "PUT", server.url_for("/echo"), content=body())
     assert response.content == b"one two three"
     assert response.headers["x-request-transfer-encoding"] == "chunked"
+
+
+async def test_an_idle_connection_holds_nothing_of_its_last_request(server: TestServer) -> None:
+    """A request, and its body however large, is freed once its response has been read: not
+    kept until the connection carries the next request."""
+
+    class Body:  # an async iterable that can be weakly referenced
+        def __aiter__(self) -> AsyncIterator[bytes]:
+            return self._chunks()
+
+        async def _chunks(self) -> AsyncIterator[bytes]:
+            yield b"payload"
+
+    body = Body()
+    body_alive = weakref.ref(body)
+    async with Transport() as pool:
+        assert (await fetch(pool, "PUT", server.url_for("/echo"), content=body)).content == (
+            b"payload"
+        )
+        del body
+        gc.collect()
+        assert pool.stats().idle == 1
+        assert body_alive() is None
 
 
 async def test_post_without_body_sends_content_length_zero(server: TestServer) -> None:
