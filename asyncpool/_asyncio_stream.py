@@ -29,6 +29,18 @@ LOW_WATER = 1 << 18
 
 
 class _Protocol(asyncio.Protocol):
+    __slots__ = (
+        "buffer",
+        "buffered",
+        "eof",
+        "error",
+        "read_waiter",
+        "reading_paused",
+        "transport",
+        "write_waiter",
+        "writing_paused",
+    )
+
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer: collections.deque[bytes] = collections.deque()
