@@ -296,10 +296,13 @@ class Report:
                     for c in levels
                 ]
                 print(f"{ours + '/' + peer:<36}" + "".join(f"{v:>9}" for v in values))
-        for ours in ("asyncpool", "asyncpool+speedups"):
-            if "small@1000" in self.rows and "small@100" in self.rows:
-                value = _ratio(self.median("small@1000", ours), self.median("small@100", ours))
-                print(f"{ours + ' c=1000/c=100':<36}{_x(value):>9}")
+        if "small@1000" in self.rows and "small@100" in self.rows:
+            # Every client's, not only ours: the raw floor's own ratio shows what the machine's
+            # memory takes from a thousand connections before any client code runs.
+            for client in H1_CLIENTS:
+                value = _ratio(self.median("small@1000", client), self.median("small@100", client))
+                if value is not None:
+                    print(f"{client + ' c=1000/c=100':<36}{_x(value):>9}")
         key = f"mib@{MIB_LEVEL}"
         if key in self.rows:
             for ours in ("asyncpool", "asyncpool+speedups"):
