@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import os
@@ -78,6 +79,37 @@ class Skip(Exception):
 # ====================================================================== worker side
 
 
+class CollectorLog:
+    """When the cyclic garbage collector ran, for how long, and which generation (gc callbacks):
+    its share of a cell's timed phase says how much of a slowdown at high concurrency is the
+    collector walking the requests in flight."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[float, float, int]] = []  # (start, seconds, generation)
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._started = now
+        else:
+            self.runs.append((self._started, now - self._started, info["generation"]))
+
+    def __enter__(self) -> CollectorLog:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def between(self, start: float, end: float) -> dict[str, Any]:
+        runs = [(s, d, g) for s, d, g in self.runs if start <= s < end]
+        return {
+            "gc_seconds": sum(d for _, d, _ in runs),
+            "gc_collections": [sum(1 for *_, g in runs if g == gen) for gen in range(3)],
+        }
+
+
 async def _drive(
     one: Callable[[], Awaitable[None]],
     concurrency: int,
@@ -120,13 +152,15 @@ async def _drive(
             state["done"] += 1
         clock["end"] = time.perf_counter()  # the task that finishes last writes last
 
-    await tasks.spawn([task] * concurrency, 2 * max_seconds)
+    with CollectorLog() as collector:
+        await tasks.spawn([task] * concurrency, 2 * max_seconds)
     elapsed = clock["end"] - clock["start"]
     return {
         "rps": state["done"] / elapsed,
         "requests": state["done"],
         "seconds": elapsed,
         "capped": state["done"] < requests,
+        **collector.between(clock["start"], clock["end"]),
     }
 
 

@@ -317,6 +317,27 @@ class Report:
             value = _ratio(self.median(key, "asyncpool"), self.median("small@100", "asyncpool"))
             print(f"{'asyncpool trio/asyncio c=100':<36}{_x(value):>9}")
 
+    def collector_share(self, key: str, client: str) -> float | None:
+        """The median share of a cell's timed phase spent in the garbage collector."""
+        shares = [
+            r["gc_seconds"] / r["seconds"]
+            for r in self.results.get((key, client), [])
+            if r.get("seconds") and "gc_seconds" in r
+        ]
+        return statistics.median(shares) if shares else None
+
+    def print_collector(self) -> None:
+        levels = [c for c in (100, 1000) if f"small@{c}" in self.rows]
+        if not levels:
+            return
+        print()
+        print(f"{'GET 12 B time in the collector':<36}" + "".join(f"{f'c={c}':>9}" for c in levels))
+        for client in H1_CLIENTS:
+            shares = [self.collector_share(f"small@{c}", client) for c in levels]
+            if any(v is not None for v in shares):
+                cells = "".join(f"{'n/a' if v is None else f'{v:.1%}':>9}" for v in shares)
+                print(f"{client:<36}{cells}")
+
     def targets(self) -> list[tuple[str, float | None, float]]:
         m = self.median
         out: list[tuple[str, float | None, float]] = []
@@ -439,6 +460,7 @@ def main(args: argparse.Namespace) -> int:
     print()
     report.print_table(clients, set(skipped))
     report.print_ratios()
+    report.print_collector()
     report.print_targets()
     print()
     for (script, client), why in skipped.items():
