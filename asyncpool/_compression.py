@@ -16,7 +16,7 @@ DECODABLE = ("gzip", "deflate")
 class DecodedStream:
     """A ResponseStream that inflates another one."""
 
-    __slots__ = ("_decoder", "_encoding", "_first", "_host", "_inner", "_raw_deflate")
+    __slots__ = ("_decoder", "_encoding", "_first", "_host", "_inner", "_raw_deflate", "_started")
 
     def __init__(self, inner: ResponseStream, encoding: str, host: str) -> None:
         self._inner = inner
@@ -27,6 +27,7 @@ class DecodedStream:
         wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
         self._decoder = zlib.decompressobj(wbits)
         self._first = encoding == "deflate"
+        self._started = False  # a compressed byte arrived: a body without one is empty (Go)
 
     @property
     def is_consumed(self) -> bool:
@@ -37,9 +38,10 @@ class DecodedStream:
             chunk = await self._inner.read_chunk()
             try:
                 if not chunk:
-                    if not self._decoder.eof:
+                    if self._started and not self._decoder.eof:
                         raise zlib.error("the compressed body is truncated")
                     return b""
+                self._started = True
                 data = self._decompress(chunk)
             except zlib.error as exc:
                 await self._inner.aclose()

@@ -43,6 +43,9 @@ async def app(req: ServerRequest, conn: ServerConnection) -> None:
     elif path == "/text":
         body = "héllo".encode("latin-1")
         await conn.respond(200, [("content-type", "text/plain; charset=latin-1")], body)
+    elif path.startswith("/empty-gzip/"):  # a response without a body, "gzip" encoded
+        code = int(path.rsplit("/", 1)[1])
+        await conn.respond(code, [("content-encoding", "gzip"), ("etag", '"v1"')])
     elif path == "/stall-body":
         await conn.send_head(200, [("content-length", "10")])
         await conn.send_data(b"12345")
@@ -139,6 +142,18 @@ async def test_a_transport_passed_in_is_not_closed(server: TestServer) -> None:
         assert pool.stats().dials == 1
     with pytest.raises(TypeError, match="pass Transport options"):
         Client(transport=Transport(), max_conns_per_host=1)
+
+
+@pytest.mark.parametrize("code", [200, 204, 304])
+async def test_an_empty_gzip_body_is_empty_not_a_decoding_error(
+    server: TestServer, code: int
+) -> None:
+    # A 304 to a conditional GET often repeats the Content-Encoding of the cached body; Go's
+    # Transport reads any body without a byte as empty.
+    async with Client() as client:
+        response = await client.get(f"{server.url}/empty-gzip/{code}")
+        assert (response.status_code, response.content) == (code, b"")
+        assert client.transport.stats().in_use == 0
 
 
 # -- redirects --------------------------------------------------------------------------------
