@@ -58,7 +58,14 @@ class DecodedStream:
                 return self._decoder.decompress(chunk)
             except zlib.error:
                 self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)
-        return self._decoder.decompress(chunk)
+        data = self._decoder.decompress(chunk)
+        if self._encoding == "gzip":
+            # A gzip body may hold several members, one after the other; Go's reader (and
+            # gzip.decompress) reads them all, ignoring zero padding after the last one.
+            while self._decoder.eof and (rest := self._decoder.unused_data.lstrip(b"\0")):
+                self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                data += self._decoder.decompress(rest)
+        return data
 
     async def aclose(self) -> None:
         await self._inner.aclose()

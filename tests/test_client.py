@@ -3,6 +3,7 @@ overall timeout."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar
@@ -46,6 +47,9 @@ async def app(req: ServerRequest, conn: ServerConnection) -> None:
     elif path.startswith("/empty-gzip/"):  # a response without a body, "gzip" encoded
         code = int(path.rsplit("/", 1)[1])
         await conn.respond(code, [("content-encoding", "gzip"), ("etag", '"v1"')])
+    elif path == "/gzip-members":  # two gzip members, one after the other (RFC 1952 2.2)
+        body = gzip.compress(b"first member, ") + gzip.compress(b"second member")
+        await conn.respond(200, [("content-encoding", "gzip")], body)
     elif path == "/stall-body":
         await conn.send_head(200, [("content-length", "10")])
         await conn.send_data(b"12345")
@@ -154,6 +158,14 @@ async def test_an_empty_gzip_body_is_empty_not_a_decoding_error(
         response = await client.get(f"{server.url}/empty-gzip/{code}")
         assert (response.status_code, response.content) == (code, b"")
         assert client.transport.stats().in_use == 0
+
+
+async def test_a_gzip_body_of_several_members_is_decoded_in_full(server: TestServer) -> None:
+    # Go's gzip reader (and gzip.decompress) reads every member; stopping after the first
+    # loses the rest of the body without an error.
+    async with Client() as client:
+        response = await client.get(f"{server.url}/gzip-members")
+    assert response.content == b"first member, second member"
 
 
 # -- redirects --------------------------------------------------------------------------------
