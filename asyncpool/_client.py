@@ -70,9 +70,7 @@ class Client:
         self._owns_transport = transport is None
         self.transport = transport if transport is not None else Transport(**transport_options)
         self.base_url = URL(base_url) if base_url is not None else None
-        self.headers = Headers([("User-Agent", USER_AGENT)])
-        for name, value in Headers(headers).items():
-            self.headers[name] = value
+        self.headers = _merged(Headers([("User-Agent", USER_AGENT)]), headers)
         self.params = dict(params or {})
         if isinstance(cookies, CookieJar):
             self.cookies = cookies
@@ -184,9 +182,7 @@ class Client:
         """The Request ``request()`` would send: base URL, params and default headers applied."""
         if sum(x is not None for x in (content, data, json)) > 1:
             raise TypeError("give at most one of content, data and json")
-        merged = Headers(self.headers)
-        for name, value in Headers(headers).items():
-            merged[name] = value
+        merged = _merged(Headers(self.headers), headers)
         body: bytes | AsyncIterable[bytes] | None
         if data is not None:
             body = urlencode(data, doseq=True).encode()
@@ -288,6 +284,17 @@ def _timed_out(request: Request, limit: float | None) -> RequestTimeout:
         f"{request.method} {request.url} did not complete within timeout={limit}s",
         host=request.url.host_header,
     )
+
+
+def _merged(headers: Headers, given: HeaderInput) -> Headers:
+    """``headers`` with the fields of ``given`` replacing those of the same name; a name
+    given more than once keeps all its values."""
+    fields = Headers(given)
+    for name in fields:
+        del headers[name]
+    for name, value in fields.items():
+        headers.add(name, value)
+    return headers
 
 
 def _default(headers: Headers, name: str, value: str) -> None:

@@ -112,6 +112,17 @@ async def test_base_url_params_and_default_headers(server: TestServer) -> None:
         assert response.request.url.target == "/api/status/204?v=2"
 
 
+async def test_repeated_header_fields_are_all_sent(server: TestServer) -> None:
+    # A list of pairs may name a field more than once (Headers is multi-valued); a request's
+    # fields replace the Client's of the same name, all of them, and are kept whole.
+    async with Client(headers=[("X-Team", "a"), ("X-Team", "b"), ("X-Env", "c")]) as client:
+        response = await client.get(
+            f"{server.url}/headers-echo", headers=[("X-Env", "d"), ("X-Env", "e")]
+        )
+    sent = [(name, value) for name, value in response.json() if name.startswith("x-")]
+    assert sent == [("x-team", "a"), ("x-team", "b"), ("x-env", "d"), ("x-env", "e")]
+
+
 async def test_text_json_and_raise_for_status(server: TestServer) -> None:
     async with Client() as client:
         assert (await client.get(f"{server.url}/text")).text == "héllo"
