@@ -120,12 +120,16 @@ async def _get(args: argparse.Namespace, err: Any) -> int:
         )
         pool = await stack.enter_async_context(Transport(**_transport_options(args, args.url)))
         response = await stack.enter_async_context(await pool.round_trip(request))
+        # What the server sent is text, not markup: "[/x]" in a field would end a tag.
+        from rich.markup import escape
+
         err.print(
-            f"[bold]{response.http_version} {response.status_code}[/] {response.reason_phrase}",
+            f"[bold]{response.http_version} {response.status_code}[/] "
+            f"{escape(response.reason_phrase)}",
             highlight=False,
         )
         for name, value in response.headers.items():
-            err.print(f"[cyan]{name}[/]: {value}", highlight=False, markup=True)
+            err.print(f"[cyan]{escape(name)}[/]: {escape(value)}", highlight=False, markup=True)
         stdout = sys.stdout.buffer
         async for chunk in response.aiter_bytes():
             if file is not None:

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.servers import TestServer, TLSFixture
+from tests.servers import ServerConnection, ServerRequest, TestServer, TLSFixture, open_server
 
 pytestmark = pytest.mark.anyio
 
@@ -54,6 +54,21 @@ async def test_get_prints_the_body_to_stdout_and_the_rest_to_stderr(
     err = proc.stderr.decode()
     assert "HTTP/1.1 200 OK" in err
     assert "content-length: 5" in err.lower()
+
+
+async def test_get_prints_header_fields_as_they_came(anyio_backend: str) -> None:
+    # Fields are text, not rich markup: "[/x]" is no closing tag, "[bold]" no style.
+    async def handler(req: ServerRequest, conn: ServerConnection) -> None:
+        fields = [("x-path", "[/api/v1]"), ("x-tag", "[bold]v2"), ("link", "[/a]")]
+        await conn.respond(200, fields, b"ok", reason="OK [/fine]")
+
+    async with open_server(handler) as server:
+        proc = await cli(anyio_backend, "get", server.url)
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert proc.stdout == b"ok"
+    assert "HTTP/1.1 200 OK [/fine]" in err
+    assert "x-path: [/api/v1]" in err and "x-tag: [bold]v2" in err and "link: [/a]" in err
 
 
 async def test_get_with_method_headers_data_and_output_file(
