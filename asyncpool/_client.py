@@ -239,6 +239,8 @@ class Client:
                 headers=[*request.headers.items(), ("Cookie", cookie)],
                 content=request.content,
                 trace=request.trace,
+                sni_hostname=request.sni_hostname,
+                target=request.target,
             )
         response = await self.transport.round_trip(request)
         self.cookies.extract_cookies(_CookieResponse(response.headers), cookie_request)  # type: ignore[arg-type]

@@ -310,6 +310,19 @@ async def test_cookies_set_by_a_redirect_are_sent_on(server: TestServer) -> None
         assert sent["cookie"] == "r=1"
 
 
+async def test_adding_cookies_keeps_the_request_target_and_sni_hostname(
+    server: TestServer,
+) -> None:
+    async with Client() as client:
+        await client.get(f"{server.url}/set-cookie?session=abc")
+        request = Request("GET", f"{server.url}/", target="/inspect", sni_hostname="api.test")
+        response = await client.send(request, follow_redirects=False)
+        async with response:
+            echo = json.loads(await response.aread())
+    assert (echo["target"], echo["headers"]["cookie"]) == ("/inspect", "session=abc")
+    assert response.request.sni_hostname == "api.test"
+
+
 # -- the overall timeout ----------------------------------------------------------------------
 
 
