@@ -3,6 +3,7 @@ cookies, an overall timeout, forms and JSON, and responses read in full by defau
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email.message
 import json as jsonlib
@@ -11,7 +12,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from http.cookiejar import CookieJar
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 import anyio
 
@@ -231,12 +232,18 @@ class Client:
     async def _send_one(self, request: Request) -> Response:
         cookie_request = _CookieRequest(request)
         self.cookies.add_cookie_header(cookie_request)
+        added = []
         cookie = cookie_request.get_header("Cookie")
         if cookie and "cookie" not in request.headers:
+            added.append(("Cookie", cookie))
+        auth = _basic_auth(request.url)
+        if auth is not None and "authorization" not in request.headers:
+            added.append(("Authorization", auth))  # Go's Client: the URL's userinfo
+        if added:
             request = Request(
                 request.method,
                 request.url,
-                headers=[*request.headers.items(), ("Cookie", cookie)],
+                headers=[*request.headers.items(), *added],
                 content=request.content,
                 trace=request.trace,
                 sni_hostname=request.sni_hostname,
@@ -297,6 +304,17 @@ def _merged(headers: Headers, given: HeaderInput) -> Headers:
     for name, value in fields.items():
         headers.add(name, value)
     return headers
+
+
+def _basic_auth(url: URL) -> str | None:
+    """The Authorization field for the user:password@ of ``url``, if it has one."""
+    if "@" not in url.url:
+        return None
+    parts = urlsplit(url.url)
+    if parts.username is None:
+        return None
+    credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
 
 
 def _default(headers: Headers, name: str, value: str) -> None:

@@ -123,6 +123,18 @@ async def test_repeated_header_fields_are_all_sent(server: TestServer) -> None:
     assert sent == [("x-team", "a"), ("x-team", "b"), ("x-env", "d"), ("x-env", "e")]
 
 
+async def test_userinfo_in_the_url_is_sent_as_basic_auth(server: TestServer) -> None:
+    # As Go's Client (and curl, requests, httpx): user:password@ in the URL is Basic auth,
+    # percent-decoded; an Authorization header given with the request wins.
+    url = f"http://alice:p%40ss@127.0.0.1:{server.port}/inspect"
+    async with Client() as client:
+        sent = (await client.get(url)).json()["headers"]
+        assert sent["authorization"] == "Basic YWxpY2U6cEBzcw=="  # alice:p@ss
+        assert sent["host"] == f"127.0.0.1:{server.port}"
+        sent = (await client.get(url, headers={"Authorization": "Bearer t"})).json()["headers"]
+        assert sent["authorization"] == "Bearer t"
+
+
 async def test_text_json_and_raise_for_status(server: TestServer) -> None:
     async with Client() as client:
         assert (await client.get(f"{server.url}/text")).text == "héllo"
