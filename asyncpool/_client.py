@@ -12,7 +12,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from http.cookiejar import CookieJar
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 import anyio
 
@@ -28,6 +28,7 @@ REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 # Fields sent only to the origin that was asked: dropped when a redirect leaves it.
 _SENSITIVE = ("authorization", "www-authenticate", "cookie", "cookie2", "proxy-authorization")
 _BODY_FIELDS = ("content-type", "content-length", "transfer-encoding", "content-encoding")
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"  # reserved characters, and % for escapes already made
 _SLURP_LIMIT = 2048  # a redirect body this small is read so the connection can be reused (Go)
 
 Params = Mapping[str, str | int | float] | None
@@ -263,7 +264,7 @@ class Client:
                 f"to {location})",
                 host=request.url.host_header,
             )
-        url = URL(urljoin(request.url.url, location))
+        url = URL(urljoin(request.url.url, _escaped(location)))
         status, method = response.status_code, request.method
         headers = Headers(request.headers)
         content = request.content
@@ -304,6 +305,16 @@ def _merged(headers: Headers, given: HeaderInput) -> Headers:
     for name, value in fields.items():
         headers.add(name, value)
     return headers
+
+
+def _escaped(location: str) -> str:
+    """A Location as sent, with what a URL cannot hold as it is (a space, raw UTF-8 bytes)
+    percent-encoded, as Go's url.Parse and RequestURI do; escapes already there are kept."""
+    try:
+        raw = location.encode("latin-1")  # the bytes the server sent
+    except UnicodeEncodeError:
+        raw = location.encode()
+    return quote(raw, safe=_URL_SAFE)
 
 
 def _basic_auth(url: URL) -> str | None:

@@ -50,6 +50,9 @@ async def app(req: ServerRequest, conn: ServerConnection) -> None:
     elif path == "/gzip-members":  # two gzip members, one after the other (RFC 1952 2.2)
         body = gzip.compress(b"first member, ") + gzip.compress(b"second member")
         await conn.respond(200, [("content-encoding", "gzip")], body)
+    elif path == "/redirect-unescaped":  # a Location as some servers send it: raw bytes
+        location = "/inspect?q=a b&r=café".encode()
+        await conn.send_raw(b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\n\r\n")
     elif path == "/stall-body":
         await conn.send_head(200, [("content-length", "10")])
         await conn.send_data(b"12345")
@@ -217,6 +220,15 @@ async def test_redirects_of_each_code(
     assert (echo["method"], echo["body"]) == (method, body)
     assert ("content-type" in echo["headers"]) is (code in (307, 308))
     assert response.request.url.target == "/inspect"
+
+
+async def test_a_location_with_a_space_or_raw_utf8_is_followed_percent_encoded(
+    server: TestServer,
+) -> None:
+    # Go (url.Parse, then RequestURI), curl and browsers follow it, escaped.
+    async with Client() as client:
+        response = await client.get(f"{server.url}/redirect-unescaped")
+    assert response.json()["target"] == "/inspect?q=a%20b&r=caf%C3%A9"
 
 
 async def test_head_stays_head_through_a_303(server: TestServer) -> None:
