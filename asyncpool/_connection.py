@@ -34,7 +34,6 @@ Invariants
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any, Protocol
 
@@ -434,7 +433,8 @@ class HTTP11Connection:
             await self._send(exchange, head)
             if trace and trace.wait_100_continue:
                 trace.wait_100_continue()
-            with anyio.move_on_after(self._expect_continue_timeout or math.inf):
+            # 0 waits not at all (Go: "Zero ... causes the body to be sent immediately").
+            with anyio.move_on_after(self._expect_continue_timeout):
                 await exchange.continue_event.wait()
             if exchange.continue_refused or exchange.error is not None:
                 return  # a final response came first: the body is never sent

@@ -273,6 +273,25 @@ async def test_100_continue_without_a_100_sends_the_body_after_the_timeout() -> 
         assert response.content == b"sent anyway"
 
 
+async def test_expect_continue_timeout_0_sends_the_body_at_once() -> None:
+    # Go: "Zero means no timeout and causes the body to be sent immediately, without waiting
+    # for the server to approve." A server that never sends 100 must not stall the request.
+    async def no_continue(req: ServerRequest, conn: ServerConnection) -> None:
+        body = await conn.read_body(send_continue=False)
+        await conn.respond(200, [], body)
+
+    async with open_server(no_continue) as server, Transport(expect_continue_timeout=0) as pool:
+        with anyio.fail_after(5):  # hung until the server answered, which it never did
+            response = await fetch(
+                pool,
+                "POST",
+                server.url,
+                headers={"Expect": "100-continue"},
+                content=b"sent at once",
+            )
+        assert response.content == b"sent at once"
+
+
 async def test_a_final_response_instead_of_100_means_the_body_is_never_sent() -> None:
     async def refuse(req: ServerRequest, conn: ServerConnection) -> None:
         await conn.respond(417, [], b"no thanks")
