@@ -53,6 +53,7 @@ import collections
 import dataclasses
 import logging
 import ssl
+import sys
 from collections.abc import AsyncIterable, Callable
 from types import TracebackType
 
@@ -215,9 +216,10 @@ class Transport:
                 raise ValueError(f"{name} must be >= 0, not {value}")
         # Options: immutable after construction. 0 means "no limit" for the two limits, as Go.
         self.max_idle_conns = max_idle_conns
-        self.max_idle_conns_per_host = (
-            max_idle_conns if max_idle_conns_per_host is None else max_idle_conns_per_host
-        )
+        if max_idle_conns_per_host is None:
+            # As max_idle_conns, whose 0 is no limit (not "keep none": no keep-alive at all).
+            max_idle_conns_per_host = max_idle_conns or sys.maxsize
+        self.max_idle_conns_per_host = max_idle_conns_per_host
         self.max_conns_per_host = max_conns_per_host
         self.idle_conn_timeout = idle_conn_timeout
         self.dial_timeout = dial_timeout

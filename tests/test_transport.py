@@ -137,6 +137,17 @@ async def test_concurrent_requests_leave_max_idle_conns_per_host_idle() -> None:
         await server.wait_for_connections_closed(n_open=2)
 
 
+async def test_max_idle_conns_0_means_no_limit_and_keeps_connections(server: TestServer) -> None:
+    # 0 is "no limit" (Go's MaxIdleConns); the per-host limit, which defaults to it, must not
+    # read it as "keep none" and turn keep-alive off.
+    async with Transport(max_idle_conns=0) as pool:
+        for _ in range(3):
+            assert await get(pool, server.url) == b"hello"
+        stats = pool.stats()
+    assert (stats.dials, stats.reused, stats.idle) == (1, 2, 1)
+    assert server.connections_accepted == 1
+
+
 async def test_lru_evicts_the_oldest_hosts_idle_connection() -> None:
     async with (
         open_server() as a,
