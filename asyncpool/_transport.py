@@ -455,7 +455,6 @@ class Transport:
             conn, idle_time = shared
         else:
             conn, idle_time = self._take_idle(host)
-            self._hosts[key] = host  # closing stale idle connections may have forgotten it
         if conn is not None:
             if conn.requests_started:
                 self._reused += 1
@@ -469,6 +468,10 @@ class Transport:
         want = _Want(request, trace, self._new_event())
         host.idle_waiters.append(want)
         host.waiting += 1
+        # Closing stale idle connections above, or a response the garbage collector finalized
+        # since (it closes its connection), may have made the pool forget the host: with a want
+        # counted it is kept from now on, so put it back.
+        self._hosts[key] = host
         self._queue_for_dial(host, want)
         try:
             await want.ready.wait()

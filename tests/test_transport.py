@@ -4,6 +4,7 @@ stage leaving nothing behind."""
 
 from __future__ import annotations
 
+import gc
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -511,6 +512,26 @@ async def test_cancel_from_many_requests_at_once_leaves_nothing(server: TestServ
         assert_pool_at_rest(pool)
         with anyio.fail_after(5):
             assert await get(pool, server.url) == b"hello"
+
+
+async def test_an_unclosed_response_collected_as_a_request_queues_breaks_nothing(
+    server: TestServer,
+) -> None:
+    # The garbage collector may run at any allocation, and collecting an unclosed response
+    # closes its connection: here the host's last one, just as a request that found no idle
+    # connection queues for a dial (forced from a hook that runs at that point). The pool then
+    # forgot the host (no connection, nobody waiting yet) and the request went on with it,
+    # orphaned: releasing its connection raised KeyError in the reader task, which took the
+    # Transport's task group down.
+    url = server.url_for("/stream?chunks=1000&size=1000")
+    trace = asyncpool.ClientTrace(wait_for_conn_start=gc.collect)
+    async with Transport() as pool:
+        cycle: list[object] = [await pool.round_trip(Request("GET", url))]
+        cycle.append(cycle)  # unreachable once dropped: only a collection finalizes it
+        del cycle
+        with pytest.warns(ResourceWarning, match="unclosed response"):
+            assert await get(pool, server.url, trace=trace) == b"hello"
+        assert_pool_at_rest(pool, idle=1)
 
 
 async def test_an_error_leaves_the_block_as_it_is_not_in_a_group() -> None:
