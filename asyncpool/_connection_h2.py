@@ -256,7 +256,9 @@ class HTTP2Connection:
             for event in events:
                 self._dispatch(event)
             if self.closed:
-                raise self.close_error or ReadError("closed in preface", host=self.host_port)
+                raise self.close_error or ReadError(
+                    "the server sent GOAWAY during the HTTP/2 preface", host=self.host_port
+                )
             pending = self._h2.data_to_send()
             if pending:
                 await self._stream.send(pending)
@@ -279,7 +281,8 @@ class HTTP2Connection:
         for stream in self._outgoing.values():
             if stream.out is not None and stream.out.pump_scope is not None:
                 stream.out.pump_scope.cancel()
-        self._owner.conn_closed(self)
+        if self._task_group is not None:  # closed in handshake(): the pool does not know it yet
+            self._owner.conn_closed(self)
         report_closed(self.trace, self, why, error)
 
     def _kick(self) -> None:

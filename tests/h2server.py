@@ -30,7 +30,8 @@ not advertised; ``initial_window_size``; ``max_frame_size``); ``await server.goa
 refused, then the connection is closed); ``server.silence()`` / ``unsilence()`` (nothing is
 read nor sent on any connection, not even PING acks, until unsilenced);
 ``await conn.close()`` (abrupt); ``conn.send_raw(bytes)`` (any frames, valid or not);
-``stream.reset(code)``.  A stream opened over ``max_concurrent_streams`` or after our
+``stream.reset(code)``; ``server.on_connect = lambda conn: conn.goaway(0)`` (called with each new
+connection: what it queues goes out with our SETTINGS, in one write).  A stream opened over ``max_concurrent_streams`` or after our
 GOAWAY is refused (RST_STREAM REFUSED_STREAM) and kept in ``server.refused_requests``.
 
 Waiting never sleeps: ``await server.wait_until(lambda s: s.active_streams == 2)`` wakes up
@@ -595,6 +596,9 @@ class H2TestServer:
         self.max_active_streams_seen = 0  # on any one connection
         self.release = anyio.Event()  # the default handler's /wait answers once this is set
         self.settings: dict[h2.settings.SettingCodes, int] = {}  # what we advertise
+        # Called with each new connection before anything is sent on it (after our SETTINGS,
+        # which are queued already): what it queues goes out in the same write.
+        self.on_connect: Callable[[H2ServerConnection], object] | None = None
         self._handler = handler
         self._silenced = False
         self._unsilenced = anyio.Event()
@@ -663,6 +667,8 @@ class H2TestServer:
                 self.connections_accepted += 1
                 self.open_connections += 1
                 self._notify()
+                if self.on_connect is not None:
+                    self.on_connect(conn)
                 tg.start_soon(conn._serve, ssl_context)
 
 

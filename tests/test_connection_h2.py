@@ -478,3 +478,15 @@ async def test_response_header_timeout_after_an_upload(h2c: H2TestServer) -> Non
         with pytest.raises(asyncpool.ResponseHeaderTimeout):
             await pool.round_trip(Request("POST", h2c.url_for("/wait"), content=b"body"))
         assert (await get(pool, h2c.url)).content == b"hello"
+
+
+async def test_goaway_in_the_preface_fails_the_dial_and_frees_its_host_slot() -> None:
+    # SETTINGS and GOAWAY in one write: the client sees the GOAWAY inside its handshake.
+    async with open_h2_server() as server, Transport(**H2C) as pool:
+        server.on_connect = lambda conn: conn.goaway(0)
+        with pytest.raises(asyncpool.ReadError, match="GOAWAY during the HTTP/2 preface"):
+            await get(pool, server.url)
+        assert pool.stats().hosts == {}
+        server.on_connect = None
+        assert (await get(pool, server.url)).content == b"hello"
+        assert pool.stats().total == 1
