@@ -655,6 +655,8 @@ class HTTP2Connection:
             network_stream=self._stream,
         )
         stream.delivered = True
+        if stream.written is not None:  # the head came before the body was all sent
+            stream.written.set()
         stream.head_ready.set()
 
     def _first_byte(self, stream: _Stream) -> None:

@@ -490,3 +490,26 @@ async def test_goaway_in_the_preface_fails_the_dial_and_frees_its_host_slot() ->
         server.on_connect = None
         assert (await get(pool, server.url)).content == b"hello"
         assert pool.stats().total == 1
+
+
+async def test_response_header_timeout_lets_a_head_through_before_the_upload_ends() -> None:
+    # Full duplex: the body's second part is only produced once the response head is seen.
+    head_seen = anyio.Event()
+
+    async def echo_after_head(req: H2Request, stream: H2Stream) -> None:
+        await stream.send_headers(200)
+        await stream.send_data(await stream.read_body(), end_stream=True)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first,"
+        await head_seen.wait()
+        yield b"second"
+
+    async with (
+        open_h2_server(echo_after_head) as server,
+        Transport(response_header_timeout=30, **H2C) as pool,
+    ):
+        with anyio.fail_after(5):  # a hang guard, not a timing assertion
+            response = await pool.round_trip(Request("POST", server.url, content=body()))
+        head_seen.set()
+        assert await response.aread() == b"first,second"
