@@ -308,6 +308,16 @@ class HTTP2Connection:
             raise error
         try:
             stream = self._open_stream(request, headers, trace)
+        except h2.exceptions.TooManyStreamsError:
+            # The server lowered SETTINGS_MAX_CONCURRENT_STREAMS after this slot was reserved.
+            self._owner.release_stream(self)
+            lowered = RemoteProtocolError(
+                f"the server lowered its stream limit to {self.max_streams} before the "
+                "stream opened",
+                host=self.host_port,
+            )
+            lowered.retry_hint = RETRY_NOTHING_WRITTEN
+            raise lowered from None
         except BaseException:
             self._owner.release_stream(self)
             raise

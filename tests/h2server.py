@@ -25,7 +25,8 @@ stream is reset); protocol errors of the client to ``server.protocol_errors`` (h
 GOAWAY and the connection is closed).
 
 Misbehaviour: the SETTINGS the server advertises (``max_concurrent_streams``, ``None`` =
-not advertised; ``initial_window_size``; ``max_frame_size``); ``await server.goaway()``
+not advertised; ``initial_window_size``; ``max_frame_size``), and
+``conn.advertise_max_concurrent_streams(n)`` mid-connection; ``await server.goaway()``
 (graceful: the streams up to ``last_stream_id`` complete, later ones are ignored, new ones
 refused, then the connection is closed); ``server.silence()`` / ``unsilence()`` (nothing is
 read nor sent on any connection, not even PING acks, until unsilenced);
@@ -341,6 +342,13 @@ class H2ServerConnection:
         self._check_finished()
         self.server._notify()
         return mark
+
+    def advertise_max_concurrent_streams(self, limit: int) -> None:
+        """Queue a SETTINGS frame with a new MAX_CONCURRENT_STREAMS, enforced from now on."""
+        frame = SettingsFrame(0)
+        frame.settings = {int(_MAX_STREAMS): limit}
+        self.max_concurrent_streams = limit
+        self._enqueue(frame.serialize())
 
     async def send_raw(self, data: bytes) -> None:
         """Write ``data`` to the socket after everything queued so far (any frames at all)."""

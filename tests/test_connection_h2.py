@@ -513,3 +513,41 @@ async def test_response_header_timeout_lets_a_head_through_before_the_upload_end
             response = await pool.round_trip(Request("POST", server.url, content=body()))
         head_seen.set()
         assert await response.aread() == b"first,second"
+
+
+async def test_a_stream_reserved_before_the_server_lowers_its_limit_is_retried() -> None:
+    lower = anyio.Event()
+
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        if req.path == "/lower":
+            await lower.wait()
+            # END_STREAM, then SETTINGS in the same write: the waiting request gets this
+            # stream's slot, and only then does the limit fall to 1.
+            await stream.respond(200)
+            stream.connection.advertise_max_concurrent_streams(1)
+        else:
+            await stream.server.release.wait()
+            await stream.respond(200, [], b"released")
+
+    results: list[bytes] = []
+
+    async def one(path: str) -> None:
+        results.append((await get(pool, server.url_for(path))).content)
+
+    async with (
+        open_h2_server(handler, max_concurrent_streams=2) as server,
+        Transport(strict_max_concurrent_streams=True, **H2C) as pool,
+    ):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, "/wait")
+            await server.wait_until(lambda s: s.active_streams == 1)
+            tg.start_soon(one, "/lower")
+            await server.wait_until(lambda s: s.active_streams == 2)
+            tg.start_soon(one, "/wait")
+            await wait_until(lambda: pool.stats().waiting == 1)
+            lower.set()
+            await wait_until(lambda: pool.stats().retries == 1)
+            server.release.set()
+        assert sorted(results) == [b"", b"released", b"released"]
+        assert server.connections_accepted == 1
+        assert not server.refused_requests and not server.protocol_errors
