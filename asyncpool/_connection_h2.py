@@ -217,6 +217,9 @@ class HTTP2Connection:
         self._wakeup = self._new_event()  # kicks the writer
         self._ping_deadline: float | None = None
         self._reader_scope = anyio.CancelScope()
+        # The reader's, around its reads; cancelled by went_idle() while it waits with no deadline.
+        self._wake_scope = anyio.CancelScope()
+        self._waiting_unbounded = False
         self._writer_scope = anyio.CancelScope()
 
     def __repr__(self) -> str:
@@ -287,6 +290,14 @@ class HTTP2Connection:
 
     def _kick(self) -> None:
         self._wakeup.set()
+
+    def went_idle(self) -> None:
+        """The pool set ``idle_at``. The last stream may have ended outside the reader (a
+        caller cancelled, closed a body early) while it waits with no deadline: wake it so
+        that the idle timeout applies."""
+        if self._waiting_unbounded:
+            self._waiting_unbounded = False
+            self._wake_scope.cancel()
 
     # -- the caller's side --------------------------------------------------------------------
 
@@ -510,16 +521,20 @@ class HTTP2Connection:
         try:
             with self._reader_scope:
                 while True:
-                    data = await self._receive_live()
-                    if data is None:
-                        return
-                    if not data:
-                        error = ReadError("the server closed the connection", host=self.host_port)
-                        self.close(CloseReason.SERVER_CLOSED, error)
-                        return
-                    for event in self._receive_events(data):
-                        self._dispatch(event)
-                    self._kick()
+                    with anyio.CancelScope() as self._wake_scope:
+                        while True:
+                            data = await self._receive_live()
+                            if data is None:
+                                return
+                            if not data:
+                                error = ReadError(
+                                    "the server closed the connection", host=self.host_port
+                                )
+                                self.close(CloseReason.SERVER_CLOSED, error)
+                                return
+                            for event in self._receive_events(data):
+                                self._dispatch(event)
+                            self._kick()
         except Exception as exc:
             self.close(CloseReason.ERROR, exc)
         finally:
@@ -549,7 +564,9 @@ class HTTP2Connection:
                 probe_deadline = anyio.current_time() + read_idle
             deadline = min(idle_deadline, probe_deadline or math.inf)
             if deadline == math.inf:  # streams in flight and no PING check: no scope needed
+                self._waiting_unbounded = True
                 data = await receive_some(self._stream, self.host_port)
+                self._waiting_unbounded = False
                 self._ping_deadline = None
                 return data
             with anyio.CancelScope(deadline=deadline):

@@ -708,6 +708,7 @@ class Transport:
         self._serve_h2_waiters(host, conn)
         if conn.reserved == 0:
             conn.idle_at = self._clock()
+            conn.went_idle()
 
     def capacity_changed(self, conn: HTTP2Connection) -> None:
         host = self._hosts.get(conn.key)

@@ -551,3 +551,24 @@ async def test_a_stream_reserved_before_the_server_lowers_its_limit_is_retried()
         assert sorted(results) == [b"", b"released", b"released"]
         assert server.connections_accepted == 1
         assert not server.refused_requests and not server.protocol_errors
+
+
+@pytest.mark.parametrize("how", ["cancelled", "closed early"])
+async def test_idle_conn_timeout_applies_after_the_last_stream_ends_on_our_side(how: str) -> None:
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        if req.path == "/head":
+            await stream.send_headers(200)
+        await stream.server.release.wait()  # until the client resets the stream
+
+    async with open_h2_server(handler) as server, Transport(idle_conn_timeout=0.05, **H2C) as pool:
+        if how == "cancelled":
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(get, pool, server.url)
+                await server.wait_until(lambda s: s.active_streams == 1)
+                tg.cancel_scope.cancel()
+        else:
+            response = await pool.round_trip(Request("GET", server.url_for("/head")))
+            await response.aclose()
+        await server.wait_until(lambda s: len(s.resets_received) == 1)  # it answers nothing
+        await wait_until(lambda: pool.stats().total == 0)
+        assert pool.stats().idle_timeouts == 1
