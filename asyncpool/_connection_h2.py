@@ -132,6 +132,7 @@ class _Stream:
         "head_ready",
         "out",
         "released",
+        "remaining",
         "request",
         "response",
         "response_started",
@@ -158,6 +159,7 @@ class _Stream:
         self.response_started = False
         self.ended = False  # END_STREAM received: the body is complete
         self.released = False  # the slot went back to the pool
+        self.remaining = -1  # body bytes its content-length still promises (-1: no length)
         self.out: _OutBody | None = None
         # DATA as (bytes, flow-controlled length), unbounded: flow control bounds it.
         self.chunks: Channel[tuple[bytes, int]] = Channel(new_event)
@@ -604,7 +606,18 @@ class HTTP2Connection:
                     event.stream_id,
                 )
             else:
-                stream.chunks.send_nowait((event.data or b"", event.flow_controlled_length or 0))
+                data, flow_length = event.data or b"", event.flow_controlled_length or 0
+                if stream.remaining >= 0:
+                    stream.remaining -= len(data)
+                    if stream.remaining < 0:
+                        self._h2.acknowledge_received_data(flow_length, event.stream_id)
+                        error = RemoteProtocolError(
+                            "the response body is longer than its content-length",
+                            host=self.host_port,
+                        )
+                        self._reset(stream, error)
+                        return
+                stream.chunks.send_nowait((data, flow_length))
         elif isinstance(event, h2.events.ResponseReceived):
             self._head(event.stream_id, event.headers)
         elif isinstance(event, h2.events.StreamEnded):
@@ -670,6 +683,19 @@ class HTTP2Connection:
         if checked is None:
             return
         status, headers = checked
+        if stream.request.method == "HEAD" or status in (204, 304):
+            stream.remaining = 0
+        else:
+            for i in range(0, len(headers), 2):  # names are lowercase (checked)
+                if headers[i] == "content-length":
+                    length = headers[i + 1]
+                    if not length.isdigit() or 0 <= stream.remaining != int(length):
+                        error = RemoteProtocolError(
+                            f"invalid content-length {length!r}", host=self.host_port
+                        )
+                        self._reset(stream, error)
+                        return
+                    stream.remaining = int(length)
         body = _H2Body(self, stream)
         stream.body = body
         stream.response = Response(
@@ -709,6 +735,13 @@ class HTTP2Connection:
             trace.got_1xx_response(code, Headers._trusted(fields))
 
     def _ended(self, stream: _Stream) -> None:
+        if stream.remaining > 0:
+            error = RemoteProtocolError(
+                f"the response body ended {stream.remaining} bytes short of its content-length",
+                host=self.host_port,
+            )
+            self._reset(stream, error)
+            return
         stream.ended = True
         stream.chunks.close()
         if stream.trace and stream.trace.got_response_end:

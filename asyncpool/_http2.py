@@ -31,6 +31,7 @@ from collections.abc import Iterable
 
 import h2.config
 import h2.connection
+import h2.stream
 from h2.connection import ConnectionInputs, ConnectionState, H2ConnectionStateMachine
 from hpack import Decoder, HeaderTuple
 from hpack.table import HeaderTable
@@ -102,12 +103,31 @@ class ReplayingDecoder(Decoder):
         return headers
 
 
+class UncheckedLengthStream(h2.stream.H2Stream):
+    """h2's stream without its Content-Length checks: h2 fails the whole connection when one
+    response's DATA disagrees with its content-length, where RFC 9113 (8.1.1) makes it an
+    error of that stream. ``HTTP2Connection`` checks response lengths itself."""
+
+    def _initialize_content_length(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        pass
+
+    def _track_content_length(self, length: int, end_stream: bool) -> None:
+        pass
+
+
 class ClientConnection(h2.connection.H2Connection):
     """h2's connection with the open-stream count of the module docstring:
     ``open_outbound_streams`` is exact after a walk, and between walks the number of streams
     held, an upper bound still under the server's limit (h2 only compares it with that limit)."""
 
     _walk_at = 16  # streams held (open or closed) that call for the next walk
+
+    def _begin_new_stream(
+        self, stream_id: int, allowed_ids: h2.connection.AllowedStreamIDs
+    ) -> h2.stream.H2Stream:
+        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        stream.__class__ = UncheckedLengthStream
+        return stream
 
     @property
     def open_outbound_streams(self) -> int:

@@ -572,3 +572,33 @@ async def test_idle_conn_timeout_applies_after_the_last_stream_ends_on_our_side(
         await server.wait_until(lambda s: len(s.resets_received) == 1)  # it answers nothing
         await wait_until(lambda: pool.stats().total == 0)
         assert pool.stats().idle_timeouts == 1
+
+
+@pytest.mark.parametrize(("sent", "complaint"), [(b"12345", "short"), (b"x" * 15, "longer")])
+async def test_a_body_that_disagrees_with_its_content_length_fails_that_stream_only(
+    sent: bytes, complaint: str
+) -> None:
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        if req.path == "/bad":
+            await stream.send_headers(200, [("content-length", "10")])
+            await stream.send_data(sent, end_stream=True)
+        else:
+            await stream.server.release.wait()
+            await stream.respond(200, [], b"released")
+
+    results: list[bytes] = []
+
+    async def waiting() -> None:
+        results.append((await get(pool, server.url_for("/wait"))).content)
+
+    async with open_h2_server(handler) as server, Transport(**H2C) as pool:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiting)
+            await server.wait_until(lambda s: s.active_streams == 1)
+            with pytest.raises(asyncpool.RemoteProtocolError, match=complaint) as info:
+                await get(pool, server.url_for("/bad"))
+            assert f"127.0.0.1:{server.port}" in str(info.value)
+            server.release.set()
+        assert results == [b"released"]
+        assert (await get(pool, server.url_for("/wait"))).content == b"released"
+        assert server.connections_accepted == 1
