@@ -18,6 +18,10 @@ PING and closed when no answer comes within ``ping_timeout``.
 A GOAWAY lets streams up to its ``last_stream_id`` finish; the others fail with a retry hint
 (the server never processed them), and the pool opens no new stream on the connection.
 
+A server whose first SETTINGS allow no stream at all (MAX_CONCURRENT_STREAMS = 0) fails the
+handshake, so the dial fails and so do the requests waiting on it: waiting could last forever,
+and dialing again for them would only pile up more connections the server will not use.
+
 Invariants
 ----------
 * Capacity is the pool's: ``reserved`` counts streams promised to requests (opened or about to
@@ -268,6 +272,12 @@ class HTTP2Connection:
             if pending:
                 await self._stream.send(pending)
             if any(isinstance(e, h2.events.RemoteSettingsChanged) for e in events):
+                if self.max_streams == 0:
+                    # Nothing can ever be sent on it, and another dial would bring the same.
+                    raise RemoteProtocolError(
+                        "the server allows no streams (SETTINGS_MAX_CONCURRENT_STREAMS = 0)",
+                        host=self.host_port,
+                    )
                 return
 
     def start(self, task_group: anyio.abc.TaskGroup) -> None:

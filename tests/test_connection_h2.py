@@ -602,3 +602,27 @@ async def test_a_body_that_disagrees_with_its_content_length_fails_that_stream_o
         assert results == [b"released"]
         assert (await get(pool, server.url_for("/wait"))).content == b"released"
         assert server.connections_accepted == 1
+
+
+async def test_a_server_that_allows_no_stream_fails_the_requests_instead_of_dialing_on() -> None:
+    errors: list[BaseException] = []
+
+    async def one() -> None:
+        try:
+            await get(pool, server.url)
+        except asyncpool.HTTPError as exc:
+            errors.append(exc)
+
+    async with (
+        open_h2_server(max_concurrent_streams=0) as server,
+        Transport(**H2C) as pool,
+    ):
+        with anyio.fail_after(5):  # a hang guard, not a timing assertion
+            async with anyio.create_task_group() as tg:
+                for _ in range(5):
+                    tg.start_soon(one)
+        assert len(errors) == 5
+        assert "MAX_CONCURRENT_STREAMS" in str(errors[0])
+        assert f"127.0.0.1:{server.port}" in str(errors[0])
+        assert server.connections_accepted == 1
+        assert pool.stats().hosts == {}
