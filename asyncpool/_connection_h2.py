@@ -212,6 +212,7 @@ class HTTP2Connection:
         # Owned by the connection.
         self.max_streams = 100  # the server's SETTINGS_MAX_CONCURRENT_STREAMS, once known
         self.goaway = False  # no new stream may open
+        self._goaway_detail = ""  # what the server's GOAWAY said, for errors after it
         self.closed = False
         self.close_why: CloseReason | None = None
         self.close_error: BaseException | None = None
@@ -560,6 +561,8 @@ class HTTP2Connection:
             return PoolClosed("the Transport closed during the request", host=self.host_port)
         cause = self.close_error
         detail = cause.detail if isinstance(cause, HTTPError) else f"closed: {self.close_why}"
+        if self._goaway_detail:
+            detail = f"{detail}, after {self._goaway_detail}"
         return ReadError(f"HTTP/2 connection lost ({detail})", host=self.host_port)
 
     async def _receive_live(self) -> bytes | None:
@@ -768,14 +771,13 @@ class HTTP2Connection:
     def _goaway(self, event: h2.events.ConnectionTerminated) -> None:
         self.goaway = True
         last = event.last_stream_id or 0
+        self._goaway_detail = f"the server sent GOAWAY ({event.error_code!r}, last stream {last})"
+        # Whatever the error code, streams up to ``last`` were accepted: they finish, or die
+        # with the connection (as Go's transport does).
         for stream_id, stream in list(self._streams.items()):
-            if stream_id > last or event.error_code:
-                error = ReadError(
-                    f"the server sent GOAWAY ({event.error_code!r}, last stream {last})",
-                    host=self.host_port,
-                )
-                if stream_id > last:
-                    error.retry_hint = RETRY_NOTHING_WRITTEN  # never processed
+            if stream_id > last:
+                error = ReadError(self._goaway_detail, host=self.host_port)
+                error.retry_hint = RETRY_NOTHING_WRITTEN  # never processed
                 self._fail(stream, error)
         self._owner.capacity_changed(self)
         if not self._streams:

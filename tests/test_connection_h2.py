@@ -626,3 +626,42 @@ async def test_a_server_that_allows_no_stream_fails_the_requests_instead_of_dial
         assert f"127.0.0.1:{server.port}" in str(errors[0])
         assert server.connections_accepted == 1
         assert pool.stats().hosts == {}
+
+
+async def test_goaway_with_an_error_code_lets_the_accepted_streams_finish() -> None:
+    async with open_h2_server() as server, Transport(**H2C) as pool:
+        results: list[bytes] = []
+
+        async def one() -> None:
+            results.append((await get(pool, server.url_for("/wait"))).content)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(2):
+                tg.start_soon(one)
+            await server.wait_until(lambda s: s.active_streams == 2)
+            # Stream 1 was accepted, stream 3 was not: that one is retried elsewhere.
+            await server.goaway(last_stream_id=1, error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+            await wait_until(lambda: pool.stats().retries == 1)
+            server.release.set()
+        assert results == [b"released"] * 2
+        assert server.connections_accepted == 2
+
+
+async def test_an_accepted_stream_that_dies_after_goaway_says_so(h2c: H2TestServer) -> None:
+    errors: list[BaseException] = []
+
+    async def doomed() -> None:
+        try:
+            await get(pool, h2c.url_for("/wait"))
+        except asyncpool.ReadError as exc:
+            errors.append(exc)
+
+    async with Transport(**H2C) as pool:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(doomed)
+            await h2c.wait_until(lambda s: s.active_streams == 1)
+            await h2c.goaway(last_stream_id=1, error_code=h2.errors.ErrorCodes.INTERNAL_ERROR)
+            await h2c.connections[0].close()
+        assert len(errors) == 1
+        assert "connection lost" in str(errors[0])
+        assert "after the server sent GOAWAY (<ErrorCodes.INTERNAL_ERROR" in str(errors[0])
