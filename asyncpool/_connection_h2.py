@@ -445,7 +445,9 @@ class HTTP2Connection:
             self._kick()
         self._fail(stream, error)
 
-    def _fail(self, stream: _Stream, error: BaseException) -> None:
+    def _fail(self, stream: _Stream, error: BaseException, *, keep_unread: bool = False) -> None:
+        """End ``stream`` with ``error``. With ``keep_unread`` (the server reset it), the body's
+        reader gets the DATA that arrived before the error, as Go's transport gives it."""
         if stream.error is None and not stream.ended:
             stream.error = error
         if not stream.delivered:
@@ -453,7 +455,7 @@ class HTTP2Connection:
         if stream.written is not None:
             stream.written.set()
         stream.chunks.close()
-        if stream.error is not None or not stream.delivered:
+        if (stream.error is not None and not keep_unread) or not stream.delivered:
             self._discard_unread(stream)  # nobody will read what arrived
         self._finish(stream)
 
@@ -640,7 +642,7 @@ class HTTP2Connection:
         elif isinstance(event, h2.events.StreamReset):
             stream = self._streams.get(event.stream_id)
             if stream is not None:
-                self._fail(stream, self._reset_error(event))
+                self._fail(stream, self._reset_error(event), keep_unread=True)
         elif isinstance(event, h2.events.InformationalResponseReceived):
             self._informational(event)
         elif isinstance(event, h2.events.RemoteSettingsChanged):

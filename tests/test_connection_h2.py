@@ -665,3 +665,25 @@ async def test_an_accepted_stream_that_dies_after_goaway_says_so(h2c: H2TestServ
         assert len(errors) == 1
         assert "connection lost" in str(errors[0])
         assert "after the server sent GOAWAY (<ErrorCodes.INTERNAL_ERROR" in str(errors[0])
+
+
+async def test_data_received_before_rst_stream_is_read_before_the_error() -> None:
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        if req.path == "/reset":
+            await stream.send_headers(200)
+            await stream.send_data(b"arrived ")
+            await stream.send_data(b"too")
+            await stream.reset(h2.errors.ErrorCodes.INTERNAL_ERROR)
+        else:
+            await stream.respond(200, [], b"fine")
+
+    async with open_h2_server(handler) as server, Transport(**H2C) as pool:
+        response = await pool.round_trip(Request("GET", server.url_for("/reset")))
+        await wait_until(lambda: pool.stats().hosts[server.url].streams == 0)  # RST came
+        received = b""
+        with pytest.raises(asyncpool.StreamReset, match="INTERNAL_ERROR"):
+            async for chunk in response.aiter_bytes():
+                received += chunk
+        assert received == b"arrived too"
+        assert (await get(pool, server.url)).content == b"fine"
+        assert server.connections_accepted == 1
