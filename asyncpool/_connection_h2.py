@@ -73,6 +73,11 @@ STREAM_WINDOW = 4 << 20  # bytes a stream may have in flight to us
 CONNECTION_WINDOW = 16 << 20  # bytes all streams together may have in flight to us
 UPLOAD_BUFFER = 1 << 16  # bytes a streamed request body may run ahead of flow control
 PING_PAYLOAD = b"asyncpl!"
+# Streams taken on a connection whose server's first SETTINGS set no MAX_CONCURRENT_STREAMS
+# (RFC 9113: then there is no limit); Go's http2 transport takes 1000 too. Until those SETTINGS
+# arrive, the limit is 100.
+UNADVERTISED_MAX_STREAMS = 1000
+_MAX_STREAMS = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
 
 # Connection-specific fields HTTP/2 forbids (RFC 9113, 8.2.2); Host becomes :authority.
 _DROPPED_FIELDS = frozenset(
@@ -263,7 +268,12 @@ class HTTP2Connection:
                     host=self.host_port,
                 )
             events = self._receive_events(data)
+            settings_seen = False
             for event in events:
+                if isinstance(event, h2.events.RemoteSettingsChanged) and not settings_seen:
+                    settings_seen = True
+                    if _MAX_STREAMS not in event.changed_settings:
+                        self.max_streams = UNADVERTISED_MAX_STREAMS
                 self._dispatch(event)
             if self.closed:
                 raise self.close_error or ReadError(
@@ -272,7 +282,7 @@ class HTTP2Connection:
             pending = self._h2.data_to_send()
             if pending:
                 await self._stream.send(pending)
-            if any(isinstance(e, h2.events.RemoteSettingsChanged) for e in events):
+            if settings_seen:
                 if self.max_streams == 0:
                     # Nothing can ever be sent on it, and another dial would bring the same.
                     raise RemoteProtocolError(

@@ -687,3 +687,16 @@ async def test_data_received_before_rst_stream_is_read_before_the_error() -> Non
         assert received == b"arrived too"
         assert (await get(pool, server.url)).content == b"fine"
         assert server.connections_accepted == 1
+
+
+async def test_a_server_without_a_stream_limit_takes_over_100_streams_on_one_connection() -> None:
+    async with (
+        open_h2_server(max_concurrent_streams=None) as server,
+        Transport(**H2C) as pool,
+        anyio.create_task_group() as tg,
+    ):
+        for _ in range(120):
+            tg.start_soon(get, pool, server.url_for("/wait"))
+        await server.wait_until(lambda s: s.active_streams == 120)
+        assert server.connections_accepted == 1
+        server.release.set()
