@@ -64,7 +64,7 @@ from ._compression import DECODABLE, DecodedStream
 from ._connection import RETRY_NO_RESPONSE, RETRY_NOTHING_WRITTEN, HTTP11Connection
 from ._connection_h2 import HTTP2Connection
 from ._dial import DialFunc, default_ssl_context, dial
-from ._errors import HTTPError, PoolClosed
+from ._errors import ConnectTimeout, HTTPError, PoolClosed, TLSHandshakeTimeout
 from ._http11 import PARSERS, default_parser
 from ._models import URL, Request, Response
 from ._sync import Event, clock, event_factory
@@ -785,8 +785,17 @@ class Transport:
                     remote_address=dialed.remote_address,
                 )
                 try:
-                    with anyio.fail_after(self.tls_handshake_timeout):
+                    with anyio.move_on_after(self.tls_handshake_timeout) as scope:
                         await conn.handshake()
+                    if scope.cancelled_caught:
+                        timeout_type = (
+                            TLSHandshakeTimeout if url.scheme == "https" else ConnectTimeout
+                        )
+                        raise timeout_type(
+                            "no HTTP/2 SETTINGS from the server within "
+                            f"tls_handshake_timeout={self.tls_handshake_timeout}s",
+                            host=f"{url.host}:{url.port}",
+                        )
                 except BaseException:
                     await anyio.aclose_forcefully(dialed.stream)
                     raise

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import gc
 import socket
+import ssl
 from collections.abc import AsyncIterator
 
 import anyio
 import anyio.abc
 import pytest
+from anyio.streams.tls import TLSStream
 
 import asyncpool
 from asyncpool import Request, Transport
@@ -167,3 +169,43 @@ async def test_closing_the_pool_mid_handshake_leaks_no_socket(
             await pool.round_trip(Request("GET", f"https://127.0.0.1:{silent_server}/"))
         assert pool.stats().dialing == 1  # the dial goes on in the pool's task group
     gc.collect()  # an unclosed socket would warn here (an error under -W error)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_an_http2_preface_never_answered_is_a_timeout_error(
+    scheme: str, tls: TLSFixture, anyio_backend: str
+) -> None:
+    """The server accepts (and for https picks h2 by ALPN) but never sends its SETTINGS: the
+    wait is bounded by tls_handshake_timeout and fails with an asyncpool error, not anyio's
+    bare TimeoutError."""
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    server_context.set_alpn_protocols(["h2"])
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    accepted: list[anyio.abc.ByteStream] = []
+
+    async def hold(stream: anyio.abc.SocketStream) -> None:
+        if scheme == "https":
+            accepted.append(
+                await TLSStream.wrap(stream, server_side=True, ssl_context=server_context)
+            )
+        accepted.append(stream)
+        await anyio.sleep_forever()
+
+    expected = asyncpool.TLSHandshakeTimeout if scheme == "https" else asyncpool.ConnectTimeout
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, hold)
+        async with Transport(
+            tls_config=tls.client_context,
+            http2_prior_knowledge=scheme == "http",
+            tls_handshake_timeout=0.05,
+        ) as pool:
+            with anyio.fail_after(5), pytest.raises(expected, match="SETTINGS") as info:
+                await pool.round_trip(Request("GET", f"{scheme}://127.0.0.1:{port}/"))
+            assert info.value.host == f"127.0.0.1:{port}"
+            assert pool.stats().total == 0
+        tg.cancel_scope.cancel()
+    for stream in accepted:
+        await anyio.aclose_forcefully(stream)
+    await listener.aclose()
