@@ -89,6 +89,12 @@ MAX_RETRIES = 6
 WIRE_HEADERS_CACHE_SIZE = 256  # distinct body-less requests whose wire headers are kept
 
 
+def _host_port(url: URL) -> str:
+    """The "host:port" errors and get_conn name; an IPv6 address in brackets, as Go's
+    net.JoinHostPort."""
+    return f"[{url.host}]:{url.port}" if ":" in url.host else f"{url.host}:{url.port}"
+
+
 @dataclasses.dataclass(frozen=True)
 class HostStats:
     idle: int
@@ -442,7 +448,7 @@ class Transport:
     async def _get_conn(self, request: Request, trace: ClientTrace | None) -> Conn:
         url = request.url
         if trace and trace.get_conn:
-            trace.get_conn(f"{url.host}:{url.port}")
+            trace.get_conn(_host_port(url))
         key = request.pool_key
         host = self._hosts.get(key)
         if host is None:
@@ -761,7 +767,7 @@ class Transport:
                 url.scheme,
                 url.host,
                 url.port,
-                f"{url.host}:{url.port}",
+                _host_port(url),
                 server_name=want.request.sni_hostname or url.host,
                 dial_timeout=self.dial_timeout,
                 tls_handshake_timeout=self.tls_handshake_timeout,
@@ -775,7 +781,7 @@ class Transport:
                     self,
                     dialed.stream,
                     key=host.key,
-                    host_port=f"{url.host}:{url.port}",
+                    host_port=_host_port(url),
                     authority=url.host_header,
                     scheme=url.scheme,
                     idle_conn_timeout=self.idle_conn_timeout,
@@ -794,7 +800,7 @@ class Transport:
                         raise timeout_type(
                             "no HTTP/2 SETTINGS from the server within "
                             f"tls_handshake_timeout={self.tls_handshake_timeout}s",
-                            host=f"{url.host}:{url.port}",
+                            host=_host_port(url),
                         )
                 except BaseException:
                     await anyio.aclose_forcefully(dialed.stream)
@@ -827,7 +833,7 @@ class Transport:
             self,
             dialed.stream,
             key=host.key,
-            host_port=f"{url.host}:{url.port}",
+            host_port=_host_port(url),
             max_header_bytes=self.max_response_header_bytes,
             expect_continue_timeout=self.expect_continue_timeout,
             parser=self.http1_parser,

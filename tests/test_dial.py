@@ -209,3 +209,16 @@ async def test_an_http2_preface_never_answered_is_a_timeout_error(
     for stream in accepted:
         await anyio.aclose_forcefully(stream)
     await listener.aclose()
+
+
+async def test_an_ipv6_literal_is_named_with_brackets_in_errors_and_get_conn() -> None:
+    with socket.socket(socket.AF_INET6) as sock:
+        sock.bind(("::1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once the socket closes
+    names: list[str] = []
+    trace = asyncpool.ClientTrace(get_conn=names.append)
+    async with Transport() as pool:
+        with pytest.raises(asyncpool.ConnectError) as info:
+            await pool.round_trip(Request("GET", f"http://[::1]:{port}/", trace=trace))
+    assert info.value.host == f"[::1]:{port}"  # as Go's net.JoinHostPort, not "::1:port"
+    assert names == [f"[::1]:{port}"]
