@@ -149,8 +149,8 @@ async def dial(
         if dial_func is not None:
             try:
                 stream = await dial_func(host, port)
-            except OSError as exc:
-                raise ConnectError(f"cannot connect: {exc}", host=host_port) from exc
+            except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+                raise ConnectError(f"cannot connect: {exc!r}", host=host_port) from exc
         else:
             stream = await _connect(host, port, host_port, trace)
     if stream is None:

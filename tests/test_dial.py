@@ -109,6 +109,21 @@ async def test_a_custom_dial_error_is_a_connect_error() -> None:
             await pool.round_trip(Request("GET", "http://192.0.2.1/"))
 
 
+@pytest.mark.parametrize("error", [anyio.EndOfStream, anyio.BrokenResourceError])
+async def test_a_custom_dial_whose_stream_broke_is_a_connect_error(error: type[Exception]) -> None:
+    """A dial function that talks to a proxy or tunnel first sees anyio's stream errors when it
+    hangs up; they are connect errors too, not anyio exceptions leaking out of round_trip."""
+
+    async def tunnel(host: str, port: int) -> anyio.abc.ByteStream:
+        raise error  # e.g. `await proxy.receive()` after the proxy closed
+
+    async with Transport(dial=tunnel) as pool:
+        with pytest.raises(asyncpool.ConnectError, match=error.__name__) as info:
+            await pool.round_trip(Request("GET", "http://192.0.2.1/"))
+        assert (info.value.phase, info.value.host) == ("connect", "192.0.2.1:80")
+        assert pool.stats().failed_dials == 1
+
+
 @pytest.fixture
 async def silent_server(anyio_backend: str) -> AsyncIterator[int]:
     """Accepts TCP connections and never says a word (a TLS handshake stalls)."""
