@@ -61,6 +61,7 @@ from ._errors import (
     ReadError,
     RemoteProtocolError,
     StreamReset,
+    WriteError,
 )
 from ._http2 import new_client_connection
 from ._models import Headers, Request, Response
@@ -259,7 +260,7 @@ class HTTP2Connection:
         )
         self._h2.initiate_connection()
         self._h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
-        await self._stream.send(self._h2.data_to_send())
+        await self._send_in_handshake(self._h2.data_to_send())
         while True:
             data = await receive_some(self._stream, self.host_port)
             if not data:
@@ -281,7 +282,7 @@ class HTTP2Connection:
                 )
             pending = self._h2.data_to_send()
             if pending:
-                await self._stream.send(pending)
+                await self._send_in_handshake(pending)
             if settings_seen:
                 if self.max_streams == 0:
                     # Nothing can ever be sent on it, and another dial would bring the same.
@@ -290,6 +291,14 @@ class HTTP2Connection:
                         host=self.host_port,
                     )
                 return
+
+    async def _send_in_handshake(self, data: bytes) -> None:
+        try:
+            await self._stream.send(data)
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise WriteError(
+                f"writing the HTTP/2 handshake failed: {exc!r}", host=self.host_port
+            ) from exc
 
     def start(self, task_group: anyio.abc.TaskGroup) -> None:
         self._task_group = task_group

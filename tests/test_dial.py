@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator
 
 import anyio
@@ -237,3 +238,34 @@ async def test_an_ipv6_literal_is_named_with_brackets_in_errors_and_get_conn() -
             await pool.round_trip(Request("GET", f"http://[::1]:{port}/", trace=trace))
     assert info.value.host == f"[::1]:{port}"  # as Go's net.JoinHostPort, not "::1:port"
     assert names == [f"[::1]:{port}"]
+
+
+async def test_a_connection_reset_before_the_http2_preface_is_a_network_error(
+    anyio_backend: str,
+) -> None:
+    """The server resets the connection before the client sent its HTTP/2 preface: sending it
+    fails with an asyncpool error, not a raw anyio/OS exception."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    reset = anyio.Event()
+
+    async def reset_at_once(stream: anyio.abc.SocketStream) -> None:
+        sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.aclose()  # an RST, not a FIN
+        reset.set()
+
+    async def dial_after_reset(host: str, port: int) -> anyio.abc.ByteStream:
+        stream = await anyio.connect_tcp(host, port)
+        await reset.wait()
+        return stream
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, reset_at_once)
+        async with Transport(http2_prior_knowledge=True, dial=dial_after_reset) as pool:
+            with anyio.fail_after(5), pytest.raises(asyncpool.NetworkError) as info:
+                await pool.round_trip(Request("GET", f"http://127.0.0.1:{port}/"))
+            assert info.value.host == f"127.0.0.1:{port}"
+            assert pool.stats().total == 0
+        tg.cancel_scope.cancel()
+    await listener.aclose()
