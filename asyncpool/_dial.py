@@ -56,7 +56,7 @@ async def _resolve(host: str, port: int, host_port: str, trace: ClientTrace | No
         trace.dns_start(DNSStartInfo(host))
     try:
         infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: not a valid IDNA name
         if trace and trace.dns_done:
             trace.dns_done(DNSDoneInfo([], exc))
         raise ConnectError(f"cannot resolve {host!r}: {exc}", host=host_port, phase="dns") from exc

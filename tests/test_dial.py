@@ -89,6 +89,17 @@ async def test_a_name_is_resolved_and_each_address_tried(server: TestServer) -> 
     assert events[-1] == ("connected", "127.0.0.1", True)  # ::1 may have been refused first
 
 
+async def test_a_host_name_that_is_not_valid_idna_fails_to_resolve() -> None:
+    errors: list[BaseException | None] = []
+    trace = asyncpool.ClientTrace(dns_done=lambda info: errors.append(info.err))
+    async with Transport() as pool:  # encoding the name fails: no DNS query is sent
+        with pytest.raises(asyncpool.ConnectError, match="cannot resolve") as info:
+            await pool.round_trip(Request("GET", "http://\u2603.test/", trace=trace))
+        assert (info.value.phase, info.value.host) == ("dns", "\u2603.test:80")
+        assert pool.stats().failed_dials == 1
+    assert len(errors) == 1 and isinstance(errors[0], UnicodeError)
+
+
 async def test_dial_timeout() -> None:
     async def never(host: str, port: int) -> anyio.abc.ByteStream:
         await anyio.sleep_forever()
