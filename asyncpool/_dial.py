@@ -99,10 +99,14 @@ async def _handshake(
     server_name: str,
     host_port: str,
     context: ssl.SSLContext,
+    alpn_protocols: list[str],
     trace: ClientTrace | None,
 ) -> TLSStream:
     if trace and trace.tls_handshake_start:
         trace.tls_handshake_start()
+    # The context may be shared by Transports that offer different protocols: set this pool's
+    # again; wrap() copies them into the new TLS connection before its first await.
+    context.set_alpn_protocols(alpn_protocols)
     try:
         tls = await TLSStream.wrap(
             stream, hostname=server_name, ssl_context=context, standard_compatible=False
@@ -140,6 +144,7 @@ async def dial(
     dial_timeout: float | None,
     tls_handshake_timeout: float | None,
     ssl_context: ssl.SSLContext | None,
+    alpn_protocols: list[str],
     dial_func: DialFunc | None,
     trace: ClientTrace | None,
 ) -> Dialed:
@@ -161,7 +166,9 @@ async def dial(
         assert ssl_context is not None
         tls: TLSStream | None = None
         with anyio.move_on_after(tls_handshake_timeout):
-            tls = await _handshake(stream, server_name, host_port, ssl_context, trace)
+            tls = await _handshake(
+                stream, server_name, host_port, ssl_context, alpn_protocols, trace
+            )
         if tls is None:
             await anyio.aclose_forcefully(stream)
             raise TLSHandshakeTimeout(

@@ -772,6 +772,7 @@ class Transport:
                 dial_timeout=self.dial_timeout,
                 tls_handshake_timeout=self.tls_handshake_timeout,
                 ssl_context=self._ssl_context if url.scheme == "https" else None,
+                alpn_protocols=self._alpn,
                 dial_func=self._dial_func,
                 trace=want.trace,
             )

@@ -16,7 +16,7 @@ from anyio.streams.tls import TLSStream
 
 import asyncpool
 from asyncpool import Request, Transport
-from tests.servers import TestServer, TLSFixture
+from tests.servers import TestServer, TLSFixture, open_server
 
 pytestmark = pytest.mark.anyio
 
@@ -280,3 +280,22 @@ async def test_a_connection_reset_before_the_http2_preface_is_a_network_error(
             assert pool.stats().total == 0
         tg.cancel_scope.cancel()
     await listener.aclose()
+
+
+async def test_a_tls_config_shared_by_transports_offers_each_its_own_alpn(
+    anyio_backend: str, tls: TLSFixture
+) -> None:
+    """Each Transport sets its ALPN protocols on the context it is given; one made later with
+    the same context must not change what an earlier one offers (here: h2 to a Transport made
+    with http2=False, which then spoke HTTP/2 to an HTTP/1.1 server that would also take h2)."""
+    shared = ssl.create_default_context()
+    tls.ca.configure_trust(shared)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    server_context.set_alpn_protocols(["h2", "http/1.1"])  # picks h2 when offered
+    http1_only = Transport(tls_config=shared, http2=False)
+    Transport(tls_config=shared)  # another Transport on the same context, http2 on
+    async with open_server(ssl_context=server_context) as server, http1_only as pool:
+        with anyio.fail_after(5):
+            response = await pool.round_trip(Request("GET", server.url))
+            assert (response.http_version, await response.aread()) == ("HTTP/1.1", b"hello")
