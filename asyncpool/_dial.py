@@ -150,7 +150,7 @@ async def dial(
 ) -> Dialed:
     """A connected (and for https, TLS-wrapped) stream to ``host:port``."""
     stream: anyio.abc.ByteStream | None = None
-    with anyio.move_on_after(dial_timeout):
+    with anyio.move_on_after(dial_timeout) as dial_scope:
         if dial_func is not None:
             try:
                 stream = await dial_func(host, port)
@@ -158,6 +158,8 @@ async def dial(
                 raise ConnectError(f"cannot connect: {exc!r}", host=host_port) from exc
         else:
             stream = await _connect(host, port, host_port, trace)
+    if stream is None and not dial_scope.cancelled_caught:
+        raise TypeError(f"the dial function {dial_func!r} returned None, not a byte stream")
     if stream is None:
         raise ConnectTimeout(f"no connection within dial_timeout={dial_timeout}s", host=host_port)
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 from anyio.streams.tls import TLSStream
 
@@ -119,6 +120,17 @@ async def test_a_custom_dial_error_is_a_connect_error() -> None:
     async with Transport(dial=refuse) as pool:
         with pytest.raises(asyncpool.ConnectError, match=r"no route to 192\.0\.2\.1"):
             await pool.round_trip(Request("GET", "http://192.0.2.1/"))
+
+
+async def test_a_custom_dial_that_returns_none_is_not_reported_as_a_timeout() -> None:
+    async def forgot_to_return(host: str, port: int) -> anyio.abc.ByteStream:
+        await anyio.lowlevel.checkpoint()
+        return None  # type: ignore[return-value]
+
+    async with Transport(dial=forgot_to_return) as pool:
+        with pytest.raises(TypeError, match="returned None"):
+            await pool.round_trip(Request("GET", "http://192.0.2.1/"))
+        assert pool.stats().total == 0
 
 
 @pytest.mark.parametrize("error", [anyio.EndOfStream, anyio.BrokenResourceError])
