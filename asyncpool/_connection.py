@@ -401,7 +401,10 @@ class HTTP11Connection:
                         error.retry_hint = RETRY_NOTHING_WRITTEN if exchange.reused else None
                     trace = exchange.trace
                     if trace and trace.wrote_request:
-                        trace.wrote_request(WroteRequestInfo(error))
+                        try:
+                            trace.wrote_request(WroteRequestInfo(error))
+                        except Exception as hook_error:  # it fails the request, not the pool
+                            error = hook_error
                     exchange.fail(error)
                     self.close(CloseReason.ERROR, error)
                     return

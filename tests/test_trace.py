@@ -318,6 +318,7 @@ async def test_got_conn_reports_addresses_and_protocol(server: TestServer) -> No
         "wait_for_conn_done",
         "got_conn",
         "wrote_headers",
+        "wrote_request",
         "got_first_response_byte",
         "got_response_end",
         "put_idle_conn",
