@@ -89,7 +89,11 @@ async def _connect(
                 trace.connect_done("tcp", (address, port), exc)
             continue
         if trace and trace.connect_done:
-            trace.connect_done("tcp", (address, port), None)
+            try:
+                trace.connect_done("tcp", (address, port), None)
+            except BaseException:
+                await anyio.aclose_forcefully(stream)
+                raise
         return stream
     raise ConnectError(f"cannot connect: {last_error}", host=host_port) from last_error
 

@@ -339,6 +339,18 @@ async def test_a_raising_hook_fails_its_request_and_leaves_the_pool_consistent(
         assert pool.stats().in_use == 0
 
 
+async def test_a_raising_connect_done_hook_closes_the_connected_socket(server: TestServer) -> None:
+    def boom(*args: object) -> None:
+        raise RuntimeError("connect_done hook failed")
+
+    async with Transport() as pool:
+        with pytest.raises(RuntimeError, match="connect_done hook failed"):
+            await get(pool, server.url, ClientTrace(connect_done=boom))
+        assert server.connections_accepted == 1
+        await server.wait_for_connections_closed()  # the socket was not left open
+        assert pool.stats().total == 0
+
+
 # -- timings and logging ----------------------------------------------------------------------
 
 
