@@ -545,7 +545,10 @@ class HTTP2Connection:
                     if stream.written is not None:
                         stream.written.set()
                     if stream.trace and stream.trace.wrote_request:
-                        stream.trace.wrote_request(WroteRequestInfo(None))
+                        try:
+                            stream.trace.wrote_request(WroteRequestInfo(None))
+                        except Exception as exc:  # it fails its stream, not the connection
+                            self._reset(stream, exc)
             except h2.exceptions.StreamClosedError:
                 self._outgoing.pop(sid, None)
 

@@ -700,3 +700,20 @@ async def test_a_server_without_a_stream_limit_takes_over_100_streams_on_one_con
         await server.wait_until(lambda s: s.active_streams == 120)
         assert server.connections_accepted == 1
         server.release.set()
+
+
+async def test_a_raising_wrote_request_hook_fails_its_stream_not_the_pool(
+    h2c: H2TestServer,
+) -> None:
+    def boom(info: object) -> None:
+        raise RuntimeError("wrote_request hook failed")
+
+    trace = asyncpool.ClientTrace(wrote_request=boom)
+    async with Transport(**H2C) as pool:
+        with anyio.fail_after(5), pytest.raises(RuntimeError, match="wrote_request hook failed"):
+            await pool.round_trip(Request("POST", h2c.url_for("/echo"), content=b"x", trace=trace))
+        stats = pool.stats()
+        assert (stats.in_use, stats.waiting, stats.dialing) == (0, 0, 0)
+        assert stats.hosts[h2c.url].streams == 0
+        assert (await get(pool, h2c.url)).content == b"hello"
+        assert pool.stats().dials == 1
