@@ -715,7 +715,8 @@ class HTTP2Connection:
         stream = self._streams.get(stream_id)
         if stream is None:
             return
-        self._first_byte(stream)
+        if not self._first_byte(stream):
+            return
         checked = self._head_fields(stream, raw)
         if checked is None:
             return
@@ -749,17 +750,30 @@ class HTTP2Connection:
             stream.written.set()
         stream.head_ready.set()
 
-    def _first_byte(self, stream: _Stream) -> None:
+    def _first_byte(self, stream: _Stream) -> bool:
+        """False when the stream's hook raised (the stream failed)."""
         if not stream.response_started:
             stream.response_started = True
             if stream.trace and stream.trace.got_first_response_byte:
-                stream.trace.got_first_response_byte()
+                return self._fire(stream, stream.trace.got_first_response_byte)
+        return True
+
+    def _fire(self, stream: _Stream, hook: Callable[..., object], *args: object) -> bool:
+        """Call a trace hook of ``stream`` from the reader. One that raises fails its own
+        stream with its error, not the connection the other streams share; then False."""
+        try:
+            hook(*args)
+        except Exception as exc:
+            self._reset(stream, exc)
+            return False
+        return True
 
     def _informational(self, event: h2.events.InformationalResponseReceived) -> None:
         stream = self._streams.get(event.stream_id)
         if stream is None:
             return
-        self._first_byte(stream)
+        if not self._first_byte(stream):
+            return
         checked = self._head_fields(stream, event.headers or [])
         if checked is None:
             return
@@ -767,9 +781,9 @@ class HTTP2Connection:
         trace = stream.trace
         if code == 100:
             if trace and trace.got_100_continue:
-                trace.got_100_continue()
+                self._fire(stream, trace.got_100_continue)
         elif trace and trace.got_1xx_response:
-            trace.got_1xx_response(code, Headers._trusted(fields))
+            self._fire(stream, trace.got_1xx_response, code, Headers._trusted(fields))
 
     def _ended(self, stream: _Stream) -> None:
         if stream.remaining > 0:
@@ -779,10 +793,11 @@ class HTTP2Connection:
             )
             self._reset(stream, error)
             return
+        trace = stream.trace
+        if trace and trace.got_response_end and not self._fire(stream, trace.got_response_end):
+            return
         stream.ended = True
         stream.chunks.close()
-        if stream.trace and stream.trace.got_response_end:
-            stream.trace.got_response_end()
         if stream.stream_id in self._outgoing:
             # Answered before our body was all sent: stop sending it.
             self._reset(stream, ReadError("answered early", host=self.host_port))

@@ -17,6 +17,7 @@ from tests.h2server import (
     H2Request,
     H2Stream,
     H2TestServer,
+    default_h2_handler,
     make_h2_server_context,
     open_h2_server,
 )
@@ -716,4 +717,39 @@ async def test_a_raising_wrote_request_hook_fails_its_stream_not_the_pool(
         assert (stats.in_use, stats.waiting, stats.dialing) == (0, 0, 0)
         assert stats.hosts[h2c.url].streams == 0
         assert (await get(pool, h2c.url)).content == b"hello"
+        assert pool.stats().dials == 1
+
+
+@pytest.mark.parametrize(
+    "hook", ["got_first_response_byte", "got_1xx_response", "got_response_end"]
+)
+async def test_a_raising_reader_hook_fails_its_stream_not_the_others(hook: str) -> None:
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        if req.path == "/early-hints":
+            await stream.send_informational(103, [("link", "</a.css>")])
+            await stream.respond(200, [], b"hinted")
+        else:
+            await default_h2_handler(req, stream)
+
+    def boom(*args: object) -> None:
+        raise RuntimeError(f"{hook} hook failed")
+
+    trace = asyncpool.ClientTrace(**{hook: boom})
+    async with open_h2_server(handler) as server, Transport(**H2C) as pool:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                results: list[bytes] = []
+
+                async def other() -> None:
+                    results.append((await get(pool, server.url_for("/wait"))).content)
+
+                tg.start_soon(other)
+                await server.wait_until(lambda s: s.active_streams == 1)
+                with pytest.raises(RuntimeError, match=f"{hook} hook failed"):
+                    await get(pool, server.url_for("/early-hints"), trace=trace)
+                server.release.set()
+        assert results == [b"released"]  # the other stream on the connection was not hurt
+        stats = pool.stats()
+        assert (stats.in_use, stats.waiting, stats.dialing, stats.dials) == (0, 0, 0, 1)
+        assert (await get(pool, server.url)).content == b"hello"
         assert pool.stats().dials == 1
