@@ -467,6 +467,10 @@ class Transport:
             if trace:
                 self._trace_got_conn(trace, conn, was_idle=True, idle_time=idle_time)
             return conn
+        if self._closed:  # a retry after the pool closed: no dial can start any more
+            raise PoolClosed(
+                "the Transport closed during the request", host=f"{url.host}:{url.port}"
+            )
 
         if trace and trace.wait_for_conn_start:
             trace.wait_for_conn_start()

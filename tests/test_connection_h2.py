@@ -753,3 +753,29 @@ async def test_a_raising_reader_hook_fails_its_stream_not_the_others(hook: str) 
         assert (stats.in_use, stats.waiting, stats.dialing, stats.dials) == (0, 0, 0, 1)
         assert (await get(pool, server.url)).content == b"hello"
         assert pool.stats().dials == 1
+
+
+async def test_a_stream_handed_over_as_the_pool_closes_fails_with_pool_closed() -> None:
+    errors: list[BaseException] = []
+
+    async def queued(pool: Transport, url: str) -> None:
+        try:
+            await pool.round_trip(Request("GET", url))
+        except Exception as exc:
+            errors.append(exc)
+
+    async with open_h2_server(max_concurrent_streams=1) as server:
+        with anyio.fail_after(5):
+            async with (
+                anyio.create_task_group() as outside,
+                Transport(**H2C, strict_max_concurrent_streams=True) as pool,
+            ):
+                first = await pool.round_trip(
+                    Request("GET", server.url_for("/stream?chunks=1000&size=1000"))
+                )
+                outside.start_soon(queued, pool, server.url)
+                await wait_until(lambda: pool.stats().waiting == 1)
+                await first.aclose()  # its stream slot goes to the queued request...
+                # ...and the pool closes before that request runs: it used to retry, queue a
+                # dial the closing task group cancelled, and wait for it forever.
+    assert len(errors) == 1 and isinstance(errors[0], asyncpool.PoolClosed), errors
