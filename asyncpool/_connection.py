@@ -555,7 +555,8 @@ class HTTP11Connection:
                     return await self._finish_cycle(exchange)
                 # Complete already: free the connection before the caller even sees the head.
                 reusable = self._start_next_cycle(exchange)
-                exchange.deliver(head, whole)
+                if exchange.error is None:  # else a put_idle_conn hook raised: that is the answer
+                    exchange.deliver(head, whole)
                 return reusable
             else:
                 break
@@ -618,7 +619,12 @@ class HTTP11Connection:
                 )
                 self.close(CloseReason.ERROR, error)
                 return False
-            self._owner.release(self, exchange.trace)
+            try:
+                self._owner.release(self, exchange.trace)
+            except Exception as exc:
+                # A put_idle_conn hook raised: that fails its request, but the connection is
+                # pooled already, maybe in another request's hands: not this one's to close.
+                exchange.fail(exc)
             return not self.closed
         self.close(CloseReason.NOT_REUSABLE)
         return False

@@ -4,7 +4,7 @@ logging; a hook that raises fails its request without hurting the pool."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -349,6 +349,39 @@ async def test_a_raising_connect_done_hook_closes_the_connected_socket(server: T
         assert server.connections_accepted == 1
         await server.wait_for_connections_closed()  # the socket was not left open
         assert pool.stats().total == 0
+
+
+async def test_a_raising_put_idle_conn_hook_spares_the_request_the_connection_went_to(
+    server: TestServer,
+) -> None:
+    def boom(reason: object) -> None:
+        raise RuntimeError("put_idle_conn hook failed")
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"abc"  # a body that cannot be replayed: no retry hides a lost connection
+
+    results: list[object] = []
+
+    async def post(pool: Transport) -> None:
+        try:
+            response = await pool.round_trip(
+                Request("POST", server.url_for("/echo"), content=body())
+            )
+            results.append(await response.aread())
+        except Exception as exc:
+            results.append(exc)
+
+    async with Transport(max_conns_per_host=1) as pool:
+        trace = ClientTrace(put_idle_conn=boom)
+        url = server.url_for("/stream?chunks=100&size=10")
+        first = await pool.round_trip(Request("GET", url, trace=trace))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(post, pool)
+            await wait_until(lambda: pool.stats().waiting == 1)
+            with pytest.raises(RuntimeError, match="put_idle_conn hook failed"):
+                await first.aread()  # its end hands the connection to the waiting POST
+        assert results == [b"abc"]
+        assert server.connections_accepted == 1
 
 
 # -- timings and logging ----------------------------------------------------------------------
