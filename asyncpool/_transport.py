@@ -468,9 +468,7 @@ class Transport:
                 self._trace_got_conn(trace, conn, was_idle=True, idle_time=idle_time)
             return conn
         if self._closed:  # a retry after the pool closed: no dial can start any more
-            raise PoolClosed(
-                "the Transport closed during the request", host=f"{url.host}:{url.port}"
-            )
+            raise PoolClosed("the Transport closed during the request", host=_host_port(url))
 
         if trace and trace.wait_for_conn_start:
             trace.wait_for_conn_start()
