@@ -333,7 +333,10 @@ async def test_idle_conn_timeout_applies_to_http2(h2c: H2TestServer) -> None:
         assert pool.stats().idle_timeouts == 1
 
 
-async def test_a_connection_lost_mid_stream_fails_its_streams(h2c: H2TestServer) -> None:
+@pytest.mark.parametrize("after_goaway", [False, True])
+async def test_a_connection_lost_mid_stream_fails_its_streams(
+    h2c: H2TestServer, after_goaway: bool
+) -> None:
     errors: list[BaseException] = []
 
     async def doomed() -> None:
@@ -347,9 +350,13 @@ async def test_a_connection_lost_mid_stream_fails_its_streams(h2c: H2TestServer)
             for _ in range(3):
                 tg.start_soon(doomed)
             await h2c.wait_until(lambda s: s.active_streams == 3)
+            if after_goaway:  # all three accepted: they die with the connection, saying why
+                await h2c.goaway(last_stream_id=5, error_code=h2.errors.ErrorCodes.INTERNAL_ERROR)
             await h2c.connections[0].close()
         assert len(errors) == 3
         assert "connection lost" in str(errors[0])
+        goaway = "after the server sent GOAWAY (<ErrorCodes.INTERNAL_ERROR"
+        assert (goaway in str(errors[0])) is after_goaway
         assert pool.stats().total == 0
         assert (await get(pool, h2c.url)).content == b"hello"
 
@@ -633,26 +640,6 @@ async def test_a_server_that_allows_no_stream_fails_the_requests_instead_of_dial
         assert f"127.0.0.1:{server.port}" in str(errors[0])
         assert server.connections_accepted == 1
         assert pool.stats().hosts == {}
-
-
-async def test_an_accepted_stream_that_dies_after_goaway_says_so(h2c: H2TestServer) -> None:
-    errors: list[BaseException] = []
-
-    async def doomed() -> None:
-        try:
-            await get(pool, h2c.url_for("/wait"))
-        except asyncpool.ReadError as exc:
-            errors.append(exc)
-
-    async with Transport(**H2C) as pool:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(doomed)
-            await h2c.wait_until(lambda s: s.active_streams == 1)
-            await h2c.goaway(last_stream_id=1, error_code=h2.errors.ErrorCodes.INTERNAL_ERROR)
-            await h2c.connections[0].close()
-        assert len(errors) == 1
-        assert "connection lost" in str(errors[0])
-        assert "after the server sent GOAWAY (<ErrorCodes.INTERNAL_ERROR" in str(errors[0])
 
 
 async def test_data_received_before_rst_stream_is_read_before_the_error() -> None:
