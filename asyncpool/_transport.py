@@ -763,13 +763,14 @@ class Transport:
 
     async def _dial_conn_for(self, host: _Host, want: _Want, may_be_h2: bool) -> None:
         url = want.request.url
+        host_port = _host_port(url)
         conn: Conn
         try:
             dialed = await dial(
                 url.scheme,
                 url.host,
                 url.port,
-                _host_port(url),
+                host_port,
                 server_name=want.request.sni_hostname or url.host,
                 dial_timeout=self.dial_timeout,
                 tls_handshake_timeout=self.tls_handshake_timeout,
@@ -784,7 +785,7 @@ class Transport:
                     self,
                     dialed.stream,
                     key=host.key,
-                    host_port=_host_port(url),
+                    host_port=host_port,
                     authority=url.host_header,
                     scheme=url.scheme,
                     idle_conn_timeout=self.idle_conn_timeout,
@@ -803,7 +804,7 @@ class Transport:
                         raise timeout_type(
                             "no HTTP/2 SETTINGS from the server within "
                             f"tls_handshake_timeout={self.tls_handshake_timeout}s",
-                            host=_host_port(url),
+                            host=host_port,
                         )
                 except BaseException:
                     await anyio.aclose_forcefully(dialed.stream)
@@ -836,7 +837,7 @@ class Transport:
             self,
             dialed.stream,
             key=host.key,
-            host_port=_host_port(url),
+            host_port=host_port,
             max_header_bytes=self.max_response_header_bytes,
             expect_continue_timeout=self.expect_continue_timeout,
             parser=self.http1_parser,
