@@ -155,12 +155,14 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         if protocol.error is not None or self._transport.is_closing():
             raise anyio.BrokenResourceError from protocol.error
         self._transport.write(item)
-        while protocol.writing_paused:
+        while protocol.writing_paused and not self._closed:
             waiter = protocol.write_waiter = self._loop.create_future()
             try:
                 await waiter
             finally:
                 protocol.write_waiter = None
+        if self._closed:  # closed by another task while this send waited
+            raise anyio.ClosedResourceError
         if protocol.error is not None:
             raise anyio.BrokenResourceError from protocol.error
 
@@ -169,8 +171,14 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
 
     async def aclose(self) -> None:
         self._closed = True
-        self._transport.close()  # flushes what was written, then closes
+        transport = self._transport
+        transport.close()  # flushes what was written, then closes
+        if transport.get_write_buffer_size():
+            # The peer is not taking what is buffered, and may never: waiting for the flush
+            # would keep the socket open as long. Close it now, as anyio's stream does.
+            transport.abort()
         self._protocol._wake_reader()
+        self._protocol._wake_writer()  # a send waiting on back-pressure fails
 
 
 async def connect_tcp_asyncio(host: str, port: int) -> AsyncioSocketStream:

@@ -73,3 +73,38 @@ async def test_a_peer_that_goes_away(blaster: tuple[int, list[bytes]]) -> None:
     with pytest.raises(anyio.ClosedResourceError):
         while True:
             await stream.receive()
+
+
+async def test_aclose_fails_a_send_waiting_on_a_peer_that_reads_nothing() -> None:
+    # The peer never reads: a send of more than the socket buffers take waits on write
+    # back-pressure. Closing the stream from another task fails that send and closes the
+    # socket now, instead of both waiting for a flush that never comes.
+    connected = anyio.Event()
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            connected.set()
+            await anyio.sleep_forever()
+
+    errors: list[BaseException] = []
+
+    async def send_too_much(stream: anyio.abc.SocketStream) -> None:
+        try:
+            await stream.send(b"x" * (64 << 20))
+        except anyio.ClosedResourceError as exc:
+            errors.append(exc)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    with anyio.fail_after(10):
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, handle)
+            stream = await connect_tcp_asyncio(
+                "127.0.0.1", listener.extra(anyio.abc.SocketAttribute.local_port)
+            )
+            await connected.wait()
+            tg.start_soon(send_too_much, stream)
+            await wait_until(lambda: stream._protocol.write_waiter is not None)
+            await stream.aclose()
+            await wait_until(lambda: bool(errors))
+            assert stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno() == -1
+            tg.cancel_scope.cancel()

@@ -545,3 +545,48 @@ async def test_an_error_leaves_the_block_as_it_is_not_in_a_group() -> None:
         async with Transport():
             await anyio.sleep_forever()
     assert scope.cancelled_caught
+
+
+async def test_leaving_the_block_mid_upload_to_a_stalled_server_closes_the_socket() -> None:
+    # The server reads the head, then no more: the upload stalls on write back-pressure with
+    # more of the body buffered than the socket takes. Leaving the block fails the request
+    # with PoolClosed, closes its body, and closes the socket now: not once the server, which
+    # may never read again, has taken what is buffered.
+    stalled = anyio.Event()
+    body_closed = anyio.Event()
+    sent: list[int] = []
+
+    async def handler(req: ServerRequest, conn: ServerConnection) -> None:
+        stalled.set()
+        await anyio.sleep_forever()
+
+    async def huge_body() -> AsyncIterator[bytes]:
+        try:
+            sent.append(1)
+            yield b"x" * (64 << 20)  # more than the socket buffers on both sides take
+            await anyio.sleep_forever()
+            yield b"never"  # pragma: no cover
+        finally:
+            body_closed.set()
+
+    errors: list[BaseException] = []
+
+    async def upload(pool: Transport, url: str) -> None:
+        try:
+            await pool.round_trip(Request("POST", url, content=huge_body()))
+        except asyncpool.HTTPError as exc:
+            errors.append(exc)
+
+    with anyio.fail_after(10):
+        async with open_server(handler) as server, anyio.create_task_group() as tg:
+            async with Transport() as pool:
+                tg.start_soon(upload, pool, server.url)
+                await stalled.wait()
+                await wait_until(lambda: bool(sent))
+                (conn,) = pool._conns
+                raw_socket = conn._stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            await body_closed.wait()
+            await wait_until(lambda: bool(errors))
+            assert isinstance(errors[0], asyncpool.PoolClosed)
+            assert raw_socket.fileno() == -1  # closed, though the server reads nothing
+            tg.cancel_scope.cancel()
