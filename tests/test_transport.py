@@ -231,7 +231,7 @@ async def test_idle_timeout_closes_the_connection(server: TestServer) -> None:
 
 
 async def test_idle_timeout_counts_from_the_last_use(server: TestServer) -> None:
-    timeout = 0.1
+    timeout = 0.3  # far longer than a request takes, even on a loaded machine
     async with Transport(idle_conn_timeout=timeout) as pool:
         await get(pool, server.url)
         # Keep the connection busy for several timeouts: an expiry computed from an earlier
