@@ -21,8 +21,8 @@ __all__ = ["URL", "Headers", "Request", "Response", "ResponseStream"]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
-# RFC 9110 token; a method and a header name must be one.
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# RFC 9110 token; a method and a header name must be one (\Z: "$" also matches before a final LF).
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # Field values may hold any visible character, space and tab, never CR, LF or NUL.
 _FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
 

@@ -105,6 +105,7 @@ def test_headers_set_add_delete_and_compare() -> None:
         ({"X-Evil": "a\x00b"}, "header injection"),
         ({"Bad Name": "x"}, "invalid header name"),
         ({"X-Bad\r\n": "x"}, "invalid header name"),
+        ({"X-Bad\n": "x"}, "invalid header name"),  # "$" would match before a final LF
     ],
 )
 def test_header_injection_is_refused(headers: dict[str, str], message: str) -> None:
@@ -113,7 +114,7 @@ def test_header_injection_is_refused(headers: dict[str, str], message: str) -> N
     assert info.value.host == "example.com"
 
 
-@pytest.mark.parametrize("method", ["", "GE T", "GET\r\n", "G\x00"])
+@pytest.mark.parametrize("method", ["", "GE T", "GET\r\n", "G\x00", "GET\n"])
 def test_invalid_methods_are_refused(method: str) -> None:
     with pytest.raises(asyncpool.LocalProtocolError, match="invalid method"):
         Request(method, "http://example.com/")
