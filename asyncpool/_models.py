@@ -340,7 +340,7 @@ class Response:
         self.uncompressed = False  # True when the transport decoded gzip (Go's Uncompressed)
         self._stream = stream
         self._content: bytes | None = None
-        self._closed = False
+        self._closed: bool | None = False  # None: aiter_bytes has begun (aread would miss some)
 
     @property
     def content(self) -> bytes:
@@ -351,7 +351,9 @@ class Response:
     async def aread(self) -> bytes:
         """The whole body (read once, then kept)."""
         if self._content is None:
-            if self._closed:
+            if self._closed is not False:
+                if self._closed is None:
+                    raise RuntimeError("aiter_bytes has read part of the body; aread cannot")
                 raise RuntimeError("the response is closed; its body can no longer be read")
             chunks = []
             stream = self._stream
@@ -369,6 +371,7 @@ class Response:
         """The body in chunks as they arrive, with back-pressure on the connection."""
         if self._closed:
             raise RuntimeError("the response is closed; its body can no longer be read")
+        self._closed = None
         return _BodyIterator(self)
 
     async def aclose(self) -> None:
@@ -378,7 +381,7 @@ class Response:
 
     @property
     def is_closed(self) -> bool:
-        return self._closed
+        return self._closed is True
 
     def extra(self, attribute: Any, default: Any = None) -> Any:
         """An anyio typed attribute of the connection that carried the response, such as

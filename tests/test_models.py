@@ -162,6 +162,19 @@ async def test_a_refused_request_sends_nothing(server: TestServer) -> None:
     assert server.connections_accepted == 0
 
 
+@pytest.mark.anyio
+async def test_aread_after_part_of_the_body_was_iterated_fails(server: TestServer) -> None:
+    # The chunks already handed out are gone: aread would return the rest as if it were all.
+    async with Transport() as pool:
+        response = await pool.round_trip(Request("GET", server.url_for("/stream?chunks=3")))
+        async with response:
+            first = await response.aiter_bytes().__anext__()
+            assert first.startswith(b"x")
+            with pytest.raises(RuntimeError, match="aiter_bytes"):
+                await response.aread()
+            assert not response.is_closed
+
+
 # -- errors -----------------------------------------------------------------------------------
 
 
