@@ -31,6 +31,7 @@ Every error asyncpool raises derives from :class:`HTTPError` and says *where* it
 from __future__ import annotations
 
 import builtins
+from typing import Any
 
 __all__ = [
     "ConnectError",
@@ -72,6 +73,17 @@ class HTTPError(Exception):
         self.detail = message
         where = f"{self.phase} {host}" if host else self.phase
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # For copy and pickle: rebuilt from its message and attributes without running
+        # __init__ again, which would lose the keywords and prefix the message twice.
+        return (_rebuild, (type(self), self.args), self.__dict__)
+
+
+def _rebuild(cls: type[HTTPError], args: tuple[Any, ...]) -> HTTPError:
+    error = cls.__new__(cls)
+    error.args = args  # set here: an OSError subclass (TimeoutError) leaves it to __init__
+    return error
 
 
 class InvalidURL(HTTPError, ValueError):

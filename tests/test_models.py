@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+from collections.abc import Callable
+
 import pytest
 
 import asyncpool
@@ -185,6 +189,22 @@ def test_errors_name_the_phase_and_the_host() -> None:
     assert isinstance(error, asyncpool.NetworkError)
     assert isinstance(error, asyncpool.HTTPError)
     assert str(asyncpool.HTTPError("no host")) == "request: no host"
+
+
+@pytest.mark.parametrize(
+    "copier", [copy.copy, copy.deepcopy, lambda e: pickle.loads(pickle.dumps(e))]
+)
+def test_errors_survive_copy_and_pickle(copier: Callable[[Exception], Exception]) -> None:
+    # As a process pool or a task queue hands an exception back: the same message, host and phase.
+    error = asyncpool.LocalProtocolError("bad chunk", host="h:1", phase="write")
+    error.retry_hint = "reused"
+    copied = copier(error)
+    assert type(copied) is asyncpool.LocalProtocolError
+    assert str(copied) == str(error) == "write h:1: bad chunk"
+    assert (copied.host, copied.phase, copied.detail) == ("h:1", "write", "bad chunk")
+    assert copied.retry_hint == "reused"
+    timeout = copier(asyncpool.ConnectTimeout("too slow", host="h:1"))  # an OSError underneath
+    assert (str(timeout), timeout.host) == ("connect h:1: too slow", "h:1")
 
 
 def test_timeouts_are_builtin_timeouts() -> None:
