@@ -10,7 +10,7 @@ import re
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, Union
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from ._errors import HTTPStatusError, InvalidURL, LocalProtocolError
 
@@ -25,6 +25,7 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # Field values may hold any visible character, space and tab, never CR, LF or NUL.
 _FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 HeaderInput = Union["Headers", Mapping[str, str], Iterable[tuple[str, str]], None]
 
@@ -77,6 +78,8 @@ def _split_url(url: str) -> tuple[str, str, int, str, str, str]:
         target = f"{target}?{parts.query}"
     if _FORBIDDEN_IN_VALUE.search(target) or " " in target:
         raise InvalidURL(f"{url!r} holds whitespace or control characters in its path")
+    if not target.isascii():  # UTF-8, percent-encoded, as Go a path and the Client a Location
+        target = _NON_ASCII.sub(lambda match: quote(match.group()), target)
     # Host as the Host header carries it: the port only when not the default.
     host_header = f"[{host}]" if ":" in host else host
     if port != DEFAULT_PORTS[scheme]:

@@ -10,6 +10,7 @@ import pytest
 
 import asyncpool
 from asyncpool import URL, Headers, Request, Transport
+from asyncpool._http11 import PARSERS
 from tests.servers import TestServer
 
 # -- URL --------------------------------------------------------------------------------------
@@ -52,6 +53,20 @@ def test_url_defaults_and_ports() -> None:
     ipv6 = URL("http://[::1]:8080/x")
     assert (ipv6.host, ipv6.port, ipv6.host_header) == ("::1", 8080, "[::1]:8080")
     assert ipv6.origin == "http://[::1]:8080"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("parser", PARSERS)
+async def test_non_ascii_in_the_path_and_query_is_sent_percent_encoded(
+    server: TestServer, parser: str
+) -> None:
+    # UTF-8, percent-encoded (as Go's EscapedPath; the Client does so to a Location); escapes
+    # already there are kept as given. It was a raw UnicodeEncodeError, or latin-1 bytes.
+    assert URL("http://h/caf\u00e9?q=\u20ac&r=%41").target == "/caf%C3%A9?q=%E2%82%AC&r=%41"
+    async with Transport(http1_parser=parser) as pool:
+        response = await pool.round_trip(Request("GET", server.url_for("/caf\u00e9?q=\u20ac")))
+        await response.aread()
+    assert server.requests[0].target == "/caf%C3%A9?q=%E2%82%AC"
 
 
 def test_requests_to_one_url_share_its_url() -> None:
