@@ -82,9 +82,20 @@ def _split_url(url: str) -> tuple[str, str, int, str, str, str]:
         target = _NON_ASCII.sub(lambda match: quote(match.group()), target)
     # Host as the Host header carries it: the port only when not the default.
     host_header = f"[{host}]" if ":" in host else host
+    if not host.isascii():  # as Go: the name as DNS is asked it (IDNA, as anyio resolves it)
+        host_header = _idna(host)
     if port != DEFAULT_PORTS[scheme]:
         host_header = f"{host_header}:{port}"
     return scheme, host, port, target, host_header, f"{scheme}://{host_header}"
+
+
+def _idna(host: str) -> str:
+    import idna  # anyio's dependency, for the rare non-ASCII name
+
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return host  # not a name DNS can be asked: the dial fails with ConnectError
 
 
 class Headers:

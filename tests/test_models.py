@@ -6,6 +6,8 @@ import copy
 import pickle
 from collections.abc import Callable
 
+import anyio
+import anyio.abc
 import pytest
 
 import asyncpool
@@ -67,6 +69,23 @@ async def test_non_ascii_in_the_path_and_query_is_sent_percent_encoded(
         response = await pool.round_trip(Request("GET", server.url_for("/caf\u00e9?q=\u20ac")))
         await response.aread()
     assert server.requests[0].target == "/caf%C3%A9?q=%E2%82%AC"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("parser", PARSERS)
+async def test_a_non_ascii_host_name_is_sent_in_the_host_field_as_idna(
+    server: TestServer, parser: str
+) -> None:
+    # As Go's Host: the name DNS is asked for (it was a raw UnicodeEncodeError, or latin-1).
+    assert URL("http://b\u00fccher.example:8080/").host_header == "xn--bcher-kva.example:8080"
+
+    async def dial(host: str, port: int) -> anyio.abc.ByteStream:
+        return await anyio.connect_tcp("127.0.0.1", server.port)
+
+    async with Transport(http1_parser=parser, dial=dial) as pool:
+        response = await pool.round_trip(Request("GET", "http://b\u00fccher.example/"))
+        await response.aread()
+    assert server.requests[0].header("host") == "xn--bcher-kva.example"
 
 
 def test_requests_to_one_url_share_its_url() -> None:
