@@ -90,7 +90,7 @@ def _split_url(url: str) -> tuple[str, str, int, str, str, str]:
 
 
 def _idna(host: str) -> str:
-    import idna  # anyio's dependency, for the rare non-ASCII name
+    import idna  # imported for the rare non-ASCII name only: its tables are large
 
     try:
         return idna.encode(host, uts46=True).decode("ascii")
@@ -323,6 +323,7 @@ class Response:
         "_content",
         "_network_stream",
         "_stream",
+        "_streamed",
         "headers",
         "http_version",
         "reason_phrase",
@@ -354,7 +355,8 @@ class Response:
         self.uncompressed = False  # True when the transport decoded gzip (Go's Uncompressed)
         self._stream = stream
         self._content: bytes | None = None
-        self._closed: bool | None = False  # None: aiter_bytes has begun (aread would miss some)
+        self._closed = False
+        self._streamed = False  # aiter_bytes has begun: aread would miss what it handed out
 
     @property
     def content(self) -> bytes:
@@ -365,10 +367,10 @@ class Response:
     async def aread(self) -> bytes:
         """The whole body (read once, then kept)."""
         if self._content is None:
-            if self._closed is not False:
-                if self._closed is None:
-                    raise RuntimeError("aiter_bytes has read part of the body; aread cannot")
+            if self._closed:
                 raise RuntimeError("the response is closed; its body can no longer be read")
+            if self._streamed:
+                raise RuntimeError("aiter_bytes has read part of the body; aread cannot")
             chunks = []
             stream = self._stream
             try:
@@ -385,7 +387,7 @@ class Response:
         """The body in chunks as they arrive, with back-pressure on the connection."""
         if self._closed:
             raise RuntimeError("the response is closed; its body can no longer be read")
-        self._closed = None
+        self._streamed = True
         return _BodyIterator(self)
 
     async def aclose(self) -> None:
@@ -395,7 +397,7 @@ class Response:
 
     @property
     def is_closed(self) -> bool:
-        return self._closed is True
+        return self._closed
 
     def extra(self, attribute: Any, default: Any = None) -> Any:
         """An anyio typed attribute of the connection that carried the response, such as
