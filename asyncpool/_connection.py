@@ -90,6 +90,7 @@ class _Exchange:
 
     __slots__ = (
         "body",
+        "body_sent",
         "continue_event",
         "continue_refused",
         "error",
@@ -141,6 +142,10 @@ class _Exchange:
         self.body: _StreamingBody | None = None
         self.error: BaseException | None = None
         self.write_done: Event | None = None  # made by a reader that waits for the writer
+        # The writer is done with the body (the protocol calls a request complete once its
+        # bytes are made, and a bytes body is made whole before it is written). Without a body,
+        # a response cannot come before the head is written.
+        self.body_sent = request.content is None
         self.wrote_any = False  # the writer handed at least one byte to the socket
         self.response_started = False  # the reader saw at least one byte of the response
 
@@ -408,6 +413,7 @@ class HTTP11Connection:
                     exchange.fail(error)
                     self.close(CloseReason.ERROR, error)
                     return
+                exchange.body_sent = True
                 if exchange.written is not None:
                     exchange.written.set()
                 if exchange.write_done is not None:
@@ -550,7 +556,7 @@ class HTTP11Connection:
                 if trace and trace.got_response_end:
                     trace.got_response_end()
                 whole = b"".join(chunks) if len(chunks) > 1 else chunks[0] if chunks else b""
-                if not self._protocol.request_complete:
+                if not exchange.body_sent:
                     exchange.deliver(head, whole)  # answered early: the caller need not wait
                     return await self._finish_cycle(exchange)
                 # Complete already: free the connection before the caller even sees the head.
@@ -602,12 +608,15 @@ class HTTP11Connection:
 
     async def _finish_cycle(self, exchange: _Exchange) -> bool:
         """At the end of a response: back to the owner if both sides allow another request."""
-        if not (self._protocol.request_complete or exchange.continue_refused or exchange.error):
+        if not (exchange.body_sent or exchange.continue_refused or exchange.error):
             # Answered before the request body was all sent (Go's wroteRequest): give the
             # writer a moment to finish rather than throw the connection away.
             exchange.write_done = self._new_event()
             with anyio.move_on_after(MAX_WRITE_WAIT_BEFORE_REUSE):
                 await exchange.write_done.wait()
+            if not exchange.body_sent:  # a body still going out, made whole or not
+                self.close(CloseReason.NOT_REUSABLE)
+                return False
         return self._start_next_cycle(exchange)
 
     def _start_next_cycle(self, exchange: _Exchange) -> bool:

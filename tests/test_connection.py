@@ -539,3 +539,25 @@ async def test_a_response_exposes_its_connections_attributes(server: TestServer)
     assert response.stream_id is None  # HTTP/1.1
     detached = asyncpool.Response(200, request=response.request, stream=response._stream)
     assert detached.extra(anyio.abc.SocketAttribute.remote_address, "none") == "none"
+
+
+async def test_a_response_while_a_bytes_body_is_still_being_written_frees_no_connection() -> None:
+    """Answered before a bytes body was all written (the server stops reading it): the
+    connection is not reused while the writer is stuck in the body, as with a streamed body
+    (Go's wroteRequest), so the next request does not queue behind it on a dead end."""
+    release = anyio.Event()
+
+    async def early(req: ServerRequest, conn: ServerConnection) -> None:
+        if req.connection_id == 0:
+            await conn.respond(200, [], b"early")  # and reads none of the body
+            await release.wait()
+        else:
+            await conn.respond(200, [], b"next")
+
+    async with open_server(early) as server, Transport() as pool:
+        big = b"x" * (32 << 20)  # more than the socket buffers hold
+        with anyio.fail_after(5):
+            assert (await fetch(pool, "POST", server.url, content=big)).content == b"early"
+            assert (await fetch(pool, "GET", server.url)).content == b"next"
+        assert pool.stats().dials == 2
+        release.set()
