@@ -452,9 +452,13 @@ class HttptoolsProtocol:
         for name, value in headers:
             lower = name.lower()
             if lower == "content-length":
-                self._body_left = int(value)
+                self._body_left = self._checked_length(value)
             elif lower == "transfer-encoding":
-                self._chunked = value.lower() == "chunked"
+                # As h11: one Transfer-Encoding field, and chunked the only coding.
+                if self._chunked or value.strip().lower() != "chunked":
+                    message = "Only one Transfer-Encoding: chunked is supported"
+                    raise LocalProtocolError(message, host=self._host)
+                self._chunked = True
             elif lower == "connection" and "close" in value.lower():
                 self._request_close = True
             elif lower == "upgrade":
@@ -465,6 +469,17 @@ class HttptoolsProtocol:
         if self._delegate is not None:
             self._prime_delegate(self._delegate)
         return "".join(lines).encode("latin-1")
+
+    def _checked_length(self, value: str) -> int:
+        """A request's Content-Length as h11 takes it: digits, repeated (in a list or in
+        fields) only with the same value."""
+        lengths = {length.strip() for length in value.split(",")}
+        length = lengths.pop() if len(lengths) == 1 else ""
+        if not (length.isascii() and length.isdigit()):
+            raise LocalProtocolError("bad Content-Length", host=self._host)
+        if self._body_left is not None and self._body_left != int(length):
+            raise LocalProtocolError("conflicting Content-Length headers", host=self._host)
+        return int(length)
 
     def _prime_delegate(self, delegate: HTTP11Protocol) -> None:
         """Put the request into the delegate's h11, so that it expects the response. The body

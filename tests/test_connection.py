@@ -122,6 +122,35 @@ async def test_bytes_body_is_sent_with_content_length(server: TestServer) -> Non
     assert response.headers["x-request-content-length"] == "7"
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [("Content-Length", "abc")],
+        [("Content-Length", "+3")],
+        [("Content-Length", "-1")],
+        [("Content-Length", "3, 4")],
+        [("Content-Length", "3"), ("Content-Length", "4")],
+        [("Transfer-Encoding", "gzip, chunked")],
+        [("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")],
+    ],
+    ids=["not a number", "plus sign", "negative", "list", "twice", "gzip", "TE twice"],
+)
+async def test_body_framing_fields_h11_refuses_are_refused_before_anything_is_sent(
+    server: TestServer, fields: list[tuple[str, str]]
+) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"abc"
+
+    async with Transport() as pool:
+        with pytest.raises(asyncpool.LocalProtocolError):
+            await pool.round_trip(
+                Request("POST", server.url_for("/bad"), headers=fields, content=body())
+            )
+        assert (await fetch(pool, "POST", server.url_for("/echo"), content=b"ok")).content == b"ok"
+    await server.wait_for_connections_closed()
+    assert [request.target for request in server.requests] == ["/echo"]
+
+
 async def test_async_iterable_body_is_sent_chunked(server: TestServer) -> None:
     async def body() -> AsyncIterator[bytes]:
         for part in (b"one ", b"", b"two ", b"three"):
