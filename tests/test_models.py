@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import pickle
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -57,6 +58,12 @@ def test_url_defaults_and_ports() -> None:
     assert ipv6.origin == "http://[::1]:8080"
 
 
+async def read_one(url: str, **options: Any) -> None:
+    """GET ``url`` on a Transport of ``options`` and read the response."""
+    async with Transport(**options) as pool:
+        await (await pool.round_trip(Request("GET", url))).aread()
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("parser", PARSERS)
 async def test_non_ascii_in_the_path_and_query_is_sent_percent_encoded(
@@ -65,9 +72,7 @@ async def test_non_ascii_in_the_path_and_query_is_sent_percent_encoded(
     # UTF-8, percent-encoded (as Go's EscapedPath; the Client does so to a Location); escapes
     # already there are kept as given. It was a raw UnicodeEncodeError, or latin-1 bytes.
     assert URL("http://h/caf\u00e9?q=\u20ac&r=%41").target == "/caf%C3%A9?q=%E2%82%AC&r=%41"
-    async with Transport(http1_parser=parser) as pool:
-        response = await pool.round_trip(Request("GET", server.url_for("/caf\u00e9?q=\u20ac")))
-        await response.aread()
+    await read_one(server.url_for("/caf\u00e9?q=\u20ac"), http1_parser=parser)
     assert server.requests[0].target == "/caf%C3%A9?q=%E2%82%AC"
 
 
@@ -82,9 +87,7 @@ async def test_a_non_ascii_host_name_is_sent_in_the_host_field_as_idna(
     async def dial(host: str, port: int) -> anyio.abc.ByteStream:
         return await anyio.connect_tcp("127.0.0.1", server.port)
 
-    async with Transport(http1_parser=parser, dial=dial) as pool:
-        response = await pool.round_trip(Request("GET", "http://b\u00fccher.example/"))
-        await response.aread()
+    await read_one("http://b\u00fccher.example/", http1_parser=parser, dial=dial)
     assert server.requests[0].header("host") == "xn--bcher-kva.example"
 
 
