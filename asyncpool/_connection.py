@@ -556,11 +556,20 @@ class HTTP11Connection:
                 if trace and trace.got_response_end:
                     trace.got_response_end()
                 whole = b"".join(chunks) if len(chunks) > 1 else chunks[0] if chunks else b""
-                if not exchange.body_sent:
-                    exchange.deliver(head, whole)  # answered early: the caller need not wait
+                # Free the connection before the caller even sees the head, so that its next
+                # request finds it.
+                if exchange.body_sent:
+                    reusable = self._start_next_cycle(exchange)
+                elif not self._protocol.request_complete:
+                    # Answered while the body is still being produced: the caller need not
+                    # wait for it (the body may even wait for the response).
+                    exchange.deliver(head, whole)
                     return await self._finish_cycle(exchange)
-                # Complete already: free the connection before the caller even sees the head.
-                reusable = self._start_next_cycle(exchange)
+                else:
+                    # Its last bytes are being written (on trio the writer may only be in its
+                    # last checkpoint; or the server stopped reading): wait for the writer
+                    # first, as Go does before it hands over a response without a body.
+                    reusable = await self._finish_cycle(exchange)
                 if exchange.error is None:  # else a put_idle_conn hook raised: that is the answer
                     exchange.deliver(head, whole)
                 return reusable

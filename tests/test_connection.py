@@ -570,6 +570,51 @@ async def test_a_response_exposes_its_connections_attributes(server: TestServer)
     assert detached.extra(anyio.abc.SocketAttribute.remote_address, "none") == "none"
 
 
+class _SendReturnsAfterTheResponse(anyio.abc.ByteStream):
+    """A stream whose ``send`` returns only once the response has been received: the writer is
+    still in its last send when the reader has the whole response (as a trio writer may still
+    be in its last checkpoint)."""
+
+    def __init__(self, inner: anyio.abc.ByteStream) -> None:
+        self.inner = inner
+        self.answered = anyio.Event()
+
+    async def send(self, item: bytes) -> None:
+        await self.inner.send(item)
+        await self.answered.wait()
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        data = await self.inner.receive(max_bytes)
+        self.answered.set()
+        return data
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_response_before_the_writer_returns_frees_the_connection_first() -> None:
+    """All of the request was handed over, the response is complete, and the writer has yet to
+    return from its send: the reader waits for it and frees the connection before the caller
+    sees the response, so that the caller's next request reuses it."""
+
+    async def respond(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.respond(200, [], await conn.read_body())
+
+    async with open_server(respond) as server:
+
+        async def dial(host: str, port: int) -> anyio.abc.ByteStream:
+            return _SendReturnsAfterTheResponse(await anyio.connect_tcp(host, port))
+
+        async with Transport(dial=dial) as pool:
+            with anyio.fail_after(5):  # a hang guard
+                for _ in range(3):
+                    assert (await fetch(pool, "POST", server.url, content=b"x")).content == b"x"
+            assert (pool.stats().dials, pool.stats().reused) == (1, 2)
+
+
 async def test_a_response_while_a_bytes_body_is_still_being_written_frees_no_connection() -> None:
     """Answered before a bytes body was all written (the server stops reading it): the
     connection is not reused while the writer is stuck in the body, as with a streamed body
