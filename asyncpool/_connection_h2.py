@@ -721,19 +721,10 @@ class HTTP2Connection:
         if checked is None:
             return
         status, headers = checked
-        if stream.request.method == "HEAD" or status in (204, 304):
-            stream.remaining = 0
-        else:
-            for i in range(0, len(headers), 2):  # names are lowercase (checked)
-                if headers[i] == "content-length":
-                    length = headers[i + 1]
-                    if not length.isdigit() or 0 <= stream.remaining != int(length):
-                        error = RemoteProtocolError(
-                            f"invalid content-length {length!r}", host=self.host_port
-                        )
-                        self._reset(stream, error)
-                        return
-                    stream.remaining = int(length)
+        promised = self._promised_length(stream, status, headers)
+        if promised is None:
+            return
+        stream.remaining = promised
         body = _H2Body(self, stream)
         stream.body = body
         stream.response = Response(
@@ -749,6 +740,24 @@ class HTTP2Connection:
         if stream.written is not None:  # the head came before the body was all sent
             stream.written.set()
         stream.head_ready.set()
+
+    def _promised_length(self, stream: _Stream, status: int, headers: list[str]) -> int | None:
+        """The body length a response head promises: 0 when it can have no body, -1 when it
+        names none; None when its content-length is malformed (then the stream is reset)."""
+        if stream.request.method == "HEAD" or status in (204, 304):
+            return 0
+        promised = -1
+        for i in range(0, len(headers), 2):  # names are lowercase (checked)
+            if headers[i] == "content-length":
+                length = headers[i + 1]  # ASCII digits only: "²" is a digit to str.isdigit
+                if not (length.isascii() and length.isdigit()) or 0 <= promised != int(length):
+                    error = RemoteProtocolError(
+                        f"invalid content-length {length!r}", host=self.host_port
+                    )
+                    self._reset(stream, error)
+                    return None
+                promised = int(length)
+        return promised
 
     def _first_byte(self, stream: _Stream) -> bool:
         """False when the stream's hook raised (the stream failed)."""

@@ -71,7 +71,7 @@ from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 from tests.servers import TLSFixture, _flush_before_returning_from_send, _send_close_notify
 
-Headers = Sequence[tuple[str, str]]
+Headers = Sequence[tuple[str, str]] | Sequence[tuple[bytes, bytes]]  # h2 takes either
 H2Handler = Callable[["H2Request", "H2Stream"], Awaitable[None]]
 _CONNECTION_ERRORS = (
     anyio.BrokenResourceError,

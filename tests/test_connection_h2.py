@@ -588,13 +588,20 @@ async def test_idle_conn_timeout_applies_after_the_last_stream_ends_on_our_side(
         assert pool.stats().idle_timeouts == 1
 
 
-@pytest.mark.parametrize(("sent", "complaint"), [(b"12345", "short"), (b"x" * 15, "longer")])
+@pytest.mark.parametrize(
+    ("length", "sent", "complaint"),
+    [
+        (b"10", b"12345", "short"),
+        (b"10", b"x" * 15, "longer"),
+        (b"\xb2", b"xx", "invalid content-length"),  # latin-1 "²": a digit to str.isdigit
+    ],
+)
 async def test_a_body_that_disagrees_with_its_content_length_fails_that_stream_only(
-    sent: bytes, complaint: str
+    length: bytes, sent: bytes, complaint: str
 ) -> None:
     async def handler(req: H2Request, stream: H2Stream) -> None:
         if req.path == "/bad":
-            await stream.send_headers(200, [("content-length", "10")])
+            await stream.send_headers(200, [(b"content-length", length)])
             await stream.send_data(sent, end_stream=True)
         else:
             await stream.server.release.wait()
