@@ -615,6 +615,41 @@ async def test_a_response_before_the_writer_returns_frees_the_connection_first()
             assert (pool.stats().dials, pool.stats().reused) == (1, 2)
 
 
+class _SendNeverReturns(_SendReturnsAfterTheResponse):
+    """A stream whose ``send`` hands its bytes over and then never returns: a writer stuck in
+    its last send for good."""
+
+    async def send(self, item: bytes) -> None:
+        await self.inner.send(item)
+        await anyio.sleep_forever()
+
+
+async def test_a_caller_cancelled_while_the_reader_waits_for_the_writer_leaves_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The response is complete and the reader waits for the writer before it hands the
+    response over: the caller cancelled then closes the connection, and nothing of it stays
+    in use, idle or running."""
+    monkeypatch.setattr(asyncpool._connection, "MAX_WRITE_WAIT_BEFORE_REUSE", 60.0)
+
+    async def respond(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.respond(200, [], await conn.read_body())
+
+    async def dial(host: str, port: int) -> anyio.abc.ByteStream:
+        return _SendNeverReturns(await anyio.connect_tcp(host, port))
+
+    with anyio.fail_after(5):  # a hang guard: leaving the block ends every task
+        async with open_server(respond) as server, Transport(dial=dial) as pool:
+            with anyio.CancelScope() as scope:
+                # Fired by the reader just before it waits for the writer.
+                trace = asyncpool.ClientTrace(got_response_end=scope.cancel)
+                await pool.round_trip(Request("POST", server.url, content=b"x", trace=trace))
+            assert scope.cancelled_caught
+            stats = pool.stats()
+            assert (stats.total, stats.in_use, stats.idle) == (0, 0, 0)
+            await server.wait_for_connections_closed(n_open=0)
+
+
 async def test_a_response_while_a_bytes_body_is_still_being_written_frees_no_connection() -> None:
     """Answered before a bytes body was all written (the server stops reading it): the
     connection is not reused while the writer is stuck in the body, as with a streamed body
