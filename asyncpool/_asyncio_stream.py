@@ -17,7 +17,7 @@ import socket
 import anyio
 import anyio.abc
 
-__all__ = ["READ_SIZE", "AsyncioSocketStream", "connect_tcp_asyncio"]
+__all__ = ["READ_SIZE", "AsyncioSocketStream", "SendRefused", "connect_tcp_asyncio"]
 
 # Bytes asked of the socket per read, here and by the connections on any stream: big bodies in
 # few chunks, yet under glibc malloc's default mmap threshold (128 KiB). CPython allocates the
@@ -26,6 +26,15 @@ __all__ = ["READ_SIZE", "AsyncioSocketStream", "connect_tcp_asyncio"]
 READ_SIZE = 126976
 HIGH_WATER = 1 << 20  # bytes buffered unread before reading pauses
 LOW_WATER = 1 << 18
+
+
+class SendRefused(anyio.BrokenResourceError):
+    """``send`` found the connection already lost: not a byte of its data went out.
+
+    A request whose every send was refused never reached the server, so it may be retried
+    (Go counts the bytes a connection actually wrote). The asyncio loop may learn of a close
+    before the connection's reader task runs, so the writer can be the first to find out.
+    """
 
 
 class _Protocol(asyncio.Protocol):
@@ -153,7 +162,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         if self._closed:
             raise anyio.ClosedResourceError
         if protocol.error is not None or self._transport.is_closing():
-            raise anyio.BrokenResourceError from protocol.error
+            raise SendRefused from protocol.error
         self._transport.write(item)
         while protocol.writing_paused and not self._closed:
             waiter = protocol.write_waiter = self._loop.create_future()

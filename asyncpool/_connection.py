@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import anyio
 import anyio.abc
 
-from ._asyncio_stream import READ_SIZE, AsyncioSocketStream
+from ._asyncio_stream import READ_SIZE, AsyncioSocketStream, SendRefused
 from ._errors import (
     HTTPError,
     PoolClosed,
@@ -146,7 +146,7 @@ class _Exchange:
         # bytes are made, and a bytes body is made whole before it is written). Without a body,
         # a response cannot come before the head is written.
         self.body_sent = request.content is None
-        self.wrote_any = False  # the writer handed at least one byte to the socket
+        self.wrote_any = False  # the writer handed (or may have handed) bytes to the socket
         self.response_started = False  # the reader saw at least one byte of the response
 
     @property
@@ -425,8 +425,14 @@ class HTTP11Connection:
                 del exchange
 
     async def _send(self, exchange: _Exchange, data: bytes) -> None:
+        try:
+            await self._stream.send(data)
+        except SendRefused:
+            raise  # not a byte went out: the server cannot have seen the request
+        except BaseException:
+            exchange.wrote_any = True  # some of it may have gone out
+            raise
         exchange.wrote_any = True
-        await self._stream.send(data)
 
     async def _write_request(self, exchange: _Exchange) -> None:
         request, trace, protocol = exchange.request, exchange.trace, self._protocol

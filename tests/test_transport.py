@@ -354,6 +354,24 @@ async def test_replayable_request_on_a_dead_reused_connection_is_retried(
         assert server.connections_accepted == 2
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_request_taking_an_idle_connection_as_the_close_arrives_is_retried(
+    server: TestServer, method: str
+) -> None:
+    """The server closes an idle connection and the next request takes it before the
+    connection's reader has run: on asyncio the loop learns of the close first, so the writer
+    finds the socket gone before it writes a byte. Nothing reached the server, so even a POST
+    goes out again, on a new connection (Go counts the bytes written)."""
+    async with Transport() as pool:
+        await get(pool, server.url)
+        await server.close_idle_connections()
+        # No await in between: the request is queued on the connection in this very turn.
+        response = await pool.round_trip(Request(method, server.url_for("/echo"), content=b"x"))
+        assert await response.aread() == b"x"
+        assert server.connections_accepted == 2
+        assert_pool_at_rest(pool, idle=1)
+
+
 async def test_post_on_a_dead_reused_connection_fails_clearly() -> None:
     async with open_server(drop_second_request) as server, Transport() as pool:
         await get(pool, server.url)
