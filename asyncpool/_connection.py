@@ -5,7 +5,9 @@ Theory of operation
 A connection owns one byte stream and two tasks in the Transport's task group:
 
 * the **writer** takes exchanges from ``_write_queue`` (a memory channel) and writes each
-  request: head, then body (after ``100 Continue`` where the request expects one);
+  request: head, then body (after ``100 Continue`` where the request expects one). When a write
+  fails after bytes went out, a response the server sent before it stopped reading is still
+  the answer: the writer lets the reader find it before the connection closes;
 * the **reader** is parked on the socket whenever it is not reading a response. When bytes
   arrive it takes the exchange they answer from ``_read_queue``, parses the head, hands it to
   the caller (who builds the Response) and streams the body into a bounded channel
@@ -65,6 +67,9 @@ __all__ = ["RETRY_NOTHING_WRITTEN", "RETRY_NO_RESPONSE", "ConnOwner", "HTTP11Con
 
 BODY_CHANNEL_SIZE = 4  # chunks the reader may run ahead of a slow body reader
 MAX_WRITE_WAIT_BEFORE_REUSE = 0.05  # seconds, as Go's maxWriteWaitBeforeConnReuse
+# After a failed write, how long the reader may take to find a response that came before the
+# failure: the socket is broken, so its read ends at once; this only bounds odd cases.
+RESPONSE_AFTER_WRITE_ERROR_WAIT = 1.0
 
 # Why a failure on a reused connection may be retried (Go's nothingWrittenError and
 # errServerClosedIdle / transportReadFromServerError); set as ``HTTPError.retry_hint``.
@@ -105,7 +110,9 @@ class _Exchange:
         "status_code",
         "trace",
         "whole_body",
+        "woken",
         "write_done",
+        "write_error",
         "written",
         "wrote_any",
     )
@@ -142,6 +149,9 @@ class _Exchange:
         self.body: _StreamingBody | None = None
         self.error: BaseException | None = None
         self.write_done: Event | None = None  # made by a reader that waits for the writer
+        # Writing failed after bytes went out; the reader may still find the server's answer.
+        self.write_error: WriteError | None = None
+        self.woken: Event | None = None  # made by that writer: set with head_ready
         # The writer is done with the body (the protocol calls a request complete once its
         # bytes are made, and a bytes body is made whole before it is written). Without a body,
         # a response cannot come before the head is written.
@@ -187,6 +197,8 @@ class _Exchange:
             self.written.set()
         if self.continue_event is not None:
             self.continue_event.set()
+        if self.woken is not None:
+            self.woken.set()
 
 
 class HTTP11Connection:
@@ -365,6 +377,8 @@ class HTTP11Connection:
             if self.close_why is CloseReason.POOL_CLOSED:
                 return PoolClosed("the Transport closed during the request", host=self.host_port)
             cause = self.close_error
+        if exchange.write_error is not None and not exchange.response_started:
+            return exchange.write_error  # no answer came: the write failed first
         reason = cause
         detail = reason.detail if isinstance(reason, HTTPError) else f"closed: {self.close_why}"
         if exchange.response_started:
@@ -410,6 +424,10 @@ class HTTP11Connection:
                             trace.wrote_request(WroteRequestInfo(error))
                         except Exception as hook_error:  # it fails the request, not the pool
                             error = hook_error
+                    if isinstance(error, WriteError) and await self._response_after_write_error(
+                        exchange, error
+                    ):
+                        return  # the reader has the answer and closes the connection after it
                     exchange.fail(error)
                     self.close(CloseReason.ERROR, error)
                     return
@@ -423,6 +441,21 @@ class HTTP11Connection:
                 # left each caller's turn objects up, and a batch of callers set off most young
                 # collections at c=1000 (benchmarks/README.md).
                 del exchange
+
+    async def _response_after_write_error(self, exchange: _Exchange, error: WriteError) -> bool:
+        """Whether the server answered a request it stopped reading (a 413 to an upload, then
+        a reset): that answer, not the write error, is the result, as Go's persistConn prefers
+        it. It came before the reset, so the reader finds it before the connection's end."""
+        if not exchange.wrote_any:
+            return False  # nothing reached the server: nothing it could answer
+        exchange.write_error = error
+        if exchange.write_done is not None:
+            exchange.write_done.set()  # the reader waits for the writer: it is done
+        if exchange.head_fields is None and exchange.error is None:
+            exchange.woken = self._new_event()  # head_ready has its one waiter: the caller
+            with anyio.move_on_after(RESPONSE_AFTER_WRITE_ERROR_WAIT):
+                await exchange.woken.wait()
+        return exchange.head_fields is not None
 
     async def _send(self, exchange: _Exchange, data: bytes) -> None:
         try:
@@ -623,6 +656,9 @@ class HTTP11Connection:
 
     async def _finish_cycle(self, exchange: _Exchange) -> bool:
         """At the end of a response: back to the owner if both sides allow another request."""
+        if exchange.write_error is not None:  # the server stopped reading the request
+            self.close(CloseReason.NOT_REUSABLE)
+            return False
         if not (exchange.body_sent or exchange.continue_refused or exchange.error):
             # Answered before the request body was all sent (Go's wroteRequest): give the
             # writer a moment to finish rather than throw the connection away.

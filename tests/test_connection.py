@@ -670,3 +670,26 @@ async def test_a_response_while_a_bytes_body_is_still_being_written_frees_no_con
             assert (await fetch(pool, "GET", server.url)).content == b"next"
         assert pool.stats().dials == 2
         release.set()
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["bytes", "streamed"])
+async def test_an_answer_to_an_upload_the_server_stops_reading_is_the_result(
+    streamed: bool,
+) -> None:
+    """A server answers 413 and closes while the body is still going out: the write fails
+    (the server reset the connection), but the response came first and is what the caller
+    gets, as Go's persistConn prefers a response to the write error."""
+
+    async def too_large(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.respond(413, [("connection", "close")], b"too large")  # reads no body
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(64):
+            yield b"x" * (1 << 20)
+
+    async with open_server(too_large) as server, Transport() as pool:
+        content = chunks() if streamed else b"x" * (64 << 20)  # more than socket buffers hold
+        response = await fetch(pool, "POST", server.url, content=content)
+        assert (response.status_code, response.content) == (413, b"too large")
+        await wait_until(lambda: pool.stats().total == 0)
+        assert (await fetch(pool, "GET", server.url)).status_code == 413
