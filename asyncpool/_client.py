@@ -283,10 +283,17 @@ class Client:
         if url.origin != request.url.origin:
             for name in _SENSITIVE:
                 del headers[name]
+        if _is_absolute(location):  # a Host of one's own names the server of a relative one
+            del headers["host"]
         following = Request(method, url, headers=headers, content=content, trace=request.trace)
         if self.check_redirect is not None:
             self.check_redirect(following, [*via, request])
         return following
+
+
+def _is_absolute(location: str) -> bool:
+    parts = urlsplit(location)
+    return bool(parts.scheme or parts.netloc)
 
 
 def _timed_out(request: Request, limit: float | None) -> RequestTimeout:

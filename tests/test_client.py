@@ -297,6 +297,23 @@ async def test_credentials_are_dropped_when_a_redirect_leaves_the_origin(
     assert sent["x-other"] == "kept"
 
 
+async def test_a_host_field_of_ones_own_follows_only_a_relative_redirect(
+    server: TestServer,
+) -> None:
+    """As Go's Client: a caller's Host is kept for a relative Location (the same virtual
+    host), and left behind when the Location names another server, which gets its own."""
+    custom = {"Host": "virtual.example"}
+    async with open_server(app) as other, Client() as client:
+        relative = await client.get(f"{server.url}/redirect/302", headers=custom)
+        assert relative.json()["headers"]["host"] == "virtual.example"
+        away = await client.get(f"{server.url}/redirect/307?to={other.url}/inspect", headers=custom)
+        assert away.json()["headers"]["host"] == f"127.0.0.1:{other.port}"
+        same_origin = await client.get(
+            f"{server.url}/redirect/302?to={server.url}/inspect", headers=custom
+        )
+        assert same_origin.json()["headers"]["host"] == f"127.0.0.1:{server.port}"
+
+
 # -- cookies ----------------------------------------------------------------------------------
 
 
