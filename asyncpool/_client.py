@@ -29,6 +29,9 @@ REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 _SENSITIVE = ("authorization", "www-authenticate", "cookie", "cookie2", "proxy-authorization")
 _BODY_FIELDS = ("content-type", "content-length", "transfer-encoding", "content-encoding")
 _URL_SAFE = "!#$%&'()*+,/:;=?@[]~"  # reserved characters, and % for escapes already made
+# A server silent this long mid-response has stalled (the Transport's own default is off, as
+# Go's; a Client is for people, who would rather have an error than wait for ever).
+DEFAULT_READ_TIMEOUT = 30.0
 _SLURP_LIMIT = 2048  # a redirect body this small is read so the connection can be reused (Go)
 
 Params = Mapping[str, str | int | float] | None
@@ -70,7 +73,10 @@ class Client:
                 f"{sorted(transport_options)}"
             )
         self._owns_transport = transport is None
-        self.transport = transport if transport is not None else Transport(**transport_options)
+        if transport is None:
+            transport_options.setdefault("read_timeout", DEFAULT_READ_TIMEOUT)
+            transport = Transport(**transport_options)
+        self.transport = transport
         self.base_url = URL(base_url) if base_url is not None else None
         self.headers = _merged(Headers([("User-Agent", USER_AGENT)]), headers)
         self.params = dict(params or {})

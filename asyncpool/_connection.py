@@ -47,6 +47,7 @@ from ._errors import (
     HTTPError,
     PoolClosed,
     ReadError,
+    ReadTimeout,
     RemoteProtocolError,
     ResponseHeaderTimeout,
     ServerDisconnected,
@@ -103,6 +104,7 @@ class _Exchange:
         "head_ready",
         "headers",
         "http_version",
+        "read_timeout",
         "reason_phrase",
         "request",
         "response_started",
@@ -136,6 +138,7 @@ class _Exchange:
         self.written = new_event() if need_written_event else None
         self.continue_event = new_event() if expects_continue else None
         self.continue_refused = False
+        self.read_timeout: float | None = None  # the longest wait for the server mid-response
         # The response as the reader hands it over: the head, and the body whole or streaming.
         # The caller builds the Response. What a reader's turn allocates for others to free adds
         # up over the batch of readers the loop runs together (hundreds with 1,000 requests in
@@ -303,6 +306,7 @@ class HTTP11Connection:
         *,
         trace: ClientTrace | None,
         response_header_timeout: float | None,
+        read_timeout: float | None = None,
     ) -> Response:
         """Send ``request`` (with the wire ``headers`` the transport prepared) and wait for the
         response head. The body is read later through the response."""
@@ -320,9 +324,10 @@ class HTTP11Connection:
             trace,
             self.requests_started > 0,
             self._new_event,
-            need_written_event=response_header_timeout is not None,
+            need_written_event=response_header_timeout is not None or read_timeout is not None,
             expects_continue=bool(expects_continue),
         )
+        exchange.read_timeout = read_timeout
         assert not (self._read_queue or self._write_queue), f"{self!r} given two requests"
         self.requests_started += 1
         self.trace = trace
@@ -332,12 +337,16 @@ class HTTP11Connection:
         except anyio.ClosedResourceError:
             raise self._error_for(exchange) from None
         try:
-            if exchange.written is None:  # no response_header_timeout: just the head
+            if exchange.written is None:  # no timeout: just the head
                 await exchange.head_ready.wait()
                 timeout = None
             else:
                 timeout = await wait_for_head(
-                    exchange.head_ready, exchange.written, response_header_timeout, self.host_port
+                    exchange.head_ready,
+                    exchange.written,
+                    response_header_timeout,
+                    self.host_port,
+                    read_timeout,
                 )
             if timeout is not None:
                 exchange.fail(timeout)
@@ -571,7 +580,7 @@ class HTTP11Connection:
         while True:
             event = protocol.next_event()
             if event is NEED_DATA:
-                protocol.feed(await receive_some(self._stream, self.host_port))
+                protocol.feed(await self._receive_more(exchange))
             elif type(event) is Informational:
                 self._informational(exchange, event)
             elif type(event) is ResponseHead:
@@ -630,7 +639,7 @@ class HTTP11Connection:
                     except anyio.BrokenResourceError:
                         return False  # the caller closed the body early (and closed us)
                 elif event is NEED_DATA:
-                    protocol.feed(await receive_some(self._stream, self.host_port))
+                    protocol.feed(await self._receive_more(exchange))
                 elif event is END_OF_MESSAGE:
                     if trace and trace.got_response_end:
                         trace.got_response_end()
@@ -643,6 +652,17 @@ class HTTP11Connection:
                     )
         finally:
             body_channel.close()
+
+    async def _receive_more(self, exchange: _Exchange) -> bytes:
+        """More of a response the protocol is waiting for, within ``read_timeout``."""
+        timeout = exchange.read_timeout
+        if timeout is None:
+            return await receive_some(self._stream, self.host_port)
+        with anyio.move_on_after(timeout):
+            return await receive_some(self._stream, self.host_port)
+        raise ReadTimeout(
+            f"the response stalled: nothing for read_timeout={timeout}s", host=self.host_port
+        )
 
     def _informational(self, exchange: _Exchange, event: Informational) -> None:
         trace = exchange.trace
@@ -713,20 +733,30 @@ def read_error(exc: BaseException, host_port: str) -> ReadError:
 
 
 async def wait_for_head(
-    head_ready: Event, written: Event | None, timeout: float | None, host_port: str
-) -> ResponseHeaderTimeout | None:
-    """Wait for a response head. With a ``response_header_timeout`` (then ``written`` is given)
-    the clock starts when the request is written; past it, the error is returned, not raised."""
+    head_ready: Event,
+    written: Event | None,
+    timeout: float | None,
+    host_port: str,
+    read_timeout: float | None = None,
+) -> ResponseHeaderTimeout | ReadTimeout | None:
+    """Wait for a response head. With a ``response_header_timeout`` or a ``read_timeout`` (then
+    ``written`` is given) the clock starts when the request is written; past the shorter, its
+    error is returned, not raised."""
     if written is None:
         await head_ready.wait()
         return None
     await written.wait()
-    with anyio.move_on_after(timeout):
+    limit = min(t for t in (timeout, read_timeout) if t is not None)
+    with anyio.move_on_after(limit):
         await head_ready.wait()
     if head_ready.is_set():
         return None
-    return ResponseHeaderTimeout(
-        f"no response head within response_header_timeout={timeout}s", host=host_port
+    if limit == timeout:
+        return ResponseHeaderTimeout(
+            f"no response head within response_header_timeout={timeout}s", host=host_port
+        )
+    return ReadTimeout(
+        f"no response within read_timeout={read_timeout}s of writing the request", host=host_port
     )
 
 

@@ -59,6 +59,7 @@ from ._errors import (
     HTTPError,
     PoolClosed,
     ReadError,
+    ReadTimeout,
     RemoteProtocolError,
     StreamReset,
     WriteError,
@@ -141,6 +142,7 @@ class _Stream:
         "error",
         "head_ready",
         "out",
+        "read_timeout",
         "released",
         "remaining",
         "request",
@@ -171,6 +173,7 @@ class _Stream:
         self.released = False  # the slot went back to the pool
         self.remaining = -1  # body bytes its content-length still promises (-1: no length)
         self.out: _OutBody | None = None
+        self.read_timeout: float | None = None  # the longest wait for the next DATA
         # DATA as (bytes, flow-controlled length), unbounded: flow control bounds it.
         self.chunks: Channel[tuple[bytes, int]] = Channel(new_event)
         self.body: _H2Body | None = None
@@ -340,6 +343,7 @@ class HTTP2Connection:
         *,
         trace: ClientTrace | None,
         response_header_timeout: float | None,
+        read_timeout: float | None = None,
     ) -> Response:
         """Open a stream for ``request`` (a slot the pool reserved) and wait for its head."""
         if self.closed or self.goaway:
@@ -364,7 +368,8 @@ class HTTP2Connection:
         except BaseException:
             self._owner.release_stream(self)
             raise
-        if response_header_timeout is not None:
+        stream.read_timeout = read_timeout
+        if response_header_timeout is not None or read_timeout is not None:
             stream.written = self._new_event()
             if stream.out is None:
                 stream.written.set()
@@ -378,7 +383,11 @@ class HTTP2Connection:
                 if stream.out is None and trace.wrote_request:
                     trace.wrote_request(WroteRequestInfo(None))
             timeout = await wait_for_head(
-                stream.head_ready, stream.written, response_header_timeout, self.host_port
+                stream.head_ready,
+                stream.written,
+                response_header_timeout,
+                self.host_port,
+                read_timeout,
             )
             if timeout is not None:
                 self._reset(stream, timeout)
@@ -849,7 +858,7 @@ class _H2Body:
         stream = self._stream
         while True:
             try:
-                data, flow_length = await stream.chunks.receive()
+                data, flow_length = await self._next_chunk()
             except anyio.EndOfStream:
                 if stream.error is not None:
                     raise stream.error from None
@@ -857,6 +866,20 @@ class _H2Body:
             self._conn._consumed(stream, flow_length)
             if data:
                 return data
+
+    async def _next_chunk(self) -> tuple[bytes, int]:
+        stream = self._stream
+        timeout = stream.read_timeout
+        if timeout is None:
+            return await stream.chunks.receive()
+        with anyio.move_on_after(timeout):
+            return await stream.chunks.receive()
+        error = ReadTimeout(
+            f"the response stalled: nothing for read_timeout={timeout}s",
+            host=self._conn.host_port,
+        )
+        self._conn._reset(stream, error)
+        raise error
 
     async def aclose(self) -> None:
         self.abandon()

@@ -178,5 +178,12 @@ class ResponseHeaderTimeout(TimeoutError):
     phase = "read"
 
 
+class ReadTimeout(TimeoutError):
+    """The Transport's ``read_timeout`` passed with nothing from the server: no response head
+    after the request was written, or no data in the middle of a response."""
+
+    phase = "read"
+
+
 class RequestTimeout(TimeoutError):
     """The Client's overall ``timeout`` for one request (redirects and body included)."""

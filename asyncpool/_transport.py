@@ -199,6 +199,7 @@ class Transport:
         dial_timeout: float | None = 30.0,
         tls_handshake_timeout: float | None = 10.0,
         response_header_timeout: float | None = None,
+        read_timeout: float | None = None,
         expect_continue_timeout: float | None = 1.0,
         disable_keep_alives: bool = False,
         disable_compression: bool = False,
@@ -231,6 +232,7 @@ class Transport:
         self.dial_timeout = dial_timeout
         self.tls_handshake_timeout = tls_handshake_timeout
         self.response_header_timeout = response_header_timeout
+        self.read_timeout = read_timeout
         self.expect_continue_timeout = expect_continue_timeout
         self.disable_keep_alives = disable_keep_alives
         self.disable_compression = disable_compression
@@ -348,6 +350,7 @@ class Transport:
                     headers,
                     trace=trace,
                     response_header_timeout=self.response_header_timeout,
+                    read_timeout=self.read_timeout,
                 )
             except HTTPError as exc:
                 if not self._should_retry(exc, request):

@@ -63,7 +63,7 @@ asyncpool                                             httpx
 ====================================================  ===========================================
 ``ConnectError`` (DNS, TCP), ``TLSError``             ``ConnectError``
 ``ConnectTimeout``, ``TLSHandshakeTimeout``           ``ConnectTimeout``
-``ResponseHeaderTimeout``                             ``ReadTimeout``
+``ResponseHeaderTimeout``, ``ReadTimeout``            ``ReadTimeout``
 (any other ``TimeoutError``)                          ``TimeoutException``
 ``WriteError``                                        ``WriteError``
 ``ServerDisconnected`` (closed before any byte)       ``RemoteProtocolError`` (as httpcore's
@@ -112,6 +112,7 @@ from ._errors import (
     NetworkError,
     PoolClosed,
     ReadError,
+    ReadTimeout,
     RemoteProtocolError,
     ResponseHeaderTimeout,
     ServerDisconnected,
@@ -143,6 +144,7 @@ _ERRORS: tuple[tuple[type[HTTPError], type[httpx.RequestError]], ...] = (
     (ConnectTimeout, httpx.ConnectTimeout),
     (TLSHandshakeTimeout, httpx.ConnectTimeout),
     (ResponseHeaderTimeout, httpx.ReadTimeout),
+    (ReadTimeout, httpx.ReadTimeout),
     (TimeoutError, httpx.TimeoutException),
     (ConnectError, httpx.ConnectError),
     (TLSError, httpx.ConnectError),

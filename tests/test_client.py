@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 import asyncpool
+import asyncpool._client
 from asyncpool import Client, Request, Transport
 from tests.servers import (
     ServerConnection,
@@ -377,3 +378,17 @@ async def test_the_overall_timeout_fires_mid_body(server: TestServer) -> None:
             async with client.stream("GET", f"{server.url}/stall-body", timeout=0.05) as response:
                 await response.aread()
         assert (await client.get(f"{server.url}/", timeout=None)).content == b"hello"
+
+
+async def test_a_client_gives_up_on_a_stalled_body_by_default(server: TestServer) -> None:
+    """The Transport waits as long as Go's does (no read timeout); a Client made with its
+    own Transport does not: its read_timeout is on unless set to None."""
+    assert Transport().read_timeout is None
+    assert Client().transport.read_timeout == asyncpool._client.DEFAULT_READ_TIMEOUT
+    assert Client(read_timeout=None).transport.read_timeout is None
+    mine = Transport(read_timeout=None)
+    assert Client(transport=mine).transport.read_timeout is None  # a given one is left alone
+    async with Client(read_timeout=0.1) as client:
+        with pytest.raises(asyncpool.ReadTimeout, match="stalled"):
+            await client.get(f"{server.url}/stall-body")
+        assert client.transport.stats().total == 0

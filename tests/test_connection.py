@@ -439,6 +439,38 @@ async def test_response_header_timeout() -> None:
         release.set()
 
 
+async def test_read_timeout_bounds_the_wait_for_a_head_and_for_a_stalled_body() -> None:
+    release = anyio.Event()
+
+    async def stall(req: ServerRequest, conn: ServerConnection) -> None:
+        if req.path == "/mid-body":
+            await conn.send_head(200, [("content-length", "10")])
+            await conn.send_data(b"12345")
+        await release.wait()
+
+    async with open_server(stall) as server, Transport(read_timeout=0.1) as pool:
+        with pytest.raises(asyncpool.ReadTimeout, match=r"read_timeout=0\.1s") as info:
+            await pool.round_trip(Request("GET", server.url))
+        assert (info.value.phase, info.value.host) == ("read", f"127.0.0.1:{server.port}")
+        response = await pool.round_trip(Request("GET", server.url_for("/mid-body")))
+        with pytest.raises(asyncpool.ReadTimeout, match="stalled"):
+            await response.aread()
+        assert pool.stats().total == 0
+        release.set()
+
+
+async def test_read_timeout_does_not_count_a_slow_reader() -> None:
+    """Only the server's silence counts: a caller that takes its time between chunks,
+    while the response waits in buffers, is not timed out."""
+    async with open_server() as server, Transport(read_timeout=0.2) as pool:
+        response = await pool.round_trip(
+            Request("GET", server.url_for("/stream?chunks=8&size=100000"))
+        )
+        await anyio.sleep(0.5)  # a slow consumer (not synchronisation): the reader is stopped
+        assert len(await response.aread()) == 800000
+        assert pool.stats().idle == 1
+
+
 async def test_a_body_cut_short_is_a_read_error() -> None:
     async def short(req: ServerRequest, conn: ServerConnection) -> None:
         await conn.send_raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")

@@ -383,6 +383,28 @@ async def test_response_header_timeout_resets_the_stream(h2c: H2TestServer) -> N
         assert pool.stats().hosts[h2c.url].streams == 0
 
 
+async def test_read_timeout_fails_a_stalled_stream_only(h2c: H2TestServer) -> None:
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        if req.path == "/mid-body":
+            await stream.send_headers(200, [])
+            await stream.send_data(b"12345")
+            await stream.server.release.wait()
+        else:
+            await default_h2_handler(req, stream)
+
+    async with open_h2_server(handler) as server, Transport(read_timeout=0.1, **H2C) as pool:
+        with pytest.raises(asyncpool.ReadTimeout, match=r"read_timeout=0\.1s"):
+            await get(pool, server.url_for("/wait"))
+        response = await pool.round_trip(Request("GET", server.url_for("/mid-body")))
+        with pytest.raises(asyncpool.ReadTimeout, match="stalled"):
+            await response.aread()
+        await server.wait_until(lambda s: len(s.resets_received) == 2)
+        assert pool.stats().hosts[server.url].streams == 0
+        assert (await get(pool, server.url)).content == b"hello"  # the connection lives on
+        assert server.connections_accepted == 1
+        server.release.set()
+
+
 async def test_the_first_dial_is_shared_by_requests_made_meanwhile(h2c: H2TestServer) -> None:
     async with Transport(**H2C) as pool, anyio.create_task_group() as tg:
         for _ in range(20):
