@@ -64,7 +64,13 @@ from ._models import Headers, Request, Response
 from ._sync import SET_EVENT, Channel, Event, event_factory
 from ._trace import ClientTrace, CloseReason, ConnClosedInfo, WroteRequestInfo, logger
 
-__all__ = ["RETRY_NOTHING_WRITTEN", "RETRY_NO_RESPONSE", "ConnOwner", "HTTP11Connection"]
+__all__ = [
+    "RETRY_NOTHING_WRITTEN",
+    "RETRY_NO_RESPONSE",
+    "RETRY_REFUSED",
+    "ConnOwner",
+    "HTTP11Connection",
+]
 
 BODY_CHANNEL_SIZE = 4  # chunks the reader may run ahead of a slow body reader
 MAX_WRITE_WAIT_BEFORE_REUSE = 0.05  # seconds, as Go's maxWriteWaitBeforeConnReuse
@@ -76,6 +82,10 @@ RESPONSE_AFTER_WRITE_ERROR_WAIT = 1.0
 # errServerClosedIdle / transportReadFromServerError); set as ``HTTPError.retry_hint``.
 RETRY_NOTHING_WRITTEN = "nothing written"
 RETRY_NO_RESPONSE = "no response"
+# An HTTP/2 server refused a stream while it processed others on the connection (GOAWAY past
+# it, REFUSED_STREAM): it is cycling connections, not failing, so the retry is not counted
+# against the few a stale connection is allowed.
+RETRY_REFUSED = "refused"
 
 # Body kinds, decided once per request.
 _EXPECTS_CONTINUE = "100-continue"

@@ -50,6 +50,7 @@ from hpack import NeverIndexedHeaderTuple
 
 from ._connection import (
     RETRY_NOTHING_WRITTEN,
+    RETRY_REFUSED,
     closing_body,
     receive_some,
     report_closed,
@@ -215,12 +216,16 @@ class HTTP2Connection:
 
         # Owned by the pool, changed only in its synchronous methods.
         self.reserved = 0  # streams promised to requests, open or about to open
+        self.stream_cap = UNADVERTISED_MAX_STREAMS  # the most it hands out at once
         self.idle_at: float | None = None  # when ``reserved`` last fell to 0
         self.requests_started = 0  # streams opened so far (> 0: reused, in Go's sense)
 
         # Owned by the connection.
         self.max_streams = 100  # the server's SETTINGS_MAX_CONCURRENT_STREAMS, once known
         self.goaway = False  # no new stream may open
+        # Streams the server is known to have taken: answered ones, or up to a GOAWAY's last.
+        self.streams_accepted = 0
+        self.refused_streams = False  # the server refused a stream (GOAWAY or REFUSED_STREAM)
         self._goaway_detail = ""  # what the server's GOAWAY said, for errors after it
         self.closed = False
         self.close_why: CloseReason | None = None
@@ -243,7 +248,8 @@ class HTTP2Connection:
 
     @property
     def has_capacity(self) -> bool:
-        return not (self.closed or self.goaway) and self.reserved < self.max_streams
+        limit = min(self.max_streams, self.stream_cap)
+        return not (self.closed or self.goaway) and self.reserved < limit
 
     @property
     def active_streams(self) -> int:
@@ -350,7 +356,7 @@ class HTTP2Connection:
             error = ReadError(
                 "the connection went away before the stream opened", host=self.host_port
             )
-            error.retry_hint = RETRY_NOTHING_WRITTEN
+            error.retry_hint = self._refused_hint()
             self._owner.release_stream(self)
             raise error
         try:
@@ -689,7 +695,8 @@ class HTTP2Connection:
         error = StreamReset(f"the server reset the stream ({code!r})", host=self.host_port)
         error.error_code = code
         if code == h2.errors.ErrorCodes.REFUSED_STREAM:
-            error.retry_hint = RETRY_NOTHING_WRITTEN  # never processed: safe to send again
+            self.refused_streams = True
+            error.retry_hint = self._refused_hint()  # never processed: safe to send again
         return error
 
     def _head_fields(
@@ -746,6 +753,7 @@ class HTTP2Connection:
             network_stream=self._stream,
         )
         stream.delivered = True
+        self.streams_accepted += 1
         if stream.written is not None:  # the head came before the body was all sent
             stream.written.set()
         stream.head_ready.set()
@@ -825,16 +833,24 @@ class HTTP2Connection:
             )
         self._finish(stream)
 
+    def _refused_hint(self) -> str:
+        """The retry hint of a stream the server never processed: not counted when the
+        server processed others on this connection (it is cycling connections)."""
+        return RETRY_REFUSED if self.streams_accepted else RETRY_NOTHING_WRITTEN
+
     def _goaway(self, event: h2.events.ConnectionTerminated) -> None:
         self.goaway = True
         last = event.last_stream_id or 0
         self._goaway_detail = f"the server sent GOAWAY ({event.error_code!r}, last stream {last})"
+        # Client stream ids are the odd numbers in order: those up to ``last`` were accepted.
+        self.streams_accepted = max(self.streams_accepted, (last + 1) // 2)
         # Whatever the error code, streams up to ``last`` were accepted: they finish, or die
         # with the connection (as Go's transport does).
         for stream_id, stream in list(self._streams.items()):
             if stream_id > last:
+                self.refused_streams = True
                 error = ReadError(self._goaway_detail, host=self.host_port)
-                error.retry_hint = RETRY_NOTHING_WRITTEN  # never processed
+                error.retry_hint = self._refused_hint()  # never processed
                 self._fail(stream, error)
         self._owner.capacity_changed(self)
         if not self._streams:

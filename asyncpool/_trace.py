@@ -97,9 +97,10 @@ class ConnClosedInfo:
 
 @dataclasses.dataclass(frozen=True)
 class RetryInfo:
-    reason: str  # "nothing written" or "no response"
+    reason: str  # "nothing written", "no response" or "refused" (by an HTTP/2 server)
     error: BaseException
     attempt: int  # 1 for the first retry
+    delay: float = 0.0  # seconds waited before this retry (HTTP/2's backoff)
 
 
 Hook = Callable[..., object] | None

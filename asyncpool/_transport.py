@@ -17,7 +17,14 @@ While a dial that may bring HTTP/2 is in flight (https with ``http2``, or prior 
 wants queue behind it instead of dialing too; when it brings HTTP/2 it serves them in order, as
 far as the server's MAX_CONCURRENT_STREAMS allows, and a full connection makes the pool open one
 more (one dial at a time) unless ``strict_max_concurrent_streams``. When it brings HTTP/1.1 the
-host is remembered as such and the waiters dial as HTTP/1.1 requests do.
+host is remembered as such and the waiters dial as HTTP/1.1 requests do. A GOAWAY that refused
+streams after the server took N teaches the pool to give new connections to that key N streams
+at once (``_h2_stream_caps``), until one takes more.
+
+A failed request is retried by ``round_trip`` when the server cannot have processed it and the
+request can be sent again: at most ``MAX_RETRIES`` times for a stale connection or a server
+that refuses everything (HTTP/2 backs off from the second), and up to ``MAX_REFUSED_RETRIES``
+times for streams refused by a server that is processing others.
 
 Idle connections expire by one sweeper task per Transport, not a timer per connection: the
 LRU holds them in the order they became idle, so the sweeper sleeps until its head expires
@@ -55,14 +62,20 @@ import logging
 import ssl
 import sys
 from collections.abc import AsyncIterable, Callable
+from random import random
 from types import TracebackType
 
 import anyio
 import anyio.abc
 
 from ._compression import DECODABLE, DecodedStream
-from ._connection import RETRY_NO_RESPONSE, RETRY_NOTHING_WRITTEN, HTTP11Connection
-from ._connection_h2 import HTTP2Connection
+from ._connection import (
+    RETRY_NO_RESPONSE,
+    RETRY_NOTHING_WRITTEN,
+    RETRY_REFUSED,
+    HTTP11Connection,
+)
+from ._connection_h2 import UNADVERTISED_MAX_STREAMS, HTTP2Connection
 from ._dial import DialFunc, default_ssl_context, dial
 from ._errors import ConnectTimeout, HTTPError, PoolClosed, TLSHandshakeTimeout
 from ._http11 import PARSERS, default_parser
@@ -86,6 +99,16 @@ Conn = HTTP11Connection | HTTP2Connection
 # connection, so it runs out of stale connections long before this; an HTTP/2 stream the server
 # refuses could otherwise be retried forever (Go's http2 transport stops after 6 too).
 MAX_RETRIES = 6
+# Retries of streams an HTTP/2 server refused while it processed others (RETRY_REFUSED: a
+# server that closes connections after a few requests, a graceful reload). They are not the
+# stale-connection kind above: each round the server makes progress, and a request may need
+# as many rounds as there are requests ahead of it. Still bounded, for a server that refuses
+# one request for ever while it serves the rest.
+MAX_REFUSED_RETRIES = 100
+# Go's http2 transport waits before its second and later retries: 1 s, 2 s, 4 s, ... (+ up
+# to 10 %), so a server refusing everything is not hammered. Refused retries do not wait.
+H2_RETRY_BACKOFF = 1.0
+STREAM_CAPS_KEPT = 256  # hosts whose HTTP/2 stream cap (see _h2_stream_caps) is remembered
 WIRE_HEADERS_CACHE_SIZE = 256  # distinct body-less requests whose wire headers are kept
 
 
@@ -274,6 +297,13 @@ class Transport:
         self._wire_headers_cache: dict[
             tuple[tuple[str, ...], str, str, bool, bool], tuple[list[tuple[str, str]], bool]
         ] = {}
+        # Streams a new HTTP/2 connection to a key is given at once, learnt from a GOAWAY
+        # that refused streams after the server took this many (a server that closes
+        # connections after a few requests, as nginx's keepalive_requests): the requests it
+        # refused then spread over new connections instead of all moving to the next one, to
+        # be refused again. Forgotten when a connection takes more; kept past the host's
+        # last connection (as that one's GOAWAY closes it), the oldest dropped past a bound.
+        self._h2_stream_caps: dict[str, int] = {}
         self._dials = 0
         self._failed_dials = 0
         self._reused = 0
@@ -341,7 +371,7 @@ class Transport:
         trace = self._trace_for(request)
         headers, asked_compression = self._wire_headers(request)
         url = request.url
-        attempt = 0
+        counted = refused = 0  # retries of each kind so far
         while True:
             conn = await self._get_conn(request, trace)
             try:
@@ -360,16 +390,25 @@ class Transport:
                             "so it was not retried (an Idempotency-Key header marks a request "
                             "as safe to retry)",
                         )
-                elif attempt < MAX_RETRIES:
-                    self._retries += 1
-                    attempt += 1
-                    if trace and trace.request_retried:
-                        assert exc.retry_hint is not None
-                        trace.request_retried(RetryInfo(exc.retry_hint, exc, attempt))
-                    continue
+                    raise
+                delay = 0.0
+                if exc.retry_hint == RETRY_REFUSED and refused < MAX_REFUSED_RETRIES:
+                    refused += 1
+                elif counted < MAX_RETRIES:
+                    counted += 1
+                    if counted > 1 and isinstance(conn, HTTP2Connection):
+                        delay = H2_RETRY_BACKOFF * (1 << (counted - 2)) * (1 + random() / 10)
                 else:
-                    exc.args = (f"{exc.args[0]}; gave up after {MAX_RETRIES} retries",)
-                raise
+                    exc.args = (f"{exc.args[0]}; gave up after {counted + refused} retries",)
+                    raise
+                self._retries += 1
+                if trace and trace.request_retried:
+                    assert exc.retry_hint is not None
+                    info = RetryInfo(exc.retry_hint, exc, counted + refused, delay)
+                    trace.request_retried(info)
+                if delay:
+                    await anyio.sleep(delay)
+                continue
             break
         if asked_compression:
             encoding = response.headers.get("content-encoding", "")
@@ -442,7 +481,7 @@ class Transport:
     @staticmethod
     def _should_retry(exc: HTTPError, request: Request) -> bool:
         """Go's shouldRetryRequest. Hints are only set on failures of reused connections."""
-        if exc.retry_hint == RETRY_NOTHING_WRITTEN:
+        if exc.retry_hint in (RETRY_NOTHING_WRITTEN, RETRY_REFUSED):
             return request.body_is_rewindable
         if exc.retry_hint == RETRY_NO_RESPONSE:
             return request.is_replayable
@@ -716,6 +755,11 @@ class Transport:
         host = self._hosts.get(conn.key)
         if host is None or conn not in host.h2_conns:
             return
+        cap = self._h2_stream_caps.get(host.key)
+        if cap is not None and conn.requests_started > cap:  # the server took more: forget
+            del self._h2_stream_caps[host.key]
+            for other in host.h2_conns:
+                other.stream_cap = UNADVERTISED_MAX_STREAMS
         self._serve_h2_waiters(host, conn)
         if conn.reserved == 0:
             conn.idle_at = self._clock()
@@ -727,10 +771,19 @@ class Transport:
             return  # still in its handshake
         if conn.goaway:
             del host.h2_conns[conn]
+            if conn.refused_streams:
+                self._learn_stream_cap(host.key, conn.streams_accepted)
             if host.waiting and not host.h2_dialing:
                 self._dial_for_waiters(host)
         else:
             self._serve_h2_waiters(host, conn)
+
+    def _learn_stream_cap(self, key: str, accepted: int) -> None:
+        caps = self._h2_stream_caps
+        caps.pop(key, None)
+        if len(caps) >= STREAM_CAPS_KEPT:
+            del caps[next(iter(caps))]  # the oldest lesson
+        caps[key] = max(1, accepted)
 
     def conn_closed(self, conn: Conn) -> None:
         self._conns.discard(conn)
@@ -868,6 +921,7 @@ class Transport:
         if not self._start_conn(conn, want):
             return
         host.h2_conns[conn] = None
+        conn.stream_cap = self._h2_stream_caps.get(host.key, conn.stream_cap)
         conn.idle_at = self._clock()
         if want.waiting and conn.has_capacity:  # its own want first, then the queue in order
             self._reserve(conn)

@@ -32,7 +32,8 @@ refused, then the connection is closed); ``server.silence()`` / ``unsilence()`` 
 read nor sent on any connection, not even PING acks, until unsilenced);
 ``await conn.close()`` (abrupt); ``conn.send_raw(bytes)`` (any frames, valid or not);
 ``stream.reset(code)``; ``server.on_connect = lambda conn: conn.goaway(0)`` (called with each new
-connection: what it queues goes out with our SETTINGS, in one write).  A stream opened over ``max_concurrent_streams`` or after our
+connection: what it queues goes out with our SETTINGS, in one write);
+``server.keepalive_requests = n`` (as nginx's: GOAWAY as a connection takes its nth stream).  A stream opened over ``max_concurrent_streams`` or after our
 GOAWAY is refused (RST_STREAM REFUSED_STREAM) and kept in ``server.refused_requests``.
 
 Waiting never sleeps: ``await server.wait_until(lambda s: s.active_streams == 2)`` wakes up
@@ -290,6 +291,7 @@ class H2ServerConnection:
         self.closed = anyio.Event()  # set once the socket is closed
         self.streams: dict[int, H2Stream] = {}  # open streams
         self.highest_stream_id = 0
+        self.requests_accepted = 0  # streams taken (not refused) so far
         self.pings_received = 0
         self.goaway_last_stream_id: int | None = None  # set once we sent GOAWAY
         self.goaway_received: int | None = None  # error code of the client's GOAWAY
@@ -560,6 +562,9 @@ class H2ServerConnection:
         self.server.max_active_streams_seen = max(
             self.server.max_active_streams_seen, len(self.streams)
         )
+        self.requests_accepted += 1
+        if self.requests_accepted == self.server.keepalive_requests:
+            self.goaway(stream_id)  # nginx's keepalive_requests: this one is the last
         self.server._notify()
         assert self._tg is not None
         self._tg.start_soon(self._run_handler, stream, name=f"h2 stream {stream_id}")
@@ -602,6 +607,8 @@ class H2TestServer:
         self.handler_errors: list[Exception] = []
         self.protocol_errors: list[h2.exceptions.ProtocolError] = []
         self.max_active_streams_seen = 0  # on any one connection
+        # As nginx's keepalive_requests: GOAWAY with a connection's Nth stream as the last.
+        self.keepalive_requests: int | None = None
         self.release = anyio.Event()  # the default handler's /wait answers once this is set
         self.settings: dict[h2.settings.SettingCodes, int] = {}  # what we advertise
         # Called with each new connection before anything is sent on it (after our SETTINGS,

@@ -12,6 +12,7 @@ import h2.errors
 import pytest
 
 import asyncpool
+import asyncpool._transport
 from asyncpool import Request, Transport
 from tests.h2server import (
     H2Request,
@@ -267,11 +268,57 @@ async def test_request_fields_are_sent_as_http2_wants_them(h2c: H2TestServer) ->
     assert second.header("te") == "trailers"
 
 
-async def test_a_refused_stream_is_retried_then_given_up(h2c: H2TestServer) -> None:
+async def test_a_refused_stream_is_retried_with_backoff_then_given_up(
+    h2c: H2TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that refuses everything (it processed nothing on the connection) gets Go's
+    6 retries, the second and later after a doubling wait (1 s, 2 s, ... in Go; scaled down
+    here), so it is not hammered."""
+    monkeypatch.setattr(asyncpool._transport, "H2_RETRY_BACKOFF", 0.001)
+    retries: list[asyncpool.RetryInfo] = []
+    trace = asyncpool.ClientTrace(request_retried=retries.append)
     async with Transport(**H2C) as pool:
         with pytest.raises(asyncpool.StreamReset, match="gave up after 6 retries"):
-            await get(pool, h2c.url_for("/refuse"))
+            await get(pool, h2c.url_for("/refuse"), trace=trace)
         assert pool.stats().retries == 6
+    assert [info.attempt for info in retries] == [1, 2, 3, 4, 5, 6]
+    assert {info.reason for info in retries} == {"nothing written"}
+    assert retries[0].delay == 0
+    for n, info in enumerate(retries[1:]):
+        assert 0.001 * 2**n <= info.delay <= 0.0011 * 2**n
+
+
+@pytest.mark.parametrize("learning", [True, False], ids=["learning", "not-learning"])
+async def test_a_server_closing_connections_after_a_few_requests_loses_none(
+    learning: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nginx's keepalive_requests over HTTP/2: each connection takes 5 streams, then GOAWAY
+    refuses the rest. Those retries are not counted against a stale connection's 6, and the
+    pool learns to give a new connection only 5 streams: 50 concurrent requests need 10
+    connections, and each refused request is refused once, not moved as a herd from one
+    new connection to the next. Without the lesson the herd needs 9 rounds: still no loss."""
+    if not learning:
+        monkeypatch.setattr(Transport, "_learn_stream_cap", lambda *args: None)
+    retries: list[asyncpool.RetryInfo] = []
+    trace = asyncpool.ClientTrace(request_retried=retries.append)
+    async with open_h2_server() as server, Transport(trace=trace, **H2C) as pool:
+        server.keepalive_requests = 5
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(get, pool, server.url)
+        assert server.connections_accepted == 10
+        assert len(server.requests) == 50
+        assert {info.reason for info in retries} == {"refused"}
+        if learning:
+            assert (len(retries), max(info.attempt for info in retries)) == (45, 1)
+        else:
+            assert (len(retries), max(info.attempt for info in retries)) == (225, 9)
+        await wait_until(lambda: pool.stats().total == 0)
+        # The pool forgets what it learnt once a connection takes more.
+        server.keepalive_requests = None
+        for _ in range(7):
+            await get(pool, server.url)
+        assert pool.stats().hosts[server.url].total == 1
 
 
 async def test_early_aclose_resets_the_stream_and_frees_it(h2c: H2TestServer) -> None:
