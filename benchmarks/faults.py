@@ -4,6 +4,7 @@ real servers produce (benchmarks/FAULTS.md).
     python benchmarks/faults.py               # every scenario, every client (about a minute)
     python benchmarks/faults.py --json        # the same results as JSON on stdout
     python benchmarks/faults.py --strict      # exit 1 when asyncpool failed any request
+    python benchmarks/faults.py --quick       # a smoke run: a few requests each (seconds)
     python benchmarks/faults.py --scenarios idle_close --clients round_trip/asyncio,aiohttp
     nox -s faults                             # installs -e .[dev], then runs this; args after --
 
@@ -69,6 +70,13 @@ class Scenario:
     pauses: tuple[float, ...] = ()
     reload_every: float | None = None  # send nginx SIGHUP this often while the clients run
 
+    def load(self) -> str:
+        protocol = "HTTP/2 + TLS" if self.http2 else "HTTP/1.1"
+        if self.pauses:
+            pauses = f"{min(self.pauses):.3f}-{max(self.pauses):.3f} s"
+            return f"{protocol}, bursts of {self.concurrency}, {len(self.pauses)} pauses {pauses}"
+        return f"{protocol}, c={self.concurrency}, {self.requests:,} requests or {self.seconds:g} s"
+
 
 IDLE_PAUSES = tuple(round(0.990 + 0.001 * i, 3) for i in range(21))  # 0.990 .. 1.010 s
 
@@ -77,7 +85,7 @@ SCENARIOS = {
     for s in (
         Scenario(
             "idle_close",
-            "keepalive_timeout 1s; bursts of 10 requests, pauses 0.990-1.010 s",
+            "keepalive_timeout 1s: pauses between bursts swept across the idle close",
             http2=False,
             config="keepalive_timeout 1s;",
             concurrency=10,
@@ -87,7 +95,7 @@ SCENARIOS = {
         ),
         Scenario(
             "keepalive_requests_h1",
-            "keepalive_requests 5 (Connection: close on the 5th); c=50, 2,000 requests",
+            "keepalive_requests 5: Connection: close on every 5th response",
             http2=False,
             config="keepalive_requests 5;",
             concurrency=50,
@@ -96,7 +104,7 @@ SCENARIOS = {
         ),
         Scenario(
             "keepalive_requests_h2",
-            "keepalive_requests 5 (GOAWAY after the 5th stream); c=50, 2,000 requests",
+            "keepalive_requests 5: GOAWAY after every 5th stream",
             http2=True,
             config="keepalive_requests 5;",
             concurrency=50,
@@ -105,7 +113,7 @@ SCENARIOS = {
         ),
         Scenario(
             "reload_h1",
-            "nginx -s reload every 2 s; c=20 for 10 s",
+            "nginx -s reload every 2 s under load",
             http2=False,
             config="",
             concurrency=20,
@@ -115,7 +123,7 @@ SCENARIOS = {
         ),
         Scenario(
             "reload_h2",
-            "nginx -s reload every 2 s; c=20 for 10 s",
+            "nginx -s reload every 2 s under load",
             http2=True,
             config="",
             concurrency=20,
@@ -125,6 +133,17 @@ SCENARIOS = {
         ),
     )
 }
+
+
+def quick(scenario: Scenario) -> Scenario:
+    """A smoke run's version of `scenario`: two rounds of requests, one pause, a second or so."""
+    return dataclasses.replace(
+        scenario,
+        requests=min(scenario.requests, 2 * scenario.concurrency),
+        seconds=min(scenario.seconds, 2.0),
+        pauses=scenario.pauses[:1],
+        reload_every=scenario.reload_every and 0.25,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -437,7 +456,9 @@ def _worker_result(client: str, scenario: Scenario, proc: subprocess.Popen[str],
     return Result(scenario.name, client, error=f"worker {why}: {' | '.join(tail)}")
 
 
-def run_scenario(scenario: Scenario, clients: Sequence[str], deadline: float) -> ScenarioRun:
+def run_scenario(
+    scenario: Scenario, clients: Sequence[str], deadline: float, smoke: bool = False
+) -> ScenarioRun:
     """One nginx for `scenario`; every client in its own process at once; the scenario's faults
     (reloads) driven from here until the last client is done."""
     run = ScenarioRun(scenario, [])
@@ -451,6 +472,7 @@ def run_scenario(scenario: Scenario, clients: Sequence[str], deadline: float) ->
             cmd = [sys.executable, __file__, "--worker", client, "--scenario", scenario.name]
             cmd += ["--url", target.url, "--deadline", str(deadline)]
             cmd += ["--ca-file", target.ca_file] if target.ca_file else []
+            cmd += ["--quick"] if smoke else []
             procs.append(
                 (client, subprocess.Popen(cmd, stdout=out, stderr=err, text=True), out, err)
             )
@@ -499,8 +521,8 @@ def table(runs: Sequence[ScenarioRun]) -> str:
     for run in runs:
         reloads = f", {run.reloads} reloads" if run.scenario.reload_every else ""
         lines.append(
-            f"{run.scenario.name}: {run.scenario.what} "
-            f"({'HTTP/2 + TLS' if run.scenario.http2 else 'HTTP/1.1'}{reloads}; {run.seconds:g} s)"
+            f"{run.scenario.name}: {run.scenario.what} ({run.scenario.load()}{reloads}; "
+            f"took {run.seconds:g} s)"
         )
     for run in runs:
         want = "HTTP/2" if run.scenario.http2 else "HTTP/1.1"
@@ -564,6 +586,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", default=",".join(CLIENTS), help="comma list")
     p.add_argument("--deadline", type=float, default=DEADLINE, help="seconds for one request")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead")
+    p.add_argument(
+        "--quick", action="store_true", help="a smoke run: a few requests per scenario and client"
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when asyncpool failed any request")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # run one client, print its Result
     p.add_argument("--scenario", help=argparse.SUPPRESS)
@@ -573,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.worker:
         scenario = SCENARIOS[args.scenario]
+        scenario = quick(scenario) if args.quick else scenario
         target = Target(args.url, args.ca_file, scenario.concurrency, scenario.http2)
         result = anyio.run(
             run_client, scenario, args.worker, target, args.deadline,
@@ -590,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in scenarios:
         if not args.json:
             print(f"# {name} ...", file=sys.stderr, flush=True)
-        runs.append(run_scenario(SCENARIOS[name], clients, args.deadline))
+        scenario = quick(SCENARIOS[name]) if args.quick else SCENARIOS[name]
+        runs.append(run_scenario(scenario, clients, args.deadline, args.quick))
     seconds = round(time.monotonic() - started, 1)
     failures = asyncpool_failures(runs)
     if args.json:
