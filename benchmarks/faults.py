@@ -346,7 +346,18 @@ class Result:
         self.failed += 1
         self.failures[kind] = self.failures.get(kind, 0) + 1
         self.failed_methods[method] = self.failed_methods.get(method, 0) + 1
-        self.examples.setdefault(kind, message[:300])
+        self.examples.setdefault(kind, message[:500])
+
+
+def describe(exc: BaseException) -> str:
+    """The exception and what it was raised from, e.g. `httpx.ReadError: ... <- OSError: ...`."""
+    parts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 4:
+        kind = type(seen)
+        parts.append(f"{kind.__module__}.{kind.__qualname__}: {seen}")
+        seen = seen.__cause__ or seen.__context__
+    return " <- ".join(parts)
 
 
 def failure_type(exc: BaseException) -> str:
@@ -366,7 +377,7 @@ async def _one(send: Send, index: int, client: str, result: Result, deadline: fl
         try:
             status, version, content = await send(method, headers, body)
         except Exception as exc:
-            result.fail(method, failure_type(exc), f"{type(exc).__module__}: {exc}")
+            result.fail(method, failure_type(exc), describe(exc))
             return
         result.versions[version] = result.versions.get(version, 0) + 1
         if status != 200 or content != ANSWER:
@@ -533,7 +544,7 @@ def table(runs: Sequence[ScenarioRun]) -> str:
     for run in runs:
         for r in run.results:
             for kind, message in r.examples.items():
-                examples.setdefault(kind, f"[{run.scenario.name} {r.client}] {message[:200]}")
+                examples.setdefault(kind, f"[{run.scenario.name} {r.client}] {message[:300]}")
     if examples:
         lines += ["", "first message of each failure type:"]
         lines += [f"  {kind}: {message}" for kind, message in examples.items()]
