@@ -403,11 +403,8 @@ async def run_client(
     stop_at = started + scenario.seconds
     limit = scenario.requests
     numbers = itertools.count()
-    kind = CLIENTS[client]
-    async with kind.adapter(target, asyncpool.ClientTrace(request_retried=retried)) as (
-        send,
-        pool,
-    ):
+    trace = asyncpool.ClientTrace(request_retried=retried)
+    async with CLIENTS[client].adapter(target, trace) as (send, pool):
 
         async def one() -> None:
             await _one(send, next(numbers), client, result, deadline)
@@ -454,8 +451,9 @@ class ScenarioRun:
     skipped: list[str] = dataclasses.field(default_factory=list)  # clients without its protocol
 
 
-def _worker_result(client: str, scenario: Scenario, proc: subprocess.Popen[str], out: TextIO,
-                   err: TextIO) -> Result:  # fmt: skip
+def _worker_result(
+    client: str, scenario: Scenario, proc: subprocess.Popen[str], out: TextIO, err: TextIO
+) -> Result:
     out.seek(0)
     err.seek(0)
     lines = out.read().strip().splitlines()
@@ -473,8 +471,8 @@ def run_scenario(
     """One nginx for `scenario`; every client in its own process at once; the scenario's faults
     (reloads) driven from here until the last client is done."""
     run = ScenarioRun(scenario, [])
-    clients = [c for c in clients if not (scenario.http2 and CLIENTS[c].http1_only)]
-    run.skipped = [c for c in CLIENTS if c not in clients]
+    run.skipped = [c for c in clients if scenario.http2 and CLIENTS[c].http1_only]
+    clients = [c for c in clients if c not in run.skipped]
     started = time.monotonic()
     with serve(scenario) as (server, target), contextlib.ExitStack() as files:
         procs = []
