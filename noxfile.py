@@ -4,6 +4,7 @@
     nox -s tests    # lint, types, then the whole test suite with coverage
     nox -s lint     # ruff + mypy only
     nox -s bench    # HTTP/1.1 and HTTP/2 benchmarks against a local nginx (see benchmarks/README.md)
+    nox -s faults   # the fault suite: idle closes, keepalive_requests, reloads of a local nginx
 
 Every session runs on the interpreter nox itself runs on, in a venv (created with the standard
 library's venv module) that is reused across runs.
@@ -65,3 +66,16 @@ def bench(session: nox.Session) -> None:
     """
     session.install("-e", ".[dev,speedups]", "aiosonic", "httpx[http2]")
     session.run("python", "benchmarks/run_all.py", *session.posargs)
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """The fault suite (benchmarks/FAULTS.md): asyncpool on asyncio and trio, httpx and aiohttp
+    against a local nginx that closes idle connections, ends connections after 5 requests and
+    reloads under load; one table of requests sent, failed (by type) and retried. About 1.5 minutes.
+
+    Options after `--` go to benchmarks/faults.py, e.g. `nox -s faults -- --strict` (exit 1 when
+    asyncpool failed a request), `-- --json`, `-- --quick`, `-- --scenarios idle_close`.
+    """
+    session.install("-e", ".[dev]")
+    session.run("python", "benchmarks/faults.py", *session.posargs)

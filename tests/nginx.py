@@ -11,7 +11,8 @@ Everything nginx writes (config, pid, error log, temp dirs, the static files) li
 temporary directory that is removed on exit. nginx runs in the foreground (`-g "daemon off;"`) as a
 child process in its own session, with one worker, keep-alive without practical limits and no access
 log. With `http2_tls=TLSFiles(cert, key)` a second server listens with TLS, offering h2 and
-http/1.1 by ALPN, on `server.tls_port` (`server.tls_url(path)`).
+http/1.1 by ALPN, on `server.tls_port` (`server.tls_url(path)`). `server.reload()` is
+`nginx -s reload` (SIGHUP to the master), for tests of a server that restarts its workers.
 
 This module needs nothing but the standard library (pytest only inside `require_nginx`).
 """
@@ -322,6 +323,14 @@ class Nginx:
                 return True
         except OSError:
             return False
+
+    def reload(self) -> None:
+        """`nginx -s reload`: SIGHUP to the master, which re-reads the config, starts a new worker
+        and shuts the old one down gracefully (its idle keep-alive connections closed at once,
+        HTTP/2 connections sent GOAWAY, requests in flight finished). Returns at once."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise RuntimeError("nginx is not running")
+        self._proc.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
