@@ -216,7 +216,8 @@ class HTTP2Connection:
 
         # Owned by the pool, changed only in its synchronous methods.
         self.reserved = 0  # streams promised to requests, open or about to open
-        self.stream_cap = UNADVERTISED_MAX_STREAMS  # the most it hands out at once
+        self.handed_out = 0  # streams ever reserved on it
+        self.stream_cap: int | None = None  # the most it hands out in its life (None: no cap)
         self.idle_at: float | None = None  # when ``reserved`` last fell to 0
         self.requests_started = 0  # streams opened so far (> 0: reused, in Go's sense)
 
@@ -248,8 +249,9 @@ class HTTP2Connection:
 
     @property
     def has_capacity(self) -> bool:
-        limit = min(self.max_streams, self.stream_cap)
-        return not (self.closed or self.goaway) and self.reserved < limit
+        if self.closed or self.goaway or self.reserved >= self.max_streams:
+            return False
+        return self.stream_cap is None or self.handed_out < self.stream_cap
 
     @property
     def active_streams(self) -> int:

@@ -19,7 +19,7 @@ far as the server's MAX_CONCURRENT_STREAMS allows, and a full connection makes t
 more (one dial at a time) unless ``strict_max_concurrent_streams``. When it brings HTTP/1.1 the
 host is remembered as such and the waiters dial as HTTP/1.1 requests do. A GOAWAY that refused
 streams after the server took N teaches the pool to give new connections to that key N streams
-at once (``_h2_stream_caps``), until one takes more.
+each (``_h2_stream_caps``), until one answers N without a GOAWAY.
 
 A failed request is retried by ``round_trip`` when the server cannot have processed it and the
 request can be sent again: at most ``MAX_RETRIES`` times for a stale connection or a server
@@ -75,7 +75,7 @@ from ._connection import (
     RETRY_REFUSED,
     HTTP11Connection,
 )
-from ._connection_h2 import UNADVERTISED_MAX_STREAMS, HTTP2Connection
+from ._connection_h2 import HTTP2Connection
 from ._dial import DialFunc, default_ssl_context, dial
 from ._errors import ConnectTimeout, HTTPError, PoolClosed, TLSHandshakeTimeout
 from ._http11 import PARSERS, default_parser
@@ -297,12 +297,13 @@ class Transport:
         self._wire_headers_cache: dict[
             tuple[tuple[str, ...], str, str, bool, bool], tuple[list[tuple[str, str]], bool]
         ] = {}
-        # Streams a new HTTP/2 connection to a key is given at once, learnt from a GOAWAY
+        # Streams a new HTTP/2 connection to a key is given in its life, learnt from a GOAWAY
         # that refused streams after the server took this many (a server that closes
         # connections after a few requests, as nginx's keepalive_requests): the requests it
         # refused then spread over new connections instead of all moving to the next one, to
-        # be refused again. Forgotten when a connection takes more; kept past the host's
-        # last connection (as that one's GOAWAY closes it), the oldest dropped past a bound.
+        # be refused again. Forgotten when a connection answers that many without a GOAWAY;
+        # kept past the host's last connection (as that one's GOAWAY closes it), the oldest
+        # dropped past a bound.
         self._h2_stream_caps: dict[str, int] = {}
         self._dials = 0
         self._failed_dials = 0
@@ -595,6 +596,7 @@ class Transport:
 
     def _reserve(self, conn: HTTP2Connection) -> float:
         conn.reserved += 1
+        conn.handed_out += 1
         idle_at, conn.idle_at = conn.idle_at, None
         return 0.0 if idle_at is None else self._clock() - idle_at
 
@@ -755,11 +757,13 @@ class Transport:
         host = self._hosts.get(conn.key)
         if host is None or conn not in host.h2_conns:
             return
-        cap = self._h2_stream_caps.get(host.key)
-        if cap is not None and conn.requests_started > cap:  # the server took more: forget
-            del self._h2_stream_caps[host.key]
+        cap = conn.stream_cap
+        if cap is not None and conn.streams_accepted >= cap and not conn.goaway:
+            # It answered all it was given and announced no GOAWAY (which would have come
+            # with the last stream it takes): the server takes more now. Forget the lesson.
+            self._h2_stream_caps.pop(host.key, None)
             for other in host.h2_conns:
-                other.stream_cap = UNADVERTISED_MAX_STREAMS
+                other.stream_cap = None
         self._serve_h2_waiters(host, conn)
         if conn.reserved == 0:
             conn.idle_at = self._clock()
@@ -921,7 +925,7 @@ class Transport:
         if not self._start_conn(conn, want):
             return
         host.h2_conns[conn] = None
-        conn.stream_cap = self._h2_stream_caps.get(host.key, conn.stream_cap)
+        conn.stream_cap = self._h2_stream_caps.get(host.key)
         conn.idle_at = self._clock()
         if want.waiting and conn.has_capacity:  # its own want first, then the queue in order
             self._reserve(conn)
