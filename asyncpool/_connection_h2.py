@@ -31,6 +31,11 @@ Invariants
   when the connection dies fail on the reader's way out.
 * A cancelled caller, or a body closed before its end, resets its stream (RST_STREAM CANCEL)
   and never disturbs the other streams.
+* A stream the pool is done with is closed in h2 too, on both sides: a response that ends
+  before our body is all sent closes our side with RST_STREAM(NO_ERROR), as Go does. So h2's
+  count of open streams equals ``len(_streams)`` whenever no call into h2 is under way; a
+  TooManyStreamsError with the two apart is our bug: the connection closes and the request
+  fails, not retried.
 """
 
 from __future__ import annotations
@@ -135,6 +140,7 @@ class _Stream:
 
     __slots__ = (
         "body",
+        "body_done",
         "chunks",
         "delivered",
         "ended",
@@ -171,6 +177,7 @@ class _Stream:
         self.released = False  # the slot went back to the pool
         self.remaining = -1  # body bytes its content-length still promises (-1: no length)
         self.out: _OutBody | None = None
+        self.body_done = False  # our side is closed: END_STREAM sent (or no body at all)
         # DATA as (bytes, flow-controlled length), unbounded: flow control bounds it.
         self.chunks: Channel[tuple[bytes, int]] = Channel(new_event)
         self.body: _H2Body | None = None
@@ -352,8 +359,21 @@ class HTTP2Connection:
         try:
             stream = self._open_stream(request, headers, trace)
         except h2.exceptions.TooManyStreamsError:
-            # The server lowered SETTINGS_MAX_CONCURRENT_STREAMS after this slot was reserved.
             self._owner.release_stream(self)
+            held = self._h2.count_open_streams()
+            if held != len(self._streams):
+                # h2 holds streams open that we ended (or the reverse): a leaked slot, our bug.
+                # Retrying here would meet the same wall; close the connection so the pool
+                # dials afresh, and say so loudly (the fault tests check the two counts).
+                broken = HTTPError(
+                    f"internal error: h2 counts {held} open streams where the connection has "
+                    f"{len(self._streams)}; the connection is closed",
+                    host=self.host_port,
+                    phase="protocol",
+                )
+                self.close(CloseReason.ERROR, broken)
+                raise broken from None
+            # The server lowered SETTINGS_MAX_CONCURRENT_STREAMS after this slot was reserved.
             lowered = RemoteProtocolError(
                 f"the server lowered its stream limit to {self.max_streams} before the "
                 "stream opened",
@@ -420,6 +440,7 @@ class HTTP2Connection:
         self.requests_started += 1
         self.trace = trace
         stream = _Stream(stream_id, request, trace, self._new_event)
+        stream.body_done = not has_body
         self._streams[stream_id] = stream
         if isinstance(content, bytes) and content:
             stream.out = _OutBody(content, True, self._new_event())
@@ -541,6 +562,7 @@ class HTTP2Connection:
                     h2c.send_data(sid, out.take(min(window, h2c.max_outbound_frame_size)))
                 if out.eof and len(out.buffer) == out.offset:
                     h2c.end_stream(sid)
+                    stream.body_done = True
                     del self._outgoing[sid]
                     if stream.written is not None:
                         stream.written.set()
@@ -807,9 +829,16 @@ class HTTP2Connection:
             return
         stream.ended = True
         stream.chunks.close()
-        if stream.stream_id in self._outgoing:
-            # Answered before our body was all sent: stop sending it.
-            self._reset(stream, ReadError("answered early", host=self.host_port))
+        if not stream.body_done and not self.closed:
+            # Answered before our body was all sent (RFC 9113, 8.1): the server wants no more
+            # of it. Our side is still open (h2 counts the stream against the server's limit
+            # until it closes), so close it with RST_STREAM(NO_ERROR), as Go does; _finish
+            # stops the body.
+            try:
+                self._h2.reset_stream(stream.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            except h2.exceptions.StreamClosedError:  # pragma: no cover - h2 closed it already
+                pass
+            self._kick()
         if not stream.delivered:  # END_STREAM without a head
             self._fail(
                 stream, RemoteProtocolError("stream ended without a response", host=self.host_port)

@@ -135,7 +135,11 @@ class ClientConnection(h2.connection.H2Connection):
         if held < self._walk_at and held < self.remote_settings.max_concurrent_streams:
             # Every stream held may be open: at most ``held`` are, so one more fits.
             return held
-        count = super().open_outbound_streams  # the walk
+        return self.count_open_streams()
+
+    def count_open_streams(self) -> int:
+        """The exact count of open streams (the walk)."""
+        count = super().open_outbound_streams
         self._walk_at = 2 * count + 16
         return count
 

@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import h2.connection
 import h2.errors
 import pytest
 
 import asyncpool
 from asyncpool import Request, Transport
+from asyncpool._connection_h2 import HTTP2Connection
 from tests.h2server import (
     H2Request,
     H2Stream,
@@ -760,3 +762,74 @@ async def test_a_stream_handed_over_as_the_pool_closes_fails_with_pool_closed() 
                 # ...and the pool closes before that request runs: it used to retry, queue a
                 # dial the closing task group cancelled, and wait for it forever.
     assert len(errors) == 1 and isinstance(errors[0], asyncpool.PoolClosed), errors
+
+
+# -- faults of real servers: answers before the body, 100-continue, big heads, resets ---------
+
+
+def h2_open_streams(pool: Transport) -> list[int]:
+    """For each HTTP/2 connection of the pool, the streams h2 itself counts open (an exact
+    walk, not the lazy count): a stream our side forgot but h2 holds open is a leaked slot."""
+    counts = []
+    for conn in list(pool._conns):
+        if isinstance(conn, HTTP2Connection) and not conn.closed:
+            counts.append(h2.connection.H2Connection.open_outbound_streams.fget(conn._h2))
+    return counts
+
+
+def assert_nothing_in_use(pool: Transport) -> None:
+    stats = pool.stats()
+    assert (stats.in_use, stats.waiting, stats.dialing) == (0, 0, 0)
+    assert all(host.streams == 0 for host in stats.hosts.values())
+    assert all(count == 0 for count in h2_open_streams(pool)), h2_open_streams(pool)
+
+
+async def test_a_response_that_ends_before_the_body_is_sent_closes_its_stream() -> None:
+    # The server answers 413 and ends its side without reading the body, and without a
+    # RST_STREAM of its own: ours (NO_ERROR, as Go's) is what closes the stream. Without it
+    # h2 kept each one open (half-closed remote) against the server's limit of 3.
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        if req.path == "/reject":
+            await stream.respond(413)
+            await stream.server.release.wait()  # until the client resets the stream
+        else:
+            await default_h2_handler(req, stream)
+
+    async with (
+        open_h2_server(handler, max_concurrent_streams=3, initial_window_size=10) as server,
+        Transport(**H2C) as pool,
+    ):
+        for _ in range(5):
+            request = Request("POST", server.url_for("/reject"), content=b"x" * 1000)
+            response = await pool.round_trip(request)
+            assert response.status_code == 413
+            await response.aread()
+            assert_nothing_in_use(pool)
+        await server.wait_until(lambda s: len(s.resets_received) == 5)
+        assert {code for _, code in server.resets_received} == {h2.errors.ErrorCodes.NO_ERROR}
+        assert (await get(pool, server.url)).content == b"hello"
+        assert (pool.stats().dials, pool.stats().retries) == (1, 0)
+        assert not server.refused_requests
+
+
+async def test_streams_h2_holds_open_behind_our_back_fail_loudly_and_close_the_connection() -> None:
+    # A leaked slot (h2 counts a stream open that the connection no longer knows) used to be
+    # taken for a lowered stream limit and retried on the same connection, 6 times.
+    async with open_h2_server(max_concurrent_streams=2) as server, Transport(**H2C) as pool:
+        assert (await get(pool, server.url)).content == b"hello"
+        (conn,) = pool._conns
+        assert isinstance(conn, HTTP2Connection)
+        for _ in range(2):  # behind the connection's back
+            conn._h2.send_headers(
+                conn._h2.get_next_available_stream_id(),
+                [(":method", "GET"), (":authority", "x"), (":scheme", "http"), (":path", "/")],
+                end_stream=True,
+            )
+        with pytest.raises(asyncpool.HTTPError, match="h2 counts 2 open streams") as info:
+            await get(pool, server.url)
+        assert f"127.0.0.1:{server.port}" in str(info.value)
+        assert info.value.retry_hint is None
+        assert conn.closed
+        assert (await get(pool, server.url)).content == b"hello"
+        assert (pool.stats().dials, pool.stats().retries) == (2, 0)
+        assert_nothing_in_use(pool)
