@@ -15,6 +15,11 @@ it, so a slow reader throttles its own stream and no other. When nothing is in f
 read carries the idle timeout, and with ``read_idle_timeout`` a silent connection is probed by
 PING and closed when no answer comes within ``ping_timeout``.
 
+A request with ``Expect: 100-continue`` sends its HEADERS and holds its body back until
+100 Continue arrives (the reader hands the body to the writer at once) or the caller's
+``expect_continue_timeout`` expires (then it goes anyway), as Go's transport does; a final
+response first means the body is never sent.
+
 A GOAWAY lets streams up to its ``last_stream_id`` finish; the others fail with a retry hint
 (the server never processed them), and the pool opens no new stream on the connection.
 
@@ -142,11 +147,13 @@ class _Stream:
         "body",
         "body_done",
         "chunks",
+        "continue_event",
         "delivered",
         "ended",
         "error",
         "head_ready",
         "out",
+        "pending_body",
         "released",
         "remaining",
         "request",
@@ -178,6 +185,10 @@ class _Stream:
         self.remaining = -1  # body bytes its content-length still promises (-1: no length)
         self.out: _OutBody | None = None
         self.body_done = False  # our side is closed: END_STREAM sent (or no body at all)
+        # Expect: 100-continue: the body held back until 100 Continue or the timeout (None
+        # once sent, or refused by a final response), and what the caller waits on meanwhile.
+        self.pending_body: bytes | AsyncIterable[bytes] | None = None
+        self.continue_event: Event | None = None
         # DATA as (bytes, flow-controlled length), unbounded: flow control bounds it.
         self.chunks: Channel[tuple[bytes, int]] = Channel(new_event)
         self.body: _H2Body | None = None
@@ -200,6 +211,7 @@ class HTTP2Connection:
         idle_conn_timeout: float | None,
         read_idle_timeout: float | None,
         ping_timeout: float,
+        expect_continue_timeout: float | None,
         local_address: Any = None,
         remote_address: Any = None,
     ) -> None:
@@ -215,6 +227,7 @@ class HTTP2Connection:
         self._idle_conn_timeout = idle_conn_timeout
         self._read_idle_timeout = read_idle_timeout
         self._ping_timeout = ping_timeout
+        self._expect_continue_timeout = expect_continue_timeout
         self._h2 = new_client_connection()  # header blocks are ours to build and check
 
         # Owned by the pool, changed only in its synchronous methods.
@@ -386,7 +399,7 @@ class HTTP2Connection:
             raise
         if response_header_timeout is not None:
             stream.written = self._new_event()
-            if stream.out is None:
+            if stream.body_done:
                 stream.written.set()
         try:
             if trace:
@@ -395,8 +408,16 @@ class HTTP2Connection:
                         trace.wrote_header_field(name, [value])
                 if trace.wrote_headers:
                     trace.wrote_headers()
-                if stream.out is None and trace.wrote_request:
+                if stream.body_done and trace.wrote_request:
                     trace.wrote_request(WroteRequestInfo(None))
+            if stream.continue_event is not None:
+                # As Go's HTTP/2 transport: the body waits for 100 Continue, a final response
+                # (then it is never sent) or expect_continue_timeout (then it goes anyway).
+                if trace and trace.wait_100_continue:
+                    trace.wait_100_continue()
+                with anyio.move_on_after(self._expect_continue_timeout):
+                    await stream.continue_event.wait()
+                self._release_body(stream)
             timeout = await wait_for_head(
                 stream.head_ready, stream.written, response_header_timeout, self.host_port
             )
@@ -442,16 +463,35 @@ class HTTP2Connection:
         stream = _Stream(stream_id, request, trace, self._new_event)
         stream.body_done = not has_body
         self._streams[stream_id] = stream
-        if isinstance(content, bytes) and content:
+        if content is not None and has_body:
+            if self._expect_continue_timeout is not None and any(
+                k.lower() == "expect" and v.lower() == "100-continue"
+                for k, v in request.headers._pairs()
+            ):
+                stream.pending_body = content
+                stream.continue_event = self._new_event()
+            else:
+                self._send_body(stream, content)
+        self._kick()
+        return stream
+
+    def _send_body(self, stream: _Stream, content: bytes | AsyncIterable[bytes]) -> None:
+        """Hand a request body to the writer (through a pump task when it is streamed)."""
+        if isinstance(content, bytes):
             stream.out = _OutBody(content, True, self._new_event())
-            self._outgoing[stream_id] = stream
-        elif isinstance(content, AsyncIterable):
+            self._outgoing[stream.stream_id] = stream
+        else:
             stream.out = _OutBody(b"", False, self._new_event())
-            self._outgoing[stream_id] = stream
+            self._outgoing[stream.stream_id] = stream
             assert self._task_group is not None
             self._task_group.start_soon(self._pump_body, stream, content)
         self._kick()
-        return stream
+
+    def _release_body(self, stream: _Stream) -> None:
+        """Send a body held back for 100 Continue, unless it was refused or the stream ended."""
+        content, stream.pending_body = stream.pending_body, None
+        if content is not None and not stream.released and not self.closed:
+            self._send_body(stream, content)
 
     async def _pump_body(self, stream: _Stream, content: AsyncIterable[bytes]) -> None:
         """Feed a streamed request body into the stream's buffer, a little ahead of flow
@@ -494,6 +534,8 @@ class HTTP2Connection:
             stream.head_ready.set()
         if stream.written is not None:
             stream.written.set()
+        if stream.continue_event is not None:
+            stream.continue_event.set()
         stream.chunks.close()
         if (stream.error is not None and not keep_unread) or not stream.delivered:
             self._discard_unread(stream)  # nobody will read what arrived
@@ -761,6 +803,11 @@ class HTTP2Connection:
         stream.delivered = True
         if stream.written is not None:  # the head came before the body was all sent
             stream.written.set()
+        if stream.continue_event is not None:
+            # A final response before 100 Continue: the body is never sent. Our side closes
+            # when the response ends (RST_STREAM NO_ERROR, in _ended) or the caller resets it.
+            stream.pending_body = None
+            stream.continue_event.set()
         stream.head_ready.set()
 
     def _promised_length(self, stream: _Stream, status: int, headers: list[str]) -> int | None:
@@ -811,8 +858,11 @@ class HTTP2Connection:
         code, fields = checked
         trace = stream.trace
         if code == 100:
-            if trace and trace.got_100_continue:
-                self._fire(stream, trace.got_100_continue)
+            if trace and trace.got_100_continue and not self._fire(stream, trace.got_100_continue):
+                return
+            if stream.continue_event is not None:
+                stream.continue_event.set()
+                self._release_body(stream)  # now, not when the caller gets to run
         elif trace and trace.got_1xx_response:
             self._fire(stream, trace.got_1xx_response, code, Headers._trusted(fields))
 

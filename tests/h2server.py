@@ -291,6 +291,7 @@ class H2ServerConnection:
         self.streams: dict[int, H2Stream] = {}  # open streams
         self.highest_stream_id = 0
         self.pings_received = 0
+        self.data_received: dict[int, int] = {}  # DATA bytes per stream id, read or not
         self.goaway_last_stream_id: int | None = None  # set once we sent GOAWAY
         self.goaway_received: int | None = None  # error code of the client's GOAWAY
         self.alpn_protocol: str | None = None
@@ -487,6 +488,8 @@ class H2ServerConnection:
         if isinstance(event, h2.events.RequestReceived):
             self._on_request(event.stream_id, _decode(event.headers))
         elif isinstance(event, h2.events.DataReceived):
+            received = self.data_received.get(event.stream_id, 0) + len(event.data or b"")
+            self.data_received[event.stream_id] = received
             stream = self.streams.get(event.stream_id)
             if stream is None:
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)

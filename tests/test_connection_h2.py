@@ -833,3 +833,84 @@ async def test_streams_h2_holds_open_behind_our_back_fail_loudly_and_close_the_c
         assert (await get(pool, server.url)).content == b"hello"
         assert (pool.stats().dials, pool.stats().retries) == (2, 0)
         assert_nothing_in_use(pool)
+
+
+def continue_trace(events: list[str]) -> asyncpool.ClientTrace:
+    return asyncpool.ClientTrace(
+        wait_100_continue=lambda: events.append("wait"),
+        got_100_continue=lambda: events.append("100"),
+        wrote_request=lambda info: events.append("wrote_request"),
+    )
+
+
+async def test_expect_100_continue_a_final_response_first_means_the_body_is_never_sent() -> None:
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        if req.path == "/too-big":
+            await stream.respond(413, [], b"no")  # ends its side, reads nothing
+            await stream.server.release.wait()  # sends no RST_STREAM of its own
+        else:
+            await default_h2_handler(req, stream)
+
+    events: list[str] = []
+    async with open_h2_server(handler) as server, Transport(**H2C) as pool:
+        request = Request(
+            "PUT",
+            server.url_for("/too-big"),
+            headers={"Expect": "100-continue"},
+            content=b"x" * (128 << 10),
+            trace=continue_trace(events),
+        )
+        response = await pool.round_trip(request)
+        assert (response.status_code, await response.aread()) == (413, b"no")
+        await server.wait_until(lambda s: len(s.resets_received) == 1)
+        sid = server.requests[0].stream_id
+        assert server.resets_received == [(sid, h2.errors.ErrorCodes.NO_ERROR)]
+        assert server.connections[0].data_received.get(sid, 0) == 0  # not a byte of the body
+        assert events == ["wait"]
+        assert_nothing_in_use(pool)
+        assert (await get(pool, server.url)).content == b"hello"
+        assert pool.stats().dials == 1
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["bytes", "async-iterable"])
+async def test_expect_100_continue_the_body_waits_for_100_continue(
+    h2c: H2TestServer, streamed: bool
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"pay"
+        yield b"load"
+
+    events: list[str] = []
+    # A timeout far beyond the test: only 100 Continue can let the body go.
+    async with Transport(expect_continue_timeout=60, **H2C) as pool:
+        request = Request(
+            "PUT",
+            h2c.url_for("/echo"),  # sends 100 Continue, then reads the body
+            headers={"Expect": "100-continue"},
+            content=chunks() if streamed else b"payload",
+            trace=continue_trace(events),
+        )
+        response = await pool.round_trip(request)
+        assert await response.aread() == b"payload"
+        assert events == ["wait", "100", "wrote_request"]
+        assert_nothing_in_use(pool)
+
+
+async def test_expect_100_continue_without_an_answer_sends_the_body_after_the_timeout() -> None:
+    async def deaf(req: H2Request, stream: H2Stream) -> None:
+        body = await stream.read_body(send_continue=False)
+        await stream.respond(200, [], body)
+
+    events: list[str] = []
+    async with open_h2_server(deaf) as server, Transport(expect_continue_timeout=0, **H2C) as pool:
+        request = Request(
+            "PUT",
+            server.url,
+            headers={"Expect": "100-continue"},
+            content=b"payload",
+            trace=continue_trace(events),
+        )
+        response = await pool.round_trip(request)
+        assert await response.aread() == b"payload"
+        assert events == ["wait", "wrote_request"]
+        assert_nothing_in_use(pool)
