@@ -70,6 +70,7 @@ from ._errors import (
     PoolClosed,
     ReadError,
     RemoteProtocolError,
+    ResponseHeaderTooLarge,
     StreamReset,
     WriteError,
 )
@@ -212,6 +213,7 @@ class HTTP2Connection:
         read_idle_timeout: float | None,
         ping_timeout: float,
         expect_continue_timeout: float | None,
+        max_header_bytes: int,
         local_address: Any = None,
         remote_address: Any = None,
     ) -> None:
@@ -228,7 +230,9 @@ class HTTP2Connection:
         self._read_idle_timeout = read_idle_timeout
         self._ping_timeout = ping_timeout
         self._expect_continue_timeout = expect_continue_timeout
-        self._h2 = new_client_connection()  # header blocks are ours to build and check
+        self._max_header_bytes = max_header_bytes  # per head, as RFC 9113 counts its size
+        # Header blocks are ours to build and check; see _http2 for the decoder's bound.
+        self._h2 = new_client_connection(max_header_bytes)
 
         # Owned by the pool, changed only in its synchronous methods.
         self.reserved = 0  # streams promised to requests, open or about to open
@@ -276,6 +280,8 @@ class HTTP2Connection:
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
+                # As Go advertises MaxHeaderListSize from MaxResponseHeaderBytes.
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self._max_header_bytes,
             },
         )
         self._h2.initiate_connection()
@@ -756,7 +762,9 @@ class HTTP2Connection:
         status = b""
         headers: list[str] = []
         problem = None
+        size = 0  # RFC 9113 (6.5.2): name + value + 32 per field, pseudo-headers included
         for name, value in raw:
+            size += len(name) + len(value) + 32
             if name[:1] == b":":
                 if name != b":status" or status or headers:
                     problem = f"pseudo-header {name!r} misplaced, repeated or not for a response"
@@ -768,6 +776,16 @@ class HTTP2Connection:
             else:
                 headers += (name.decode("latin-1"), value.decode("latin-1"))
         else:
+            if size > self._max_header_bytes:
+                # The server ignored our SETTINGS_MAX_HEADER_LIST_SIZE: this stream fails, the
+                # connection goes on (the block was decoded whole: HPACK's state is intact).
+                too_large = ResponseHeaderTooLarge(
+                    f"HTTP/2 response head of {size} bytes (RFC 9113 size) exceeds "
+                    f"max_response_header_bytes={self._max_header_bytes}",
+                    host=self.host_port,
+                )
+                self._reset(stream, too_large)
+                return None
             if len(status) == 3 and status.isdigit():
                 return int(status), headers
             problem = f"no valid :status ({status!r})"

@@ -792,6 +792,7 @@ class Transport:
                     read_idle_timeout=self.read_idle_timeout,
                     ping_timeout=self.ping_timeout,
                     expect_continue_timeout=self.expect_continue_timeout,
+                    max_header_bytes=self.max_response_header_bytes,
                     local_address=dialed.local_address,
                     remote_address=dialed.remote_address,
                 )

@@ -914,3 +914,60 @@ async def test_expect_100_continue_without_an_answer_sends_the_body_after_the_ti
         assert await response.aread() == b"payload"
         assert events == ["wait", "wrote_request"]
         assert_nothing_in_use(pool)
+
+
+def big_head_handler(size: int) -> Any:
+    """``/big`` answers with a head of about ``size`` bytes (one field, RFC 9113 size) and
+    waits to be reset; ``/big?end=1`` then sends "big" and ends; the rest as the default
+    handler."""
+
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        if req.path.startswith("/big"):
+            value = hashlib.sha256(b"seed").hexdigest() * (size // 64 + 1)
+            await stream.send_headers(200, [("x-big", value[:size])])
+            if req.query.get("end"):
+                await stream.send_data(b"big", end_stream=True)
+            await stream.server.release.wait()
+        else:
+            await default_h2_handler(req, stream)
+
+    return handler
+
+
+async def test_a_response_head_over_max_response_header_bytes_fails_that_stream_only() -> None:
+    results: list[bytes] = []
+
+    async def other() -> None:
+        results.append((await get(pool, server.url_for("/wait"))).content)
+
+    limit = 8 << 10
+    async with (
+        open_h2_server(big_head_handler(16 << 10)) as server,
+        Transport(max_response_header_bytes=limit, **H2C) as pool,
+    ):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(other)
+            await server.wait_until(lambda s: s.active_streams == 1)
+            with anyio.fail_after(5), pytest.raises(asyncpool.ResponseHeaderTooLarge) as info:
+                await get(pool, server.url_for("/big"))  # (a hang guard, not a timing assertion)
+            message = str(info.value)
+            assert f"max_response_header_bytes={limit}" in message
+            assert f"127.0.0.1:{server.port}" in message
+            await server.wait_until(lambda s: len(s.resets_received) == 1)
+            server.release.set()
+        assert results == [b"released"]  # the other stream on the connection lived on
+        # Advertised as Go does, from the same option.
+        assert server.connections[0].h2.remote_settings.max_header_list_size == limit
+        assert_nothing_in_use(pool)
+        assert (await get(pool, server.url)).content == b"hello"
+        assert (pool.stats().dials, server.connections_accepted) == (1, 1)
+
+
+async def test_a_response_head_over_64_kib_is_fine_under_the_default_limit() -> None:
+    # h2's own default (64 KiB) used to cap heads, and going over it killed the connection.
+    async with open_h2_server(big_head_handler(200 << 10)) as server, Transport(**H2C) as pool:
+        response = await get(pool, server.url_for("/big?end=1"))
+        assert (response.content, len(response.headers["x-big"])) == (b"big", 200 << 10)
+        assert (await get(pool, server.url)).content == b"hello"
+        assert_nothing_in_use(pool)
+        assert server.connections_accepted == 1
