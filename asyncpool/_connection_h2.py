@@ -33,7 +33,10 @@ Invariants
   be) and is changed only by the pool's synchronous methods; a stream gives its slot back
   exactly once (``_Stream.released``), through ``ConnOwner.release_stream``.
 * Every stream ends exactly once: with a complete body, or with an error; streams still open
-  when the connection dies fail on the reader's way out.
+  when the connection dies fail on the reader's way out, saying why it died (``_lost``: the
+  same error whether the reader or the writer saw it first) and whether the server may have
+  processed the request: once its HEADERS were handed to the socket it may have, and the
+  request is not sent again (as Go); one never handed over is retried.
 * A cancelled caller, or a body closed before its end, resets its stream (RST_STREAM CANCEL)
   and never disturbs the other streams.
 * A stream the pool is done with is closed in h2 too, on both sides: a response that ends
@@ -71,6 +74,7 @@ from ._errors import (
     ReadError,
     RemoteProtocolError,
     ResponseHeaderTooLarge,
+    ServerDisconnected,
     StreamReset,
     WriteError,
 )
@@ -160,6 +164,7 @@ class _Stream:
         "request",
         "response",
         "response_started",
+        "sent",
         "stream_id",
         "trace",
         "written",
@@ -186,6 +191,7 @@ class _Stream:
         self.remaining = -1  # body bytes its content-length still promises (-1: no length)
         self.out: _OutBody | None = None
         self.body_done = False  # our side is closed: END_STREAM sent (or no body at all)
+        self.sent = False  # its HEADERS were handed to the socket: the server may have them
         # Expect: 100-continue: the body held back until 100 Continue or the timeout (None
         # once sent, or refused by a final response), and what the caller waits on meanwhile.
         self.pending_body: bytes | AsyncIterable[bytes] | None = None
@@ -249,6 +255,7 @@ class HTTP2Connection:
         self.trace: ClientTrace | None = None  # the last request's: told when it closes
         self._streams: dict[int, _Stream] = {}
         self._outgoing: dict[int, _Stream] = {}  # streams whose body is still being sent
+        self._unsent: list[_Stream] = []  # opened, HEADERS not yet handed to the socket
         self._task_group: anyio.abc.TaskGroup | None = None
         self._new_event = event_factory()
         self._wakeup = self._new_event()  # kicks the writer
@@ -469,6 +476,7 @@ class HTTP2Connection:
         stream = _Stream(stream_id, request, trace, self._new_event)
         stream.body_done = not has_body
         self._streams[stream_id] = stream
+        self._unsent.append(stream)
         if content is not None and has_body:
             if self._expect_continue_timeout is not None and any(
                 k.lower() == "expect" and v.lower() == "100-continue"
@@ -586,14 +594,29 @@ class HTTP2Connection:
                     self._move_bodies()
                     data = self._h2.data_to_send()
                     if data:
+                        for stream in self._unsent:  # once handed over, maybe received
+                            stream.sent = True
+                        self._unsent.clear()
                         await self._stream.send(data)
                         continue
                     await self._wakeup.wait()
                     self._wakeup = self._new_event()
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            self.close(
-                CloseReason.ERROR, ReadError(f"writing failed: {exc!r}", host=self.host_port)
-            )
+            self._lost(exc)
+
+    def _lost(self, exc: BaseException | None) -> None:
+        """The socket failed (``exc``) or the server closed it (None), seen by the reader or
+        the writer: whichever sees it first, the connection closes with the same error."""
+        if exc is None:
+            why, detail = CloseReason.SERVER_CLOSED, "the server closed the connection"
+        elif isinstance(exc, (ConnectionError, anyio.BrokenResourceError)):
+            # ECONNRESET to the reader, EPIPE or ECONNRESET to the writer: the same event.
+            why, detail = CloseReason.ERROR, "the server reset the connection"
+        else:
+            why, detail = CloseReason.ERROR, f"the connection failed ({exc!r})"
+        error = ReadError(detail, host=self.host_port)
+        error.__cause__ = exc
+        self.close(why, error)
 
     def _move_bodies(self) -> None:
         """Put as much of each pending body into h2 as its flow-control window allows."""
@@ -634,14 +657,15 @@ class HTTP2Connection:
                             if data is None:
                                 return
                             if not data:
-                                error = ReadError(
-                                    "the server closed the connection", host=self.host_port
-                                )
-                                self.close(CloseReason.SERVER_CLOSED, error)
+                                self._lost(None)
                                 return
                             for event in self._receive_events(data):
                                 self._dispatch(event)
                             self._kick()
+        except ReadError as exc:
+            if isinstance(exc.__cause__, (OSError, anyio.BrokenResourceError)):  # the socket
+                self._lost(exc.__cause__)
+            self.close(CloseReason.ERROR, exc)
         except Exception as exc:
             self.close(CloseReason.ERROR, exc)
         finally:
@@ -657,7 +681,23 @@ class HTTP2Connection:
         detail = cause.detail if isinstance(cause, HTTPError) else f"closed: {self.close_why}"
         if self._goaway_detail:
             detail = f"{detail}, after {self._goaway_detail}"
-        return ReadError(f"HTTP/2 connection lost ({detail})", host=self.host_port)
+        error: HTTPError
+        # What the server may have done with it decides whether it is safe to send again.
+        if stream.response_started:
+            error = ReadError(f"HTTP/2 connection lost mid-response: {detail}", host=self.host_port)
+        elif not stream.sent:
+            error = WriteError(
+                f"HTTP/2 connection lost: {detail}; the request was not sent", host=self.host_port
+            )
+            error.retry_hint = RETRY_NOTHING_WRITTEN
+        else:
+            error = ServerDisconnected(
+                f"HTTP/2 connection lost: {detail}; the request was sent and the server may "
+                "have processed it",
+                host=self.host_port,
+            )
+        error.__cause__ = cause
+        return error
 
     async def _receive_live(self) -> bytes | None:
         """The next bytes; meanwhile the idle timeout and the PING check apply. None when the

@@ -30,7 +30,7 @@ not advertised; ``initial_window_size``; ``max_frame_size``), and
 (graceful: the streams up to ``last_stream_id`` complete, later ones are ignored, new ones
 refused, then the connection is closed); ``server.silence()`` / ``unsilence()`` (nothing is
 read nor sent on any connection, not even PING acks, until unsilenced);
-``await conn.close()`` (abrupt); ``conn.send_raw(bytes)`` (any frames, valid or not);
+``await conn.close()`` (abrupt); ``await conn.reset()`` (TCP RST); ``conn.send_raw(bytes)`` (any frames, valid or not);
 ``stream.reset(code)``; ``server.on_connect = lambda conn: conn.goaway(0)`` (called with each new
 connection: what it queues goes out with our SETTINGS, in one write).  A stream opened over ``max_concurrent_streams`` or after our
 GOAWAY is refused (RST_STREAM REFUSED_STREAM) and kept in ``server.refused_requests``.
@@ -42,7 +42,9 @@ every socket.
 
 from __future__ import annotations
 
+import socket
 import ssl
+import struct
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -359,6 +361,13 @@ class H2ServerConnection:
         """Close the socket at once (no GOAWAY, no TLS close_notify)."""
         self._abort.cancel()
         await self.closed.wait()
+
+    async def reset(self) -> None:
+        """Reset the TCP connection (SO_LINGER 0, then close: the client gets an RST, as from a
+        crashed server or a middlebox), with no GOAWAY."""
+        raw = self._stream.extra(SocketAttribute.raw_socket)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await self.close()
 
     # -- internals ------------------------------------------------------------------------
 

@@ -4,15 +4,18 @@ limits, and the failures real servers produce (GOAWAY, RST_STREAM, silence)."""
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.abc
 import h2.connection
 import h2.errors
 import pytest
 
 import asyncpool
+import asyncpool._dial
 from asyncpool import Request, Transport
 from asyncpool._connection_h2 import HTTP2Connection
 from tests.h2server import (
@@ -971,3 +974,129 @@ async def test_a_response_head_over_64_kib_is_fine_under_the_default_limit() -> 
         assert (await get(pool, server.url)).content == b"hello"
         assert_nothing_in_use(pool)
         assert server.connections_accepted == 1
+
+
+class GatedStream(anyio.abc.ByteStream):
+    """The pool's own TCP stream with a gate on what ``receive`` returns or raises: closed,
+    the connection's reader cannot tell what the socket says, so its writer finds out first."""
+
+    def __init__(self, inner: anyio.abc.ByteStream) -> None:
+        self.inner = inner
+        self.receive_gate = anyio.Event()
+        self.receive_gate.set()
+        self.send_gate = anyio.Event()  # closed: the writer waits in send() with its bytes
+        self.send_gate.set()
+        self.send_held = False
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        try:
+            data = await self.inner.receive(max_bytes)
+        except Exception:
+            await self.receive_gate.wait()
+            raise
+        await self.receive_gate.wait()
+        return data
+
+    async def send(self, item: bytes) -> None:
+        if not self.send_gate.is_set():
+            self.send_held = True
+            await self.send_gate.wait()
+        await self.inner.send(item)
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    @property
+    def extra_attributes(self) -> Any:
+        return self.inner.extra_attributes
+
+    def tcp_closed(self) -> bool:
+        """The kernel took the connection down (an RST arrived): TCP_INFO's state is CLOSE."""
+        sock = self.inner.extra(anyio.abc.SocketAttribute.raw_socket)
+        try:
+            return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] == 7
+        except OSError:  # asyncio's transport closed the socket on the error it read
+            return True
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="needs Linux's TCP_INFO")
+@pytest.mark.parametrize("first", ["reader", "writer"])
+async def test_a_connection_reset_says_so_and_what_the_server_may_have_processed(
+    h2c: H2TestServer, first: str
+) -> None:
+    streams: list[GatedStream] = []
+
+    async def dial(host: str, port: int) -> anyio.abc.ByteStream:
+        streams.append(GatedStream(await asyncpool._dial._connect_tcp(host, port)))
+        return streams[-1]
+
+    errors: list[BaseException] = []
+
+    async def sent() -> None:
+        try:
+            await get(pool, h2c.url_for("/wait"))
+        except asyncpool.HTTPError as exc:
+            errors.append(exc)
+
+    async with Transport(dial=dial, **H2C) as pool:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sent)
+            await h2c.wait_until(lambda s: s.active_streams == 1)
+            if first == "writer":
+                streams[0].receive_gate = anyio.Event()  # the reader sees nothing
+            await h2c.connections[0].reset()
+            if first == "writer":
+                await wait_until(streams[0].tcp_closed)
+                # A new stream: the writer's send meets the reset first.
+                with pytest.raises(asyncpool.ServerDisconnected):
+                    await get(pool, h2c.url)
+        (error,) = errors
+        assert isinstance(error, asyncpool.ServerDisconnected)
+        assert str(error) == (
+            f"read 127.0.0.1:{h2c.port}: HTTP/2 connection lost: the server reset the "
+            "connection; the request was sent and the server may have processed it"
+        )
+        assert error.retry_hint is None  # not replayed, as Go
+        assert pool.stats().retries == 0
+        assert_nothing_in_use(pool)
+        assert pool.stats().total == 0
+        assert (await get(pool, h2c.url)).content == b"hello"
+
+
+async def test_a_connection_reset_retries_the_requests_it_never_sent(h2c: H2TestServer) -> None:
+    streams: list[GatedStream] = []
+
+    async def dial(host: str, port: int) -> anyio.abc.ByteStream:
+        streams.append(GatedStream(await asyncpool._dial._connect_tcp(host, port)))
+        return streams[-1]
+
+    outcomes: dict[str, object] = {}
+
+    async def one(name: str, path: str) -> None:
+        try:
+            outcomes[name] = (await get(pool, h2c.url_for(path))).content
+        except asyncpool.HTTPError as exc:
+            outcomes[name] = exc
+
+    async with Transport(dial=dial, **H2C) as pool:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, "sent", "/wait")
+            await h2c.wait_until(lambda s: s.active_streams == 1)
+            streams[0].send_gate = anyio.Event()
+            tg.start_soon(one, "handed over", "/wait")  # its HEADERS wait in send()
+            await wait_until(lambda: streams[0].send_held)
+            tg.start_soon(one, "not sent", "/")  # the writer is busy: never handed over
+            await wait_until(lambda: pool.stats().hosts[h2c.url].streams == 3)
+            await h2c.connections[0].reset()
+        assert outcomes["not sent"] == b"hello"  # retried on a new connection
+        for name in ("sent", "handed over"):  # the server may have them: not retried
+            error = outcomes[name]
+            assert isinstance(error, asyncpool.ServerDisconnected), error
+            assert "the server reset the connection" in str(error)
+            assert "the server may have processed it" in str(error)
+        assert pool.stats().retries == 1
+        assert (pool.stats().dials, h2c.connections_accepted) == (2, 2)
+        assert_nothing_in_use(pool)
