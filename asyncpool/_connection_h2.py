@@ -15,6 +15,11 @@ it, so a slow reader throttles its own stream and no other. When nothing is in f
 read carries the idle timeout, and with ``read_idle_timeout`` a silent connection is probed by
 PING and closed when no answer comes within ``ping_timeout``.
 
+A request with ``Expect: 100-continue`` sends its HEADERS and holds its body back until
+100 Continue arrives (the reader hands the body to the writer at once) or the caller's
+``expect_continue_timeout`` expires (then it goes anyway), as Go's transport does; a final
+response first means the body is never sent.
+
 A GOAWAY lets streams up to its ``last_stream_id`` finish; the others fail with a retry hint
 (the server never processed them), and the pool opens no new stream on the connection.
 
@@ -28,9 +33,17 @@ Invariants
   be) and is changed only by the pool's synchronous methods; a stream gives its slot back
   exactly once (``_Stream.released``), through ``ConnOwner.release_stream``.
 * Every stream ends exactly once: with a complete body, or with an error; streams still open
-  when the connection dies fail on the reader's way out.
+  when the connection dies fail on the reader's way out, saying why it died (``_lost``: the
+  same error whether the reader or the writer saw it first) and whether the server may have
+  processed the request: once its HEADERS were handed to the socket it may have, and the
+  request is not sent again (as Go); one never handed over is retried.
 * A cancelled caller, or a body closed before its end, resets its stream (RST_STREAM CANCEL)
   and never disturbs the other streams.
+* A stream the pool is done with is closed in h2 too, on both sides: a response that ends
+  before our body is all sent closes our side with RST_STREAM(NO_ERROR), as Go does. So h2's
+  count of open streams equals ``len(_streams)`` whenever no call into h2 is under way; a
+  TooManyStreamsError with the two apart is our bug: the connection closes and the request
+  fails, not retried.
 """
 
 from __future__ import annotations
@@ -62,6 +75,8 @@ from ._errors import (
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
+    ResponseHeaderTooLarge,
+    ServerDisconnected,
     StreamReset,
     WriteError,
 )
@@ -137,18 +152,22 @@ class _Stream:
 
     __slots__ = (
         "body",
+        "body_done",
         "chunks",
+        "continue_event",
         "delivered",
         "ended",
         "error",
         "head_ready",
         "out",
+        "pending_body",
         "read_timeout",
         "released",
         "remaining",
         "request",
         "response",
         "response_started",
+        "sent",
         "stream_id",
         "trace",
         "written",
@@ -175,6 +194,12 @@ class _Stream:
         self.remaining = -1  # body bytes its content-length still promises (-1: no length)
         self.out: _OutBody | None = None
         self.read_timeout: float | None = None  # the longest wait for the next DATA
+        self.body_done = False  # our side is closed: END_STREAM sent (or no body at all)
+        self.sent = False  # its HEADERS were handed to the socket: the server may have them
+        # Expect: 100-continue: the body held back until 100 Continue or the timeout (None
+        # once sent, or refused by a final response), and what the caller waits on meanwhile.
+        self.pending_body: bytes | AsyncIterable[bytes] | None = None
+        self.continue_event: Event | None = None
         # DATA as (bytes, flow-controlled length), unbounded: flow control bounds it.
         self.chunks: Channel[tuple[bytes, int]] = Channel(new_event)
         self.body: _H2Body | None = None
@@ -197,6 +222,8 @@ class HTTP2Connection:
         idle_conn_timeout: float | None,
         read_idle_timeout: float | None,
         ping_timeout: float,
+        expect_continue_timeout: float | None,
+        max_header_bytes: int,
         local_address: Any = None,
         remote_address: Any = None,
     ) -> None:
@@ -212,7 +239,10 @@ class HTTP2Connection:
         self._idle_conn_timeout = idle_conn_timeout
         self._read_idle_timeout = read_idle_timeout
         self._ping_timeout = ping_timeout
-        self._h2 = new_client_connection()  # header blocks are ours to build and check
+        self._expect_continue_timeout = expect_continue_timeout
+        self._max_header_bytes = max_header_bytes  # per head, as RFC 9113 counts its size
+        # Header blocks are ours to build and check; see _http2 for the decoder's bound.
+        self._h2 = new_client_connection(max_header_bytes)
 
         # Owned by the pool, changed only in its synchronous methods.
         self.reserved = 0  # streams promised to requests, open or about to open
@@ -234,6 +264,7 @@ class HTTP2Connection:
         self.trace: ClientTrace | None = None  # the last request's: told when it closes
         self._streams: dict[int, _Stream] = {}
         self._outgoing: dict[int, _Stream] = {}  # streams whose body is still being sent
+        self._unsent: list[_Stream] = []  # opened, HEADERS not yet handed to the socket
         self._task_group: anyio.abc.TaskGroup | None = None
         self._new_event = event_factory()
         self._wakeup = self._new_event()  # kicks the writer
@@ -267,6 +298,8 @@ class HTTP2Connection:
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
+                # As Go advertises MaxHeaderListSize from MaxResponseHeaderBytes.
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self._max_header_bytes,
             },
         )
         self._h2.initiate_connection()
@@ -364,8 +397,21 @@ class HTTP2Connection:
         try:
             stream = self._open_stream(request, headers, trace)
         except h2.exceptions.TooManyStreamsError:
-            # The server lowered SETTINGS_MAX_CONCURRENT_STREAMS after this slot was reserved.
             self._owner.release_stream(self)
+            held = self._h2.count_open_streams()
+            if held != len(self._streams):
+                # h2 holds streams open that we ended (or the reverse): a leaked slot, our bug.
+                # Retrying here would meet the same wall; close the connection so the pool
+                # dials afresh, and say so loudly (the fault tests check the two counts).
+                broken = HTTPError(
+                    f"internal error: h2 counts {held} open streams where the connection has "
+                    f"{len(self._streams)}; the connection is closed",
+                    host=self.host_port,
+                    phase="protocol",
+                )
+                self.close(CloseReason.ERROR, broken)
+                raise broken from None
+            # The server lowered SETTINGS_MAX_CONCURRENT_STREAMS after this slot was reserved.
             lowered = RemoteProtocolError(
                 f"the server lowered its stream limit to {self.max_streams} before the "
                 "stream opened",
@@ -379,7 +425,7 @@ class HTTP2Connection:
         stream.read_timeout = read_timeout
         if response_header_timeout is not None or read_timeout is not None:
             stream.written = self._new_event()
-            if stream.out is None:
+            if stream.body_done:
                 stream.written.set()
         try:
             if trace:
@@ -388,8 +434,16 @@ class HTTP2Connection:
                         trace.wrote_header_field(name, [value])
                 if trace.wrote_headers:
                     trace.wrote_headers()
-                if stream.out is None and trace.wrote_request:
+                if stream.body_done and trace.wrote_request:
                     trace.wrote_request(WroteRequestInfo(None))
+            if stream.continue_event is not None:
+                # As Go's HTTP/2 transport: the body waits for 100 Continue, a final response
+                # (then it is never sent) or expect_continue_timeout (then it goes anyway).
+                if trace and trace.wait_100_continue:
+                    trace.wait_100_continue()
+                with anyio.move_on_after(self._expect_continue_timeout):
+                    await stream.continue_event.wait()
+                self._release_body(stream)
             timeout = await wait_for_head(
                 stream.head_ready,
                 stream.written,
@@ -437,17 +491,38 @@ class HTTP2Connection:
         self.requests_started += 1
         self.trace = trace
         stream = _Stream(stream_id, request, trace, self._new_event)
+        stream.body_done = not has_body
         self._streams[stream_id] = stream
-        if isinstance(content, bytes) and content:
+        self._unsent.append(stream)
+        if content is not None and has_body:
+            if self._expect_continue_timeout is not None and any(
+                k.lower() == "expect" and v.lower() == "100-continue"
+                for k, v in request.headers._pairs()
+            ):
+                stream.pending_body = content
+                stream.continue_event = self._new_event()
+            else:
+                self._send_body(stream, content)
+        self._kick()
+        return stream
+
+    def _send_body(self, stream: _Stream, content: bytes | AsyncIterable[bytes]) -> None:
+        """Hand a request body to the writer (through a pump task when it is streamed)."""
+        if isinstance(content, bytes):
             stream.out = _OutBody(content, True, self._new_event())
-            self._outgoing[stream_id] = stream
-        elif isinstance(content, AsyncIterable):
+            self._outgoing[stream.stream_id] = stream
+        else:
             stream.out = _OutBody(b"", False, self._new_event())
-            self._outgoing[stream_id] = stream
+            self._outgoing[stream.stream_id] = stream
             assert self._task_group is not None
             self._task_group.start_soon(self._pump_body, stream, content)
         self._kick()
-        return stream
+
+    def _release_body(self, stream: _Stream) -> None:
+        """Send a body held back for 100 Continue, unless it was refused or the stream ended."""
+        content, stream.pending_body = stream.pending_body, None
+        if content is not None and not stream.released and not self.closed:
+            self._send_body(stream, content)
 
     async def _pump_body(self, stream: _Stream, content: AsyncIterable[bytes]) -> None:
         """Feed a streamed request body into the stream's buffer, a little ahead of flow
@@ -490,6 +565,8 @@ class HTTP2Connection:
             stream.head_ready.set()
         if stream.written is not None:
             stream.written.set()
+        if stream.continue_event is not None:
+            stream.continue_event.set()
         stream.chunks.close()
         if (stream.error is not None and not keep_unread) or not stream.delivered:
             self._discard_unread(stream)  # nobody will read what arrived
@@ -534,14 +611,29 @@ class HTTP2Connection:
                     self._move_bodies()
                     data = self._h2.data_to_send()
                     if data:
+                        for stream in self._unsent:  # once handed over, maybe received
+                            stream.sent = True
+                        self._unsent.clear()
                         await self._stream.send(data)
                         continue
                     await self._wakeup.wait()
                     self._wakeup = self._new_event()
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            self.close(
-                CloseReason.ERROR, ReadError(f"writing failed: {exc!r}", host=self.host_port)
-            )
+            self._lost(exc)
+
+    def _lost(self, exc: BaseException | None) -> None:
+        """The socket failed (``exc``) or the server closed it (None), seen by the reader or
+        the writer: whichever sees it first, the connection closes with the same error."""
+        if exc is None:
+            why, detail = CloseReason.SERVER_CLOSED, "the server closed the connection"
+        elif isinstance(exc, (ConnectionError, anyio.BrokenResourceError)):
+            # ECONNRESET to the reader, EPIPE or ECONNRESET to the writer: the same event.
+            why, detail = CloseReason.ERROR, "the server reset the connection"
+        else:
+            why, detail = CloseReason.ERROR, f"the connection failed ({exc!r})"
+        error = ReadError(detail, host=self.host_port)
+        error.__cause__ = exc
+        self.close(why, error)
 
     def _move_bodies(self) -> None:
         """Put as much of each pending body into h2 as its flow-control window allows."""
@@ -558,6 +650,7 @@ class HTTP2Connection:
                     h2c.send_data(sid, out.take(min(window, h2c.max_outbound_frame_size)))
                 if out.eof and len(out.buffer) == out.offset:
                     h2c.end_stream(sid)
+                    stream.body_done = True
                     del self._outgoing[sid]
                     if stream.written is not None:
                         stream.written.set()
@@ -581,14 +674,15 @@ class HTTP2Connection:
                             if data is None:
                                 return
                             if not data:
-                                error = ReadError(
-                                    "the server closed the connection", host=self.host_port
-                                )
-                                self.close(CloseReason.SERVER_CLOSED, error)
+                                self._lost(None)
                                 return
                             for event in self._receive_events(data):
                                 self._dispatch(event)
                             self._kick()
+        except ReadError as exc:
+            if isinstance(exc.__cause__, (OSError, anyio.BrokenResourceError)):  # the socket
+                self._lost(exc.__cause__)
+            self.close(CloseReason.ERROR, exc)
         except Exception as exc:
             self.close(CloseReason.ERROR, exc)
         finally:
@@ -604,7 +698,23 @@ class HTTP2Connection:
         detail = cause.detail if isinstance(cause, HTTPError) else f"closed: {self.close_why}"
         if self._goaway_detail:
             detail = f"{detail}, after {self._goaway_detail}"
-        return ReadError(f"HTTP/2 connection lost ({detail})", host=self.host_port)
+        error: HTTPError
+        # What the server may have done with it decides whether it is safe to send again.
+        if stream.response_started:
+            error = ReadError(f"HTTP/2 connection lost mid-response: {detail}", host=self.host_port)
+        elif not stream.sent:
+            error = WriteError(
+                f"HTTP/2 connection lost: {detail}; the request was not sent", host=self.host_port
+            )
+            error.retry_hint = RETRY_NOTHING_WRITTEN
+        else:
+            error = ServerDisconnected(
+                f"HTTP/2 connection lost: {detail}; the request was sent and the server may "
+                "have processed it",
+                host=self.host_port,
+            )
+        error.__cause__ = cause
+        return error
 
     async def _receive_live(self) -> bytes | None:
         """The next bytes; meanwhile the idle timeout and the PING check apply. None when the
@@ -710,7 +820,9 @@ class HTTP2Connection:
         status = b""
         headers: list[str] = []
         problem = None
+        size = 0  # RFC 9113 (6.5.2): name + value + 32 per field, pseudo-headers included
         for name, value in raw:
+            size += len(name) + len(value) + 32
             if name[:1] == b":":
                 if name != b":status" or status or headers:
                     problem = f"pseudo-header {name!r} misplaced, repeated or not for a response"
@@ -722,6 +834,16 @@ class HTTP2Connection:
             else:
                 headers += (name.decode("latin-1"), value.decode("latin-1"))
         else:
+            if size > self._max_header_bytes:
+                # The server ignored our SETTINGS_MAX_HEADER_LIST_SIZE: this stream fails, the
+                # connection goes on (the block was decoded whole: HPACK's state is intact).
+                too_large = ResponseHeaderTooLarge(
+                    f"HTTP/2 response head of {size} bytes (RFC 9113 size) exceeds "
+                    f"max_response_header_bytes={self._max_header_bytes}",
+                    host=self.host_port,
+                )
+                self._reset(stream, too_large)
+                return None
             if len(status) == 3 and status.isdigit():
                 return int(status), headers
             problem = f"no valid :status ({status!r})"
@@ -758,6 +880,11 @@ class HTTP2Connection:
         self.streams_accepted += 1
         if stream.written is not None:  # the head came before the body was all sent
             stream.written.set()
+        if stream.continue_event is not None:
+            # A final response before 100 Continue: the body is never sent. Our side closes
+            # when the response ends (RST_STREAM NO_ERROR, in _ended) or the caller resets it.
+            stream.pending_body = None
+            stream.continue_event.set()
         stream.head_ready.set()
 
     def _promised_length(self, stream: _Stream, status: int, headers: list[str]) -> int | None:
@@ -808,8 +935,11 @@ class HTTP2Connection:
         code, fields = checked
         trace = stream.trace
         if code == 100:
-            if trace and trace.got_100_continue:
-                self._fire(stream, trace.got_100_continue)
+            if trace and trace.got_100_continue and not self._fire(stream, trace.got_100_continue):
+                return
+            if stream.continue_event is not None:
+                stream.continue_event.set()
+                self._release_body(stream)  # now, not when the caller gets to run
         elif trace and trace.got_1xx_response:
             self._fire(stream, trace.got_1xx_response, code, Headers._trusted(fields))
 
@@ -826,9 +956,16 @@ class HTTP2Connection:
             return
         stream.ended = True
         stream.chunks.close()
-        if stream.stream_id in self._outgoing:
-            # Answered before our body was all sent: stop sending it.
-            self._reset(stream, ReadError("answered early", host=self.host_port))
+        if not stream.body_done and not self.closed:
+            # Answered before our body was all sent (RFC 9113, 8.1): the server wants no more
+            # of it. Our side is still open (h2 counts the stream against the server's limit
+            # until it closes), so close it with RST_STREAM(NO_ERROR), as Go does; _finish
+            # stops the body.
+            try:
+                self._h2.reset_stream(stream.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            except h2.exceptions.StreamClosedError:  # pragma: no cover - h2 closed it already
+                pass
+            self._kick()
         if not stream.delivered:  # END_STREAM without a head
             self._fail(
                 stream, RemoteProtocolError("stream ended without a response", host=self.host_port)

@@ -17,6 +17,12 @@ Four departures from h2's defaults, each for a reason a client pool has:
   changes the table by the same additions. ``ReplayingDecoder`` keeps, per block, its fields
   and those additions, and on a repeat replays the additions instead of decoding again (the
   pure-Python Huffman decoder was a sixth of a small request's cost).
+* **A head over our limit fails its stream, not the connection.** h2 has hpack refuse a header
+  block over SETTINGS_MAX_HEADER_LIST_SIZE mid-decode, a connection error (HPACK's state is
+  lost with the rest of the block). Here hpack decodes up to a hard bound well above the
+  limit we advertise (``header_list_hard_limit``), which bounds the memory one block takes,
+  and ``HTTP2Connection`` fails a stream whose head is over the limit itself; only a block
+  over the hard bound still ends the connection.
 * **Open streams are counted lazily.** Before each new stream h2 counts the open ones by
   walking every stream it still holds, and only that walk forgets closed streams: at c=100 a
   sixteenth of an HTTP/2 request. ``ClientConnection`` walks only when the streams it holds
@@ -31,14 +37,23 @@ from collections.abc import Iterable
 
 import h2.config
 import h2.connection
+import h2.settings
 import h2.stream
 from h2.connection import ConnectionInputs, ConnectionState, H2ConnectionStateMachine
+from h2.settings import ChangedSetting
 from hpack import Decoder, HeaderTuple
 from hpack.table import HeaderTable
 
 __all__ = ["ClientConnection", "ReplayingDecoder", "new_client_connection"]
 
 REPLAY_CACHE_SIZE = 64  # distinct header blocks remembered per connection
+
+
+def header_list_hard_limit(limit: int) -> int:
+    """The decoded size of a header block past which hpack gives up (a connection error):
+    generous over our advertised ``limit``, so that a server that ignores it fails only
+    its stream, and still a bound on what one block can make us hold."""
+    return 4 * limit + (64 << 10)
 
 
 class GoawayTolerantStateMachine(H2ConnectionStateMachine):
@@ -121,6 +136,13 @@ class ClientConnection(h2.connection.H2Connection):
     held, an upper bound still under the server's limit (h2 only compares it with that limit)."""
 
     _walk_at = 16  # streams held (open or closed) that call for the next walk
+    header_list_hard_limit = h2.connection.H2Connection.DEFAULT_MAX_HEADER_LIST_SIZE
+
+    def _local_settings_acked(self) -> dict[h2.settings.SettingCodes | int, ChangedSetting]:
+        changes = super()._local_settings_acked()
+        # h2 has just set the decoder's bound to our advertised limit: keep the hard one.
+        self.decoder.max_header_list_size = self.header_list_hard_limit
+        return changes
 
     def _begin_new_stream(
         self, stream_id: int, allowed_ids: h2.connection.AllowedStreamIDs
@@ -135,13 +157,18 @@ class ClientConnection(h2.connection.H2Connection):
         if held < self._walk_at and held < self.remote_settings.max_concurrent_streams:
             # Every stream held may be open: at most ``held`` are, so one more fits.
             return held
-        count = super().open_outbound_streams  # the walk
+        return self.count_open_streams()
+
+    def count_open_streams(self) -> int:
+        """The exact count of open streams (the walk)."""
+        count = super().open_outbound_streams
         self._walk_at = 2 * count + 16
         return count
 
 
-def new_client_connection() -> ClientConnection:
-    """A client-side h2 connection configured as the module docstring says."""
+def new_client_connection(max_header_list_size: int = 1 << 20) -> ClientConnection:
+    """A client-side h2 connection configured as the module docstring says, for heads of up
+    to ``max_header_list_size`` (checked by the caller)."""
     config = h2.config.H2Configuration(
         client_side=True,
         header_encoding=None,
@@ -153,5 +180,6 @@ def new_client_connection() -> ClientConnection:
     conn = ClientConnection(config=config)
     conn.state_machine = GoawayTolerantStateMachine()
     conn.decoder = ReplayingDecoder()
-    conn.decoder.max_header_list_size = conn.DEFAULT_MAX_HEADER_LIST_SIZE
+    conn.header_list_hard_limit = header_list_hard_limit(max_header_list_size)
+    conn.decoder.max_header_list_size = conn.header_list_hard_limit
     return conn

@@ -851,6 +851,8 @@ class Transport:
                     idle_conn_timeout=self.idle_conn_timeout,
                     read_idle_timeout=self.read_idle_timeout,
                     ping_timeout=self.ping_timeout,
+                    expect_continue_timeout=self.expect_continue_timeout,
+                    max_header_bytes=self.max_response_header_bytes,
                     local_address=dialed.local_address,
                     remote_address=dialed.remote_address,
                 )

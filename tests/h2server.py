@@ -30,7 +30,7 @@ not advertised; ``initial_window_size``; ``max_frame_size``), and
 (graceful: the streams up to ``last_stream_id`` complete, later ones are ignored, new ones
 refused, then the connection is closed); ``server.silence()`` / ``unsilence()`` (nothing is
 read nor sent on any connection, not even PING acks, until unsilenced);
-``await conn.close()`` (abrupt); ``conn.send_raw(bytes)`` (any frames, valid or not);
+``await conn.close()`` (abrupt); ``await conn.reset()`` (TCP RST); ``conn.send_raw(bytes)`` (any frames, valid or not);
 ``stream.reset(code)``; ``server.on_connect = lambda conn: conn.goaway(0)`` (called with each new
 connection: what it queues goes out with our SETTINGS, in one write);
 ``server.keepalive_requests = n`` (as nginx's: GOAWAY as a connection takes its nth stream).  A stream opened over ``max_concurrent_streams`` or after our
@@ -43,7 +43,9 @@ every socket.
 
 from __future__ import annotations
 
+import socket
 import ssl
+import struct
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -293,6 +295,7 @@ class H2ServerConnection:
         self.highest_stream_id = 0
         self.requests_accepted = 0  # streams taken (not refused) so far
         self.pings_received = 0
+        self.data_received: dict[int, int] = {}  # DATA bytes per stream id, read or not
         self.goaway_last_stream_id: int | None = None  # set once we sent GOAWAY
         self.goaway_received: int | None = None  # error code of the client's GOAWAY
         self.alpn_protocol: str | None = None
@@ -360,6 +363,13 @@ class H2ServerConnection:
         """Close the socket at once (no GOAWAY, no TLS close_notify)."""
         self._abort.cancel()
         await self.closed.wait()
+
+    async def reset(self) -> None:
+        """Reset the TCP connection (SO_LINGER 0, then close: the client gets an RST, as from a
+        crashed server or a middlebox), with no GOAWAY."""
+        raw = self._stream.extra(SocketAttribute.raw_socket)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await self.close()
 
     # -- internals ------------------------------------------------------------------------
 
@@ -489,6 +499,8 @@ class H2ServerConnection:
         if isinstance(event, h2.events.RequestReceived):
             self._on_request(event.stream_id, _decode(event.headers))
         elif isinstance(event, h2.events.DataReceived):
+            received = self.data_received.get(event.stream_id, 0) + len(event.data or b"")
+            self.data_received[event.stream_id] = received
             stream = self.streams.get(event.stream_id)
             if stream is None:
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)

@@ -4,16 +4,21 @@ limits, and the failures real servers produce (GOAWAY, RST_STREAM, silence)."""
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.abc
+import h2.connection
 import h2.errors
 import pytest
 
 import asyncpool
+import asyncpool._dial
 import asyncpool._transport
 from asyncpool import Request, Transport
+from asyncpool._connection_h2 import HTTP2Connection
 from tests.h2server import (
     H2Request,
     H2Stream,
@@ -829,3 +834,338 @@ async def test_a_stream_handed_over_as_the_pool_closes_fails_with_pool_closed() 
                 # ...and the pool closes before that request runs: it used to retry, queue a
                 # dial the closing task group cancelled, and wait for it forever.
     assert len(errors) == 1 and isinstance(errors[0], asyncpool.PoolClosed), errors
+
+
+# -- faults of real servers: answers before the body, 100-continue, big heads, resets ---------
+
+
+def h2_open_streams(pool: Transport) -> list[int]:
+    """For each HTTP/2 connection of the pool, the streams h2 itself counts open (an exact
+    walk, not the lazy count): a stream our side forgot but h2 holds open is a leaked slot."""
+    counts = []
+    for conn in list(pool._conns):
+        if isinstance(conn, HTTP2Connection) and not conn.closed:
+            counts.append(h2.connection.H2Connection.open_outbound_streams.fget(conn._h2))
+    return counts
+
+
+def assert_nothing_in_use(pool: Transport) -> None:
+    stats = pool.stats()
+    assert (stats.in_use, stats.waiting, stats.dialing) == (0, 0, 0)
+    assert all(host.streams == 0 for host in stats.hosts.values())
+    assert all(count == 0 for count in h2_open_streams(pool)), h2_open_streams(pool)
+
+
+async def test_a_response_that_ends_before_the_body_is_sent_closes_its_stream() -> None:
+    # The server answers 413 and ends its side without reading the body, and without a
+    # RST_STREAM of its own: ours (NO_ERROR, as Go's) is what closes the stream. Without it
+    # h2 kept each one open (half-closed remote) against the server's limit of 3.
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        if req.path == "/reject":
+            await stream.respond(413)
+            await stream.server.release.wait()  # until the client resets the stream
+        else:
+            await default_h2_handler(req, stream)
+
+    async with (
+        open_h2_server(handler, max_concurrent_streams=3, initial_window_size=10) as server,
+        Transport(**H2C) as pool,
+    ):
+        for _ in range(5):
+            request = Request("POST", server.url_for("/reject"), content=b"x" * 1000)
+            response = await pool.round_trip(request)
+            assert response.status_code == 413
+            await response.aread()
+            assert_nothing_in_use(pool)
+        await server.wait_until(lambda s: len(s.resets_received) == 5)
+        assert {code for _, code in server.resets_received} == {h2.errors.ErrorCodes.NO_ERROR}
+        assert (await get(pool, server.url)).content == b"hello"
+        assert (pool.stats().dials, pool.stats().retries) == (1, 0)
+        assert not server.refused_requests
+
+
+async def test_streams_h2_holds_open_behind_our_back_fail_loudly_and_close_the_connection() -> None:
+    # A leaked slot (h2 counts a stream open that the connection no longer knows) used to be
+    # taken for a lowered stream limit and retried on the same connection, 6 times.
+    async with open_h2_server(max_concurrent_streams=2) as server, Transport(**H2C) as pool:
+        assert (await get(pool, server.url)).content == b"hello"
+        (conn,) = pool._conns
+        assert isinstance(conn, HTTP2Connection)
+        for _ in range(2):  # behind the connection's back
+            conn._h2.send_headers(
+                conn._h2.get_next_available_stream_id(),
+                [(":method", "GET"), (":authority", "x"), (":scheme", "http"), (":path", "/")],
+                end_stream=True,
+            )
+        with pytest.raises(asyncpool.HTTPError, match="h2 counts 2 open streams") as info:
+            await get(pool, server.url)
+        assert f"127.0.0.1:{server.port}" in str(info.value)
+        assert info.value.retry_hint is None
+        assert conn.closed
+        assert (await get(pool, server.url)).content == b"hello"
+        assert (pool.stats().dials, pool.stats().retries) == (2, 0)
+        assert_nothing_in_use(pool)
+
+
+def continue_trace(events: list[str]) -> asyncpool.ClientTrace:
+    return asyncpool.ClientTrace(
+        wait_100_continue=lambda: events.append("wait"),
+        got_100_continue=lambda: events.append("100"),
+        wrote_request=lambda info: events.append("wrote_request"),
+    )
+
+
+async def test_expect_100_continue_a_final_response_first_means_the_body_is_never_sent() -> None:
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        if req.path == "/too-big":
+            await stream.respond(413, [], b"no")  # ends its side, reads nothing
+            await stream.server.release.wait()  # sends no RST_STREAM of its own
+        else:
+            await default_h2_handler(req, stream)
+
+    events: list[str] = []
+    async with open_h2_server(handler) as server, Transport(**H2C) as pool:
+        request = Request(
+            "PUT",
+            server.url_for("/too-big"),
+            headers={"Expect": "100-continue"},
+            content=b"x" * (128 << 10),
+            trace=continue_trace(events),
+        )
+        response = await pool.round_trip(request)
+        assert (response.status_code, await response.aread()) == (413, b"no")
+        await server.wait_until(lambda s: len(s.resets_received) == 1)
+        sid = server.requests[0].stream_id
+        assert server.resets_received == [(sid, h2.errors.ErrorCodes.NO_ERROR)]
+        assert server.connections[0].data_received.get(sid, 0) == 0  # not a byte of the body
+        assert events == ["wait"]
+        assert_nothing_in_use(pool)
+        assert (await get(pool, server.url)).content == b"hello"
+        assert pool.stats().dials == 1
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["bytes", "async-iterable"])
+async def test_expect_100_continue_the_body_waits_for_100_continue(
+    h2c: H2TestServer, streamed: bool
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"pay"
+        yield b"load"
+
+    events: list[str] = []
+    # A timeout far beyond the test: only 100 Continue can let the body go.
+    async with Transport(expect_continue_timeout=60, **H2C) as pool:
+        request = Request(
+            "PUT",
+            h2c.url_for("/echo"),  # sends 100 Continue, then reads the body
+            headers={"Expect": "100-continue"},
+            content=chunks() if streamed else b"payload",
+            trace=continue_trace(events),
+        )
+        response = await pool.round_trip(request)
+        assert await response.aread() == b"payload"
+        assert events == ["wait", "100", "wrote_request"]
+        assert_nothing_in_use(pool)
+
+
+async def test_expect_100_continue_without_an_answer_sends_the_body_after_the_timeout() -> None:
+    async def deaf(req: H2Request, stream: H2Stream) -> None:
+        body = await stream.read_body(send_continue=False)
+        await stream.respond(200, [], body)
+
+    events: list[str] = []
+    async with open_h2_server(deaf) as server, Transport(expect_continue_timeout=0, **H2C) as pool:
+        request = Request(
+            "PUT",
+            server.url,
+            headers={"Expect": "100-continue"},
+            content=b"payload",
+            trace=continue_trace(events),
+        )
+        response = await pool.round_trip(request)
+        assert await response.aread() == b"payload"
+        assert events == ["wait", "wrote_request"]
+        assert_nothing_in_use(pool)
+
+
+def big_head_handler(size: int) -> Any:
+    """``/big`` answers with a head of about ``size`` bytes (one field, RFC 9113 size) and
+    waits to be reset; ``/big?end=1`` then sends "big" and ends; the rest as the default
+    handler."""
+
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        if req.path.startswith("/big"):
+            value = hashlib.sha256(b"seed").hexdigest() * (size // 64 + 1)
+            await stream.send_headers(200, [("x-big", value[:size])])
+            if req.query.get("end"):
+                await stream.send_data(b"big", end_stream=True)
+            await stream.server.release.wait()
+        else:
+            await default_h2_handler(req, stream)
+
+    return handler
+
+
+async def test_a_response_head_over_max_response_header_bytes_fails_that_stream_only() -> None:
+    results: list[bytes] = []
+
+    async def other() -> None:
+        results.append((await get(pool, server.url_for("/wait"))).content)
+
+    limit = 8 << 10
+    async with (
+        open_h2_server(big_head_handler(16 << 10)) as server,
+        Transport(max_response_header_bytes=limit, **H2C) as pool,
+    ):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(other)
+            await server.wait_until(lambda s: s.active_streams == 1)
+            with anyio.fail_after(5), pytest.raises(asyncpool.ResponseHeaderTooLarge) as info:
+                await get(pool, server.url_for("/big"))  # (a hang guard, not a timing assertion)
+            message = str(info.value)
+            assert f"max_response_header_bytes={limit}" in message
+            assert f"127.0.0.1:{server.port}" in message
+            await server.wait_until(lambda s: len(s.resets_received) == 1)
+            server.release.set()
+        assert results == [b"released"]  # the other stream on the connection lived on
+        # Advertised as Go does, from the same option.
+        assert server.connections[0].h2.remote_settings.max_header_list_size == limit
+        assert_nothing_in_use(pool)
+        assert (await get(pool, server.url)).content == b"hello"
+        assert (pool.stats().dials, server.connections_accepted) == (1, 1)
+
+
+async def test_a_response_head_over_64_kib_is_fine_under_the_default_limit() -> None:
+    # h2's own default (64 KiB) used to cap heads, and going over it killed the connection.
+    async with open_h2_server(big_head_handler(200 << 10)) as server, Transport(**H2C) as pool:
+        response = await get(pool, server.url_for("/big?end=1"))
+        assert (response.content, len(response.headers["x-big"])) == (b"big", 200 << 10)
+        assert (await get(pool, server.url)).content == b"hello"
+        assert_nothing_in_use(pool)
+        assert server.connections_accepted == 1
+
+
+class GatedStream(anyio.abc.ByteStream):
+    """The pool's own TCP stream with a gate on what ``receive`` returns or raises: closed,
+    the connection's reader cannot tell what the socket says, so its writer finds out first."""
+
+    def __init__(self, inner: anyio.abc.ByteStream) -> None:
+        self.inner = inner
+        self.receive_gate = anyio.Event()
+        self.receive_gate.set()
+        self.send_gate = anyio.Event()  # closed: the writer waits in send() with its bytes
+        self.send_gate.set()
+        self.send_held = False
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        try:
+            data = await self.inner.receive(max_bytes)
+        except Exception:
+            await self.receive_gate.wait()
+            raise
+        await self.receive_gate.wait()
+        return data
+
+    async def send(self, item: bytes) -> None:
+        if not self.send_gate.is_set():
+            self.send_held = True
+            await self.send_gate.wait()
+        await self.inner.send(item)
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    @property
+    def extra_attributes(self) -> Any:
+        return self.inner.extra_attributes
+
+    def tcp_closed(self) -> bool:
+        """The kernel took the connection down (an RST arrived): TCP_INFO's state is CLOSE."""
+        sock = self.inner.extra(anyio.abc.SocketAttribute.raw_socket)
+        try:
+            return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] == 7
+        except OSError:  # asyncio's transport closed the socket on the error it read
+            return True
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="needs Linux's TCP_INFO")
+@pytest.mark.parametrize("first", ["reader", "writer"])
+async def test_a_connection_reset_says_so_and_what_the_server_may_have_processed(
+    h2c: H2TestServer, first: str
+) -> None:
+    streams: list[GatedStream] = []
+
+    async def dial(host: str, port: int) -> anyio.abc.ByteStream:
+        streams.append(GatedStream(await asyncpool._dial._connect_tcp(host, port)))
+        return streams[-1]
+
+    errors: list[BaseException] = []
+
+    async def sent() -> None:
+        try:
+            await get(pool, h2c.url_for("/wait"))
+        except asyncpool.HTTPError as exc:
+            errors.append(exc)
+
+    async with Transport(dial=dial, **H2C) as pool:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sent)
+            await h2c.wait_until(lambda s: s.active_streams == 1)
+            if first == "writer":
+                streams[0].receive_gate = anyio.Event()  # the reader sees nothing
+            await h2c.connections[0].reset()
+            if first == "writer":
+                await wait_until(streams[0].tcp_closed)
+                # A new stream: the writer's send meets the reset first.
+                with pytest.raises(asyncpool.ServerDisconnected):
+                    await get(pool, h2c.url)
+        (error,) = errors
+        assert isinstance(error, asyncpool.ServerDisconnected)
+        assert str(error) == (
+            f"read 127.0.0.1:{h2c.port}: HTTP/2 connection lost: the server reset the "
+            "connection; the request was sent and the server may have processed it"
+        )
+        assert error.retry_hint is None  # not replayed, as Go
+        assert pool.stats().retries == 0
+        assert_nothing_in_use(pool)
+        assert pool.stats().total == 0
+        assert (await get(pool, h2c.url)).content == b"hello"
+
+
+async def test_a_connection_reset_retries_the_requests_it_never_sent(h2c: H2TestServer) -> None:
+    streams: list[GatedStream] = []
+
+    async def dial(host: str, port: int) -> anyio.abc.ByteStream:
+        streams.append(GatedStream(await asyncpool._dial._connect_tcp(host, port)))
+        return streams[-1]
+
+    outcomes: dict[str, object] = {}
+
+    async def one(name: str, path: str) -> None:
+        try:
+            outcomes[name] = (await get(pool, h2c.url_for(path))).content
+        except asyncpool.HTTPError as exc:
+            outcomes[name] = exc
+
+    async with Transport(dial=dial, **H2C) as pool:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, "sent", "/wait")
+            await h2c.wait_until(lambda s: s.active_streams == 1)
+            streams[0].send_gate = anyio.Event()
+            tg.start_soon(one, "handed over", "/wait")  # its HEADERS wait in send()
+            await wait_until(lambda: streams[0].send_held)
+            tg.start_soon(one, "not sent", "/")  # the writer is busy: never handed over
+            await wait_until(lambda: pool.stats().hosts[h2c.url].streams == 3)
+            await h2c.connections[0].reset()
+        assert outcomes["not sent"] == b"hello"  # retried on a new connection
+        for name in ("sent", "handed over"):  # the server may have them: not retried
+            error = outcomes[name]
+            assert isinstance(error, asyncpool.ServerDisconnected), error
+            assert "the server reset the connection" in str(error)
+            assert "the server may have processed it" in str(error)
+        assert pool.stats().retries == 1
+        assert (pool.stats().dials, h2c.connections_accepted) == (2, 2)
+        assert_nothing_in_use(pool)
