@@ -218,20 +218,26 @@ async def _round_trip(
         yield send, pool
 
 
+def _sender(client: Any, url: str) -> Send:
+    """The send of a client with httpx's `request(method, url, headers=, content=)` (httpx
+    itself, and asyncpool.Client, whose responses are read in full)."""
+
+    async def send(
+        method: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, str, bytes]:
+        response = await client.request(method, url, headers=headers, content=body)
+        return response.status_code, response.http_version, response.content
+
+    return send
+
+
 @contextlib.asynccontextmanager
 async def _client(
     target: Target, trace: asyncpool.ClientTrace
 ) -> AsyncIterator[tuple[Send, asyncpool.Transport | None]]:
     pool = asyncpool.Transport(**_pool_options(target, trace))
     async with pool, asyncpool.Client(transport=pool) as client:
-
-        async def send(
-            method: str, headers: dict[str, str], body: bytes | None
-        ) -> tuple[int, str, bytes]:
-            response = await client.request(method, target.url, headers=headers, content=body)
-            return response.status_code, response.http_version, response.content
-
-        yield send, pool
+        yield _sender(client, target.url), pool
 
 
 @contextlib.asynccontextmanager
@@ -244,14 +250,7 @@ async def _httpx_transport(
 
     transport = HTTPXTransport(**_pool_options(target, trace))
     async with httpx.AsyncClient(transport=transport, timeout=None) as client:
-
-        async def send(
-            method: str, headers: dict[str, str], body: bytes | None
-        ) -> tuple[int, str, bytes]:
-            response = await client.request(method, target.url, headers=headers, content=body)
-            return response.status_code, response.http_version, response.content
-
-        yield send, transport.pool
+        yield _sender(client, target.url), transport.pool
 
 
 @contextlib.asynccontextmanager
@@ -267,14 +266,7 @@ async def _httpx(
     async with httpx.AsyncClient(
         http2=target.http2, verify=verify, limits=limits, timeout=None
     ) as client:
-
-        async def send(
-            method: str, headers: dict[str, str], body: bytes | None
-        ) -> tuple[int, str, bytes]:
-            response = await client.request(method, target.url, headers=headers, content=body)
-            return response.status_code, response.http_version, response.content
-
-        yield send, None
+        yield _sender(client, target.url), None
 
 
 @contextlib.asynccontextmanager
