@@ -75,10 +75,12 @@ _NO_BODY_STATUS = frozenset({204, 304})
 
 # A client sends the same requests, and the same header fields, again and again: h11 validates
 # and normalises each once. Kept are its request events (immutable, so shared by every
-# connection) and its header lists; bounded.
+# connection) and its header lists; bounded in number and, as a server can send a client to
+# fresh, huge URLs, by size: a larger request head is checked each time, never kept.
 _CHECKED_REQUESTS: dict[tuple[str, str, tuple[tuple[str, str], ...]], h11.Request] = {}
 _CHECKED_HEADERS: dict[tuple[tuple[str, str], ...], Any] = {}
 _CHECKED_MAX = 512
+_CHECKED_HEAD_MAX = 4096  # characters of target and fields a kept request may have
 _END_OF_MESSAGE = h11.EndOfMessage()
 
 
@@ -133,13 +135,15 @@ class HTTP11Protocol:
             if request is None:
                 checked = _CHECKED_HEADERS.get(fields)
                 request = h11.Request(method=method, target=target, headers=checked or headers)
-                if len(_CHECKED_REQUESTS) >= _CHECKED_MAX:
-                    _CHECKED_REQUESTS.clear()
-                _CHECKED_REQUESTS[key] = request
-                if checked is None:
-                    if len(_CHECKED_HEADERS) >= _CHECKED_MAX:
-                        _CHECKED_HEADERS.clear()
-                    _CHECKED_HEADERS[fields] = request.headers
+                size = sum(len(name) + len(value) for name, value in fields)
+                if size + len(target) <= _CHECKED_HEAD_MAX:
+                    if len(_CHECKED_REQUESTS) >= _CHECKED_MAX:
+                        _CHECKED_REQUESTS.clear()
+                    _CHECKED_REQUESTS[key] = request
+                    if checked is None:
+                        if len(_CHECKED_HEADERS) >= _CHECKED_MAX:
+                            _CHECKED_HEADERS.clear()
+                        _CHECKED_HEADERS[fields] = request.headers
             data = self._h11.send(request)
         except h11.LocalProtocolError as exc:
             raise LocalProtocolError(str(exc), host=self._host) from None

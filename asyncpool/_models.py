@@ -7,10 +7,11 @@ import codecs
 import functools
 import json
 import re
+import urllib.parse
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, Union
-from urllib.parse import quote, urlsplit
+from typing import TYPE_CHECKING, Any, Protocol, Union, cast
+from urllib.parse import SplitResult, quote, urlsplit
 
 from ._errors import HTTPStatusError, InvalidURL, LocalProtocolError
 
@@ -38,9 +39,8 @@ class URL:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        (self.scheme, self.host, self.port, self.target, self.host_header, self.origin) = (
-            _split_url(url)
-        )
+        split = _split_url_cached if len(url) <= CACHED_URL_MAX else _split_url
+        (self.scheme, self.host, self.port, self.target, self.host_header, self.origin) = split(url)
 
     def __str__(self) -> str:
         return self.url
@@ -50,16 +50,18 @@ class URL:
 
 
 # One URL object per URL string for requests: one allocation less per request, and one object
-# less for the garbage collector to walk while the request is in flight.
+# less for the garbage collector to walk while the request is in flight. Only URLs of a usual
+# length are kept: a server can make a client follow redirects to fresh, huge URLs, and a cache
+# of those would outlive every request and Client (1,024 entries of at most 2 KiB here).
+CACHED_URL_MAX = 2048
 _shared_url = functools.lru_cache(maxsize=1024)(URL)
 
 
-@functools.lru_cache(maxsize=1024)
 def _split_url(url: str) -> tuple[str, str, int, str, str, str]:
-    """(scheme, host, port, target, host_header, origin); cached, as a client sends many
-    requests to few URLs (an invalid URL raises, and is not cached)."""
+    """(scheme, host, port, target, host_header, origin); cached for usual URLs, as a client
+    sends many requests to few URLs (an invalid URL raises, and is not cached)."""
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(url) if len(url) <= CACHED_URL_MAX else _urlsplit_uncached(url)
         port = parts.port
     except ValueError as exc:
         raise InvalidURL(f"cannot parse {url!r}: {exc}") from None
@@ -87,6 +89,20 @@ def _split_url(url: str) -> tuple[str, str, int, str, str, str]:
     if port != DEFAULT_PORTS[scheme]:
         host_header = f"{host_header}:{port}"
     return scheme, host, port, target, host_header, f"{scheme}://{host_header}"
+
+
+_split_url_cached = functools.lru_cache(maxsize=1024)(_split_url)
+
+
+def _urlsplit_uncached(url: str) -> SplitResult:
+    """urlsplit, past the standard library's own cache of the URLs it split (an lru_cache
+    from Python 3.11, a dict of 20 before)."""
+    uncached = getattr(urlsplit, "__wrapped__", None)
+    if uncached is not None:
+        return cast(SplitResult, uncached(url))
+    parts = urlsplit(url)  # pragma: no cover - Python 3.10
+    urllib.parse.clear_cache()  # type: ignore[attr-defined]  # pragma: no cover
+    return parts  # pragma: no cover
 
 
 def _idna(host: str) -> str:
@@ -228,7 +244,10 @@ class Request:
         sni_hostname: str | None = None,
         target: str | None = None,
     ) -> None:
-        self.url = url if isinstance(url, URL) else _shared_url(url)
+        if isinstance(url, URL):
+            self.url = url
+        else:
+            self.url = _shared_url(url) if len(url) <= CACHED_URL_MAX else URL(url)
         validate_method(method)
         self.method = method
         self.headers = Headers(headers)

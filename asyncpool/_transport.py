@@ -110,6 +110,7 @@ MAX_REFUSED_RETRIES = 100
 H2_RETRY_BACKOFF = 1.0
 STREAM_CAPS_KEPT = 256  # hosts whose HTTP/2 stream cap (see _h2_stream_caps) is remembered
 WIRE_HEADERS_CACHE_SIZE = 256  # distinct body-less requests whose wire headers are kept
+WIRE_HEADERS_CACHED_MAX = 4096  # characters of host and fields such a request may have
 
 
 def _host_port(url: URL) -> str:
@@ -448,9 +449,14 @@ class Transport:
         )
         made = self._wire_headers_cache.get(key)
         if made is None:
-            if len(self._wire_headers_cache) >= WIRE_HEADERS_CACHE_SIZE:
-                self._wire_headers_cache.clear()
-            made = self._wire_headers_cache[key] = self._make_wire_headers(request)
+            made = self._make_wire_headers(request)
+            fields, host_header = key[0], key[1]
+            # Not a giant a server sent us to (a Location's host, a cookie it set): checked,
+            # never kept.
+            if len(host_header) + sum(map(len, fields)) <= WIRE_HEADERS_CACHED_MAX:
+                if len(self._wire_headers_cache) >= WIRE_HEADERS_CACHE_SIZE:
+                    self._wire_headers_cache.clear()
+                self._wire_headers_cache[key] = made
         return made
 
     def _make_wire_headers(self, request: Request) -> tuple[list[tuple[str, str]], bool]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import gc
 import pickle
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -253,3 +255,29 @@ def test_timeouts_are_builtin_timeouts() -> None:
         error = cls("too slow", host="h:1")
         assert isinstance(error, TimeoutError)
         assert isinstance(error, asyncpool.TimeoutError)
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_huge_urls_a_server_redirects_to_are_not_kept(parser: str) -> None:
+    """A server can send a client to fresh ~1 MB URLs, one redirect after another: the
+    per-URL caches (parsed URLs, checked request heads) keep usual URLs only, so nothing of
+    those stays allocated once the requests are gone."""
+    from asyncpool._http11 import make_protocol
+
+    def send_all(count: int) -> None:
+        for i in range(count):
+            request = Request("GET", f"http://h/{parser}{count}-{i}/" + "a" * 900_000)
+            protocol = make_protocol(parser, "h", max_header_bytes=1 << 20)
+            headers = [("Host", request.url.host_header), ("Cookie", f"c={i}" + "b" * 50_000)]
+            protocol.request_head(request.method, request.url.target, headers)
+
+    send_all(1)  # the first call's imports and one-time allocations
+    gc.collect()
+    tracemalloc.start()
+    try:
+        send_all(40)  # 36 MB of URLs
+        gc.collect()
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert kept < 1 << 20
