@@ -4,7 +4,9 @@ anyio's asyncio socket stream resumes the transport's reading before every ``rec
 pauses it after, two changes to the event loop's selector per call. A pooled connection's
 reader is parked on its socket all the time, so it would pay that on every response for
 nothing. This stream leaves reading on and pauses it only when too much is buffered unread
-(back-pressure). It is an ``anyio.abc.SocketStream``, so TLS wraps it and every socket
+(back-pressure). ``receive`` returns buffered data without suspending, and checkpoints once
+every ``CHECKPOINT_EVERY`` such calls in a row, so that a reader fed without pause still
+reaches a cancellation point. It is an ``anyio.abc.SocketStream``, so TLS wraps it and every socket
 attribute works as usual; under trio, anyio's own stream is used.
 """
 
@@ -26,6 +28,12 @@ __all__ = ["READ_SIZE", "AsyncioSocketStream", "SendRefused", "connect_tcp_async
 READ_SIZE = 126976
 HIGH_WATER = 1 << 20  # bytes buffered unread before reading pauses
 LOW_WATER = 1 << 18
+# anyio cancels a task only where it suspends, and ``receive`` does not when data is buffered
+# (a trip through the event loop per read would cost a good share of a small request). A reader
+# slower than its socket, cancelled (its body closed, the pool closing), could then run on for
+# as long as data keeps coming. So after this many receives in a row that did not wait, one
+# checkpoint: a counter on the hot path, a loop trip only under a continuous feed.
+CHECKPOINT_EVERY = 64
 
 
 class SendRefused(anyio.BrokenResourceError):
@@ -114,6 +122,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         self._transport = transport
         self._protocol = protocol
         self._closed = False
+        self._unchecked = 0  # receives in a row that returned without waiting
 
     @property
     def _raw_socket(self) -> socket.socket:
@@ -121,8 +130,17 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         return sock
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
-        while (chunk := self.receive_nowait(max_bytes)) is None:
-            await self.wait_receivable()
+        chunk = self.receive_nowait(max_bytes)
+        if chunk is None:
+            self._unchecked = 0
+            while chunk is None:
+                await self.wait_receivable()
+                chunk = self.receive_nowait(max_bytes)
+        else:
+            self._unchecked += 1
+            if self._unchecked >= CHECKPOINT_EVERY:
+                self._unchecked = 0
+                await asyncio.sleep(0)  # a cancellation point (see CHECKPOINT_EVERY)
         if not chunk:
             raise anyio.EndOfStream
         return chunk

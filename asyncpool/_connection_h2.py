@@ -20,6 +20,13 @@ A request with ``Expect: 100-continue`` sends its HEADERS and holds its body bac
 ``expect_continue_timeout`` expires (then it goes anyway), as Go's transport does; a final
 response first means the body is never sent.
 
+A server gets a bounded number of frames that move no response forward (PING, SETTINGS,
+WINDOW_UPDATE, empty DATA, ...: ``MAX_IDLE_FRAMES`` in a row) and of replies to them it leaves
+unread (``MAX_UNSENT_REPLIES``); past either, the connection ends with
+GOAWAY(ENHANCE_YOUR_CALM) and its streams fail with ``FloodError`` (see ``_http2``). Empty DATA
+is never queued for the caller. 1xx heads count against ``max_response_header_bytes`` with the
+final head, per stream, so endless 1xx fail their stream with ``ResponseHeaderTooLarge``.
+
 A GOAWAY lets streams up to its ``last_stream_id`` finish; the others fail with a retry hint
 (the server never processed them), and the pool opens no new stream on the connection.
 
@@ -70,6 +77,7 @@ from ._connection import (
     wait_for_head,
 )
 from ._errors import (
+    FloodError,
     HTTPError,
     PoolClosed,
     ReadError,
@@ -80,7 +88,7 @@ from ._errors import (
     StreamReset,
     WriteError,
 )
-from ._http2 import new_client_connection
+from ._http2 import FloodDetected, new_client_connection
 from ._models import Headers, Request, Response
 from ._sync import Channel, Event, event_factory
 from ._trace import ClientTrace, CloseReason, WroteRequestInfo
@@ -91,6 +99,9 @@ STREAM_WINDOW = 4 << 20  # bytes a stream may have in flight to us
 CONNECTION_WINDOW = 16 << 20  # bytes all streams together may have in flight to us
 UPLOAD_BUFFER = 1 << 16  # bytes a streamed request body may run ahead of flow control
 PING_PAYLOAD = b"asyncpl!"
+# How long a connection that failed the server (a flood, a protocol error) tries to say so
+# with h2's GOAWAY before it closes: a bound, not a delay (it is one small write).
+GOAWAY_WRITE_TIMEOUT = 1.0
 # Streams taken on a connection whose server's first SETTINGS set no MAX_CONCURRENT_STREAMS
 # (RFC 9113: then there is no limit); Go's http2 transport takes 1000 too. Until those SETTINGS
 # arrive, the limit is 100.
@@ -158,6 +169,7 @@ class _Stream:
         "delivered",
         "ended",
         "error",
+        "head_bytes",
         "head_ready",
         "out",
         "pending_body",
@@ -192,6 +204,7 @@ class _Stream:
         self.ended = False  # END_STREAM received: the body is complete
         self.released = False  # the slot went back to the pool
         self.remaining = -1  # body bytes its content-length still promises (-1: no length)
+        self.head_bytes = 0  # RFC 9113 size of its heads so far, 1xx included
         self.out: _OutBody | None = None
         self.read_timeout: float | None = None  # the longest wait for the next DATA
         self.body_done = False  # our side is closed: END_STREAM sent (or no body at all)
@@ -274,6 +287,7 @@ class HTTP2Connection:
         self._wake_scope = anyio.CancelScope()
         self._waiting_unbounded = False
         self._writer_scope = anyio.CancelScope()
+        self._writer_parked = False  # the writer waits for a kick, with nothing half-written
 
     def __repr__(self) -> str:
         return f"<HTTP2Connection {self.key} streams={len(self._streams)}/{self.max_streams}>"
@@ -327,6 +341,7 @@ class HTTP2Connection:
             pending = self._h2.data_to_send()
             if pending:
                 await self._send_in_handshake(pending)
+                self._h2.unsent_replies = 0
             if settings_seen:
                 if self.max_streams == 0:
                     # Nothing can ever be sent on it, and another dial would bring the same.
@@ -607,16 +622,22 @@ class HTTP2Connection:
     async def _write_loop(self) -> None:
         try:
             with self._writer_scope:
+                h2c = self._h2
                 while True:
                     self._move_bodies()
-                    data = self._h2.data_to_send()
+                    replies = h2c.unsent_replies
+                    data = h2c.data_to_send()
                     if data:
                         for stream in self._unsent:  # once handed over, maybe received
                             stream.sent = True
                         self._unsent.clear()
                         await self._stream.send(data)
+                        # Those replies are out; a GOAWAY may have dropped some meanwhile.
+                        h2c.unsent_replies = max(0, h2c.unsent_replies - replies)
                         continue
+                    self._writer_parked = True
                     await self._wakeup.wait()
+                    self._writer_parked = False
                     self._wakeup = self._new_event()
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             self._lost(exc)
@@ -648,6 +669,7 @@ class HTTP2Connection:
                     if window <= 0:
                         break
                     h2c.send_data(sid, out.take(min(window, h2c.max_outbound_frame_size)))
+                    h2c.idle_frames = 0  # progress: WINDOW_UPDATEs will answer it
                 if out.eof and len(out.buffer) == out.offset:
                     h2c.end_stream(sid)
                     stream.body_done = True
@@ -683,6 +705,11 @@ class HTTP2Connection:
             if isinstance(exc.__cause__, (OSError, anyio.BrokenResourceError)):  # the socket
                 self._lost(exc.__cause__)
             self.close(CloseReason.ERROR, exc)
+        except RemoteProtocolError as exc:  # the server broke HTTP/2 (h2 queued a GOAWAY)
+            parked = self._writer_parked and not self.closed
+            self.close(CloseReason.ERROR, exc)
+            if parked:
+                await self._say_goaway()
         except Exception as exc:
             self.close(CloseReason.ERROR, exc)
         finally:
@@ -691,10 +718,30 @@ class HTTP2Connection:
                 self._fail(stream, self._error_for(stream))
             await anyio.aclose_forcefully(self._stream)
 
+    async def _say_goaway(self) -> None:
+        """Write the GOAWAY h2 queued for the server's error, so that it learns why (a flood:
+        ENHANCE_YOUR_CALM). Only from a writer parked with nothing half-written (now cancelled:
+        the socket is ours); bounded, as a flooding server may not read."""
+        data = self._h2.data_to_send()
+        if not data:  # pragma: no cover - h2 queues a GOAWAY for each of its errors
+            return
+        with anyio.move_on_after(GOAWAY_WRITE_TIMEOUT):
+            try:
+                await self._stream.send(data)
+            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
+
     def _error_for(self, stream: _Stream) -> BaseException:
         if self.close_why is CloseReason.POOL_CLOSED:
             return PoolClosed("the Transport closed during the request", host=self.host_port)
         cause = self.close_error
+        if isinstance(cause, FloodError):
+            # Every stream fails with the flood; one never handed to the socket is retried.
+            flood = FloodError(cause.detail, host=self.host_port)
+            if not stream.sent:
+                flood.retry_hint = RETRY_NOTHING_WRITTEN
+            flood.__cause__ = cause
+            return flood
         detail = cause.detail if isinstance(cause, HTTPError) else f"closed: {self.close_why}"
         if self._goaway_detail:
             detail = f"{detail}, after {self._goaway_detail}"
@@ -758,8 +805,17 @@ class HTTP2Connection:
     def _receive_events(self, data: bytes) -> list[h2.events.Event]:
         try:
             return self._h2.receive_data(data)
+        except FloodDetected as exc:  # h2 queued GOAWAY(ENHANCE_YOUR_CALM)
+            raise self._flood_error(exc) from None
         except h2.exceptions.ProtocolError as exc:
             raise RemoteProtocolError(f"HTTP/2 protocol error: {exc}", host=self.host_port) from exc
+
+    def _flood_error(self, exc: FloodDetected) -> FloodError:
+        return FloodError(
+            f"HTTP/2 flood: {exc.kind} (limit {exc.limit}); the connection is closed with "
+            "GOAWAY(ENHANCE_YOUR_CALM)",
+            host=self.host_port,
+        )
 
     def _dispatch(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.DataReceived):
@@ -771,6 +827,14 @@ class HTTP2Connection:
                 )
             else:
                 data, flow_length = event.data or b"", event.flow_controlled_length or 0
+                if not data:
+                    # Nothing for the caller: queueing it would cost memory flow control does
+                    # not bound. Padding gives its window back now, as Go does.
+                    self._consumed(stream, flow_length)
+                    if event.stream_ended is None:  # with END_STREAM it is progress
+                        self._no_progress("empty DATA frames")
+                    return
+                self._h2.idle_frames = 0
                 if stream.remaining >= 0:
                     stream.remaining -= len(data)
                     if stream.remaining < 0:
@@ -787,10 +851,12 @@ class HTTP2Connection:
         elif isinstance(event, h2.events.StreamEnded):
             stream = self._streams.get(event.stream_id)
             if stream is not None:
+                self._h2.idle_frames = 0
                 self._ended(stream)
         elif isinstance(event, h2.events.StreamReset):
             stream = self._streams.get(event.stream_id)
             if stream is not None:
+                self._h2.idle_frames = 0  # it ends a request of ours
                 self._fail(stream, self._reset_error(event), keep_unread=True)
         elif isinstance(event, h2.events.InformationalResponseReceived):
             self._informational(event)
@@ -801,6 +867,14 @@ class HTTP2Connection:
                 self._owner.capacity_changed(self)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._goaway(event)
+
+    def _no_progress(self, kind: str) -> None:
+        """Count a frame without progress that h2 handed on as an event."""
+        try:
+            self._h2.no_progress(kind)
+        except FloodDetected as exc:
+            self._h2.close_connection(exc.error_code)  # queues GOAWAY(ENHANCE_YOUR_CALM)
+            raise self._flood_error(exc) from None
 
     def _reset_error(self, event: h2.events.StreamReset) -> HTTPError:
         code = event.error_code
@@ -834,11 +908,18 @@ class HTTP2Connection:
             else:
                 headers += (name.decode("latin-1"), value.decode("latin-1"))
         else:
-            if size > self._max_header_bytes:
+            # 1xx heads count with the final one (as Go 1.23 counts them over HTTP/1.1): a
+            # server cannot hold a request with 1xx heads forever.
+            earlier = stream.head_bytes
+            stream.head_bytes += size
+            if stream.head_bytes > self._max_header_bytes:
                 # The server ignored our SETTINGS_MAX_HEADER_LIST_SIZE: this stream fails, the
                 # connection goes on (the block was decoded whole: HPACK's state is intact).
+                what = f"head of {size} bytes (RFC 9113 size)"
+                if earlier:
+                    what = f"heads of {stream.head_bytes} bytes (RFC 9113 size, 1xx included)"
                 too_large = ResponseHeaderTooLarge(
-                    f"HTTP/2 response head of {size} bytes (RFC 9113 size) exceeds "
+                    f"HTTP/2 response {what} exceeds "
                     f"max_response_header_bytes={self._max_header_bytes}",
                     host=self.host_port,
                 )
@@ -861,6 +942,7 @@ class HTTP2Connection:
         if checked is None:
             return
         status, headers = checked
+        self._h2.idle_frames = 0
         promised = self._promised_length(stream, status, headers)
         if promised is None:
             return
@@ -979,6 +1061,7 @@ class HTTP2Connection:
 
     def _goaway(self, event: h2.events.ConnectionTerminated) -> None:
         self.goaway = True
+        self._h2.unsent_replies = 0  # h2 dropped what it had to send
         last = event.last_stream_id or 0
         self._goaway_detail = f"the server sent GOAWAY ({event.error_code!r}, last stream {last})"
         # Client stream ids are the odd numbers in order: those up to ``last`` were accepted.

@@ -10,6 +10,7 @@ Every error asyncpool raises derives from :class:`HTTPError` and says *where* it
     ├── RemoteProtocolError        the server broke HTTP framing
     │   ├── ResponseHeaderTooLarge
     │   ├── StreamReset            the server reset an HTTP/2 stream
+    │   ├── FloodError             an HTTP/2 server flooded the connection (control frames)
     │   └── DecodingError          a gzip/deflate body is corrupt
     ├── HTTPStatusError            raise_for_status() on a 4xx/5xx response
     ├── RedirectError              a redirect cannot be followed (a body that cannot be replayed)
@@ -37,6 +38,7 @@ __all__ = [
     "ConnectError",
     "ConnectTimeout",
     "DecodingError",
+    "FloodError",
     "HTTPError",
     "HTTPStatusError",
     "InvalidURL",
@@ -106,6 +108,12 @@ class StreamReset(RemoteProtocolError):
     """The server reset an HTTP/2 stream; ``error_code`` says why."""
 
     error_code: int = 0
+
+
+class FloodError(RemoteProtocolError):
+    """An HTTP/2 server sent too many frames that move no response forward (PING, SETTINGS,
+    WINDOW_UPDATE, empty DATA, ...), or did not read our replies to them: the connection was
+    closed with GOAWAY(ENHANCE_YOUR_CALM). The message names the kind and the limit."""
 
 
 class DecodingError(RemoteProtocolError):

@@ -23,6 +23,15 @@ Four departures from h2's defaults, each for a reason a client pool has:
   limit we advertise (``header_list_hard_limit``), which bounds the memory one block takes,
   and ``HTTP2Connection`` fails a stream whose head is over the limit itself; only a block
   over the hard bound still ends the connection.
+* **Floods are counted.** Frames that move no response forward (PING, SETTINGS,
+  WINDOW_UPDATE, PRIORITY, RST_STREAM, GOAWAY, ALTSVC, unknown types, HEADERS on streams we
+  reset, empty DATA: counted by ``HTTP2Connection`` on open streams) count in
+  ``idle_frames``, which the connection zeroes on progress (a response head, body bytes, an
+  end, a body byte we send); past ``MAX_IDLE_FRAMES`` in a row, or past ``MAX_UNSENT_REPLIES``
+  frames h2 queued in reply (PING and SETTINGS ACKs, RST_STREAMs) that the writer could not
+  hand to the socket yet, ``FloodDetected`` ends the connection with
+  GOAWAY(ENHANCE_YOUR_CALM), as nghttp2's flood checks do. Only those control frames' handlers
+  are wrapped: DATA and HEADERS, the hot path, go straight to h2.
 * **Open streams are counted lazily.** Before each new stream h2 counts the open ones by
   walking every stream it still holds, and only that walk forgets closed streams: at c=100 a
   sixteenth of an HTTP/2 request. ``ClientConnection`` walks only when the streams it holds
@@ -33,20 +42,56 @@ Four departures from h2's defaults, each for a reason a client pool has:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
+import h2.exceptions
 import h2.settings
 import h2.stream
 from h2.connection import ConnectionInputs, ConnectionState, H2ConnectionStateMachine
 from h2.settings import ChangedSetting
+from h2.stream import StreamInputs, StreamState
 from hpack import Decoder, HeaderTuple
 from hpack.table import HeaderTable
+from hyperframe import frame as hf
 
-__all__ = ["ClientConnection", "ReplayingDecoder", "new_client_connection"]
+__all__ = [
+    "MAX_IDLE_FRAMES",
+    "MAX_UNSENT_REPLIES",
+    "ClientConnection",
+    "FloodDetected",
+    "ReplayingDecoder",
+    "new_client_connection",
+]
 
-REPLAY_CACHE_SIZE = 64  # distinct header blocks remembered per connection
+REPLAY_CACHE_SIZE = 64  # distinct header blocks remembered per connection...
+# ...and what they may hold together (blocks and decoded fields, in bytes): a server sending
+# 64 distinct heads of a megabyte each must not make every connection keep 64 MiB. A typical
+# head is a few hundred bytes, so 64 of them fit many times over.
+REPLAY_CACHE_BYTES = 256 << 10
+# Control frames in a row that move no response forward (Envoy allows 1 empty frame in a row,
+# nghttp2 1,000 queued ACKs): generous for servers that PING or update windows while a long
+# response idles (a PING every 10 s for 2.7 hours), and a flood costs at most that many frames.
+MAX_IDLE_FRAMES = 1000
+# Frames h2 queued in reply (PING and SETTINGS ACKs, RST_STREAMs) that the writer has not
+# handed to the socket: nghttp2's max_outbound_ack. Only a server that does not read what we
+# send lets them pile up.
+MAX_UNSENT_REPLIES = 1000
+
+
+class FloodDetected(h2.exceptions.ProtocolError):
+    """The server sent too many frames without progress, or does not read our replies to
+    them: h2 answers it with GOAWAY(ENHANCE_YOUR_CALM)."""
+
+    error_code = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+
+    def __init__(self, kind: str, limit: int) -> None:
+        super().__init__(f"{kind}: over {limit}")
+        self.kind = kind
+        self.limit = limit
 
 
 def header_list_hard_limit(limit: int) -> int:
@@ -97,6 +142,7 @@ class ReplayingDecoder(Decoder):
         self._replays: dict[
             tuple[bytes, bool, int], tuple[list[HeaderTuple], list[tuple[bytes, bytes]]]
         ] = {}
+        self._replay_bytes = 0  # what the cache holds, as counted in decode()
 
     def decode(self, data: bytes, raw: bool = False) -> Iterable[HeaderTuple]:
         table = self._table
@@ -111,9 +157,17 @@ class ReplayingDecoder(Decoder):
         maxsize = table.maxsize
         headers = list(super().decode(data, raw))
         if not table.read_dynamic and table.maxsize == maxsize:  # no size update either
-            if len(self._replays) >= REPLAY_CACHE_SIZE:
-                self._replays.clear()
-            self._replays[key] = (list(headers), table.added)
+            # Bytes held: the block (the key) and its fields, twice at most (decoded, added).
+            cost = len(key[0]) + 2 * sum(len(name) + len(value) for name, value in headers)
+            if cost <= REPLAY_CACHE_BYTES // 8:  # a huge head is rare: not worth keeping
+                if (
+                    len(self._replays) >= REPLAY_CACHE_SIZE
+                    or self._replay_bytes + cost > REPLAY_CACHE_BYTES
+                ):
+                    self._replays.clear()
+                    self._replay_bytes = 0
+                self._replays[key] = (list(headers), table.added)
+                self._replay_bytes += cost
         table.added = []
         return headers
 
@@ -121,7 +175,17 @@ class ReplayingDecoder(Decoder):
 class UncheckedLengthStream(h2.stream.H2Stream):
     """h2's stream without its Content-Length checks: h2 fails the whole connection when one
     response's DATA disagrees with its content-length, where RFC 9113 (8.1.1) makes it an
-    error of that stream. ``HTTP2Connection`` checks response lengths itself."""
+    error of that stream. ``HTTP2Connection`` checks response lengths itself.
+
+    And a 1xx head on a stream we reset is what any HEADERS there is (RFC 9113, 5.1): h2's
+    state machine knows no 1xx on a closed stream and ended the whole connection."""
+
+    def receive_headers(
+        self, headers: Iterable[Any], end_stream: bool, header_encoding: bool | str | None
+    ) -> tuple[list[hf.Frame], list[Any]]:
+        if self.state_machine.state is StreamState.CLOSED:
+            self.state_machine.process_input(StreamInputs.RECV_HEADERS)  # StreamClosedError
+        return super().receive_headers(headers, end_stream, header_encoding)
 
     def _initialize_content_length(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
         pass
@@ -137,6 +201,77 @@ class ClientConnection(h2.connection.H2Connection):
 
     _walk_at = 16  # streams held (open or closed) that call for the next walk
     header_list_hard_limit = h2.connection.H2Connection.DEFAULT_MAX_HEADER_LIST_SIZE
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.idle_frames = 0  # frames in a row without progress (zeroed by the connection)
+        self.unsent_replies = 0  # reply frames queued, not yet handed to the socket
+        self._pings_out = 0  # our PINGs not yet answered: their ACKs are no flood
+        table = self._frame_dispatch_table
+        for frame_type, kind in (
+            (hf.PingFrame, "PING frames"),
+            (hf.SettingsFrame, "SETTINGS frames"),
+            (hf.WindowUpdateFrame, "WINDOW_UPDATE frames"),
+            (hf.PriorityFrame, "PRIORITY frames"),
+            (hf.RstStreamFrame, "RST_STREAM frames"),
+            (hf.GoAwayFrame, "GOAWAY frames"),
+            (hf.AltSvcFrame, "ALTSVC frames"),
+            (hf.ExtensionFrame, "frames of unknown types"),
+        ):
+            table[frame_type] = self._counted(table[frame_type], kind)
+
+    def _counted(
+        self, handler: Callable[[Any], tuple[list[hf.Frame], list[Any]]], kind: str
+    ) -> Callable[[Any], tuple[list[hf.Frame], list[Any]]]:
+        def receive(frame: Any) -> tuple[list[hf.Frame], list[Any]]:
+            if frame.type == hf.PingFrame.type and self._pings_out and "ACK" in frame.flags:
+                self._pings_out -= 1  # the answer to ours
+            else:
+                self.no_progress(kind)
+            frames, events = handler(frame)
+            if frames:
+                self.queued_replies(len(frames))
+            return frames, events
+
+        return receive
+
+    def no_progress(self, kind: str) -> None:
+        """A frame that moved no response forward came in."""
+        self.idle_frames += 1
+        if self.idle_frames > MAX_IDLE_FRAMES:
+            raise FloodDetected(f"{kind} without progress", MAX_IDLE_FRAMES)
+
+    def queued_replies(self, count: int) -> None:
+        self.unsent_replies += count
+        if self.unsent_replies > MAX_UNSENT_REPLIES:
+            raise FloodDetected(
+                "replies (PING or SETTINGS ACKs, RST_STREAMs) the server does not read",
+                MAX_UNSENT_REPLIES,
+            )
+
+    def ping(self, opaque_data: bytes | str) -> None:
+        super().ping(opaque_data)
+        self._pings_out += 1
+
+    def _handle_data_on_closed_stream(
+        self, events: list[Any], exc: h2.exceptions.StreamClosedError, frame: hf.DataFrame
+    ) -> tuple[list[hf.Frame], list[Any]]:
+        # h2 gives the window back at once and answers RST_STREAM, so nothing else bounds
+        # these. Body bytes still in flight when we reset a stream are no flood: a fast
+        # download has hundreds of frames in flight; empty frames cost the server nothing.
+        if not frame.data:
+            self.no_progress("empty DATA frames")
+        frames, events = super()._handle_data_on_closed_stream(events, exc, frame)
+        self.queued_replies(len(frames))
+        return frames, events
+
+    def _stream_is_closed_by_reset(self, stream_id: int) -> bool:
+        # Called when a frame came for a closed stream: h2 answers RST_STREAM when we reset it.
+        closed_by_reset = super()._stream_is_closed_by_reset(stream_id)
+        if closed_by_reset:  # HEADERS (1xx, say) on a stream we reset
+            self.no_progress("HEADERS frames on reset streams")
+            self.queued_replies(1)
+        return closed_by_reset
 
     def _local_settings_acked(self) -> dict[h2.settings.SettingCodes | int, ChangedSetting]:
         changes = super()._local_settings_acked()

@@ -73,7 +73,7 @@ asyncpool                                             httpx
 (any other ``NetworkError``)                          ``NetworkError``
 ``DecodingError``                                     ``DecodingError``
 ``RemoteProtocolError``, ``StreamReset``,             ``RemoteProtocolError``
-``ResponseHeaderTooLarge``
+``ResponseHeaderTooLarge``, ``FloodError``
 ``LocalProtocolError``                                ``LocalProtocolError``
 ``InvalidURL``: a scheme other than http/https        ``UnsupportedProtocol``
 ``InvalidURL``: anything else                         ``InvalidURL``

@@ -31,6 +31,8 @@ not advertised; ``initial_window_size``; ``max_frame_size``), and
 refused, then the connection is closed); ``server.silence()`` / ``unsilence()`` (nothing is
 read nor sent on any connection, not even PING acks, until unsilenced);
 ``await conn.close()`` (abrupt); ``await conn.reset()`` (TCP RST); ``conn.send_raw(bytes)`` (any frames, valid or not);
+``await conn.flood(flood_frame("PING"), 100_000)`` (one frame again and again, until the client
+closes); ``conn.stop_reading()`` (read nothing more, yet keep sending: the client's writes back up);
 ``stream.reset(code)``; ``server.on_connect = lambda conn: conn.goaway(0)`` (called with each new
 connection: what it queues goes out with our SETTINGS, in one write);
 ``server.keepalive_requests = n`` (as nginx's: GOAWAY as a connection takes its nth stream).  A stream opened over ``max_concurrent_streams`` or after our
@@ -70,7 +72,15 @@ from anyio.abc import (
 )
 from anyio.streams.tls import TLSAttribute, TLSStream
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame, SettingsFrame
+from hyperframe.frame import (
+    DataFrame,
+    ExtensionFrame,
+    GoAwayFrame,
+    PingFrame,
+    PriorityFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
 
 from tests.servers import TLSFixture, _flush_before_returning_from_send, _send_close_notify
 
@@ -93,6 +103,30 @@ def make_h2_server_context(tls: TLSFixture, alpn: Sequence[str] = ("h2",)) -> ss
     tls.ca.issue_cert("127.0.0.1", "::1", "localhost").configure_cert(context)
     context.set_alpn_protocols(list(alpn))
     return context
+
+
+def flood_frame(kind: str, stream_id: int = 1) -> bytes:
+    """One serialized frame that moves no response forward, for ``conn.flood``: "PING",
+    "SETTINGS" (empty), "WINDOW_UPDATE" (connection, +1), "PRIORITY" (of ``stream_id``),
+    "unknown" (an extension type) or "empty DATA"
+    (on ``stream_id``, no END_STREAM)."""
+    frame: object
+    if kind == "PING":
+        frame = PingFrame(0, opaque_data=b"flooding")
+    elif kind == "SETTINGS":
+        frame = SettingsFrame(0)
+    elif kind == "WINDOW_UPDATE":
+        frame = WindowUpdateFrame(0, window_increment=1)
+    elif kind == "PRIORITY":
+        frame = PriorityFrame(stream_id, depends_on=0, stream_weight=15)
+    elif kind == "unknown":
+        frame = ExtensionFrame(0xEE, 0)
+    elif kind == "empty DATA":
+        frame = DataFrame(stream_id, data=b"")
+    else:
+        raise ValueError(kind)
+    data: bytes = frame.serialize()  # type: ignore[attr-defined]
+    return data
 
 
 @dataclass
@@ -323,6 +357,8 @@ class H2ServerConnection:
         self._finishing = False  # the writer closes gracefully once the outbox is empty
         self._deaf = False  # after a protocol error or the client's GOAWAY: ignore input
         self._abort = anyio.CancelScope()
+        self._reading = anyio.Event()  # cleared by stop_reading()
+        self._reading.set()
         self._tg: TaskGroup | None = None
         self._is_shut = False
 
@@ -358,6 +394,23 @@ class H2ServerConnection:
     async def send_raw(self, data: bytes) -> None:
         """Write ``data`` to the socket after everything queued so far (any frames at all)."""
         await self._wait_sent(self._enqueue(data))
+
+    async def flood(self, frame: bytes, count: int, batch: int = 1000) -> int:
+        """Send ``frame`` ``count`` times, ``batch`` to a write, until the connection closes;
+        returns how many were written."""
+        sent = 0
+        while sent < count and not self.closed.is_set() and not self._deaf:
+            n = min(batch, count - sent)
+            await self.send_raw(frame * n)
+            sent += n
+        return sent
+
+    def stop_reading(self) -> None:
+        """Read nothing more from the socket (sending goes on), until ``resume_reading``."""
+        self._reading = anyio.Event()
+
+    def resume_reading(self) -> None:
+        self._reading.set()
 
     async def close(self) -> None:
         """Close the socket at once (no GOAWAY, no TLS close_notify)."""
@@ -423,6 +476,7 @@ class H2ServerConnection:
     async def _read_loop(self) -> None:
         try:
             while True:
+                await self._reading.wait()
                 data = await self._stream.receive(65536)
                 if self.server._silenced:
                     self._held.append(data)

@@ -9,7 +9,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from asyncpool._asyncio_stream import HIGH_WATER, connect_tcp_asyncio
+from asyncpool._asyncio_stream import CHECKPOINT_EVERY, HIGH_WATER, connect_tcp_asyncio
 from tests.servers import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
@@ -108,3 +108,22 @@ async def test_aclose_fails_a_send_waiting_on_a_peer_that_reads_nothing() -> Non
             await wait_until(lambda: bool(errors))
             assert stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno() == -1
             tg.cancel_scope.cancel()
+
+
+async def test_a_reader_that_always_finds_data_still_reaches_a_cancellation_point(
+    blaster: tuple[int, list[bytes]],
+) -> None:
+    # A reader slower than its socket finds data buffered on every receive, which then never
+    # suspends: cancelled (its body closed, the pool closing), it ran on for as long as data
+    # came. Here the data "arrives" before each receive, as under a continuous feed.
+    port, _ = blaster
+    stream = await connect_tcp_asyncio("127.0.0.1", port)
+    reads = 0
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # delivered at the reader's next cancellation point
+        while reads < 100_000:
+            stream._protocol.data_received(b"more")
+            await stream.receive()
+            reads += 1
+    assert reads < CHECKPOINT_EVERY, reads
+    await stream.aclose()

@@ -5,25 +5,30 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import h2.connection
 import h2.errors
 import pytest
+from hyperframe.frame import DataFrame
 
 import asyncpool
 import asyncpool._dial
 import asyncpool._transport
 from asyncpool import Request, Transport
 from asyncpool._connection_h2 import HTTP2Connection
+from asyncpool._http2 import MAX_IDLE_FRAMES, MAX_UNSENT_REPLIES
 from tests.h2server import (
     H2Request,
     H2Stream,
     H2TestServer,
     default_h2_handler,
+    flood_frame,
     make_h2_server_context,
     open_h2_server,
 )
@@ -1169,3 +1174,192 @@ async def test_a_connection_reset_retries_the_requests_it_never_sent(h2c: H2Test
         assert pool.stats().retries == 1
         assert (pool.stats().dials, h2c.connections_accepted) == (2, 2)
         assert_nothing_in_use(pool)
+
+
+# -- hostile servers: floods, endless 1xx, huge heads; memory and time stay bounded -----------
+
+
+def flood_handler(kind: str, count: int) -> Any:
+    """``/flood`` answers a head, then ``count`` frames of ``kind`` (see ``flood_frame``), then
+    "done" and END_STREAM; the rest as the default handler."""
+
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        if req.path == "/flood":
+            await stream.send_headers(200)
+            await stream.connection.flood(flood_frame(kind, req.stream_id), count)
+            await stream.send_data(b"done", end_stream=True)
+        else:
+            await default_h2_handler(req, stream)
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "kind", ["PING", "SETTINGS", "WINDOW_UPDATE", "PRIORITY", "unknown", "empty DATA"]
+)
+async def test_a_control_frame_flood_fails_the_connection_with_enhance_your_calm(
+    kind: str,
+) -> None:
+    # 100 times the limit: the old code read them all and answered "done".
+    errors: list[BaseException] = []
+
+    async def other() -> None:
+        try:
+            await get(pool, server.url_for("/wait"))
+        except asyncpool.HTTPError as exc:
+            errors.append(exc)
+
+    async with (
+        open_h2_server(flood_handler(kind, 100 * MAX_IDLE_FRAMES)) as server,
+        Transport(**H2C) as pool,
+    ):
+        with anyio.fail_after(30):  # a hang guard, not a timing assertion
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(other)
+                await server.wait_until(lambda s: s.active_streams == 1)
+                with pytest.raises(asyncpool.FloodError) as info:  # from the head or body
+                    await get(pool, server.url_for("/flood"))
+        message = str(info.value)
+        frames = "frames of unknown types" if kind == "unknown" else f"{kind} frames"
+        assert f"{frames} without progress (limit {MAX_IDLE_FRAMES})" in message
+        assert f"127.0.0.1:{server.port}" in message
+        assert "ENHANCE_YOUR_CALM" in message
+        # The other stream on the connection fails with it; it was sent: not retried.
+        assert len(errors) == 1 and isinstance(errors[0], asyncpool.FloodError), errors
+        assert errors[0].retry_hint is None
+        await server.wait_until(
+            lambda s: s.connections[0].goaway_received == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+        )
+        assert (await get(pool, server.url)).content == b"hello"  # on a new connection
+        assert (pool.stats().dials, pool.stats().retries) == (2, 0)
+        assert_nothing_in_use(pool)
+
+
+async def test_empty_data_frames_for_an_unread_body_take_no_memory() -> None:
+    # The caller holds its response unread while the server sends 200,000 empty DATA frames:
+    # each was queued for the caller (flow control does not count empty frames), over 10 MiB.
+    count = 200 * MAX_IDLE_FRAMES
+    async with (
+        open_h2_server(flood_handler("empty DATA", count)) as server,
+        Transport(**H2C) as pool,
+    ):
+        tracemalloc.start()
+        try:
+            response = await pool.round_trip(Request("GET", server.url_for("/flood")))
+            with anyio.fail_after(30):  # a hang guard
+                # The stream ends: with "done" after the flood, or with the connection.
+                await wait_until(
+                    lambda: not any(h.streams for h in pool.stats().hosts.values()), timeout=30
+                )
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 2 << 20, peak  # ~1 MiB of it is the servers' and h2's own
+        with pytest.raises(asyncpool.FloodError, match="empty DATA frames without progress"):
+            await response.aread()
+        assert (await get(pool, server.url)).content == b"hello"
+        assert_nothing_in_use(pool)
+
+
+async def test_replies_a_server_does_not_read_are_bounded() -> None:
+    # The server reads nothing and sends PINGs, with a body byte now and then (progress): each
+    # PING queues an ACK the writer cannot hand over once the socket buffers are full.
+    rounds, pings = 200, 500  # 100,000 ACKs, 1.7 MB; the socket buffers take a few 10 KiB
+
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        if req.path != "/flood":
+            await default_h2_handler(req, stream)
+            return
+        stream.connection.stop_reading()
+        await stream.send_headers(200)
+        raw = flood_frame("PING") * pings + DataFrame(req.stream_id, data=b"x").serialize()
+        for _ in range(rounds):
+            await stream.connection.send_raw(raw)
+        await stream.send_data(b"", end_stream=True)
+
+    async def dial(host: str, port: int) -> anyio.abc.ByteStream:
+        stream = await asyncpool._dial._connect_tcp(host, port)
+        sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return stream
+
+    def small_receive_buffer(conn: Any) -> None:
+        sock = conn._stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+    async with open_h2_server(handler) as server, Transport(dial=dial, **H2C) as pool:
+        server.on_connect = small_receive_buffer
+        with anyio.fail_after(30):  # a hang guard
+            response = await pool.round_trip(Request("GET", server.url_for("/flood")))
+            (conn,) = pool._conns
+            assert isinstance(conn, HTTP2Connection)
+            with pytest.raises(asyncpool.FloodError) as info:
+                async for _ in response.aiter_bytes():
+                    assert getattr(conn._h2, "unsent_replies", 0) <= MAX_UNSENT_REPLIES
+        assert f"the server does not read (limit {MAX_UNSENT_REPLIES})" in str(info.value)
+        server.connections[0].resume_reading()
+        assert (await get(pool, server.url)).content == b"hello"
+        assert_nothing_in_use(pool)
+
+
+async def test_endless_1xx_heads_fail_their_stream_only() -> None:
+    limit = 16 << 10
+
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        if req.path == "/hints":
+            for i in range(100 * limit // 150):  # 100 times the limit, then a response
+                await stream.send_informational(103, [("link", f"</{i}.css>" + "x" * 100)])
+                await anyio.lowlevel.checkpoint()  # a server that stops once reset
+            await stream.respond(200, [], b"late")
+        else:
+            await default_h2_handler(req, stream)
+
+    results: list[bytes] = []
+
+    async def other() -> None:
+        results.append((await get(pool, server.url_for("/wait"))).content)
+
+    async with (
+        open_h2_server(handler) as server,
+        Transport(max_response_header_bytes=limit, **H2C) as pool,
+    ):
+        with anyio.fail_after(30):  # a hang guard
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(other)
+                await server.wait_until(lambda s: s.active_streams == 1)
+                with pytest.raises(asyncpool.ResponseHeaderTooLarge) as info:
+                    await get(pool, server.url_for("/hints"))
+                server.release.set()
+        message = str(info.value)
+        assert "1xx included" in message and f"max_response_header_bytes={limit}" in message
+        assert results == [b"released"]  # the other stream lived on
+        await server.wait_until(lambda s: len(s.resets_received) == 1)
+        assert (await get(pool, server.url)).content == b"hello"
+        assert (pool.stats().dials, server.connections_accepted) == (1, 1)
+        assert_nothing_in_use(pool)
+
+
+async def test_leaving_the_transport_while_the_server_floods_returns(tls: TLSFixture) -> None:
+    # The body is closed; the server goes on sending DATA on the stream we reset, as fast as
+    # it can, over TLS (a reader that finds data buffered on each read never waits).
+    started = anyio.Event()
+
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        await stream.send_headers(200)
+        await stream.send_data(b"x")
+        started.set()
+        await anyio.sleep_forever()
+
+    frame = DataFrame(1, data=b"y" * 16000).serialize()
+    async with open_h2_server(handler, ssl_context=make_h2_server_context(tls)) as server:
+        with anyio.fail_after(30):  # a hang guard
+            async with (
+                anyio.create_task_group() as tg,
+                Transport(tls_config=tls.client_context) as pool,
+            ):
+                response = await pool.round_trip(Request("GET", server.url))
+                await started.wait()
+                tg.start_soon(server.connections[0].flood, frame, 10**6, 64)
+                await response.aclose()
+                await anyio.lowlevel.checkpoint()
+        assert server.connections[0].closed.is_set()

@@ -3,6 +3,8 @@ the lazily counted open streams keep h2's limit and forget closed streams."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import h2.config
 import h2.connection
 import h2.events
@@ -12,7 +14,13 @@ import hpack
 import pytest
 from hpack import Decoder, Encoder, HeaderTuple
 
-from asyncpool._http2 import REPLAY_CACHE_SIZE, ReplayingDecoder, new_client_connection
+from asyncpool._http2 import (
+    REPLAY_CACHE_BYTES,
+    REPLAY_CACHE_SIZE,
+    ReplayingDecoder,
+    header_list_hard_limit,
+    new_client_connection,
+)
 
 HEAD = [(b":status", b"200"), (b"server", b"nginx"), (b"content-type", b"text/plain")]
 OTHER = [(b":status", b"404"), (b"server", b"nginx"), (b"x-trace", b"abc")]
@@ -75,6 +83,31 @@ def test_the_cache_is_bounded() -> None:
     for n in range(REPLAY_CACHE_SIZE + 5):
         decoder.decode(literal_block([(b":status", b"200"), (b"x-n", str(n).encode())]))
     assert len(decoder._replays) <= REPLAY_CACHE_SIZE
+
+
+def test_the_cache_is_bounded_in_bytes_too() -> None:
+    # What a hostile server can make a connection keep: 64 distinct heads of 256 KiB each
+    # (under the default 1 MiB limit), each a block that reads nothing from the dynamic table.
+    # The cache kept them all (block and fields), about 48 MiB.
+    sent = [
+        Encoder().encode(
+            [(b":status", b"200"), (b"x-big", b"%03d" % i + b"{" * (256 << 10))], huffman=False
+        )
+        for i in range(REPLAY_CACHE_SIZE)
+    ]
+    decoder = ReplayingDecoder()
+    decoder.max_header_list_size = header_list_hard_limit(1 << 20)
+    tracemalloc.start()
+    try:
+        for block in sent:
+            decoder.decode(block, raw=True)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < REPLAY_CACHE_BYTES + (1 << 20), held  # the cache and at most one head
+    for block in blocks():  # small heads are still remembered
+        decoder.decode(block, raw=True)
+    assert decoder._replays
 
 
 def test_the_client_connection_uses_it() -> None:
