@@ -82,6 +82,10 @@ _CHECKED_MAX = 512
 _END_OF_MESSAGE = h11.EndOfMessage()
 
 
+def too_large(what: str, limit: int, host: str) -> ResponseHeaderTooLarge:
+    return ResponseHeaderTooLarge(f"{what} exceeds max_response_header_bytes={limit}", host=host)
+
+
 class HTTP11Protocol:
     """One client side of an HTTP/1.1 connection, over any number of request/response cycles."""
 
@@ -212,9 +216,10 @@ class HTTP11Protocol:
             return self._h11.next_event()
         except h11.RemoteProtocolError as exc:
             if str(exc) == "Receive buffer too long":
-                raise ResponseHeaderTooLarge(
-                    "response head exceeds max_response_header_bytes", host=self._host
-                ) from None
+                # Mid-body, h11 buffers only a chunk header or the trailer section.
+                in_body = self._h11.their_state is h11.SEND_BODY
+                what = "a chunk header or the trailer section" if in_body else "response head"
+                raise too_large(what, self._max_header_bytes, self._host) from None
             raise RemoteProtocolError(str(exc), host=self._host) from None
 
     def next_event(self) -> Event:
@@ -230,6 +235,10 @@ class HTTP11Protocol:
         if isinstance(event, h11.Data):
             return bytes(event.data)
         if isinstance(event, h11.EndOfMessage):
+            if event.headers:  # trailers that arrived whole, given to nobody: measured as a head
+                size = sum(len(name) + len(value) + 4 for name, value in event.headers)
+                if size > self._max_header_bytes:
+                    raise too_large("trailer section", self._max_header_bytes, self._host)
             return END_OF_MESSAGE
         if isinstance(event, h11.InformationalResponse):
             return Informational(event.status_code, self._checked_headers(event.headers)[0])
@@ -280,9 +289,7 @@ class HTTP11Protocol:
                 content_length = int(value)  # h11 checked it, and merged repeats
         # h11 bounds a head still arriving; one that arrived whole is measured here.
         if size > self._max_header_bytes:
-            raise ResponseHeaderTooLarge(
-                "response head exceeds max_response_header_bytes", host=self._host
-            )
+            raise too_large("response head", self._max_header_bytes, self._host)
         if chunked and content_length >= 0:
             # h11 lets Transfer-Encoding win; RFC 9112 (6.3) says this ought to be an error,
             # and llhttp (the other backend) makes it one.
@@ -336,6 +343,8 @@ class _StopParsing(Exception):
 
 
 _NOTED_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+# Bytes llhttp may take without a callback before it is fed at line ends or in batches.
+_HOLD_AFTER = 16384
 _BODY_FRAMING = ("content-length", "transfer-encoding")
 
 
@@ -357,6 +366,13 @@ class HttptoolsProtocol:
     calls it unsolicited and does not reuse the connection; the response is the same). Trailer
     fields (given to nobody) that h11 takes and llhttp refuses (obs-fold, a bare LF, a control
     character, a Content-Length) end the body with a RemoteProtocolError.
+
+    Bounds (h11 has them by design): the trailer section is held to ``max_header_bytes`` (its
+    fields are counted, not kept, and a run of bytes llhttp takes without a callback, such as
+    one endless field, is counted as it arrives). httptools joins the pieces of a field that
+    is still arriving as bytes on every feed: once llhttp has taken ``_HOLD_AFTER`` bytes
+    without finishing anything, it is fed at line ends or in ``_HOLD_AFTER`` batches only, so
+    a field dripping in costs linear work, not quadratic.
     """
 
     __slots__ = (
@@ -372,6 +388,7 @@ class HttptoolsProtocol:
         "_head_pieces",
         "_header_bytes",
         "_headers",
+        "_held_back",
         "_host",
         "_informational",
         "_informational_end",
@@ -381,11 +398,13 @@ class HttptoolsProtocol:
         "_message_done",
         "_method",
         "_parser",
+        "_progress",
+        "_reason",
         "_request_close",
         "_request_fields",
         "_sending_body",
+        "_stalled",
         "_started",
-        "_status_reason",
         "_target",
         "_transfer_encodings",
         "_unsolicited",
@@ -414,6 +433,9 @@ class HttptoolsProtocol:
         self._head_pieces: list[bytes] = []  # this cycle's bytes until its head is complete
         self._transfer_encodings: list[bytes] = []  # of the head being parsed
         self._headers: list[str] = []  # the head being parsed, flat (name, value, ...)
+        self._reason: list[str] = []  # its reason phrase, in the pieces llhttp gave
+        self._held_back = bytearray()  # bytes not fed to llhttp yet (see the class docstring)
+        self._progress = False  # a callback other than on_status ran in the current feed
         self._reset_message()
 
     def _new_parser(self) -> Any:
@@ -424,12 +446,14 @@ class HttptoolsProtocol:
         return parser
 
     def _reset_message(self) -> None:
-        if self._headers:  # trailers landed in the list that followed the head
-            self._headers = []
-        self._status_reason = ""
+        self._reason.clear()
+        self._held_back.clear()
+        self._stalled = 0  # bytes received since llhttp last finished something (a bound)
         self._head_bytes = 0  # bytes fed while the head was incomplete
         self._head_pieces.clear()
-        self._header_bytes = 0  # size of the parsed header fields, as h11 counts them
+        # Size of the parsed header fields, as h11 counts them: of the head, then of the
+        # trailers.
+        self._header_bytes = 0
         self._framed = False  # Content-Length or Transfer-Encoding seen
         self._connection_close = False  # a Connection field with the token close
         self._head_done = False
@@ -517,20 +541,26 @@ class HttptoolsProtocol:
     # -- llhttp's callbacks -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._progress = True
         if self._message_done:  # bytes after a complete response: unsolicited
             self._unsolicited = True
             raise _StopParsing
         self._started = True
 
     def on_status(self, status: bytes) -> None:
-        self._status_reason += status.decode("latin-1")
+        self._reason.append(status.decode("latin-1"))  # joined once: a reason may drip in
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._progress = True
         self._header_bytes += len(name) + len(value) + 4
         value = value.rstrip(b" \t")  # llhttp strips the leading whitespace only, h11 both
         lower = name.lower()
         if lower in _NOTED_FIELDS:
             value = self._note_field(lower, value)
+        if self._head_done:  # a trailer field: given to nobody (nor by h11), so not kept
+            if self._header_bytes > self._max_header_bytes:
+                raise too_large("trailer section", self._max_header_bytes, self._host)
+            return
         self._headers += (name.decode("latin-1"), value.decode("latin-1"))
 
     def _note_field(self, lower_name: bytes, value: bytes) -> bytes:
@@ -548,17 +578,17 @@ class HttptoolsProtocol:
         return value
 
     def on_headers_complete(self) -> None:
+        self._progress = True
         parser, headers = self._parser, self._headers
         status = parser.get_status_code()
         if self._header_bytes > self._max_header_bytes:
-            raise ResponseHeaderTooLarge(
-                "response head exceeds max_response_header_bytes", host=self._host
-            )
+            raise too_large("response head", self._max_header_bytes, self._host)
         if status < 100 or self._transfer_encodings:
             self._check_as_h11(status)
         if 100 <= status < 200:
             self._events.append(Informational(status, headers))
-            self._headers, self._status_reason = [], ""
+            self._headers = []
+            self._reason.clear()
             self._header_bytes, self._framed = 0, False
             self._connection_close = False
             self._informational = True
@@ -570,8 +600,10 @@ class HttptoolsProtocol:
         # takes to end at EOF): alive from HTTP/1.1 on, unless a Connection field says close.
         # A body that does end at EOF is seen to in start_next_cycle.
         self._keep_alive = version >= "HTTP/1.1" and not self._connection_close
-        self._events.append(ResponseHead(status, self._status_reason, version, headers))
-        self._headers = []  # trailer fields land here, unseen: h11 does not give them either
+        reason = "".join(self._reason)
+        self._events.append(ResponseHead(status, reason, version, headers))
+        self._headers = []
+        self._header_bytes = 0  # from now on, of the trailer fields
         if self._method == "HEAD" or status in _NO_BODY_STATUS:
             # The response ends with its head: anything after it in this read was never asked
             # for (llhttp would skip a blank line there).
@@ -596,9 +628,17 @@ class HttptoolsProtocol:
             )
 
     def on_body(self, body: bytes) -> None:
+        self._progress = True
         self._events.append(bytes(body))
 
+    def on_chunk_header(self) -> None:
+        self._progress = True
+
+    def on_chunk_complete(self) -> None:
+        self._progress = True
+
     def on_message_complete(self) -> None:
+        self._progress = True
         if self._informational:  # a 1xx ends here; the response proper follows
             self._informational = False
         elif not self._message_done:
@@ -623,6 +663,8 @@ class HttptoolsProtocol:
                 self._drain_delegate(0)
                 return
             if not data:
+                if self._held_back:  # the server is done: llhttp gets what is left
+                    self._feed_parser(bytes(self._held_back))
                 self._on_eof()
                 return
             if self._message_done:  # llhttp would skip a blank line here; h11 does not
@@ -634,21 +676,47 @@ class HttptoolsProtocol:
                     raise RemoteProtocolError("no response line received", host=self._host)
                 self._head_bytes += len(data)
                 self._head_pieces.append(data)
-            try:
-                self._parser.feed_data(data)
-            except Exception as exc:  # llhttp's own, or one raised from a callback
-                self._parser_stopped(exc, data)
+            self._stalled += len(data)
+            held = self._held_back
+            if self._stalled > _HOLD_AFTER:
+                # A field (or line) that long is still arriving: see the class docstring.
+                held += data
+                if len(held) < _HOLD_AFTER and b"\n" not in data:
+                    self._check_limits()
+                    return
+                data = bytes(held)
+                held.clear()
+            self._feed_parser(data)
+            self._check_limits()
+        except HTTPError as exc:
+            self._error = exc
+
+    def _feed_parser(self, data: bytes) -> None:
+        self._progress = False
+        try:
+            self._parser.feed_data(data)
+        except Exception as exc:  # llhttp's own, or one raised from a callback
+            self._parser_stopped(exc, data)
+        if self._progress:
+            # Bytes after the last callback are not counted: the bounds are loose by a read.
+            self._stalled = 0
+
+    def _check_limits(self) -> None:
+        if self._message_done:
+            return
+        if not self._head_done:
             if (
-                not self._head_done
-                and self._head_bytes > self._max_header_bytes
+                self._head_bytes > self._max_header_bytes
                 # As h11: the limit is on the head still arriving, not on the 1xx before it.
                 and self._head_bytes - self._informational_bytes() > self._max_header_bytes
             ):
-                raise ResponseHeaderTooLarge(
-                    "response head exceeds max_response_header_bytes", host=self._host
-                )
-        except HTTPError as exc:
-            self._error = exc
+                raise too_large("response head", self._max_header_bytes, self._host)
+        elif self._stalled > self._max_header_bytes:
+            # Only chunked framing takes bytes without a callback: a chunk header (its
+            # extensions) or a trailer field, as long as h11 would hold it.
+            raise too_large(
+                "a chunk header or the trailer section", self._max_header_bytes, self._host
+            )
 
     def _parser_stopped(self, exc: Exception, data: bytes) -> None:
         import httptools

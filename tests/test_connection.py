@@ -7,8 +7,9 @@ import contextlib
 import gc
 import gzip
 import json
+import tracemalloc
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import anyio.abc
@@ -17,7 +18,14 @@ import pytest
 import asyncpool
 import asyncpool._connection
 from asyncpool import Request, Transport
-from tests.servers import ServerConnection, ServerRequest, TestServer, open_server, wait_until
+from tests.servers import (
+    Handler,
+    ServerConnection,
+    ServerRequest,
+    TestServer,
+    open_server,
+    wait_until,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -725,3 +733,74 @@ async def test_an_answer_to_an_upload_the_server_stops_reading_is_the_result(
         assert (response.status_code, response.content) == (413, b"too large")
         await wait_until(lambda: pool.stats().total == 0)
         assert (await fetch(pool, "GET", server.url)).status_code == 413
+
+
+# -- a hostile server: memory and work stay bounded -------------------------------------------
+
+MiB = 1 << 20
+MEMORY_BOUND = 10 * MiB  # traced peak around one hostile response; what it sends is far larger
+HEADER_LIMIT = 65536
+
+
+def hostile(head: bytes, piece: bytes, total: int = 16 * MiB) -> Handler:
+    """On /hostile: ``head``, then ``piece`` again and again up to ``total`` bytes (or until the
+    client hangs up), then close. Anything else gets a plain 200 "ok"."""
+
+    async def handler(req: ServerRequest, conn: ServerConnection) -> None:
+        if req.path != "/hostile":
+            await conn.respond(200, [], b"ok")
+            return
+        await conn.send_raw(head)
+        for _ in range(total // len(piece)):
+            await conn.send_raw(piece)
+
+    return handler
+
+
+@contextlib.contextmanager
+def traced_peak() -> Iterator[list[int]]:
+    """The peak of traced memory in the block, appended to the list on leaving it."""
+    peak: list[int] = []
+    tracemalloc.start()
+    try:
+        yield peak
+        peak.append(tracemalloc.get_traced_memory()[1])
+    finally:
+        tracemalloc.stop()
+
+
+async def assert_the_pool_recovers(pool: Transport, server: TestServer) -> None:
+    """The hostile connection is gone and the next request on the pool succeeds."""
+    assert pool.stats().total == 0
+    assert (await fetch(pool, "GET", server.url)).content == b"ok"
+    stats = pool.stats()
+    assert (stats.in_use, stats.idle, stats.dialing, stats.waiting) == (0, 1, 0, 0)
+
+
+CHUNKED_HELLO = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+
+
+@pytest.mark.parametrize(
+    ("trailer_start", "piece"),
+    [(b"0\r\nX-Trailer: ", b"a" * 65536), (b"0\r\n", b"X-Trailer: 1\r\n" * 4096)],
+    ids=["one endless value", "endless small fields"],
+)
+async def test_an_endless_trailer_section_is_cut_at_the_header_limit(
+    trailer_start: bytes, piece: bytes
+) -> None:
+    """Trailers are bounded by max_response_header_bytes with either parser (llhttp kept every
+    field, and joined one endless value again on every read: 16 MiB were held, 1 GB copied)."""
+    handler = hostile(CHUNKED_HELLO + trailer_start, piece)
+    async with (
+        open_server(handler) as server,
+        Transport(max_response_header_bytes=HEADER_LIMIT) as pool,
+    ):
+        with traced_peak() as peak, pytest.raises(asyncpool.ResponseHeaderTooLarge) as info:
+            # The head may be handed over before the limit is hit, or not (the network
+            # decides): the error comes from whichever call is waiting.
+            response = await pool.round_trip(Request("GET", server.url_for("/hostile")))
+            await response.aread()
+        assert f"max_response_header_bytes={HEADER_LIMIT}" in str(info.value)
+        assert info.value.host == f"127.0.0.1:{server.port}"
+        assert peak[0] < MEMORY_BOUND
+        await assert_the_pool_recovers(pool, server)

@@ -254,3 +254,59 @@ def test_a_head_llhttp_refuses_while_the_request_body_is_still_going_out() -> No
     with pytest.raises(asyncpool.LocalProtocolError):
         p.request_head("POST", "/", [("Host", "h"), ("Content-Length", "1")])
         p.body_chunk(b"too much")
+
+
+class CountingParser:
+    """An llhttp parser that counts the feeds it is given."""
+
+    def __init__(self, parser: Any, feeds: list[int]) -> None:
+        self._parser, self._feeds = parser, feeds
+
+    def feed_data(self, data: bytes) -> None:
+        self._feeds.append(len(data))
+        self._parser.feed_data(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
+@pytest.mark.parametrize("where", ["head", "trailers"])
+def test_a_field_dripping_in_is_fed_to_llhttp_in_batches(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httptools joins the pieces of an unfinished field as bytes on every feed: a 256 KiB
+    field a byte per read cost 256 Ki feeds and 32 GiB copied. Past 16 KiB without a callback,
+    llhttp is fed at line ends or in 16 KiB batches; the response is the same as h11's."""
+    feeds: list[int] = []
+    new_parser = HttptoolsProtocol._new_parser
+    monkeypatch.setattr(
+        HttptoolsProtocol, "_new_parser", lambda self: CountingParser(new_parser(self), feeds)
+    )
+    field = b"X-Long: " + b"v" * (256 << 10) + b"\r\n"
+    if where == "head":
+        wire = b"HTTP/1.1 200 OK\r\n" + field + OK5
+    else:
+        wire = b"HTTP/1.1 200 OK\r\n" + CHUNKED + b"5\r\nhello\r\n0\r\n" + field + b"\r\n"
+    reads = [wire[i : i + 1] for i in range(len(wire))]
+    results = {}
+    for parser in ("h11", "httptools"):
+        p = sent(make_protocol(parser, "h:1", max_header_bytes=1 << 20))
+        results[parser] = outcome(p, reads, error_text=False)
+    assert results["httptools"] == results["h11"]
+    assert results["h11"][-3:] == [END_OF_MESSAGE, True, False]
+    assert len(feeds) < 16384 + 200  # a byte per read up to 16 KiB, then batches and lines
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+def test_the_trailer_section_is_bounded_by_the_header_limit(parser: str) -> None:
+    """Many fields or one endless one, in large reads or small: past max_header_bytes the body
+    ends with ResponseHeaderTooLarge, as h11 bounds it (the httptools backend may take one
+    read more: it does not count the bytes that followed its last callback in a read)."""
+    start = b"HTTP/1.1 200 OK\r\n" + CHUNKED + b"5\r\nhello\r\n0\r\n"
+    for first, piece in ((b"", b"X-T: 1\r\n" * 1000), (b"X-T: ", b"t" * 8000)):
+        wire = start + first + piece * 20
+        for reads in ([wire, piece * 9], [wire[i : i + 4096] for i in range(0, len(wire), 4096)]):
+            p = sent(make_protocol(parser, "h:1", max_header_bytes=65536))
+            result = outcome(p, reads, error_text=True)
+            assert result[1:3] == [b"hello", asyncpool.ResponseHeaderTooLarge]
+            assert "max_response_header_bytes=65536" in result[3]
