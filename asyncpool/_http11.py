@@ -82,6 +82,19 @@ _CHECKED_MAX = 512
 _END_OF_MESSAGE = h11.EndOfMessage()
 
 
+# The 1xx heads of a response and its final head share max_header_bytes, as in Go (1.24 on;
+# before, it allowed 5 of them): a server sending 1xx heads for ever is cut off, not waited on.
+# A 1xx head counts as on the wire; the final head's fields count as h11 counts them (and
+# the head still arriving, in bytes, is held to the limit alone: see the backends).
+INTERIM = "the total of the interim (1xx) responses"
+HEAD_AFTER_INTERIM = "response head with the interim (1xx) responses before it"
+
+
+def head_size(http_version: bytes | str, reason: bytes | str, field_bytes: int) -> int:
+    """A 1xx head's size on the wire: "HTTP/" version SP code SP reason CRLF, fields, CRLF."""
+    return 14 + len(http_version) + len(reason) + field_bytes
+
+
 def too_large(what: str, limit: int, host: str) -> ResponseHeaderTooLarge:
     return ResponseHeaderTooLarge(f"{what} exceeds max_response_header_bytes={limit}", host=host)
 
@@ -99,6 +112,7 @@ class HTTP11Protocol:
         "_held",
         "_held_from",
         "_host",
+        "_informational_size",
         "_max_header_bytes",
         "_method",
         "_peer_closed",
@@ -122,6 +136,7 @@ class HTTP11Protocol:
         # least one.
         self._held: bytes | None = None
         self._held_from = 0
+        self._informational_size = 0  # of this cycle's 1xx heads (see ``head_size``)
 
     def _new_h11(self) -> h11.Connection:
         return h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_header_bytes)
@@ -130,6 +145,7 @@ class HTTP11Protocol:
 
     def request_head(self, method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
         self._method = method
+        self._informational_size = 0
         try:
             fields = tuple(headers)
             key = (method, target, fields)
@@ -241,7 +257,11 @@ class HTTP11Protocol:
                     raise too_large("trailer section", self._max_header_bytes, self._host)
             return END_OF_MESSAGE
         if isinstance(event, h11.InformationalResponse):
-            return Informational(event.status_code, self._checked_headers(event.headers)[0])
+            headers, _, size = self._checked_headers(event.headers, INTERIM)
+            self._informational_size += head_size(event.http_version, event.reason, size)
+            if self._informational_size > self._max_header_bytes:
+                raise too_large(INTERIM, self._max_header_bytes, self._host)
+            return Informational(event.status_code, headers)
         if event is h11.NEED_DATA:
             return NEED_DATA
         if event is h11.PAUSED:
@@ -250,7 +270,7 @@ class HTTP11Protocol:
         raise RemoteProtocolError("server closed the connection before a response", host=self._host)
 
     def _response_head(self, event: h11.Response) -> ResponseHead:
-        headers, content_length = self._checked_headers(event.headers)
+        headers, content_length, _ = self._checked_headers(event.headers)
         if (
             content_length > 0
             and self._h11.our_state in _REQUEST_SENT
@@ -272,9 +292,9 @@ class HTTP11Protocol:
         """Bytes from the server not yet part of any response (unsolicited)."""
         return bool(self._h11.trailing_data[0])
 
-    def _checked_headers(self, raw: Any) -> tuple[list[str], int]:
-        """The head's fields decoded (flat), and the body's Content-Length (-1: none, or
-        chunked)."""
+    def _checked_headers(self, raw: Any, what: str = "") -> tuple[list[str], int, int]:
+        """The head's fields decoded (flat), the body's Content-Length (-1: none, or chunked),
+        and their size as h11 counts it."""
         headers: list[str] = []
         size = 0
         content_length = -1
@@ -287,16 +307,19 @@ class HTTP11Protocol:
                 chunked = True
             elif len(name) == 14 and name.lower() == "content-length":
                 content_length = int(value)  # h11 checked it, and merged repeats
-        # h11 bounds a head still arriving; one that arrived whole is measured here.
-        if size > self._max_header_bytes:
-            raise too_large("response head", self._max_header_bytes, self._host)
+        # h11 bounds a head still arriving; one that arrived whole is measured here, with the
+        # 1xx heads before it.
+        if size + self._informational_size > self._max_header_bytes:
+            if not what:
+                what = HEAD_AFTER_INTERIM if self._informational_size else "response head"
+            raise too_large(what, self._max_header_bytes, self._host)
         if chunked and content_length >= 0:
             # h11 lets Transfer-Encoding win; RFC 9112 (6.3) says this ought to be an error,
             # and llhttp (the other backend) makes it one.
             raise RemoteProtocolError(
                 "Content-Length and Transfer-Encoding in one response", host=self._host
             )
-        return headers, -1 if chunked else content_length
+        return headers, -1 if chunked else content_length, size
 
     def _read_body_directly(self, length: int) -> None:
         # h11 has decided on keep-alive by now: our side is DONE, or MUST_CLOSE if either side
@@ -391,7 +414,7 @@ class HttptoolsProtocol:
         "_held_back",
         "_host",
         "_informational",
-        "_informational_end",
+        "_informational_size",
         "_informationals",
         "_keep_alive",
         "_max_header_bytes",
@@ -461,7 +484,7 @@ class HttptoolsProtocol:
         self._started = False
         self._informational = False
         self._informationals = 0  # 1xx heads of this cycle so far
-        self._informational_end = (0, 0)  # (that count, where they end) when last looked up
+        self._informational_size = 0  # their size (see ``head_size``)
         self._until_eof = False
         self._keep_alive = True
 
@@ -581,11 +604,20 @@ class HttptoolsProtocol:
         self._progress = True
         parser, headers = self._parser, self._headers
         status = parser.get_status_code()
-        if self._header_bytes > self._max_header_bytes:
-            raise too_large("response head", self._max_header_bytes, self._host)
+        limit = self._max_header_bytes
+        if self._header_bytes + self._informational_size > limit:
+            if 100 <= status < 200:
+                what = INTERIM
+            else:
+                what = HEAD_AFTER_INTERIM if self._informational_size else "response head"
+            raise too_large(what, limit, self._host)
         if status < 100 or self._transfer_encodings:
             self._check_as_h11(status)
         if 100 <= status < 200:
+            version, reason = parser.get_http_version(), "".join(self._reason)
+            self._informational_size += head_size(version, reason, self._header_bytes)
+            if self._informational_size > limit:
+                raise too_large(INTERIM, limit, self._host)
             self._events.append(Informational(status, headers))
             self._headers = []
             self._reason.clear()
@@ -705,11 +737,10 @@ class HttptoolsProtocol:
         if self._message_done:
             return
         if not self._head_done:
-            if (
-                self._head_bytes > self._max_header_bytes
-                # As h11: the limit is on the head still arriving, not on the 1xx before it.
-                and self._head_bytes - self._informational_bytes() > self._max_header_bytes
-            ):
+            # As h11: a head still arriving is held to the limit alone. The 1xx heads before it
+            # are counted as parsed (at most the limit, or they failed): nothing is rescanned,
+            # and the bytes kept for this cycle stay under twice the limit and a read.
+            if self._head_bytes - self._informational_size > self._max_header_bytes:
                 raise too_large("response head", self._max_header_bytes, self._host)
         elif self._stalled > self._max_header_bytes:
             # Only chunked framing takes bytes without a callback: a chunk header (its
@@ -751,18 +782,10 @@ class HttptoolsProtocol:
         else:
             raise RemoteProtocolError(f"invalid response: {exc}", host=self._host) from None
 
-    def _informational_bytes(self) -> int:
-        """The bytes of this cycle's 1xx heads so far, found once for each new one (a head that
-        drips in after them is not scanned again and again)."""
-        count, end = self._informational_end
-        if count != self._informationals:
-            end = self._end_of_heads(self._informationals)
-            self._informational_end = (self._informationals, end)
-        return end
-
     def _end_of_heads(self, count: int) -> int:
         """Where the first ``count`` heads of this cycle end in its bytes (llhttp does not say
-        where a head ended when it was stopped from a callback)."""
+        where a head ended when it was stopped from a callback). Once per body-less response:
+        the bytes are bounded (see ``_check_limits``)."""
         data, end = b"".join(self._head_pieces), 0
         for _ in range(count):  # each head ends with an empty line
             end = data.find(b"\r\n\r\n", end) + 4

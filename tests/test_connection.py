@@ -804,3 +804,26 @@ async def test_an_endless_trailer_section_is_cut_at_the_header_limit(
         assert info.value.host == f"127.0.0.1:{server.port}"
         assert peak[0] < MEMORY_BOUND
         await assert_the_pool_recovers(pool, server)
+
+
+async def test_endless_1xx_heads_count_against_the_header_limit() -> None:
+    """1xx heads for ever: they share max_response_header_bytes with the final head (as Go),
+    so the request fails after about that many bytes of them instead of waiting for ever
+    (h11: 16 MiB of heads read, every one reported; httptools: every byte kept, and joined and
+    scanned again on every read)."""
+    early_hints = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n"
+    handler = hostile(b"", early_hints * 1024)
+    hints: list[int] = []
+    trace = asyncpool.ClientTrace(got_1xx_response=lambda code, headers: hints.append(code))
+    async with (
+        open_server(handler) as server,
+        Transport(max_response_header_bytes=HEADER_LIMIT) as pool,
+    ):
+        with traced_peak() as peak, pytest.raises(asyncpool.ResponseHeaderTooLarge) as info:
+            await pool.round_trip(Request("GET", server.url_for("/hostile"), trace=trace))
+        assert "interim (1xx) responses" in str(info.value)
+        assert f"max_response_header_bytes={HEADER_LIMIT}" in str(info.value)
+        assert info.value.host == f"127.0.0.1:{server.port}"
+        assert len(hints) == HEADER_LIMIT // len(early_hints)
+        assert peak[0] < MEMORY_BOUND
+        await assert_the_pool_recovers(pool, server)
