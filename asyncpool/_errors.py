@@ -9,9 +9,12 @@ Every error asyncpool raises derives from :class:`HTTPError` and says *where* it
     ├── LocalProtocolError         the request we were asked to send is not valid HTTP
     ├── RemoteProtocolError        the server broke HTTP framing
     │   ├── ResponseHeaderTooLarge
+    │   ├── ResponseTooLarge       aread() of a body passed max_body_bytes
     │   ├── StreamReset            the server reset an HTTP/2 stream
     │   ├── FloodError             an HTTP/2 server flooded the connection (control frames)
     │   └── DecodingError          a gzip/deflate body is corrupt
+    │       └── DecompressionBomb  it decodes to over max_decompression_ratio times its size
+    │                              (also a ResponseTooLarge)
     ├── HTTPStatusError            raise_for_status() on a 4xx/5xx response
     ├── RedirectError              a redirect cannot be followed (a body that cannot be replayed)
     │   └── TooManyRedirects
@@ -38,6 +41,7 @@ __all__ = [
     "ConnectError",
     "ConnectTimeout",
     "DecodingError",
+    "DecompressionBomb",
     "FloodError",
     "HTTPError",
     "HTTPStatusError",
@@ -51,6 +55,7 @@ __all__ = [
     "RequestTimeout",
     "ResponseHeaderTimeout",
     "ResponseHeaderTooLarge",
+    "ResponseTooLarge",
     "ServerDisconnected",
     "StreamReset",
     "TLSError",
@@ -116,10 +121,22 @@ class FloodError(RemoteProtocolError):
     closed with GOAWAY(ENHANCE_YOUR_CALM). The message names the kind and the limit."""
 
 
+class ResponseTooLarge(RemoteProtocolError):
+    """``aread()`` stopped at a limit on what it holds of a body (``max_body_bytes``, or for a
+    DecompressionBomb, ``max_decompression_ratio``); the connection is closed."""
+
+    phase = "read"
+
+
 class DecodingError(RemoteProtocolError):
     """A compressed body could not be decoded."""
 
     phase = "decode"
+
+
+class DecompressionBomb(DecodingError, ResponseTooLarge):
+    """``aread()`` of a body the transport decodes passed ``max_decompression_ratio`` times the
+    compressed bytes read (past 10 MiB decoded)."""
 
 
 class HTTPStatusError(HTTPError):

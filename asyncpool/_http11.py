@@ -84,6 +84,23 @@ _CHECKED_HEAD_MAX = 4096  # characters of target and fields a kept request may h
 _END_OF_MESSAGE = h11.EndOfMessage()
 
 
+# The 1xx heads of a response and its final head share max_header_bytes, as in Go (1.24 on;
+# before, it allowed 5 of them): a server sending 1xx heads for ever is cut off, not waited on.
+# A 1xx head counts as on the wire; the final head's fields count as h11 counts them (and
+# the head still arriving, in bytes, is held to the limit alone: see the backends).
+INTERIM = "the total of the interim (1xx) responses"
+HEAD_AFTER_INTERIM = "response head with the interim (1xx) responses before it"
+
+
+def head_size(http_version: bytes | str, reason: bytes | str, field_bytes: int) -> int:
+    """A 1xx head's size on the wire: "HTTP/" version SP code SP reason CRLF, fields, CRLF."""
+    return 14 + len(http_version) + len(reason) + field_bytes
+
+
+def too_large(what: str, limit: int, host: str) -> ResponseHeaderTooLarge:
+    return ResponseHeaderTooLarge(f"{what} exceeds max_response_header_bytes={limit}", host=host)
+
+
 class HTTP11Protocol:
     """One client side of an HTTP/1.1 connection, over any number of request/response cycles."""
 
@@ -97,6 +114,7 @@ class HTTP11Protocol:
         "_held",
         "_held_from",
         "_host",
+        "_informational_size",
         "_max_header_bytes",
         "_method",
         "_peer_closed",
@@ -120,6 +138,7 @@ class HTTP11Protocol:
         # least one.
         self._held: bytes | None = None
         self._held_from = 0
+        self._informational_size = 0  # of this cycle's 1xx heads (see ``head_size``)
 
     def _new_h11(self) -> h11.Connection:
         return h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_header_bytes)
@@ -128,6 +147,7 @@ class HTTP11Protocol:
 
     def request_head(self, method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
         self._method = method
+        self._informational_size = 0
         try:
             fields = tuple(headers)
             key = (method, target, fields)
@@ -216,9 +236,10 @@ class HTTP11Protocol:
             return self._h11.next_event()
         except h11.RemoteProtocolError as exc:
             if str(exc) == "Receive buffer too long":
-                raise ResponseHeaderTooLarge(
-                    "response head exceeds max_response_header_bytes", host=self._host
-                ) from None
+                # Mid-body, h11 buffers only a chunk header or the trailer section.
+                in_body = self._h11.their_state is h11.SEND_BODY
+                what = "a chunk header or the trailer section" if in_body else "response head"
+                raise too_large(what, self._max_header_bytes, self._host) from None
             raise RemoteProtocolError(str(exc), host=self._host) from None
 
     def next_event(self) -> Event:
@@ -234,9 +255,17 @@ class HTTP11Protocol:
         if isinstance(event, h11.Data):
             return bytes(event.data)
         if isinstance(event, h11.EndOfMessage):
+            if event.headers:  # trailers that arrived whole, given to nobody: measured as a head
+                size = sum(len(name) + len(value) + 4 for name, value in event.headers)
+                if size > self._max_header_bytes:
+                    raise too_large("trailer section", self._max_header_bytes, self._host)
             return END_OF_MESSAGE
         if isinstance(event, h11.InformationalResponse):
-            return Informational(event.status_code, self._checked_headers(event.headers)[0])
+            headers, _, size = self._checked_headers(event.headers, INTERIM)
+            self._informational_size += head_size(event.http_version, event.reason, size)
+            if self._informational_size > self._max_header_bytes:
+                raise too_large(INTERIM, self._max_header_bytes, self._host)
+            return Informational(event.status_code, headers)
         if event is h11.NEED_DATA:
             return NEED_DATA
         if event is h11.PAUSED:
@@ -245,7 +274,7 @@ class HTTP11Protocol:
         raise RemoteProtocolError("server closed the connection before a response", host=self._host)
 
     def _response_head(self, event: h11.Response) -> ResponseHead:
-        headers, content_length = self._checked_headers(event.headers)
+        headers, content_length, _ = self._checked_headers(event.headers)
         if (
             content_length > 0
             and self._h11.our_state in _REQUEST_SENT
@@ -267,9 +296,9 @@ class HTTP11Protocol:
         """Bytes from the server not yet part of any response (unsolicited)."""
         return bool(self._h11.trailing_data[0])
 
-    def _checked_headers(self, raw: Any) -> tuple[list[str], int]:
-        """The head's fields decoded (flat), and the body's Content-Length (-1: none, or
-        chunked)."""
+    def _checked_headers(self, raw: Any, what: str = "") -> tuple[list[str], int, int]:
+        """The head's fields decoded (flat), the body's Content-Length (-1: none, or chunked),
+        and their size as h11 counts it."""
         headers: list[str] = []
         size = 0
         content_length = -1
@@ -282,18 +311,19 @@ class HTTP11Protocol:
                 chunked = True
             elif len(name) == 14 and name.lower() == "content-length":
                 content_length = int(value)  # h11 checked it, and merged repeats
-        # h11 bounds a head still arriving; one that arrived whole is measured here.
-        if size > self._max_header_bytes:
-            raise ResponseHeaderTooLarge(
-                "response head exceeds max_response_header_bytes", host=self._host
-            )
+        # h11 bounds a head still arriving; one that arrived whole is measured here, with the
+        # 1xx heads before it.
+        if size + self._informational_size > self._max_header_bytes:
+            if not what:
+                what = HEAD_AFTER_INTERIM if self._informational_size else "response head"
+            raise too_large(what, self._max_header_bytes, self._host)
         if chunked and content_length >= 0:
             # h11 lets Transfer-Encoding win; RFC 9112 (6.3) says this ought to be an error,
             # and llhttp (the other backend) makes it one.
             raise RemoteProtocolError(
                 "Content-Length and Transfer-Encoding in one response", host=self._host
             )
-        return headers, -1 if chunked else content_length
+        return headers, -1 if chunked else content_length, size
 
     def _read_body_directly(self, length: int) -> None:
         # h11 has decided on keep-alive by now: our side is DONE, or MUST_CLOSE if either side
@@ -340,6 +370,8 @@ class _StopParsing(Exception):
 
 
 _NOTED_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+# Bytes llhttp may take without a callback before it is fed at line ends or in batches.
+_HOLD_AFTER = 16384
 _BODY_FRAMING = ("content-length", "transfer-encoding")
 
 
@@ -361,6 +393,13 @@ class HttptoolsProtocol:
     calls it unsolicited and does not reuse the connection; the response is the same). Trailer
     fields (given to nobody) that h11 takes and llhttp refuses (obs-fold, a bare LF, a control
     character, a Content-Length) end the body with a RemoteProtocolError.
+
+    Bounds (h11 has them by design): the trailer section is held to ``max_header_bytes`` (its
+    fields are counted, not kept, and a run of bytes llhttp takes without a callback, such as
+    one endless field, is counted as it arrives). httptools joins the pieces of a field that
+    is still arriving as bytes on every feed: once llhttp has taken ``_HOLD_AFTER`` bytes
+    without finishing anything, it is fed at line ends or in ``_HOLD_AFTER`` batches only, so
+    a field dripping in costs linear work, not quadratic.
     """
 
     __slots__ = (
@@ -376,20 +415,23 @@ class HttptoolsProtocol:
         "_head_pieces",
         "_header_bytes",
         "_headers",
+        "_held_back",
         "_host",
         "_informational",
-        "_informational_end",
+        "_informational_size",
         "_informationals",
         "_keep_alive",
         "_max_header_bytes",
         "_message_done",
         "_method",
         "_parser",
+        "_progress",
+        "_reason",
         "_request_close",
         "_request_fields",
         "_sending_body",
+        "_stalled",
         "_started",
-        "_status_reason",
         "_target",
         "_transfer_encodings",
         "_unsolicited",
@@ -418,6 +460,9 @@ class HttptoolsProtocol:
         self._head_pieces: list[bytes] = []  # this cycle's bytes until its head is complete
         self._transfer_encodings: list[bytes] = []  # of the head being parsed
         self._headers: list[str] = []  # the head being parsed, flat (name, value, ...)
+        self._reason: list[str] = []  # its reason phrase, in the pieces llhttp gave
+        self._held_back = bytearray()  # bytes not fed to llhttp yet (see the class docstring)
+        self._progress = False  # a callback other than on_status ran in the current feed
         self._reset_message()
 
     def _new_parser(self) -> Any:
@@ -428,12 +473,14 @@ class HttptoolsProtocol:
         return parser
 
     def _reset_message(self) -> None:
-        if self._headers:  # trailers landed in the list that followed the head
-            self._headers = []
-        self._status_reason = ""
+        self._reason.clear()
+        self._held_back.clear()
+        self._stalled = 0  # bytes received since llhttp last finished something (a bound)
         self._head_bytes = 0  # bytes fed while the head was incomplete
         self._head_pieces.clear()
-        self._header_bytes = 0  # size of the parsed header fields, as h11 counts them
+        # Size of the parsed header fields, as h11 counts them: of the head, then of the
+        # trailers.
+        self._header_bytes = 0
         self._framed = False  # Content-Length or Transfer-Encoding seen
         self._connection_close = False  # a Connection field with the token close
         self._head_done = False
@@ -441,7 +488,7 @@ class HttptoolsProtocol:
         self._started = False
         self._informational = False
         self._informationals = 0  # 1xx heads of this cycle so far
-        self._informational_end = (0, 0)  # (that count, where they end) when last looked up
+        self._informational_size = 0  # their size (see ``head_size``)
         self._until_eof = False
         self._keep_alive = True
 
@@ -521,20 +568,26 @@ class HttptoolsProtocol:
     # -- llhttp's callbacks -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._progress = True
         if self._message_done:  # bytes after a complete response: unsolicited
             self._unsolicited = True
             raise _StopParsing
         self._started = True
 
     def on_status(self, status: bytes) -> None:
-        self._status_reason += status.decode("latin-1")
+        self._reason.append(status.decode("latin-1"))  # joined once: a reason may drip in
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._progress = True
         self._header_bytes += len(name) + len(value) + 4
         value = value.rstrip(b" \t")  # llhttp strips the leading whitespace only, h11 both
         lower = name.lower()
         if lower in _NOTED_FIELDS:
             value = self._note_field(lower, value)
+        if self._head_done:  # a trailer field: given to nobody (nor by h11), so not kept
+            if self._header_bytes > self._max_header_bytes:
+                raise too_large("trailer section", self._max_header_bytes, self._host)
+            return
         self._headers += (name.decode("latin-1"), value.decode("latin-1"))
 
     def _note_field(self, lower_name: bytes, value: bytes) -> bytes:
@@ -552,17 +605,26 @@ class HttptoolsProtocol:
         return value
 
     def on_headers_complete(self) -> None:
+        self._progress = True
         parser, headers = self._parser, self._headers
         status = parser.get_status_code()
-        if self._header_bytes > self._max_header_bytes:
-            raise ResponseHeaderTooLarge(
-                "response head exceeds max_response_header_bytes", host=self._host
-            )
+        limit = self._max_header_bytes
+        if self._header_bytes + self._informational_size > limit:
+            if 100 <= status < 200:
+                what = INTERIM
+            else:
+                what = HEAD_AFTER_INTERIM if self._informational_size else "response head"
+            raise too_large(what, limit, self._host)
         if status < 100 or self._transfer_encodings:
             self._check_as_h11(status)
         if 100 <= status < 200:
+            version, reason = parser.get_http_version(), "".join(self._reason)
+            self._informational_size += head_size(version, reason, self._header_bytes)
+            if self._informational_size > limit:
+                raise too_large(INTERIM, limit, self._host)
             self._events.append(Informational(status, headers))
-            self._headers, self._status_reason = [], ""
+            self._headers = []
+            self._reason.clear()
             self._header_bytes, self._framed = 0, False
             self._connection_close = False
             self._informational = True
@@ -574,8 +636,10 @@ class HttptoolsProtocol:
         # takes to end at EOF): alive from HTTP/1.1 on, unless a Connection field says close.
         # A body that does end at EOF is seen to in start_next_cycle.
         self._keep_alive = version >= "HTTP/1.1" and not self._connection_close
-        self._events.append(ResponseHead(status, self._status_reason, version, headers))
-        self._headers = []  # trailer fields land here, unseen: h11 does not give them either
+        reason = "".join(self._reason)
+        self._events.append(ResponseHead(status, reason, version, headers))
+        self._headers = []
+        self._header_bytes = 0  # from now on, of the trailer fields
         if self._method == "HEAD" or status in _NO_BODY_STATUS:
             # The response ends with its head: anything after it in this read was never asked
             # for (llhttp would skip a blank line there).
@@ -600,9 +664,17 @@ class HttptoolsProtocol:
             )
 
     def on_body(self, body: bytes) -> None:
+        self._progress = True
         self._events.append(bytes(body))
 
+    def on_chunk_header(self) -> None:
+        self._progress = True
+
+    def on_chunk_complete(self) -> None:
+        self._progress = True
+
     def on_message_complete(self) -> None:
+        self._progress = True
         if self._informational:  # a 1xx ends here; the response proper follows
             self._informational = False
         elif not self._message_done:
@@ -627,6 +699,8 @@ class HttptoolsProtocol:
                 self._drain_delegate(0)
                 return
             if not data:
+                if self._held_back:  # the server is done: llhttp gets what is left
+                    self._feed_parser(bytes(self._held_back))
                 self._on_eof()
                 return
             if self._message_done:  # llhttp would skip a blank line here; h11 does not
@@ -638,21 +712,46 @@ class HttptoolsProtocol:
                     raise RemoteProtocolError("no response line received", host=self._host)
                 self._head_bytes += len(data)
                 self._head_pieces.append(data)
-            try:
-                self._parser.feed_data(data)
-            except Exception as exc:  # llhttp's own, or one raised from a callback
-                self._parser_stopped(exc, data)
-            if (
-                not self._head_done
-                and self._head_bytes > self._max_header_bytes
-                # As h11: the limit is on the head still arriving, not on the 1xx before it.
-                and self._head_bytes - self._informational_bytes() > self._max_header_bytes
-            ):
-                raise ResponseHeaderTooLarge(
-                    "response head exceeds max_response_header_bytes", host=self._host
-                )
+            self._stalled += len(data)
+            held = self._held_back
+            if self._stalled > _HOLD_AFTER:
+                # A field (or line) that long is still arriving: see the class docstring.
+                held += data
+                if len(held) < _HOLD_AFTER and b"\n" not in data:
+                    self._check_limits()
+                    return
+                data = bytes(held)
+                held.clear()
+            self._feed_parser(data)
+            self._check_limits()
         except HTTPError as exc:
             self._error = exc
+
+    def _feed_parser(self, data: bytes) -> None:
+        self._progress = False
+        try:
+            self._parser.feed_data(data)
+        except Exception as exc:  # llhttp's own, or one raised from a callback
+            self._parser_stopped(exc, data)
+        if self._progress:
+            # Bytes after the last callback are not counted: the bounds are loose by a read.
+            self._stalled = 0
+
+    def _check_limits(self) -> None:
+        if self._message_done:
+            return
+        if not self._head_done:
+            # As h11: a head still arriving is held to the limit alone. The 1xx heads before it
+            # are counted as parsed (at most the limit, or they failed): nothing is rescanned,
+            # and the bytes kept for this cycle stay under twice the limit and a read.
+            if self._head_bytes - self._informational_size > self._max_header_bytes:
+                raise too_large("response head", self._max_header_bytes, self._host)
+        elif self._stalled > self._max_header_bytes:
+            # Only chunked framing takes bytes without a callback: a chunk header (its
+            # extensions) or a trailer field, as long as h11 would hold it.
+            raise too_large(
+                "a chunk header or the trailer section", self._max_header_bytes, self._host
+            )
 
     def _parser_stopped(self, exc: Exception, data: bytes) -> None:
         import httptools
@@ -687,18 +786,10 @@ class HttptoolsProtocol:
         else:
             raise RemoteProtocolError(f"invalid response: {exc}", host=self._host) from None
 
-    def _informational_bytes(self) -> int:
-        """The bytes of this cycle's 1xx heads so far, found once for each new one (a head that
-        drips in after them is not scanned again and again)."""
-        count, end = self._informational_end
-        if count != self._informationals:
-            end = self._end_of_heads(self._informationals)
-            self._informational_end = (self._informationals, end)
-        return end
-
     def _end_of_heads(self, count: int) -> int:
         """Where the first ``count`` heads of this cycle end in its bytes (llhttp does not say
-        where a head ended when it was stopped from a callback)."""
+        where a head ended when it was stopped from a callback). Once per body-less response:
+        the bytes are bounded (see ``_check_limits``)."""
         data, end = b"".join(self._head_pieces), 0
         for _ in range(count):  # each head ends with an empty line
             end = data.find(b"\r\n\r\n", end) + 4

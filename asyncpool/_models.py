@@ -9,7 +9,7 @@ import json
 import re
 import urllib.parse
 import warnings
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, Union, cast
 from urllib.parse import SplitResult, quote, urlsplit
 
@@ -338,6 +338,7 @@ class Response:
 
     __slots__ = (
         "__weakref__",
+        "_check_read",
         "_closed",
         "_content",
         "_network_stream",
@@ -376,6 +377,8 @@ class Response:
         self._content: bytes | None = None
         self._closed = False
         self._streamed = False  # aiter_bytes has begun: aread would miss what it handed out
+        # Set by the transport: called by aread with the bytes read so far, raises past a limit.
+        self._check_read: Callable[[int], None] | None = None
 
     @property
     def content(self) -> bytes:
@@ -384,17 +387,21 @@ class Response:
         return self._content
 
     async def aread(self) -> bytes:
-        """The whole body (read once, then kept)."""
+        """The whole body (read once, then kept). Past the transport's ``max_body_bytes`` or
+        ``max_decompression_ratio``, ResponseTooLarge (the connection is closed)."""
         if self._content is None:
             if self._closed:
                 raise RuntimeError("the response is closed; its body can no longer be read")
             if self._streamed:
                 raise RuntimeError("aiter_bytes has read part of the body; aread cannot")
             chunks = []
-            stream = self._stream
+            stream, check, total = self._stream, self._check_read, 0
             try:
                 while chunk := await stream.read_chunk():
                     chunks.append(chunk)
+                    if check is not None:
+                        total += len(chunk)
+                        check(total)
             except BaseException:
                 self._discard()  # as _BodyIterator: a failed read gives the connection up
                 raise

@@ -68,7 +68,7 @@ from types import TracebackType
 import anyio
 import anyio.abc
 
-from ._compression import DECODABLE, DecodedStream
+from ._compression import DECODABLE, BodyLimits, DecodedStream
 from ._connection import (
     RETRY_NO_RESPONSE,
     RETRY_NOTHING_WRITTEN,
@@ -228,6 +228,8 @@ class Transport:
         disable_keep_alives: bool = False,
         disable_compression: bool = False,
         max_response_header_bytes: int = 1 << 20,
+        max_body_bytes: int | None = None,
+        max_decompression_ratio: float | None = 100.0,
         tls_config: ssl.SSLContext | None = None,
         dial: DialFunc | None = None,
         trace: ClientTrace | None = None,
@@ -242,6 +244,8 @@ class Transport:
             ("max_idle_conns", max_idle_conns),
             ("max_conns_per_host", max_conns_per_host),
             ("max_response_header_bytes", max_response_header_bytes),
+            ("max_body_bytes", max_body_bytes or 0),
+            ("max_decompression_ratio", max_decompression_ratio or 0),
         ):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, not {value}")
@@ -261,6 +265,9 @@ class Transport:
         self.disable_keep_alives = disable_keep_alives
         self.disable_compression = disable_compression
         self.max_response_header_bytes = max_response_header_bytes
+        # What aread() holds of a body (see BodyLimits); None: no limit. 0 ratio: none either.
+        self.max_body_bytes = max_body_bytes
+        self.max_decompression_ratio = max_decompression_ratio
         self.http2 = http2
         self.http2_prior_knowledge = http2_prior_knowledge
         self.strict_max_concurrent_streams = strict_max_concurrent_streams
@@ -412,15 +419,21 @@ class Transport:
                     await anyio.sleep(delay)
                 continue
             break
+        decoded = None
         if asked_compression:
             encoding = response.headers.get("content-encoding", "")
             if encoding is not None and encoding.lower() in DECODABLE:
-                response._set_stream(
-                    DecodedStream(response._stream, encoding.lower(), url.host_header)
-                )
+                decoded = DecodedStream(response._stream, encoding.lower(), url.host_header)
+                response._set_stream(decoded)
                 del response.headers["content-encoding"]
                 del response.headers["content-length"]
                 response.uncompressed = True
+        if self.max_body_bytes is not None or (
+            decoded is not None and self.max_decompression_ratio
+        ):
+            response._check_read = BodyLimits(
+                url.host_header, self.max_body_bytes, decoded, self.max_decompression_ratio
+            )
         return response
 
     def _trace_for(self, request: Request) -> ClientTrace | None:

@@ -71,9 +71,10 @@ asyncpool                                             httpx
                                                       response")
 ``ReadError``                                         ``ReadError``
 (any other ``NetworkError``)                          ``NetworkError``
-``DecodingError``                                     ``DecodingError``
+``DecodingError``, ``DecompressionBomb``              ``DecodingError``
 ``RemoteProtocolError``, ``StreamReset``,             ``RemoteProtocolError``
-``ResponseHeaderTooLarge``, ``FloodError``
+``ResponseHeaderTooLarge``, ``FloodError``,
+``ResponseTooLarge``
 ``LocalProtocolError``                                ``LocalProtocolError``
 ``InvalidURL``: a scheme other than http/https        ``UnsupportedProtocol``
 ``InvalidURL``: anything else                         ``InvalidURL``
@@ -115,6 +116,7 @@ from ._errors import (
     ReadTimeout,
     RemoteProtocolError,
     ResponseHeaderTimeout,
+    ResponseTooLarge,
     ServerDisconnected,
     TimeoutError,
     TLSError,
@@ -137,7 +139,8 @@ _CLOSED = "the HTTPXTransport is closed; create a new one (with a new httpx.Asyn
 
 # asyncpool error → httpx error, the most specific first (see the module docstring).
 _ERRORS: tuple[tuple[type[HTTPError], type[httpx.RequestError]], ...] = (
-    (DecodingError, httpx.DecodingError),
+    (DecodingError, httpx.DecodingError),  # DecompressionBomb too: the body cannot be decoded
+    (ResponseTooLarge, httpx.RemoteProtocolError),
     (ServerDisconnected, httpx.RemoteProtocolError),
     (RemoteProtocolError, httpx.RemoteProtocolError),
     (LocalProtocolError, httpx.LocalProtocolError),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpool
 from asyncpool._http11 import END_OF_MESSAGE, NEED_DATA, PAUSED, HTTP1Protocol
 
 
-def outcome(p: HTTP1Protocol, reads: list[bytes], *, error_text: bool = True) -> list[Any]:
+def outcome(p: HTTP1Protocol, reads: Iterable[bytes], *, error_text: bool = True) -> list[Any]:
     """Feed ``reads``: the events up to the end of the response (a body as one bytes), then
     whether the connection may be reused and holds unsolicited bytes; or the error, by type
     (and text, unless ``error_text`` is false)."""

@@ -4,11 +4,14 @@ reuse rules, 100-continue, transparent decompression, limits and server misbehav
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import gzip
 import json
+import tracemalloc
 import weakref
-from collections.abc import AsyncIterator
+import zlib
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import anyio.abc
@@ -17,7 +20,15 @@ import pytest
 import asyncpool
 import asyncpool._connection
 from asyncpool import Request, Transport
-from tests.servers import ServerConnection, ServerRequest, TestServer, open_server, wait_until
+from asyncpool._compression import DECODED_CHUNK_SIZE, DECOMPRESSION_RATIO_FLOOR, DecodedStream
+from tests.servers import (
+    Handler,
+    ServerConnection,
+    ServerRequest,
+    TestServer,
+    open_server,
+    wait_until,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -725,3 +736,252 @@ async def test_an_answer_to_an_upload_the_server_stops_reading_is_the_result(
         assert (response.status_code, response.content) == (413, b"too large")
         await wait_until(lambda: pool.stats().total == 0)
         assert (await fetch(pool, "GET", server.url)).status_code == 413
+
+
+# -- a hostile server: memory and work stay bounded -------------------------------------------
+
+MiB = 1 << 20
+MEMORY_BOUND = 10 * MiB  # traced peak around one hostile response; what it sends is far larger
+HEADER_LIMIT = 65536
+
+
+def hostile(head: bytes, piece: bytes, total: int = 16 * MiB) -> Handler:
+    """On /hostile: ``head``, then ``piece`` again and again up to ``total`` bytes (or until the
+    client hangs up), then close. Anything else gets a plain 200 "ok"."""
+
+    async def handler(req: ServerRequest, conn: ServerConnection) -> None:
+        if req.path != "/hostile":
+            await conn.respond(200, [], b"ok")
+            return
+        await conn.send_raw(head)
+        for _ in range(total // len(piece)):
+            await conn.send_raw(piece)
+
+    return handler
+
+
+@contextlib.contextmanager
+def traced_peak() -> Iterator[list[int]]:
+    """The peak of traced memory in the block, appended to the list on leaving it."""
+    peak: list[int] = []
+    tracemalloc.start()
+    try:
+        yield peak
+        peak.append(tracemalloc.get_traced_memory()[1])
+    finally:
+        tracemalloc.stop()
+
+
+async def assert_the_pool_recovers(
+    pool: Transport, server: TestServer, *, closed: bool = True
+) -> None:
+    """Nothing is left in use: the hostile connection is closed (or idle, when not ``closed``:
+    its body had arrived whole); and the next request on the pool succeeds."""
+    assert pool.stats().in_use == 0
+    if closed:
+        assert pool.stats().total == 0
+    assert (await fetch(pool, "GET", server.url)).content == b"ok"
+    stats = pool.stats()
+    assert (stats.in_use, stats.idle, stats.dialing, stats.waiting) == (0, 1, 0, 0)
+
+
+CHUNKED_HELLO = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+
+
+@pytest.mark.parametrize(
+    ("trailer_start", "piece"),
+    [(b"0\r\nX-Trailer: ", b"a" * 65536), (b"0\r\n", b"X-Trailer: 1\r\n" * 4096)],
+    ids=["one endless value", "endless small fields"],
+)
+async def test_an_endless_trailer_section_is_cut_at_the_header_limit(
+    trailer_start: bytes, piece: bytes
+) -> None:
+    """Trailers are bounded by max_response_header_bytes with either parser (llhttp kept every
+    field, and joined one endless value again on every read: 16 MiB were held, 1 GB copied)."""
+    handler = hostile(CHUNKED_HELLO + trailer_start, piece)
+    async with (
+        open_server(handler) as server,
+        Transport(max_response_header_bytes=HEADER_LIMIT) as pool,
+    ):
+        with traced_peak() as peak, pytest.raises(asyncpool.ResponseHeaderTooLarge) as info:
+            # The head may be handed over before the limit is hit, or not (the network
+            # decides): the error comes from whichever call is waiting.
+            response = await pool.round_trip(Request("GET", server.url_for("/hostile")))
+            await response.aread()
+        assert f"max_response_header_bytes={HEADER_LIMIT}" in str(info.value)
+        assert info.value.host == f"127.0.0.1:{server.port}"
+        assert peak[0] < MEMORY_BOUND
+        await assert_the_pool_recovers(pool, server)
+
+
+async def test_endless_1xx_heads_count_against_the_header_limit() -> None:
+    """1xx heads for ever: they share max_response_header_bytes with the final head (as Go),
+    so the request fails after about that many bytes of them instead of waiting for ever
+    (h11: 16 MiB of heads read, every one reported; httptools: every byte kept, and joined and
+    scanned again on every read)."""
+    early_hints = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n"
+    handler = hostile(b"", early_hints * 1024)
+    hints: list[int] = []
+    trace = asyncpool.ClientTrace(got_1xx_response=lambda code, headers: hints.append(code))
+    async with (
+        open_server(handler) as server,
+        Transport(max_response_header_bytes=HEADER_LIMIT) as pool,
+    ):
+        with traced_peak() as peak, pytest.raises(asyncpool.ResponseHeaderTooLarge) as info:
+            await pool.round_trip(Request("GET", server.url_for("/hostile"), trace=trace))
+        assert "interim (1xx) responses" in str(info.value)
+        assert f"max_response_header_bytes={HEADER_LIMIT}" in str(info.value)
+        assert info.value.host == f"127.0.0.1:{server.port}"
+        assert len(hints) == HEADER_LIMIT // len(early_hints)
+        assert peak[0] < MEMORY_BOUND
+        await assert_the_pool_recovers(pool, server)
+
+
+@functools.cache
+def gzip_bomb(size: int = 256 * MiB) -> bytes:
+    """``size`` zero bytes gzipped (about 1/1000 of it)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(MiB)
+    return b"".join(compressor.compress(block) for _ in range(size // MiB)) + compressor.flush()
+
+
+def serve_gzip(body: bytes) -> Handler:
+    async def handler(req: ServerRequest, conn: ServerConnection) -> None:
+        if req.path != "/hostile":
+            await conn.respond(200, [], b"ok")
+            return
+        await conn.respond(200, [("content-encoding", "gzip")], body)
+
+    return handler
+
+
+async def test_a_gzip_bomb_streams_in_bounded_chunks() -> None:
+    """Each read of a decoded body gives at most DECODED_CHUNK_SIZE bytes: a streaming caller
+    holds that much whatever one compressed read inflates to (it got 130 MB at once)."""
+    async with open_server(serve_gzip(gzip_bomb())) as server, Transport() as pool:
+        with traced_peak() as peak:
+            response = await pool.round_trip(Request("GET", server.url_for("/hostile")))
+            total = largest = 0
+            async for chunk in response.aiter_bytes():
+                total, largest = total + len(chunk), max(largest, len(chunk))
+                assert chunk.count(0) == len(chunk)
+        assert (total, largest) == (256 * MiB, DECODED_CHUNK_SIZE)
+        assert peak[0] < MEMORY_BOUND
+        assert pool.stats().idle == 1  # read to its end: the connection was kept
+
+
+async def test_many_gzip_members_decode_in_linear_work() -> None:
+    """2,500 gzip members of 16 KiB of zeros (127 KB on the wire): each member's output was
+    appended to a growing bytes, and one read stalled the loop for tens of seconds. Now a read
+    gives at most DECODED_CHUNK_SIZE bytes and keeps the rest of the members for the next."""
+    member = gzip.compress(bytes(16384))
+    async with open_server(serve_gzip(member * 2500)) as server, Transport() as pool:
+        with traced_peak() as peak:
+            response = await pool.round_trip(Request("GET", server.url_for("/hostile")))
+            sizes = [len(chunk) async for chunk in response.aiter_bytes()]
+        assert sum(sizes) == 2500 * 16384
+        assert max(sizes) == DECODED_CHUNK_SIZE
+        assert peak[0] < MEMORY_BOUND
+        assert pool.stats().idle == 1  # read to its end: the connection was kept
+
+
+async def test_aread_of_a_gzip_bomb_stops_at_the_decompression_ratio() -> None:
+    async with open_server(serve_gzip(gzip_bomb())) as server, Transport() as pool:
+        with traced_peak() as peak:
+            response = await pool.round_trip(Request("GET", server.url_for("/hostile")))
+            with pytest.raises(asyncpool.DecompressionBomb) as info:
+                await response.aread()
+        assert "max_decompression_ratio=100" in str(info.value)
+        assert info.value.host == f"127.0.0.1:{server.port}"
+        assert isinstance(info.value, asyncpool.ResponseTooLarge)
+        assert isinstance(info.value, asyncpool.DecodingError)
+        # 100 times a 124 KiB read and a chunk: the body held at most.
+        assert peak[0] < 2 * DECOMPRESSION_RATIO_FLOOR
+        assert response.is_closed
+        await assert_the_pool_recovers(pool, server)
+
+
+async def test_the_decompression_ratio_limit_can_be_lifted() -> None:
+    body = bytes(12 * MiB)  # over the floor, 1,000 times its gzip
+    async with (
+        open_server(serve_gzip(gzip.compress(body))) as server,
+        Transport(max_decompression_ratio=None) as pool,
+    ):
+        response = await fetch(pool, "GET", server.url_for("/hostile"))
+        assert response.content == body
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+async def test_max_body_bytes_caps_aread(compressed: bool) -> None:
+    """An endless body, plain or gzipped: aread stops at max_body_bytes; streaming is not
+    capped (it holds a chunk at a time)."""
+    if compressed:
+        handler = serve_gzip(gzip_bomb(64 * MiB))
+    else:
+        handler = hostile(b"HTTP/1.1 200 OK\r\n\r\n", b"x" * 65536, total=64 * MiB)
+    async with open_server(handler) as server, Transport(max_body_bytes=MiB) as pool:
+        with traced_peak() as peak:
+            response = await pool.round_trip(Request("GET", server.url_for("/hostile")))
+            with pytest.raises(asyncpool.ResponseTooLarge) as info:
+                await response.aread()
+        assert type(info.value) is asyncpool.ResponseTooLarge
+        assert f"max_body_bytes={MiB}" in str(info.value)
+        assert (info.value.host, info.value.phase) == (f"127.0.0.1:{server.port}", "read")
+        assert peak[0] < MEMORY_BOUND
+        await assert_the_pool_recovers(pool, server, closed=not compressed)
+        response = await pool.round_trip(Request("GET", server.url_for("/hostile")))
+        async with response:
+            async for _ in response.aiter_bytes():  # streaming is not capped
+                break
+
+
+class ChunksStream:
+    """A ResponseStream over given compressed chunks."""
+
+    is_consumed = False
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+
+    async def read_chunk(self) -> bytes:
+        return self._chunks.pop(0) if self._chunks else b""
+
+    async def aclose(self) -> None:
+        self._chunks = []
+
+    def abandon(self) -> None:
+        self._chunks = []
+
+
+async def decode_all(encoding: str, chunks: list[bytes]) -> list[bytes]:
+    stream = DecodedStream(ChunksStream(chunks), encoding, "h:1")
+    out = []
+    while chunk := await stream.read_chunk():
+        out.append(chunk)
+    return out
+
+
+async def test_decoding_is_the_same_wherever_the_reads_are_cut() -> None:
+    """Members, zero padding after them and the deflate fallback, cut into reads anywhere
+    (raw deflate is told from zlib's container on the first read: it needs two bytes)."""
+    zlib_deflate = zlib.compress(b"deflate" * 30000)
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw_deflate = raw.compress(b"raw" * 30000) + raw.flush()
+    members = gzip.compress(b"a" * 100000) + gzip.compress(b"") + gzip.compress(b"b" * 70000)
+    cases = [
+        ("gzip", members + bytes(300), b"a" * 100000 + b"b" * 70000),
+        ("deflate", zlib_deflate + b"ignored", b"deflate" * 30000),
+        ("deflate", raw_deflate, b"raw" * 30000),
+    ]
+    for encoding, wire, expected in cases:
+        for size in (1 if wire is not raw_deflate else 2, 7, 4096, 65536, len(wire)):
+            reads = [wire[i : i + size] for i in range(0, len(wire), size)]
+            if size == 1:
+                reads = [*reads[:5000], b"".join(reads[5000:])]
+            chunks = await decode_all(encoding, reads)
+            assert b"".join(chunks) == expected
+            assert max(map(len, chunks)) <= DECODED_CHUNK_SIZE
+    with pytest.raises(asyncpool.DecodingError, match="truncated"):
+        await decode_all("gzip", [members[:-3]])
+    with pytest.raises(asyncpool.DecodingError):
+        await decode_all("gzip", [gzip.compress(b"x") + b"garbage"])

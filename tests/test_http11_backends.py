@@ -5,6 +5,7 @@ unsolicited bytes, or an error of the same type (the texts may differ)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -186,26 +187,50 @@ def test_both_backends_agree(method: str, name: str, wire: bytes) -> None:
 
 
 @pytest.mark.parametrize("parser", ["h11", "httptools"])
-def test_the_head_limit_is_on_the_head_still_arriving(parser: str) -> None:
-    """As h11 counts it: 1xx heads before it do not add up, one head over the limit fails,
-    whole or in pieces."""
-    informational = b"HTTP/1.1 103 Early\r\nLink: </" + b"a" * 600 + b">\r\n\r\n"
-    wire = informational * 3 + b"HTTP/1.1 200 OK\r\n" + OK5
-    for reads in ([wire], [wire[i : i + 100] for i in range(0, len(wire), 100)]):
-        p = sent(make_protocol(parser, "h:1", max_header_bytes=1000))
-        assert outcome(p, reads, error_text=False)[4:] == [b"hello", END_OF_MESSAGE, True, False]
+def test_1xx_heads_and_the_final_head_share_the_header_limit(parser: str) -> None:
+    """As Go (1.24): the 1xx heads of a response count against max_response_header_bytes with
+    its head, whole or in pieces; a head over the limit alone fails too."""
+    informational = b"HTTP/1.1 103 Early\r\nLink: </" + b"a" * 350 + b">\r\n\r\n"  # 383 bytes
+    final = b"HTTP/1.1 200 OK\r\nX: " + b"b" * 200 + b"\r\n" + OK5
+    for count, expected in ((2, [b"hello", END_OF_MESSAGE, True, False]), (3, [])):
+        wire = informational * count + final
+        for reads in ([wire], [wire[i : i + 100] for i in range(0, len(wire), 100)]):
+            p = sent(make_protocol(parser, "h:1", max_header_bytes=1000))
+            result = outcome(p, reads, error_text=True)
+            if expected:
+                assert result[count + 1 :] == expected
+            else:  # the third 1xx head passes the limit
+                assert result[2:4] == [
+                    asyncpool.ResponseHeaderTooLarge,
+                    PROTOCOL_PREFIX
+                    + (
+                        "the total of the interim (1xx) responses exceeds max_response_header_bytes=1000"
+                    ),
+                ]
+    # Two 1xx heads leave 234 bytes of the 1000 for the final head's fields.
+    wire = informational * 2 + b"HTTP/1.1 200 OK\r\nX: " + b"b" * 400 + b"\r\n" + OK5
+    p = sent(make_protocol(parser, "h:1", max_header_bytes=1000))
+    assert outcome(p, [wire], error_text=True)[2:] == [
+        asyncpool.ResponseHeaderTooLarge,
+        PROTOCOL_PREFIX + "response head with the interim (1xx) responses before it exceeds "
+        "max_response_header_bytes=1000",
+    ]
     big = b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 1200 + b"\r\n" + OK5
     for reads in ([big], [big[i : i + 100] for i in range(0, len(big), 100)]):
         p = sent(make_protocol(parser, "h:1", max_header_bytes=1000))
         assert outcome(p, reads, error_text=False) == [asyncpool.ResponseHeaderTooLarge]
 
 
-def test_a_head_dripping_in_after_1xx_heads_is_not_rescanned(
-    monkeypatch: pytest.MonkeyPatch,
+PROTOCOL_PREFIX = "protocol h:1: "
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+def test_endless_1xx_heads_dripping_in_end_at_the_limit_without_rescans(
+    parser: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past the limit, what the 1xx heads took is looked up once per 1xx head, not once per
-    read: a server dripping a head a byte at a time costs no quadratic work (it took 25 s for
-    these 68 KB before)."""
+    """1xx heads for ever, a byte per read: the limit is reached after about its size in
+    bytes, and the httptools backend never joins or scans the bytes kept (it joined and scanned
+    them all on every read once past the limit: quadratic, and it kept every byte)."""
     scans: list[int] = []
     end_of_heads = HttptoolsProtocol._end_of_heads
 
@@ -214,12 +239,21 @@ def test_a_head_dripping_in_after_1xx_heads_is_not_rescanned(
         return end_of_heads(self, count)
 
     monkeypatch.setattr(HttptoolsProtocol, "_end_of_heads", counted)
-    informational = b"HTTP/1.1 103 Early\r\nLink: </" + b"a" * 6000 + b">\r\n\r\n"
-    wire = informational * 10 + b"HTTP/1.1 200 OK\r\nX: " + b"b" * 8000 + b"\r\n" + OK5
-    p = sent(make_protocol("httptools", "h:1", max_header_bytes=10000))
-    reads = [wire[i : i + 1] for i in range(len(wire))]
-    assert outcome(p, reads, error_text=False)[11:] == [b"hello", END_OF_MESSAGE, True, False]
-    assert len(scans) <= 10
+    informational = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n"
+    wire = informational * 20000  # 960 KB
+    fed: list[int] = []
+
+    def reads() -> Iterator[bytes]:
+        for i in range(len(wire)):
+            fed.append(i)
+            yield wire[i : i + 1]
+
+    p = sent(make_protocol(parser, "h:1", max_header_bytes=65536))
+    result = outcome(p, reads(), error_text=False)
+    assert result[-1] is asyncpool.ResponseHeaderTooLarge
+    assert all(type(event) is Informational for event in result[:-1])
+    assert 65536 - len(informational) < len(fed) <= 65536 + len(informational)
+    assert scans == []
 
 
 def test_what_h11_refuses_is_refused() -> None:
@@ -254,3 +288,59 @@ def test_a_head_llhttp_refuses_while_the_request_body_is_still_going_out() -> No
     with pytest.raises(asyncpool.LocalProtocolError):
         p.request_head("POST", "/", [("Host", "h"), ("Content-Length", "1")])
         p.body_chunk(b"too much")
+
+
+class CountingParser:
+    """An llhttp parser that counts the feeds it is given."""
+
+    def __init__(self, parser: Any, feeds: list[int]) -> None:
+        self._parser, self._feeds = parser, feeds
+
+    def feed_data(self, data: bytes) -> None:
+        self._feeds.append(len(data))
+        self._parser.feed_data(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
+@pytest.mark.parametrize("where", ["head", "trailers"])
+def test_a_field_dripping_in_is_fed_to_llhttp_in_batches(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httptools joins the pieces of an unfinished field as bytes on every feed: a 256 KiB
+    field a byte per read cost 256 Ki feeds and 32 GiB copied. Past 16 KiB without a callback,
+    llhttp is fed at line ends or in 16 KiB batches; the response is the same as h11's."""
+    feeds: list[int] = []
+    new_parser = HttptoolsProtocol._new_parser
+    monkeypatch.setattr(
+        HttptoolsProtocol, "_new_parser", lambda self: CountingParser(new_parser(self), feeds)
+    )
+    field = b"X-Long: " + b"v" * (256 << 10) + b"\r\n"
+    if where == "head":
+        wire = b"HTTP/1.1 200 OK\r\n" + field + OK5
+    else:
+        wire = b"HTTP/1.1 200 OK\r\n" + CHUNKED + b"5\r\nhello\r\n0\r\n" + field + b"\r\n"
+    reads = [wire[i : i + 1] for i in range(len(wire))]
+    results = {}
+    for parser in ("h11", "httptools"):
+        p = sent(make_protocol(parser, "h:1", max_header_bytes=1 << 20))
+        results[parser] = outcome(p, reads, error_text=False)
+    assert results["httptools"] == results["h11"]
+    assert results["h11"][-3:] == [END_OF_MESSAGE, True, False]
+    assert len(feeds) < 16384 + 200  # a byte per read up to 16 KiB, then batches and lines
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+def test_the_trailer_section_is_bounded_by_the_header_limit(parser: str) -> None:
+    """Many fields or one endless one, in large reads or small: past max_header_bytes the body
+    ends with ResponseHeaderTooLarge, as h11 bounds it (the httptools backend may take one
+    read more: it does not count the bytes that followed its last callback in a read)."""
+    start = b"HTTP/1.1 200 OK\r\n" + CHUNKED + b"5\r\nhello\r\n0\r\n"
+    for first, piece in ((b"", b"X-T: 1\r\n" * 1000), (b"X-T: ", b"t" * 8000)):
+        wire = start + first + piece * 20
+        for reads in ([wire, piece * 9], [wire[i : i + 4096] for i in range(0, len(wire), 4096)]):
+            p = sent(make_protocol(parser, "h:1", max_header_bytes=65536))
+            result = outcome(p, reads, error_text=True)
+            assert result[1:3] == [b"hello", asyncpool.ResponseHeaderTooLarge]
+            assert "max_response_header_bytes=65536" in result[3]

@@ -28,7 +28,7 @@ class WithoutShortcuts(HTTP11Protocol):
         self._h11.receive_data(data)
 
     def _response_head(self, event: Any) -> ResponseHead:
-        headers, _ = self._checked_headers(event.headers)
+        headers, _, _ = self._checked_headers(event.headers)
         version = "HTTP/" + event.http_version.decode("ascii")
         return ResponseHead(event.status_code, event.reason.decode("latin-1"), version, headers)
 

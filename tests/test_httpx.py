@@ -683,6 +683,8 @@ ERRORS: list[tuple[asyncpool.HTTPError, type[Exception]]] = [
     (asyncpool.StreamReset("x"), httpx.RemoteProtocolError),
     (asyncpool.ResponseHeaderTooLarge("x"), httpx.RemoteProtocolError),
     (asyncpool.DecodingError("x"), httpx.DecodingError),
+    (asyncpool.DecompressionBomb("x"), httpx.DecodingError),
+    (asyncpool.ResponseTooLarge("x"), httpx.RemoteProtocolError),
     (asyncpool.LocalProtocolError("x"), httpx.LocalProtocolError),
     (asyncpool.InvalidURL("x"), httpx.InvalidURL),
     (asyncpool.PoolClosed("x"), RuntimeError),

@@ -111,6 +111,10 @@ async def test_a_transport_is_entered_once() -> None:
 def test_options_are_checked() -> None:
     with pytest.raises(ValueError, match="max_conns_per_host"):
         Transport(max_conns_per_host=-1)
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        Transport(max_body_bytes=-1)
+    with pytest.raises(ValueError, match="max_decompression_ratio"):
+        Transport(max_decompression_ratio=-1)
 
 
 # -- reuse and idle limits --------------------------------------------------------------------
