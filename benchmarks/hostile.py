@@ -30,10 +30,12 @@ import contextlib
 import dataclasses
 import gc
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -51,11 +53,13 @@ if str(ROOT) not in sys.path:
 import asyncpool  # noqa: E402
 from tests.hostile import CASES, CONTROL, Case, gzip_bomb, gzip_members, serve  # noqa: E402
 
-DEADLINE = 20.0  # seconds for the hostile request, from its start to the end of its body
+DEADLINE = 10.0  # seconds for the hostile request, from its start to the end of its body
 QUICK_DEADLINE = 5.0
 NEXT_DEADLINE = 5.0  # seconds for the request to the control server after it
+STUCK_GRACE = 2.0  # a worker whose request ignores its cancellation this long ends itself
 PEAK_BOUND = 64 << 20  # bytes a hostile response may take at its peak
 KEPT_BOUND = 1 << 20  # bytes that may stay allocated once the client is closed
+JOBS = (os.cpu_count() or 2) + 1  # worker processes at a time (some of them only wait)
 WORKER_LIMIT = 4 << 30  # address space of a worker: a runaway one fails, not the machine
 MiB = 1 << 20
 
@@ -221,25 +225,42 @@ def judge(case: Case, cell: Cell) -> list[str]:
     return problems
 
 
-def _allocated() -> int | None:
-    return tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None
+def _stuck(cell: Cell, baseline: int | None, started: float) -> None:
+    """The watchdog of a worker whose request ignored its cancellation (busy in a loop without
+    a checkpoint): report the hang with the memory so far, and end the process."""
+    cell.hang, cell.message, cell.next = True, "not cancellable: worker ended", "-"
+    cell.seconds = round(time.monotonic() - started, 3)
+    if baseline is not None:
+        cell.peak = tracemalloc.get_traced_memory()[1] - baseline
+    cell.problems = judge(CASES[cell.case], cell)
+    print(json.dumps(dataclasses.asdict(cell)), flush=True)
+    os._exit(0)
 
 
 async def run_cell(
-    case: Case, client: str, url: str, control_url: str, deadline: float = DEADLINE
+    case: Case,
+    client: str,
+    url: str,
+    control_url: str,
+    deadline: float = DEADLINE,
+    measure: bool = False,
 ) -> Cell:
     """`client` (a CLIENTS key) against `case` served at `url`, then the control server, on the
-    current event loop. Memory is measured when tracemalloc is tracing."""
+    current event loop; with `measure`, its memory by tracemalloc (started after a warm-up)."""
     cell = Cell(case.name, client)
     kind = CLIENTS[client]
     async with kind.adapter(case) as fetch:  # imports and first-use caches: not the case's
         await fetch(control_url, False)
     gc.collect()
-    baseline = _allocated()
-    if baseline is not None:
-        tracemalloc.reset_peak()
-    started = anyio.current_time()
+    baseline = None
+    if measure:
+        tracemalloc.start()
+        baseline = tracemalloc.get_traced_memory()[0]
+    started = time.monotonic()
     async with kind.adapter(case) as fetch:
+        watchdog = threading.Timer(deadline + STUCK_GRACE, _stuck, (cell, baseline, started))
+        if measure:  # in a worker process of its own, which it ends
+            watchdog.start()
         with anyio.move_on_after(deadline) as scope:
             try:
                 cell.status, cell.size, _ = await fetch(url, case.stream)
@@ -247,8 +268,9 @@ async def run_cell(
                 message = getattr(exc, "detail", str(exc))  # asyncpool's, without host and phase
                 cell.error, cell.message = type(exc).__name__, message[:300]
                 cell.typed = isinstance(exc, kind.typed())
+        watchdog.cancel()
         cell.hang = scope.cancelled_caught
-        cell.seconds = round(anyio.current_time() - started, 3)
+        cell.seconds = round(time.monotonic() - started, 3)
         if baseline is not None:
             cell.peak = tracemalloc.get_traced_memory()[1] - baseline
         with anyio.move_on_after(NEXT_DEADLINE) as next_scope:
@@ -261,7 +283,8 @@ async def run_cell(
             cell.next = "hang"
     gc.collect()
     if baseline is not None:
-        cell.kept = max(0, (_allocated() or 0) - baseline)
+        cell.kept = max(0, tracemalloc.get_traced_memory()[0] - baseline)
+        tracemalloc.stop()
     cell.problems = judge(case, cell)
     return cell
 
@@ -270,8 +293,7 @@ def worker(case: str, client: str, url: str, control_url: str, deadline: float) 
     limit = resource.getrlimit(resource.RLIMIT_AS)[1]
     if limit == resource.RLIM_INFINITY or limit > WORKER_LIMIT:
         resource.setrlimit(resource.RLIMIT_AS, (WORKER_LIMIT, limit))
-    tracemalloc.start()
-    run = run_cell, CASES[case], client, url, control_url, deadline
+    run = run_cell, CASES[case], client, url, control_url, deadline, True
     return anyio.run(*run, backend=CLIENTS[client].backend)
 
 
@@ -287,7 +309,7 @@ def _spawn(case: Case, client: str, urls: dict[str, str], deadline: float) -> Ce
         started = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
         try:
-            proc.wait(timeout=deadline + NEXT_DEADLINE + 15)
+            proc.wait(timeout=deadline + NEXT_DEADLINE + 5)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -403,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", help="comma list (default: all; with --quick, the fast ones)")
     p.add_argument("--clients", default=",".join(CLIENTS), help="comma list")
     p.add_argument("--deadline", type=float, help=f"seconds per request (default {DEADLINE:g})")
-    p.add_argument("--jobs", type=int, default=2, help="worker processes at a time")
+    p.add_argument("--jobs", type=int, default=JOBS, help="worker processes at a time")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead")
     p.add_argument("--quick", action="store_true", help="a smoke run: the fast cases, 5 s deadline")
     p.add_argument(

@@ -220,8 +220,8 @@ case(
 case(
     "informational_flood",
     "h1",
-    "100,000 heads of 103 Early Hints (2.7 MB) before the 200 (Go gives up after 5)",
-)(respond(b"", b"HTTP/1.1 103 Early Hints\r\n\r\n", 100_000, OK))
+    "20,000 heads of 103 Early Hints (540 KB) before the 200 (Go gives up after 5)",
+)(respond(b"", b"HTTP/1.1 103 Early Hints\r\n\r\n", 20_000, OK))
 
 case(
     "informational_giant",
@@ -229,13 +229,15 @@ case(
     "one 103 Early Hints head with an endless Link field (128 MiB, then close)",
 )(respond(b"HTTP/1.1 103 Early Hints\r\nLink: ", b"a" * WRITE_SIZE, 2048))
 
-BOMB_SIZE = 1 << 30  # bytes of zeros in the gzip bomb
+# Bytes of zeros in the gzip bomb: what a careless client holds at once depends on the size of
+# its reads (a 64 KiB read inflates to 64 MiB), not on the total; 1 GiB shows the same, 4x slower.
+BOMB_SIZE = 256 << 20
 MEMBERS, MEMBER_SIZE = 2500, 16 << 10
 
 
 @functools.cache
 def gzip_bomb() -> bytes:
-    """1 GiB of zeros gzipped (1 MiB on the wire), built in milliseconds: with a full flush
+    """BOMB_SIZE zeros gzipped (256 KiB on the wire), built in milliseconds: with a full flush
     every MiB, each MiB of zeros compresses to the same bytes."""
     mib = bytes(1 << 20)
     deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
@@ -271,7 +273,7 @@ def gzipped(body: Callable[[], bytes]) -> Serve:
 case(
     "gzip_bomb",
     "h1",
-    "Content-Encoding: gzip, 1 GiB of zeros in 1 MiB (read as a stream)",
+    "Content-Encoding: gzip, 256 MiB of zeros in 256 KiB (read as a stream)",
     expect="ok",
     size=BOMB_SIZE,
     stream=True,
@@ -293,7 +295,7 @@ REDIRECTS, URL_BYTES = 8, 900_000
     "redirect_url",
     "h1",
     f"{REDIRECTS} redirects, each to a fresh ~0.9 MB URL, then 200 (through the Client)",
-    expect="ok",
+    expect="either",
     size=2,
     redirects=True,
 )
@@ -348,25 +350,37 @@ def h2_raw(
     frames: Callable[[int], bytes], count: int = 1, *, answer: bool = True, head: bool = False
 ) -> Serve:
     """A server that takes the request, sends (with `head`) a 200 HEADERS, then
-    `frames(stream_id)` `count` times without reading anything more, then (with `answer`) the
-    body "ok" (and the HEADERS before it unless sent), and closes."""
+    `frames(stream_id)` `count` times, then (with `answer`) the body "ok" (and the HEADERS before
+    it unless sent), and waits for the client to close. What the client sends after its request
+    (ACKs) is read and dropped all along: a server that left it unread would make the outcome
+    depend on socket buffer sizes (both sides blocked on a write, or a reset at close)."""
 
     async def serve(stream: ByteStream) -> None:
         conn, stream_id = await h2_request(stream)
-        if head:
-            conn.send_headers(stream_id, [(":status", "200")])
-            await stream.send(conn.data_to_send())
-        await send_repeated(stream, frames(stream_id), count)
-        if answer and head:
-            conn.send_data(stream_id, b"ok", end_stream=True)
-            await stream.send(conn.data_to_send())
-        elif answer:
-            await h2_ok(stream, conn, stream_id)
+        async with anyio.create_task_group() as tg:  # (whose errors come in a group)
+            tg.start_soon(discard, stream)
+            with suppress(*GONE):
+                if head:
+                    conn.send_headers(stream_id, [(":status", "200")])
+                    await stream.send(conn.data_to_send())
+                await send_repeated(stream, frames(stream_id), count)
+                if answer and head:
+                    conn.send_data(stream_id, b"ok", end_stream=True)
+                    await stream.send(conn.data_to_send())
+                elif answer:
+                    await h2_ok(stream, conn, stream_id)
 
     return serve
 
 
-FLOOD = 100_000
+async def discard(stream: ByteStream) -> None:
+    """Read and drop what the client sends until it closes the connection."""
+    with suppress(*GONE):
+        for _ in range(100_000):
+            await stream.receive()
+
+
+FLOOD = 10_000
 
 case("h2_data_flood", "h2", f"200 HEADERS, {FLOOD:,} zero-length DATA frames, then the body")(
     h2_raw(lambda sid: DataFrame(sid).serialize(), FLOOD, head=True)
