@@ -59,7 +59,7 @@ NEXT_DEADLINE = 5.0  # seconds for the request to the control server after it
 STUCK_GRACE = 2.0  # a worker whose request ignores its cancellation this long ends itself
 PEAK_BOUND = 64 << 20  # bytes a hostile response may take at its peak
 KEPT_BOUND = 1 << 20  # bytes that may stay allocated once the client is closed
-JOBS = (os.cpu_count() or 2) + 1  # worker processes at a time (some of them only wait)
+JOBS = os.cpu_count() or 2  # worker processes at a time
 WORKER_LIMIT = 4 << 30  # address space of a worker: a runaway one fails, not the machine
 MiB = 1 << 20
 
