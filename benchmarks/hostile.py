@@ -1,7 +1,7 @@
 """The hostile-server suite: asyncpool and its peers against servers that misbehave on purpose
 (the catalogue in tests/hostile.py; benchmarks/HOSTILE.md).
 
-    python benchmarks/hostile.py              # every case, every client (about a minute)
+    python benchmarks/hostile.py              # every case, every client (about a minute and a half)
     python benchmarks/hostile.py --json       # the same results as JSON on stdout
     python benchmarks/hostile.py --strict     # exit 1 when an asyncpool cell went wrong
     python benchmarks/hostile.py --quick      # a smoke run: the fast cases only (seconds)
