@@ -5,6 +5,7 @@
     nox -s lint     # ruff + mypy only
     nox -s bench    # HTTP/1.1 and HTTP/2 benchmarks against a local nginx (see benchmarks/README.md)
     nox -s faults   # the fault suite: idle closes, keepalive_requests, reloads of a local nginx
+    nox -s hostile  # the hostile-server suite: floods, bombs and broken framing on loopback
 
 Every session runs on the interpreter nox itself runs on, in a venv (created with the standard
 library's venv module) that is reused across runs.
@@ -79,3 +80,16 @@ def faults(session: nox.Session) -> None:
     """
     session.install("-e", ".[dev]")
     session.run("python", "benchmarks/faults.py", *session.posargs)
+
+
+@nox.session
+def hostile(session: nox.Session) -> None:
+    """The hostile-server suite (benchmarks/HOSTILE.md): asyncpool on asyncio and trio, httpx
+    and aiohttp against scripted servers that flood, bomb and break framing; one table of
+    outcome, peak and kept memory, time and whether the next request succeeded. Under 2 minutes.
+
+    Options after `--` go to benchmarks/hostile.py, e.g. `nox -s hostile -- --strict` (exit 1
+    when an asyncpool cell had a problem), `-- --json`, `-- --quick`, `-- --cases gzip_bomb`.
+    """
+    session.install("-e", ".[dev]")
+    session.run("python", "benchmarks/hostile.py", *session.posargs)
