@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit, urlunspli
 import anyio
 
 from ._errors import RedirectError, RequestTimeout, TooManyRedirects
-from ._models import URL, HeaderInput, Headers, Request, Response
+from ._models import URL, HeaderInput, Headers, Request, Response, forget_parsed_urls
 from ._transport import Transport
 from ._version import __version__
 
@@ -224,6 +224,7 @@ class Client:
             response = await self._send_one(request)
             location = response.headers.get("location")
             if not follow or response.status_code not in REDIRECT_CODES or not location:
+                forget_parsed_urls(request.url.url)  # the cookie jar's
                 return response
             try:
                 following = self._redirect(request, response, location, via)
@@ -233,6 +234,7 @@ class Client:
                 await response.aclose()
                 raise
             await _discard(response)
+            forget_parsed_urls(request.url.url, location)  # urljoin and the cookie jar's
             via.append(request)
             request = following
 

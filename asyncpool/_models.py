@@ -101,8 +101,15 @@ def _urlsplit_uncached(url: str) -> SplitResult:
     if uncached is not None:
         return cast(SplitResult, uncached(url))
     parts = urlsplit(url)  # pragma: no cover - Python 3.10
-    urllib.parse.clear_cache()  # type: ignore[attr-defined]  # pragma: no cover
+    forget_parsed_urls(url)  # pragma: no cover
     return parts  # pragma: no cover
+
+
+def forget_parsed_urls(*urls: str) -> None:
+    """After urllib handled a huge URL (urljoin, a cookie jar's request), drop what its own
+    cache of split URLs keeps of it; URLs of a usual length stay cached."""
+    if any(len(url) > CACHED_URL_MAX for url in urls):
+        urllib.parse.clear_cache()  # type: ignore[attr-defined]
 
 
 def _idna(host: str) -> str:
