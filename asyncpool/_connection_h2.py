@@ -735,13 +735,15 @@ class HTTP2Connection:
         if self.close_why is CloseReason.POOL_CLOSED:
             return PoolClosed("the Transport closed during the request", host=self.host_port)
         cause = self.close_error
-        if isinstance(cause, FloodError):
-            # Every stream fails with the flood; one never handed to the socket is retried.
-            flood = FloodError(cause.detail, host=self.host_port)
+        if isinstance(cause, RemoteProtocolError):
+            # The server broke the protocol (a flood, a frame h2 refuses): every stream fails
+            # with that kind of error, not as if the server had hung up; one never handed to the
+            # socket is retried.
+            broken = type(cause)(cause.detail, host=self.host_port)
             if not stream.sent:
-                flood.retry_hint = RETRY_NOTHING_WRITTEN
-            flood.__cause__ = cause
-            return flood
+                broken.retry_hint = RETRY_NOTHING_WRITTEN
+            broken.__cause__ = cause
+            return broken
         detail = cause.detail if isinstance(cause, HTTPError) else f"closed: {self.close_why}"
         if self._goaway_detail:
             detail = f"{detail}, after {self._goaway_detail}"
