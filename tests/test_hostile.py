@@ -2,19 +2,9 @@
 trio (and both HTTP/1.1 parsers), so that its servers and the runner's cell code
 (benchmarks/hostile.py) run with the tests and cannot rot.
 
-Only the cases the pool handles today are asserted: a typed error where a careful client fails
-(or an answer where either is fine), no hang, and the next request on the same pool succeeds.
-`nox -s hostile` runs the whole catalogue with memory bounds (benchmarks/HOSTILE.md). Known to
-fail today, left out until the pool's fixes land (then add them to HANDLED):
-
-- trailers_many (1,000,000 trailer fields are kept: > 64 MiB), trailer_endless (an endless
-  trailer value is buffered without limit: hang);
-- informational_flood (100,000 1xx heads are all read: Go gives up after 5);
-- gzip_bomb (a 64 KiB read inflates to ~64 MiB at once), gzip_members (2,500 gzip members take
-  quadratic time);
-- redirect_url (the hostile URLs stay referenced by module-level caches after close);
-- h2_data_flood, h2_settings_flood, h2_ping_flood (no flood limit: the request chews through
-  the flood, or hangs with the server).
+Every case is asserted: a typed error where a careful client fails (or an answer where either
+is fine), no hang, and the next request on the same pool succeeds. `nox -s hostile` runs the
+whole catalogue with memory bounds (benchmarks/HOSTILE.md).
 """
 
 from __future__ import annotations
@@ -27,31 +17,16 @@ from pathlib import Path
 import anyio
 import pytest
 
+import asyncpool
+from asyncpool import Request, Transport
 from asyncpool._http11 import PARSERS
 from benchmarks import hostile
 from tests.hostile import CASES, CONTROL, serve
 
 pytestmark = pytest.mark.anyio
 
-HANDLED = [
-    "good",
-    "cl_te",
-    "cl_conflict",
-    "chunk_overflow",
-    "bare_lf",
-    "obs_fold",
-    "nul_header",
-    "http09",
-    "header_flood",
-    "informational_giant",
-    "good_h2",
-    "h2_window_overflow",
-    "h2_push_promise",
-    "h2_hpack_bomb",
-    "h2_goaway_bogus",
-]
-H1 = [name for name in HANDLED if CASES[name].protocol == "h1"]
-H2 = [name for name in HANDLED if CASES[name].protocol == "h2"]
+H1 = [name for name, case in CASES.items() if case.protocol == "h1"]
+H2 = [name for name, case in CASES.items() if case.protocol == "h2"]
 
 
 async def _check(name: str, client: str) -> None:
@@ -111,3 +86,12 @@ def test_hostile_command_runs_its_workers() -> None:
         assert cell.next == "ok"
     text = hostile.table(cells)
     assert "cl_te [h1, expect error]" in text
+
+
+@pytest.mark.parametrize("name", ["h2_window_overflow", "h2_push_promise", "h2_hpack_bomb"])
+async def test_an_http2_protocol_error_fails_the_request_as_one(name: str) -> None:
+    """The connection ends because the server broke the protocol: the request says that, not
+    that the server hung up after maybe processing it."""
+    async with serve(CASES[name]) as url, Transport(http2_prior_knowledge=True) as pool:
+        with pytest.raises(asyncpool.RemoteProtocolError, match="protocol error"):
+            await pool.round_trip(Request("GET", url))
