@@ -1,4 +1,4 @@
-"""Nox sessions for asyncpool.
+"""Nox sessions for asyncpool (without nox: ``python3 dev.py SESSION``, see dev.py).
 
     nox -s demo     # asyncpool bench against an embedded local server, and examples/reuse.py
     nox -s tests    # lint, types, then the whole test suite with coverage
@@ -12,12 +12,23 @@ library's venv module) that is reused across runs.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
+nox.needs_version = ">=2025.2.9"  # nox.project.dependency_groups
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["tests"]
 nox.options.error_on_missing_interpreters = True
+
+ROOT = Path(__file__).resolve().parent
+# The PEP 735 group of pyproject.toml: tools and test dependencies, not in the wheel's metadata.
+DEV = nox.project.dependency_groups(nox.project.load_toml(ROOT / "pyproject.toml"), "dev")
+
+
+def _install_dev(session: nox.Session, *more: str) -> None:
+    session.install("-e", ".", *DEV, *more)
 
 
 def _lint(session: nox.Session) -> None:
@@ -29,7 +40,7 @@ def _lint(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Lint, type-check, then run the test suite with branch coverage (>= 90%)."""
-    session.install("-e", ".[dev]")
+    _install_dev(session)
     _lint(session)
     session.run(
         "pytest",
@@ -44,7 +55,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint + format check) and mypy --strict on the package."""
-    session.install("-e", ".[dev]")
+    _install_dev(session)
     _lint(session)
 
 
@@ -64,7 +75,7 @@ def bench(session: nox.Session) -> None:
 
     Options after `--` go to benchmarks/run_all.py, e.g. `nox -s bench -- --quick`.
     """
-    session.install("-e", ".[dev,speedups]", "aiosonic", "httpx[http2]")
+    _install_dev(session, "aiosonic", "httpx[http2]")  # httptools (speedups) is in the group
     session.run("python", "benchmarks/run_all.py", *session.posargs)
 
 
@@ -77,5 +88,5 @@ def faults(session: nox.Session) -> None:
     Options after `--` go to benchmarks/faults.py, e.g. `nox -s faults -- --strict` (exit 1 when
     asyncpool failed a request), `-- --json`, `-- --quick`, `-- --scenarios idle_close`.
     """
-    session.install("-e", ".[dev]")
+    _install_dev(session)
     session.run("python", "benchmarks/faults.py", *session.posargs)
