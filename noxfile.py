@@ -5,6 +5,7 @@
     nox -s lint     # ruff + mypy only
     nox -s bench    # HTTP/1.1 and HTTP/2 benchmarks against a local nginx (see benchmarks/README.md)
     nox -s faults   # the fault suite: idle closes, keepalive_requests, reloads of a local nginx
+    nox -s package  # build the sdist and wheel, install the wheel in a fresh venv and check it
 
 Every session runs on the interpreter nox itself runs on, in a venv (created with the standard
 library's venv module) that is reused across runs.
@@ -12,6 +13,7 @@ library's venv module) that is reused across runs.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import nox
@@ -90,3 +92,24 @@ def faults(session: nox.Session) -> None:
     """
     _install_dev(session)
     session.run("python", "benchmarks/faults.py", *session.posargs)
+
+
+@nox.session
+def package(session: nox.Session) -> None:
+    """Build the sdist and the wheel into dist/, install the wheel in a fresh venv (not editable,
+    no dev tools) and check what a user gets: the import, `asyncpool --help`, the metadata."""
+    session.install("build")
+    dist = Path(session.create_tmp()) / "dist"
+    if dist.exists():
+        for old in dist.iterdir():
+            old.unlink()
+    session.run("python", "-m", "build", "--outdir", str(dist), ".")
+    (wheel,) = dist.glob("*.whl")
+    (sdist,) = dist.glob("*.tar.gz")
+    clean = Path(session.create_tmp()) / "clean-venv"
+    session.run("python", "-m", "venv", "--clear", str(clean))
+    bin_dir = clean / ("Scripts" if sys.platform == "win32" else "bin")
+    python = str(bin_dir / "python")
+    session.run(python, "-m", "pip", "install", "--quiet", str(wheel), external=True)
+    session.run(str(bin_dir / "asyncpool"), "--help", external=True, silent=True)
+    session.run(python, str(ROOT / ".ci" / "check_dist.py"), str(sdist), external=True)
