@@ -87,6 +87,9 @@ def main(argv: Sequence[str]) -> int:
             print(f"dev.py: installing nox failed ({exc})", file=sys.stderr)
             return 1
     command = [str(venv_python(VENV)), "-m", "nox", *nox_args(argv)]
+    # nox reuses the sessions' environments in .nox/ (reuse_venv in noxfile.py); this makes it
+    # remake one that another Python made.
+    os.environ.setdefault("NOX_ENABLE_STALENESS_CHECK", "1")
     os.chdir(ROOT)
     if sys.platform == "win32":  # no exec that replaces the process there
         return subprocess.run(command, check=False).returncode
