@@ -96,8 +96,9 @@ def faults(session: nox.Session) -> None:
 
 @nox.session
 def package(session: nox.Session) -> None:
-    """Build the sdist and the wheel into dist/, install the wheel in a fresh venv (not editable,
-    no dev tools) and check what a user gets: the import, `asyncpool --help`, the metadata."""
+    """Build the sdist and the wheel (into .nox/package/tmp/dist), install the wheel in a fresh
+    venv (not editable, no dev tools) and check what a user gets: the import, `asyncpool
+    --help`, the metadata (.ci/check_dist.py)."""
     session.install("build")
     dist = Path(session.create_tmp()) / "dist"
     if dist.exists():
