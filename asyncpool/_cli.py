@@ -179,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
         "--backend",
         choices=["asyncio", "trio"],
         default=argparse.SUPPRESS,
-        help='event loop to run on; trio needs pip install "asyncpool[trio]" (default: asyncio)',
+        help='event loop to run on; trio needs pip install "asyncpool-http[trio]" (default: asyncio)',
     )
     parser = _Parser(
         prog="asyncpool",
@@ -871,7 +871,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from rich.console import Console
     except ImportError:
-        print('asyncpool: error: the command needs its extra: pip install "asyncpool[cli]"',
+        print('asyncpool: error: the command needs its extra: pip install "asyncpool-http[cli]"',
               file=sys.stderr)  # fmt: skip
         return USAGE
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -882,7 +882,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 import trio  # noqa: F401
             except ImportError:
                 raise Fail(
-                    '--backend trio needs trio: pip install "asyncpool[trio]"', USAGE
+                    '--backend trio needs trio: pip install "asyncpool-http[trio]"', USAGE
                 ) from None
         return anyio.run(command, args, err, backend=backend)
     except BaseException as exc:

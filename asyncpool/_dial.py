@@ -116,9 +116,7 @@ async def _handshake(
             stream, hostname=server_name, ssl_context=context, standard_compatible=False
         )
     except ssl.SSLCertVerificationError as exc:
-        error: Exception = TLSError(
-            f"certificate verify failed: {exc.verify_message}", host=host_port
-        )
+        error = TLSError(f"certificate verify failed: {exc.verify_message}", host=host_port)
     except (ssl.SSLError, OSError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
         error = TLSError(f"handshake failed: {exc!r}", host=host_port)
     except BaseException:  # cancelled (a timeout, the pool closing): the socket goes too

@@ -20,10 +20,14 @@ import contextlib
 import dataclasses
 import enum
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
+
+from ._errors import TLSError
+from ._models import Headers
 
 __all__ = [
     "ClientTrace",
@@ -103,41 +107,49 @@ class RetryInfo:
     delay: float = 0.0  # seconds waited before this retry (HTTP/2's backoff)
 
 
-Hook = Callable[..., object] | None
-
-
 @dataclasses.dataclass(frozen=True)
 class ClientTrace:
-    """Hooks fired during one request; see the module docstring for where each fires."""
+    """Hooks fired during one request; see the module docstring for where each fires.
 
-    get_conn: Hook = None  # (host_port)
-    got_conn: Hook = None  # (GotConnInfo)
-    put_idle_conn: Hook = None  # (err: str | None) None when pooled, else why not
-    got_first_response_byte: Hook = None  # ()
-    got_100_continue: Hook = None  # ()
-    got_1xx_response: Hook = None  # (code, headers)
-    dns_start: Hook = None  # (DNSStartInfo)
-    dns_done: Hook = None  # (DNSDoneInfo)
-    connect_start: Hook = None  # (network, addr)
-    connect_done: Hook = None  # (network, addr, err)
-    tls_handshake_start: Hook = None  # ()
-    tls_handshake_done: Hook = None  # (ssl_object, err)
-    wrote_header_field: Hook = None  # (key, values)
-    wrote_headers: Hook = None  # ()
-    wait_100_continue: Hook = None  # ()
-    wrote_request: Hook = None  # (WroteRequestInfo)
+    Each hook is called with positional arguments of the types given, and what it returns is
+    ignored.
+    """
+
+    get_conn: Callable[[str], object] | None = None  # (host_port) "host:port", "[::1]:port"
+    got_conn: Callable[[GotConnInfo], object] | None = None
+    # (reason) None when the connection was pooled (or handed to a waiting request), else why it
+    # was closed instead.
+    put_idle_conn: Callable[[CloseReason | None], object] | None = None
+    got_first_response_byte: Callable[[], object] | None = None
+    got_100_continue: Callable[[], object] | None = None
+    got_1xx_response: Callable[[int, Headers], object] | None = None  # (status_code, headers)
+    dns_start: Callable[[DNSStartInfo], object] | None = None
+    dns_done: Callable[[DNSDoneInfo], object] | None = None
+    connect_start: Callable[[str, tuple[str, int]], object] | None = None  # ("tcp", (ip, port))
+    # ("tcp", (ip, port), error or None)
+    connect_done: Callable[[str, tuple[str, int], OSError | None], object] | None = None
+    tls_handshake_start: Callable[[], object] | None = None
+    # (ssl_object, None) on success, (None, error) on failure
+    tls_handshake_done: Callable[[ssl.SSLObject | None, TLSError | None], object] | None = None
+    wrote_header_field: Callable[[str, list[str]], object] | None = None  # (name, [value])
+    wrote_headers: Callable[[], object] | None = None
+    wait_100_continue: Callable[[], object] | None = None
+    wrote_request: Callable[[WroteRequestInfo], object] | None = None
     # Beyond Go: what the pool does.
-    wait_for_conn_start: Hook = None  # () no idle connection: the request queues
-    wait_for_conn_done: Hook = None  # (queued_seconds, err)
-    got_response_end: Hook = None  # () the body was read to its end
-    request_retried: Hook = None  # (RetryInfo)
-    conn_closed: Hook = None  # (ConnClosedInfo) the connection that served the request
+    wait_for_conn_start: Callable[[], object] | None = (
+        None  # no idle connection: the request queues
+    )
+    # (queued_seconds, error or None)
+    wait_for_conn_done: Callable[[float, BaseException | None], object] | None = None
+    got_response_end: Callable[[], object] | None = None  # the body was read to its end
+    request_retried: Callable[[RetryInfo], object] | None = None
+    conn_closed: Callable[[ConnClosedInfo], object] | None = None  # the connection that served it
 
     def compose(self, outer: ClientTrace | None) -> ClientTrace:
         """A trace firing this trace's hooks, then ``outer``'s."""
         if outer is None:
             return self
-        merged: dict[str, Hook] = {}
+        merged: dict[str, Callable[..., object] | None] = {}
         for field in dataclasses.fields(self):
             mine, theirs = getattr(self, field.name), getattr(outer, field.name)
             merged[field.name] = _both(mine, theirs) if mine and theirs else (mine or theirs)

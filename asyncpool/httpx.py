@@ -99,7 +99,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import httpx
 from anyio.streams.tls import TLSAttribute
 
 from ._dial import DialFunc
@@ -126,6 +125,13 @@ from ._errors import (
 from ._models import Request, Response
 from ._trace import ClientTrace, DNSStartInfo, GotConnInfo, RetryInfo, WroteRequestInfo
 from ._transport import Transport
+
+try:
+    import httpx
+except ImportError as exc:
+    raise ImportError(
+        'asyncpool.httpx needs httpx: pip install "asyncpool-http[httpx]"', name=exc.name
+    ) from exc
 
 __all__ = ["HTTPXTransport"]
 

@@ -308,7 +308,7 @@ def _asyncpool_transport(parser: str, c: int) -> Any:
         try:
             import httptools  # noqa: F401
         except ImportError as e:
-            raise Skip(f"{e} (pip install 'asyncpool[speedups]')") from e
+            raise Skip(f"{e} (pip install 'asyncpool-http[speedups]')") from e
     try:
         return asyncpool.Transport(http1_parser=parser, max_idle_conns=max(100, c))
     except TypeError as e:  # before the http1_parser option: h11 was the only parser

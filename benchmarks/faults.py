@@ -6,7 +6,7 @@ real servers produce (benchmarks/FAULTS.md).
     python benchmarks/faults.py --strict      # exit 1 when asyncpool failed any request
     python benchmarks/faults.py --quick       # a smoke run: a few requests each (seconds)
     python benchmarks/faults.py --scenarios idle_close --clients round_trip/asyncio,aiohttp
-    nox -s faults                             # installs -e .[dev], then runs this; args after --
+    nox -s faults                             # installs -e . and the dev group, then runs this; args after --
 
 Scenarios: idle_close (keepalive_timeout 1s, bursts timed to meet the idle close),
 keepalive_requests_h1 / _h2 (the server ends every connection after 5 requests), reload_h1 / _h2

@@ -3,7 +3,7 @@
     python benchmarks/run_all.py                 # everything, 5 repeats (about 8 minutes)
     python benchmarks/run_all.py --quick         # a smoke run: 1 repeat, short cells (under a minute)
     python benchmarks/run_all.py --workloads small,h2 --clients asyncpool,aiohttp --repeat 5
-    nox -s bench                                 # installs .[dev,speedups] + aiosonic + httpx[http2]
+    nox -s bench                                 # installs -e ., the dev group, aiosonic, httpx[http2]
 
 Workloads (`--workloads`, comma list):
 

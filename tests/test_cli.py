@@ -556,7 +556,7 @@ def test_backend_trio_without_trio_is_one_line(tmp_path: Path) -> None:
         "get", "http://127.0.0.1:9/", "--backend", "trio", env={"PYTHONPATH": str(tmp_path)}
     )
     assert proc.returncode == 2
-    assert 'pip install "asyncpool[trio]"' in one_error_line(proc)
+    assert 'pip install "asyncpool-http[trio]"' in one_error_line(proc)
 
 
 def test_every_option_has_help_with_its_default() -> None:

@@ -1,21 +1,18 @@
-"""The examples and the README's usage example run as written.
+"""The examples run as written (README.md's code: tests/test_readme.py).
 
 Each runs in a subprocess (``sys.executable``, warnings as errors), as a user would run it.
 """
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from anyio.from_thread import start_blocking_portal
 
 ROOT = Path(__file__).resolve().parent.parent
 REUSE = ROOT / "examples" / "reuse.py"
@@ -91,62 +88,6 @@ def test_reuse_demo_rejects_unknown_backend() -> None:
     proc = run_python(str(REUSE), "--backend", "curio")
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr
-
-
-# ------------------------------------------------------------------ README.md
-
-
-def readme_python_blocks(section: str | None = None) -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    if section is not None:
-        parts = re.split(rf"^## {re.escape(section)}\n", text, maxsplit=1, flags=re.MULTILINE)
-        assert len(parts) == 2, f"README.md has no '## {section}' section"
-        text = re.split(r"^## ", parts[1], maxsplit=1, flags=re.MULTILINE)[0]
-    return re.findall(r"^```python\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
-
-
-@pytest.fixture(scope="module")
-def demo_server_url() -> Iterator[str]:
-    """The demo's embedded server, on its own event loop in a background thread."""
-    reuse = load_reuse()
-    with (
-        start_blocking_portal() as portal,
-        portal.wrap_async_context_manager(reuse.serve()) as server,
-    ):
-        yield f"{server.url}/"
-
-
-def usage_example() -> str:
-    blocks = readme_python_blocks("Usage")
-    assert blocks, "README.md's Usage section has no python code block"
-    return blocks[0]
-
-
-@pytest.mark.parametrize("variant", ["as-written", "trio"])
-def test_readme_usage_example_runs(variant: str, demo_server_url: str) -> None:
-    code = usage_example()
-    assert len(URL_LINE.findall(code)) == 1, "the example must define URL on one top-level line"
-    code = URL_LINE.sub(f"URL = {demo_server_url!r}", code)
-    if variant == "trio":
-        # The commented-out alternative must work too.
-        run_line = re.compile(r"^anyio\.run\(main\)(.*)$", re.MULTILINE)
-        trio_line = re.compile(r'^# (anyio\.run\(main, backend="trio"\))(.*)$', re.MULTILINE)
-        assert run_line.search(code) and trio_line.search(code), code
-        code = trio_line.sub(r"\1", run_line.sub("", code))
-
-    proc = run_python("-c", code)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stderr == ""
-    assert re.search(r"^200 HTTP/1\.1 \d+$", proc.stdout, re.MULTILINE), proc.stdout
-    assert "TransportStats(" in proc.stdout
-
-
-def test_readme_python_blocks_parse() -> None:
-    """The other snippets are fragments (top-level ``await``), but they must be valid Python."""
-    blocks = readme_python_blocks()
-    assert len(blocks) >= 2
-    for block in blocks:
-        compile(block, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
 
 
 # ------------------------------------------------------------------ examples/httpx_transport.py

@@ -4,6 +4,8 @@ logging; a hook that raises fails its request without hurting the pool."""
 from __future__ import annotations
 
 import logging
+import types
+import typing
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -36,6 +38,7 @@ class Recorder:
 
     def _hook(self, name: str) -> Callable[..., None]:
         def hook(*args: Any) -> None:
+            check_hook_call(name, args)
             self.infos.setdefault(name, []).append(args)
             detail = DETAILS.get(name)
             self.events.append(f"{name}:{detail(*args)}" if detail else name)
@@ -44,6 +47,36 @@ class Recorder:
 
     def without(self, *names: str) -> list[str]:
         return [e for e in self.events if e.split(":")[0] not in names]
+
+
+HOOK_TYPES = typing.get_type_hints(ClientTrace)
+
+
+def conforms(value: object, expected: Any) -> bool:
+    """``value`` is of the annotated type ``expected`` (the few forms ClientTrace uses)."""
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if expected is type(None):
+        return value is None
+    if origin in (types.UnionType, typing.Union):
+        return any(conforms(value, arg) for arg in args)
+    if origin is tuple:
+        return (
+            isinstance(value, tuple) and len(value) == len(args) and all(map(conforms, value, args))
+        )
+    if origin is list:
+        return isinstance(value, list) and all(conforms(item, args[0]) for item in value)
+    if expected is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, expected)
+
+
+def check_hook_call(name: str, args: tuple[Any, ...]) -> None:
+    """Every hook is called as its annotation in ClientTrace says (the type checkers trust it)."""
+    (hook_type,) = [t for t in typing.get_args(HOOK_TYPES[name]) if t is not type(None)]
+    params = typing.get_args(hook_type)[0]
+    assert len(args) == len(params) and all(map(conforms, args, params)), (
+        f"{name}{args!r} does not match {hook_type}"
+    )
 
 
 DETAILS: dict[str, Callable[..., object]] = {
