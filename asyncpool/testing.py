@@ -187,7 +187,7 @@ class MemoryStream(anyio.abc.ByteStream):
     @property
     def peer_gone(self) -> bool:
         """True once the peer closed its end or reset the connection."""
-        return self._in.reader_gone or self._in.broken
+        return self._out.reader_gone or self._in.broken
 
 
 def memory_stream_pair() -> tuple[MemoryStream, MemoryStream]:
@@ -535,6 +535,9 @@ class _H2Stream(ServerConnection):
                 return
 
 
+_GOAWAY = 0x7  # the frame type
+
+
 class _H2Connection:
     def __init__(self, server: MockServer, stream: MemoryStream, connection_id: int) -> None:
         self.server = server
@@ -559,8 +562,12 @@ class _H2Connection:
     def goaway(self, last_stream_id: int | None, error_code: int) -> None:
         last = self.highest_stream_id if last_stream_id is None else last_stream_id
         self.goaway_last = last if self.goaway_last is None else min(self.goaway_last, last)
-        self.h2.close_connection(error_code=error_code, last_stream_id=last)
+        # Written by hand: once h2 sent GOAWAY it sends nothing more, but the streams the
+        # GOAWAY accepts may still be answered.
         self.flush()
+        payload = (last & 0x7FFFFFFF).to_bytes(4, "big") + error_code.to_bytes(4, "big")
+        frame = len(payload).to_bytes(3, "big") + bytes([_GOAWAY, 0]) + bytes(4) + payload
+        self.stream.send_nowait(frame)
         for stream_id, stream in list(self.streams.items()):
             if stream_id > last:  # never processed, for the client: it retries it
                 stream.scope.cancel()
