@@ -15,8 +15,13 @@ import anyio.lowlevel
 import pytest
 
 import asyncpool
+import asyncpool.testing as mock
 from asyncpool import Request, Transport
 from tests.servers import ServerConnection, ServerRequest, TestServer, open_server, wait_until
+
+# Where sockets are not the thing under test, the pool dials asyncpool.testing's MockServer.
+MOCK_URL = "http://example.test/"
+MOCK_ORIGIN = "http://example.test"
 
 pytestmark = pytest.mark.anyio
 
@@ -36,7 +41,11 @@ class Gate:
         self.open = anyio.Event()
         self.arrived = 0
 
-    async def __call__(self, req: ServerRequest, conn: ServerConnection) -> None:
+    async def __call__(
+        self,
+        req: ServerRequest | mock.ServerRequest,
+        conn: ServerConnection | mock.ServerConnection,
+    ) -> None:
         self.arrived += 1
         await self.open.wait()
         await conn.respond(200, [], b"gated")
@@ -120,26 +129,30 @@ def test_options_are_checked() -> None:
 # -- reuse and idle limits --------------------------------------------------------------------
 
 
-async def test_100_sequential_requests_use_one_connection(server: TestServer) -> None:
-    async with Transport() as pool:
+async def test_100_sequential_requests_use_one_connection() -> None:
+    routes = {"/": mock.Reply(body=b"hello")}
+    async with mock.MockServer(routes=routes) as server, Transport(dial=server.dial) as pool:
         for _ in range(100):
-            assert await get(pool, server.url) == b"hello"
+            assert await get(pool, MOCK_URL) == b"hello"
         stats = pool.stats()
-    assert server.connections_accepted == 1
+    assert server.connections_made == 1
     assert (stats.dials, stats.reused) == (1, 99)
 
 
 async def test_concurrent_requests_leave_max_idle_conns_per_host_idle() -> None:
     gate = Gate()
-    async with open_server(gate) as server, Transport(max_idle_conns_per_host=2) as pool:
+    async with (
+        mock.MockServer(gate) as server,
+        Transport(max_idle_conns_per_host=2, dial=server.dial) as pool,
+    ):
         async with anyio.create_task_group() as tg:
             for _ in range(3):
-                tg.start_soon(get, pool, server.url)
+                tg.start_soon(get, pool, MOCK_URL)
             await server.wait_until(lambda _: gate.arrived == 3)
             assert pool.stats().in_use == 3
             gate.open.set()
         assert_pool_at_rest(pool, idle=2)
-        await server.wait_for_connections_closed(n_open=2)
+        await server.wait_until(lambda s: s.open_connections == 2)
 
 
 async def test_max_idle_conns_0_means_no_limit_and_keeps_connections(server: TestServer) -> None:
@@ -154,51 +167,60 @@ async def test_max_idle_conns_0_means_no_limit_and_keeps_connections(server: Tes
 
 
 async def test_lru_evicts_the_oldest_hosts_idle_connection() -> None:
+    servers = {host: mock.MockServer() for host in ("a.test", "b.test", "c.test")}
+
+    async def dial(host: str, port: int) -> anyio.abc.ByteStream:
+        return await servers[host].dial(host, port)
+
     async with (
-        open_server() as a,
-        open_server() as b,
-        open_server() as c,
-        Transport(max_idle_conns=2) as pool,
+        servers["a.test"] as a,
+        servers["b.test"] as b,
+        servers["c.test"] as c,
+        Transport(max_idle_conns=2, dial=dial) as pool,
     ):
-        for server in (a, b, c):
-            await get(pool, server.url)
+        for host in servers:
+            await get(pool, f"http://{host}/")
         stats = pool.stats()
         assert stats.evictions == 1
-        assert set(stats.hosts) == {b.origin, c.origin}
-        await a.wait_for_connections_closed()
+        assert set(stats.hosts) == {"http://b.test", "http://c.test"}
+        await a.wait_until(lambda s: s.open_connections == 0)
+        assert (b.open_connections, c.open_connections) == (1, 1)
         # b is now the oldest; using it makes c the oldest.
-        await get(pool, b.url)
-        await get(pool, a.url)
-        assert set(pool.stats().hosts) == {a.origin, b.origin}
-        assert b.connections_accepted == 1
+        await get(pool, "http://b.test/")
+        await get(pool, "http://a.test/")
+        assert set(pool.stats().hosts) == {"http://a.test", "http://b.test"}
+        assert b.connections_made == 1
 
 
 async def test_max_conns_per_host_1_with_10_concurrent_requests_dials_once() -> None:
     gate = Gate()
-    async with open_server(gate) as server, Transport(max_conns_per_host=1) as pool:
+    async with (
+        mock.MockServer(gate) as server,
+        Transport(max_conns_per_host=1, dial=server.dial) as pool,
+    ):
         async with anyio.create_task_group() as tg:
             for _ in range(10):
-                tg.start_soon(get, pool, server.url)
-            await wait_until(lambda: pool.stats().waiting == 9)
-            assert pool.stats().hosts[server.origin].total == 1
+                tg.start_soon(get, pool, MOCK_URL)
+            await mock.wait_until(lambda: pool.stats().waiting == 9)
+            assert pool.stats().hosts[MOCK_ORIGIN].total == 1
             gate.open.set()
         stats = pool.stats()
     assert stats.dials == 1
-    assert server.connections_accepted == 1
+    assert server.connections_made == 1
     assert len(server.requests) == 10
 
 
 async def test_max_conns_per_host_serves_waiters_in_fifo_order() -> None:
     gate = Gate()
     async with (
-        open_server(gate) as server,
-        Transport(max_conns_per_host=1) as pool,
+        mock.MockServer(gate) as server,
+        Transport(max_conns_per_host=1, dial=server.dial) as pool,
         anyio.create_task_group() as tg,
     ):
         for i in range(5):
-            tg.start_soon(lambda i=i: get(pool, server.url, headers={"x-order": str(i)}))
+            tg.start_soon(lambda i=i: get(pool, MOCK_URL, headers={"x-order": str(i)}))
             # Queued in this order: the first one dialing (counted in total), the rest waiting.
-            await wait_until(lambda i=i: pool.stats().waiting + pool.stats().total == i + 1)  # type: ignore[misc]
+            await mock.wait_until(lambda i=i: pool.stats().waiting + pool.stats().total == i + 1)  # type: ignore[misc]
         gate.open.set()
     assert [r.header("x-order") for r in server.requests] == ["0", "1", "2", "3", "4"]
 
@@ -266,17 +288,17 @@ async def test_an_expired_idle_connection_is_never_handed_out(server: TestServer
 async def test_a_reset_idle_connection_leaves_the_pool() -> None:
     reset = anyio.Event()
 
-    async def handler(req: ServerRequest, conn: ServerConnection) -> None:
+    async def handler(req: mock.ServerRequest, conn: mock.ServerConnection) -> None:
         await conn.respond(200, body=b"ok")
         if req.path == "/then-reset":
-            await reset.wait()
-            await conn.close(reset=True)
+            await conn.stall(reset)
+            await conn.reset()
 
-    async with open_server(handler) as server, Transport() as pool:
-        await get(pool, server.url_for("/then-reset"))
+    async with mock.MockServer(handler) as server, Transport(dial=server.dial) as pool:
+        await get(pool, MOCK_URL + "then-reset")
         reset.set()
-        await wait_until(lambda: pool.stats().total == 0)
-        await get(pool, server.url)
+        await mock.wait_until(lambda: pool.stats().total == 0)
+        await get(pool, MOCK_URL)
         assert (pool.stats().dials, pool.stats().reused) == (2, 0)
 
 
@@ -328,13 +350,12 @@ async def test_disable_keep_alives_uses_a_connection_per_request(server: TestSer
 # -- retries ----------------------------------------------------------------------------------
 
 
-async def drop_second_request(req: ServerRequest, conn: ServerConnection) -> None:
+async def drop_second_request(req: mock.ServerRequest, conn: mock.ServerConnection) -> None:
     """The keep-alive race: the server gives up on a connection as a request arrives on it."""
     if req.index_on_connection == 1:
         await conn.close()
         return
-    body = await conn.read_body()
-    await conn.respond(200, [], b"ok:" + body)
+    await conn.respond(200, [], b"ok:" + req.body)
 
 
 @pytest.mark.parametrize(
@@ -349,13 +370,16 @@ async def drop_second_request(req: ServerRequest, conn: ServerConnection) -> Non
 async def test_replayable_request_on_a_dead_reused_connection_is_retried(
     anyio_backend: str, method: str, headers: dict[str, str]
 ) -> None:
-    async with open_server(drop_second_request) as server, Transport() as pool:
-        await get(pool, server.url)
-        response = await pool.round_trip(Request(method, server.url, headers=headers, content=b""))
+    async with (
+        mock.MockServer(drop_second_request) as server,
+        Transport(dial=server.dial) as pool,
+    ):
+        await get(pool, MOCK_URL)
+        response = await pool.round_trip(Request(method, MOCK_URL, headers=headers, content=b""))
         await response.aread()
         assert response.status_code == 200
         assert pool.stats().retries == 1
-        assert server.connections_accepted == 2
+        assert server.connections_made == 2
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
@@ -377,11 +401,14 @@ async def test_a_request_taking_an_idle_connection_as_the_close_arrives_is_retri
 
 
 async def test_post_on_a_dead_reused_connection_fails_clearly() -> None:
-    async with open_server(drop_second_request) as server, Transport() as pool:
-        await get(pool, server.url)
+    async with (
+        mock.MockServer(drop_second_request) as server,
+        Transport(dial=server.dial) as pool,
+    ):
+        await get(pool, MOCK_URL)
         with pytest.raises(asyncpool.ServerDisconnected) as info:
-            await pool.round_trip(Request("POST", server.url, content=b"data"))
-        assert f"127.0.0.1:{server.port}" in str(info.value)
+            await pool.round_trip(Request("POST", MOCK_URL, content=b"data"))
+        assert "example.test:80" in str(info.value)
         assert "reused" in str(info.value) and "Idempotency-Key" in str(info.value)
         assert info.value.phase == "read"
         assert pool.stats().retries == 0
@@ -389,13 +416,13 @@ async def test_post_on_a_dead_reused_connection_fails_clearly() -> None:
 
 
 async def test_a_fresh_connection_is_never_retried() -> None:
-    async def drop_all(req: ServerRequest, conn: ServerConnection) -> None:
+    async def drop_all(req: mock.ServerRequest, conn: mock.ServerConnection) -> None:
         await conn.close()
 
-    async with open_server(drop_all) as server, Transport() as pool:
+    async with mock.MockServer(drop_all) as server, Transport(dial=server.dial) as pool:
         with pytest.raises(asyncpool.ServerDisconnected):
-            await get(pool, server.url)
-        assert server.connections_accepted == 1
+            await get(pool, MOCK_URL)
+        assert server.connections_made == 1
         assert pool.stats().total == 0
 
 
@@ -403,9 +430,12 @@ async def test_a_streamed_body_is_not_replayed() -> None:
     async def body() -> AsyncIterator[bytes]:
         yield b"once"
 
-    async with open_server(drop_second_request) as server, Transport() as pool:
-        await get(pool, server.url)
-        request = Request("PUT", server.url, headers={"Idempotency-Key": "k"}, content=body())
+    async with (
+        mock.MockServer(drop_second_request) as server,
+        Transport(dial=server.dial) as pool,
+    ):
+        await get(pool, MOCK_URL)
+        request = Request("PUT", MOCK_URL, headers={"Idempotency-Key": "k"}, content=body())
         with pytest.raises(asyncpool.ServerDisconnected):
             await pool.round_trip(request)
 
