@@ -2,7 +2,8 @@
 
 Each block runs in a subprocess (``sys.executable``, warnings as errors), as a user would run it
 after pasting it into a file, against examples/server.py (the server the README tells people to
-start) on a free loopback port: the blocks read its URL from ``ASYNCPOOL_URL``.
+start) on a free loopback port: the blocks read its URL from ``ASYNCPOOL_URL``. The "Testing
+your code" block needs no server: it runs on asyncpool.testing's in-memory MockServer.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ BLOCKS = python_blocks()
 
 def block_id(code: str) -> str:
     """The block's first distinctive line, for test ids."""
-    for marker in ("HTTPXTransport(", "Client(", "ClientTrace(", "Transport("):
+    for marker in ("MockServer(", "HTTPXTransport(", "Client(", "ClientTrace(", "Transport("):
         if marker in code:
             return marker.rstrip("(")
     return "block"
@@ -70,8 +71,10 @@ def run_block(code: str, url: str) -> subprocess.CompletedProcess[str]:
 
 def test_readme_has_its_examples() -> None:
     assert len(BLOCKS) >= 4
+    assert any(block_id(code) == "MockServer" for code in BLOCKS)
     for code in BLOCKS:
-        assert URL_LINE in code, f"every example reads its URL from ASYNCPOOL_URL:\n{code}"
+        if block_id(code) != "MockServer":  # in memory: no URL
+            assert URL_LINE in code, f"every example reads its URL from ASYNCPOOL_URL:\n{code}"
         assert re.search(r"^anyio\.run\(main\)", code, re.MULTILINE), code
 
 
@@ -84,6 +87,7 @@ EXPECTED = {
         r"\d+ bytes",
     ],
     "HTTPXTransport": [r"200 HTTP/1\.1", r"TransportStats\(.*"],
+    "MockServer": [r"200 HTTP/1\.1 hello", r"200 HTTP/1\.1 hello", r"retries=1 connections=2"],
 }
 
 
@@ -108,4 +112,4 @@ def test_readme_block_runs_on_trio(code: str, server_url: str) -> None:
     proc = run_block(trio_line.sub(r"\1", run_line.sub("", code)), server_url)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stderr == ""
-    assert re.search(r"^200 HTTP/1\.1 \d+$", proc.stdout, re.MULTILINE), proc.stdout
+    assert re.search(r"^200 HTTP/1\.1 (\d+|hello)$", proc.stdout, re.MULTILINE), proc.stdout
