@@ -2,6 +2,7 @@
 net/http.Transport."""
 
 from ._client import Client, UseLastResponse
+from ._conn_common import CloseReason
 from ._errors import (
     ConnectError,
     ConnectTimeout,
@@ -33,7 +34,6 @@ from ._errors import (
 from ._models import URL, Headers, Request, Response
 from ._trace import (
     ClientTrace,
-    CloseReason,
     ConnClosedInfo,
     DNSDoneInfo,
     DNSStartInfo,

@@ -35,21 +35,29 @@ Invariants
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable
-from typing import Any, Protocol
+from collections.abc import AsyncIterable, Callable
+from typing import Protocol
 
 import anyio
 import anyio.abc
 
 from ._asyncio_stream import READ_SIZE, AsyncioSocketStream, SendRefused
+from ._conn_common import (
+    CloseReason,
+    Connection,
+    RetryHint,
+    closing_body,
+    read_error,
+    receive_some,
+    report_closed,
+    wait_for_head,
+)
 from ._errors import (
     HTTPError,
     PoolClosed,
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
-    ResponseHeaderTimeout,
     ServerDisconnected,
     WriteError,
 )
@@ -62,12 +70,9 @@ from ._http11 import (
 )
 from ._models import Headers, Request, Response
 from ._sync import SET_EVENT, Channel, Event, event_factory
-from ._trace import ClientTrace, CloseReason, ConnClosedInfo, WroteRequestInfo, logger
+from ._trace import ClientTrace, WroteRequestInfo
 
 __all__ = [
-    "RETRY_NOTHING_WRITTEN",
-    "RETRY_NO_RESPONSE",
-    "RETRY_REFUSED",
     "ConnOwner",
     "HTTP11Connection",
 ]
@@ -77,15 +82,6 @@ MAX_WRITE_WAIT_BEFORE_REUSE = 0.05  # seconds, as Go's maxWriteWaitBeforeConnReu
 # After a failed write, how long the reader may take to find a response that came before the
 # failure: the socket is broken, so its read ends at once; this only bounds odd cases.
 RESPONSE_AFTER_WRITE_ERROR_WAIT = 1.0
-
-# Why a failure on a reused connection may be retried (Go's nothingWrittenError and
-# errServerClosedIdle / transportReadFromServerError); set as ``HTTPError.retry_hint``.
-RETRY_NOTHING_WRITTEN = "nothing written"
-RETRY_NO_RESPONSE = "no response"
-# An HTTP/2 server refused a stream while it processed others on the connection (GOAWAY past
-# it, REFUSED_STREAM): it is cycling connections, not failing, so the retry is not counted
-# against the few a stale connection is allowed.
-RETRY_REFUSED = "refused"
 
 # Body kinds, decided once per request.
 _EXPECTS_CONTINUE = "100-continue"
@@ -407,12 +403,12 @@ class HTTP11Connection:
             error = WriteError(
                 f"connection closed before the request was sent ({detail})", host=self.host_port
             )
-            error.retry_hint = RETRY_NOTHING_WRITTEN if exchange.reused else None
+            error.retry_hint = RetryHint.NOTHING_WRITTEN if exchange.reused else None
         else:
             if exchange.reused:
                 detail = f"{detail} (on a reused connection)"
             error = ServerDisconnected(detail, host=self.host_port)
-            error.retry_hint = RETRY_NO_RESPONSE if exchange.reused else None
+            error.retry_hint = RetryHint.NO_RESPONSE if exchange.reused else None
         return error
 
     # -- the writer task (Go's writeLoop) -------------------------------------------------------
@@ -436,7 +432,7 @@ class HTTP11Connection:
                             f"writing the request failed: {exc!r}", host=self.host_port
                         )
                     if isinstance(error, WriteError) and not exchange.wrote_any:
-                        error.retry_hint = RETRY_NOTHING_WRITTEN if exchange.reused else None
+                        error.retry_hint = RetryHint.NOTHING_WRITTEN if exchange.reused else None
                     trace = exchange.trace
                     if trace and trace.wrote_request:
                         try:
@@ -720,84 +716,12 @@ class HTTP11Connection:
         return False
 
 
-async def receive_some(stream: anyio.abc.ByteStream, host_port: str) -> bytes:
-    """The next bytes from the server; ``b""`` when it closed its side."""
-    try:
-        return await stream.receive(READ_SIZE)
-    except anyio.EndOfStream:
-        return b""
-    except (OSError, anyio.BrokenResourceError) as exc:
-        raise read_error(exc, host_port) from exc
-
-
 def receive_nowait(stream: AsyncioSocketStream, host_port: str) -> bytes | None:
     """As ``receive_some`` without waiting: None when nothing has arrived yet."""
     try:
         return stream.receive_nowait(READ_SIZE)
     except (OSError, anyio.BrokenResourceError) as exc:
         raise read_error(exc, host_port) from exc
-
-
-def read_error(exc: BaseException, host_port: str) -> ReadError:
-    return ReadError(f"reading from the server failed: {exc!r}", host=host_port)
-
-
-async def wait_for_head(
-    head_ready: Event,
-    written: Event | None,
-    timeout: float | None,
-    host_port: str,
-    read_timeout: float | None = None,
-) -> ResponseHeaderTimeout | ReadTimeout | None:
-    """Wait for a response head. With a ``response_header_timeout`` or a ``read_timeout`` (then
-    ``written`` is given) the clock starts when the request is written; past the shorter, its
-    error is returned, not raised."""
-    if written is None:
-        await head_ready.wait()
-        return None
-    await written.wait()
-    limit = min(t for t in (timeout, read_timeout) if t is not None)
-    with anyio.move_on_after(limit):
-        await head_ready.wait()
-    if head_ready.is_set():
-        return None
-    if limit == timeout:
-        return ResponseHeaderTimeout(
-            f"no response head within response_header_timeout={timeout}s", host=host_port
-        )
-    return ReadTimeout(
-        f"no response within read_timeout={read_timeout}s of writing the request", host=host_port
-    )
-
-
-def report_closed(
-    trace: ClientTrace | None, conn: Any, why: CloseReason, error: BaseException | None
-) -> None:
-    """Fire ``conn_closed``; it may fire outside any request, so what it raises is logged."""
-    hook = None if trace is None else trace.conn_closed
-    if hook is None:
-        return
-    info = ConnClosedInfo(
-        why, error, conn.requests_started, conn.local_address, conn.remote_address
-    )
-    try:
-        hook(info)
-    except Exception:
-        logger.exception("a conn_closed trace hook raised")
-
-
-@contextlib.asynccontextmanager
-async def closing_body(content: AsyncIterable[bytes]) -> AsyncIterator[AsyncIterator[bytes]]:
-    """Iterate a request body and close it (an async generator's ``aclose``) however the
-    iteration ends, even cancelled mid-way, so that its ``finally`` runs now, not at GC."""
-    iterator = aiter(content)
-    try:
-        yield iterator
-    finally:
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            with anyio.CancelScope(shield=True):
-                await aclose()
 
 
 class _CompleteBody:
@@ -860,3 +784,6 @@ class _StreamingBody:
             error = ReadError("response body closed before its end", host=self._conn.host_port)
             self._conn.close(CloseReason.BODY_CLOSED_EARLY, error)
         self._receive.close_receiver()
+
+
+_: type[Connection] = HTTP11Connection  # mypy checks that it has what the pool uses

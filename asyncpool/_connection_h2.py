@@ -68,9 +68,10 @@ import h2.exceptions
 import h2.settings
 from hpack import NeverIndexedHeaderTuple
 
-from ._connection import (
-    RETRY_NOTHING_WRITTEN,
-    RETRY_REFUSED,
+from ._conn_common import (
+    CloseReason,
+    Connection,
+    RetryHint,
     closing_body,
     receive_some,
     report_closed,
@@ -91,7 +92,7 @@ from ._errors import (
 from ._http2 import FloodDetected, new_client_connection
 from ._models import Headers, Request, Response
 from ._sync import Channel, Event, event_factory
-from ._trace import ClientTrace, CloseReason, WroteRequestInfo
+from ._trace import ClientTrace, WroteRequestInfo
 
 __all__ = ["H2Owner", "HTTP2Connection"]
 
@@ -432,7 +433,7 @@ class HTTP2Connection:
                 "stream opened",
                 host=self.host_port,
             )
-            lowered.retry_hint = RETRY_NOTHING_WRITTEN
+            lowered.retry_hint = RetryHint.NOTHING_WRITTEN
             raise lowered from None
         except BaseException:
             self._owner.release_stream(self)
@@ -741,7 +742,7 @@ class HTTP2Connection:
             # socket is retried.
             broken = type(cause)(cause.detail, host=self.host_port)
             if not stream.sent:
-                broken.retry_hint = RETRY_NOTHING_WRITTEN
+                broken.retry_hint = RetryHint.NOTHING_WRITTEN
             broken.__cause__ = cause
             return broken
         detail = cause.detail if isinstance(cause, HTTPError) else f"closed: {self.close_why}"
@@ -755,7 +756,7 @@ class HTTP2Connection:
             error = WriteError(
                 f"HTTP/2 connection lost: {detail}; the request was not sent", host=self.host_port
             )
-            error.retry_hint = RETRY_NOTHING_WRITTEN
+            error.retry_hint = RetryHint.NOTHING_WRITTEN
         else:
             error = ServerDisconnected(
                 f"HTTP/2 connection lost: {detail}; the request was sent and the server may "
@@ -1056,10 +1057,10 @@ class HTTP2Connection:
             )
         self._finish(stream)
 
-    def _refused_hint(self) -> str:
+    def _refused_hint(self) -> RetryHint:
         """The retry hint of a stream the server never processed: not counted when the
         server processed others on this connection (it is cycling connections)."""
-        return RETRY_REFUSED if self.streams_accepted else RETRY_NOTHING_WRITTEN
+        return RetryHint.REFUSED if self.streams_accepted else RetryHint.NOTHING_WRITTEN
 
     def _goaway(self, event: h2.events.ConnectionTerminated) -> None:
         self.goaway = True
@@ -1131,3 +1132,6 @@ class _H2Body:
                 stream, ReadError("response body closed before its end", host=self._conn.host_port)
             )
         self._conn._discard_unread(stream)
+
+
+_: type[Connection] = HTTP2Connection  # mypy checks that it has what the pool uses

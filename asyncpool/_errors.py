@@ -35,7 +35,10 @@ Every error asyncpool raises derives from :class:`HTTPError` and says *where* it
 from __future__ import annotations
 
 import builtins
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._conn_common import RetryHint  # the connection layer's; a type only
 
 __all__ = [
     "ConnectError",
@@ -70,8 +73,9 @@ class HTTPError(Exception):
     """Base of every asyncpool error. ``host`` and ``phase`` say where it happened."""
 
     phase = "request"
-    # Set by the connection layer on failures of a reused connection that Go would retry.
-    retry_hint: str | None = None
+    # Set by the connection layer on failures of a reused connection that Go would retry; a
+    # ``str`` enum, equal to "nothing written", "no response" or "refused".
+    retry_hint: RetryHint | None = None
 
     def __init__(self, message: str, *, host: str = "", phase: str | None = None) -> None:
         self.host = host

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import logging
 import ssl
 import time
@@ -26,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
+from ._conn_common import CloseReason  # re-exported: asyncpool._trace.CloseReason as before
 from ._errors import TLSError
 from ._models import Headers
 
@@ -75,21 +75,6 @@ class WroteRequestInfo:
     err: BaseException | None
 
 
-class CloseReason(str, enum.Enum):
-    """Why a connection closed."""
-
-    IDLE_TIMEOUT = "idle timeout"
-    EVICTED = "evicted (max_idle_conns)"
-    IDLE_LIST_FULL = "idle list full (max_idle_conns_per_host)"
-    SERVER_CLOSED = "server closed"
-    NOT_REUSABLE = "not reusable"  # Connection: close, HTTP/1.0, keep-alives disabled
-    CLOSE_IDLE = "close_idle_connections()"
-    BODY_CLOSED_EARLY = "response body closed early"
-    CANCELLED = "request cancelled"
-    ERROR = "error"
-    POOL_CLOSED = "pool closed"
-
-
 @dataclasses.dataclass(frozen=True)
 class ConnClosedInfo:
     reason: CloseReason
@@ -101,7 +86,9 @@ class ConnClosedInfo:
 
 @dataclasses.dataclass(frozen=True)
 class RetryInfo:
-    reason: str  # "nothing written", "no response" or "refused" (by an HTTP/2 server)
+    # A RetryHint (a str enum): "nothing written", "no response" or "refused" (by an HTTP/2
+    # server)
+    reason: str
     error: BaseException
     attempt: int  # 1 for the first retry
     delay: float = 0.0  # seconds waited before this retry (HTTP/2's backoff)

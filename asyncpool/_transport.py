@@ -69,12 +69,14 @@ import anyio
 import anyio.abc
 
 from ._compression import DECODABLE, BodyLimits, DecodedStream
-from ._connection import (
+from ._conn_common import (
     RETRY_NO_RESPONSE,
     RETRY_NOTHING_WRITTEN,
     RETRY_REFUSED,
-    HTTP11Connection,
+    CloseReason,
+    Connection,
 )
+from ._connection import HTTP11Connection
 from ._connection_h2 import HTTP2Connection
 from ._dial import DialFunc, default_ssl_context, dial
 from ._errors import ConnectTimeout, HTTPError, PoolClosed, TLSHandshakeTimeout
@@ -83,7 +85,6 @@ from ._models import URL, Request, Response
 from ._sync import Event, clock, event_factory
 from ._trace import (
     ClientTrace,
-    CloseReason,
     GotConnInfo,
     RetryInfo,
     current_trace,
@@ -291,7 +292,7 @@ class Transport:
         # Guarded by the event loop (changed only in synchronous methods).
         self._hosts: dict[str, _Host] = {}
         self._idle_lru: collections.OrderedDict[HTTP11Connection, None] = collections.OrderedDict()
-        self._conns: set[Conn] = set()  # every open connection
+        self._conns: set[Connection] = set()  # every open connection
         self._close_idle = False  # Go's closeIdle: close conns freed after close_idle_connections
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closed = False
@@ -507,7 +508,7 @@ class Transport:
             return request.is_replayable
         return False
 
-    async def _get_conn(self, request: Request, trace: ClientTrace | None) -> Conn:
+    async def _get_conn(self, request: Request, trace: ClientTrace | None) -> Connection:
         url = request.url
         if trace and trace.get_conn:
             trace.get_conn(_host_port(url))
@@ -930,7 +931,7 @@ class Transport:
         if may_be_h2:
             self._dial_for_waiters(host)
 
-    def _start_conn(self, conn: Conn, want: _Want) -> bool:
+    def _start_conn(self, conn: Connection, want: _Want) -> bool:
         """Start a freshly dialed connection's tasks; False when the pool closed meanwhile
         (the connection is closed then)."""
         conn.trace = want.trace

@@ -15,6 +15,7 @@ import pytest
 
 import asyncpool
 from asyncpool import URL, Headers, Request, Transport
+from asyncpool._conn_common import RetryHint
 from asyncpool._http11 import PARSERS
 from tests.servers import TestServer
 
@@ -236,12 +237,12 @@ def test_errors_name_the_phase_and_the_host() -> None:
 def test_errors_survive_copy_and_pickle(copier: Callable[[Exception], Exception]) -> None:
     # As a process pool or a task queue hands an exception back: the same message, host and phase.
     error = asyncpool.LocalProtocolError("bad chunk", host="h:1", phase="write")
-    error.retry_hint = "reused"
+    error.retry_hint = RetryHint.NO_RESPONSE
     copied = copier(error)
     assert type(copied) is asyncpool.LocalProtocolError
     assert str(copied) == str(error) == "write h:1: bad chunk"
     assert (copied.host, copied.phase, copied.detail) == ("h:1", "write", "bad chunk")
-    assert copied.retry_hint == "reused"
+    assert copied.retry_hint is RetryHint.NO_RESPONSE and copied.retry_hint == "no response"
     timeout = copier(asyncpool.ConnectTimeout("too slow", host="h:1"))  # an OSError underneath
     assert (str(timeout), timeout.host) == ("connect h:1: too slow", "h:1")
 

@@ -1,0 +1,237 @@
+"""What the HTTP/1.1 and HTTP/2 connections share, below both of them.
+
+The connection layer's vocabulary and the helpers both connection modules use, so that
+``_connection_h2`` does not import ``_connection`` (nor the reverse) and the pool above sees one
+interface:
+
+* ``Connection``: the surface the pool uses on a connection of either protocol (checked by mypy
+  at the end of each connection module); the pool narrows with ``isinstance`` where it needs
+  one protocol's specifics (HTTP/2 streams, HTTP/1.1 idle lists);
+* ``CloseReason``: why a connection closed, the argument of ``Connection.close`` and what the
+  ``conn_closed`` and ``put_idle_conn`` trace hooks report (``_trace`` re-exports it, so
+  ``asyncpool.CloseReason`` is this class);
+* ``RetryHint``: why a failure on a reused connection may be retried, set as
+  ``HTTPError.retry_hint`` by the connections and read by the pool's retry decision;
+* the helpers: reading from the server (``receive_some``, ``read_error``), waiting for a
+  response head within its timeouts (``wait_for_head``), firing ``conn_closed``
+  (``report_closed``) and closing a request body however its iteration ends
+  (``closing_body``).
+
+Both enums derive from ``str``: their members compare equal to their values
+(``CloseReason.ERROR == "error"``, ``RetryHint.REFUSED == "refused"``), and ``str()`` of a
+``RetryHint`` is its value, the plain string a hint was before it became an enum.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+import anyio.abc
+
+from ._asyncio_stream import READ_SIZE
+from ._errors import ReadError, ReadTimeout, ResponseHeaderTimeout
+from ._models import Request, Response
+from ._sync import Event
+
+if TYPE_CHECKING:
+    # Types only: _trace imports CloseReason from here (report_closed imports what it needs
+    # from _trace when it fires).
+    from ._trace import ClientTrace
+
+__all__ = [
+    "RETRY_NOTHING_WRITTEN",
+    "RETRY_NO_RESPONSE",
+    "RETRY_REFUSED",
+    "CloseReason",
+    "Connection",
+    "RetryHint",
+    "closing_body",
+    "read_error",
+    "receive_some",
+    "report_closed",
+    "wait_for_head",
+]
+
+
+class CloseReason(str, enum.Enum):
+    """Why a connection closed."""
+
+    IDLE_TIMEOUT = "idle timeout"
+    EVICTED = "evicted (max_idle_conns)"
+    IDLE_LIST_FULL = "idle list full (max_idle_conns_per_host)"
+    SERVER_CLOSED = "server closed"
+    NOT_REUSABLE = "not reusable"  # Connection: close, HTTP/1.0, keep-alives disabled
+    CLOSE_IDLE = "close_idle_connections()"
+    BODY_CLOSED_EARLY = "response body closed early"
+    CANCELLED = "request cancelled"
+    ERROR = "error"
+    POOL_CLOSED = "pool closed"
+
+
+class RetryHint(str, enum.Enum):
+    """Why a failure on a reused connection may be retried (``HTTPError.retry_hint``)."""
+
+    # Go's nothingWrittenError: not a byte of the request reached the server.
+    NOTHING_WRITTEN = "nothing written"
+    # Go's errServerClosedIdle / transportReadFromServerError: the server closed the connection
+    # without a byte of response (the request may have been sent).
+    NO_RESPONSE = "no response"
+    # An HTTP/2 server refused a stream while it processed others on the connection (GOAWAY
+    # past it, REFUSED_STREAM): it is cycling connections, not failing, so the retry is not
+    # counted against the few a stale connection is allowed.
+    REFUSED = "refused"
+
+    def __str__(self) -> str:
+        # The string it was before it became an enum, in str(), f-strings and %s too (an enum's
+        # own __str__ gives "RetryHint.REFUSED").
+        return self.value
+
+
+# The names the pool compares hints with.
+RETRY_NOTHING_WRITTEN = RetryHint.NOTHING_WRITTEN
+RETRY_NO_RESPONSE = RetryHint.NO_RESPONSE
+RETRY_REFUSED = RetryHint.REFUSED
+
+
+class Connection(Protocol):
+    """What the pool uses on a connection, HTTP/1.1 or HTTP/2 (``HTTP11Connection``,
+    ``HTTP2Connection``)."""
+
+    # Owned by the pool, changed only in its synchronous methods: when the connection became
+    # idle (HTTP/1.1: entered an idle list; HTTP/2: its last stream ended), else None.
+    idle_at: float | None
+    # The trace of the request that last used the connection: told when it closes.
+    trace: ClientTrace | None
+
+    @property
+    def key(self) -> str:
+        """The pool key (origin) the connection serves."""
+
+    @property
+    def host_port(self) -> str:
+        """The server as errors and trace hooks name it: "host:port"."""
+
+    @property
+    def protocol(self) -> str:
+        """The protocol it speaks: "HTTP/1.1" or "HTTP/2"."""
+
+    @property
+    def local_address(self) -> object:
+        """The socket's local address, when known (``GotConnInfo``, ``ConnClosedInfo``)."""
+
+    @property
+    def remote_address(self) -> object:
+        """The server's address, when known."""
+
+    @property
+    def closed(self) -> bool:
+        """``close`` was called: the connection carries no more requests."""
+
+    @property
+    def close_why(self) -> CloseReason | None:
+        """Why it closed, once closed."""
+
+    @property
+    def close_error(self) -> BaseException | None:
+        """The error it closed with, if any."""
+
+    @property
+    def requests_started(self) -> int:
+        """Requests (HTTP/2: streams) started on it; more than 0 means reused, in Go's sense."""
+
+    def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Start the connection's tasks in the pool's task group."""
+
+    def close(self, why: CloseReason, error: BaseException | None = None) -> None:
+        """Close now; synchronous and idempotent; tells the owner exactly once."""
+
+    async def round_trip(
+        self,
+        request: Request,
+        headers: list[tuple[str, str]],
+        *,
+        trace: ClientTrace | None,
+        response_header_timeout: float | None,
+        read_timeout: float | None = None,
+    ) -> Response:
+        """Send ``request`` with the wire ``headers`` the pool prepared; return the response
+        once its head has arrived (the body is read later through the response)."""
+
+
+async def receive_some(stream: anyio.abc.ByteStream, host_port: str) -> bytes:
+    """The next bytes from the server; ``b""`` when it closed its side."""
+    try:
+        return await stream.receive(READ_SIZE)
+    except anyio.EndOfStream:
+        return b""
+    except (OSError, anyio.BrokenResourceError) as exc:
+        raise read_error(exc, host_port) from exc
+
+
+def read_error(exc: BaseException, host_port: str) -> ReadError:
+    return ReadError(f"reading from the server failed: {exc!r}", host=host_port)
+
+
+async def wait_for_head(
+    head_ready: Event,
+    written: Event | None,
+    timeout: float | None,
+    host_port: str,
+    read_timeout: float | None = None,
+) -> ResponseHeaderTimeout | ReadTimeout | None:
+    """Wait for a response head. With a ``response_header_timeout`` or a ``read_timeout`` (then
+    ``written`` is given) the clock starts when the request is written; past the shorter, its
+    error is returned, not raised."""
+    if written is None:
+        await head_ready.wait()
+        return None
+    await written.wait()
+    limit = min(t for t in (timeout, read_timeout) if t is not None)
+    with anyio.move_on_after(limit):
+        await head_ready.wait()
+    if head_ready.is_set():
+        return None
+    if limit == timeout:
+        return ResponseHeaderTimeout(
+            f"no response head within response_header_timeout={timeout}s", host=host_port
+        )
+    return ReadTimeout(
+        f"no response within read_timeout={read_timeout}s of writing the request", host=host_port
+    )
+
+
+def report_closed(
+    trace: ClientTrace | None, conn: Connection, why: CloseReason, error: BaseException | None
+) -> None:
+    """Fire ``conn_closed``; it may fire outside any request, so what it raises is logged."""
+    hook = None if trace is None else trace.conn_closed
+    if hook is None:
+        return
+    # Imported here, not above: _trace imports this module (for CloseReason).
+    from ._trace import ConnClosedInfo, logger
+
+    info = ConnClosedInfo(
+        why, error, conn.requests_started, conn.local_address, conn.remote_address
+    )
+    try:
+        hook(info)
+    except Exception:
+        logger.exception("a conn_closed trace hook raised")
+
+
+@contextlib.asynccontextmanager
+async def closing_body(content: AsyncIterable[bytes]) -> AsyncIterator[AsyncIterator[bytes]]:
+    """Iterate a request body and close it (an async generator's ``aclose``) however the
+    iteration ends, even cancelled mid-way, so that its ``finally`` runs now, not at GC."""
+    iterator = aiter(content)
+    try:
+        yield iterator
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            with anyio.CancelScope(shield=True):
+                await aclose()
