@@ -31,6 +31,11 @@ Invariants
   connection dies is failed by the reader on its way out.
 * No await in ``round_trip`` can be cancelled and leave the connection in someone's hands: a
   cancelled caller closes it unless its response was already complete.
+
+A failure on a reused connection carries a ``RetryHint`` for the pool: ``NOTHING_WRITTEN``
+when not a byte of the request went out, ``NO_RESPONSE`` when the server closed the connection
+before a byte of response. What this module shares with the HTTP/2 one (reading, waiting for a
+head, ``conn_closed``, request bodies, the ``Connection`` protocol) is in ``_conn_common``.
 """
 
 from __future__ import annotations

@@ -28,7 +28,12 @@ is never queued for the caller. 1xx heads count against ``max_response_header_by
 final head, per stream, so endless 1xx fail their stream with ``ResponseHeaderTooLarge``.
 
 A GOAWAY lets streams up to its ``last_stream_id`` finish; the others fail with a retry hint
-(the server never processed them), and the pool opens no new stream on the connection.
+(the server never processed them: ``RetryHint.REFUSED`` when it processed others on the
+connection, else ``NOTHING_WRITTEN``), and the pool opens no new stream on the connection.
+
+What this module shares with the HTTP/1.1 one (reading, waiting for a head, ``conn_closed``,
+request bodies, ``CloseReason``, ``RetryHint``, the ``Connection`` protocol both satisfy) is in
+``_conn_common``; neither connection module imports the other.
 
 A server whose first SETTINGS allow no stream at all (MAX_CONCURRENT_STREAMS = 0) fails the
 handshake, so the dial fails and so do the requests waiting on it: waiting could last forever,
@@ -38,7 +43,7 @@ Invariants
 ----------
 * Capacity is the pool's: ``reserved`` counts streams promised to requests (opened or about to
   be) and is changed only by the pool's synchronous methods; a stream gives its slot back
-  exactly once (``_Stream.released``), through ``ConnOwner.release_stream``.
+  exactly once (``_Stream.released``), through ``H2Owner.release_stream``.
 * Every stream ends exactly once: with a complete body, or with an error; streams still open
   when the connection dies fail on the reader's way out, saying why it died (``_lost``: the
   same error whether the reader or the writer saw it first) and whether the server may have
