@@ -54,6 +54,12 @@ Invariants
   wants are skipped lazily and dropped in bulk when a host has no waiter left. (Finding an
   HTTP/2 connection with room scans the host's few HTTP/2 connections.)
 
+``Transport._check_invariants()`` checks these (and the limits, the queues' bookkeeping, each
+HTTP/2 connection's ``reserved`` between its open streams and the streams handed out, no empty
+host kept) from the pool's state, raising ``PoolInvariantError`` with the invariant and the
+state; with ``ASYNCPOOL_CHECK_INVARIANTS=1`` (the test suite sets it) it runs after every
+decision, and the tests run it on every Transport before and after it closes.
+
 Costs
 -----
 With W wants waiting for a host, I idle connections and H HTTP/2 connections to it
