@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 ``round_trip`` asks for a connection to the request's key (its origin: scheme, host, port).
 A live idle connection for the key is handed over at once, most recently used first. Otherwise
-the request registers a *want* in two queues of its host: ``idle_waiters`` (served by the next
-connection that any request frees) and, when ``max_conns_per_host`` is reached,
-``dial_waiters`` (served by the next free host slot). A dial runs as its own task in the
+the request registers a *want* in the queues of its host: ``idle_waiters`` (served by the next
+connection that any request frees), when ``max_conns_per_host`` is reached ``dial_waiters``
+(served by the next free host slot), and, when it waits on an HTTP/2 dial in flight instead
+of dialing, ``undialed`` (dialed for if that dial does not serve it). A dial runs as its own task in the
 Transport's task group, never in the request's scope. When it finishes, its connection goes to
 the first want still waiting for the key, or to the idle list: whichever comes first, a freed
 connection or a fresh dial, serves the want (socket late binding), and the loser is not wasted.
@@ -52,6 +53,33 @@ Invariants
 * Every operation is O(1) in connections and waiters: dicts, deques and one LRU; cancelled
   wants are skipped lazily and dropped in bulk when a host has no waiter left. (Finding an
   HTTP/2 connection with room scans the host's few HTTP/2 connections.)
+
+``Transport._check_invariants()`` checks these (and the limits, the queues' bookkeeping, each
+HTTP/2 connection's ``reserved`` between its open streams and the streams handed out, no empty
+host kept) from the pool's state, raising ``PoolInvariantError`` with the invariant and the
+state; with ``ASYNCPOOL_CHECK_INVARIANTS=1`` (the test suite sets it) it runs after every
+decision, and the tests run it on every Transport before and after it closes.
+
+Costs
+-----
+With W wants waiting for a host, I idle connections and H HTTP/2 connections to it
+(``benchmarks/bench_pool_waiters.py`` measures the waiter-bound ones at W = 100 ... 10,000):
+
+* Taking an idle HTTP/1.1 connection (``_take_idle``), giving one back (``release``,
+  ``_try_put_idle``), an LRU eviction, closing one (``conn_closed``): O(1), plus O(1) per
+  expired idle connection or finished want skipped on the way (each is skipped once).
+* Taking an HTTP/2 stream (``_take_stream``): O(H); giving it back (``release_stream``): O(H)
+  when a learnt stream cap is forgotten, else O(1) plus the waiters it serves.
+* Queueing a want (``_get_conn``), cancelling it (``_cancel_want``), serving it
+  (``_deliver``): O(1). Cancelled and served wants stay in the deques until met at a front
+  (or all dropped at once when the host's last want is served): amortised O(1), as each is
+  popped at most once per deque.
+* Dialing for waiters that waited on a dial which did not serve them (``_dial_for_waiters``,
+  on an HTTP/2 connection that is full, closed or sent GOAWAY, or a dial that brought
+  HTTP/1.1): O(1) plus the wants it dials for, found in ``_Host.undialed`` (no scan of
+  ``idle_waiters``). A failed HTTP/2 dial fails the wants waiting on it: O(1) each.
+* The idle sweeper: O(1) per connection it closes. ``stats()``: O(hosts + H).
+  ``close_idle_connections()`` and closing the Transport: O(connections + wants).
 """
 
 from __future__ import annotations
@@ -59,11 +87,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import os
 import ssl
 import sys
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Coroutine
 from random import random
 from types import TracebackType
+from typing import Any, NoReturn
 
 import anyio
 import anyio.abc
@@ -112,6 +142,19 @@ H2_RETRY_BACKOFF = 1.0
 STREAM_CAPS_KEPT = 256  # hosts whose HTTP/2 stream cap (see _h2_stream_caps) is remembered
 WIRE_HEADERS_CACHE_SIZE = 256  # distinct body-less requests whose wire headers are kept
 WIRE_HEADERS_CACHED_MAX = 4096  # characters of host and fields such a request may have
+
+
+# Set (to anything but "" or "0") to check the invariants after every pool decision.
+CHECK_INVARIANTS_ENV = "ASYNCPOOL_CHECK_INVARIANTS"
+
+
+class PoolInvariantError(RuntimeError):
+    """The pool's state broke one of its invariants: a bug in asyncpool. Internal; raised by
+    the pool's own checks, which stay on under ``python -O`` (unlike ``assert``)."""
+
+
+def _broken(invariant: str, state: str) -> NoReturn:
+    raise PoolInvariantError(f"pool invariant broken: {invariant} ({state})")
 
 
 def _host_port(url: URL) -> str:
@@ -192,6 +235,7 @@ class _Host:
         "idle",
         "idle_waiters",
         "key",
+        "undialed",
         "waiting",
     )
 
@@ -205,6 +249,9 @@ class _Host:
         self.idle: collections.OrderedDict[HTTP11Connection, None] = collections.OrderedDict()
         self.idle_waiters: collections.deque[_Want] = collections.deque()
         self.dial_waiters: collections.deque[_Want] = collections.deque()
+        # Wants with no dial of their own (they wait on an HTTP/2 dial in flight), in arrival
+        # order: _dial_for_waiters finds them here instead of scanning idle_waiters.
+        self.undialed: collections.deque[_Want] = collections.deque()
         self.conns = 0  # dialing + active + idle
         self.dialing = 0
         self.waiting = 0  # wants still waiting (the deques may also hold served/cancelled ones)
@@ -321,6 +368,8 @@ class Transport:
         self._idle_timeouts = 0
         self._evictions = 0
         self._server_closed_idle = 0
+        if os.environ.get(CHECK_INVARIANTS_ENV, "") not in ("", "0"):
+            self._check_after_decisions()
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -531,19 +580,14 @@ class Transport:
                 self._trace_got_conn(trace, conn, was_idle=True, idle_time=idle_time)
             return conn
         if self._closed:  # a retry after the pool closed: no dial can start any more
+            if host.conns == 0 and host.waiting == 0:
+                self._hosts.pop(key, None)  # made above for nothing: keep no empty host
             raise PoolClosed("the Transport closed during the request", host=_host_port(url))
 
         if trace and trace.wait_for_conn_start:
             trace.wait_for_conn_start()
         queued_at = self._clock()
-        want = _Want(request, trace, self._new_event())
-        host.idle_waiters.append(want)
-        host.waiting += 1
-        # Closing stale idle connections above, or a response the garbage collector finalized
-        # since (it closes its connection), may have made the pool forget the host: with a want
-        # counted it is kept from now on, so put it back.
-        self._hosts[key] = host
-        self._queue_for_dial(host, want)
+        want = self._add_want(host, request, trace)
         try:
             await want.ready.wait()
         except BaseException:
@@ -566,6 +610,20 @@ class Transport:
         if trace:
             self._trace_got_conn(trace, conn, was_idle=False, idle_time=0.0)
         return conn
+
+    def _add_want(self, host: _Host, request: Request, trace: ClientTrace | None) -> _Want:
+        """Queue a want for ``request`` and dial for it (or let it wait on the HTTP/2 dial in
+        flight)."""
+        want = _Want(request, trace, self._new_event())
+        host.idle_waiters.append(want)
+        host.waiting += 1
+        # Closing stale idle connections in _take_idle, or a response the garbage collector
+        # finalized since (it closes its connection), may have made the pool forget the host:
+        # with a want counted it is kept from now on, so put it back.
+        self._hosts[host.key] = host
+        if not self._queue_for_dial(host, want):
+            host.undialed.append(want)
+        return want
 
     def _trace_got_conn(
         self, trace: ClientTrace, conn: Conn, *, was_idle: bool, idle_time: float
@@ -596,7 +654,8 @@ class Transport:
             conn, _ = host.idle.popitem(last=True)
             del self._idle_lru[conn]
             idle_at = conn.idle_at
-            assert idle_at is not None, f"{conn!r} in an idle list without idle_at"
+            if idle_at is None:
+                _broken("an idle connection has idle_at", f"{conn!r} in an idle list without it")
             conn.idle_at = None
             if timeout is not None and now - idle_at >= timeout:
                 # Older ones are staler still; each is dropped in turn as the loop goes on.
@@ -625,18 +684,21 @@ class Transport:
             return False
         return self.http2 if url.scheme == "https" else self.http2_prior_knowledge
 
-    def _queue_for_dial(self, host: _Host, want: _Want) -> None:
+    def _queue_for_dial(self, host: _Host, want: _Want) -> bool:
+        """Dial for ``want``, or queue it for a host slot; False when it is to wait on the
+        HTTP/2 dial in flight (or, strict, on the host's HTTP/2 connections) instead."""
         if self._may_be_h2(host, want.request.url) and (
             host.h2_dialing or (self.strict_max_concurrent_streams and host.h2_conns)
         ):
-            return  # one HTTP/2 dial at a time: the waiters share what it brings
+            return False  # one HTTP/2 dial at a time: the waiters share what it brings
         want.dialed = True
         limit = self.max_conns_per_host
         if limit and host.conns >= limit:
             host.dial_waiters.append(want)
-            return
+            return True
         host.conns += 1
         self._start_dial(host, want)
+        return True
 
     def _start_dial(self, host: _Host, want: _Want) -> None:
         assert self._task_group is not None
@@ -651,12 +713,19 @@ class Transport:
 
     def _dial_for_waiters(self, host: _Host) -> None:
         """Waiters with no dial of their own lost what they waited on (an HTTP/2 dial that
-        brought HTTP/1.1, a full or departed connection): dial for them."""
-        for want in list(host.idle_waiters):
-            if want.waiting and not want.dialed:
-                self._queue_for_dial(host, want)
+        brought HTTP/1.1, a full or departed connection): dial for them, oldest first. Each
+        want leaves ``undialed`` once (dialed, or found served or cancelled), so this is
+        amortised O(1) per want."""
+        undialed = host.undialed
+        while undialed:
+            want = undialed[0]
+            if want.waiting:
+                if not self._queue_for_dial(host, want):
+                    return  # it still waits on the HTTP/2 dial in flight, and so do the rest
                 if self._may_be_h2(host, want.request.url):
+                    undialed.popleft()
                     return  # one dial serves them all
+            undialed.popleft()
 
     def _serve_h2_waiters(self, host: _Host, conn: HTTP2Connection) -> None:
         """Hand free streams of ``conn`` to waiting requests, first come first served."""
@@ -685,6 +754,7 @@ class Transport:
             # Every want left in the queues was served or cancelled: drop them in bulk.
             host.idle_waiters.clear()
             host.dial_waiters.clear()
+            host.undialed.clear()
         return True
 
     def _cancel_want(self, host: _Host, want: _Want) -> None:
@@ -763,7 +833,8 @@ class Transport:
         now = self._clock()
         while self._idle_lru:
             oldest = next(iter(self._idle_lru))
-            assert oldest.idle_at is not None, f"{oldest!r} in the LRU without idle_at"
+            if oldest.idle_at is None:
+                _broken("an idle connection has idle_at", f"{oldest!r} in the LRU without it")
             expiry = oldest.idle_at + timeout
             if expiry > now:
                 return expiry
@@ -773,7 +844,8 @@ class Transport:
 
     def release_stream(self, conn: HTTP2Connection) -> None:
         conn.reserved -= 1
-        assert conn.reserved >= 0, f"{conn!r} released more streams than it reserved"
+        if conn.reserved < 0:
+            _broken("a stream gives its slot back once", f"{conn!r} reserved={conn.reserved}")
         host = self._hosts.get(conn.key)
         if host is None or conn not in host.h2_conns:
             return
@@ -835,7 +907,8 @@ class Transport:
                     self._start_dial(host, want)
                     return
         host.conns -= 1
-        assert host.conns >= 0, f"host slot count of {host.key} went negative"
+        if host.conns < 0:
+            _broken("a host slot is given back once", f"{host.key} conns={host.conns}")
         if host.conns == 0 and host.waiting == 0:
             del self._hosts[host.key]
 
@@ -892,40 +965,45 @@ class Transport:
                     await anyio.aclose_forcefully(dialed.stream)
                     raise
         except BaseException as exc:
-            host.dialing -= 1
-            self._failed_dials += 1
-            if may_be_h2:
-                host.h2_dialing -= 1
-            if isinstance(exc, Exception):
-                self._deliver(host, want, None, exc)
-                if may_be_h2:  # those waiting on this dial share its failure
-                    for waiter in list(host.idle_waiters):
-                        if not waiter.dialed:
-                            self._deliver(host, waiter, None, exc)
-            self._free_host_slot(host)
+            self._dial_failed(host, want, may_be_h2, exc)
             if isinstance(exc, Exception):
                 return
             raise
+        if not h2:
+            conn = HTTP11Connection(
+                self,
+                dialed.stream,
+                key=host.key,
+                host_port=host_port,
+                max_header_bytes=self.max_response_header_bytes,
+                expect_continue_timeout=self.expect_continue_timeout,
+                parser=self.http1_parser,
+                local_address=dialed.local_address,
+                remote_address=dialed.remote_address,
+            )
+        self._dial_done(host, want, may_be_h2, conn)
+
+    def _dial_failed(self, host: _Host, want: _Want, may_be_h2: bool, exc: BaseException) -> None:
+        host.dialing -= 1
+        self._failed_dials += 1
+        if may_be_h2:
+            host.h2_dialing -= 1
+        if isinstance(exc, Exception):
+            self._deliver(host, want, None, exc)
+            if may_be_h2:  # those waiting on this dial share its failure
+                while host.undialed:
+                    self._deliver(host, host.undialed.popleft(), None, exc)
+        self._free_host_slot(host)
+
+    def _dial_done(self, host: _Host, want: _Want, may_be_h2: bool, conn: Conn) -> None:
         host.dialing -= 1
         if may_be_h2:
             host.h2_dialing -= 1
-        if h2:
-            assert isinstance(conn, HTTP2Connection)
+        if isinstance(conn, HTTP2Connection):
             self._add_h2_conn(host, want, conn)
             return
         if may_be_h2:
             host.h1_only = True  # remembered: later requests dial as HTTP/1.1 does
-        conn = HTTP11Connection(
-            self,
-            dialed.stream,
-            key=host.key,
-            host_port=host_port,
-            max_header_bytes=self.max_response_header_bytes,
-            expect_continue_timeout=self.expect_continue_timeout,
-            parser=self.http1_parser,
-            local_address=dialed.local_address,
-            remote_address=dialed.remote_address,
-        )
         if self._start_conn(conn, want) and not self._deliver(host, want, conn, None):
             self._put_or_close_idle(conn)
         if may_be_h2:
@@ -953,6 +1031,177 @@ class Transport:
             self._reserve(conn)
             self._deliver(host, want, conn, None)
         self._serve_h2_waiters(host, conn)
+
+    # -- invariant checks (tests, debugging) --------------------------------------------------
+
+    # The synchronous decisions that start from outside the pool's own decisions (a
+    # connection's callback, a step of the pool's tasks): when they return, the state is at
+    # rest and the invariants hold.
+    _CHECKED_DECISIONS = (
+        "release",
+        "release_stream",
+        "capacity_changed",
+        "conn_closed",
+        "idle_timed_out",
+        "_add_want",
+        "_cancel_want",
+        "_give_back",
+        "_close_expired",
+        "_dial_failed",
+        "_dial_done",
+    )
+
+    def _check_after_decisions(self) -> None:
+        """Run ``_check_invariants`` after every pool decision of this Transport (O(pool)
+        each: for tests). The methods are wrapped on the instance, so a Transport without
+        checks does no extra work at all; a decision nested in another (a connection closed
+        while the idle list is trimmed) is checked with the outer one, once it is done."""
+        depth = 0
+
+        def checked(method: Callable[..., Any]) -> Callable[..., Any]:
+            def run(*args: Any) -> Any:
+                nonlocal depth
+                depth += 1
+                try:
+                    result = method(*args)
+                finally:
+                    depth -= 1
+                if depth == 0:
+                    self._check_invariants()
+                return result
+
+            return run
+
+        for name in self._CHECKED_DECISIONS:
+            setattr(self, name, checked(getattr(self, name)))
+        get_conn = self._get_conn
+
+        async def checked_get_conn(request: Request, trace: ClientTrace | None) -> Conn:
+            # Taking an idle connection or a stream is a decision too (the hot path: not
+            # worth a method of its own), done when _get_conn returns.
+            conn = await get_conn(request, trace)
+            self._check_invariants()
+            return conn
+
+        self._get_conn: Callable[  # type: ignore[method-assign]
+            [Request, ClientTrace | None], Coroutine[Any, Any, Conn]
+        ] = checked_get_conn
+
+    def _check_invariants(self) -> None:
+        """Raise PoolInvariantError naming the first invariant of the module docstring the
+        pool's state breaks. O(connections + wants): for tests (after each one, and after
+        every decision with ASYNCPOOL_CHECK_INVARIANTS=1) and for debugging."""
+        open_conns: collections.Counter[str] = collections.Counter()
+        for conn in self._conns:
+            open_conns[conn.key] += 1
+            if conn.closed:
+                _broken("an open connection is not closed", f"{conn!r} ({conn.close_why})")
+            if conn.key not in self._hosts:
+                _broken("an open connection's host is kept", f"{conn!r}, hosts {list(self._hosts)}")
+            if isinstance(conn, HTTP2Connection):
+                if not conn.active_streams <= conn.reserved <= conn.handed_out:
+                    _broken(
+                        "an HTTP/2 connection's open streams <= reserved <= handed out",
+                        f"{conn!r} streams={conn.active_streams} reserved={conn.reserved} "
+                        f"handed_out={conn.handed_out}",
+                    )
+                if conn.stream_cap is not None and conn.handed_out > conn.stream_cap:
+                    _broken(
+                        "an HTTP/2 connection hands out at most its stream cap",
+                        f"{conn!r} handed_out={conn.handed_out} cap={conn.stream_cap}",
+                    )
+            elif conn.idle_at is not None and conn not in self._idle_lru:
+                _broken("an HTTP/1.1 connection with idle_at is idle", f"{conn!r} not in the LRU")
+        idle: dict[HTTP11Connection, str] = {}
+        for key, host in self._hosts.items():
+            state = (
+                f"{key}: conns={host.conns} dialing={host.dialing} h2_dialing={host.h2_dialing} "
+                f"open={open_conns[key]} idle={len(host.idle)} waiting={host.waiting}"
+            )
+            if host.key != key:
+                _broken("a host is kept under its own key", f"{host.key!r} under {key!r}")
+            if host.conns == 0 and host.waiting == 0:
+                _broken("no empty host is kept", state)
+            if not 0 <= host.h2_dialing <= host.dialing:
+                _broken("0 <= HTTP/2 dials <= dials", state)
+            if host.conns != host.dialing + open_conns[key]:
+                _broken("_Host.conns counts the host's dialing and open connections", state)
+            if self.max_conns_per_host and host.conns > self.max_conns_per_host:
+                _broken("a host has at most max_conns_per_host connections", state)
+            if len(host.idle) > self.max_idle_conns_per_host:
+                _broken("a host keeps at most max_idle_conns_per_host idle", state)
+            if host.idle and host.waiting:
+                _broken("no want waits while its host has an idle connection", state)
+            last = float("-inf")
+            for conn in host.idle:
+                if conn in idle:
+                    _broken("an HTTP/1.1 connection is in one place", f"{conn!r} idle twice")
+                idle[conn] = key
+                if conn.key != key or conn not in self._conns or conn not in self._idle_lru:
+                    _broken(
+                        "an idle connection is open, in its host's idle list and in the LRU",
+                        f"{conn!r} in {key}'s idle list",
+                    )
+                if conn.idle_at is None or conn.idle_at < last:
+                    _broken("an idle list is ordered by idle_at", f"{conn!r} in {key}'s")
+                last = conn.idle_at
+            for h2_conn in host.h2_conns:
+                if h2_conn.key != key or h2_conn not in self._conns:
+                    _broken("a host's HTTP/2 connections are its own, open", f"{h2_conn!r}")
+                if (h2_conn.idle_at is None) != (h2_conn.reserved > 0):
+                    _broken(
+                        "an HTTP/2 connection has idle_at when no stream is reserved on it",
+                        f"{h2_conn!r} reserved={h2_conn.reserved} idle_at={h2_conn.idle_at}",
+                    )
+                if host.waiting and h2_conn.has_capacity:
+                    _broken("no want waits while an HTTP/2 connection has room", state)
+            self._check_wants(host, state)
+        if len(idle) != len(self._idle_lru):
+            _broken(
+                "the LRU holds exactly the idle connections",
+                f"{len(self._idle_lru)} in the LRU, {len(idle)} in idle lists",
+            )
+        if self.max_idle_conns and len(self._idle_lru) > self.max_idle_conns:
+            _broken("at most max_idle_conns are idle", f"{len(self._idle_lru)} idle")
+        last = float("-inf")
+        for conn in self._idle_lru:
+            if conn.idle_at is None or conn.idle_at < last:
+                _broken("_idle_lru is ordered by idle_at", f"{conn!r} idle_at={conn.idle_at}")
+            last = conn.idle_at
+        if self._idle_wakeup is not None and self._idle_lru:
+            _broken("the sweeper waits for an idle connection only when none is", "")
+
+    def _check_wants(self, host: _Host, state: str) -> None:
+        waiting = [want for want in host.idle_waiters if want.waiting]
+        if len(waiting) != host.waiting or len(set(map(id, waiting))) != len(waiting):
+            _broken(
+                "_Host.waiting counts the wants still waiting, each queued once",
+                f"{state}, {len(waiting)} waiting in idle_waiters",
+            )
+        if not host.waiting and (host.idle_waiters or host.dial_waiters or host.undialed):
+            _broken("a host with no want waiting keeps none queued", state)
+        if any(not want.dialed for want in host.dial_waiters):
+            _broken("a want waiting for a host slot has a dial of its own", state)
+        undialed = {id(want) for want in host.undialed}
+        for want in waiting:
+            if want.conn is not None or want.error is not None:
+                _broken("a want is served once", f"{state}, a waiting want holds a result")
+            if want.dialed:
+                continue
+            if id(want) not in undialed:
+                _broken("a waiting want with no dial of its own is in undialed", state)
+            # It waits on the HTTP/2 dial in flight, on streams of the host's HTTP/2
+            # connections (they serve it, or dial for it, as they give them back), or on the
+            # dial of a want queued for a host slot.
+            if not (
+                self._closed
+                or host.h2_dialing
+                or host.h2_conns
+                or any(other.waiting for other in host.dial_waiters)
+            ):
+                _broken("a want with no dial of its own has a dial or stream to wait on", state)
+        if any(want.dialed for want in host.undialed):
+            _broken("undialed holds only wants with no dial of their own", state)
 
     # -- the public controls --------------------------------------------------------------------
 

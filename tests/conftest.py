@@ -4,7 +4,9 @@ from ``tests.servers``."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
+from types import TracebackType
 from typing import cast
 
 import pytest
@@ -12,6 +14,10 @@ import pytest
 import asyncpool._transport
 from asyncpool._http11 import PARSERS
 from tests.servers import TestServer, TLSFixture, make_tls, open_server
+
+# Every Transport the tests make (and the programs they start) checks the pool's invariants
+# after each of its decisions; `ASYNCPOOL_CHECK_INVARIANTS=0 pytest` runs without.
+os.environ.setdefault(asyncpool._transport.CHECK_INVARIANTS_ENV, "1")
 
 # The HTTP/1.1 suites run against both parser backends; the others use h11.
 HTTP1_SUITES = {"test_connection", "test_transport", "test_trace", "test_client"}
@@ -28,6 +34,28 @@ def http1_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     parser: str = getattr(request, "param", "h11")
     monkeypatch.setattr(asyncpool._transport, "default_parser", lambda: parser)
     return parser
+
+
+@pytest.fixture(autouse=True)
+def check_pool_at_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every Transport a test leaves is checked before it closes (at rest, whatever the test
+    did) and after (closing kept the invariants too)."""
+    Transport = asyncpool._transport.Transport
+    original = Transport.__aexit__
+
+    async def checked_aexit(
+        self: asyncpool._transport.Transport,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self._check_invariants()
+        finally:
+            await original(self, exc_type, exc, tb)
+        self._check_invariants()
+
+    monkeypatch.setattr(Transport, "__aexit__", checked_aexit)
 
 
 @pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])

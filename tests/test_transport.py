@@ -7,7 +7,7 @@ from __future__ import annotations
 import gc
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import anyio.abc
@@ -17,6 +17,7 @@ import pytest
 import asyncpool
 import asyncpool.testing as mock
 from asyncpool import Request, Transport
+from asyncpool._transport import PoolInvariantError
 from tests.servers import ServerConnection, ServerRequest, TestServer, open_server, wait_until
 
 # Where sockets are not the thing under test, the pool dials asyncpool.testing's MockServer.
@@ -642,3 +643,78 @@ async def test_leaving_the_block_mid_upload_to_a_stalled_server_closes_the_socke
             assert isinstance(errors[0], asyncpool.PoolClosed)
             assert raw_socket.fileno() == -1  # closed, though the server reads nothing
             tg.cancel_scope.cancel()
+
+
+# -- the invariant checker ------------------------------------------------------------------
+
+
+def _lose_from_lru(pool: Transport) -> None:
+    pool._idle_lru.clear()
+
+
+def _count_a_ghost_conn(pool: Transport) -> None:
+    pool._hosts[MOCK_ORIGIN].conns += 1
+
+
+def _count_a_ghost_want(pool: Transport) -> None:
+    pool._hosts[MOCK_ORIGIN].waiting += 1
+
+
+def _forget_idle_at(pool: Transport) -> None:
+    next(iter(pool._idle_lru)).idle_at = None
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "invariant"),
+    [
+        (_lose_from_lru, "an HTTP/1.1 connection with idle_at is idle"),
+        (_count_a_ghost_conn, "_Host.conns counts the host's dialing and open connections"),
+        (_count_a_ghost_want, "no want waits while its host has an idle connection"),
+        (_forget_idle_at, "an idle list is ordered by idle_at"),
+    ],
+)
+async def test_the_invariant_checker_names_what_a_corrupted_pool_breaks(
+    corrupt: Callable[[Transport], None], invariant: str
+) -> None:
+    async with mock.MockServer() as server, Transport(dial=server.dial) as pool:
+        await get(pool, MOCK_URL)
+        pool._check_invariants()  # a pool at rest keeps them
+        host = pool._hosts[MOCK_ORIGIN]
+        saved = (dict(pool._idle_lru), host.conns, host.waiting, host.idle.copy())
+        idle_at = {conn: conn.idle_at for conn in pool._idle_lru}
+        corrupt(pool)
+        with pytest.raises(PoolInvariantError, match=f"^pool invariant broken: {invariant} "):
+            pool._check_invariants()
+        # Put it back, so that the pool closes cleanly (and passes the check on the way).
+        pool._idle_lru.update(saved[0])
+        host.conns, host.waiting, host.idle = saved[1], saved[2], saved[3]
+        for conn, at in idle_at.items():
+            conn.idle_at = at
+
+
+async def test_the_checker_fails_the_decision_that_broke_the_pool() -> None:
+    """With ASYNCPOOL_CHECK_INVARIANTS=1 (as in this suite) the decision after a corruption
+    fails at once, with the state in the message."""
+    async with mock.MockServer() as server, Transport(dial=server.dial) as pool:
+        await get(pool, MOCK_URL)
+        pool._hosts[MOCK_ORIGIN].conns += 1
+        with pytest.raises(PoolInvariantError, match=r"conns=2 dialing=0 h2_dialing=0 open=1"):
+            await get(pool, MOCK_URL)
+        pool._hosts[MOCK_ORIGIN].conns -= 1
+
+
+async def test_without_the_flag_no_decision_is_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASYNCPOOL_CHECK_INVARIANTS", "0")
+    assert not set(Transport._CHECKED_DECISIONS) & set(vars(Transport()))
+    monkeypatch.setenv("ASYNCPOOL_CHECK_INVARIANTS", "1")
+    assert set(Transport._CHECKED_DECISIONS) <= set(vars(Transport()))
+
+
+async def test_a_slot_given_back_twice_raises_even_under_python_O() -> None:
+    async with mock.MockServer() as server, Transport(dial=server.dial) as pool:
+        await get(pool, MOCK_URL)
+        host = pool._hosts[MOCK_ORIGIN]
+        host.conns -= 1
+        with pytest.raises(PoolInvariantError, match="a host slot is given back once"):
+            pool._free_host_slot(host)
+        host.conns = 1
