@@ -43,9 +43,6 @@ if TYPE_CHECKING:
     from ._trace import ClientTrace
 
 __all__ = [
-    "RETRY_NOTHING_WRITTEN",
-    "RETRY_NO_RESPONSE",
-    "RETRY_REFUSED",
     "CloseReason",
     "Connection",
     "RetryHint",
@@ -89,12 +86,6 @@ class RetryHint(str, enum.Enum):
         # The string it was before it became an enum, in str(), f-strings and %s too (an enum's
         # own __str__ gives "RetryHint.REFUSED").
         return self.value
-
-
-# The names the pool compares hints with.
-RETRY_NOTHING_WRITTEN = RetryHint.NOTHING_WRITTEN
-RETRY_NO_RESPONSE = RetryHint.NO_RESPONSE
-RETRY_REFUSED = RetryHint.REFUSED
 
 
 class Connection(Protocol):

@@ -99,13 +99,7 @@ import anyio
 import anyio.abc
 
 from ._compression import DECODABLE, BodyLimits, DecodedStream
-from ._conn_common import (
-    RETRY_NO_RESPONSE,
-    RETRY_NOTHING_WRITTEN,
-    RETRY_REFUSED,
-    CloseReason,
-    Connection,
-)
+from ._conn_common import CloseReason, Connection, RetryHint
 from ._connection import HTTP11Connection
 from ._connection_h2 import HTTP2Connection
 from ._dial import DialFunc, default_ssl_context, dial
@@ -130,7 +124,7 @@ Conn = HTTP11Connection | HTTP2Connection
 # connection, so it runs out of stale connections long before this; an HTTP/2 stream the server
 # refuses could otherwise be retried forever (Go's http2 transport stops after 6 too).
 MAX_RETRIES = 6
-# Retries of streams an HTTP/2 server refused while it processed others (RETRY_REFUSED: a
+# Retries of streams an HTTP/2 server refused while it processed others (RetryHint.REFUSED: a
 # server that closes connections after a few requests, a graceful reload). They are not the
 # stale-connection kind above: each round the server makes progress, and a request may need
 # as many rounds as there are requests ahead of it. Still bounded, for a server that refuses
@@ -451,7 +445,7 @@ class Transport:
                         )
                     raise
                 delay = 0.0
-                if exc.retry_hint == RETRY_REFUSED and refused < MAX_REFUSED_RETRIES:
+                if exc.retry_hint is RetryHint.REFUSED and refused < MAX_REFUSED_RETRIES:
                     refused += 1
                 elif counted < MAX_RETRIES:
                     counted += 1
@@ -551,9 +545,9 @@ class Transport:
     @staticmethod
     def _should_retry(exc: HTTPError, request: Request) -> bool:
         """Go's shouldRetryRequest. Hints are only set on failures of reused connections."""
-        if exc.retry_hint in (RETRY_NOTHING_WRITTEN, RETRY_REFUSED):
+        if exc.retry_hint in (RetryHint.NOTHING_WRITTEN, RetryHint.REFUSED):
             return request.body_is_rewindable
-        if exc.retry_hint == RETRY_NO_RESPONSE:
+        if exc.retry_hint is RetryHint.NO_RESPONSE:
             return request.is_replayable
         return False
 
@@ -1076,7 +1070,7 @@ class Transport:
             setattr(self, name, checked(getattr(self, name)))
         get_conn = self._get_conn
 
-        async def checked_get_conn(request: Request, trace: ClientTrace | None) -> Conn:
+        async def checked_get_conn(request: Request, trace: ClientTrace | None) -> Connection:
             # Taking an idle connection or a stream is a decision too (the hot path: not
             # worth a method of its own), done when _get_conn returns.
             conn = await get_conn(request, trace)
@@ -1084,7 +1078,7 @@ class Transport:
             return conn
 
         self._get_conn: Callable[  # type: ignore[method-assign]
-            [Request, ClientTrace | None], Coroutine[Any, Any, Conn]
+            [Request, ClientTrace | None], Coroutine[Any, Any, Connection]
         ] = checked_get_conn
 
     def _check_invariants(self) -> None:
