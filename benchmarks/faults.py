@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import asyncpool  # noqa: E402
+from benchmarks._suite import names  # noqa: E402
 from tests.nginx import Nginx, nginx_binary, nginx_version, run_nginx, tls_files_from_trustme  # noqa: E402
 
 PATH = "/fault"
@@ -573,14 +574,6 @@ def to_json(runs: Sequence[ScenarioRun], seconds: float) -> dict[str, Any]:
 # ====================================================================== main
 
 
-def _names(text: str, known: Sequence[str], what: str) -> list[str]:
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        sys.exit(f"unknown {what}: {', '.join(unknown)} (known: {', '.join(known)})")
-    return names
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list")
@@ -608,8 +601,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(dataclasses.asdict(result)))
         return 0
 
-    scenarios = _names(args.scenarios, list(SCENARIOS), "scenarios")
-    clients = _names(args.clients, list(CLIENTS), "clients")
+    scenarios = names(args.scenarios, list(SCENARIOS), "scenarios")
+    clients = names(args.clients, list(CLIENTS), "clients")
     if nginx_binary() is None:
         sys.exit("nginx not found: install it (apt-get install nginx-light)")
     started = time.monotonic()

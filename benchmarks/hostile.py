@@ -51,6 +51,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import asyncpool  # noqa: E402
+from benchmarks._suite import names  # noqa: E402
 from tests.hostile import CASES, CONTROL, Case, gzip_bomb, gzip_members, serve  # noqa: E402
 
 DEADLINE = 10.0  # seconds for the hostile request, from its start to the end of its body
@@ -412,14 +413,6 @@ def to_json(cells: Sequence[Cell], seconds: float) -> dict[str, Any]:
 # ====================================================================== main
 
 
-def _names(text: str, known: Sequence[str], what: str) -> list[str]:
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        sys.exit(f"unknown {what}: {', '.join(unknown)} (known: {', '.join(known)})")
-    return names
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--cases", help="comma list (default: all; with --quick, the fast ones)")
@@ -443,8 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     default = [n for n, c in CASES.items() if c.fast or not args.quick]
-    cases = [CASES[n] for n in _names(args.cases or ",".join(default), list(CASES), "cases")]
-    clients = _names(args.clients, list(CLIENTS), "clients")
+    cases = [CASES[n] for n in names(args.cases or ",".join(default), list(CASES), "cases")]
+    clients = names(args.clients, list(CLIENTS), "clients")
     started = time.monotonic()
     cells = run_cells(cases, clients, deadline, max(1, args.jobs))
     seconds = round(time.monotonic() - started, 1)
