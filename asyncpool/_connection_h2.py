@@ -103,6 +103,11 @@ __all__ = ["H2Owner", "HTTP2Connection"]
 
 STREAM_WINDOW = 4 << 20  # bytes a stream may have in flight to us
 CONNECTION_WINDOW = 16 << 20  # bytes all streams together may have in flight to us
+# Unread DATA queued for a stream: from this many chunks on, a new frame joins the last chunk,
+# up to MERGED_CHUNK_MAX bytes (so a 4 MiB window holds at most ~80 chunks, however small its
+# frames).
+MERGE_AFTER_CHUNKS = 16
+MERGED_CHUNK_MAX = 1 << 16
 UPLOAD_BUFFER = 1 << 16  # bytes a streamed request body may run ahead of flow control
 PING_PAYLOAD = b"asyncpl!"
 # How long a connection that failed the server (a flood, a protocol error) tries to say so
@@ -220,7 +225,7 @@ class _Stream:
         self.pending_body: bytes | AsyncIterable[bytes] | None = None
         self.continue_event: Event | None = None
         # DATA as (bytes, flow-controlled length), unbounded: flow control bounds it.
-        self.chunks: Channel[tuple[bytes, int]] = Channel(new_event)
+        self.chunks: Channel[tuple[bytes | bytearray, int]] = Channel(new_event)
         self.body: _H2Body | None = None
 
 
@@ -853,7 +858,17 @@ class HTTP2Connection:
                         )
                         self._reset(stream, error)
                         return
-                stream.chunks.send_nowait((data, flow_length))
+                chunks = stream.chunks
+                if len(chunks) >= MERGE_AFTER_CHUNKS:
+                    # Flow control bounds the bytes, not the frames: tiny frames piling up
+                    # unread join the last chunk, so memory follows the bytes.
+                    last, last_flow = chunks.peek_last()
+                    if len(last) < MERGED_CHUNK_MAX:
+                        merged = last if type(last) is bytearray else bytearray(last)
+                        merged += data
+                        chunks.replace_last((merged, last_flow + flow_length))
+                        return
+                chunks.send_nowait((data, flow_length))
         elif isinstance(event, h2.events.ResponseReceived):
             self._head(event.stream_id, event.headers)
         elif isinstance(event, h2.events.StreamEnded):
@@ -1111,9 +1126,9 @@ class _H2Body:
                 return b""
             self._conn._consumed(stream, flow_length)
             if data:
-                return data
+                return data if type(data) is bytes else bytes(data)
 
-    async def _next_chunk(self) -> tuple[bytes, int]:
+    async def _next_chunk(self) -> tuple[bytes | bytearray, int]:
         stream = self._stream
         timeout = stream.read_timeout
         if timeout is None:

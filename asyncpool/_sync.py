@@ -163,6 +163,14 @@ class Channel(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def peek_last(self) -> T:
+        """The item sent last and not received yet (IndexError when there is none)."""
+        return self._items[-1]
+
+    def replace_last(self, item: T) -> None:
+        """Put ``item`` in the place of the item sent last, not received yet."""
+        self._items[-1] = item
+
     def send_nowait(self, item: T) -> None:
         if self._closed:
             raise anyio.ClosedResourceError

@@ -1363,3 +1363,32 @@ async def test_leaving_the_transport_while_the_server_floods_returns(tls: TLSFix
                 await response.aclose()
                 await anyio.lowlevel.checkpoint()
         assert server.connections[0].closed.is_set()
+
+
+async def test_one_byte_data_frames_for_an_unread_body_take_memory_by_bytes_not_frames() -> None:
+    # Flow control bounds the bytes a server may send, not the frames: 1-byte DATA frames, each
+    # queued for the caller as its own chunk, cost ~100 bytes of Python objects per byte sent
+    # (10 MB for 100,000 of them). Queued chunks merge, so memory follows the bytes.
+    count = 100_000
+
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        if req.path != "/tiny":
+            await default_h2_handler(req, stream)
+            return
+        await stream.send_headers(200)
+        frame = DataFrame(req.stream_id, data=b"x").serialize()
+        await stream.connection.flood(frame, count)
+        await stream.send_data(b"", end_stream=True)
+
+    async with open_h2_server(handler) as server, Transport(**H2C) as pool:
+        tracemalloc.start()
+        try:
+            response = await pool.round_trip(Request("GET", server.url_for("/tiny")))
+            with anyio.fail_after(30):  # a hang guard
+                await wait_until(lambda body=response._stream: body.is_consumed, timeout=30)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 4 << 20, peak
+        assert await response.aread() == b"x" * count
+        assert_nothing_in_use(pool)
