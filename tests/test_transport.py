@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -275,12 +274,28 @@ async def test_idle_timeout_counts_from_the_last_use(server: TestServer) -> None
         assert (pool.stats().dials, pool.stats().idle_timeouts) == (2, 2)
 
 
+class SteppedClock:
+    """A pool's own clock plus the steps a test makes it take: its decisions see the time
+    pass at once, while no task of it wakes (the sweeper still sleeps on the real clock)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return self.clock() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 async def test_an_expired_idle_connection_is_never_handed_out(server: TestServer) -> None:
-    async with Transport(idle_conn_timeout=0.05) as pool:
+    async with Transport(idle_conn_timeout=60) as pool:
+        clock = pool._clock = SteppedClock(pool._clock)
         await get(pool, server.url)
-        # Block the event loop past the timeout, so that the reader cannot close the
-        # connection first: the pool itself must refuse it.
-        time.sleep(0.06)
+        # Past the timeout for the pool, long before the sweeper wakes: the pool itself must
+        # refuse the connection.
+        clock.advance(61)
         await get(pool, server.url)
         stats = pool.stats()
     assert (stats.dials, stats.reused, stats.idle_timeouts) == (2, 0, 1)
