@@ -6,11 +6,12 @@ Theory of operation
 A live idle connection for the key is handed over at once, most recently used first. Otherwise
 the request registers a *want* in the queues of its host: ``idle_waiters`` (served by the next
 connection that any request frees), when ``max_conns_per_host`` is reached ``dial_waiters``
-(served by the next free host slot), and, when it waits on an HTTP/2 dial in flight instead
-of dialing, ``undialed`` (dialed for if that dial does not serve it). A dial runs as its own task in the
-Transport's task group, never in the request's scope. When it finishes, its connection goes to
-the first want still waiting for the key, or to the idle list: whichever comes first, a freed
-connection or a fresh dial, serves the want (socket late binding), and the loser is not wasted.
+(served by the next free host slot), and, when it waits on an HTTP/2 dial in flight instead of
+dialing, ``undialed`` (dialed for if that dial does not serve it). A dial runs as its own task
+in the Transport's task group, never in the request's scope. When it finishes, its connection
+goes to the first want still waiting for the key, or to the idle list: whichever comes first, a
+freed connection or a fresh dial, serves the want (socket late binding), and the loser is not
+wasted.
 
 HTTP/2 connections are shared: a host keeps them in ``h2_conns`` and a request takes a *stream*
 on the first one with room (``reserved < max_streams``), before any idle HTTP/1.1 connection.
