@@ -108,8 +108,10 @@ def _urlsplit_uncached(url: str) -> SplitResult:
 def forget_parsed_urls(*urls: str) -> None:
     """After urllib handled a huge URL (urljoin, a cookie jar's request), drop what its own
     cache of split URLs keeps of it; URLs of a usual length stay cached."""
-    if any(len(url) > CACHED_URL_MAX for url in urls):
-        urllib.parse.clear_cache()  # type: ignore[attr-defined]
+    for url in urls:  # no generator: every Client request passes here
+        if len(url) > CACHED_URL_MAX:
+            urllib.parse.clear_cache()  # type: ignore[attr-defined]
+            return
 
 
 def _idna(host: str) -> str:
