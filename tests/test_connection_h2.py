@@ -298,6 +298,24 @@ async def test_a_refused_stream_is_retried_with_backoff_then_given_up(
         assert 0.001 * 2**n <= info.delay <= 0.0011 * 2**n
 
 
+async def test_a_caller_cancelled_while_waiting_to_retry_leaves_nothing(
+    h2c: H2TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(asyncpool._transport, "H2_RETRY_BACKOFF", 60.0)
+    async with Transport(**H2C) as pool:
+        with anyio.fail_after(10), anyio.CancelScope() as scope:  # fail_after: a hang guard
+
+            def cancel_when_waiting(info: asyncpool.RetryInfo) -> None:
+                if info.delay:  # the second retry, about to wait 60 s
+                    scope.cancel()
+
+            trace = asyncpool.ClientTrace(request_retried=cancel_when_waiting)
+            await get(pool, h2c.url_for("/refuse"), trace=trace)
+        assert scope.cancelled_caught
+        assert pool.stats().hosts[h2c.url].streams == 0
+        assert (await get(pool, h2c.url)).content == b"hello"
+
+
 @pytest.mark.parametrize("learning", [True, False], ids=["learning", "not-learning"])
 async def test_a_server_closing_connections_after_a_few_requests_loses_none(
     learning: bool, monkeypatch: pytest.MonkeyPatch
