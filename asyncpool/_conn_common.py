@@ -1,7 +1,7 @@
 """What the HTTP/1.1 and HTTP/2 connections share, below both of them.
 
 The connection layer's vocabulary and the helpers both connection modules use, so that
-``_connection_h2`` does not import ``_connection`` (nor the reverse) and the pool above sees one
+``_h2.connection`` does not import ``_h1.connection`` (nor the reverse) and the pool above sees one
 interface:
 
 * ``Connection``: the surface the pool uses on a connection of either protocol (checked by mypy

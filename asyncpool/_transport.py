@@ -101,11 +101,11 @@ import anyio.abc
 
 from ._compression import DECODABLE, BodyLimits, DecodedStream
 from ._conn_common import CloseReason, Connection, RetryHint
-from ._connection import HTTP11Connection
-from ._connection_h2 import HTTP2Connection
 from ._dial import DialFunc, default_ssl_context, dial
 from ._errors import ConnectTimeout, HTTPError, PoolClosed, TLSHandshakeTimeout
-from ._http11 import PARSERS, default_parser
+from ._h1.connection import HTTP11Connection
+from ._h1.protocol import PARSERS, default_parser
+from ._h2.connection import HTTP2Connection
 from ._models import URL, Request, Response
 from ._sync import Event, clock, event_factory
 from ._trace import (

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asyncpool._http11 import END_OF_MESSAGE, PARSERS, make_protocol
+from asyncpool._h1.protocol import END_OF_MESSAGE, PARSERS, make_protocol
 
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 21 Nov 2026 12:00:00 GMT\r\n"

@@ -12,7 +12,7 @@ from typing import cast
 import pytest
 
 import asyncpool._transport
-from asyncpool._http11 import PARSERS
+from asyncpool._h1.protocol import PARSERS
 from tests.servers import TestServer, TLSFixture, make_tls, open_server
 
 # Every Transport the tests make (and the programs they start) checks the pool's invariants
@@ -20,7 +20,7 @@ from tests.servers import TestServer, TLSFixture, make_tls, open_server
 os.environ.setdefault(asyncpool._transport.CHECK_INVARIANTS_ENV, "1")
 
 # The HTTP/1.1 suites run against both parser backends; the others use h11.
-HTTP1_SUITES = {"test_connection", "test_transport", "test_trace", "test_client"}
+HTTP1_SUITES = {"test_h1_connection", "test_transport", "test_trace", "test_client"}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

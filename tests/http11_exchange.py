@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import asyncpool
-from asyncpool._http11 import END_OF_MESSAGE, NEED_DATA, PAUSED, HTTP1Protocol
+from asyncpool._h1.protocol import END_OF_MESSAGE, NEED_DATA, PAUSED, HTTP1Protocol
 
 
 def outcome(p: HTTP1Protocol, reads: Iterable[bytes], *, error_text: bool = True) -> list[Any]:

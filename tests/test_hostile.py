@@ -19,7 +19,7 @@ import pytest
 
 import asyncpool
 from asyncpool import Request, Transport
-from asyncpool._http11 import PARSERS
+from asyncpool._h1.protocol import PARSERS
 from benchmarks import hostile
 from tests.hostile import CASES, CONTROL, serve
 

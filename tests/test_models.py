@@ -16,7 +16,7 @@ import pytest
 import asyncpool
 from asyncpool import URL, Headers, Request, Transport
 from asyncpool._conn_common import RetryHint
-from asyncpool._http11 import PARSERS
+from asyncpool._h1.protocol import PARSERS
 from tests.servers import TestServer
 
 # -- URL --------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_huge_urls_a_server_redirects_to_are_not_kept(parser: str) -> None:
     """A server can send a client to fresh ~1 MB URLs, one redirect after another: the
     per-URL caches (parsed URLs, checked request heads) keep usual URLs only, so nothing of
     those stays allocated once the requests are gone."""
-    from asyncpool._http11 import make_protocol
+    from asyncpool._h1.protocol import make_protocol
 
     def send_all(count: int) -> None:
         for i in range(count):

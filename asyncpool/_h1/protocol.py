@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, cast
 
 import h11
 
-from ._errors import HTTPError, LocalProtocolError, RemoteProtocolError, ResponseHeaderTooLarge
+from .._errors import HTTPError, LocalProtocolError, RemoteProtocolError, ResponseHeaderTooLarge
 
 __all__ = [
     "END_OF_MESSAGE",

@@ -21,8 +21,8 @@ import asyncpool
 import asyncpool._dial
 import asyncpool._transport
 from asyncpool import Request, Transport
-from asyncpool._connection_h2 import HTTP2Connection
-from asyncpool._http2 import MAX_IDLE_FRAMES, MAX_UNSENT_REPLIES
+from asyncpool._h2.connection import HTTP2Connection
+from asyncpool._h2.protocol import MAX_IDLE_FRAMES, MAX_UNSENT_REPLIES
 from tests.h2server import (
     H2Request,
     H2Stream,

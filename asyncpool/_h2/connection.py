@@ -23,7 +23,7 @@ response first means the body is never sent.
 A server gets a bounded number of frames that move no response forward (PING, SETTINGS,
 WINDOW_UPDATE, empty DATA, ...: ``MAX_IDLE_FRAMES`` in a row) and of replies to them it leaves
 unread (``MAX_UNSENT_REPLIES``); past either, the connection ends with
-GOAWAY(ENHANCE_YOUR_CALM) and its streams fail with ``FloodError`` (see ``_http2``). Empty DATA
+GOAWAY(ENHANCE_YOUR_CALM) and its streams fail with ``FloodError`` (see ``_h2.protocol``). Empty DATA
 is never queued for the caller. 1xx heads count against ``max_response_header_bytes`` with the
 final head, per stream, so endless 1xx fail their stream with ``ResponseHeaderTooLarge``.
 
@@ -73,7 +73,7 @@ import h2.exceptions
 import h2.settings
 from hpack import NeverIndexedHeaderTuple
 
-from ._conn_common import (
+from .._conn_common import (
     CloseReason,
     Connection,
     RetryHint,
@@ -82,7 +82,7 @@ from ._conn_common import (
     report_closed,
     wait_for_head,
 )
-from ._errors import (
+from .._errors import (
     FloodError,
     HTTPError,
     PoolClosed,
@@ -94,10 +94,10 @@ from ._errors import (
     StreamReset,
     WriteError,
 )
-from ._http2 import FloodDetected, new_client_connection
-from ._models import Headers, Request, Response
-from ._sync import Channel, Event, event_factory
-from ._trace import ClientTrace, WroteRequestInfo
+from .._models import Headers, Request, Response
+from .._sync import Channel, Event, event_factory
+from .._trace import ClientTrace, WroteRequestInfo
+from .protocol import FloodDetected, new_client_connection
 
 __all__ = ["H2Owner", "HTTP2Connection"]
 
@@ -265,7 +265,7 @@ class HTTP2Connection:
         self._ping_timeout = ping_timeout
         self._expect_continue_timeout = expect_continue_timeout
         self._max_header_bytes = max_header_bytes  # per head, as RFC 9113 counts its size
-        # Header blocks are ours to build and check; see _http2 for the decoder's bound.
+        # Header blocks are ours to build and check; see _h2.protocol for the decoder's bound.
         self._h2 = new_client_connection(max_header_bytes)
 
         # Owned by the pool, changed only in its synchronous methods.

@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 import asyncpool
-from asyncpool._http11 import (
+from asyncpool._h1.protocol import (
     END_OF_MESSAGE,
     HOLD_AFTER_HEAD_MIN,
     NEED_DATA,

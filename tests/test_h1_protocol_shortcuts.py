@@ -8,7 +8,7 @@ import itertools
 import random
 from typing import Any
 
-from asyncpool._http11 import (
+from asyncpool._h1.protocol import (
     HOLD_AFTER_HEAD_MIN,
     HTTP11Protocol,
     ResponseHead,

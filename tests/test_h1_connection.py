@@ -18,7 +18,7 @@ import anyio.abc
 import pytest
 
 import asyncpool
-import asyncpool._connection
+import asyncpool._h1.connection
 from asyncpool import Request, Transport
 from asyncpool._compression import DECODED_CHUNK_SIZE, DECOMPRESSION_RATIO_FLOOR, DecodedStream
 from tests.servers import (
@@ -559,7 +559,7 @@ async def test_a_response_before_the_whole_body_was_sent_keeps_the_connection(
 ) -> None:
     # The reader waits a moment (Go's 50 ms) for the writer to finish: what is tested is that
     # the connection is kept when it does, not how long a loaded machine takes to get there.
-    monkeypatch.setattr(asyncpool._connection, "MAX_WRITE_WAIT_BEFORE_REUSE", 10.0)
+    monkeypatch.setattr(asyncpool._h1.connection, "MAX_WRITE_WAIT_BEFORE_REUSE", 10.0)
 
     async def early(req: ServerRequest, conn: ServerConnection) -> None:
         await conn.respond(200, [], b"early")  # before reading the body; the server drains it
@@ -673,7 +673,7 @@ async def test_a_caller_cancelled_while_the_reader_waits_for_the_writer_leaves_n
     """The response is complete and the reader waits for the writer before it hands the
     response over: the caller cancelled then closes the connection, and nothing of it stays
     in use, idle or running."""
-    monkeypatch.setattr(asyncpool._connection, "MAX_WRITE_WAIT_BEFORE_REUSE", 60.0)
+    monkeypatch.setattr(asyncpool._h1.connection, "MAX_WRITE_WAIT_BEFORE_REUSE", 60.0)
 
     async def respond(req: ServerRequest, conn: ServerConnection) -> None:
         await conn.respond(200, [], await conn.read_body())

@@ -14,7 +14,7 @@ import hpack
 import pytest
 from hpack import Decoder, Encoder, HeaderTuple
 
-from asyncpool._http2 import (
+from asyncpool._h2.protocol import (
     REPLAY_CACHE_BYTES,
     REPLAY_CACHE_SIZE,
     ReplayingDecoder,

@@ -46,8 +46,8 @@ from typing import Protocol
 import anyio
 import anyio.abc
 
-from ._asyncio_stream import READ_SIZE, AsyncioSocketStream, SendRefused
-from ._conn_common import (
+from .._asyncio_stream import READ_SIZE, AsyncioSocketStream, SendRefused
+from .._conn_common import (
     CloseReason,
     Connection,
     RetryHint,
@@ -57,7 +57,7 @@ from ._conn_common import (
     report_closed,
     wait_for_head,
 )
-from ._errors import (
+from .._errors import (
     HTTPError,
     PoolClosed,
     ReadError,
@@ -66,16 +66,16 @@ from ._errors import (
     ServerDisconnected,
     WriteError,
 )
-from ._http11 import (
+from .._models import Headers, Request, Response
+from .._sync import SET_EVENT, Channel, Event, event_factory
+from .._trace import ClientTrace, WroteRequestInfo
+from .protocol import (
     END_OF_MESSAGE,
     NEED_DATA,
     Informational,
     ResponseHead,
     make_protocol,
 )
-from ._models import Headers, Request, Response
-from ._sync import SET_EVENT, Channel, Event, event_factory
-from ._trace import ClientTrace, WroteRequestInfo
 
 __all__ = [
     "ConnOwner",

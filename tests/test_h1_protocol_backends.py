@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import asyncpool
-from asyncpool._http11 import (
+from asyncpool._h1.protocol import (
     END_OF_MESSAGE,
     HTTP1Protocol,
     HttptoolsProtocol,
