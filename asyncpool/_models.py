@@ -347,6 +347,7 @@ class Response:
 
     __slots__ = (
         "__weakref__",
+        "_call_soon",
         "_check_read",
         "_closed",
         "_content",
@@ -388,6 +389,8 @@ class Response:
         self._streamed = False  # aiter_bytes has begun: aread would miss what it handed out
         # Set by the transport: called by aread with the bytes read so far, raises past a limit.
         self._check_read: Callable[[int], None] | None = None
+        # Set by the transport: runs a function on the event loop, soon (thread-safe).
+        self._call_soon: Callable[[Callable[[], object]], None] | None = None
 
     @property
     def content(self) -> bytes:
@@ -505,7 +508,12 @@ class Response:
                 stacklevel=2,
                 source=self,
             )
-        self._stream.abandon()
+        # The collector may run inside any allocation, even inside the pool's own code: giving
+        # the connection up is pool work, so it runs on the event loop, after.
+        if self._call_soon is not None:
+            self._call_soon(self._stream.abandon)
+        else:
+            self._stream.abandon()
 
     def __repr__(self) -> str:
         return f"<Response [{self.status_code} {self.reason_phrase}] {self.request.url.url}>"

@@ -14,6 +14,8 @@ running loop's own primitives, chosen once per object:
 * ``Channel``: a single-consumer queue, unbounded (a connection's exchange queues) or bounded
   (a streamed body), with anyio's exception types, read as a memory object stream would be;
 * ``clock()``: the running loop's clock, as ``anyio.current_time`` would return it.
+* ``call_soon_factory()``: a thread-safe "run this on the loop, soon", for the garbage
+  collector's finalizers.
 
 Waits here are cancellable by anyio cancel scopes like any other await.
 """
@@ -28,7 +30,7 @@ from typing import Generic, Protocol, TypeVar
 
 import anyio
 
-__all__ = ["SET_EVENT", "Channel", "Event", "clock", "event_factory"]
+__all__ = ["SET_EVENT", "Channel", "Event", "call_soon_factory", "clock", "event_factory"]
 
 T = TypeVar("T")
 
@@ -122,6 +124,26 @@ def event_factory() -> Callable[[], Event]:
     import trio
 
     return trio.Event
+
+
+def call_soon_factory() -> Callable[[Callable[[], object]], None]:
+    """A function that runs a callback on the running loop, soon, from any thread or from the
+    garbage collector; once the loop is gone it drops the callback. Call once and keep it."""
+    schedule: Callable[[Callable[[], object]], object]
+    if _running_backend() == "asyncio":
+        schedule = asyncio.get_running_loop().call_soon_threadsafe
+    else:
+        import trio
+
+        schedule = trio.lowlevel.current_trio_token().run_sync_soon
+
+    def call_soon(callback: Callable[[], object]) -> None:
+        try:
+            schedule(callback)
+        except RuntimeError:  # the loop closed (trio: RunFinishedError): nothing left to free
+            pass
+
+    return call_soon
 
 
 def clock() -> Callable[[], float]:

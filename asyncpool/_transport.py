@@ -1,86 +1,44 @@
-"""The pool: Go's net/http.Transport for anyio.
+"""The Transport: Go's net/http.Transport for anyio. It carries out what the pool decides.
 
 Theory of operation
 -------------------
-``round_trip`` asks for a connection to the request's key (its origin: scheme, host, port).
-A live idle connection for the key is handed over at once, most recently used first. Otherwise
-the request registers a *want* in the queues of its host: ``idle_waiters`` (served by the next
-connection that any request frees), when ``max_conns_per_host`` is reached ``dial_waiters``
-(served by the next free host slot), and, when it waits on an HTTP/2 dial in flight instead of
-dialing, ``undialed`` (dialed for if that dial does not serve it). A dial runs as its own task
-in the Transport's task group, never in the request's scope. When it finishes, its connection
-goes to the first want still waiting for the key, or to the idle list: whichever comes first, a
-freed connection or a fresh dial, serves the want (socket late binding), and the loser is not
-wasted.
+The pool's bookkeeping (hosts, wants, idle lists and the LRU, host slots, HTTP/2 stream
+reservations, expiry) is ``_pool.Pool``: synchronous code without I/O that takes the time as an
+argument and returns what to do as *actions* (deliver a want, dial, close a connection). This
+module is the I/O around it:
 
-HTTP/2 connections are shared: a host keeps them in ``h2_conns`` and a request takes a *stream*
-on the first one with room (``reserved < max_streams``), before any idle HTTP/1.1 connection.
-While a dial that may bring HTTP/2 is in flight (https with ``http2``, or prior knowledge), new
-wants queue behind it instead of dialing too; when it brings HTTP/2 it serves them in order, as
-far as the server's MAX_CONCURRENT_STREAMS allows, and a full connection makes the pool open one
-more (one dial at a time) unless ``strict_max_concurrent_streams``. When it brings HTTP/1.1 the
-host is remembered as such and the waiters dial as HTTP/1.1 requests do. A GOAWAY that refused
-streams after the server took N teaches the pool to give new connections to that key N streams
-each (``_h2_stream_caps``), until one answers N without a GOAWAY.
+* ``round_trip`` prepares the wire headers, gets a connection (``_get_conn``: ``Pool.take``, else
+  a want it waits on), runs the exchange on it, retries what the server cannot have processed
+  (at most ``MAX_RETRIES`` times for a stale connection or a server that refuses everything,
+  HTTP/2 backing off from the second; up to ``MAX_REFUSED_RETRIES`` times for streams refused
+  by a server that processes others), and decodes the body.
+* ``_carry_out`` performs the actions of each decision: it wakes wants, starts dials as tasks of
+  the Transport's task group (never in a request's scope), and closes connections.
+* The connections report to a private owner object (``_ConnOwner``: a stream or a connection
+  freed, its capacity changed, it closed, an HTTP/2 one idled out), never to the Transport
+  itself: each report is one pool decision, and a report that arrives while actions are being
+  carried out (closing a connection reports its close at once) waits in ``_reports`` until they
+  are done, so no decision ever runs inside another.
+* One sweeper task per Transport calls ``Pool.expire`` when the oldest idle connection is due
+  (or, while nothing is idle, waits until something is).
+* A response the garbage collector finalizes unread gives its connection up through
+  ``call_soon`` on the event loop, not from inside the collector.
 
-A failed request is retried by ``round_trip`` when the server cannot have processed it and the
-request can be sent again: at most ``MAX_RETRIES`` times for a stale connection or a server
-that refuses everything (HTTP/2 backs off from the second), and up to ``MAX_REFUSED_RETRIES``
-times for streams refused by a server that is processing others.
-
-Idle connections expire by one sweeper task per Transport, not a timer per connection: the
-LRU holds them in the order they became idle, so the sweeper sleeps until its head expires
-(or, while nothing is idle, until something is) and closes what has expired.
-
-"The lock" is the event loop: every pool decision is a synchronous method below (no ``await``
-inside), so it runs atomically; I/O happens in the tasks, after the decision.
+"The lock" is the event loop: the decisions and ``_carry_out`` are synchronous (no ``await``),
+so each runs atomically; the tasks do the I/O between them.
 
 Invariants
 ----------
-* A want is served at most once (``_Want.waiting`` flips once); a connection that finds no
-  waiting want goes to the idle list or is closed.
-* An HTTP/1.1 connection is in exactly one place: a host's idle list (then ``idle_at`` is set
-  and it is in ``_idle_lru``), or one request's hands (a delivered want, or a caller).
-* ``_idle_lru`` is ordered by ``idle_at``, oldest first (connections join at the end with the
-  current time), so the first connection in it is the next to expire.
-* ``_Host.conns`` counts dialing + active + idle connections of the host. It is incremented when
-  a dial starts and decremented exactly once, when that dial fails or its connection closes
-  (``conn_closed``); with ``max_conns_per_host`` a freed slot passes straight to the next
-  waiting want instead.
-* An HTTP/2 connection's ``reserved`` counts the streams handed out and not yet given back;
-  each stream gives its slot back exactly once (``release_stream``).
-* Every task lives in the Transport's task group; leaving ``async with`` closes every
-  connection and fails every want, so no task outlives the block.
-* Every operation is O(1) in connections and waiters: dicts, deques and one LRU; cancelled
-  wants are skipped lazily and dropped in bulk when a host has no waiter left. (Finding an
-  HTTP/2 connection with room scans the host's few HTTP/2 connections.)
+The pool's, listed in ``_pool``; and here:
 
-``Transport._check_invariants()`` checks these (and the limits, the queues' bookkeeping, each
-HTTP/2 connection's ``reserved`` between its open streams and the streams handed out, no empty
-host kept) from the pool's state, raising ``PoolInvariantError`` with the invariant and the
-state; with ``ASYNCPOOL_CHECK_INVARIANTS=1`` (the test suite sets it) it runs after every
-decision, and the tests run it on every Transport before and after it closes.
+* Every task lives in the Transport's task group; leaving ``async with`` closes every connection
+  and fails every want, so no task outlives the block.
+* At rest (no action or report pending) every connection the pool holds open is open, and the
+  sweeper waits for an idle connection only while none is.
 
-Costs
------
-With W wants waiting for a host, I idle connections and H HTTP/2 connections to it
-(``benchmarks/bench_pool_waiters.py`` measures the waiter-bound ones at W = 100 ... 10,000):
-
-* Taking an idle HTTP/1.1 connection (``_take_idle``), giving one back (``release``,
-  ``_try_put_idle``), an LRU eviction, closing one (``conn_closed``): O(1), plus O(1) per
-  expired idle connection or finished want skipped on the way (each is skipped once).
-* Taking an HTTP/2 stream (``_take_stream``): O(H); giving it back (``release_stream``): O(H)
-  when a learnt stream cap is forgotten, else O(1) plus the waiters it serves.
-* Queueing a want (``_get_conn``), cancelling it (``_cancel_want``), serving it
-  (``_deliver``): O(1). Cancelled and served wants stay in the deques until met at a front
-  (or all dropped at once when the host's last want is served): amortised O(1), as each is
-  popped at most once per deque.
-* Dialing for waiters that waited on a dial which did not serve them (``_dial_for_waiters``,
-  on an HTTP/2 connection that is full, closed or sent GOAWAY, or a dial that brought
-  HTTP/1.1): O(1) plus the wants it dials for, found in ``_Host.undialed`` (no scan of
-  ``idle_waiters``). A failed HTTP/2 dial fails the wants waiting on it: O(1) each.
-* The idle sweeper: O(1) per connection it closes. ``stats()``: O(hosts + H).
-  ``close_idle_connections()`` and closing the Transport: O(connections + wants).
+``Transport._check_invariants()`` checks both levels, raising ``PoolInvariantError``; with
+``ASYNCPOOL_CHECK_INVARIANTS=1`` (the test suite sets it) it runs after every decision, and the
+tests run it on every Transport before and after it closes.
 """
 
 from __future__ import annotations
@@ -91,23 +49,24 @@ import logging
 import os
 import ssl
 import sys
-from collections.abc import AsyncIterable, Callable, Coroutine
+from collections.abc import AsyncIterable, Callable
 from random import random
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import anyio
 import anyio.abc
 
 from ._compression import DECODABLE, BodyLimits, DecodedStream
-from ._conn_common import CloseReason, Connection, RetryHint
+from ._conn_common import Connection, RetryHint
 from ._dial import DialFunc, default_ssl_context, dial
 from ._errors import ConnectTimeout, HTTPError, PoolClosed, TLSHandshakeTimeout
 from ._h1.connection import HTTP11Connection
 from ._h1.protocol import PARSERS, default_parser
 from ._h2.connection import HTTP2Connection
 from ._models import URL, Request, Response
-from ._sync import Event, clock, event_factory
+from ._pool import Close, Deliver, Dial, HostStats, Pool, PoolInvariantError, PoolOptions, Want
+from ._sync import Event, call_soon_factory, clock, event_factory
 from ._trace import (
     ClientTrace,
     GotConnInfo,
@@ -117,7 +76,7 @@ from ._trace import (
     logging_trace,
 )
 
-__all__ = ["HostStats", "Transport", "TransportStats"]
+__all__ = ["HostStats", "PoolInvariantError", "Transport", "TransportStats"]
 
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 Conn = HTTP11Connection | HTTP2Connection
@@ -134,7 +93,6 @@ MAX_REFUSED_RETRIES = 100
 # Go's http2 transport waits before its second and later retries: 1 s, 2 s, 4 s, ... (+ up
 # to 10 %), so a server refusing everything is not hammered. Refused retries do not wait.
 H2_RETRY_BACKOFF = 1.0
-STREAM_CAPS_KEPT = 256  # hosts whose HTTP/2 stream cap (see _h2_stream_caps) is remembered
 WIRE_HEADERS_CACHE_SIZE = 256  # distinct body-less requests whose wire headers are kept
 WIRE_HEADERS_CACHED_MAX = 4096  # characters of host and fields such a request may have
 
@@ -142,30 +100,13 @@ WIRE_HEADERS_CACHED_MAX = 4096  # characters of host and fields such a request m
 # Set (to anything but "" or "0") to check the invariants after every pool decision.
 CHECK_INVARIANTS_ENV = "ASYNCPOOL_CHECK_INVARIANTS"
 
-
-class PoolInvariantError(RuntimeError):
-    """The pool's state broke one of its invariants: a bug in asyncpool. Internal; raised by
-    the pool's own checks, which stay on under ``python -O`` (unlike ``assert``)."""
-
-
-def _broken(invariant: str, state: str) -> NoReturn:
-    raise PoolInvariantError(f"pool invariant broken: {invariant} ({state})")
+T = TypeVar("T")
 
 
 def _host_port(url: URL) -> str:
     """The "host:port" errors and get_conn name; an IPv6 address in brackets, as Go's
     net.JoinHostPort."""
     return f"[{url.host}]:{url.port}" if ":" in url.host else f"{url.host}:{url.port}"
-
-
-@dataclasses.dataclass(frozen=True)
-class HostStats:
-    idle: int
-    in_use: int
-    dialing: int
-    waiting: int
-    total: int  # dialing + in use + idle
-    streams: int = 0  # HTTP/2 streams open over the host's connections
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,54 +143,53 @@ class TransportStats:
         return sum(h.total for h in self.hosts.values())
 
 
-class _Want:
-    """A request waiting for a connection (Go's wantConn). Served at most once."""
+class _Want(Want[HTTP11Connection, HTTP2Connection]):
+    """A want with what its dial needs (the request's host, port and TLS name, its trace) and
+    the Event its request waits on."""
 
-    __slots__ = ("conn", "dialed", "error", "ready", "request", "trace", "waiting")
+    __slots__ = ("ready", "request", "trace")
 
-    def __init__(self, request: Request, trace: ClientTrace | None, ready: Event) -> None:
-        self.request = request  # for the dial's host, port and TLS name
+    def __init__(
+        self, request: Request, trace: ClientTrace | None, ready: Event, h2_capable: bool
+    ) -> None:
+        super().__init__(request.pool_key, h2_capable)
+        self.request = request
         self.trace = trace  # the dial fires this request's hooks
         self.ready = ready
-        self.waiting = True
-        self.dialed = False  # a dial was started or queued for it (else it waits on another's)
-        self.conn: Conn | None = None
-        self.error: BaseException | None = None
 
 
-class _Host:
-    """Per-key pool state; every field is changed only by the Transport's synchronous methods."""
+class _ConnOwner:
+    """What the connections report to (``ConnOwner``, ``H2Owner``): each report is one pool
+    decision of the Transport, which stays off the public surface."""
 
-    __slots__ = (
-        "conns",
-        "dial_waiters",
-        "dialing",
-        "h1_only",
-        "h2_conns",
-        "h2_dialing",
-        "idle",
-        "idle_waiters",
-        "key",
-        "undialed",
-        "waiting",
-    )
+    __slots__ = ("_transport",)
 
-    def __init__(self, key: str) -> None:
-        self.key = key
-        # HTTP/2 connections, shared by many requests; in the order they were made.
-        self.h2_conns: dict[HTTP2Connection, None] = {}
-        self.h2_dialing = 0  # dials in flight that may yield HTTP/2: others wait for them
-        self.h1_only = False  # the server answered ALPN with http/1.1 once
-        # Idle connections, least recently used first; the value is unused.
-        self.idle: collections.OrderedDict[HTTP11Connection, None] = collections.OrderedDict()
-        self.idle_waiters: collections.deque[_Want] = collections.deque()
-        self.dial_waiters: collections.deque[_Want] = collections.deque()
-        # Wants with no dial of their own (they wait on an HTTP/2 dial in flight), in arrival
-        # order: _dial_for_waiters finds them here instead of scanning idle_waiters.
-        self.undialed: collections.deque[_Want] = collections.deque()
-        self.conns = 0  # dialing + active + idle
-        self.dialing = 0
-        self.waiting = 0  # wants still waiting (the deques may also hold served/cancelled ones)
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    def release(self, conn: HTTP11Connection, trace: ClientTrace | None) -> None:
+        self._transport._release(conn, trace)
+
+    def release_stream(self, conn: HTTP2Connection) -> None:
+        transport = self._transport
+        transport._decide(transport._pool.release_stream, conn)
+        if conn.idle_at is not None:
+            conn.went_idle()
+
+    def capacity_changed(self, conn: HTTP2Connection) -> None:
+        transport = self._transport
+        transport._decide(transport._pool.capacity_changed, conn)
+
+    def conn_closed(self, conn: Conn) -> None:
+        transport = self._transport
+        if isinstance(conn, HTTP2Connection):
+            transport._decide(transport._pool.h2_closed, conn)
+        else:
+            transport._decide(transport._pool.h1_closed, conn)
+
+    def idle_timed_out(self, conn: HTTP2Connection) -> None:
+        transport = self._transport
+        transport._decide(transport._pool.h2_idle_timed_out, conn)
 
 
 class Transport:
@@ -331,16 +271,29 @@ class Transport:
         self._dial_func = dial
         self._trace = trace  # fires for every request, outermost
 
-        # Guarded by the event loop (changed only in synchronous methods).
-        self._hosts: dict[str, _Host] = {}
-        self._idle_lru: collections.OrderedDict[HTTP11Connection, None] = collections.OrderedDict()
-        self._conns: set[Connection] = set()  # every open connection
-        self._close_idle = False  # Go's closeIdle: close conns freed after close_idle_connections
+        # Guarded by the event loop: changed only by synchronous code (no await inside).
+        self._pool: Pool[HTTP11Connection, HTTP2Connection, _Want] = Pool(
+            PoolOptions(
+                max_idle_conns=max_idle_conns,
+                max_idle_conns_per_host=max_idle_conns_per_host,
+                max_conns_per_host=max_conns_per_host,
+                idle_conn_timeout=idle_conn_timeout,
+                disable_keep_alives=disable_keep_alives,
+                strict_max_concurrent_streams=strict_max_concurrent_streams,
+            )
+        )
+        self._owner = _ConnOwner(self)
+        # Reports from connections that arrived while _carry_out ran; it decides them after.
+        self._reports: collections.deque[tuple[Callable[[Any, float], object], Any]] = (
+            collections.deque()
+        )
+        self._carrying_out = False
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closed = False
-        # The running loop's own clock and Event class, looked up once (in __aenter__).
+        # The running loop's own clock, Event class and call-soon, looked up once (__aenter__).
         self._clock: Callable[[], float] = anyio.current_time
         self._new_event: Callable[[], Event] = anyio.Event
+        self._call_soon: Callable[[Callable[[], object]], None] | None = None
         # Set while the idle sweeper waits for a first idle connection; who fills an empty
         # idle list sets it.
         self._idle_wakeup: Event | None = None
@@ -348,23 +301,9 @@ class Transport:
         self._wire_headers_cache: dict[
             tuple[tuple[str, ...], str, str, bool, bool], tuple[list[tuple[str, str]], bool]
         ] = {}
-        # Streams a new HTTP/2 connection to a key is given in its life, learnt from a GOAWAY
-        # that refused streams after the server took this many (a server that closes
-        # connections after a few requests, as nginx's keepalive_requests): the requests it
-        # refused then spread over new connections instead of all moving to the next one, to
-        # be refused again. Forgotten when a connection answers that many without a GOAWAY;
-        # kept past the host's last connection (as that one's GOAWAY closes it), the oldest
-        # dropped past a bound.
-        self._h2_stream_caps: dict[str, int] = {}
-        self._dials = 0
-        self._failed_dials = 0
         self._reused = 0
         self._retries = 0
-        self._idle_timeouts = 0
-        self._evictions = 0
-        self._server_closed_idle = 0
-        if os.environ.get(CHECK_INVARIANTS_ENV, "") not in ("", "0"):
-            self._check_after_decisions()
+        self._check = os.environ.get(CHECK_INVARIANTS_ENV, "") not in ("", "0")
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -372,11 +311,12 @@ class Transport:
         if self._task_group is not None or self._closed:
             raise PoolClosed("a Transport can be entered once; create a new one")
         self._clock, self._new_event = clock(), event_factory()
+        self._call_soon = call_soon_factory()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
         if self.idle_conn_timeout is not None:
-            task_group.start_soon(self._close_expired_idle_conns, self.idle_conn_timeout)
+            task_group.start_soon(self._close_expired_idle_conns)
         return self
 
     async def __aexit__(
@@ -387,14 +327,8 @@ class Transport:
     ) -> None:
         assert self._task_group is not None
         self._closed = True
-        reason = PoolClosed("the Transport was closed")
-        for conn in list(self._conns):
-            conn.close(CloseReason.POOL_CLOSED, reason)
-        for host in self._hosts.values():
-            for want in (*host.idle_waiters, *host.dial_waiters):
-                self._deliver(
-                    host, want, None, PoolClosed("the Transport was closed", host=host.key)
-                )
+        self._pool.close(self._clock())
+        self._decided()
         self._task_group.cancel_scope.cancel()
         # The block's own exception is not the task group's business: handed to it, a strict
         # task group would wrap it in an ExceptionGroup, and `except ConnectError:` around
@@ -479,6 +413,7 @@ class Transport:
             response._check_read = BodyLimits(
                 url.host_header, self.max_body_bytes, decoded, self.max_decompression_ratio
             )
+        response._call_soon = self._call_soon  # for __del__: the pool's work runs on the loop
         return response
 
     def _trace_for(self, request: Request) -> ClientTrace | None:
@@ -556,69 +491,46 @@ class Transport:
         url = request.url
         if trace and trace.get_conn:
             trace.get_conn(_host_port(url))
-        key = request.pool_key
-        host = self._hosts.get(key)
-        if host is None:
-            host = self._hosts[key] = _Host(key)
-        self._close_idle = False  # someone wants a connection: keep freed ones again
-
-        conn: Conn | None
-        shared = self._take_stream(host)
-        if shared is not None:
-            conn, idle_time = shared
-        else:
-            conn, idle_time = self._take_idle(host)
+        pool = self._pool
+        conn = pool.take(request.pool_key, self._clock())
+        self._decided()  # closes the stale idle connections it met on the way
         if conn is not None:
             if conn.requests_started:
                 self._reused += 1
             if trace:
-                self._trace_got_conn(trace, conn, was_idle=True, idle_time=idle_time)
+                self._trace_got_conn(trace, conn, was_idle=True, idle_time=pool.idle_time)
             return conn
         if self._closed:  # a retry after the pool closed: no dial can start any more
-            if host.conns == 0 and host.waiting == 0:
-                self._hosts.pop(key, None)  # made above for nothing: keep no empty host
             raise PoolClosed("the Transport closed during the request", host=_host_port(url))
 
         if trace and trace.wait_for_conn_start:
             trace.wait_for_conn_start()
         queued_at = self._clock()
-        want = self._add_want(host, request, trace)
+        h2_capable = self.http2 if url.scheme == "https" else self.http2_prior_knowledge
+        want = _Want(request, trace, self._new_event(), h2_capable)
+        self._decide(pool.add_want, want)
         try:
             await want.ready.wait()
         except BaseException:
-            self._cancel_want(host, want)
+            self._decide(pool.cancel_want, want)
             raise
         if trace and trace.wait_for_conn_done:
             queued = self._clock() - queued_at
             try:
                 trace.wait_for_conn_done(queued, want.error)
             except BaseException:
-                if want.conn is not None:
-                    self._give_back(want.conn)
+                self._decide(pool.give_back, want)
                 raise
         if want.error is not None:
             raise want.error
         conn = want.conn
-        assert conn is not None
+        if conn is None:
+            _broken("a woken want is served", want.key)
         if conn.requests_started:
             self._reused += 1
         if trace:
             self._trace_got_conn(trace, conn, was_idle=False, idle_time=0.0)
         return conn
-
-    def _add_want(self, host: _Host, request: Request, trace: ClientTrace | None) -> _Want:
-        """Queue a want for ``request`` and dial for it (or let it wait on the HTTP/2 dial in
-        flight)."""
-        want = _Want(request, trace, self._new_event())
-        host.idle_waiters.append(want)
-        host.waiting += 1
-        # Closing stale idle connections in _take_idle, or a response the garbage collector
-        # finalized since (it closes its connection), may have made the pool forget the host:
-        # with a want counted it is kept from now on, so put it back.
-        self._hosts[host.key] = host
-        if not self._queue_for_dial(host, want):
-            host.undialed.append(want)
-        return want
 
     def _trace_got_conn(
         self, trace: ClientTrace, conn: Conn, *, was_idle: bool, idle_time: float
@@ -639,277 +551,106 @@ class Transport:
             self._give_back(conn)  # unused: it goes back, as after any failure
             raise
 
-    # -- pool decisions: synchronous, so atomic ------------------------------------------------
+    # -- carrying out the pool's decisions ----------------------------------------------------
 
-    def _take_idle(self, host: _Host) -> tuple[HTTP11Connection | None, float]:
-        """The most recently used live idle connection of ``host``, and how long it idled."""
-        now = self._clock()
-        timeout = self.idle_conn_timeout
-        while host.idle:
-            conn, _ = host.idle.popitem(last=True)
-            del self._idle_lru[conn]
-            idle_at = conn.idle_at
-            if idle_at is None:
-                _broken("an idle connection has idle_at", f"{conn!r} in an idle list without it")
-            conn.idle_at = None
-            if timeout is not None and now - idle_at >= timeout:
-                # Older ones are staler still; each is dropped in turn as the loop goes on.
-                self._idle_timeouts += 1
-                conn.close(CloseReason.IDLE_TIMEOUT)
-                continue
-            return conn, now - idle_at
-        return None, 0.0
+    def _decide(self, decision: Callable[[T, float], object], arg: T) -> None:
+        """Run one pool decision and carry out its actions; while actions are being carried out
+        (a connection reporting its close as it is closed), queue it for after them."""
+        if self._carrying_out:
+            self._reports.append((decision, arg))
+            return
+        decision(arg, self._clock())
+        self._decided()
 
-    def _take_stream(self, host: _Host) -> tuple[HTTP2Connection, float] | None:
-        """A stream on one of the host's HTTP/2 connections, reserved; and how long that
-        connection had been idle."""
-        for conn in host.h2_conns:
-            if conn.has_capacity:
-                return conn, self._reserve(conn)
-        return None
+    def _decided(self) -> None:
+        """After a decision made outside ``_carry_out`` (by a task, between awaits)."""
+        if self._pool.actions:
+            self._carry_out()
+        else:
+            self._at_rest()
 
-    def _reserve(self, conn: HTTP2Connection) -> float:
-        conn.reserved += 1
-        conn.handed_out += 1
-        idle_at, conn.idle_at = conn.idle_at, None
-        return 0.0 if idle_at is None else self._clock() - idle_at
+    def _at_rest(self) -> None:
+        if self._idle_wakeup is not None and self._pool.idle_lru:
+            self._idle_wakeup.set()
+            self._idle_wakeup = None
+        if self._check:
+            self._check_invariants()
 
-    def _may_be_h2(self, host: _Host, url: URL) -> bool:
-        if host.h1_only:
-            return False
-        return self.http2 if url.scheme == "https" else self.http2_prior_knowledge
+    def _carry_out(self) -> None:
+        """Carry out the pool's actions, then the decisions the connections reported meanwhile
+        and their actions, until none is left."""
+        pool, reports = self._pool, self._reports
+        actions = pool.actions
+        self._carrying_out = True
+        try:
+            done = 0
+            while True:
+                while done < len(actions):
+                    action = actions[done]
+                    done += 1
+                    if isinstance(action, Deliver):
+                        action.want.ready.set()
+                    elif isinstance(action, Dial):
+                        self._start_dial(action)
+                    else:
+                        self._close(action)
+                if not reports:
+                    break
+                decision, arg = reports.popleft()
+                decision(arg, self._clock())
+        finally:
+            actions.clear()
+            self._carrying_out = False
+        self._at_rest()
 
-    def _queue_for_dial(self, host: _Host, want: _Want) -> bool:
-        """Dial for ``want``, or queue it for a host slot; False when it is to wait on the
-        HTTP/2 dial in flight (or, strict, on the host's HTTP/2 connections) instead."""
-        if self._may_be_h2(host, want.request.url) and (
-            host.h2_dialing or (self.strict_max_concurrent_streams and host.h2_conns)
-        ):
-            return False  # one HTTP/2 dial at a time: the waiters share what it brings
-        want.dialed = True
-        limit = self.max_conns_per_host
-        if limit and host.conns >= limit:
-            host.dial_waiters.append(want)
-            return True
-        host.conns += 1
-        self._start_dial(host, want)
-        return True
-
-    def _start_dial(self, host: _Host, want: _Want) -> None:
-        assert self._task_group is not None
-        host.dialing += 1
-        self._dials += 1
-        may_be_h2 = self._may_be_h2(host, want.request.url)
-        if may_be_h2:
-            host.h2_dialing += 1
+    def _start_dial(self, dial: Dial[_Want]) -> None:
+        if self._task_group is None:
+            _broken("a dial starts in an open Transport", dial.want.key)
         self._task_group.start_soon(
-            self._dial_conn_for, host, want, may_be_h2, name=f"asyncpool dial {host.key}"
+            self._dial_conn_for, dial, name=f"asyncpool dial {dial.want.key}"
         )
 
-    def _dial_for_waiters(self, host: _Host) -> None:
-        """Waiters with no dial of their own lost what they waited on (an HTTP/2 dial that
-        brought HTTP/1.1, a full or departed connection): dial for them, oldest first. Each
-        want leaves ``undialed`` once (dialed, or found served or cancelled), so this is
-        amortised O(1) per want."""
-        undialed = host.undialed
-        while undialed:
-            want = undialed[0]
-            if want.waiting:
-                if not self._queue_for_dial(host, want):
-                    return  # it still waits on the HTTP/2 dial in flight, and so do the rest
-                if self._may_be_h2(host, want.request.url):
-                    undialed.popleft()
-                    return  # one dial serves them all
-            undialed.popleft()
+    @staticmethod
+    def _close(close: Close[HTTP11Connection, HTTP2Connection]) -> None:
+        close.conn.close(close.why, close.error)
 
-    def _serve_h2_waiters(self, host: _Host, conn: HTTP2Connection) -> None:
-        """Hand free streams of ``conn`` to waiting requests, first come first served."""
-        while host.idle_waiters and conn.has_capacity:
-            want = host.idle_waiters[0]
-            if want.waiting:
-                self._reserve(conn)
-                self._deliver(host, want, conn, None)
-            elif host.idle_waiters:
-                host.idle_waiters.popleft()
-        if host.waiting and not self.strict_max_concurrent_streams and not host.h2_dialing:
-            self._dial_for_waiters(host)  # the connection is full: open another
-
-    def _deliver(
-        self, host: _Host, want: _Want, conn: Conn | None, error: BaseException | None
-    ) -> bool:
-        """Serve ``want`` with a connection or an error, unless it is served already."""
-        if not want.waiting:
-            return False
-        want.waiting = False
-        want.conn = conn
-        want.error = error
-        want.ready.set()
-        host.waiting -= 1
-        if host.waiting == 0:
-            # Every want left in the queues was served or cancelled: drop them in bulk.
-            host.idle_waiters.clear()
-            host.dial_waiters.clear()
-            host.undialed.clear()
-        return True
-
-    def _cancel_want(self, host: _Host, want: _Want) -> None:
-        if self._deliver(host, want, None, None):
+    def _release(self, conn: HTTP11Connection, trace: ClientTrace | None) -> None:
+        """An HTTP/1.1 response ended and its connection may carry another request: the
+        hot path of every request, so it runs the decision directly."""
+        if self._carrying_out:
+            self._reports.append((self._pool.put_idle, conn))
             return
-        if want.conn is not None:  # served while being cancelled: the connection is not lost
-            conn, want.conn = want.conn, None
-            self._give_back(conn)
-
-    def _give_back(self, conn: Conn) -> None:
-        """A connection (or reserved stream) handed out but never used."""
-        if isinstance(conn, HTTP2Connection):
-            self.release_stream(conn)
-        else:
-            self._put_or_close_idle(conn)
-
-    def _put_or_close_idle(self, conn: HTTP11Connection, trace: ClientTrace | None = None) -> None:
-        """Go's tryPutIdleConn: a waiting want first, then the idle list, else close."""
-        reason = self._try_put_idle(conn)
-        if reason is not None:
-            conn.close(reason)
+        reason = self._pool.put_idle(conn, self._clock())
+        self._decided()
         if trace and trace.put_idle_conn:
             trace.put_idle_conn(reason)
 
-    def _try_put_idle(self, conn: HTTP11Connection) -> CloseReason | None:
-        """None when a want or the idle list took ``conn``; otherwise why it must close."""
-        if conn.closed:
-            return conn.close_why
-        if self.disable_keep_alives:
-            return CloseReason.NOT_REUSABLE
-        if self._closed:
-            return CloseReason.POOL_CLOSED
-        host = self._hosts[conn.key]
-        while host.idle_waiters:
-            if self._deliver(host, host.idle_waiters.popleft(), conn, None):
-                return None
-        if self._close_idle:
-            return CloseReason.CLOSE_IDLE
-        if len(host.idle) >= self.max_idle_conns_per_host:
-            return CloseReason.IDLE_LIST_FULL
-        conn.idle_at = self._clock()
-        host.idle[conn] = None
-        self._idle_lru[conn] = None
-        if self._idle_wakeup is not None:
-            self._idle_wakeup.set()
-            self._idle_wakeup = None
-        if self.max_idle_conns and len(self._idle_lru) > self.max_idle_conns:
-            oldest, _ = self._idle_lru.popitem(last=False)
-            self._evictions += 1
-            oldest.close(CloseReason.EVICTED)  # conn_closed takes it off its host's idle list
-        return None
-
-    # -- the ConnOwner callbacks (from connection tasks) -----------------------------------------
-
-    def release(self, conn: HTTP11Connection, trace: ClientTrace | None) -> None:
-        self._put_or_close_idle(conn, trace)
-
-    def idle_timed_out(self, conn: HTTP2Connection) -> None:
-        self._idle_timeouts += 1
-        conn.close(CloseReason.IDLE_TIMEOUT)
+    def _give_back(self, conn: Conn) -> None:
+        """A connection (or reserved stream) handed out by ``take`` but never used."""
+        if isinstance(conn, HTTP2Connection):
+            self._owner.release_stream(conn)
+        else:
+            self._release(conn, None)
 
     # -- the idle sweeper (a task) ----------------------------------------------------------------
 
-    async def _close_expired_idle_conns(self, timeout: float) -> None:
+    async def _close_expired_idle_conns(self) -> None:
         """Go's per-connection idle timer, for the whole pool at once."""
+        pool = self._pool
         while True:
-            next_expiry = self._close_expired(timeout)
+            next_expiry = pool.expire(self._clock())
+            if pool.actions:
+                self._carry_out()
             if next_expiry is not None:
                 await anyio.sleep_until(next_expiry)
             else:
                 wakeup = self._idle_wakeup = self._new_event()
                 await wakeup.wait()
 
-    def _close_expired(self, timeout: float) -> float | None:
-        """Close the idle HTTP/1.1 connections past ``timeout``; when the next one expires."""
-        now = self._clock()
-        while self._idle_lru:
-            oldest = next(iter(self._idle_lru))
-            if oldest.idle_at is None:
-                _broken("an idle connection has idle_at", f"{oldest!r} in the LRU without it")
-            expiry = oldest.idle_at + timeout
-            if expiry > now:
-                return expiry
-            self._idle_timeouts += 1
-            oldest.close(CloseReason.IDLE_TIMEOUT)  # conn_closed takes it out of the LRU
-        return None
-
-    def release_stream(self, conn: HTTP2Connection) -> None:
-        conn.reserved -= 1
-        if conn.reserved < 0:
-            _broken("a stream gives its slot back once", f"{conn!r} reserved={conn.reserved}")
-        host = self._hosts.get(conn.key)
-        if host is None or conn not in host.h2_conns:
-            return
-        cap = conn.stream_cap
-        if cap is not None and conn.streams_accepted >= cap and not conn.goaway:
-            # It answered all it was given and announced no GOAWAY (which would have come
-            # with the last stream it takes): the server takes more now. Forget the lesson.
-            self._h2_stream_caps.pop(host.key, None)
-            for other in host.h2_conns:
-                other.stream_cap = None
-        self._serve_h2_waiters(host, conn)
-        if conn.reserved == 0:
-            conn.idle_at = self._clock()
-            conn.went_idle()
-
-    def capacity_changed(self, conn: HTTP2Connection) -> None:
-        host = self._hosts.get(conn.key)
-        if host is None or conn not in host.h2_conns:
-            return  # still in its handshake
-        if conn.goaway:
-            del host.h2_conns[conn]
-            if conn.refused_streams:
-                self._learn_stream_cap(host.key, conn.streams_accepted)
-            if host.waiting and not host.h2_dialing:
-                self._dial_for_waiters(host)
-        else:
-            self._serve_h2_waiters(host, conn)
-
-    def _learn_stream_cap(self, key: str, accepted: int) -> None:
-        caps = self._h2_stream_caps
-        caps.pop(key, None)
-        if len(caps) >= STREAM_CAPS_KEPT:
-            del caps[next(iter(caps))]  # the oldest lesson
-        caps[key] = max(1, accepted)
-
-    def conn_closed(self, conn: Conn) -> None:
-        self._conns.discard(conn)
-        host = self._hosts[conn.key]
-        if isinstance(conn, HTTP2Connection):
-            host.h2_conns.pop(conn, None)
-            self._free_host_slot(host)
-            if host.waiting and not host.h2_dialing and not self._closed:
-                self._dial_for_waiters(host)
-            return
-        if conn.idle_at is not None:
-            del host.idle[conn]
-            self._idle_lru.pop(conn, None)
-            conn.idle_at = None
-            if conn.close_why is CloseReason.SERVER_CLOSED:
-                self._server_closed_idle += 1
-        self._free_host_slot(host)
-
-    def _free_host_slot(self, host: _Host) -> None:
-        """Go's decConnsPerHost: pass the slot to the next waiting want, or give it back."""
-        if self.max_conns_per_host and not self._closed:
-            while host.dial_waiters:
-                want = host.dial_waiters.popleft()
-                if want.waiting:
-                    self._start_dial(host, want)
-                    return
-        host.conns -= 1
-        if host.conns < 0:
-            _broken("a host slot is given back once", f"{host.key} conns={host.conns}")
-        if host.conns == 0 and host.waiting == 0:
-            del self._hosts[host.key]
-
     # -- dialing --------------------------------------------------------------------------------
 
-    async def _dial_conn_for(self, host: _Host, want: _Want, may_be_h2: bool) -> None:
+    async def _dial_conn_for(self, dial_action: Dial[_Want]) -> None:
+        want, may_be_h2 = dial_action.want, dial_action.may_be_h2
         url = want.request.url
         host_port = _host_port(url)
         conn: Conn
@@ -930,9 +671,9 @@ class Transport:
             h2 = dialed.alpn_protocol == "h2" or (url.scheme == "http" and may_be_h2)
             if h2:
                 conn = HTTP2Connection(
-                    self,
+                    self._owner,
                     dialed.stream,
-                    key=host.key,
+                    key=want.key,
                     host_port=host_port,
                     authority=url.host_header,
                     scheme=url.scheme,
@@ -960,15 +701,16 @@ class Transport:
                     await anyio.aclose_forcefully(dialed.stream)
                     raise
         except BaseException as exc:
-            self._dial_failed(host, want, may_be_h2, exc)
+            self._pool.dial_failed(dial_action, exc, self._clock())
+            self._decided()
             if isinstance(exc, Exception):
                 return
             raise
         if not h2:
             conn = HTTP11Connection(
-                self,
+                self._owner,
                 dialed.stream,
-                key=host.key,
+                key=want.key,
                 host_port=host_port,
                 max_header_bytes=self.max_response_header_bytes,
                 expect_continue_timeout=self.expect_continue_timeout,
@@ -976,262 +718,57 @@ class Transport:
                 local_address=dialed.local_address,
                 remote_address=dialed.remote_address,
             )
-        self._dial_done(host, want, may_be_h2, conn)
-
-    def _dial_failed(self, host: _Host, want: _Want, may_be_h2: bool, exc: BaseException) -> None:
-        host.dialing -= 1
-        self._failed_dials += 1
-        if may_be_h2:
-            host.h2_dialing -= 1
-        if isinstance(exc, Exception):
-            self._deliver(host, want, None, exc)
-            if may_be_h2:  # those waiting on this dial share its failure
-                while host.undialed:
-                    self._deliver(host, host.undialed.popleft(), None, exc)
-        self._free_host_slot(host)
-
-    def _dial_done(self, host: _Host, want: _Want, may_be_h2: bool, conn: Conn) -> None:
-        host.dialing -= 1
-        if may_be_h2:
-            host.h2_dialing -= 1
-        if isinstance(conn, HTTP2Connection):
-            self._add_h2_conn(host, want, conn)
-            return
-        if may_be_h2:
-            host.h1_only = True  # remembered: later requests dial as HTTP/1.1 does
-        if self._start_conn(conn, want) and not self._deliver(host, want, conn, None):
-            self._put_or_close_idle(conn)
-        if may_be_h2:
-            self._dial_for_waiters(host)
-
-    def _start_conn(self, conn: Connection, want: _Want) -> bool:
-        """Start a freshly dialed connection's tasks; False when the pool closed meanwhile
-        (the connection is closed then)."""
         conn.trace = want.trace
-        self._conns.add(conn)
-        assert self._task_group is not None
+        if self._task_group is None:
+            _broken("a dial ends in an open Transport", want.key)
         conn.start(self._task_group)
-        if self._closed:
-            conn.close(CloseReason.POOL_CLOSED, PoolClosed("the Transport was closed"))
-            return False
-        return True
-
-    def _add_h2_conn(self, host: _Host, want: _Want, conn: HTTP2Connection) -> None:
-        if not self._start_conn(conn, want):
-            return
-        host.h2_conns[conn] = None
-        conn.stream_cap = self._h2_stream_caps.get(host.key)
-        conn.idle_at = self._clock()
-        if want.waiting and conn.has_capacity:  # its own want first, then the queue in order
-            self._reserve(conn)
-            self._deliver(host, want, conn, None)
-        self._serve_h2_waiters(host, conn)
+        if isinstance(conn, HTTP2Connection):
+            self._pool.dialed_h2(dial_action, conn, self._clock())
+        else:
+            self._pool.dialed_h1(dial_action, conn, self._clock())
+        self._decided()
 
     # -- invariant checks (tests, debugging) --------------------------------------------------
 
-    # The synchronous decisions that start from outside the pool's own decisions (a
-    # connection's callback, a step of the pool's tasks): when they return, the state is at
-    # rest and the invariants hold.
-    _CHECKED_DECISIONS = (
-        "release",
-        "release_stream",
-        "capacity_changed",
-        "conn_closed",
-        "idle_timed_out",
-        "_add_want",
-        "_cancel_want",
-        "_give_back",
-        "_close_expired",
-        "_dial_failed",
-        "_dial_done",
-    )
-
-    def _check_after_decisions(self) -> None:
-        """Run ``_check_invariants`` after every pool decision of this Transport (O(pool)
-        each: for tests). The methods are wrapped on the instance, so a Transport without
-        checks does no extra work at all; a decision nested in another (a connection closed
-        while the idle list is trimmed) is checked with the outer one, once it is done."""
-        depth = 0
-
-        def checked(method: Callable[..., Any]) -> Callable[..., Any]:
-            def run(*args: Any) -> Any:
-                nonlocal depth
-                depth += 1
-                try:
-                    result = method(*args)
-                finally:
-                    depth -= 1
-                if depth == 0:
-                    self._check_invariants()
-                return result
-
-            return run
-
-        for name in self._CHECKED_DECISIONS:
-            setattr(self, name, checked(getattr(self, name)))
-        get_conn = self._get_conn
-
-        async def checked_get_conn(request: Request, trace: ClientTrace | None) -> Connection:
-            # Taking an idle connection or a stream is a decision too (the hot path: not
-            # worth a method of its own), done when _get_conn returns.
-            conn = await get_conn(request, trace)
-            self._check_invariants()
-            return conn
-
-        self._get_conn: Callable[  # type: ignore[method-assign]
-            [Request, ClientTrace | None], Coroutine[Any, Any, Connection]
-        ] = checked_get_conn
-
     def _check_invariants(self) -> None:
-        """Raise PoolInvariantError naming the first invariant of the module docstring the
-        pool's state breaks. O(connections + wants): for tests (after each one, and after
-        every decision with ASYNCPOOL_CHECK_INVARIANTS=1) and for debugging."""
-        open_conns: collections.Counter[str] = collections.Counter()
-        for conn in self._conns:
-            open_conns[conn.key] += 1
+        """Raise PoolInvariantError naming the first invariant (the pool's, then this module's)
+        that the state breaks; at rest only, as the Transport is after each decision it carries
+        out. O(connections + wants): for tests and debugging."""
+        pool = self._pool
+        pool.check_invariants()
+        if self._carrying_out or self._reports or pool.actions:
+            _broken("the pool is at rest after carrying out a decision", f"{len(self._reports)}")
+        for conn in pool.open:
             if conn.closed:
                 _broken("an open connection is not closed", f"{conn!r} ({conn.close_why})")
-            if conn.key not in self._hosts:
-                _broken("an open connection's host is kept", f"{conn!r}, hosts {list(self._hosts)}")
-            if isinstance(conn, HTTP2Connection):
-                if not conn.active_streams <= conn.reserved <= conn.handed_out:
-                    _broken(
-                        "an HTTP/2 connection's open streams <= reserved <= handed out",
-                        f"{conn!r} streams={conn.active_streams} reserved={conn.reserved} "
-                        f"handed_out={conn.handed_out}",
-                    )
-                if conn.stream_cap is not None and conn.handed_out > conn.stream_cap:
-                    _broken(
-                        "an HTTP/2 connection hands out at most its stream cap",
-                        f"{conn!r} handed_out={conn.handed_out} cap={conn.stream_cap}",
-                    )
-            elif conn.idle_at is not None and conn not in self._idle_lru:
-                _broken("an HTTP/1.1 connection with idle_at is idle", f"{conn!r} not in the LRU")
-        idle: dict[HTTP11Connection, str] = {}
-        for key, host in self._hosts.items():
-            state = (
-                f"{key}: conns={host.conns} dialing={host.dialing} h2_dialing={host.h2_dialing} "
-                f"open={open_conns[key]} idle={len(host.idle)} waiting={host.waiting}"
-            )
-            if host.key != key:
-                _broken("a host is kept under its own key", f"{host.key!r} under {key!r}")
-            if host.conns == 0 and host.waiting == 0:
-                _broken("no empty host is kept", state)
-            if not 0 <= host.h2_dialing <= host.dialing:
-                _broken("0 <= HTTP/2 dials <= dials", state)
-            if host.conns != host.dialing + open_conns[key]:
-                _broken("_Host.conns counts the host's dialing and open connections", state)
-            if self.max_conns_per_host and host.conns > self.max_conns_per_host:
-                _broken("a host has at most max_conns_per_host connections", state)
-            if len(host.idle) > self.max_idle_conns_per_host:
-                _broken("a host keeps at most max_idle_conns_per_host idle", state)
-            if host.idle and host.waiting:
-                _broken("no want waits while its host has an idle connection", state)
-            last = float("-inf")
-            for conn in host.idle:
-                if conn in idle:
-                    _broken("an HTTP/1.1 connection is in one place", f"{conn!r} idle twice")
-                idle[conn] = key
-                if conn.key != key or conn not in self._conns or conn not in self._idle_lru:
-                    _broken(
-                        "an idle connection is open, in its host's idle list and in the LRU",
-                        f"{conn!r} in {key}'s idle list",
-                    )
-                if conn.idle_at is None or conn.idle_at < last:
-                    _broken("an idle list is ordered by idle_at", f"{conn!r} in {key}'s")
-                last = conn.idle_at
-            for h2_conn in host.h2_conns:
-                if h2_conn.key != key or h2_conn not in self._conns:
-                    _broken("a host's HTTP/2 connections are its own, open", f"{h2_conn!r}")
-                if (h2_conn.idle_at is None) != (h2_conn.reserved > 0):
-                    _broken(
-                        "an HTTP/2 connection has idle_at when no stream is reserved on it",
-                        f"{h2_conn!r} reserved={h2_conn.reserved} idle_at={h2_conn.idle_at}",
-                    )
-                if host.waiting and h2_conn.has_capacity:
-                    _broken("no want waits while an HTTP/2 connection has room", state)
-            self._check_wants(host, state)
-        if len(idle) != len(self._idle_lru):
-            _broken(
-                "the LRU holds exactly the idle connections",
-                f"{len(self._idle_lru)} in the LRU, {len(idle)} in idle lists",
-            )
-        if self.max_idle_conns and len(self._idle_lru) > self.max_idle_conns:
-            _broken("at most max_idle_conns are idle", f"{len(self._idle_lru)} idle")
-        last = float("-inf")
-        for conn in self._idle_lru:
-            if conn.idle_at is None or conn.idle_at < last:
-                _broken("_idle_lru is ordered by idle_at", f"{conn!r} idle_at={conn.idle_at}")
-            last = conn.idle_at
-        if self._idle_wakeup is not None and self._idle_lru:
+        if pool.closing:
+            _broken("every connection the pool closed has reported it", f"{pool.closing}")
+        if self._idle_wakeup is not None and pool.idle_lru:
             _broken("the sweeper waits for an idle connection only when none is", "")
-
-    def _check_wants(self, host: _Host, state: str) -> None:
-        waiting = [want for want in host.idle_waiters if want.waiting]
-        if len(waiting) != host.waiting or len(set(map(id, waiting))) != len(waiting):
-            _broken(
-                "_Host.waiting counts the wants still waiting, each queued once",
-                f"{state}, {len(waiting)} waiting in idle_waiters",
-            )
-        if not host.waiting and (host.idle_waiters or host.dial_waiters or host.undialed):
-            _broken("a host with no want waiting keeps none queued", state)
-        if any(not want.dialed for want in host.dial_waiters):
-            _broken("a want waiting for a host slot has a dial of its own", state)
-        undialed = {id(want) for want in host.undialed}
-        for want in waiting:
-            if want.conn is not None or want.error is not None:
-                _broken("a want is served once", f"{state}, a waiting want holds a result")
-            if want.dialed:
-                continue
-            if id(want) not in undialed:
-                _broken("a waiting want with no dial of its own is in undialed", state)
-            # It waits on the HTTP/2 dial in flight, on streams of the host's HTTP/2
-            # connections (they serve it, or dial for it, as they give them back), or on the
-            # dial of a want queued for a host slot.
-            if not (
-                self._closed
-                or host.h2_dialing
-                or host.h2_conns
-                or any(other.waiting for other in host.dial_waiters)
-            ):
-                _broken("a want with no dial of its own has a dial or stream to wait on", state)
-        if any(want.dialed for want in host.undialed):
-            _broken("undialed holds only wants with no dial of their own", state)
 
     # -- the public controls --------------------------------------------------------------------
 
     async def close_idle_connections(self) -> None:
         """Close every idle connection now, and those in use when they are freed, until the
         next request asks for a connection (Go's CloseIdleConnections)."""
-        self._close_idle = True
-        for conn in list(self._idle_lru):
-            conn.close(CloseReason.CLOSE_IDLE)
-        for host in list(self._hosts.values()):
-            for h2_conn in list(host.h2_conns):
-                if h2_conn.reserved == 0:
-                    h2_conn.close(CloseReason.CLOSE_IDLE)
+        self._pool.close_idle(self._clock())
+        self._decided()
         await anyio.lowlevel.checkpoint()
 
     def stats(self) -> TransportStats:
         """A snapshot of the pool: O(hosts)."""
-        hosts = {}
-        for key, host in self._hosts.items():
-            idle = len(host.idle) + sum(1 for c in host.h2_conns if c.reserved == 0)
-            hosts[key] = HostStats(
-                idle=idle,
-                in_use=host.conns - host.dialing - idle,
-                dialing=host.dialing,
-                waiting=host.waiting,
-                total=host.conns,
-                streams=sum(c.active_streams for c in host.h2_conns),
-            )
+        pool = self._pool
         return TransportStats(
-            hosts=hosts,
-            dials=self._dials,
-            failed_dials=self._failed_dials,
+            hosts=pool.host_stats(),
+            dials=pool.dials,
+            failed_dials=pool.failed_dials,
             reused=self._reused,
             retries=self._retries,
-            idle_timeouts=self._idle_timeouts,
-            evictions=self._evictions,
-            server_closed_idle=self._server_closed_idle,
+            idle_timeouts=pool.idle_timeouts,
+            evictions=pool.evictions,
+            server_closed_idle=pool.server_closed_idle,
         )
+
+
+def _broken(invariant: str, state: str) -> NoReturn:
+    raise PoolInvariantError(f"pool invariant broken: {invariant} ({state})")

@@ -260,14 +260,19 @@ async def test_async_with_response_closes_it(server: TestServer) -> None:
         assert pool.stats().total == 0
 
 
-async def test_an_unclosed_response_warns_and_frees_its_connection(server: TestServer) -> None:
+async def test_an_unclosed_response_warns_and_frees_its_connection_on_the_loop(
+    server: TestServer,
+) -> None:
     async with Transport() as pool:
         response = await pool.round_trip(Request("GET", server.url_for("/stream?chunks=1000")))
         assert pool.stats().in_use == 1
         with pytest.warns(ResourceWarning, match="unclosed response"):
             del response
             gc.collect()
-        assert pool.stats().total == 0
+        # The collector runs inside any allocation, perhaps inside the pool's own code: it
+        # does no pool work itself, it leaves that to the event loop.
+        assert pool.stats().in_use == 1
+        await wait_until(lambda: pool.stats().total == 0)
 
 
 # -- 1xx and 100-continue ---------------------------------------------------------------------

@@ -1,0 +1,839 @@
+"""The pool's decisions, without I/O: which connection serves which request, when to dial,
+what to close.
+
+Theory of operation
+-------------------
+``Pool`` is the bookkeeping of Go's ``net/http.Transport`` as plain synchronous code, in the
+manner of h11: it performs no I/O, reads no clock and calls nothing outside itself. Each
+*decision* (a method below) takes the time as an argument, updates the state, and appends what
+must happen to ``actions``: ``Deliver`` (wake a want: its result is set), ``Dial`` (start a dial
+for a want) and ``Close`` (close a connection). The Transport carries the actions out after the
+decision returns and reports what came of them (a dial done or failed, a connection closed) as
+further decisions. Since nothing here calls out, no decision runs inside another: a connection
+that closes while an action is carried out reports it into a queue that the Transport drains
+after, one decision at a time.
+
+A request asks for a connection to its key (its origin: scheme, host, port) with ``take``: a
+stream on a host's HTTP/2 connection with room first, then the most recently used live idle
+HTTP/1.1 connection. Otherwise it registers a *want* (``add_want``) in the queues of its host:
+``idle_waiters`` (served by the next connection that any request frees), when
+``max_conns_per_host`` is reached ``dial_waiters`` (served by the next free host slot), and,
+when it waits on an HTTP/2 dial in flight instead of dialing, ``undialed`` (dialed for if that
+dial does not serve it). Whichever comes first serves the want, a freed connection or a fresh
+dial (socket late binding), and the loser is not wasted: it goes to the next want or the idle
+list.
+
+HTTP/2 connections are shared: a host keeps them in ``h2_conns`` and a request takes a stream on
+the first one with room. While a dial that may bring HTTP/2 is in flight (https with ``http2``,
+or prior knowledge), new wants queue behind it instead of dialing too; when it brings HTTP/2 it
+serves them in order, as far as the server's MAX_CONCURRENT_STREAMS allows, and a full
+connection makes the pool dial one more (one dial at a time) unless
+``strict_max_concurrent_streams``. When it brings HTTP/1.1 the host is remembered as such and
+the waiters dial as HTTP/1.1 requests do. A GOAWAY that refused streams after the server took N
+teaches the pool to give new connections to that key N streams each (``h2_stream_caps``), until
+one answers N without a GOAWAY.
+
+Idle HTTP/1.1 connections expire by ``expire(now)``, which the Transport's sweeper task calls
+when the oldest is due: the LRU holds them in the order they became idle, so its head is the
+next to expire. (An idle HTTP/2 connection times itself out, in its reader, and reports it with
+``h2_idle_timed_out``.)
+
+A connection the pool decides to close leaves its idle list at once and is *closing* until it
+reports that it closed (``conn_closed``): only then is its host slot freed.
+
+Invariants
+----------
+``check_invariants()`` verifies each of these from the state, raising ``PoolInvariantError``
+(not ``assert``: they hold under ``python -O`` too):
+
+* A want is served at most once (``Want.waiting`` flips once, with ``conn`` or ``error`` set);
+  a connection that finds no waiting want goes to the idle list or is closed.
+* An HTTP/1.1 connection is in exactly one place: a host's idle list (then ``idle_at`` is set
+  and it is in the LRU), one request's hands (a delivered want, or a caller), or closing.
+* The LRU holds exactly the idle HTTP/1.1 connections, ordered by ``idle_at``, oldest first
+  (connections join at the end with the current time), and so is each host's idle list.
+* ``_Host.conns`` counts the host's dials in flight and its open connections (closing ones
+  included), and never exceeds ``max_conns_per_host``. It is incremented when a dial starts and
+  decremented exactly once, when that dial fails or its connection reports its close; with
+  ``max_conns_per_host`` a freed slot passes straight to the next want waiting for one.
+* An HTTP/2 connection's ``reserved`` counts the streams handed out and not yet given back
+  (each gives its slot back exactly once); it is idle (``idle_at`` set) exactly when none is.
+* No want waits while its host has an idle connection or an HTTP/2 connection with room, and a
+  want with no dial of its own waits on something that will serve it or dial for it.
+* No host without connections or wants is kept.
+
+Costs
+-----
+With W wants waiting for a host, I idle connections and H HTTP/2 connections to it
+(``benchmarks/bench_pool_waiters.py`` measures the waiter-bound ones at W = 100 ... 10,000):
+
+* ``take`` of an idle HTTP/1.1 connection, ``put_idle``, an LRU eviction, ``conn_closed``:
+  O(1), plus O(1) per expired connection or finished want skipped on the way (each is skipped
+  once). ``take`` allocates nothing: the idle time it measured is left in ``idle_time``.
+* ``take`` of an HTTP/2 stream: O(H); ``release_stream``: O(1) plus the wants it serves (O(H)
+  when a learnt stream cap is forgotten).
+* ``add_want``, ``cancel_want``, a delivery: O(1). Served and cancelled wants stay in the deques
+  until met at a front (or all dropped at once when the host's last want is served): amortised
+  O(1), as each is popped at most once per deque.
+* Dialing for wants whose dial did not serve them (an HTTP/2 connection full, closed or sent
+  GOAWAY, a dial that brought HTTP/1.1): O(1) plus the wants it dials for, found in
+  ``undialed`` (no scan of ``idle_waiters``). A failed HTTP/2 dial fails the wants waiting on
+  it: O(1) each.
+* ``expire``: O(1) per connection it closes. ``host_stats``: O(hosts + H). ``close_idle`` and
+  ``close``: O(connections + wants). ``check_invariants``: O(connections + wants), for tests.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import sys
+from typing import Any, Generic, NoReturn, Protocol, TypeVar, cast
+
+from ._conn_common import CloseReason
+from ._errors import PoolClosed
+
+__all__ = [
+    "Close",
+    "Deliver",
+    "Dial",
+    "H1Conn",
+    "H2Conn",
+    "HostStats",
+    "Pool",
+    "PoolInvariantError",
+    "PoolOptions",
+    "Want",
+]
+
+# Hosts whose HTTP/2 stream cap (see Pool.h2_stream_caps) is remembered.
+STREAM_CAPS_KEPT = 256
+
+
+class PoolInvariantError(RuntimeError):
+    """The pool's state broke one of its invariants: a bug in asyncpool. Raised by the pool's
+    own checks, which stay on under ``python -O`` (unlike ``assert``)."""
+
+
+def _broken(invariant: str, state: str) -> NoReturn:
+    raise PoolInvariantError(f"pool invariant broken: {invariant} ({state})")
+
+
+class H1Conn(Protocol):
+    """What the pool reads of an HTTP/1.1 connection; ``idle_at`` is the pool's to write."""
+
+    idle_at: float | None  # when it entered an idle list; None while not idle
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def close_why(self) -> CloseReason | None: ...
+
+
+class H2Conn(Protocol):
+    """What the pool reads of an HTTP/2 connection; the first four are the pool's to write."""
+
+    idle_at: float | None  # when ``reserved`` last fell to 0; None while it is above
+    reserved: int  # streams handed out and not given back
+    handed_out: int  # streams ever handed out
+    stream_cap: int | None  # the most it hands out in its life (None: no cap)
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def has_capacity(self) -> bool:
+        """Open, no GOAWAY, ``reserved`` under the server's limit and ``handed_out`` under
+        ``stream_cap``."""
+
+    @property
+    def goaway(self) -> bool: ...
+
+    @property
+    def refused_streams(self) -> bool:
+        """The server refused a stream (a GOAWAY past it, REFUSED_STREAM)."""
+
+    @property
+    def streams_accepted(self) -> int: ...
+
+    @property
+    def active_streams(self) -> int: ...
+
+
+H1T = TypeVar("H1T", bound=H1Conn)
+H2T = TypeVar("H2T", bound=H2Conn)
+
+
+class Want(Generic[H1T, H2T]):
+    """A request waiting for a connection (Go's wantConn). Served at most once: ``waiting``
+    turns False as ``conn`` (a connection, or a reserved stream on an HTTP/2 one) or ``error``
+    is set. The Transport subclasses it to carry the request, its trace and its wake-up."""
+
+    __slots__ = ("conn", "dialed", "error", "h2_capable", "key", "stream", "waiting")
+
+    def __init__(self, key: str, h2_capable: bool) -> None:
+        self.key = key
+        # The request may speak HTTP/2 (https with http2, or prior knowledge): its dial may
+        # bring HTTP/2, unless the host is known to answer HTTP/1.1.
+        self.h2_capable = h2_capable
+        self.waiting = True
+        self.dialed = False  # a dial was started or queued for it (else it waits on another's)
+        self.conn: H1T | H2T | None = None
+        self.stream = False  # conn is an HTTP/2 connection, a stream on it reserved for us
+        self.error: BaseException | None = None
+
+
+W = TypeVar("W", bound=Want[Any, Any])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deliver(Generic[W]):
+    """Wake ``want``: its ``conn`` or ``error`` is set."""
+
+    want: W
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Dial(Generic[W]):
+    """Dial a connection for ``want``; report the outcome with ``dialed_h1``, ``dialed_h2`` or
+    ``dial_failed``, giving this action back."""
+
+    want: W
+    may_be_h2: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Close(Generic[H1T, H2T]):
+    """Close ``conn``; it reports back with ``h1_closed`` or ``h2_closed``."""
+
+    conn: H1T | H2T
+    why: CloseReason
+    error: BaseException | None = None
+
+
+Action = Deliver[W] | Dial[W] | Close[H1T, H2T]
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolOptions:
+    """The limits and protocol choices the decisions follow; 0 means "no limit" for the
+    ``max_*`` options, as in Go."""
+
+    max_idle_conns: int = 100
+    max_idle_conns_per_host: int = sys.maxsize
+    max_conns_per_host: int = 0
+    idle_conn_timeout: float | None = 90.0
+    disable_keep_alives: bool = False
+    strict_max_concurrent_streams: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class HostStats:
+    idle: int
+    in_use: int
+    dialing: int
+    waiting: int
+    total: int  # dialing + in use + idle
+    streams: int = 0  # HTTP/2 streams open over the host's connections
+
+
+class _Host(Generic[H1T, H2T, W]):
+    """Per-key state; every field is changed only by the Pool's decisions."""
+
+    __slots__ = (
+        "conns",
+        "dial_waiters",
+        "dialing",
+        "h1_only",
+        "h2_conns",
+        "h2_dialing",
+        "idle",
+        "idle_waiters",
+        "key",
+        "undialed",
+        "waiting",
+    )
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        # HTTP/2 connections taking new streams, in the order they were made (a GOAWAY removes
+        # one); the value is unused.
+        self.h2_conns: dict[H2T, None] = {}
+        self.h2_dialing = 0  # dials in flight that may yield HTTP/2: others wait for them
+        self.h1_only = False  # the server answered ALPN with http/1.1 once
+        # Idle connections, least recently used first; the value is unused.
+        self.idle: collections.OrderedDict[H1T, None] = collections.OrderedDict()
+        self.idle_waiters: collections.deque[W] = collections.deque()
+        self.dial_waiters: collections.deque[W] = collections.deque()
+        # Wants with no dial of their own (they wait on an HTTP/2 dial in flight), in arrival
+        # order: _dial_for_waiters finds them here instead of scanning idle_waiters.
+        self.undialed: collections.deque[W] = collections.deque()
+        self.conns = 0  # dials in flight + open connections (closing ones included)
+        self.dialing = 0
+        self.waiting = 0  # wants still waiting (the deques may also hold served/cancelled ones)
+
+
+class Pool(Generic[H1T, H2T, W]):
+    """The pool's state and decisions; see the module's theory of operation. Every method that
+    takes ``now`` is a decision and may append to ``actions``, which the caller carries out
+    (and clears) before the next decision."""
+
+    def __init__(self, options: PoolOptions) -> None:
+        self.options = options
+        # What to do, in order; appended by the decisions, emptied by whoever carries them out.
+        self.actions: list[Action[W, H1T, H2T]] = []
+        self.hosts: dict[str, _Host[H1T, H2T, W]] = {}
+        self.idle_lru: collections.OrderedDict[H1T, None] = collections.OrderedDict()
+        self.open: set[H1T | H2T] = set()  # connections dialed, not yet reported closed
+        self.closing: set[H1T | H2T] = set()  # those the pool asked to close (a Close action)
+        self.closed = False  # close() was decided: nothing new starts
+        # Go's closeIdle: close connections freed after close_idle, until the next take.
+        self.close_idle_on_release = False
+        # How long the connection the last successful take returned had been idle.
+        self.idle_time = 0.0
+        # Streams a new HTTP/2 connection to a key is given in its life, learnt from a GOAWAY
+        # that refused streams after the server took this many (a server that closes
+        # connections after a few requests, as nginx's keepalive_requests): the requests it
+        # refused then spread over new connections instead of all moving to the next one, to be
+        # refused again. Forgotten when a connection answers that many without a GOAWAY; kept
+        # past the host's last connection (as that one's GOAWAY closes it), the oldest dropped
+        # past STREAM_CAPS_KEPT.
+        self.h2_stream_caps: dict[str, int] = {}
+        # Counters for stats().
+        self.dials = 0
+        self.failed_dials = 0
+        self.idle_timeouts = 0
+        self.evictions = 0
+        self.server_closed_idle = 0
+
+    # -- taking a connection ----------------------------------------------------------------
+
+    def take(self, key: str, now: float) -> H1T | H2T | None:
+        """A stream on one of the host's HTTP/2 connections, reserved, or else its most recently
+        used live idle HTTP/1.1 connection; None when it has neither. Sets ``idle_time``."""
+        self.close_idle_on_release = False  # someone wants a connection: keep freed ones again
+        host = self.hosts.get(key)
+        if host is None:
+            return None
+        for h2_conn in host.h2_conns:
+            if h2_conn.has_capacity:
+                self.idle_time = self._reserve(h2_conn, now)
+                return h2_conn
+        timeout = self.options.idle_conn_timeout
+        idle, lru = host.idle, self.idle_lru
+        while idle:
+            conn, _ = idle.popitem(last=True)
+            del lru[conn]
+            idle_at = conn.idle_at
+            if idle_at is None:
+                _broken("an idle connection has idle_at", f"{conn!r} in an idle list without it")
+            conn.idle_at = None
+            if timeout is not None and now - idle_at >= timeout:
+                # Older ones are staler still; each is dropped in turn as the loop goes on.
+                self.idle_timeouts += 1
+                self._close(conn, CloseReason.IDLE_TIMEOUT)
+                continue
+            self.idle_time = now - idle_at
+            return conn
+        return None
+
+    def add_want(self, want: W, now: float) -> None:
+        """Queue ``want`` (after a ``take`` that found nothing) and dial for it, or let it wait
+        on the HTTP/2 dial in flight."""
+        if self.closed:
+            _broken("no want is added after close()", want.key)
+        host = self.hosts.get(want.key)
+        if host is None:
+            host = self.hosts[want.key] = _Host(want.key)
+        host.idle_waiters.append(want)
+        host.waiting += 1
+        if not self._queue_for_dial(host, want):
+            host.undialed.append(want)
+
+    def cancel_want(self, want: W, now: float) -> None:
+        """``want``'s request stopped waiting (cancelled, or it failed before using what it got):
+        withdraw it, or give back what it was served."""
+        host = self.hosts.get(want.key)
+        if want.waiting:
+            if host is None:
+                _broken("a waiting want's host is kept", want.key)
+            self._serve(host, want, None, None)
+        else:
+            self.give_back(want, now)
+
+    def give_back(self, want: W, now: float) -> None:
+        """What ``want`` was served went unused (its request failed before using it)."""
+        conn, want.conn = want.conn, None
+        if conn is None:
+            return
+        if want.stream:
+            self.release_stream(cast(H2T, conn), now)
+        else:
+            self.put_idle(cast(H1T, conn), now)
+
+    # -- giving connections back ------------------------------------------------------------
+
+    def put_idle(self, conn: H1T, now: float) -> CloseReason | None:
+        """An HTTP/1.1 connection may carry another request (Go's tryPutIdleConn): to the first
+        waiting want, else to the idle list. Returns None when one took it, else why it closes
+        (a Close is appended unless it closed already)."""
+        reason = self._try_put_idle(conn, now)
+        if reason is not None and not conn.closed and conn not in self.closing:
+            self._close(conn, reason)
+        return reason
+
+    def _try_put_idle(self, conn: H1T, now: float) -> CloseReason | None:
+        if conn.closed:
+            return conn.close_why
+        if self.options.disable_keep_alives:
+            return CloseReason.NOT_REUSABLE
+        if self.closed:
+            return CloseReason.POOL_CLOSED
+        host = self.hosts[conn.key]
+        while host.idle_waiters:
+            want = host.idle_waiters.popleft()
+            if want.waiting:
+                self._serve(host, want, conn, None)
+                return None
+        if self.close_idle_on_release:
+            return CloseReason.CLOSE_IDLE
+        if len(host.idle) >= self.options.max_idle_conns_per_host:
+            return CloseReason.IDLE_LIST_FULL
+        conn.idle_at = now
+        host.idle[conn] = None
+        lru = self.idle_lru
+        lru[conn] = None
+        max_idle = self.options.max_idle_conns
+        if max_idle and len(lru) > max_idle:
+            oldest, _ = lru.popitem(last=False)
+            self.evictions += 1
+            del self.hosts[oldest.key].idle[oldest]
+            oldest.idle_at = None
+            self._close(oldest, CloseReason.EVICTED)
+        return None
+
+    def release_stream(self, conn: H2T, now: float) -> None:
+        """A stream of ``conn`` ended (or was never opened): its slot serves the next want."""
+        conn.reserved -= 1
+        if conn.reserved < 0:
+            _broken("a stream gives its slot back once", f"{conn!r} reserved={conn.reserved}")
+        host = self.hosts.get(conn.key)
+        if conn.reserved == 0:
+            conn.idle_at = now
+        if host is None or conn not in host.h2_conns:
+            return
+        cap = conn.stream_cap
+        if cap is not None and conn.streams_accepted >= cap and not conn.goaway:
+            # It answered all it was given and announced no GOAWAY (which would have come with
+            # the last stream it takes): the server takes more now. Forget the lesson.
+            self.h2_stream_caps.pop(host.key, None)
+            for other in host.h2_conns:
+                other.stream_cap = None
+        self._serve_h2_waiters(host, conn, now)
+
+    def capacity_changed(self, conn: H2T, now: float) -> None:
+        """SETTINGS or GOAWAY changed how many streams ``conn`` takes."""
+        host = self.hosts.get(conn.key)
+        if host is None or conn not in host.h2_conns:
+            return
+        if conn.goaway:
+            del host.h2_conns[conn]
+            if conn.refused_streams:
+                self._learn_stream_cap(host.key, conn.streams_accepted)
+            if host.waiting and not host.h2_dialing:
+                self._dial_for_waiters(host)
+        else:
+            self._serve_h2_waiters(host, conn, now)
+
+    def h2_idle_timed_out(self, conn: H2T, now: float) -> None:
+        """``conn`` had no stream for ``idle_conn_timeout`` (its reader keeps that timer)."""
+        if conn.reserved == 0 and conn in self.open and conn not in self.closing:
+            self.idle_timeouts += 1
+            self._close(conn, CloseReason.IDLE_TIMEOUT)
+
+    # -- dials --------------------------------------------------------------------------------
+
+    def dial_failed(self, dial: Dial[W], error: BaseException, now: float) -> None:
+        """The dial for ``dial.want`` failed with ``error``; an ``Exception`` fails its want
+        (and, for a dial that may have brought HTTP/2, the wants waiting on it)."""
+        host = self.hosts[dial.want.key]
+        host.dialing -= 1
+        self.failed_dials += 1
+        if dial.may_be_h2:
+            host.h2_dialing -= 1
+        if isinstance(error, Exception):
+            self._serve(host, dial.want, None, error)
+            if dial.may_be_h2:  # those waiting on this dial share its failure
+                while host.undialed:
+                    self._serve(host, host.undialed.popleft(), None, error)
+        self._free_host_slot(host)
+
+    def dialed_h1(self, dial: Dial[W], conn: H1T, now: float) -> None:
+        """The dial for ``dial.want`` brought an HTTP/1.1 connection (started, and now open)."""
+        host = self._dial_done(dial, conn)
+        if dial.may_be_h2:
+            host.h1_only = True  # remembered: later requests dial as HTTP/1.1 does
+        if self.closed:
+            self._close(conn, CloseReason.POOL_CLOSED, _pool_closed())
+        elif not self._serve(host, dial.want, conn, None):
+            self.put_idle(conn, now)
+        if dial.may_be_h2:
+            self._dial_for_waiters(host)
+
+    def dialed_h2(self, dial: Dial[W], conn: H2T, now: float) -> None:
+        """The dial for ``dial.want`` brought an HTTP/2 connection, its handshake done."""
+        host = self._dial_done(dial, conn)
+        if self.closed:
+            self._close(conn, CloseReason.POOL_CLOSED, _pool_closed())
+            return
+        host.h2_conns[conn] = None
+        conn.stream_cap = self.h2_stream_caps.get(host.key)
+        conn.idle_at = now
+        want = dial.want
+        if want.waiting and conn.has_capacity:  # its own want first, then the queue in order
+            self._reserve(conn, now)
+            self._serve(host, want, conn, None, stream=True)
+        self._serve_h2_waiters(host, conn, now)
+
+    def _dial_done(self, dial: Dial[W], conn: H1T | H2T) -> _Host[H1T, H2T, W]:
+        host = self.hosts[dial.want.key]
+        host.dialing -= 1
+        if dial.may_be_h2:
+            host.h2_dialing -= 1
+        self.open.add(conn)
+        return host
+
+    # -- closes -------------------------------------------------------------------------------
+
+    def h1_closed(self, conn: H1T, now: float) -> None:
+        """``conn`` closed (reported once, whoever closed it): its host slot is free."""
+        host = self._closed(conn)
+        if conn.idle_at is not None:  # closed while idle (a decided close left the list)
+            del host.idle[conn]
+            del self.idle_lru[conn]
+            conn.idle_at = None
+            if conn.close_why is CloseReason.SERVER_CLOSED:
+                self.server_closed_idle += 1
+        self._free_host_slot(host)
+
+    def h2_closed(self, conn: H2T, now: float) -> None:
+        """``conn`` closed (reported once): its host slot is free, and wants waiting on its
+        streams need another connection."""
+        host = self._closed(conn)
+        host.h2_conns.pop(conn, None)
+        self._free_host_slot(host)
+        if host.waiting and not host.h2_dialing:
+            self._dial_for_waiters(host)
+
+    def _closed(self, conn: H1T | H2T) -> _Host[H1T, H2T, W]:
+        if conn not in self.open:
+            _broken("a connection reports its close once, after its dial", f"{conn!r}")
+        self.open.remove(conn)
+        self.closing.discard(conn)
+        return self.hosts[conn.key]
+
+    def expire(self, now: float) -> float | None:
+        """Close the idle HTTP/1.1 connections past ``idle_conn_timeout``; return when the next
+        one expires (None: none is idle, or there is no timeout)."""
+        timeout = self.options.idle_conn_timeout
+        if timeout is None:
+            return None
+        lru = self.idle_lru
+        while lru:
+            oldest = next(iter(lru))
+            idle_at = oldest.idle_at
+            if idle_at is None:
+                _broken("an idle connection has idle_at", f"{oldest!r} in the LRU without it")
+            if idle_at + timeout > now:
+                return idle_at + timeout
+            del lru[oldest]
+            del self.hosts[oldest.key].idle[oldest]
+            oldest.idle_at = None
+            self.idle_timeouts += 1
+            self._close(oldest, CloseReason.IDLE_TIMEOUT)
+        return None
+
+    def close_idle(self, now: float) -> None:
+        """Close every idle connection, and those in use as they are freed, until the next
+        ``take`` (Go's CloseIdleConnections)."""
+        self.close_idle_on_release = True
+        for conn in list(self.idle_lru):
+            del self.hosts[conn.key].idle[conn]
+            conn.idle_at = None
+            self._close(conn, CloseReason.CLOSE_IDLE)
+        self.idle_lru.clear()
+        for host in self.hosts.values():
+            for h2_conn in host.h2_conns:
+                if h2_conn.reserved == 0:
+                    self._close(h2_conn, CloseReason.CLOSE_IDLE)
+
+    def close(self, now: float) -> None:
+        """The pool closes: close every connection and fail every want; nothing new starts."""
+        self.closed = True
+        for idle in list(self.idle_lru):
+            del self.hosts[idle.key].idle[idle]
+            idle.idle_at = None
+        self.idle_lru.clear()
+        for conn in self.open:
+            if conn not in self.closing:
+                self._close(conn, CloseReason.POOL_CLOSED, _pool_closed())
+        for host in list(self.hosts.values()):
+            for want in (*host.idle_waiters, *host.dial_waiters):
+                if want.waiting:
+                    self._serve(host, want, None, _pool_closed(host.key))
+
+    def _close(self, conn: H1T | H2T, why: CloseReason, error: BaseException | None = None) -> None:
+        self.closing.add(conn)
+        self.actions.append(Close(conn, why, error))
+
+    # -- observing ------------------------------------------------------------------------------
+
+    def host_stats(self) -> dict[str, HostStats]:
+        """Each host's connections and wants: O(hosts + HTTP/2 connections)."""
+        stats = {}
+        for key, host in self.hosts.items():
+            idle = len(host.idle) + sum(1 for c in host.h2_conns if c.reserved == 0)
+            stats[key] = HostStats(
+                idle=idle,
+                in_use=host.conns - host.dialing - idle,
+                dialing=host.dialing,
+                waiting=host.waiting,
+                total=host.conns,
+                streams=sum(c.active_streams for c in host.h2_conns),
+            )
+        return stats
+
+    def check_invariants(self) -> None:
+        """Raise PoolInvariantError naming the first invariant of the module docstring that the
+        state breaks. O(connections + wants): for tests and debugging."""
+        options = self.options
+        open_conns: collections.Counter[str] = collections.Counter(c.key for c in self.open)
+        if not self.closing <= self.open:
+            _broken("a closing connection is open", f"{self.closing - self.open}")
+        idle: dict[H1T, str] = {}
+        for key, host in self.hosts.items():
+            state = (
+                f"{key}: conns={host.conns} dialing={host.dialing} h2_dialing={host.h2_dialing} "
+                f"open={open_conns[key]} idle={len(host.idle)} waiting={host.waiting}"
+            )
+            if host.key != key:
+                _broken("a host is kept under its own key", f"{host.key!r} under {key!r}")
+            if host.conns == 0 and host.waiting == 0:
+                _broken("no empty host is kept", state)
+            if not 0 <= host.h2_dialing <= host.dialing:
+                _broken("0 <= HTTP/2 dials <= dials", state)
+            if host.conns != host.dialing + open_conns[key]:
+                _broken("_Host.conns counts the host's dials and open connections", state)
+            if options.max_conns_per_host and host.conns > options.max_conns_per_host:
+                _broken("a host has at most max_conns_per_host connections", state)
+            if len(host.idle) > options.max_idle_conns_per_host:
+                _broken("a host keeps at most max_idle_conns_per_host idle", state)
+            if host.idle and host.waiting:
+                _broken("no want waits while its host has an idle connection", state)
+            last = float("-inf")
+            for conn in host.idle:
+                if conn in idle:
+                    _broken("an HTTP/1.1 connection is in one place", f"{conn!r} idle twice")
+                idle[conn] = key
+                if conn.key != key or conn not in self.open or conn not in self.idle_lru:
+                    _broken(
+                        "an idle connection is open, in its host's idle list and in the LRU",
+                        f"{conn!r} in {key}'s idle list",
+                    )
+                if conn in self.closing:
+                    _broken("an HTTP/1.1 connection is in one place", f"{conn!r} idle, closing")
+                if conn.idle_at is None or conn.idle_at < last:
+                    _broken("an idle list is ordered by idle_at", f"{conn!r} in {key}'s")
+                last = conn.idle_at
+            for h2_conn in host.h2_conns:
+                self._check_h2_conn(host, h2_conn, state)
+            self._check_wants(host, state)
+        if len(idle) != len(self.idle_lru):
+            _broken(
+                "the LRU holds exactly the idle connections",
+                f"{len(self.idle_lru)} in the LRU, {len(idle)} in idle lists",
+            )
+        if options.max_idle_conns and len(self.idle_lru) > options.max_idle_conns:
+            _broken("at most max_idle_conns are idle", f"{len(self.idle_lru)} idle")
+        last = float("-inf")
+        for conn in self.idle_lru:
+            if conn.idle_at is None or conn.idle_at < last:
+                _broken("the LRU is ordered by idle_at", f"{conn!r} idle_at={conn.idle_at}")
+            last = conn.idle_at
+
+    def _check_h2_conn(self, host: _Host[H1T, H2T, W], conn: H2T, state: str) -> None:
+        if conn.key != host.key or conn not in self.open:
+            _broken("a host's HTTP/2 connections are its own, open", f"{conn!r}")
+        if not conn.active_streams <= conn.reserved <= conn.handed_out:
+            _broken(
+                "an HTTP/2 connection's open streams <= reserved <= handed out",
+                f"{conn!r} streams={conn.active_streams} reserved={conn.reserved} "
+                f"handed_out={conn.handed_out}",
+            )
+        if conn.stream_cap is not None and conn.handed_out > conn.stream_cap:
+            _broken(
+                "an HTTP/2 connection hands out at most its stream cap",
+                f"{conn!r} handed_out={conn.handed_out} cap={conn.stream_cap}",
+            )
+        if (conn.idle_at is None) != (conn.reserved > 0):
+            _broken(
+                "an HTTP/2 connection has idle_at when no stream is reserved on it",
+                f"{conn!r} reserved={conn.reserved} idle_at={conn.idle_at}",
+            )
+        if host.waiting and conn.has_capacity:
+            _broken("no want waits while an HTTP/2 connection has room", state)
+
+    def _check_wants(self, host: _Host[H1T, H2T, W], state: str) -> None:
+        waiting = [want for want in host.idle_waiters if want.waiting]
+        if len(waiting) != host.waiting or len(set(map(id, waiting))) != len(waiting):
+            _broken(
+                "_Host.waiting counts the wants still waiting, each queued once",
+                f"{state}, {len(waiting)} waiting in idle_waiters",
+            )
+        if not host.waiting and (host.idle_waiters or host.dial_waiters or host.undialed):
+            _broken("a host with no want waiting keeps none queued", state)
+        if any(not want.dialed for want in host.dial_waiters):
+            _broken("a want waiting for a host slot has a dial of its own", state)
+        undialed = {id(want) for want in host.undialed}
+        for want in waiting:
+            if want.conn is not None or want.error is not None:
+                _broken("a want is served once", f"{state}, a waiting want holds a result")
+            if want.dialed:
+                continue
+            if id(want) not in undialed:
+                _broken("a waiting want with no dial of its own is in undialed", state)
+            # It waits on the HTTP/2 dial in flight, on streams of the host's HTTP/2 connections
+            # (they serve it, or dial for it, as they give them back), or on the dial of a want
+            # queued for a host slot.
+            if not (
+                self.closed
+                or host.h2_dialing
+                or host.h2_conns
+                or any(other.waiting for other in host.dial_waiters)
+            ):
+                _broken("a want with no dial of its own has a dial or stream to wait on", state)
+        if any(want.dialed for want in host.undialed):
+            _broken("undialed holds only wants with no dial of their own", state)
+
+    # -- wants and dials ------------------------------------------------------------------------
+
+    def _reserve(self, conn: H2T, now: float) -> float:
+        conn.reserved += 1
+        conn.handed_out += 1
+        idle_at, conn.idle_at = conn.idle_at, None
+        return 0.0 if idle_at is None else now - idle_at
+
+    def may_be_h2(self, want: Want[Any, Any]) -> bool:
+        host = self.hosts.get(want.key)
+        return want.h2_capable and not (host is not None and host.h1_only)
+
+    def _queue_for_dial(self, host: _Host[H1T, H2T, W], want: W) -> bool:
+        """Dial for ``want``, or queue it for a host slot; False when it is to wait on the
+        HTTP/2 dial in flight (or, strict, on the host's HTTP/2 connections) instead."""
+        may_be_h2 = want.h2_capable and not host.h1_only
+        if may_be_h2 and (
+            host.h2_dialing or (self.options.strict_max_concurrent_streams and host.h2_conns)
+        ):
+            return False  # one HTTP/2 dial at a time: the waiters share what it brings
+        want.dialed = True
+        limit = self.options.max_conns_per_host
+        if limit and host.conns >= limit:
+            host.dial_waiters.append(want)
+            return True
+        host.conns += 1
+        self._start_dial(host, want)
+        return True
+
+    def _start_dial(self, host: _Host[H1T, H2T, W], want: W) -> None:
+        host.dialing += 1
+        self.dials += 1
+        may_be_h2 = want.h2_capable and not host.h1_only
+        if may_be_h2:
+            host.h2_dialing += 1
+        self.actions.append(Dial(want, may_be_h2))
+
+    def _dial_for_waiters(self, host: _Host[H1T, H2T, W]) -> None:
+        """Wants with no dial of their own lost what they waited on (an HTTP/2 dial that brought
+        HTTP/1.1, a full or departed connection): dial for them, oldest first. Each leaves
+        ``undialed`` once (dialed, or found served or cancelled): amortised O(1) per want."""
+        if self.closed:
+            return
+        undialed = host.undialed
+        while undialed:
+            want = undialed[0]
+            if want.waiting:
+                if not self._queue_for_dial(host, want):
+                    return  # it still waits on the HTTP/2 dial in flight, and so do the rest
+                if want.h2_capable and not host.h1_only:
+                    undialed.popleft()
+                    return  # one dial serves them all
+            undialed.popleft()
+
+    def _serve_h2_waiters(self, host: _Host[H1T, H2T, W], conn: H2T, now: float) -> None:
+        """Hand free streams of ``conn`` to waiting wants, first come first served."""
+        waiters = host.idle_waiters
+        while waiters and conn.has_capacity:
+            want = waiters.popleft()
+            if want.waiting:
+                self._reserve(conn, now)
+                self._serve(host, want, conn, None, stream=True)
+        if host.waiting and not self.options.strict_max_concurrent_streams and not host.h2_dialing:
+            self._dial_for_waiters(host)  # the connection is full: open another
+
+    def _serve(
+        self,
+        host: _Host[H1T, H2T, W],
+        want: W,
+        conn: H1T | H2T | None,
+        error: BaseException | None,
+        *,
+        stream: bool = False,
+    ) -> bool:
+        """Serve ``want`` with a connection or an error (a cancelled want: neither), unless it
+        is served already."""
+        if not want.waiting:
+            return False
+        want.waiting = False
+        want.conn = conn
+        want.stream = stream
+        want.error = error
+        if conn is not None or error is not None:
+            self.actions.append(Deliver(want))
+        host.waiting -= 1
+        if host.waiting == 0:
+            # Every want left in the queues was served or cancelled: drop them in bulk.
+            host.idle_waiters.clear()
+            host.dial_waiters.clear()
+            host.undialed.clear()
+            if not host.conns:
+                del self.hosts[host.key]
+        return True
+
+    def _free_host_slot(self, host: _Host[H1T, H2T, W]) -> None:
+        """Go's decConnsPerHost: pass the slot to the next waiting want, or give it back."""
+        if self.options.max_conns_per_host and not self.closed:
+            while host.dial_waiters:
+                want = host.dial_waiters.popleft()
+                if want.waiting:
+                    self._start_dial(host, want)
+                    return
+        host.conns -= 1
+        if host.conns < 0:
+            _broken("a host slot is given back once", f"{host.key} conns={host.conns}")
+        if host.conns == 0 and host.waiting == 0:
+            del self.hosts[host.key]
+
+    def _learn_stream_cap(self, key: str, accepted: int) -> None:
+        caps = self.h2_stream_caps
+        caps.pop(key, None)
+        if len(caps) >= STREAM_CAPS_KEPT:
+            del caps[next(iter(caps))]  # the oldest lesson
+        caps[key] = max(1, accepted)
+
+
+def _pool_closed(host: str = "") -> PoolClosed:
+    return PoolClosed("the Transport was closed", host=host)
