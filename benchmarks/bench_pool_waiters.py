@@ -70,8 +70,8 @@ async def measure(waiters: int, batches: int, ops: int) -> tuple[float, float]:
         # Polled: the pool's own count says when every request is parked.
         while pool.stats().waiting < waiters:
             await anyio.lowlevel.checkpoint()
-        host = pool._hosts[KEY]
-        dial_for_waiters = best_of(batches, ops, lambda: pool._dial_for_waiters(host))
+        host = pool._pool.hosts[KEY]
+        dial_for_waiters = best_of(batches, ops, lambda: pool._pool._dial_for_waiters(host))
 
         async def queue_and_cancel() -> None:
             with anyio.CancelScope() as scope:

@@ -23,6 +23,7 @@ import asyncpool._transport
 from asyncpool import Request, Transport
 from asyncpool._h2.connection import HTTP2Connection
 from asyncpool._h2.protocol import MAX_IDLE_FRAMES, MAX_UNSENT_REPLIES
+from asyncpool._pool import Pool
 from tests.h2server import (
     H2Request,
     H2Stream,
@@ -326,7 +327,7 @@ async def test_a_server_closing_connections_after_a_few_requests_loses_none(
     connections, and each refused request is refused once, not moved as a herd from one
     new connection to the next. Without the lesson the herd needs 9 rounds: still no loss."""
     if not learning:
-        monkeypatch.setattr(Transport, "_learn_stream_cap", lambda *args: None)
+        monkeypatch.setattr(Pool, "_learn_stream_cap", lambda *args: None)
     retries: list[asyncpool.RetryInfo] = []
     trace = asyncpool.ClientTrace(request_retried=retries.append)
     async with open_h2_server() as server, Transport(trace=trace, **H2C) as pool:
@@ -866,7 +867,7 @@ def h2_open_streams(pool: Transport) -> list[int]:
     """For each HTTP/2 connection of the pool, the streams h2 itself counts open (an exact
     walk, not the lazy count): a stream our side forgot but h2 holds open is a leaked slot."""
     counts = []
-    for conn in list(pool._conns):
+    for conn in list(pool._pool.open):
         if isinstance(conn, HTTP2Connection) and not conn.closed:
             counts.append(h2.connection.H2Connection.open_outbound_streams.fget(conn._h2))
     return counts
@@ -912,7 +913,7 @@ async def test_streams_h2_holds_open_behind_our_back_fail_loudly_and_close_the_c
     # taken for a lowered stream limit and retried on the same connection, 6 times.
     async with open_h2_server(max_concurrent_streams=2) as server, Transport(**H2C) as pool:
         assert (await get(pool, server.url)).content == b"hello"
-        (conn,) = pool._conns
+        (conn,) = pool._pool.open
         assert isinstance(conn, HTTP2Connection)
         for _ in range(2):  # behind the connection's back
             conn._h2.send_headers(
@@ -1309,7 +1310,7 @@ async def test_replies_a_server_does_not_read_are_bounded() -> None:
         server.on_connect = small_receive_buffer
         with anyio.fail_after(30):  # a hang guard
             response = await pool.round_trip(Request("GET", server.url_for("/flood")))
-            (conn,) = pool._conns
+            (conn,) = pool._pool.open
             assert isinstance(conn, HTTP2Connection)
             with pytest.raises(asyncpool.FloodError) as info:
                 async for _ in response.aiter_bytes():

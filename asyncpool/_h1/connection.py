@@ -93,7 +93,8 @@ _EXPECTS_CONTINUE = "100-continue"
 
 
 class ConnOwner(Protocol):
-    """What a connection needs from the pool that owns it (implemented by the Transport)."""
+    """What a connection needs from the pool that owns it (the Transport's private owner object:
+    each call is one pool decision, queued when it arrives while another's actions run)."""
 
     def release(self, conn: HTTP11Connection, trace: ClientTrace | None) -> None:
         """A response ended and the connection may carry another request."""

@@ -132,7 +132,8 @@ _FORBIDDEN_IN_VALUE = re.compile(rb"[\r\n\x00]")
 
 
 class H2Owner(Protocol):
-    """What an HTTP/2 connection needs from the pool that owns it."""
+    """What an HTTP/2 connection needs from the pool that owns it (see ``ConnOwner`` in
+    ``_h1.connection``: the same owner object)."""
 
     def release_stream(self, conn: HTTP2Connection) -> None:
         """A stream ended: its slot is free again."""
@@ -140,10 +141,10 @@ class H2Owner(Protocol):
     def capacity_changed(self, conn: HTTP2Connection) -> None:
         """SETTINGS or GOAWAY changed how many streams the connection takes."""
 
-    def conn_closed(self, conn: Any) -> None:
+    def conn_closed(self, conn: HTTP2Connection) -> None:
         """The connection closed (called exactly once)."""
 
-    def idle_timed_out(self, conn: Any) -> None:
+    def idle_timed_out(self, conn: HTTP2Connection) -> None:
         """No stream for ``idle_conn_timeout``."""
 
 
