@@ -319,10 +319,11 @@ class Pool(Generic[H1T, H2T, W]):
         host = self.hosts.get(key)
         if host is None:
             return None
-        for h2_conn in host.h2_conns:
-            if h2_conn.has_capacity:
-                self.idle_time = self._reserve(h2_conn, now)
-                return h2_conn
+        if host.h2_conns:  # (an HTTP/1.1 host makes no iterator)
+            for h2_conn in host.h2_conns:
+                if h2_conn.has_capacity:
+                    self.idle_time = self._reserve(h2_conn, now)
+                    return h2_conn
         timeout = self.options.idle_conn_timeout
         idle, lru = host.idle, self.idle_lru
         while idle:
