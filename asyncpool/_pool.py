@@ -428,13 +428,15 @@ class Pool(Generic[H1T, H2T, W]):
         if host is None or conn not in host.h2_conns:
             return
         cap = conn.stream_cap
-        if cap is not None and conn.streams_accepted >= cap and not conn.goaway:
+        forget = cap is not None and conn.streams_accepted >= cap and not conn.goaway
+        if forget:
             # It answered all it was given and announced no GOAWAY (which would have come with
-            # the last stream it takes): the server takes more now. Forget the lesson.
+            # the last stream it takes): the server takes more now. Forget the lesson; every
+            # connection it capped may take more now, not only this one.
             self.h2_stream_caps.pop(host.key, None)
             for other in host.h2_conns:
                 other.stream_cap = None
-        self._serve_h2_waiters(host, conn, now)
+        self._serve_h2_waiters(host, conn, now, also_others=forget)
 
     def capacity_changed(self, conn: H2T, now: float) -> None:
         """SETTINGS or GOAWAY changed how many streams ``conn`` takes."""
@@ -774,14 +776,18 @@ class Pool(Generic[H1T, H2T, W]):
                     return  # one dial serves them all
             undialed.popleft()
 
-    def _serve_h2_waiters(self, host: _Host[H1T, H2T, W], conn: H2T, now: float) -> None:
-        """Hand free streams of ``conn`` to waiting wants, first come first served."""
+    def _serve_h2_waiters(
+        self, host: _Host[H1T, H2T, W], conn: H2T, now: float, *, also_others: bool = False
+    ) -> None:
+        """Hand free streams of ``conn`` (then, with ``also_others``, of the host's other HTTP/2
+        connections) to waiting wants, first come first served."""
         waiters = host.idle_waiters
-        while waiters and conn.has_capacity:
-            want = waiters.popleft()
-            if want.waiting:
-                self._reserve(conn, now)
-                self._serve(host, want, conn, None, stream=True)
+        for h2_conn in (conn, *host.h2_conns) if also_others else (conn,):
+            while waiters and h2_conn.has_capacity:
+                want = waiters.popleft()
+                if want.waiting:
+                    self._reserve(h2_conn, now)
+                    self._serve(host, want, h2_conn, None, stream=True)
         if host.waiting and not self.options.strict_max_concurrent_streams and not host.h2_dialing:
             self._dial_for_waiters(host)  # the connection is full: open another
 

@@ -248,57 +248,20 @@ async def test_socket_late_binding_a_freed_connection_serves_a_stalled_dial() ->
 # -- idle connections going away --------------------------------------------------------------
 
 
-async def test_idle_timeout_closes_the_connection(server: TestServer) -> None:
-    async with Transport(idle_conn_timeout=0.05) as pool:
-        await get(pool, server.url)
-        await server.wait_for_connections_closed()
-        await wait_until(lambda: pool.stats().total == 0)
-        assert pool.stats().idle_timeouts == 1
-
-
-async def test_idle_timeout_counts_from_the_last_use(server: TestServer) -> None:
-    timeout = 0.3  # far longer than a request takes, even on a loaded machine
-    async with Transport(idle_conn_timeout=timeout) as pool:
-        await get(pool, server.url)
-        # Keep the connection busy for several timeouts: an expiry computed from an earlier
-        # idle spell must not close it.
-        end = anyio.current_time() + 3 * timeout
-        while anyio.current_time() < end:
+async def test_the_sweeper_closes_each_idle_connection_as_it_expires(server: TestServer) -> None:
+    # The idle-timeout rules themselves are tests/test_pool.py's (on a fake clock); this is
+    # the wiring: the sweeper task wakes for an idle connection, closes its socket when it
+    # expires, then waits for the next one. A tiny timeout, and no sleep: each round waits for
+    # the server to see the close.
+    reasons: list[asyncpool.CloseReason] = []
+    trace = asyncpool.ClientTrace(conn_closed=lambda info: reasons.append(info.reason))
+    async with Transport(idle_conn_timeout=0.01, trace=trace) as pool:
+        for n in (1, 2):
             await get(pool, server.url)
-        assert (pool.stats().dials, pool.stats().idle_timeouts) == (1, 0)
-        await wait_until(lambda: pool.stats().total == 0)
-        assert pool.stats().idle_timeouts == 1
-        # The sweeper, idle itself now, wakes for the next idle connection too.
-        await get(pool, server.url)
-        await wait_until(lambda: pool.stats().total == 0)
-        assert (pool.stats().dials, pool.stats().idle_timeouts) == (2, 2)
-
-
-class SteppedClock:
-    """A pool's own clock plus the steps a test makes it take: its decisions see the time
-    pass at once, while no task of it wakes (the sweeper still sleeps on the real clock)."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.clock = clock
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return self.clock() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-
-async def test_an_expired_idle_connection_is_never_handed_out(server: TestServer) -> None:
-    async with Transport(idle_conn_timeout=60) as pool:
-        clock = pool._clock = SteppedClock(pool._clock)
-        await get(pool, server.url)
-        # Past the timeout for the pool, long before the sweeper wakes: the pool itself must
-        # refuse the connection.
-        clock.advance(61)
-        await get(pool, server.url)
-        stats = pool.stats()
-    assert (stats.dials, stats.reused, stats.idle_timeouts) == (2, 0, 1)
+            await server.wait_for_connections_closed()
+            stats = pool.stats()
+            assert (stats.total, stats.dials, stats.idle_timeouts) == (0, n, n)
+    assert reasons == [asyncpool.CloseReason.IDLE_TIMEOUT] * 2
 
 
 async def test_a_reset_idle_connection_leaves_the_pool() -> None:
