@@ -7,6 +7,7 @@
     nox -s faults   # the fault suite: idle closes, keepalive_requests, reloads of a local nginx
     nox -s hostile  # the hostile-server suite: floods, bombs and broken framing on loopback
     nox -s package  # build the sdist and wheel, install the wheel in a fresh venv and check it
+    nox -s httpx_suite  # httpx's own async client tests with HTTPXTransport as the transport
 
 Every session runs on the interpreter nox itself runs on, in a venv (created with the standard
 library's venv module) that is reused across runs.
@@ -14,7 +15,9 @@ library's venv module) that is reused across runs.
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tarfile
 from pathlib import Path
 
 import nox
@@ -128,3 +131,68 @@ def package(session: nox.Session) -> None:
     session.run(python, "-m", "pip", "install", "--quiet", str(wheel), external=True)
     session.run(str(bin_dir / "asyncpool"), "--help", external=True, silent=True)
     session.run(python, str(ROOT / ".ci" / "check_dist.py"), str(sdist), external=True)
+
+
+# httpx's test suite (benchmarks/HTTPX_SUITE.md): this release's sdist, its tests/ and pytest
+# configuration extracted to .httpx-suite/ (ignored by git) once.
+HTTPX_VERSION = "0.29.0"
+HTTPX_SUITE_DIR = ROOT / ".httpx-suite"
+# httpx's tests that send over a socket with an AsyncClient on its default transport; the
+# others give AsyncClient a MockTransport or an ASGITransport.
+HTTPX_SUITE_TESTS = ("tests/client/test_async_client.py", "tests/test_timeouts.py")
+
+
+def _httpx_tests(session: nox.Session) -> Path:
+    """httpx's source tree (tests/ and pyproject.toml only, not the package: the tests import
+    the httpx installed in the session), downloaded from the package index with pip."""
+    source = HTTPX_SUITE_DIR / f"httpx-{HTTPX_VERSION}"
+    done = source / ".extracted"
+    if done.exists():
+        return source
+    download = HTTPX_SUITE_DIR / "download"
+    session.run(
+        "python", "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+        "--dest", str(download), f"httpx=={HTTPX_VERSION}",
+    )  # fmt: skip
+    (sdist,) = download.glob(f"httpx-{HTTPX_VERSION}.tar.gz")
+    if source.exists():
+        shutil.rmtree(source)
+    prefix = f"httpx-{HTTPX_VERSION}/"
+    with tarfile.open(sdist) as tar:
+        members = [
+            m
+            for m in tar.getmembers()
+            if m.name.startswith(prefix + "tests/") or m.name == prefix + "pyproject.toml"
+        ]
+        if hasattr(tarfile, "data_filter"):  # 3.12, and 3.10.12 / 3.11.4 on
+            tar.extractall(HTTPX_SUITE_DIR, members=members, filter="data")
+        else:  # a pinned release from the index
+            tar.extractall(HTTPX_SUITE_DIR, members=members)
+    done.touch()
+    return source
+
+
+@nox.session
+def httpx_suite(session: nox.Session) -> None:
+    """httpx's own tests with asyncpool's HTTPXTransport as AsyncClient's default transport
+    (httpx_suite/asyncpool_httpx_plugin.py), on asyncio and trio; known differences are
+    xfail with their reason. About 10 s once installed (the first run installs and downloads).
+
+    Arguments after `--` go to pytest, run in httpx's source tree: `-- -k timeout`, `-- -x`,
+    `-- tests/test_asgi.py` (instead of the default files), `-- --asyncpool-no-xfail`.
+    """
+    session.install(
+        "-e", ".", f"httpx[http2]=={HTTPX_VERSION}",
+        "pytest", "pytest-timeout", "trio", "trustme", "uvicorn",
+    )  # fmt: skip
+    source = _httpx_tests(session)
+    session.chdir(source)
+    session.run(
+        "pytest",
+        "-c", "pyproject.toml", "--rootdir", ".",
+        "-p", "asyncpool_httpx_plugin",
+        "-o", f"testpaths={' '.join(HTTPX_SUITE_TESTS)}",
+        "-o", "timeout=60",
+        *session.posargs,
+        env={"PYTHONPATH": str(ROOT / "httpx_suite"), "ASYNCPOOL_CHECK_INVARIANTS": "1"},
+    )  # fmt: skip
