@@ -29,7 +29,8 @@ or prior knowledge), new wants queue behind it instead of dialing too; when it b
 serves them in order, as far as the server's MAX_CONCURRENT_STREAMS allows, and a full
 connection makes the pool dial one more (one dial at a time) unless
 ``strict_max_concurrent_streams``. When it brings HTTP/1.1 the host is remembered as such and
-the waiters dial as HTTP/1.1 requests do. A GOAWAY that refused streams after the server took N
+the waiters dial as HTTP/1.1 requests do. A connection that sent GOAWAY leaves ``h2_conns`` for
+``h2_draining`` until it closes, finishing the streams it has. A GOAWAY that refused streams after the server took N
 teaches the pool to give new connections to that key N streams each (``h2_stream_caps``), until
 one answers N without a GOAWAY.
 
@@ -251,6 +252,7 @@ class _Host(Generic[H1T, H2T, W]):
         "h1_only",
         "h2_conns",
         "h2_dialing",
+        "h2_draining",
         "idle",
         "idle_waiters",
         "key",
@@ -263,6 +265,8 @@ class _Host(Generic[H1T, H2T, W]):
         # HTTP/2 connections taking new streams, in the order they were made (a GOAWAY removes
         # one); the value is unused.
         self.h2_conns: dict[H2T, None] = {}
+        # HTTP/2 connections that sent GOAWAY and finish their streams until they close.
+        self.h2_draining: set[H2T] = set()
         self.h2_dialing = 0  # dials in flight that may yield HTTP/2: others wait for them
         self.h1_only = False  # the server answered ALPN with http/1.1 once
         # Idle connections, least recently used first; the value is unused.
@@ -445,6 +449,7 @@ class Pool(Generic[H1T, H2T, W]):
             return
         if conn.goaway:
             del host.h2_conns[conn]
+            host.h2_draining.add(conn)
             if conn.refused_streams:
                 self._learn_stream_cap(host.key, conn.streams_accepted)
             if host.waiting and not host.h2_dialing:
@@ -528,6 +533,7 @@ class Pool(Generic[H1T, H2T, W]):
         streams need another connection."""
         host = self._closed(conn)
         host.h2_conns.pop(conn, None)
+        host.h2_draining.discard(conn)
         self._free_host_slot(host)
         if host.waiting and not host.h2_dialing:
             self._dial_for_waiters(host)
@@ -606,7 +612,7 @@ class Pool(Generic[H1T, H2T, W]):
                 dialing=host.dialing,
                 waiting=host.waiting,
                 total=host.conns,
-                streams=sum(c.active_streams for c in host.h2_conns),
+                streams=sum(c.active_streams for c in (*host.h2_conns, *host.h2_draining)),
             )
         return stats
 
@@ -654,6 +660,11 @@ class Pool(Generic[H1T, H2T, W]):
                 last = conn.idle_at
             for h2_conn in host.h2_conns:
                 self._check_h2_conn(host, h2_conn, state)
+            for h2_conn in host.h2_draining:
+                if h2_conn not in self.open or not h2_conn.goaway or h2_conn in host.h2_conns:
+                    _broken(
+                        "a draining HTTP/2 connection is open, after its GOAWAY", f"{h2_conn!r}"
+                    )
             self._check_wants(host, state)
         if len(idle) != len(self.idle_lru):
             _broken(

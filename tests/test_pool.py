@@ -986,6 +986,10 @@ CORRUPTIONS: dict[str, tuple[Callable[[Busy], None], str]] = {
         lambda b: b.h.pool.hosts[S].h2_conns.__setitem__(FakeH2(S), None),
         "a host's HTTP/2 connections are its own, open",
     ),
+    "draining-without-goaway": (
+        lambda b: b.h.pool.hosts[S].h2_draining.add(b.s1),
+        "a draining HTTP/2 connection is open, after its GOAWAY",
+    ),
     "more-streams-than-reserved": (
         lambda b: setattr(b.s1, "active_streams", 2),
         "an HTTP/2 connection's open streams <= reserved <= handed out",
@@ -1131,3 +1135,16 @@ def test_host_stats_count_each_connection_and_want_once() -> None:
         S: HostStats(idle=1, in_use=1, dialing=0, waiting=0, total=2, streams=2),
     }
     assert (h.pool.dials, h.pool.failed_dials) == (6, 1)
+
+
+def test_host_stats_count_the_streams_of_a_connection_draining_after_goaway() -> None:
+    h = Harness()
+    conn, _ = h2_in_use(h, max_streams=2)
+    conn.active_streams = 1
+    h.goaway(conn)  # it takes no new stream, but finishes the one it has
+    assert h.pool.host_stats()[S] == HostStats(
+        idle=0, in_use=1, dialing=0, waiting=0, total=1, streams=1
+    )
+    h.release(conn)
+    h.server_close(conn)
+    assert h.pool.host_stats() == {}
