@@ -30,9 +30,9 @@ serves them in order, as far as the server's MAX_CONCURRENT_STREAMS allows, and 
 connection makes the pool dial one more (one dial at a time) unless
 ``strict_max_concurrent_streams``. When it brings HTTP/1.1 the host is remembered as such and
 the waiters dial as HTTP/1.1 requests do. A connection that sent GOAWAY leaves ``h2_conns`` for
-``h2_draining`` until it closes, finishing the streams it has. A GOAWAY that refused streams after the server took N
-teaches the pool to give new connections to that key N streams each (``h2_stream_caps``), until
-one answers N without a GOAWAY.
+``h2_draining`` until it closes, finishing the streams it has. A GOAWAY that refused streams
+after the server took N teaches the pool to give new connections to that key N streams each
+(``h2_stream_caps``), until one answers N without a GOAWAY.
 
 Idle HTTP/1.1 connections expire by ``expire(now)``, which the Transport's sweeper task calls
 when the oldest is due: the LRU holds them in the order they became idle, so its head is the
