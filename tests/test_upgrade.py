@@ -1,5 +1,5 @@
 """101 Switching Protocols and CONNECT tunnels over HTTP/1.1: the connection leaves the pool for
-the caller (``Response.upgrade_stream()``), against the WebSocket
+the caller (``Response.upgrade_stream()``, httpx's ``network_stream``), against the WebSocket
 echo server and the tunnel of ``tests.websocket``, with both parsers, on asyncio and trio."""
 
 from __future__ import annotations
@@ -9,11 +9,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import httpcore
+import httpx
 import pytest
 
 import asyncpool
 from asyncpool._h1.protocol import PARSERS
-from tests.servers import TestServer, open_server
+from asyncpool.httpx import HTTPXTransport
+from tests.servers import TestServer, open_server, wait_until
 from tests.websocket import (
     CLOSE,
     GREETING,
@@ -250,3 +253,67 @@ async def test_through_the_client(http1_parser: str) -> None:
         with pytest.raises(RuntimeError, match="closed"):
             response.upgrade_stream()
         await server.wait_for_connections_closed()
+
+
+# -- httpx ---------------------------------------------------------------------------------------
+
+
+async def test_httpx_network_stream_after_101(http1_parser: str) -> None:
+    async with (
+        ws_server() as server,
+        httpx.AsyncClient(transport=HTTPXTransport(), base_url=server.url) as client,
+    ):
+        key = new_key()
+        async with client.stream("GET", "/ws?greet=1", headers=handshake_headers(key)) as response:
+            assert response.status_code == 101
+            assert response.headers["sec-websocket-accept"] == accept_key(key)
+            stream = response.extensions["network_stream"]
+            assert stream.get_extra_info("server_addr") == ("127.0.0.1", server.port)
+            reader = FrameReader()
+            assert reader.feed(await stream.read(65536, timeout=5)) == [(TEXT, GREETING)]
+            await stream.write(encode_frame(TEXT, b"over httpx", mask=True), timeout=5)
+            frames: list[tuple[int, bytes]] = []
+            while not frames:
+                frames = reader.feed(await stream.read(65536))
+            assert frames == [(TEXT, b"over httpx")]
+            with pytest.raises(httpcore.ReadTimeout):
+                await stream.read(65536, timeout=0)
+            with pytest.raises(NotImplementedError):
+                await stream.start_tls(None)
+            assert await response.aread() == b""
+        # As with httpcore, closing the response closed the connection.
+        await server.wait_for_connections_closed()
+        with pytest.raises(httpcore.ReadError):
+            await stream.read(10)
+
+
+async def test_httpx_connect_tunnel(http1_parser: str) -> None:
+    async with (
+        open_server(tunnel_handler) as server,
+        httpx.AsyncClient(transport=HTTPXTransport()) as client,
+    ):
+        async with client.stream(
+            "CONNECT", server.url, extensions={"target": b"example.com:443"}
+        ) as response:
+            assert response.status_code == 200
+            stream = response.extensions["network_stream"]
+            assert await stream.read(100) == b"tunnel open\n"
+            await stream.write(b"ping")
+            assert await stream.read(100) == b"ping"
+            await stream.aclose()
+        await server.wait_for_connections_closed()
+        assert server.requests[0].target == "example.com:443"
+
+
+async def test_httpx_ws(http1_parser: str) -> None:
+    httpx_ws = pytest.importorskip("httpx_ws")
+    transport = HTTPXTransport()
+    async with ws_server() as server, httpx.AsyncClient(transport=transport) as client:
+        async with httpx_ws.aconnect_ws(server.url_for("/ws"), client) as ws:
+            await ws.send_text("hello over httpx-ws")
+            assert await ws.receive_text() == "hello over httpx-ws"
+            await ws.send_bytes(b"\x00\x01")
+            assert await ws.receive_bytes() == b"\x00\x01"
+            assert transport.pool.stats().total == 0
+        await server.wait_for_connections_closed()
+        await wait_until(lambda: transport.pool.stats().total == 0)
