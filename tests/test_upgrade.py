@@ -16,13 +16,14 @@ import pytest
 import asyncpool
 from asyncpool._h1.protocol import PARSERS
 from asyncpool.httpx import HTTPXTransport
-from tests.servers import TestServer, open_server, wait_until
+from tests.servers import ServerConnection, ServerRequest, TestServer, open_server, wait_until
 from tests.websocket import (
     CLOSE,
     GREETING,
     TEXT,
     FrameReader,
     accept_key,
+    echo_frames,
     encode_frame,
     handshake_headers,
     new_key,
@@ -187,6 +188,44 @@ async def test_a_101_to_a_request_without_upgrade_is_a_protocol_error(http1_pars
     async with open_server(unasked_101_handler) as server, asyncpool.Transport() as pool:
         with pytest.raises(asyncpool.RemoteProtocolError, match="without an Upgrade field"):
             await pool.round_trip(asyncpool.Request("GET", server.url_for("/")))
+        await server.wait_for_connections_closed()
+        assert pool.stats().total == 0
+
+
+async def test_a_101_head_over_the_limit_is_refused(http1_parser: str) -> None:
+    async def big_101(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.send_raw(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            + b"X-Big: " + b"b" * 5000 + b"\r\n\r\n"
+        )  # fmt: skip
+
+    async with (
+        open_server(big_101) as server,
+        asyncpool.Transport(max_response_header_bytes=1000) as pool,
+    ):
+        request = asyncpool.Request("GET", server.url_for("/"), headers=handshake_headers("k"))
+        with pytest.raises(asyncpool.ResponseHeaderTooLarge):
+            await pool.round_trip(request)
+        assert pool.stats().total == 0
+
+
+async def test_a_101_before_the_request_body_was_sent_fails(http1_parser: str) -> None:
+    """The server cannot switch in the middle of the request: the connection is closed."""
+    never = anyio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first"
+        await never.wait()
+
+    async def switch_at_once(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.send_raw(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+        await echo_frames(conn)
+
+    async with open_server(switch_at_once) as server, asyncpool.Transport() as pool:
+        headers = handshake_headers(new_key())
+        request = asyncpool.Request("POST", server.url_for("/"), headers=headers, content=body())
+        with pytest.raises(asyncpool.RemoteProtocolError, match="before the request body"):
+            await pool.round_trip(request)
         await server.wait_for_connections_closed()
         assert pool.stats().total == 0
 
