@@ -44,6 +44,7 @@ from ._trace import (
     client_trace,
 )
 from ._transport import HostStats, Transport, TransportStats
+from ._upgrade import UpgradeStream
 from ._version import __version__
 
 __all__ = [
@@ -88,6 +89,7 @@ __all__ = [
     "TooManyRedirects",
     "Transport",
     "TransportStats",
+    "UpgradeStream",
     "UseLastResponse",
     "WriteError",
     "WroteRequestInfo",

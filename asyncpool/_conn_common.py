@@ -67,6 +67,9 @@ class CloseReason(str, enum.Enum):
     CANCELLED = "request cancelled"
     ERROR = "error"
     POOL_CLOSED = "pool closed"
+    # Not closed: the server switched protocols (101, a 2xx to CONNECT) and the connection left
+    # the pool for the caller (Response.upgrade_stream()); its socket stays open.
+    UPGRADED = "switched protocols (handed to the caller)"
 
 
 class RetryHint(str, enum.Enum):

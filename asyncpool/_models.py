@@ -17,6 +17,7 @@ from ._errors import HTTPStatusError, InvalidURL, LocalProtocolError
 
 if TYPE_CHECKING:
     from ._trace import ClientTrace
+    from ._upgrade import UpgradeStream
 
 __all__ = ["URL", "Headers", "Request", "Response", "ResponseStream"]
 
@@ -354,6 +355,7 @@ class Response:
         "_network_stream",
         "_stream",
         "_streamed",
+        "_upgraded",
         "headers",
         "http_version",
         "reason_phrase",
@@ -374,8 +376,10 @@ class Response:
         stream: ResponseStream,
         stream_id: int | None = None,
         network_stream: Any = None,
+        upgraded: UpgradeStream | None = None,
     ) -> None:
         self.status_code = status_code
+        self._upgraded = upgraded  # the connection, after a switch of protocols
         self.stream_id = stream_id  # the HTTP/2 stream that carried it
         self._network_stream = network_stream
         self.reason_phrase = reason_phrase
@@ -429,9 +433,34 @@ class Response:
         return _BodyIterator(self)
 
     async def aclose(self) -> None:
+        """Close the body; after a switch of protocols, the connection too unless
+        ``upgrade_stream()`` took it."""
         if not self._closed:
             self._closed = True
             await self._stream.aclose()
+        upgraded = self._upgraded
+        if upgraded is not None and not upgraded.taken:
+            await upgraded.aclose()
+
+    def upgrade_stream(self) -> UpgradeStream:
+        """The connection itself, for the protocol the server switched to: after ``101
+        Switching Protocols`` to a request with an ``Upgrade`` field, or a 2xx to ``CONNECT``
+        (a tunnel), over HTTP/1.1. The caller owns it from then on and closes it; the pool
+        has let it go (its host slot is free). Bytes the server sent right after the head
+        are read first. The body of such a response is empty. Without a switch,
+        RuntimeError; the same stream on every call."""
+        upgraded = self._upgraded
+        if upgraded is None:
+            raise RuntimeError(
+                f"{self.status_code} {self.reason_phrase} is no switch of protocols: "
+                "upgrade_stream() needs a 101 to a request with an Upgrade field, or a 2xx "
+                "to CONNECT, over HTTP/1.1"
+            )
+        if not upgraded.taken:
+            if upgraded.closed:
+                raise RuntimeError("the response was closed, and its connection with it")
+            upgraded._take()
+        return upgraded
 
     @property
     def is_closed(self) -> bool:
@@ -497,6 +526,13 @@ class Response:
         self._stream = stream
 
     def __del__(self) -> None:
+        upgraded = self._upgraded
+        if upgraded is not None and not upgraded.taken:
+            # Never taken: its connection's reader task closes it (asked to from the loop).
+            if self._call_soon is not None:
+                self._call_soon(upgraded._abandon)
+            else:
+                upgraded._abandon()
         if self._closed:
             return
         if not self._stream.is_consumed:

@@ -51,7 +51,17 @@ Request extensions
 
 Response extensions: ``http_version`` (``b"HTTP/1.1"``, ``b"HTTP/2"``), ``reason_phrase``
 (HTTP/1.1), ``network_stream`` (``get_extra_info`` of ``"client_addr"``, ``"server_addr"``,
-``"ssl_object"``, ``"socket"``; no upgrade support) and ``stream_id`` (HTTP/2).
+``"ssl_object"``, ``"socket"``) and ``stream_id`` (HTTP/2).
+
+Upgrades and CONNECT: after ``101 Switching Protocols`` to a request with an ``Upgrade`` field,
+or a 2xx to ``CONNECT``, over HTTP/1.1, the response has no body and its ``network_stream`` is
+the connection, as httpcore's: ``read(max_bytes, timeout=None)`` (``b""`` at the end),
+``write(buffer, timeout=None)``, ``aclose()``, raising httpcore's ``ReadError``,
+``WriteError``, ``ReadTimeout``, ``WriteTimeout`` (``start_tls`` raises NotImplementedError).
+The connection has left the pool; as with httpcore it belongs to the response: use
+``client.stream(...)``, and closing the response (or the transport) closes it. This is what
+WebSocket clients on httpx (httpx-ws) use. The pool's HTTP/2 has no extended CONNECT
+(RFC 8441): a server that negotiates HTTP/2 gets no upgrade (``http2=False`` avoids it).
 
 Errors
 ------
@@ -125,8 +135,10 @@ from ._errors import (
 from ._models import Request, Response
 from ._trace import ClientTrace, DNSStartInfo, GotConnInfo, RetryInfo, WroteRequestInfo
 from ._transport import Transport
+from ._upgrade import UpgradeStream
 
 try:
+    import httpcore  # httpx's own dependency: its network stream raises httpcore's errors
     import httpx
 except ImportError as exc:
     raise ImportError(
@@ -462,6 +474,45 @@ class _NetworkStream:
         return f"<NetworkStream {info.local_address} -> {info.remote_address}>"
 
 
+class _UpgradeNetworkStream(_NetworkStream):
+    """httpcore's ``AsyncNetworkStream`` over the connection a response switched protocols on.
+    Not taken from the response (``Response.upgrade_stream()``): as in httpcore, closing the
+    response or the transport closes it."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, response: Response, info: GotConnInfo | None, stream: UpgradeStream) -> None:
+        super().__init__(response, info)
+        self._stream = stream
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        with anyio.move_on_after(math.inf if timeout is None else timeout):
+            try:
+                return await self._stream.read(max_bytes)
+            except ReadError as exc:
+                raise httpcore.ReadError(str(exc)) from exc
+        raise httpcore.ReadTimeout(f"nothing to read within {timeout}s")
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        with anyio.move_on_after(math.inf if timeout is None else timeout):
+            try:
+                return await self._stream.write(buffer)
+            except WriteError as exc:
+                raise httpcore.WriteError(str(exc)) from exc
+        raise httpcore.WriteTimeout(f"could not write within {timeout}s")
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> Any:
+        raise NotImplementedError("TLS over an upgraded connection is not supported")
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
 class _ResponseStream(httpx.AsyncByteStream):
     """The body of an asyncpool response as httpx reads it, with a read timeout per chunk."""
 
@@ -640,9 +691,15 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
         )
 
     def _httpx_response(self, response: Response, exchange: _Exchange) -> httpx.Response:
+        upgraded = response._upgraded
+        network_stream = (
+            _NetworkStream(response, exchange.conn_info)
+            if upgraded is None
+            else _UpgradeNetworkStream(response, exchange.conn_info, upgraded)
+        )
         extensions: dict[str, Any] = {
             "http_version": response.http_version.encode("ascii"),
-            "network_stream": _NetworkStream(response, exchange.conn_info),
+            "network_stream": network_stream,
         }
         if response.stream_id is not None:
             extensions["stream_id"] = response.stream_id

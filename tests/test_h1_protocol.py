@@ -329,16 +329,41 @@ def test_no_empty_body_chunk_before_unsolicited_bytes(parser: str) -> None:
 SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: ws\r\nConnection: Upgrade\r\n\r\n"
 
 
-def test_101_switching_protocols(parser: str) -> None:
-    """Asked for: the 1xx, then nothing more in HTTP (the connection is not reused). Not asked
-    for: a protocol error."""
+@pytest.mark.parametrize("after", [b"", b"ws bytes", b"w" * HOLD_AFTER_HEAD_MIN])
+def test_101_switching_protocols(parser: str, after: bytes) -> None:
+    """Asked for: the final head, then nothing more in HTTP, and the bytes after the head are
+    the new protocol's (the connection is not reused). Not asked for: a protocol error."""
     p = protocol(parser, headers=[("Upgrade", "ws"), ("Connection", "Upgrade")])
-    p.feed(SWITCHING + b"ws bytes")
-    assert p.next_event() == Informational(101, ["Upgrade", "ws", "Connection", "Upgrade"])
+    p.feed(b"HTTP/1.1 100 Continue\r\n\r\n" + SWITCHING + after)
+    assert p.next_event() == Informational(100, [])
+    assert p.next_event() == ResponseHead(
+        101, "Switching Protocols", "HTTP/1.1", ["Upgrade", "ws", "Connection", "Upgrade"]
+    )
     assert p.next_event() is PAUSED
-    assert p.start_next_cycle() is False and p.has_buffered_data
-    with pytest.raises(asyncpool.RemoteProtocolError):
+    assert p.switched and p.switched_data() == after
+    assert p.start_next_cycle() is False
+    with pytest.raises(asyncpool.RemoteProtocolError, match="without an Upgrade field"):
         events(protocol(parser), SWITCHING)
+
+
+@pytest.mark.parametrize(
+    "framing", [b"", b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n"]
+)
+def test_a_2xx_to_connect_is_a_tunnel(parser: str, framing: bytes) -> None:
+    """Whatever framing the head claims, the bytes after it are the tunnel's."""
+    p = make_protocol(parser, "h:1", max_header_bytes=1 << 20)
+    p.request_head("CONNECT", "example.com:443", [("Host", "example.com:443")])
+    p.end_of_body()
+    p.feed(b"HTTP/1.1 200 Connection established\r\n" + framing + b"\r\n\x16\x03\x01")
+    head = p.next_event()
+    assert isinstance(head, ResponseHead) and head.status_code == 200
+    assert p.next_event() is PAUSED
+    assert p.switched and p.switched_data() == b"\x16\x03\x01"
+    refused = make_protocol(parser, "h:1", max_header_bytes=1 << 20)
+    refused.request_head("CONNECT", "example.com:443", [("Host", "example.com:443")])
+    refused.end_of_body()
+    evs = events(refused, b"HTTP/1.1 407 Who\r\nContent-Length: 2\r\n\r\nno")
+    assert body(evs) == b"no" and not refused.switched
 
 
 def test_a_head_over_the_limit_whole_or_dripping(parser: str) -> None:

@@ -14,6 +14,13 @@ A connection owns one byte stream and two tasks in the Transport's task group:
   (back-pressure). At the end of the body it gives the connection back to its owner (the pool)
   *before* the caller sees the end, so the caller's next request finds it idle.
 
+A server that switches protocols (``101`` to a request with ``Upgrade``, a 2xx to ``CONNECT``)
+ends HTTP on the connection: the reader closes it as ``CloseReason.UPGRADED``, which stops the
+writer and frees the host slot but leaves the socket open, and delivers the head with an
+``UpgradeStream`` over the socket (``Response.upgrade_stream()``). The reader then only waits
+until the caller takes the stream (the task ends, the socket is the caller's) or gives the
+response up (the task closes the socket, as it does when the Transport closes first).
+
 A caller (``round_trip``) puts its exchange into both channels without awaiting and waits for
 the head. The channels and events are the loop-native ones of ``_sync`` (anyio's cost several
 times more per request). Between requests the writer waits on its channel and the reader on
@@ -26,7 +33,8 @@ Invariants
 * At most one exchange is in flight: the owner hands a connection to one request at a time, so
   both channels are empty when a request starts (checked: a second one fails loudly).
 * ``close`` is synchronous, idempotent, and the only way a connection dies: it cancels both
-  tasks and tells the owner exactly once (which frees the host slot).
+  tasks (the reader's only when it closed the stream: after a switch of protocols the reader
+  still holds it for the caller) and tells the owner exactly once (which frees the host slot).
 * Every exchange ends exactly once: with a response, or with an error; one still queued when the
   connection dies is failed by the reader on its way out.
 * No await in ``round_trip`` can be cancelled and leave the connection in someone's hands: a
@@ -69,6 +77,7 @@ from .._errors import (
 from .._models import Headers, Request, Response
 from .._sync import SET_EVENT, Channel, Event, event_factory
 from .._trace import ClientTrace, WroteRequestInfo
+from .._upgrade import UpgradeStream
 from .protocol import (
     END_OF_MESSAGE,
     NEED_DATA,
@@ -230,6 +239,7 @@ class HTTP11Connection:
         "_read_queue",
         "_reader_scope",
         "_stream",
+        "_upgraded",
         "_write_queue",
         "_writer_scope",
         "close_error",
@@ -284,6 +294,8 @@ class HTTP11Connection:
         self._write_queue: Channel[_Exchange] = Channel(self._new_event)
         self._reader_scope = anyio.CancelScope()
         self._writer_scope = anyio.CancelScope()
+        # The stream handed over after a switch of protocols (see _switch_protocols).
+        self._upgraded: UpgradeStream | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("idle" if self.idle_at is not None else "active")
@@ -304,7 +316,8 @@ class HTTP11Connection:
         self.close_why, self.close_error = why, error
         self._read_queue.close()
         self._write_queue.close()
-        self._reader_scope.cancel()
+        if why is not CloseReason.UPGRADED:  # the reader keeps the stream for the caller
+            self._reader_scope.cancel()
         self._writer_scope.cancel()
         self._owner.conn_closed(self)
         report_closed(self.trace, self, why, error)
@@ -370,6 +383,8 @@ class HTTP11Connection:
                 self.close(
                     CloseReason.CANCELLED, ReadError("request cancelled", host=self.host_port)
                 )
+            elif self._upgraded is not None:  # switched protocols: nobody will take it now
+                self._upgraded._abandon()
             raise
         if exchange.head_fields is None:
             assert exchange.error is not None
@@ -389,6 +404,7 @@ class HTTP11Connection:
             request=request,
             stream=body,
             network_stream=self._stream,
+            upgraded=self._upgraded,
         )
 
     def _error_for(self, exchange: _Exchange, cause: BaseException | None = None) -> BaseException:
@@ -573,7 +589,9 @@ class HTTP11Connection:
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
                 queued.fail(self._error_for(queued))
-            await anyio.aclose_forcefully(self._stream)
+            upgraded = self._upgraded
+            if upgraded is None or not upgraded.taken:
+                await anyio.aclose_forcefully(self._stream)
 
     async def _read_response(self, exchange: _Exchange, data: bytes) -> bool:
         """Read one response; True when the connection may carry another request."""
@@ -605,6 +623,9 @@ class HTTP11Connection:
         if exchange.continue_event is not None and not exchange.continue_event.is_set():
             exchange.continue_refused = True
             exchange.continue_event.set()
+        if protocol.switched:
+            await self._switch_protocols(exchange, head)
+            return False
 
         # Whatever of the body came with the head.
         chunks: list[bytes] = []
@@ -664,6 +685,33 @@ class HTTP11Connection:
                     )
         finally:
             body_channel.close()
+
+    async def _switch_protocols(self, exchange: _Exchange, head: ResponseHead) -> None:
+        """The server switched protocols (a 101 to an Upgrade request, a 2xx to CONNECT): the
+        connection leaves the pool (its host slot freed at once) and its stream goes to the
+        caller through the response. Until the caller takes it, this task keeps it, and
+        closes it if the caller never does (the response closed or collected, the Transport
+        closing); taken, the task ends without a further touch of the socket."""
+        if exchange.write_error is not None:  # the server stopped reading the request
+            raise exchange.write_error
+        if not (exchange.body_sent or exchange.continue_refused):
+            # As in _finish_cycle: the request's last bytes may still be on their way out.
+            exchange.write_done = self._new_event()
+            with anyio.move_on_after(MAX_WRITE_WAIT_BEFORE_REUSE):
+                await exchange.write_done.wait()
+            if not exchange.body_sent:
+                raise RemoteProtocolError(
+                    "the server switched protocols before the request body was sent",
+                    host=self.host_port,
+                )
+        if self.closed:
+            return  # the caller gave up meanwhile
+        settled = self._new_event()
+        leading = self._protocol.switched_data()
+        self._upgraded = UpgradeStream(self._stream, leading, self.host_port, settled)
+        self.close(CloseReason.UPGRADED)  # stops the writer; the owner frees the host slot
+        exchange.deliver(head, b"")
+        await settled.wait()
 
     async def _receive_more(self, exchange: _Exchange) -> bytes:
         """More of a response the protocol is waiting for, within ``read_timeout``."""

@@ -4,6 +4,9 @@ The connection layer talks to this small interface only, so that a faster parser
 behind it later. Events are plain values: a :class:`ResponseHead`, an :class:`Informational`
 (1xx) head, a ``bytes`` chunk of body, or one of the sentinels ``END_OF_MESSAGE`` (the response
 is complete), ``NEED_DATA`` (feed more bytes) and ``PAUSED`` (nothing more until the next cycle).
+A server that switches protocols (``101`` to a request with ``Upgrade``, a 2xx to ``CONNECT``)
+ends HTTP on the connection: its head is a ``ResponseHead``, then ``switched`` is true, nothing
+but ``PAUSED`` follows, and ``switched_data()`` has the bytes that came after the head.
 h11 does the parsing and enforces framing: Content-Length, chunked, read-until-close, HTTP/1.0
 and ``Connection: close`` on either side.
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import collections
 import enum
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, NoReturn, cast
 
 import h11
 
@@ -70,6 +73,7 @@ Event = ResponseHead | Informational | bytes | Sentinel
 # Bytes read while a head is awaited, from which on h11 is given the head alone (see ``feed``).
 HOLD_AFTER_HEAD_MIN = 16384
 _REQUEST_SENT = (h11.DONE, h11.MUST_CLOSE)
+_UNASKED_101 = "101 Switching Protocols to a request without an Upgrade field"
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
@@ -235,6 +239,8 @@ class HTTP11Protocol:
         try:
             return self._h11.next_event()
         except h11.RemoteProtocolError as exc:
+            if "_SWITCH_UPGRADE event without a pending proposal" in str(exc):
+                raise RemoteProtocolError(_UNASKED_101, host=self._host) from None
             if str(exc) == "Receive buffer too long":
                 # Mid-body, h11 buffers only a chunk header or the trailer section.
                 in_body = self._h11.their_state is h11.SEND_BODY
@@ -261,6 +267,8 @@ class HTTP11Protocol:
                     raise too_large("trailer section", self._max_header_bytes, self._host)
             return END_OF_MESSAGE
         if isinstance(event, h11.InformationalResponse):
+            if event.status_code == 101:  # h11 lets it through to an Upgrade request only
+                return self._head(event, self._checked_headers(event.headers)[0])
             headers, _, size = self._checked_headers(event.headers, INTERIM)
             self._informational_size += head_size(event.http_version, event.reason, size)
             if self._informational_size > self._max_header_bytes:
@@ -284,12 +292,25 @@ class HTTP11Protocol:
             self._read_body_directly(content_length)
         else:
             self._release_held()
+        return self._head(event, headers)
+
+    @staticmethod
+    def _head(event: h11.Response | h11.InformationalResponse, headers: list[str]) -> ResponseHead:
         return ResponseHead(
             event.status_code,
             event.reason.decode("latin-1"),
             "HTTP/" + event.http_version.decode("ascii"),
             headers,
         )
+
+    @property
+    def switched(self) -> bool:
+        """The server switched protocols: what follows the head is not HTTP."""
+        return self._h11.their_state is h11.SWITCHED_PROTOCOL
+
+    def switched_data(self) -> bytes:
+        """Once ``switched``: the bytes received after the head (the new protocol's first)."""
+        return bytes(self._h11.trailing_data[0])
 
     @property
     def has_buffered_data(self) -> bool:
@@ -432,6 +453,8 @@ class HttptoolsProtocol:
         "_sending_body",
         "_stalled",
         "_started",
+        "_switched",
+        "_switched_data",
         "_target",
         "_transfer_encodings",
         "_unsolicited",
@@ -463,6 +486,8 @@ class HttptoolsProtocol:
         self._reason: list[str] = []  # its reason phrase, in the pieces llhttp gave
         self._held_back = bytearray()  # bytes not fed to llhttp yet (see the class docstring)
         self._progress = False  # a callback other than on_status ran in the current feed
+        self._switched = False  # the server switched protocols: HTTP is over (see ``_switch``)
+        self._switched_data = b""
         self._reset_message()
 
     def _new_parser(self) -> Any:
@@ -610,13 +635,15 @@ class HttptoolsProtocol:
         status = parser.get_status_code()
         limit = self._max_header_bytes
         if self._header_bytes + self._informational_size > limit:
-            if 100 <= status < 200:
+            if 100 <= status < 200 and status != 101:
                 what = INTERIM
             else:
                 what = HEAD_AFTER_INTERIM if self._informational_size else "response head"
             raise too_large(what, limit, self._host)
         if status < 100 or self._transfer_encodings:
             self._check_as_h11(status)
+        if status == 101 or (self._method == "CONNECT" and 200 <= status < 300):
+            self._switch(status, headers)
         if 100 <= status < 200:
             version, reason = parser.get_http_version(), "".join(self._reason)
             self._informational_size += head_size(version, reason, self._header_bytes)
@@ -649,6 +676,34 @@ class HttptoolsProtocol:
                 raise _StopParsing  # llhttp would wait for a body a HEAD response never has
             return
         self._until_eof = not self._framed
+
+    def _switch(self, status: int, headers: list[str]) -> NoReturn:
+        """A 101 to an Upgrade request or a 2xx to CONNECT: HTTP ends with this head. llhttp is
+        stopped here, whatever it makes of the rest (a CONNECT answer's bytes for a body)."""
+        if status == 101 and not self._upgrade_asked:
+            raise RemoteProtocolError(_UNASKED_101, host=self._host)
+        version = "HTTP/" + self._parser.get_http_version()
+        self._events.append(ResponseHead(status, "".join(self._reason), version, headers))
+        self._headers = []
+        self._head_done = self._message_done = self._switched = True
+        self._keep_alive = False
+        # Every byte of this cycle was fed (a head cannot complete in held-back bytes).
+        end = self._end_of_heads(self._informationals + 1)
+        self._switched_data = b"".join(self._head_pieces)[end:]
+        raise _StopParsing
+
+    @property
+    def switched(self) -> bool:
+        """The server switched protocols: what follows the head is not HTTP."""
+        if self._delegate is not None:
+            return self._delegate.switched
+        return self._switched
+
+    def switched_data(self) -> bytes:
+        """Once ``switched``: the bytes received after the head (the new protocol's first)."""
+        if self._delegate is not None:
+            return self._delegate.switched_data()
+        return self._switched_data
 
     def _check_as_h11(self, status: int) -> None:
         """Refuse what llhttp takes and h11 does not."""
@@ -762,18 +817,12 @@ class HttptoolsProtocol:
                 raise cause from None
             if not isinstance(cause, _StopParsing):  # pragma: no cover - a bug in a callback
                 raise exc
-            # Stopped after a HEAD response's head, or at bytes after a complete response: the
-            # next response needs a fresh parser.
+            # Stopped after a HEAD response's head, at bytes after a complete response, or at
+            # a switch of protocols: the next response (if any) needs a fresh parser.
             self._parser = self._new_parser()
-        elif isinstance(exc, httptools.HttpParserUpgrade):
-            # 101 Switching Protocols (its Informational is queued): what follows is not HTTP.
-            if not self._upgrade_asked:
-                raise RemoteProtocolError(
-                    "101 Switching Protocols without an Upgrade request", host=self._host
-                ) from None
-            self._message_done, self._keep_alive = True, False
-            offset = exc.args[0] if exc.args else len(data)  # where the other protocol starts
-            self._unsolicited = len(data) > offset
+        elif isinstance(exc, httptools.HttpParserUpgrade):  # pragma: no cover
+            # A 101 stops llhttp at its head (``_switch``), before llhttp's own upgrade exit.
+            raise RemoteProtocolError("unexpected protocol upgrade", host=self._host) from None
         elif not isinstance(exc, httptools.HttpParserError):  # pragma: no cover - a bug
             raise exc
         elif self._message_done:
