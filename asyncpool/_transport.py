@@ -13,7 +13,7 @@ module is the I/O around it:
   HTTP/2 backing off from the second; up to ``MAX_REFUSED_RETRIES`` times for streams refused
   by a server that processes others), and decodes the body.
 * ``_carry_out`` performs the actions of each decision: it wakes wants, starts dials as tasks of
-  the Transport's task group (never in a request's scope), and closes connections.
+  the Transport's ``TaskSet`` (never in a request's scope), and closes connections.
 * The connections report to a private owner object (``_ConnOwner``: a stream or a connection
   freed, its capacity changed, it closed, an HTTP/2 one idled out), never to the Transport
   itself: each report is one pool decision, and a report that arrives while actions are being
@@ -27,12 +27,36 @@ module is the I/O around it:
 "The lock" is the event loop: the decisions and ``_carry_out`` are synchronous (no ``await``),
 so each runs atomically; the tasks do the I/O between them.
 
+Life cycle
+----------
+A Transport is made anywhere, with no event loop running (at import time, as people make
+clients). Its first use (``round_trip``, or ``__aenter__``) binds it to the running loop
+(``_start``: the loop's clock, Event class and call-soon) and starts the sweeper. Its tasks
+(connections' readers and writers, HTTP/2 body pumps, dials, the sweeper) run in a ``TaskSet``
+(``_tasks``): detached tasks of the loop itself (asyncio tasks; trio system tasks), each in a
+cancel scope the set holds, so none depends on the task that made the first request or entered
+``async with``, and any task may close the pool.
+
+``aclose()`` (``__aexit__`` calls it) decides ``Pool.close`` (every connection closes with
+``POOL_CLOSED``, every want fails with ``PoolClosed``), then cancels every task and waits,
+shielded, until all have ended: the readers close their sockets on the way out. A cancelled
+caller (a timeout around ``aclose()``) cannot cut that short, and a second call only waits for
+the first. Afterwards ``round_trip`` raises ``PoolClosed``.
+
+A Transport that started work and is collected unclosed warns ``ResourceWarning`` and, through
+``call_soon``, cancels its tasks on the loop (the collector may run inside pool code, so none
+runs there); the readers then close the sockets. For the Transport to be collectable at all,
+nothing the loop reaches holds it strongly: the connections report to it through a weak
+reference (``_ConnOwner``) and the sweeper holds one only between its waits.
+
 Invariants
 ----------
 The pool's, listed in ``_pool``; and here:
 
-* Every task lives in the Transport's task group; leaving ``async with`` closes every connection
-  and fails every want, so no task outlives the block.
+* Every task lives in the Transport's ``TaskSet``; ``aclose()`` (or leaving ``async with``)
+  closes every connection and fails every want, and returns only when no task is left.
+* Every task handles its own errors (a task has nobody to raise to): ``TaskSet`` logs one that
+  escapes and the invariant check reports it.
 * At rest (no action or report pending) every connection the pool holds open is open, and the
   sweeper waits for an idle connection only while none is.
 
