@@ -21,7 +21,7 @@ from asyncpool import Client, Request, Transport
 from asyncpool._tasks import TaskSet
 from asyncpool.httpx import HTTPXTransport
 from tests.h2server import H2TestServer, open_h2_server
-from tests.servers import ServerConnection, ServerRequest, TestServer, open_server
+from tests.servers import ServerConnection, ServerRequest, TestServer, open_server, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -171,8 +171,7 @@ async def test_requests_racing_aclose_fail_with_pool_closed() -> None:
             tg.start_soon(request, pool, server.url)  # in flight on the one connection
             await server.wait_until(lambda s: len(s.requests) == 1)
             tg.start_soon(request, pool, server.url)  # waiting for a host slot
-            await anyio.lowlevel.checkpoint()
-            assert pool.stats().waiting == 1
+            await wait_until(lambda: pool.stats().waiting == 1)
             await pool.aclose()
         assert len(errors) == 2
         await assert_closed(pool, server)
@@ -290,10 +289,8 @@ async def test_a_failing_task_is_logged_and_recorded(caplog: pytest.LogCaptureFi
 
 async def test_a_task_started_after_aclose_starts_cancelled() -> None:
     tasks = TaskSet()
-    ran: list[str] = []
 
     async def body() -> None:
-        ran.append("started")
         await anyio.sleep_forever()
 
     tasks.start_soon(body, name="asyncpool first")
