@@ -50,8 +50,10 @@ UNSET: Any = _Unset()
 
 
 class Client:
-    """An async context manager over a Transport: its own (made from ``transport_options``)
-    or one passed in, which the Client then neither enters nor closes."""
+    """A client over a Transport: its own (made from ``transport_options``) or one passed in,
+    which the Client then neither enters nor closes. Use it with or without ``async with``:
+    its own Transport starts on the first request, and ``await client.aclose()`` (from any
+    task) or leaving the block closes it."""
 
     def __init__(
         self,
@@ -104,6 +106,11 @@ class Client:
     ) -> None:
         if self._owns_transport:
             await self.transport.__aexit__(exc_type, exc, tb)
+
+    async def aclose(self) -> None:
+        """Close the Client's own Transport (one passed in is left open); idempotent."""
+        if self._owns_transport:
+            await self.transport.aclose()
 
     # -- the verbs ----------------------------------------------------------------------------
 

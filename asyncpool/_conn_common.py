@@ -36,6 +36,7 @@ from ._asyncio_stream import READ_SIZE
 from ._errors import ReadError, ReadTimeout, ResponseHeaderTimeout
 from ._models import Request, Response
 from ._sync import Event
+from ._tasks import Spawner
 
 if TYPE_CHECKING:
     # Types only: _trace imports CloseReason from here (report_closed imports what it needs
@@ -137,8 +138,8 @@ class Connection(Protocol):
     def requests_started(self) -> int:
         """Requests (HTTP/2: streams) started on it; more than 0 means reused, in Go's sense."""
 
-    def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Start the connection's tasks in the pool's task group."""
+    def start(self, tasks: Spawner) -> None:
+        """Start the connection's tasks in the Transport's ``TaskSet``."""
 
     def close(self, why: CloseReason, error: BaseException | None = None) -> None:
         """Close now; synchronous and idempotent; tells the owner exactly once."""

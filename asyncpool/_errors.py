@@ -18,7 +18,7 @@ Every error asyncpool raises derives from :class:`HTTPError` and says *where* it
     ├── HTTPStatusError            raise_for_status() on a 4xx/5xx response
     ├── RedirectError              a redirect cannot be followed (a body that cannot be replayed)
     │   └── TooManyRedirects
-    ├── PoolClosed                 the Transport is not open (outside ``async with``)
+    ├── PoolClosed                 the Transport is closed (``aclose()``, ``async with``'s end)
     ├── NetworkError
     │   ├── ConnectError           DNS or TCP connect failed
     │   ├── TLSError               the TLS handshake or certificate check failed

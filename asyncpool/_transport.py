@@ -13,7 +13,7 @@ module is the I/O around it:
   HTTP/2 backing off from the second; up to ``MAX_REFUSED_RETRIES`` times for streams refused
   by a server that processes others), and decodes the body.
 * ``_carry_out`` performs the actions of each decision: it wakes wants, starts dials as tasks of
-  the Transport's task group (never in a request's scope), and closes connections.
+  the Transport's ``TaskSet`` (never in a request's scope), and closes connections.
 * The connections report to a private owner object (``_ConnOwner``: a stream or a connection
   freed, its capacity changed, it closed, an HTTP/2 one idled out), never to the Transport
   itself: each report is one pool decision, and a report that arrives while actions are being
@@ -27,12 +27,36 @@ module is the I/O around it:
 "The lock" is the event loop: the decisions and ``_carry_out`` are synchronous (no ``await``),
 so each runs atomically; the tasks do the I/O between them.
 
+Life cycle
+----------
+A Transport is made anywhere, with no event loop running (at import time, as people make
+clients). Its first use (``round_trip``, or ``__aenter__``) binds it to the running loop
+(``_start``: the loop's clock, Event class and call-soon) and starts the sweeper. Its tasks
+(connections' readers and writers, HTTP/2 body pumps, dials, the sweeper) run in a ``TaskSet``
+(``_tasks``): detached tasks of the loop itself (asyncio tasks; trio system tasks), each in a
+cancel scope the set holds, so none depends on the task that made the first request or entered
+``async with``, and any task may close the pool.
+
+``aclose()`` (``__aexit__`` calls it) decides ``Pool.close`` (every connection closes with
+``POOL_CLOSED``, every want fails with ``PoolClosed``), then cancels every task and waits,
+shielded, until all have ended: the readers close their sockets on the way out. A cancelled
+caller (a timeout around ``aclose()``) cannot cut that short, and a second call only waits for
+the first. Afterwards ``round_trip`` raises ``PoolClosed``.
+
+A Transport that started work and is collected unclosed warns ``ResourceWarning`` and, through
+``call_soon``, cancels its tasks on the loop (the collector may run inside pool code, so none
+runs there); the readers then close the sockets. For the Transport to be collectable at all,
+nothing the loop reaches holds it strongly: the connections report to it through a weak
+reference (``_ConnOwner``) and the sweeper holds one only between its waits.
+
 Invariants
 ----------
 The pool's, listed in ``_pool``; and here:
 
-* Every task lives in the Transport's task group; leaving ``async with`` closes every connection
-  and fails every want, so no task outlives the block.
+* Every task lives in the Transport's ``TaskSet``; ``aclose()`` (or leaving ``async with``)
+  closes every connection and fails every want, and returns only when no task is left.
+* Every task handles its own errors (a task has nobody to raise to): ``TaskSet`` logs one that
+  escapes and the invariant check reports it.
 * At rest (no action or report pending) every connection the pool holds open is open, and the
   sweeper waits for an idle connection only while none is.
 
@@ -49,13 +73,14 @@ import logging
 import os
 import ssl
 import sys
+import warnings
+import weakref
 from collections.abc import AsyncIterable, Callable
 from random import random
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
 import anyio
-import anyio.abc
 
 from ._compression import DECODABLE, BodyLimits, DecodedStream
 from ._conn_common import Connection, RetryHint
@@ -67,6 +92,7 @@ from ._h2.connection import HTTP2Connection
 from ._models import URL, Request, Response
 from ._pool import Close, Deliver, Dial, HostStats, Pool, PoolInvariantError, PoolOptions, Want
 from ._sync import Event, call_soon_factory, clock, event_factory
+from ._tasks import TaskSet
 from ._trace import (
     ClientTrace,
     GotConnInfo,
@@ -160,41 +186,56 @@ class _Want(Want[HTTP11Connection, HTTP2Connection]):
 
 class _ConnOwner:
     """What the connections report to (``ConnOwner``, ``H2Owner``): each report is one pool
-    decision of the Transport, which stays off the public surface."""
+    decision of the Transport, which stays off the public surface. It holds the Transport
+    weakly: the connections' tasks are reachable from the event loop, and through them a
+    strong reference would keep an abandoned Transport alive for ever (see ``__del__``).
+    Once the Transport is gone, reports have nobody to decide them and are dropped."""
 
     __slots__ = ("_transport",)
 
     def __init__(self, transport: Transport) -> None:
-        self._transport = transport
+        self._transport = weakref.ref(transport)
 
     def release(self, conn: HTTP11Connection, trace: ClientTrace | None) -> None:
-        self._transport._release(conn, trace)
+        transport = self._transport()
+        if transport is not None:
+            transport._release(conn, trace)
 
     def release_stream(self, conn: HTTP2Connection) -> None:
-        transport = self._transport
-        transport._decide(transport._pool.release_stream, conn)
-        if conn.idle_at is not None:
-            conn.went_idle()
+        transport = self._transport()
+        if transport is not None:
+            transport._decide(transport._pool.release_stream, conn)
+            if conn.idle_at is not None:
+                conn.went_idle()
 
     def capacity_changed(self, conn: HTTP2Connection) -> None:
-        transport = self._transport
-        transport._decide(transport._pool.capacity_changed, conn)
+        transport = self._transport()
+        if transport is not None:
+            transport._decide(transport._pool.capacity_changed, conn)
 
     def conn_closed(self, conn: Conn) -> None:
-        transport = self._transport
+        transport = self._transport()
+        if transport is None:
+            return
         if isinstance(conn, HTTP2Connection):
             transport._decide(transport._pool.h2_closed, conn)
         else:
             transport._decide(transport._pool.h1_closed, conn)
 
     def idle_timed_out(self, conn: HTTP2Connection) -> None:
-        transport = self._transport
-        transport._decide(transport._pool.h2_idle_timed_out, conn)
+        transport = self._transport()
+        if transport is not None:
+            transport._decide(transport._pool.h2_idle_timed_out, conn)
 
 
 class Transport:
-    """An HTTP connection pool with Go's Transport semantics. Use it as an async context
-    manager; see the README for the options."""
+    """An HTTP connection pool with Go's Transport semantics. Create it anywhere; it starts
+    its tasks on first use and ``await aclose()`` (from any task) closes it, or use it as an
+    async context manager. See the README for the options."""
+
+    # Class-level defaults: __del__ reads them even when __init__ raised before setting them.
+    _tasks: TaskSet | None = None
+    _closed = False
 
     def __init__(
         self,
@@ -288,9 +329,12 @@ class Transport:
             collections.deque()
         )
         self._carrying_out = False
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self._entered = False
+        # The tasks (connections' readers and writers, dials, the sweeper): made on first use
+        # by _start(), on the loop of that use.
+        self._tasks: TaskSet | None = None
         self._closed = False
-        # The running loop's own clock, Event class and call-soon, looked up once (__aenter__).
+        # The running loop's own clock, Event class and call-soon, looked up once (_start).
         self._clock: Callable[[], float] = anyio.current_time
         self._new_event: Callable[[], Event] = anyio.Event
         self._call_soon: Callable[[Callable[[], object]], None] | None = None
@@ -307,16 +351,21 @@ class Transport:
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Transport:
-        if self._task_group is not None or self._closed:
-            raise PoolClosed("a Transport can be entered once; create a new one")
+    def _start(self) -> TaskSet:
+        """Bind to the running loop and start the background work: on first use."""
         self._clock, self._new_event = clock(), event_factory()
         self._call_soon = call_soon_factory()
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
+        tasks = self._tasks = TaskSet()
         if self.idle_conn_timeout is not None:
-            task_group.start_soon(self._close_expired_idle_conns)
+            tasks.start_soon(_sweep_idle_conns, weakref.ref(self), name="asyncpool idle sweeper")
+        return tasks
+
+    async def __aenter__(self) -> Transport:
+        if self._entered or self._closed:
+            raise PoolClosed("a Transport can be entered once; create a new one")
+        self._entered = True
+        if self._tasks is None:
+            self._start()
         return self
 
     async def __aexit__(
@@ -325,16 +374,38 @@ class Transport:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._task_group is not None
+        # The block's own exception propagates as it is: closing does not touch it.
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every connection, fail every request waiting for one, and wait until every
+        task of the pool has ended. From any task; idempotent (a second call waits for the
+        first to finish); shielded, so it completes under a cancelled scope or a timeout."""
+        if not self._closed:
+            self._closed = True
+            self._pool.close(self._clock())
+            self._decided()
+        tasks = self._tasks
+        if tasks is not None:
+            await tasks.aclose()
+
+    def __del__(self) -> None:
+        tasks = self._tasks
+        if tasks is None or self._closed:
+            return
         self._closed = True
-        self._pool.close(self._clock())
-        self._decided()
-        self._task_group.cancel_scope.cancel()
-        # The block's own exception is not the task group's business: handed to it, a strict
-        # task group would wrap it in an ExceptionGroup, and `except ConnectError:` around
-        # `async with Transport()` would stop working. It propagates as it is.
-        await self._task_group.__aexit__(None, None, None)
-        return None
+        # Not pool code, not here: the collector may run inside it. Cancelling the tasks on
+        # the loop makes each connection's reader close its socket on its way out. Scheduled
+        # before warning, as a warning may be raised as an error (-W error).
+        if self._call_soon is not None:
+            self._call_soon(tasks.cancel_all)
+        warnings.warn(
+            f"unclosed Transport {self!r}: close it with `await transport.aclose()` "
+            "(or use `async with`)",
+            ResourceWarning,
+            stacklevel=2,
+            source=self,
+        )
 
     @property
     def tls_config(self) -> ssl.SSLContext:
@@ -351,11 +422,10 @@ class Transport:
 
     async def round_trip(self, request: Request) -> Response:
         """Send one request and return its response once the head has arrived."""
-        if self._task_group is None or self._closed:
-            raise PoolClosed(
-                "the Transport is not open: use `async with asyncpool.Transport() as pool:` "
-                "and call pool.round_trip(...) inside the block"
-            )
+        if self._tasks is None or self._closed:
+            if self._closed:
+                raise PoolClosed("the Transport is closed; create a new one")
+            self._start()
         trace = self._trace_for(request)
         headers, asked_compression = self._wire_headers(request)
         url = request.url
@@ -604,11 +674,9 @@ class Transport:
         self._at_rest()
 
     def _start_dial(self, dial: Dial[_Want]) -> None:
-        if self._task_group is None:
-            _broken("a dial starts in an open Transport", dial.want.key)
-        self._task_group.start_soon(
-            self._dial_conn_for, dial, name=f"asyncpool dial {dial.want.key}"
-        )
+        if self._tasks is None:
+            _broken("a dial starts in a started Transport", dial.want.key)
+        self._tasks.start_soon(self._dial_conn_for, dial, name=f"asyncpool dial {dial.want.key}")
 
     @staticmethod
     def _close(close: Close[HTTP11Connection, HTTP2Connection]) -> None:
@@ -631,21 +699,6 @@ class Transport:
             self._owner.release_stream(conn)
         else:
             self._release(conn, None)
-
-    # -- the idle sweeper (a task) ----------------------------------------------------------------
-
-    async def _close_expired_idle_conns(self) -> None:
-        """Go's per-connection idle timer, for the whole pool at once."""
-        pool = self._pool
-        while True:
-            next_expiry = pool.expire(self._clock())
-            if pool.actions:
-                self._carry_out()
-            if next_expiry is not None:
-                await anyio.sleep_until(next_expiry)
-            else:
-                wakeup = self._idle_wakeup = self._new_event()
-                await wakeup.wait()
 
     # -- dialing --------------------------------------------------------------------------------
 
@@ -719,9 +772,9 @@ class Transport:
                 remote_address=dialed.remote_address,
             )
         conn.trace = want.trace
-        if self._task_group is None:
-            _broken("a dial ends in an open Transport", want.key)
-        conn.start(self._task_group)
+        if self._tasks is None:
+            _broken("a dial ends in a started Transport", want.key)
+        conn.start(self._tasks)
         if isinstance(conn, HTTP2Connection):
             self._pool.dialed_h2(dial_action, conn, self._clock())
         else:
@@ -745,6 +798,8 @@ class Transport:
             _broken("every connection the pool closed has reported it", f"{pool.closing}")
         if self._idle_wakeup is not None and pool.idle_lru:
             _broken("the sweeper waits for an idle connection only when none is", "")
+        if self._tasks is not None and self._tasks.failure is not None:
+            _broken("every task handles its own errors", repr(self._tasks.failure))
 
     # -- the public controls --------------------------------------------------------------------
 
@@ -768,6 +823,26 @@ class Transport:
             evictions=pool.evictions,
             server_closed_idle=pool.server_closed_idle,
         )
+
+
+async def _sweep_idle_conns(ref: weakref.ref[Transport]) -> None:
+    """The idle sweeper task: Go's per-connection idle timer, for the whole pool at once. It
+    holds its Transport only between waits, so an abandoned one can still be collected."""
+    while True:
+        transport = ref()
+        if transport is None:
+            return
+        pool = transport._pool
+        next_expiry = pool.expire(transport._clock())
+        if pool.actions:
+            transport._carry_out()
+        if next_expiry is None:
+            wakeup = transport._idle_wakeup = transport._new_event()
+        del transport, pool
+        if next_expiry is not None:
+            await anyio.sleep_until(next_expiry)
+        else:
+            await wakeup.wait()
 
 
 def _broken(invariant: str, state: str) -> NoReturn:

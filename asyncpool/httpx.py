@@ -10,8 +10,9 @@
         print(transport.pool.stats())
 
 ``HTTPXTransport(**options)`` takes the options of ``asyncpool.Transport``, which it owns as
-``.pool``: entered by the client's ``async with`` (``__aenter__``), closed by its exit or
-``aclose()``. httpx sends its own ``Accept-Encoding`` and decodes bodies itself, so the pool's
+``.pool``: started by the first request (or the client's ``async with``), closed by the
+client's ``aclose()`` or the block's exit, from any task. ``httpx.AsyncClient(transport=
+HTTPXTransport())`` works without ``async with``, as httpx's own transport does. httpx sends its own ``Accept-Encoding`` and decodes bodies itself, so the pool's
 transparent decompression is off (``disable_compression=True`` unless given).
 
 Request extensions
@@ -88,7 +89,8 @@ asyncpool                                             httpx
 ``LocalProtocolError``                                ``LocalProtocolError``
 ``InvalidURL``: a scheme other than http/https        ``UnsupportedProtocol``
 ``InvalidURL``: anything else                         ``InvalidURL``
-``PoolClosed`` (the transport is closed)              ``RuntimeError``
+``PoolClosed`` (the transport is closed)              ``TransportError`` (no network error
+                                                      happened; httpx has no "closed" error)
 (any other ``HTTPError``)                             ``TransportError``
 the adapter's phase deadlines                         ``PoolTimeout``, ``ConnectTimeout``,
                                                       ``WriteTimeout``, ``ReadTimeout``
@@ -149,12 +151,6 @@ __all__ = ["HTTPXTransport"]
 
 TraceCallback = Callable[[str, dict[str, Any]], Any]
 
-_NOT_OPEN = (
-    "the HTTPXTransport is not open: use `async with httpx.AsyncClient(transport="
-    "HTTPXTransport()) as client:` and send requests inside the block"
-)
-_CLOSED = "the HTTPXTransport is closed; create a new one (with a new httpx.AsyncClient)"
-
 # asyncpool error → httpx error, the most specific first (see the module docstring).
 _ERRORS: tuple[tuple[type[HTTPError], type[httpx.RequestError]], ...] = (
     (DecodingError, httpx.DecodingError),  # DecompressionBomb too: the body cannot be decoded
@@ -193,7 +189,9 @@ def _map_error(exc: HTTPError, request: httpx.Request) -> Exception:
     """The httpx exception for an asyncpool one (to be raised ``from exc``)."""
     message = str(exc)
     if isinstance(exc, PoolClosed):
-        return RuntimeError(message)
+        # The closest httpx has: no network event failed, the transport's life did. (httpx
+        # itself raises RuntimeError for a request on a closed client, before the transport.)
+        return httpx.TransportError(message, request=request)
     if isinstance(exc, InvalidURL):
         if request.url.scheme not in ("http", "https"):
             return httpx.UnsupportedProtocol(message, request=request)
@@ -577,8 +575,8 @@ class _ResponseStream(httpx.AsyncByteStream):
 
 class HTTPXTransport(httpx.AsyncBaseTransport):
     """An httpx transport on an ``asyncpool.Transport`` (``.pool``), created with the given
-    options. Use it as ``async with httpx.AsyncClient(transport=HTTPXTransport()) as client:``.
-    See the module docstring for extensions, timeouts and errors."""
+    options. Use it as ``httpx.AsyncClient(transport=HTTPXTransport())``, with or without
+    ``async with``. See the module docstring for extensions, timeouts and errors."""
 
     def __init__(self, **transport_options: Any) -> None:
         transport_options.setdefault("disable_compression", True)
@@ -591,13 +589,16 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
             self._user_dial = dial
             transport_options["dial"] = self._watched_dial
         self.pool = Transport(**transport_options)
-        self._state = "new"  # "open", then "closed"
+        self._entered = False
 
     async def __aenter__(self) -> HTTPXTransport:
-        if self._state != "new":
+        if self._entered:
             raise RuntimeError("an HTTPXTransport can be opened once; create a new one")
-        await self.pool.__aenter__()
-        self._state = "open"
+        self._entered = True
+        try:
+            await self.pool.__aenter__()
+        except PoolClosed:
+            raise RuntimeError("the HTTPXTransport is closed; create a new one") from None
         return self
 
     async def __aexit__(
@@ -609,16 +610,12 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the pool and every connection; idempotent."""
-        state, self._state = self._state, "closed"
-        if state == "open":
-            await self.pool.__aexit__(None, None, None)
+        """Close the pool and every connection, from any task; idempotent."""
+        await self.pool.aclose()
 
     # -- requests -------------------------------------------------------------------------------
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._state != "open":
-            raise RuntimeError(_NOT_OPEN if self._state == "new" else _CLOSED)
         extensions = request.extensions
         exchange = _Exchange(
             request,

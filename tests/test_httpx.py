@@ -687,7 +687,7 @@ ERRORS: list[tuple[asyncpool.HTTPError, type[Exception]]] = [
     (asyncpool.ResponseTooLarge("x"), httpx.RemoteProtocolError),
     (asyncpool.LocalProtocolError("x"), httpx.LocalProtocolError),
     (asyncpool.InvalidURL("x"), httpx.InvalidURL),
-    (asyncpool.PoolClosed("x"), RuntimeError),
+    (asyncpool.PoolClosed("x"), httpx.TransportError),
     (asyncpool.HTTPError("x"), httpx.TransportError),
 ]
 
@@ -705,20 +705,12 @@ async def test_error_mapping_table(error: asyncpool.HTTPError, expected: type[Ex
 # ------------------------------------------------------------------ life cycle
 
 
-async def test_not_entered_raises_with_the_way_to_use_it(server: TestServer) -> None:
-    client = httpx.AsyncClient(transport=HTTPXTransport())
-    with pytest.raises(RuntimeError) as info:
-        await client.get(server.url)
-    assert "async with httpx.AsyncClient(transport=HTTPXTransport()) as client:" in str(info.value)
-    await client.aclose()
-
-
 async def test_closed_and_reopened(server: TestServer) -> None:
     transport = HTTPXTransport()
     async with transport:
         pass
     await transport.aclose()  # idempotent
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(httpx.TransportError, match="closed"):
         await transport.handle_async_request(httpx.Request("GET", server.url))
     with pytest.raises(RuntimeError, match="opened once"):
         await transport.__aenter__()

@@ -34,6 +34,8 @@ BLOCKS = python_blocks()
 
 def block_id(code: str) -> str:
     """The block's first distinctive line, for test ids."""
+    if "client.aclose()" in code:
+        return "aclose"
     for marker in ("MockServer(", "HTTPXTransport(", "Client(", "ClientTrace(", "Transport("):
         if marker in code:
             return marker.rstrip("(")
@@ -88,6 +90,7 @@ EXPECTED = {
     ],
     "HTTPXTransport": [r"200 HTTP/1\.1", r"TransportStats\(.*"],
     "MockServer": [r"200 HTTP/1\.1 hello", r"200 HTTP/1\.1 hello", r"retries=1 connections=2"],
+    "aclose": [r"\d 200 \d+"] * 3,  # the three requests, in any order
 }
 
 

@@ -89,12 +89,6 @@ async def get(pool: Transport, url: str, **kwargs: object) -> bytes:
 # -- life cycle -------------------------------------------------------------------------------
 
 
-async def test_round_trip_outside_async_with_says_how_to_use_it(server: TestServer) -> None:
-    pool = Transport()
-    with pytest.raises(asyncpool.PoolClosed, match=r"async with asyncpool\.Transport"):
-        await pool.round_trip(Request("GET", server.url))
-
-
 async def test_leaving_the_block_closes_every_connection(server: TestServer) -> None:
     async with Transport() as pool:
         response = await pool.round_trip(Request("GET", server.url_for("/stream?chunks=50")))

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-A connection owns one byte stream and two tasks in the Transport's task group:
+A connection owns one byte stream and two tasks of the Transport's (its ``TaskSet``):
 
 * the **writer** takes exchanges from ``_write_queue`` (a memory channel) and writes each
   request: head, then body (after ``100 Continue`` where the request expects one). When a write
@@ -76,6 +76,7 @@ from .._errors import (
 )
 from .._models import Headers, Request, Response
 from .._sync import SET_EVENT, Channel, Event, event_factory
+from .._tasks import Spawner
 from .._trace import ClientTrace, WroteRequestInfo
 from .._upgrade import UpgradeStream
 from .protocol import (
@@ -303,10 +304,10 @@ class HTTP11Connection:
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Start the reader and writer tasks."""
-        task_group.start_soon(self._write_loop, name=f"asyncpool writer {self.key}")
-        task_group.start_soon(self._read_loop, name=f"asyncpool reader {self.key}")
+    def start(self, tasks: Spawner) -> None:
+        """Start the reader and writer tasks (in the Transport's ``TaskSet``)."""
+        tasks.start_soon(self._write_loop, name=f"asyncpool writer {self.key}")
+        tasks.start_soon(self._read_loop, name=f"asyncpool reader {self.key}")
 
     def close(self, why: CloseReason, error: BaseException | None = None) -> None:
         """Close the connection now; synchronous and idempotent. Both tasks end soon after."""

@@ -96,6 +96,7 @@ from .._errors import (
 )
 from .._models import Headers, Request, Response
 from .._sync import Channel, Event, event_factory
+from .._tasks import Spawner
 from .._trace import ClientTrace, WroteRequestInfo
 from .protocol import FloodDetected, new_client_connection
 
@@ -290,7 +291,7 @@ class HTTP2Connection:
         self._streams: dict[int, _Stream] = {}
         self._outgoing: dict[int, _Stream] = {}  # streams whose body is still being sent
         self._unsent: list[_Stream] = []  # opened, HEADERS not yet handed to the socket
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self._tasks: Spawner | None = None  # set by start()
         self._new_event = event_factory()
         self._wakeup = self._new_event()  # kicks the writer
         self._ping_deadline: float | None = None
@@ -371,10 +372,12 @@ class HTTP2Connection:
                 f"writing the HTTP/2 handshake failed: {exc!r}", host=self.host_port
             ) from exc
 
-    def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        self._task_group = task_group
-        task_group.start_soon(self._write_loop, name=f"asyncpool h2 writer {self.key}")
-        task_group.start_soon(self._read_loop, name=f"asyncpool h2 reader {self.key}")
+    def start(self, tasks: Spawner) -> None:
+        """Start the reader and writer tasks (in the Transport's ``TaskSet``); body pumps
+        start there too."""
+        self._tasks = tasks
+        tasks.start_soon(self._write_loop, name=f"asyncpool h2 writer {self.key}")
+        tasks.start_soon(self._read_loop, name=f"asyncpool h2 reader {self.key}")
 
     def close(self, why: CloseReason, error: BaseException | None = None) -> None:
         """Close now; synchronous and idempotent. Open streams fail as the reader ends."""
@@ -387,7 +390,7 @@ class HTTP2Connection:
         for stream in self._outgoing.values():
             if stream.out is not None and stream.out.pump_scope is not None:
                 stream.out.pump_scope.cancel()
-        if self._task_group is not None:  # closed in handshake(): the pool does not know it yet
+        if self._tasks is not None:  # closed in handshake(): the pool does not know it yet
             self._owner.conn_closed(self)
         report_closed(self.trace, self, why, error)
 
@@ -541,8 +544,10 @@ class HTTP2Connection:
         else:
             stream.out = _OutBody(b"", False, self._new_event())
             self._outgoing[stream.stream_id] = stream
-            assert self._task_group is not None
-            self._task_group.start_soon(self._pump_body, stream, content)
+            assert self._tasks is not None
+            self._tasks.start_soon(
+                self._pump_body, stream, content, name=f"asyncpool h2 body {self.key}"
+            )
         self._kick()
 
     def _release_body(self, stream: _Stream) -> None:
