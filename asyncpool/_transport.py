@@ -202,6 +202,7 @@ class Transport:
         max_idle_conns: int = 100,
         max_idle_conns_per_host: int | None = None,
         max_conns_per_host: int = 0,
+        max_conns: int = 0,
         idle_conn_timeout: float | None = 90.0,
         dial_timeout: float | None = 30.0,
         tls_handshake_timeout: float | None = 10.0,
@@ -226,6 +227,7 @@ class Transport:
         for name, value in (
             ("max_idle_conns", max_idle_conns),
             ("max_conns_per_host", max_conns_per_host),
+            ("max_conns", max_conns),
             ("max_response_header_bytes", max_response_header_bytes),
             ("max_body_bytes", max_body_bytes or 0),
             ("max_decompression_ratio", max_decompression_ratio or 0),
@@ -239,6 +241,7 @@ class Transport:
             max_idle_conns_per_host = max_idle_conns or sys.maxsize
         self.max_idle_conns_per_host = max_idle_conns_per_host
         self.max_conns_per_host = max_conns_per_host
+        self.max_conns = max_conns
         self.idle_conn_timeout = idle_conn_timeout
         self.dial_timeout = dial_timeout
         self.tls_handshake_timeout = tls_handshake_timeout
@@ -277,6 +280,7 @@ class Transport:
                 max_idle_conns=max_idle_conns,
                 max_idle_conns_per_host=max_idle_conns_per_host,
                 max_conns_per_host=max_conns_per_host,
+                max_conns=max_conns,
                 idle_conn_timeout=idle_conn_timeout,
                 disable_keep_alives=disable_keep_alives,
                 strict_max_concurrent_streams=strict_max_concurrent_streams,
