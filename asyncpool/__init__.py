@@ -31,7 +31,7 @@ from ._errors import (
     TooManyRedirects,
     WriteError,
 )
-from ._models import URL, Headers, Request, Response
+from ._models import URL, ConnWaitListener, Headers, Request, Response
 from ._trace import (
     ClientTrace,
     ConnClosedInfo,
@@ -52,6 +52,7 @@ __all__ = [
     "ClientTrace",
     "CloseReason",
     "ConnClosedInfo",
+    "ConnWaitListener",
     "ConnectError",
     "ConnectTimeout",
     "DNSDoneInfo",

@@ -788,6 +788,11 @@ class Pool(Generic[H1T, H2T, W]):
         idle_at, conn.idle_at = conn.idle_at, None
         return 0.0 if idle_at is None else now - idle_at
 
+    def waits_on_h2_dial(self, want: Want[Any, Any]) -> bool:
+        """``want`` has no dial of its own and waits on its host's HTTP/2 dial in flight."""
+        host = self.hosts.get(want.key)
+        return want.waiting and not want.dialed and host is not None and host.h2_dialing > 0
+
     def may_be_h2(self, want: Want[Any, Any]) -> bool:
         host = self.hosts.get(want.key)
         return want.h2_capable and not (host is not None and host.h1_only)
@@ -931,9 +936,9 @@ class Pool(Generic[H1T, H2T, W]):
                     self._make_room()  # a close made for a slot waiter served the host's own
                     return
         host.conns -= 1
-        self.conns -= 1
         if host.conns < 0:
             _broken("a host slot is given back once", f"{host.key} conns={host.conns}")
+        self.conns -= 1
         if host.conns == 0 and host.waiting == 0:
             del self.hosts[host.key]
         if self.slot_waiting and not self.closed:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import math
 import os
 import ssl
 import sys
@@ -498,7 +499,10 @@ class Transport:
         pool = self._pool
         conn = pool.take(request.pool_key, self._clock())
         self._decided()  # closes the stale idle connections it met on the way
+        listener = request.wait_listener
         if conn is not None:
+            if listener is not None:
+                listener.conn_assigned()
             if conn.requests_started:
                 self._reused += 1
             if trace:
@@ -513,6 +517,12 @@ class Transport:
         h2_capable = self.http2 if url.scheme == "https" else self.http2_prior_knowledge
         want = _Want(request, trace, self._new_event(), h2_capable)
         self._decide(pool.add_want, want)
+        if listener is not None and want.waiting:
+            # Its own dial, if one started, has told it so already (_start_dial).
+            if pool.waits_on_h2_dial(want):
+                listener.conn_dialing()
+            else:
+                listener.conn_waiting()
         try:
             await want.ready.wait()
         except BaseException:
@@ -593,7 +603,11 @@ class Transport:
                     action = actions[done]
                     done += 1
                     if isinstance(action, Deliver):
-                        action.want.ready.set()
+                        want = action.want
+                        want.ready.set()
+                        listener = want.request.wait_listener
+                        if listener is not None and want.conn is not None:
+                            listener.conn_assigned()
                     elif isinstance(action, Dial):
                         self._start_dial(action)
                     else:
@@ -610,6 +624,9 @@ class Transport:
     def _start_dial(self, dial: Dial[_Want]) -> None:
         if self._task_group is None:
             _broken("a dial starts in an open Transport", dial.want.key)
+        listener = dial.want.request.wait_listener
+        if listener is not None:
+            listener.conn_dialing()
         self._task_group.start_soon(
             self._dial_conn_for, dial, name=f"asyncpool dial {dial.want.key}"
         )
@@ -658,6 +675,10 @@ class Transport:
         url = want.request.url
         host_port = _host_port(url)
         conn: Conn
+        dial_timeout, tls_handshake_timeout = self.dial_timeout, self.tls_handshake_timeout
+        if want.request.connect_timeout is not None:  # the request's own, for each phase
+            timeout = want.request.connect_timeout
+            dial_timeout = tls_handshake_timeout = None if timeout == math.inf else timeout
         try:
             dialed = await dial(
                 url.scheme,
@@ -665,8 +686,8 @@ class Transport:
                 url.port,
                 host_port,
                 server_name=want.request.sni_hostname or url.host,
-                dial_timeout=self.dial_timeout,
-                tls_handshake_timeout=self.tls_handshake_timeout,
+                dial_timeout=dial_timeout,
+                tls_handshake_timeout=tls_handshake_timeout,
                 ssl_context=self._ssl_context if url.scheme == "https" else None,
                 alpn_protocols=self._alpn,
                 dial_func=self._dial_func,
@@ -690,7 +711,7 @@ class Transport:
                     remote_address=dialed.remote_address,
                 )
                 try:
-                    with anyio.move_on_after(self.tls_handshake_timeout) as scope:
+                    with anyio.move_on_after(tls_handshake_timeout) as scope:
                         await conn.handshake()
                     if scope.cancelled_caught:
                         timeout_type = (
@@ -698,7 +719,7 @@ class Transport:
                         )
                         raise timeout_type(
                             "no HTTP/2 SETTINGS from the server within "
-                            f"tls_handshake_timeout={self.tls_handshake_timeout}s",
+                            f"tls_handshake_timeout={tls_handshake_timeout}s",
                             host=host_port,
                         )
                 except BaseException:

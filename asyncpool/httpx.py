@@ -18,14 +18,20 @@ Request extensions
 ------------------
 ``timeout``
     httpx's ``{"connect", "read", "write", "pool"}`` (seconds, or None), enforced per request by
-    one cancel scope whose deadline moves with the request's phase, driven by a ``ClientTrace``:
-    waiting for a connection → ``pool``; once a dial for the request is underway (``dns_start``
-    / ``connect_start``, a ``dial=`` function called for its host) → ``connect``, given afresh
-    for the TLS handshake (``tls_handshake_start``); from ``got_conn`` → ``write``; from
-    ``wrote_request`` to the response head → ``read``; each body read → ``read``. A deadline
-    raises ``httpx.PoolTimeout`` / ``ConnectTimeout`` / ``WriteTimeout`` / ``ReadTimeout`` by
-    phase. A request waiting for a dial started for another request (socket late binding, one
-    HTTP/2 dial shared by many) stays in its ``pool`` phase.
+    one cancel scope whose deadline moves with the request's phase, as httpcore's. The pool tells
+    the request synchronously, from its decisions, where it stands (``asyncpool.Request``'s
+    ``wait_listener``): nothing free at once, so it waits for a freed connection or for a slot
+    under ``max_conns_per_host`` / ``max_conns`` → ``pool``; a dial started for it, or an
+    HTTP/2 dial in flight that it shares (httpcore assigns such requests to the connection being
+    established) → ``connect``, given afresh for the TLS handshake; handed a connection →
+    ``write``; from ``wrote_request`` to the response head → ``read``; each body read →
+    ``read``. Before the pool has decided (the adapter's own work) no deadline runs, so an
+    uncontended request never sees ``pool``, however small. A deadline raises
+    ``httpx.PoolTimeout`` / ``ConnectTimeout`` / ``WriteTimeout`` / ``ReadTimeout``, named by
+    the phase whose deadline fired (later hooks from the pool's tasks do not change it). The
+    dial itself gets ``connect`` for each of DNS + TCP, the TLS handshake and the HTTP/2
+    preface instead of the pool's ``dial_timeout`` / ``tls_handshake_timeout`` (as httpcore's
+    connection attempt); ``connect=None`` leaves those as a ceiling.
 ``trace``
     httpcore's trace callback ``trace(event_name, info)``, sync or async. The same event names
     as httpcore (``connection.connect_tcp``, ``connection.start_tls``,
@@ -123,7 +129,7 @@ from ._errors import (
     WriteError,
 )
 from ._models import Request, Response
-from ._trace import ClientTrace, DNSStartInfo, GotConnInfo, RetryInfo, WroteRequestInfo
+from ._trace import ClientTrace, GotConnInfo, RetryInfo, WroteRequestInfo
 from ._transport import Transport
 
 try:
@@ -169,6 +175,9 @@ _PHASE_ERRORS: dict[str, type[httpx.TimeoutException]] = {
     "write": httpx.WriteTimeout,
     "read": httpx.ReadTimeout,
 }
+# The order a request goes through them ("start": before the pool decided anything, no
+# deadline); a phase is only ever left for a later one, but a retry starts again.
+_PHASE_ORDER = {"start": 0, "pool": 1, "connect": 2, "write": 3, "read": 4}
 _PHASE_WAITS = {
     "pool": "no connection from the pool",
     "connect": "no connection",
@@ -232,8 +241,9 @@ class _Exchange:
         self.port = request.url.port
         self.server_name = request.extensions.get("sni_hostname") or request.url.host
         self.events: deque[tuple[str, dict[str, Any]]] = deque()
-        self.phase = "pool"
-        self.scope = anyio.CancelScope(deadline=self._deadline("pool"))
+        # No deadline until the pool has decided: the adapter's own work is no phase of httpx.
+        self.phase = "start"
+        self.scope = anyio.CancelScope()
         self.open_op: str | None = None  # the traced operation started and not yet ended
         self.prefix: str | None = None  # "http11" or "http2", once a connection is obtained
         self.conn_info: GotConnInfo | None = None
@@ -246,16 +256,39 @@ class _Exchange:
         return math.inf if timeout is None else anyio.current_time() + timeout
 
     def _enter(self, phase: str) -> None:
+        if self.scope.cancel_called:
+            return  # a deadline fired: the error names its phase, not one a hook reached since
         self.phase = phase
         self.scope.deadline = self._deadline(phase)
 
+    def _advance(self, phase: str) -> None:
+        if not self.done and _PHASE_ORDER[phase] > _PHASE_ORDER[self.phase]:
+            self._enter(phase)
+
     def timeout_error(self) -> httpx.TimeoutException:
         phase = self.phase
+        if phase == "start":  # not reached: the start phase has no deadline
+            phase = "pool"
+        timeout = self.timeouts.get(phase)
+        seconds = "None" if timeout is None else f"{timeout:g} s"
         return _PHASE_ERRORS[phase](
-            f"{_PHASE_WAITS[phase]} within the {phase} timeout of {self.timeouts.get(phase)}s "
+            f"{_PHASE_WAITS[phase]} within the {phase} timeout of {seconds} "
             f"({self.request.method} {self.request.url})",
             request=self.request,
         )
+
+    # -- the pool's decisions (ConnWaitListener), told synchronously -----------------------------
+
+    def conn_waiting(self) -> None:
+        """Nothing free at once: httpx's pool timeout runs from here."""
+        self._advance("pool")
+
+    def conn_dialing(self) -> None:
+        """A dial for it (or the HTTP/2 dial it shares) started: the connect timeout runs."""
+        self._advance("connect")
+
+    def conn_assigned(self) -> None:
+        self._advance("write")
 
     # -- trace events ---------------------------------------------------------------------------
 
@@ -297,7 +330,6 @@ class _Exchange:
 
     def client_trace(self) -> ClientTrace:
         return ClientTrace(
-            dns_start=self._on_dns_start,
             connect_start=self._on_connect_start,
             connect_done=self._on_connect_done,
             tls_handshake_start=self._on_tls_handshake_start,
@@ -313,15 +345,9 @@ class _Exchange:
         """Hooks of a dial still concern this request (it has no connection yet)."""
         return not self.done and self.conn_info is None
 
-    def _on_dns_start(self, info: DNSStartInfo) -> None:
-        if self.dialing and self.phase == "pool":
-            self._enter("connect")
-
     def _on_connect_start(self, network: str, addr: tuple[str, int]) -> None:
         if not self.dialing:
             return
-        if self.phase == "pool":
-            self._enter("connect")
         self.begin(
             "connection.connect_tcp",
             {
@@ -345,7 +371,8 @@ class _Exchange:
     def _on_tls_handshake_start(self) -> None:
         if not self.dialing:
             return
-        self._enter("connect")  # the handshake gets the connect timeout afresh, as in httpcore
+        if self.phase == "connect":
+            self._enter("connect")  # the handshake gets the connect timeout afresh, as httpcore
         self.begin(
             "connection.start_tls",
             {
@@ -369,7 +396,7 @@ class _Exchange:
             self.open_op = None  # a dial that lost the race: its connection went elsewhere
         self.conn_info = info
         self.prefix = "http2" if info.protocol == "HTTP/2" else "http11"
-        self._enter("write")
+        self._advance("write")  # (conn_assigned came first: the write deadline runs from there)
         if self.prefix == "http2" and not info.reused:
             # The pool's handshake sent the preface and read the server's SETTINGS.
             self.begin("http2.send_connection_init", {"request": self.request})
@@ -403,7 +430,9 @@ class _Exchange:
         self.closed()
         self.prefix = None
         self.conn_info = None
-        self._enter("pool")
+        if not self.scope.cancel_called:  # it asks the pool again: no deadline until it decides
+            self.phase = "start"
+            self.scope.deadline = math.inf
 
     # -- the request's own steps ----------------------------------------------------------------
 
@@ -569,18 +598,14 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
         if self._state != "open":
             raise RuntimeError(_NOT_OPEN if self._state == "new" else _CLOSED)
         extensions = request.extensions
-        exchange = _Exchange(
-            request,
-            extensions.get("timeout") or {},
-            extensions.get("trace"),
-            self.pool,
-        )
+        timeouts: dict[str, float | None] = extensions.get("timeout") or {}
+        exchange = _Exchange(request, timeouts, extensions.get("trace"), self.pool)
         trace = exchange.client_trace()
         user_trace: ClientTrace | None = extensions.get("client_trace")
         if user_trace is not None:
             trace = trace.compose(user_trace)
         try:
-            pool_request = self._pool_request(request, trace)
+            pool_request = self._pool_request(request, trace, exchange)
         except HTTPError as exc:
             raise _map_error(exc, request) from exc
 
@@ -619,7 +644,9 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
             raise
         return self._httpx_response(response, exchange)
 
-    def _pool_request(self, request: httpx.Request, trace: ClientTrace) -> Request:
+    def _pool_request(
+        self, request: httpx.Request, trace: ClientTrace, exchange: _Exchange
+    ) -> Request:
         stream = request.stream
         content: bytes | AsyncIterable[bytes]
         if isinstance(stream, httpx.ByteStream):
@@ -629,6 +656,9 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
         else:
             raise TypeError(f"an async request body is needed, not {stream!r}")
         target = request.extensions.get("target")
+        # The dial gets httpx's connect timeout for each of its steps; None (no limit in httpx)
+        # leaves the pool's own dial_timeout and tls_handshake_timeout as a ceiling.
+        connect = exchange.timeouts.get("connect")
         return Request(
             request.method,
             str(request.url),
@@ -637,6 +667,8 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
             trace=trace,
             sni_hostname=request.extensions.get("sni_hostname"),
             target=None if target is None else target.decode("latin-1"),
+            connect_timeout=connect,
+            wait_listener=exchange,
         )
 
     def _httpx_response(self, response: Response, exchange: _Exchange) -> httpx.Response:
@@ -671,22 +703,23 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
                 del self._waiting[key]
 
     async def _watched_dial(self, host: str, port: int) -> anyio.abc.ByteStream:
-        """The user's dial function; the requests of ``host:port`` still waiting for a
-        connection see it as their connect phase (it may serve any of them)."""
+        """The user's dial function; the requests of ``host:port`` in their connect phase (this
+        dial is theirs or one they share) see it as their TCP connect."""
         assert self._waiting is not None
         waiting = [
             exchange
             for exchange in self._waiting.get((host, port), ())
-            if exchange.dialing and exchange.phase == "pool"
+            if exchange.dialing and exchange.phase == "connect"
         ]
         for exchange in waiting:
             exchange._on_connect_start("tcp", (host, port))
         try:
             stream = await self._user_dial(host, port)
-        except BaseException as exc:
+        except Exception as exc:
             for exchange in waiting:
                 exchange._on_connect_done("tcp", (host, port), exc)
             raise
+        # Cancelled (a connect timeout, the pool closing): each request reports its own error.
         for exchange in waiting:
             exchange._on_connect_done("tcp", (host, port), None)
         return stream
