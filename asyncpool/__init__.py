@@ -43,7 +43,7 @@ from ._trace import (
     WroteRequestInfo,
     client_trace,
 )
-from ._transport import HostStats, Transport, TransportStats
+from ._transport import HostStats, Transport, TransportOptions, TransportStats
 from ._version import __version__
 
 __all__ = [
@@ -88,6 +88,7 @@ __all__ = [
     "Timings",
     "TooManyRedirects",
     "Transport",
+    "TransportOptions",
     "TransportStats",
     "UseLastResponse",
     "WriteError",

@@ -53,15 +53,15 @@ import sys
 from collections.abc import AsyncIterable, Callable
 from random import random
 from types import TracebackType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypedDict, TypeVar
 
 import anyio
 import anyio.abc
 
 from ._compression import DECODABLE, BodyLimits, DecodedStream
 from ._conn_common import Connection, RetryHint
-from ._dial import DialFunc, default_ssl_context, dial
-from ._errors import ConnectTimeout, HTTPError, PoolClosed, TLSHandshakeTimeout
+from ._dial import Dialed, DialFunc, default_ssl_context, dial
+from ._errors import ConnectError, ConnectTimeout, HTTPError, PoolClosed, TLSHandshakeTimeout
 from ._h1.connection import HTTP11Connection
 from ._h1.protocol import PARSERS, default_parser
 from ._h2.connection import HTTP2Connection
@@ -77,7 +77,7 @@ from ._trace import (
     logging_trace,
 )
 
-__all__ = ["HostStats", "PoolInvariantError", "Transport", "TransportStats"]
+__all__ = ["HostStats", "PoolInvariantError", "Transport", "TransportOptions", "TransportStats"]
 
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 Conn = HTTP11Connection | HTTP2Connection
@@ -97,6 +97,9 @@ H2_RETRY_BACKOFF = 1.0
 WIRE_HEADERS_CACHE_SIZE = 256  # distinct body-less requests whose wire headers are kept
 WIRE_HEADERS_CACHED_MAX = 4096  # characters of host and fields such a request may have
 
+
+# httpcore's backoff between connect retries: none before the first, then 0.5 s, 1 s, 2 s, ...
+CONNECT_RETRY_BACKOFF = 0.5
 
 # Set (to anything but "" or "0") to check the invariants after every pool decision.
 CHECK_INVARIANTS_ENV = "ASYNCPOOL_CHECK_INVARIANTS"
@@ -142,6 +145,42 @@ class TransportStats:
     @property
     def total(self) -> int:
         return sum(h.total for h in self.hosts.values())
+
+
+class SharedOptions(TypedDict, total=False):
+    """``Transport``'s options but ``http2`` and ``connect_retries`` (which the httpx adapter
+    takes under httpx's names), for ``**options`` that a type checker checks."""
+
+    max_idle_conns: int
+    max_idle_conns_per_host: int | None
+    max_conns_per_host: int
+    max_conns: int
+    idle_conn_timeout: float | None
+    dial_timeout: float | None
+    tls_handshake_timeout: float | None
+    response_header_timeout: float | None
+    read_timeout: float | None
+    expect_continue_timeout: float | None
+    disable_keep_alives: bool
+    disable_compression: bool
+    max_response_header_bytes: int
+    max_body_bytes: int | None
+    max_decompression_ratio: float | None
+    tls_config: ssl.SSLContext | None
+    dial: DialFunc | None
+    trace: ClientTrace | None
+    http2_prior_knowledge: bool
+    strict_max_concurrent_streams: bool
+    read_idle_timeout: float | None
+    ping_timeout: float
+    http1_parser: str
+
+
+class TransportOptions(SharedOptions, total=False):
+    """Every option of ``Transport(...)``, as ``Client(**options)`` takes them."""
+
+    http2: bool
+    connect_retries: int
 
 
 class _Want(Want[HTTP11Connection, HTTP2Connection]):
@@ -224,11 +263,13 @@ class Transport:
         read_idle_timeout: float | None = None,
         ping_timeout: float = 15.0,
         http1_parser: str = "auto",
+        connect_retries: int = 0,
     ) -> None:
         for name, value in (
             ("max_idle_conns", max_idle_conns),
             ("max_conns_per_host", max_conns_per_host),
             ("max_conns", max_conns),
+            ("connect_retries", connect_retries),
             ("max_response_header_bytes", max_response_header_bytes),
             ("max_body_bytes", max_body_bytes or 0),
             ("max_decompression_ratio", max_decompression_ratio or 0),
@@ -267,6 +308,7 @@ class Transport:
                 f"http1_parser must be 'auto', 'h11' or 'httptools', not {http1_parser!r}"
             )
         self.http1_parser = http1_parser
+        self.connect_retries = connect_retries
         self._alpn = ["h2", "http/1.1"] if http2 else ["http/1.1"]
         if tls_config is not None:
             # As Go fills in NextProtos: the pool decides which protocols it can speak.
@@ -680,19 +722,7 @@ class Transport:
             timeout = want.request.connect_timeout
             dial_timeout = tls_handshake_timeout = None if timeout == math.inf else timeout
         try:
-            dialed = await dial(
-                url.scheme,
-                url.host,
-                url.port,
-                host_port,
-                server_name=want.request.sni_hostname or url.host,
-                dial_timeout=dial_timeout,
-                tls_handshake_timeout=tls_handshake_timeout,
-                ssl_context=self._ssl_context if url.scheme == "https" else None,
-                alpn_protocols=self._alpn,
-                dial_func=self._dial_func,
-                trace=want.trace,
-            )
+            dialed = await self._dial_with_retries(want, dial_timeout, tls_handshake_timeout)
             h2 = dialed.alpn_protocol == "h2" or (url.scheme == "http" and may_be_h2)
             if h2:
                 conn = HTTP2Connection(
@@ -752,6 +782,36 @@ class Transport:
         else:
             self._pool.dialed_h1(dial_action, conn, self._clock())
         self._decided()
+
+    async def _dial_with_retries(
+        self, want: _Want, dial_timeout: float | None, tls_handshake_timeout: float | None
+    ) -> Dialed:
+        """``dial``, tried again ``connect_retries`` times after a failed DNS lookup or TCP
+        connect (or dial function), as httpcore's ``retries``: not after a TLS failure."""
+        url = want.request.url
+        retries_left = self.connect_retries
+        delay = 0.0
+        while True:
+            try:
+                return await dial(
+                    url.scheme,
+                    url.host,
+                    url.port,
+                    _host_port(url),
+                    server_name=want.request.sni_hostname or url.host,
+                    dial_timeout=dial_timeout,
+                    tls_handshake_timeout=tls_handshake_timeout,
+                    ssl_context=self._ssl_context if url.scheme == "https" else None,
+                    alpn_protocols=self._alpn,
+                    dial_func=self._dial_func,
+                    trace=want.trace,
+                )
+            except (ConnectError, ConnectTimeout):
+                if retries_left <= 0 or not want.waiting:
+                    raise
+            retries_left -= 1
+            await anyio.sleep(delay)
+            delay = CONNECT_RETRY_BACKOFF if delay == 0 else delay * 2
 
     # -- invariant checks (tests, debugging) --------------------------------------------------
 

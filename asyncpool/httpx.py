@@ -98,10 +98,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+import ssl
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -130,7 +132,10 @@ from ._errors import (
 )
 from ._models import Request, Response
 from ._trace import ClientTrace, GotConnInfo, RetryInfo, WroteRequestInfo
-from ._transport import Transport
+from ._transport import SharedOptions, Transport
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 try:
     import httpx
@@ -142,6 +147,11 @@ except ImportError as exc:
 __all__ = ["HTTPXTransport"]
 
 TraceCallback = Callable[[str, dict[str, Any]], Any]
+# httpx's CertTypes and socket option tuples (their own aliases are private).
+CertTypes = str | tuple[str, str] | tuple[str, str, str]
+SocketOption = (
+    tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
+)
 
 _NOT_OPEN = (
     "the HTTPXTransport is not open: use `async with httpx.AsyncClient(transport="
@@ -553,12 +563,94 @@ class _ResponseStream(httpx.AsyncByteStream):
         await exchange.flush()
 
 
+# The pool options that httpx's limits= sets.
+_LIMITS_OPTIONS = frozenset(
+    {"max_conns", "max_idle_conns", "max_idle_conns_per_host", "idle_conn_timeout"}
+)
+
+
+def _limits_options(limits: httpx.Limits) -> SharedOptions:
+    """httpx's Limits as the pool's options: ``max_connections`` over all hosts, as httpcore's."""
+    options: SharedOptions = {
+        "max_conns": limits.max_connections or 0,
+        "idle_conn_timeout": limits.keepalive_expiry,
+    }
+    keepalive = limits.max_keepalive_connections
+    if keepalive == 0:
+        options["max_idle_conns_per_host"] = 0  # keep none (and still no Connection: close)
+    else:
+        options["max_idle_conns"] = keepalive or 0  # None: no limit, the pool's 0
+    return options
+
+
+def _ssl_env() -> bool:
+    return bool(os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"))
+
+
+def _socket_dial(uds: str | None, local_address: str | None) -> DialFunc:
+    """httpcore's ``uds`` (every connection to that Unix socket) or ``local_address`` (the
+    local IP to connect from), as a dial function."""
+
+    async def dial(host: str, port: int) -> anyio.abc.ByteStream:
+        if uds is not None:
+            return await anyio.connect_unix(uds)
+        return await anyio.connect_tcp(host, port, local_host=local_address)
+
+    return dial
+
+
 class HTTPXTransport(httpx.AsyncBaseTransport):
     """An httpx transport on an ``asyncpool.Transport`` (``.pool``), created with the given
     options. Use it as ``async with httpx.AsyncClient(transport=HTTPXTransport()) as client:``.
     See the module docstring for extensions, timeouts and errors."""
 
-    def __init__(self, **transport_options: Any) -> None:
+    def __init__(
+        self,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: CertTypes | None = None,
+        trust_env: bool = True,
+        http1: bool = True,
+        http2: bool = True,
+        limits: httpx.Limits | None = None,
+        proxy: httpx.Proxy | httpx.URL | str | None = None,
+        uds: str | None = None,
+        local_address: str | None = None,
+        retries: int = 0,
+        socket_options: Iterable[SocketOption] | None = None,
+        **transport_options: Unpack[SharedOptions],
+    ) -> None:
+        """httpx's ``AsyncHTTPTransport`` arguments with httpx's meaning, then any option of
+        ``asyncpool.Transport`` by keyword (see the module docstring, "Options")."""
+        if proxy is not None:
+            raise NotImplementedError(
+                "HTTPXTransport(proxy=...) is not supported: mount httpx.AsyncHTTPTransport"
+                "(proxy=...) for the proxied URLs (httpx.AsyncClient(mounts=...))"
+            )
+        if socket_options is not None:
+            raise NotImplementedError(
+                "HTTPXTransport(socket_options=...) is not supported: set them in a dial= "
+                "function of your own"
+            )
+        if not http1 and not http2:
+            raise ValueError("HTTPXTransport needs http1 or http2 (or both)")
+        if uds is not None or local_address is not None:
+            if "dial" in transport_options:
+                raise TypeError("HTTPXTransport: give uds / local_address, or dial, not both")
+            transport_options["dial"] = _socket_dial(uds, local_address)
+        if not (verify is True and cert is None):
+            if "tls_config" in transport_options:
+                raise TypeError("HTTPXTransport: give verify / cert, or tls_config, not both")
+            transport_options["tls_config"] = httpx.create_ssl_context(
+                verify=verify, cert=cert, trust_env=trust_env
+            )
+        elif trust_env and "tls_config" not in transport_options and _ssl_env():
+            # httpx honours SSL_CERT_FILE / SSL_CERT_DIR (trust_env); the pool's own does not.
+            transport_options["tls_config"] = httpx.create_ssl_context(trust_env=True)
+        if limits is not None:
+            given = sorted(set(transport_options) & _LIMITS_OPTIONS)
+            if given:
+                raise TypeError(f"HTTPXTransport: give limits= or {', '.join(given)}, not both")
+            transport_options.update(_limits_options(limits))
         transport_options.setdefault("disable_compression", True)
         dial: DialFunc | None = transport_options.get("dial")
         # Requests waiting for a connection, by (host, port), when a dial function is given:
@@ -568,7 +660,9 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
             self._waiting = {}
             self._user_dial = dial
             transport_options["dial"] = self._watched_dial
-        self.pool = Transport(**transport_options)
+        if http2 and not http1:  # httpcore: HTTP/2 only, without ALPN over cleartext
+            transport_options["http2_prior_knowledge"] = True
+        self.pool = Transport(http2=http2, connect_retries=retries, **transport_options)
         self._state = "new"  # "open", then "closed"
 
     async def __aenter__(self) -> HTTPXTransport:
