@@ -9,10 +9,33 @@
         response = await client.get(url)
         print(transport.pool.stats())
 
-``HTTPXTransport(**options)`` takes the options of ``asyncpool.Transport``, which it owns as
-``.pool``: entered by the client's ``async with`` (``__aenter__``), closed by its exit or
-``aclose()``. httpx sends its own ``Accept-Encoding`` and decodes bodies itself, so the pool's
-transparent decompression is off (``disable_compression=True`` unless given).
+``HTTPXTransport`` owns an ``asyncpool.Transport`` as ``.pool``: entered by the client's
+``async with`` (``__aenter__``), closed by its exit or ``aclose()``. httpx sends its own
+``Accept-Encoding`` and decodes bodies itself, so the pool's transparent decompression is off
+(``disable_compression=True`` unless given).
+
+Options
+-------
+``HTTPXTransport(...)`` takes ``httpx.AsyncHTTPTransport``'s arguments with httpx's meaning, so
+one can replace the other by its class name, then any ``asyncpool.Transport`` option by keyword
+(typed: a type checker rejects a misspelled one):
+
+* ``verify``, ``cert``, ``trust_env``: the SSL context ``httpx.create_ssl_context`` makes (or
+  ``tls_config=``, not both); by default the pool's own (certifi), or httpx's when
+  ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` is set.
+* ``http1``, ``http2``: ``http2`` offers h2 in ALPN (default True, the pool's; httpx's is
+  False); ``http1=False`` speaks HTTP/2 only (``http2_prior_knowledge``).
+* ``limits``: ``max_connections`` → ``max_conns`` (over all hosts, as httpcore's; an idle
+  connection of another host is closed to make room), ``max_keepalive_connections`` →
+  ``max_idle_conns`` (0: keep none, ``max_idle_conns_per_host=0``), ``keepalive_expiry`` →
+  ``idle_conn_timeout``. Without ``limits`` the pool's own defaults apply (no connection limit,
+  100 idle kept 90 s), not httpx's ``Limits()``.
+* ``retries``: ``connect_retries``, a failed DNS lookup or TCP connect tried again (httpcore's
+  backoff: 0 s, 0.5 s, 1 s, ...).
+* ``uds``, ``local_address``: a dial function that connects to that Unix socket, or from that
+  local IP (exclusive with ``dial=``).
+* ``proxy``, ``socket_options``: ``NotImplementedError`` (mount httpx's own transport for
+  proxied URLs).
 
 Request extensions
 ------------------
