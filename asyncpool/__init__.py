@@ -31,7 +31,7 @@ from ._errors import (
     TooManyRedirects,
     WriteError,
 )
-from ._models import URL, Headers, Request, Response
+from ._models import URL, ConnWaitListener, Headers, Request, Response
 from ._trace import (
     ClientTrace,
     ConnClosedInfo,
@@ -43,7 +43,7 @@ from ._trace import (
     WroteRequestInfo,
     client_trace,
 )
-from ._transport import HostStats, Transport, TransportStats
+from ._transport import HostStats, Transport, TransportOptions, TransportStats
 from ._upgrade import UpgradeStream
 from ._version import __version__
 
@@ -53,6 +53,7 @@ __all__ = [
     "ClientTrace",
     "CloseReason",
     "ConnClosedInfo",
+    "ConnWaitListener",
     "ConnectError",
     "ConnectTimeout",
     "DNSDoneInfo",
@@ -88,6 +89,7 @@ __all__ = [
     "Timings",
     "TooManyRedirects",
     "Transport",
+    "TransportOptions",
     "TransportStats",
     "UpgradeStream",
     "UseLastResponse",

@@ -11,14 +11,17 @@ import urllib.request
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from http.cookiejar import CookieJar
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 import anyio
 
 from ._errors import RedirectError, RequestTimeout, TooManyRedirects
 from ._models import URL, HeaderInput, Headers, Request, Response, forget_parsed_urls
-from ._transport import Transport
+from ._transport import Transport, TransportOptions
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 from ._version import __version__
 
 __all__ = ["Client", "UseLastResponse"]
@@ -67,7 +70,7 @@ class Client:
         max_redirects: int = 10,
         check_redirect: CheckRedirect | None = None,
         timeout: float | None = None,
-        **transport_options: Any,
+        **transport_options: Unpack[TransportOptions],
     ) -> None:
         if transport is not None and transport_options:
             raise TypeError(

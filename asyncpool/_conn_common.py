@@ -60,6 +60,7 @@ class CloseReason(str, enum.Enum):
 
     IDLE_TIMEOUT = "idle timeout"
     EVICTED = "evicted (max_idle_conns)"
+    MAKE_ROOM = "closed to make room for another host (max_conns)"
     IDLE_LIST_FULL = "idle list full (max_idle_conns_per_host)"
     SERVER_CLOSED = "server closed"
     NOT_REUSABLE = "not reusable"  # Connection: close, HTTP/1.0, keep-alives disabled

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ._trace import ClientTrace
     from ._upgrade import UpgradeStream
 
-__all__ = ["URL", "Headers", "Request", "Response", "ResponseStream"]
+__all__ = ["URL", "ConnWaitListener", "Headers", "Request", "Response", "ResponseStream"]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -237,11 +237,37 @@ def validate_headers(headers: Headers, host: str) -> None:
             )
 
 
+class ConnWaitListener(Protocol):
+    """Told synchronously, by the pool's decisions, where a request stands on its way to a
+    connection (``Request.wait_listener``): what the httpx adapter's pool and connect timeouts
+    follow. Each call may come more than once; later stages come after earlier ones, except
+    that a retried request starts again."""
+
+    def conn_waiting(self) -> None:
+        """No connection at once: it waits for one to be freed, or for a slot to dial in."""
+
+    def conn_dialing(self) -> None:
+        """A dial that may serve it is under way: its own, or the HTTP/2 dial it shares."""
+
+    def conn_assigned(self) -> None:
+        """It was handed a connection (or an HTTP/2 stream)."""
+
+
 class Request:
     """One HTTP request. ``content`` is bytes (replayable) or an async iterable of bytes (sent
     chunked, and not replayable). Validated here, before any byte can be sent."""
 
-    __slots__ = ("content", "headers", "method", "sni_hostname", "target", "trace", "url")
+    __slots__ = (
+        "connect_timeout",
+        "content",
+        "headers",
+        "method",
+        "sni_hostname",
+        "target",
+        "trace",
+        "url",
+        "wait_listener",
+    )
 
     def __init__(
         self,
@@ -253,6 +279,8 @@ class Request:
         trace: ClientTrace | None = None,
         sni_hostname: str | None = None,
         target: str | None = None,
+        connect_timeout: float | None = None,
+        wait_listener: ConnWaitListener | None = None,
     ) -> None:
         if isinstance(url, URL):
             self.url = url
@@ -272,6 +300,11 @@ class Request:
         if target is not None and (_FORBIDDEN_IN_VALUE.search(target) or " " in target):
             raise LocalProtocolError(f"invalid request target {target!r}", host=self.url.host)
         self.target = self.url.target if target is None else target
+        # A dial started for this request gives DNS + TCP, then the TLS handshake, then the
+        # HTTP/2 preface this long each, instead of the Transport's dial_timeout and
+        # tls_handshake_timeout (None: those; math.inf: no limit). httpx's connect timeout.
+        self.connect_timeout = connect_timeout
+        self.wait_listener = wait_listener
 
     @property
     def pool_key(self) -> str:

@@ -23,6 +23,13 @@ dial does not serve it). Whichever comes first serves the want, a freed connecti
 dial (socket late binding), and the loser is not wasted: it goes to the next want or the idle
 list.
 
+``max_conns`` limits the connections of all hosts together (httpx's ``max_connections``): a
+want that may dial (its host under ``max_conns_per_host``) while the pool is at the limit waits
+in ``slot_waiters``, first come first served over all hosts, for the next slot any host frees;
+like httpcore, the pool closes an idle HTTP/1.1 connection (the least recently used, of another
+host) for each such want, and one freed with such a want waiting is closed instead of kept.
+Idle HTTP/2 connections are not closed for room: they leave by their idle timeout.
+
 HTTP/2 connections are shared: a host keeps them in ``h2_conns`` and a request takes a stream on
 the first one with room. While a dial that may bring HTTP/2 is in flight (https with ``http2``,
 or prior knowledge), new wants queue behind it instead of dialing too; when it brings HTTP/2 it
@@ -62,6 +69,9 @@ Invariants
 * No want waits while its host has an idle connection or an HTTP/2 connection with room, and a
   want with no dial of its own waits on something that will serve it or dial for it.
 * No host without connections or wants is kept.
+* ``max_conns``: ``Pool.conns`` is the sum of the hosts' counts and at most the limit; no want
+  waits for a slot while one is free, nor (beyond the closes under way for it) while an
+  idle connection could be closed for it.
 
 Costs
 -----
@@ -174,7 +184,16 @@ class Want(Generic[H1T, H2T]):
     turns False as ``conn`` (a connection, or a reserved stream on an HTTP/2 one) or ``error``
     is set. The Transport subclasses it to carry the request, its trace and its wake-up."""
 
-    __slots__ = ("conn", "dialed", "error", "h2_capable", "key", "stream", "waiting")
+    __slots__ = (
+        "conn",
+        "dialed",
+        "error",
+        "h2_capable",
+        "key",
+        "slot_queued",
+        "stream",
+        "waiting",
+    )
 
     def __init__(self, key: str, h2_capable: bool) -> None:
         self.key = key
@@ -183,6 +202,7 @@ class Want(Generic[H1T, H2T]):
         self.h2_capable = h2_capable
         self.waiting = True
         self.dialed = False  # a dial was started or queued for it (else it waits on another's)
+        self.slot_queued = False  # it waits in Pool.slot_waiters for a slot under max_conns
         self.conn: H1T | H2T | None = None
         self.stream = False  # conn is an HTTP/2 connection, a stream on it reserved for us
         self.error: BaseException | None = None
@@ -227,6 +247,7 @@ class PoolOptions:
     max_idle_conns: int = 100
     max_idle_conns_per_host: int = sys.maxsize
     max_conns_per_host: int = 0
+    max_conns: int = 0  # over all hosts (httpx's max_connections)
     idle_conn_timeout: float | None = 90.0
     disable_keep_alives: bool = False
     strict_max_concurrent_streams: bool = False
@@ -295,6 +316,14 @@ class Pool(Generic[H1T, H2T, W]):
         self.open: set[H1T | H2T] = set()  # connections dialed, not yet reported closed
         self.closing: set[H1T | H2T] = set()  # those the pool asked to close (a Close action)
         self.closed = False  # close() was decided: nothing new starts
+        # max_conns: the connections of all hosts (dials in flight + open, closing included),
+        # the wants waiting for one of those slots in FIFO order (with served or cancelled ones
+        # until met at the front; slot_waiting counts those still waiting), and the idle
+        # connections closed to make room for them, until they report their close.
+        self.conns = 0
+        self.slot_waiters: collections.deque[W] = collections.deque()
+        self.slot_waiting = 0
+        self.room_closing: set[H1T] = set()
         # Go's closeIdle: close connections freed after close_idle, until the next take.
         self.close_idle_on_release = False
         # How long the connection the last successful take returned had been idle.
@@ -406,6 +435,10 @@ class Pool(Generic[H1T, H2T, W]):
                 return None
         if self.close_idle_on_release:
             return CloseReason.CLOSE_IDLE
+        if self.slot_waiting > len(self.room_closing):
+            self.room_closing.add(conn)  # max_conns: another host's want needs its slot
+            self.evictions += 1
+            return CloseReason.MAKE_ROOM
         if len(host.idle) >= self.options.max_idle_conns_per_host:
             return CloseReason.IDLE_LIST_FULL
         conn.idle_at = now
@@ -543,6 +576,7 @@ class Pool(Generic[H1T, H2T, W]):
             _broken("a connection reports its close once, after its dial", f"{conn!r}")
         self.open.remove(conn)
         self.closing.discard(conn)
+        self.room_closing.discard(cast(H1T, conn))
         return self.hosts[conn.key]
 
     def expire(self, now: float) -> float | None:
@@ -673,11 +707,34 @@ class Pool(Generic[H1T, H2T, W]):
             )
         if options.max_idle_conns and len(self.idle_lru) > options.max_idle_conns:
             _broken("at most max_idle_conns are idle", f"{len(self.idle_lru)} idle")
+        self._check_max_conns()
         last = float("-inf")
         for conn in self.idle_lru:
             if conn.idle_at is None or conn.idle_at < last:
                 _broken("the LRU is ordered by idle_at", f"{conn!r} idle_at={conn.idle_at}")
             last = conn.idle_at
+
+    def _check_max_conns(self) -> None:
+        options = self.options
+        state = (
+            f"conns={self.conns} slot_waiting={self.slot_waiting} "
+            f"room_closing={len(self.room_closing)} idle={len(self.idle_lru)}"
+        )
+        if self.conns != sum(host.conns for host in self.hosts.values()):
+            _broken("Pool.conns counts every host's connections", state)
+        if options.max_conns and self.conns > options.max_conns:
+            _broken("there are at most max_conns connections", state)
+        queued = [want for want in self.slot_waiters if want.slot_queued]
+        if len(queued) != self.slot_waiting or len(set(map(id, queued))) != len(queued):
+            _broken("Pool.slot_waiting counts the wants queued for a slot, each once", state)
+        if any(not want.waiting or not want.dialed for want in queued):
+            _broken("a want queued for a slot waits, for a dial of its own", state)
+        if self.slot_waiting and not self.closed and self.conns < options.max_conns:
+            _broken("no want waits for a slot while one is free", state)
+        if self.slot_waiting > len(self.room_closing) and self.idle_lru:
+            _broken("no want waits for a slot while an idle connection could make room", state)
+        if not self.room_closing <= self.closing:
+            _broken("a connection closed to make room is closing", state)
 
     def _check_h2_conn(self, host: _Host[H1T, H2T, W], conn: H2T, state: str) -> None:
         if conn.key != host.key or conn not in self.open:
@@ -728,6 +785,7 @@ class Pool(Generic[H1T, H2T, W]):
                 or host.h2_dialing
                 or host.h2_conns
                 or any(other.waiting for other in host.dial_waiters)
+                or any(other.slot_queued and other.key == host.key for other in self.slot_waiters)
             ):
                 _broken("a want with no dial of its own has a dial or stream to wait on", state)
         if any(want.dialed for want in host.undialed):
@@ -740,6 +798,11 @@ class Pool(Generic[H1T, H2T, W]):
         conn.handed_out += 1
         idle_at, conn.idle_at = conn.idle_at, None
         return 0.0 if idle_at is None else now - idle_at
+
+    def waits_on_h2_dial(self, want: Want[Any, Any]) -> bool:
+        """``want`` has no dial of its own and waits on its host's HTTP/2 dial in flight."""
+        host = self.hosts.get(want.key)
+        return want.waiting and not want.dialed and host is not None and host.h2_dialing > 0
 
     def may_be_h2(self, want: Want[Any, Any]) -> bool:
         host = self.hosts.get(want.key)
@@ -758,9 +821,47 @@ class Pool(Generic[H1T, H2T, W]):
         if limit and host.conns >= limit:
             host.dial_waiters.append(want)
             return True
+        if self.options.max_conns and self.conns >= self.options.max_conns:
+            want.slot_queued = True
+            self.slot_waiters.append(want)
+            self.slot_waiting += 1
+            self._make_room()
+            return True
         host.conns += 1
+        self.conns += 1
         self._start_dial(host, want)
         return True
+
+    def _make_room(self) -> None:
+        """max_conns: close idle HTTP/1.1 connections (of other hosts: the want's own were
+        taken first), oldest first, one for each want waiting for a slot that no close under
+        way will free, as httpcore does. Idle HTTP/2 connections are left to their timeout."""
+        lru = self.idle_lru
+        while lru and self.slot_waiting > len(self.room_closing):
+            oldest, _ = lru.popitem(last=False)
+            del self.hosts[oldest.key].idle[oldest]
+            oldest.idle_at = None
+            self.evictions += 1
+            self.room_closing.add(oldest)
+            self._close(oldest, CloseReason.MAKE_ROOM)
+
+    def _pass_slot(self) -> None:
+        """max_conns: free slots go to the wants waiting for one, first come first served."""
+        limit = self.options.max_conns_per_host
+        waiters = self.slot_waiters
+        while waiters and self.conns < self.options.max_conns:
+            want = waiters.popleft()
+            if not want.slot_queued:
+                continue  # served (late binding) or cancelled while it waited
+            want.slot_queued = False
+            self.slot_waiting -= 1
+            host = self.hosts[want.key]
+            if limit and host.conns >= limit:
+                host.dial_waiters.append(want)  # its host filled up meanwhile
+                continue
+            host.conns += 1
+            self.conns += 1
+            self._start_dial(host, want)
 
     def _start_dial(self, host: _Host[H1T, H2T, W], want: W) -> None:
         host.dialing += 1
@@ -821,6 +922,11 @@ class Pool(Generic[H1T, H2T, W]):
         want.error = error
         if conn is not None or error is not None:
             self.actions.append(Deliver(want))
+        if want.slot_queued:
+            want.slot_queued = False
+            self.slot_waiting -= 1
+            if self.slot_waiting == 0:
+                self.slot_waiters.clear()  # only served or cancelled ones are left
         host.waiting -= 1
         if host.waiting == 0:
             # Every want left in the queues was served or cancelled: drop them in bulk.
@@ -838,12 +944,17 @@ class Pool(Generic[H1T, H2T, W]):
                 want = host.dial_waiters.popleft()
                 if want.waiting:
                     self._start_dial(host, want)
+                    self._make_room()  # a close made for a slot waiter served the host's own
                     return
         host.conns -= 1
         if host.conns < 0:
             _broken("a host slot is given back once", f"{host.key} conns={host.conns}")
+        self.conns -= 1
         if host.conns == 0 and host.waiting == 0:
             del self.hosts[host.key]
+        if self.slot_waiting and not self.closed:
+            self._pass_slot()
+            self._make_room()
 
     def _learn_stream_cap(self, key: str, accepted: int) -> None:
         caps = self.h2_stream_caps

@@ -70,6 +70,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import math
 import os
 import ssl
 import sys
@@ -78,14 +79,14 @@ import weakref
 from collections.abc import AsyncIterable, Callable
 from random import random
 from types import TracebackType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypedDict, TypeVar
 
 import anyio
 
 from ._compression import DECODABLE, BodyLimits, DecodedStream
 from ._conn_common import Connection, RetryHint
-from ._dial import DialFunc, default_ssl_context, dial
-from ._errors import ConnectTimeout, HTTPError, PoolClosed, TLSHandshakeTimeout
+from ._dial import Dialed, DialFunc, default_ssl_context, dial
+from ._errors import ConnectError, ConnectTimeout, HTTPError, PoolClosed, TLSHandshakeTimeout
 from ._h1.connection import HTTP11Connection
 from ._h1.protocol import PARSERS, default_parser
 from ._h2.connection import HTTP2Connection
@@ -102,7 +103,7 @@ from ._trace import (
     logging_trace,
 )
 
-__all__ = ["HostStats", "PoolInvariantError", "Transport", "TransportStats"]
+__all__ = ["HostStats", "PoolInvariantError", "Transport", "TransportOptions", "TransportStats"]
 
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 Conn = HTTP11Connection | HTTP2Connection
@@ -122,6 +123,9 @@ H2_RETRY_BACKOFF = 1.0
 WIRE_HEADERS_CACHE_SIZE = 256  # distinct body-less requests whose wire headers are kept
 WIRE_HEADERS_CACHED_MAX = 4096  # characters of host and fields such a request may have
 
+
+# httpcore's backoff between connect retries: none before the first, then 0.5 s, 1 s, 2 s, ...
+CONNECT_RETRY_BACKOFF = 0.5
 
 # Set (to anything but "" or "0") to check the invariants after every pool decision.
 CHECK_INVARIANTS_ENV = "ASYNCPOOL_CHECK_INVARIANTS"
@@ -167,6 +171,42 @@ class TransportStats:
     @property
     def total(self) -> int:
         return sum(h.total for h in self.hosts.values())
+
+
+class SharedOptions(TypedDict, total=False):
+    """``Transport``'s options but ``http2`` and ``connect_retries`` (which the httpx adapter
+    takes under httpx's names), for ``**options`` that a type checker checks."""
+
+    max_idle_conns: int
+    max_idle_conns_per_host: int | None
+    max_conns_per_host: int
+    max_conns: int
+    idle_conn_timeout: float | None
+    dial_timeout: float | None
+    tls_handshake_timeout: float | None
+    response_header_timeout: float | None
+    read_timeout: float | None
+    expect_continue_timeout: float | None
+    disable_keep_alives: bool
+    disable_compression: bool
+    max_response_header_bytes: int
+    max_body_bytes: int | None
+    max_decompression_ratio: float | None
+    tls_config: ssl.SSLContext | None
+    dial: DialFunc | None
+    trace: ClientTrace | None
+    http2_prior_knowledge: bool
+    strict_max_concurrent_streams: bool
+    read_idle_timeout: float | None
+    ping_timeout: float
+    http1_parser: str
+
+
+class TransportOptions(SharedOptions, total=False):
+    """Every option of ``Transport(...)``, as ``Client(**options)`` takes them."""
+
+    http2: bool
+    connect_retries: int
 
 
 class _Want(Want[HTTP11Connection, HTTP2Connection]):
@@ -243,6 +283,7 @@ class Transport:
         max_idle_conns: int = 100,
         max_idle_conns_per_host: int | None = None,
         max_conns_per_host: int = 0,
+        max_conns: int = 0,
         idle_conn_timeout: float | None = 90.0,
         dial_timeout: float | None = 30.0,
         tls_handshake_timeout: float | None = 10.0,
@@ -263,10 +304,13 @@ class Transport:
         read_idle_timeout: float | None = None,
         ping_timeout: float = 15.0,
         http1_parser: str = "auto",
+        connect_retries: int = 0,
     ) -> None:
         for name, value in (
             ("max_idle_conns", max_idle_conns),
             ("max_conns_per_host", max_conns_per_host),
+            ("max_conns", max_conns),
+            ("connect_retries", connect_retries),
             ("max_response_header_bytes", max_response_header_bytes),
             ("max_body_bytes", max_body_bytes or 0),
             ("max_decompression_ratio", max_decompression_ratio or 0),
@@ -280,6 +324,7 @@ class Transport:
             max_idle_conns_per_host = max_idle_conns or sys.maxsize
         self.max_idle_conns_per_host = max_idle_conns_per_host
         self.max_conns_per_host = max_conns_per_host
+        self.max_conns = max_conns
         self.idle_conn_timeout = idle_conn_timeout
         self.dial_timeout = dial_timeout
         self.tls_handshake_timeout = tls_handshake_timeout
@@ -304,6 +349,7 @@ class Transport:
                 f"http1_parser must be 'auto', 'h11' or 'httptools', not {http1_parser!r}"
             )
         self.http1_parser = http1_parser
+        self.connect_retries = connect_retries
         self._alpn = ["h2", "http/1.1"] if http2 else ["http/1.1"]
         if tls_config is not None:
             # As Go fills in NextProtos: the pool decides which protocols it can speak.
@@ -318,6 +364,7 @@ class Transport:
                 max_idle_conns=max_idle_conns,
                 max_idle_conns_per_host=max_idle_conns_per_host,
                 max_conns_per_host=max_conns_per_host,
+                max_conns=max_conns,
                 idle_conn_timeout=idle_conn_timeout,
                 disable_keep_alives=disable_keep_alives,
                 strict_max_concurrent_streams=strict_max_concurrent_streams,
@@ -564,7 +611,10 @@ class Transport:
         pool = self._pool
         conn = pool.take(request.pool_key, self._clock())
         self._decided()  # closes the stale idle connections it met on the way
+        listener = request.wait_listener
         if conn is not None:
+            if listener is not None:
+                listener.conn_assigned()
             if conn.requests_started:
                 self._reused += 1
             if trace:
@@ -579,6 +629,12 @@ class Transport:
         h2_capable = self.http2 if url.scheme == "https" else self.http2_prior_knowledge
         want = _Want(request, trace, self._new_event(), h2_capable)
         self._decide(pool.add_want, want)
+        if listener is not None and want.waiting:
+            # Its own dial, if one started, has told it so already (_start_dial).
+            if pool.waits_on_h2_dial(want):
+                listener.conn_dialing()
+            else:
+                listener.conn_waiting()
         try:
             await want.ready.wait()
         except BaseException:
@@ -659,7 +715,11 @@ class Transport:
                     action = actions[done]
                     done += 1
                     if isinstance(action, Deliver):
-                        action.want.ready.set()
+                        want = action.want
+                        want.ready.set()
+                        listener = want.request.wait_listener
+                        if listener is not None and want.conn is not None:
+                            listener.conn_assigned()
                     elif isinstance(action, Dial):
                         self._start_dial(action)
                     else:
@@ -676,6 +736,9 @@ class Transport:
     def _start_dial(self, dial: Dial[_Want]) -> None:
         if self._tasks is None:
             _broken("a dial starts in a started Transport", dial.want.key)
+        listener = dial.want.request.wait_listener
+        if listener is not None:
+            listener.conn_dialing()
         self._tasks.start_soon(self._dial_conn_for, dial, name=f"asyncpool dial {dial.want.key}")
 
     @staticmethod
@@ -707,20 +770,12 @@ class Transport:
         url = want.request.url
         host_port = _host_port(url)
         conn: Conn
+        dial_timeout, tls_handshake_timeout = self.dial_timeout, self.tls_handshake_timeout
+        if want.request.connect_timeout is not None:  # the request's own, for each phase
+            timeout = want.request.connect_timeout
+            dial_timeout = tls_handshake_timeout = None if timeout == math.inf else timeout
         try:
-            dialed = await dial(
-                url.scheme,
-                url.host,
-                url.port,
-                host_port,
-                server_name=want.request.sni_hostname or url.host,
-                dial_timeout=self.dial_timeout,
-                tls_handshake_timeout=self.tls_handshake_timeout,
-                ssl_context=self._ssl_context if url.scheme == "https" else None,
-                alpn_protocols=self._alpn,
-                dial_func=self._dial_func,
-                trace=want.trace,
-            )
+            dialed = await self._dial_with_retries(want, dial_timeout, tls_handshake_timeout)
             h2 = dialed.alpn_protocol == "h2" or (url.scheme == "http" and may_be_h2)
             if h2:
                 conn = HTTP2Connection(
@@ -739,7 +794,7 @@ class Transport:
                     remote_address=dialed.remote_address,
                 )
                 try:
-                    with anyio.move_on_after(self.tls_handshake_timeout) as scope:
+                    with anyio.move_on_after(tls_handshake_timeout) as scope:
                         await conn.handshake()
                     if scope.cancelled_caught:
                         timeout_type = (
@@ -747,7 +802,7 @@ class Transport:
                         )
                         raise timeout_type(
                             "no HTTP/2 SETTINGS from the server within "
-                            f"tls_handshake_timeout={self.tls_handshake_timeout}s",
+                            f"tls_handshake_timeout={tls_handshake_timeout}s",
                             host=host_port,
                         )
                 except BaseException:
@@ -780,6 +835,36 @@ class Transport:
         else:
             self._pool.dialed_h1(dial_action, conn, self._clock())
         self._decided()
+
+    async def _dial_with_retries(
+        self, want: _Want, dial_timeout: float | None, tls_handshake_timeout: float | None
+    ) -> Dialed:
+        """``dial``, tried again ``connect_retries`` times after a failed DNS lookup or TCP
+        connect (or dial function), as httpcore's ``retries``: not after a TLS failure."""
+        url = want.request.url
+        retries_left = self.connect_retries
+        delay = 0.0
+        while True:
+            try:
+                return await dial(
+                    url.scheme,
+                    url.host,
+                    url.port,
+                    _host_port(url),
+                    server_name=want.request.sni_hostname or url.host,
+                    dial_timeout=dial_timeout,
+                    tls_handshake_timeout=tls_handshake_timeout,
+                    ssl_context=self._ssl_context if url.scheme == "https" else None,
+                    alpn_protocols=self._alpn,
+                    dial_func=self._dial_func,
+                    trace=want.trace,
+                )
+            except (ConnectError, ConnectTimeout):
+                if retries_left <= 0 or not want.waiting:
+                    raise
+            retries_left -= 1
+            await anyio.sleep(delay)
+            delay = CONNECT_RETRY_BACKOFF if delay == 0 else delay * 2
 
     # -- invariant checks (tests, debugging) --------------------------------------------------
 

@@ -9,24 +9,53 @@
         response = await client.get(url)
         print(transport.pool.stats())
 
-``HTTPXTransport(**options)`` takes the options of ``asyncpool.Transport``, which it owns as
-``.pool``: started by the first request (or the client's ``async with``), closed by the
-client's ``aclose()`` or the block's exit, from any task. ``httpx.AsyncClient(transport=
-HTTPXTransport())`` works without ``async with``, as httpx's own transport does. httpx sends its own ``Accept-Encoding`` and decodes bodies itself, so the pool's
-transparent decompression is off (``disable_compression=True`` unless given).
+``HTTPXTransport`` owns an ``asyncpool.Transport`` as ``.pool``: started by the first request
+(or the client's ``async with``), closed by the client's ``aclose()`` or the block's exit, from
+any task. ``httpx.AsyncClient(transport=HTTPXTransport())`` works without ``async with``, as
+httpx's own transport does. httpx sends its own ``Accept-Encoding`` and decodes bodies itself,
+so the pool's transparent decompression is off (``disable_compression=True`` unless given).
+
+Options
+-------
+``HTTPXTransport(...)`` takes ``httpx.AsyncHTTPTransport``'s arguments with httpx's meaning, so
+one can replace the other by its class name, then any ``asyncpool.Transport`` option by keyword
+(typed: a type checker rejects a misspelled one):
+
+* ``verify``, ``cert``, ``trust_env``: the SSL context ``httpx.create_ssl_context`` makes (or
+  ``tls_config=``, not both); by default the pool's own (certifi), or httpx's when
+  ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` is set.
+* ``http1``, ``http2``: ``http2`` offers h2 in ALPN (default True, the pool's; httpx's is
+  False); ``http1=False`` speaks HTTP/2 only (``http2_prior_knowledge``).
+* ``limits``: ``max_connections`` → ``max_conns`` (over all hosts, as httpcore's; an idle
+  connection of another host is closed to make room), ``max_keepalive_connections`` →
+  ``max_idle_conns`` (0: keep none, ``max_idle_conns_per_host=0``), ``keepalive_expiry`` →
+  ``idle_conn_timeout``. Without ``limits`` the pool's own defaults apply (no connection limit,
+  100 idle kept 90 s), not httpx's ``Limits()``.
+* ``retries``: ``connect_retries``, a failed DNS lookup or TCP connect tried again (httpcore's
+  backoff: 0 s, 0.5 s, 1 s, ...).
+* ``uds``, ``local_address``: a dial function that connects to that Unix socket, or from that
+  local IP (exclusive with ``dial=``).
+* ``proxy``, ``socket_options``: ``NotImplementedError`` (mount httpx's own transport for
+  proxied URLs).
 
 Request extensions
 ------------------
 ``timeout``
     httpx's ``{"connect", "read", "write", "pool"}`` (seconds, or None), enforced per request by
-    one cancel scope whose deadline moves with the request's phase, driven by a ``ClientTrace``:
-    waiting for a connection → ``pool``; once a dial for the request is underway (``dns_start``
-    / ``connect_start``, a ``dial=`` function called for its host) → ``connect``, given afresh
-    for the TLS handshake (``tls_handshake_start``); from ``got_conn`` → ``write``; from
-    ``wrote_request`` to the response head → ``read``; each body read → ``read``. A deadline
-    raises ``httpx.PoolTimeout`` / ``ConnectTimeout`` / ``WriteTimeout`` / ``ReadTimeout`` by
-    phase. A request waiting for a dial started for another request (socket late binding, one
-    HTTP/2 dial shared by many) stays in its ``pool`` phase.
+    one cancel scope whose deadline moves with the request's phase, as httpcore's. The pool tells
+    the request synchronously, from its decisions, where it stands (``asyncpool.Request``'s
+    ``wait_listener``): nothing free at once, so it waits for a freed connection or for a slot
+    under ``max_conns_per_host`` / ``max_conns`` → ``pool``; a dial started for it, or an
+    HTTP/2 dial in flight that it shares (httpcore assigns such requests to the connection being
+    established) → ``connect``, given afresh for the TLS handshake; handed a connection →
+    ``write``; from ``wrote_request`` to the response head → ``read``; each body read →
+    ``read``. Before the pool has decided (the adapter's own work) no deadline runs, so an
+    uncontended request never sees ``pool``, however small. A deadline raises
+    ``httpx.PoolTimeout`` / ``ConnectTimeout`` / ``WriteTimeout`` / ``ReadTimeout``, named by
+    the phase whose deadline fired (later hooks from the pool's tasks do not change it). The
+    dial itself gets ``connect`` for each of DNS + TCP, the TLS handshake and the HTTP/2
+    preface instead of the pool's ``dial_timeout`` / ``tls_handshake_timeout`` (as httpcore's
+    connection attempt); ``connect=None`` leaves those as a ceiling.
 ``trace``
     httpcore's trace callback ``trace(event_name, info)``, sync or async. The same event names
     as httpcore (``connection.connect_tcp``, ``connection.start_tls``,
@@ -104,10 +133,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+import ssl
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -135,9 +166,12 @@ from ._errors import (
     WriteError,
 )
 from ._models import Request, Response
-from ._trace import ClientTrace, DNSStartInfo, GotConnInfo, RetryInfo, WroteRequestInfo
-from ._transport import Transport
+from ._trace import ClientTrace, GotConnInfo, RetryInfo, WroteRequestInfo
+from ._transport import SharedOptions, Transport
 from ._upgrade import UpgradeStream
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 try:
     import httpcore  # httpx's own dependency: its network stream raises httpcore's errors
@@ -150,6 +184,11 @@ except ImportError as exc:
 __all__ = ["HTTPXTransport"]
 
 TraceCallback = Callable[[str, dict[str, Any]], Any]
+# httpx's CertTypes and socket option tuples (their own aliases are private).
+CertTypes = str | tuple[str, str] | tuple[str, str, str]
+SocketOption = (
+    tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
+)
 
 # asyncpool error → httpx error, the most specific first (see the module docstring).
 _ERRORS: tuple[tuple[type[HTTPError], type[httpx.RequestError]], ...] = (
@@ -177,6 +216,9 @@ _PHASE_ERRORS: dict[str, type[httpx.TimeoutException]] = {
     "write": httpx.WriteTimeout,
     "read": httpx.ReadTimeout,
 }
+# The order a request goes through them ("start": before the pool decided anything, no
+# deadline); a phase is only ever left for a later one, but a retry starts again.
+_PHASE_ORDER = {"start": 0, "pool": 1, "connect": 2, "write": 3, "read": 4}
 _PHASE_WAITS = {
     "pool": "no connection from the pool",
     "connect": "no connection",
@@ -242,8 +284,9 @@ class _Exchange:
         self.port = request.url.port
         self.server_name = request.extensions.get("sni_hostname") or request.url.host
         self.events: deque[tuple[str, dict[str, Any]]] = deque()
-        self.phase = "pool"
-        self.scope = anyio.CancelScope(deadline=self._deadline("pool"))
+        # No deadline until the pool has decided: the adapter's own work is no phase of httpx.
+        self.phase = "start"
+        self.scope = anyio.CancelScope()
         self.open_op: str | None = None  # the traced operation started and not yet ended
         self.prefix: str | None = None  # "http11" or "http2", once a connection is obtained
         self.conn_info: GotConnInfo | None = None
@@ -256,16 +299,39 @@ class _Exchange:
         return math.inf if timeout is None else anyio.current_time() + timeout
 
     def _enter(self, phase: str) -> None:
+        if self.scope.cancel_called:
+            return  # a deadline fired: the error names its phase, not one a hook reached since
         self.phase = phase
         self.scope.deadline = self._deadline(phase)
 
+    def _advance(self, phase: str) -> None:
+        if not self.done and _PHASE_ORDER[phase] > _PHASE_ORDER[self.phase]:
+            self._enter(phase)
+
     def timeout_error(self) -> httpx.TimeoutException:
         phase = self.phase
+        if phase == "start":  # not reached: the start phase has no deadline
+            phase = "pool"
+        timeout = self.timeouts.get(phase)
+        seconds = "None" if timeout is None else f"{timeout:g} s"
         return _PHASE_ERRORS[phase](
-            f"{_PHASE_WAITS[phase]} within the {phase} timeout of {self.timeouts.get(phase)}s "
+            f"{_PHASE_WAITS[phase]} within the {phase} timeout of {seconds} "
             f"({self.request.method} {self.request.url})",
             request=self.request,
         )
+
+    # -- the pool's decisions (ConnWaitListener), told synchronously -----------------------------
+
+    def conn_waiting(self) -> None:
+        """Nothing free at once: httpx's pool timeout runs from here."""
+        self._advance("pool")
+
+    def conn_dialing(self) -> None:
+        """A dial for it (or the HTTP/2 dial it shares) started: the connect timeout runs."""
+        self._advance("connect")
+
+    def conn_assigned(self) -> None:
+        self._advance("write")
 
     # -- trace events ---------------------------------------------------------------------------
 
@@ -307,7 +373,6 @@ class _Exchange:
 
     def client_trace(self) -> ClientTrace:
         return ClientTrace(
-            dns_start=self._on_dns_start,
             connect_start=self._on_connect_start,
             connect_done=self._on_connect_done,
             tls_handshake_start=self._on_tls_handshake_start,
@@ -323,15 +388,9 @@ class _Exchange:
         """Hooks of a dial still concern this request (it has no connection yet)."""
         return not self.done and self.conn_info is None
 
-    def _on_dns_start(self, info: DNSStartInfo) -> None:
-        if self.dialing and self.phase == "pool":
-            self._enter("connect")
-
     def _on_connect_start(self, network: str, addr: tuple[str, int]) -> None:
         if not self.dialing:
             return
-        if self.phase == "pool":
-            self._enter("connect")
         self.begin(
             "connection.connect_tcp",
             {
@@ -355,7 +414,8 @@ class _Exchange:
     def _on_tls_handshake_start(self) -> None:
         if not self.dialing:
             return
-        self._enter("connect")  # the handshake gets the connect timeout afresh, as in httpcore
+        if self.phase == "connect":
+            self._enter("connect")  # the handshake gets the connect timeout afresh, as httpcore
         self.begin(
             "connection.start_tls",
             {
@@ -379,7 +439,7 @@ class _Exchange:
             self.open_op = None  # a dial that lost the race: its connection went elsewhere
         self.conn_info = info
         self.prefix = "http2" if info.protocol == "HTTP/2" else "http11"
-        self._enter("write")
+        self._advance("write")  # (conn_assigned came first: the write deadline runs from there)
         if self.prefix == "http2" and not info.reused:
             # The pool's handshake sent the preface and read the server's SETTINGS.
             self.begin("http2.send_connection_init", {"request": self.request})
@@ -413,7 +473,9 @@ class _Exchange:
         self.closed()
         self.prefix = None
         self.conn_info = None
-        self._enter("pool")
+        if not self.scope.cancel_called:  # it asks the pool again: no deadline until it decides
+            self.phase = "start"
+            self.scope.deadline = math.inf
 
     # -- the request's own steps ----------------------------------------------------------------
 
@@ -573,12 +635,94 @@ class _ResponseStream(httpx.AsyncByteStream):
         await exchange.flush()
 
 
+# The pool options that httpx's limits= sets.
+_LIMITS_OPTIONS = frozenset(
+    {"max_conns", "max_idle_conns", "max_idle_conns_per_host", "idle_conn_timeout"}
+)
+
+
+def _limits_options(limits: httpx.Limits) -> SharedOptions:
+    """httpx's Limits as the pool's options: ``max_connections`` over all hosts, as httpcore's."""
+    options: SharedOptions = {
+        "max_conns": limits.max_connections or 0,
+        "idle_conn_timeout": limits.keepalive_expiry,
+    }
+    keepalive = limits.max_keepalive_connections
+    if keepalive == 0:
+        options["max_idle_conns_per_host"] = 0  # keep none (and still no Connection: close)
+    else:
+        options["max_idle_conns"] = keepalive or 0  # None: no limit, the pool's 0
+    return options
+
+
+def _ssl_env() -> bool:
+    return bool(os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"))
+
+
+def _socket_dial(uds: str | None, local_address: str | None) -> DialFunc:
+    """httpcore's ``uds`` (every connection to that Unix socket) or ``local_address`` (the
+    local IP to connect from), as a dial function."""
+
+    async def dial(host: str, port: int) -> anyio.abc.ByteStream:
+        if uds is not None:
+            return await anyio.connect_unix(uds)
+        return await anyio.connect_tcp(host, port, local_host=local_address)
+
+    return dial
+
+
 class HTTPXTransport(httpx.AsyncBaseTransport):
     """An httpx transport on an ``asyncpool.Transport`` (``.pool``), created with the given
     options. Use it as ``httpx.AsyncClient(transport=HTTPXTransport())``, with or without
     ``async with``. See the module docstring for extensions, timeouts and errors."""
 
-    def __init__(self, **transport_options: Any) -> None:
+    def __init__(
+        self,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: CertTypes | None = None,
+        trust_env: bool = True,
+        http1: bool = True,
+        http2: bool = True,
+        limits: httpx.Limits | None = None,
+        proxy: httpx.Proxy | httpx.URL | str | None = None,
+        uds: str | None = None,
+        local_address: str | None = None,
+        retries: int = 0,
+        socket_options: Iterable[SocketOption] | None = None,
+        **transport_options: Unpack[SharedOptions],
+    ) -> None:
+        """httpx's ``AsyncHTTPTransport`` arguments with httpx's meaning, then any option of
+        ``asyncpool.Transport`` by keyword (see the module docstring, "Options")."""
+        if proxy is not None:
+            raise NotImplementedError(
+                "HTTPXTransport(proxy=...) is not supported: mount httpx.AsyncHTTPTransport"
+                "(proxy=...) for the proxied URLs (httpx.AsyncClient(mounts=...))"
+            )
+        if socket_options is not None:
+            raise NotImplementedError(
+                "HTTPXTransport(socket_options=...) is not supported: set them in a dial= "
+                "function of your own"
+            )
+        if not http1 and not http2:
+            raise ValueError("HTTPXTransport needs http1 or http2 (or both)")
+        if uds is not None or local_address is not None:
+            if "dial" in transport_options:
+                raise TypeError("HTTPXTransport: give uds / local_address, or dial, not both")
+            transport_options["dial"] = _socket_dial(uds, local_address)
+        if not (verify is True and cert is None):
+            if "tls_config" in transport_options:
+                raise TypeError("HTTPXTransport: give verify / cert, or tls_config, not both")
+            transport_options["tls_config"] = httpx.create_ssl_context(
+                verify=verify, cert=cert, trust_env=trust_env
+            )
+        elif trust_env and "tls_config" not in transport_options and _ssl_env():
+            # httpx honours SSL_CERT_FILE / SSL_CERT_DIR (trust_env); the pool's own does not.
+            transport_options["tls_config"] = httpx.create_ssl_context(trust_env=True)
+        if limits is not None:
+            given = sorted(set(transport_options) & _LIMITS_OPTIONS)
+            if given:
+                raise TypeError(f"HTTPXTransport: give limits= or {', '.join(given)}, not both")
+            transport_options.update(_limits_options(limits))
         transport_options.setdefault("disable_compression", True)
         dial: DialFunc | None = transport_options.get("dial")
         # Requests waiting for a connection, by (host, port), when a dial function is given:
@@ -588,7 +732,9 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
             self._waiting = {}
             self._user_dial = dial
             transport_options["dial"] = self._watched_dial
-        self.pool = Transport(**transport_options)
+        if http2 and not http1:  # httpcore: HTTP/2 only, without ALPN over cleartext
+            transport_options["http2_prior_knowledge"] = True
+        self.pool = Transport(http2=http2, connect_retries=retries, **transport_options)
         self._entered = False
 
     async def __aenter__(self) -> HTTPXTransport:
@@ -617,18 +763,14 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         extensions = request.extensions
-        exchange = _Exchange(
-            request,
-            extensions.get("timeout") or {},
-            extensions.get("trace"),
-            self.pool,
-        )
+        timeouts: dict[str, float | None] = extensions.get("timeout") or {}
+        exchange = _Exchange(request, timeouts, extensions.get("trace"), self.pool)
         trace = exchange.client_trace()
         user_trace: ClientTrace | None = extensions.get("client_trace")
         if user_trace is not None:
             trace = trace.compose(user_trace)
         try:
-            pool_request = self._pool_request(request, trace)
+            pool_request = self._pool_request(request, trace, exchange)
         except HTTPError as exc:
             raise _map_error(exc, request) from exc
 
@@ -667,7 +809,9 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
             raise
         return self._httpx_response(response, exchange)
 
-    def _pool_request(self, request: httpx.Request, trace: ClientTrace) -> Request:
+    def _pool_request(
+        self, request: httpx.Request, trace: ClientTrace, exchange: _Exchange
+    ) -> Request:
         stream = request.stream
         content: bytes | AsyncIterable[bytes]
         if isinstance(stream, httpx.ByteStream):
@@ -677,6 +821,9 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
         else:
             raise TypeError(f"an async request body is needed, not {stream!r}")
         target = request.extensions.get("target")
+        # The dial gets httpx's connect timeout for each of its steps; None (no limit in httpx)
+        # leaves the pool's own dial_timeout and tls_handshake_timeout as a ceiling.
+        connect = exchange.timeouts.get("connect")
         return Request(
             request.method,
             str(request.url),
@@ -685,6 +832,8 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
             trace=trace,
             sni_hostname=request.extensions.get("sni_hostname"),
             target=None if target is None else target.decode("latin-1"),
+            connect_timeout=connect,
+            wait_listener=exchange,
         )
 
     def _httpx_response(self, response: Response, exchange: _Exchange) -> httpx.Response:
@@ -725,22 +874,23 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
                 del self._waiting[key]
 
     async def _watched_dial(self, host: str, port: int) -> anyio.abc.ByteStream:
-        """The user's dial function; the requests of ``host:port`` still waiting for a
-        connection see it as their connect phase (it may serve any of them)."""
+        """The user's dial function; the requests of ``host:port`` in their connect phase (this
+        dial is theirs or one they share) see it as their TCP connect."""
         assert self._waiting is not None
         waiting = [
             exchange
             for exchange in self._waiting.get((host, port), ())
-            if exchange.dialing and exchange.phase == "pool"
+            if exchange.dialing and exchange.phase == "connect"
         ]
         for exchange in waiting:
             exchange._on_connect_start("tcp", (host, port))
         try:
             stream = await self._user_dial(host, port)
-        except BaseException as exc:
+        except Exception as exc:
             for exchange in waiting:
                 exchange._on_connect_done("tcp", (host, port), exc)
             raise
+        # Cancelled (a connect timeout, the pool closing): each request reports its own error.
         for exchange in waiting:
             exchange._on_connect_done("tcp", (host, port), None)
         return stream

@@ -2,6 +2,7 @@
 
     python benchmarks/ab.py --before b8d2ad8                 # c=100, 6 alternating rounds
     python benchmarks/ab.py --before main --concurrency 10,100 --rounds 8
+    python benchmarks/ab.py --before 8089d6b --after HEAD    # two revisions, tree untouched
 
 A change on the hot path shows its ratio against the code before it, measured in the same run:
 one private nginx (tests/nginx.py), and `bench_http1.py`'s workers run in turns for the old code
@@ -44,6 +45,7 @@ def run_side(tree: Path, url: str, clients: str, concurrency: str, out: Path) ->
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--before", required=True, help="git revision of the code before")
+    p.add_argument("--after", help="git revision of the code after (default: the working tree)")
     p.add_argument("--clients", default="asyncpool,asyncpool+speedups,raw", help="comma list")
     p.add_argument("--concurrency", default="100", help="comma list")
     p.add_argument("--rounds", type=int, default=6, help="alternating rounds (each side once)")
@@ -51,17 +53,19 @@ def main() -> int:
 
     results: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
     with tempfile.TemporaryDirectory(prefix="asyncpool-ab-") as tmp:
-        before = Path(tmp) / "before"
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.before],
-            check=True,
-            capture_output=True,
-        )
+        trees = {"before": args.before, "after": args.after}
+        paths = {side: Path(tmp) / side if rev else ROOT for side, rev in trees.items()}
         try:
+            for side, rev in trees.items():
+                if rev:
+                    command = ["git", "-C", str(ROOT), "worktree", "add", "--detach"]
+                    subprocess.run(
+                        [*command, str(paths[side]), rev], check=True, capture_output=True
+                    )
             with Nginx() as server:
                 url = server.url("/small")
                 for n in range(args.rounds):
-                    sides = [("before", before), ("after", ROOT)]
+                    sides = list(paths.items())
                     for side, tree in sides if n % 2 == 0 else sides[::-1]:
                         out = Path(tmp) / f"{side}-{n}.json"
                         for cell, rps in run_side(
@@ -69,12 +73,15 @@ def main() -> int:
                         ).items():
                             results[side].setdefault(cell, []).append(rps)
         finally:
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)],
-                check=False,
-                capture_output=True,
-            )
-    print(f"before = {args.before}, after = the working tree; {args.rounds} rounds, medians")
+            for side, rev in trees.items():
+                if rev:
+                    subprocess.run(
+                        ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(paths[side])],
+                        check=False,
+                        capture_output=True,
+                    )
+    after = args.after or "the working tree"
+    print(f"before = {args.before}, after = {after}; {args.rounds} rounds, medians")
     print(f"{'cell':<28}{'before':>12}{'after':>12}{'after/before':>14}")
     for cell in sorted(results["before"]):
         old = statistics.median(results["before"][cell])

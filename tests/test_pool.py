@@ -6,12 +6,14 @@ no sockets, no event loop, no sleeps."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -1148,3 +1150,111 @@ def test_host_stats_count_the_streams_of_a_connection_draining_after_goaway() ->
     h.release(conn)
     h.server_close(conn)
     assert h.pool.host_stats() == {}
+
+
+# -- max_conns: a limit over all hosts (httpx's max_connections) --------------------------------
+
+
+def test_max_conns_counts_every_hosts_connections_and_wants_wait_fifo_across_hosts() -> None:
+    h = Harness(PoolOptions(max_conns=2))
+    a1, wa = h1_in_hand(h, A)
+    wb = h.want(B)
+    wc1, wa2, wc2 = h.want(C), h.want(A), h.want(C)
+    assert [d.want for d in h.dials] == [wb]  # the second slot; the rest wait for one
+    assert (h.pool.conns, h.pool.slot_waiting) == (2, 3)
+    h.fail_dial(error=OSError("refused"))  # b's slot is freed: the first in line gets it
+    assert wb.error is not None
+    assert [d.want for d in h.dials] == [wc1]
+    h.server_close(a1)
+    assert [d.want for d in h.dials] == [wc1, wa2]
+    c1 = h.finish_dial(h.dials[0])
+    assert wc1.conn is c1 and wc2.waiting  # one connection per want: c2 still waits
+    h.release(c1)  # c's own want takes it (late binding), before any other host's
+    assert wc2.conn is c1 and h.pool.slot_waiting == 0
+    assert wa.conn is a1 and h.pool.conns == 2
+
+
+def test_max_conns_closes_an_idle_connection_of_another_host_to_make_room() -> None:
+    h = Harness(PoolOptions(max_conns=2))
+    a1 = h1_idle(h, A)
+    b1 = h1_idle(h, B)
+    h.advance(1)
+    want = h.want(C)
+    assert h.closed == [(a1, CloseReason.MAKE_ROOM)]  # the least recently used
+    assert [d.want for d in h.dials] == [want]  # its close freed the slot at once
+    assert list(h.idle()) == [b1] and h.pool.evictions == 1
+
+
+def test_max_conns_a_connection_freed_while_another_host_waits_is_closed_for_it() -> None:
+    h = Harness(PoolOptions(max_conns=1))
+    a1, _ = h1_in_hand(h, A)
+    want = h.want(B)
+    assert h.dials == [] and h.pool.slot_waiting == 1
+    assert put_idle(h, a1) is CloseReason.MAKE_ROOM
+    assert [d.want for d in h.dials] == [want]
+    assert h.finish_dial() is want.conn
+
+
+def test_max_conns_a_freed_connection_serves_its_own_hosts_want_first() -> None:
+    h = Harness(PoolOptions(max_conns=1))
+    a1, _ = h1_in_hand(h, A)
+    wb = h.want(B)
+    wa = h.want(A)
+    h.release(a1)
+    assert wa.conn is a1 and wb.waiting  # kept: a's want took it, b waits on
+    h.release(a1)
+    assert [d.want for d in h.dials] == [wb] and (a1, CloseReason.MAKE_ROOM) in h.closed
+
+
+def test_max_conns_a_cancelled_want_gives_up_its_place_and_no_room_is_made_for_it() -> None:
+    h = Harness(PoolOptions(max_conns=1))
+    a1, _ = h1_in_hand(h, A)
+    wb, wc = h.want(B), h.want(C)
+    h.cancel(wb)
+    assert h.pool.slot_waiting == 1
+    h.server_close(a1)
+    assert [d.want for d in h.dials] == [wc]
+    h.cancel(wc)  # its dial goes on: it brings an idle connection
+    h.finish_dial()
+    assert len(list(h.idle())) == 1 and h.pool.slot_waiters == collections.deque()
+
+
+def test_max_conns_with_max_conns_per_host_a_waiter_whose_host_filled_waits_for_its_host() -> None:
+    h = Harness(PoolOptions(max_conns=2, max_conns_per_host=1))
+    a1, _ = h1_in_hand(h, A)
+    b1, _ = h1_in_hand(h, B)
+    wa = h.want(A)  # its host is full: it waits for a's slot, not for any slot
+    wc = h.want(C)
+    assert wa in h.pool.hosts[A].dial_waiters and h.pool.slot_waiting == 1
+    h.server_close(a1)  # a's slot goes to a's want; c still waits
+    assert [d.want for d in h.dials] == [wa] and wc.waiting
+    h.server_close(b1)
+    assert [d.want for d in h.dials] == [wa, wc]
+
+
+def test_max_conns_close_fails_the_wants_waiting_for_a_slot() -> None:
+    h = Harness(PoolOptions(max_conns=1))
+    h1_in_hand(h, A)
+    want = h.want(B)
+    h.pool.close(h.now)
+    h.carry_out()
+    assert isinstance(want.error, PoolClosed) and h.pool.slot_waiting == 0
+    assert h.dials == []
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "invariant"),
+    [
+        (lambda p: setattr(p, "conns", p.conns + 1), "Pool.conns counts every host"),
+        (lambda p: setattr(p, "slot_waiting", 0), "Pool.slot_waiting counts"),
+    ],
+)
+def test_the_invariant_checker_names_a_broken_max_conns_rule(
+    corrupt: Callable[[Any], None], invariant: str
+) -> None:
+    h = Harness(PoolOptions(max_conns=1))
+    h1_in_hand(h, A)
+    h.want(B)
+    corrupt(h.pool)
+    with pytest.raises(PoolInvariantError, match=invariant):
+        h.pool.check_invariants()

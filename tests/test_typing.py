@@ -116,3 +116,39 @@ def test_pyright_strict_rejects_exactly_the_wrong_hooks(tmp_path: Path) -> None:
     errors = [d for d in report["generalDiagnostics"] if d["severity"] == "error"]
     lines = {d["range"]["start"]["line"] + 1 for d in errors}  # 0-based in the report
     assert lines == WRONG, json.dumps(errors, indent=1)
+
+
+# -- options: a misspelled or mistyped option is a type error -------------------------------------
+
+OPTIONS_SNIPPET = """\
+from __future__ import annotations
+
+import httpx
+
+import asyncpool
+from asyncpool.httpx import HTTPXTransport
+
+right = HTTPXTransport(verify=False, limits=httpx.Limits(max_connections=5), retries=2)
+also_right = HTTPXTransport(max_conns_per_host=4, idle_conn_timeout=None, http2=False)
+client = asyncpool.Client(max_conns=10, read_timeout=5.0, http2=False)
+transport = asyncpool.Transport(max_conns=10)
+
+misspelled = HTTPXTransport(max_con_per_host=4)  # wrong
+mistyped = HTTPXTransport(max_conns_per_host="4")  # wrong
+client_misspelled = asyncpool.Client(max_conn=10)  # wrong
+client_mistyped = asyncpool.Client(read_timeout="5")  # wrong
+transport_misspelled = asyncpool.Transport(max_conn=10)  # wrong
+"""
+
+OPTIONS_WRONG = {
+    n for n, line in enumerate(OPTIONS_SNIPPET.splitlines(), 1) if line.endswith("# wrong")
+}
+
+
+def test_mypy_rejects_misspelled_and_mistyped_options(tmp_path: Path) -> None:
+    pytest.importorskip("mypy")
+    path = tmp_path / "options.py"
+    path.write_text(OPTIONS_SNIPPET, encoding="utf-8")
+    proc = run(sys.executable, "-m", "mypy", "--strict", "--no-error-summary", str(path))
+    errors = re.findall(rf"{re.escape(path.name)}:(\d+): error: (.*)$", proc.stdout, re.MULTILINE)
+    assert {int(line) for line, _ in errors} == OPTIONS_WRONG, proc.stdout + proc.stderr
