@@ -21,6 +21,7 @@ Every error asyncpool raises derives from :class:`HTTPError` and says *where* it
     ├── PoolClosed                 the Transport is closed (``aclose()``, ``async with``'s end)
     ├── NetworkError
     │   ├── ConnectError           DNS or TCP connect failed
+    │   │   └── ProxyError         the proxy refused or broke the tunnel (CONNECT, SOCKS)
     │   ├── TLSError               the TLS handshake or certificate check failed
     │   ├── WriteError             writing the request failed
     │   └── ReadError              reading the response failed
@@ -52,6 +53,7 @@ __all__ = [
     "LocalProtocolError",
     "NetworkError",
     "PoolClosed",
+    "ProxyError",
     "ReadError",
     "RedirectError",
     "RemoteProtocolError",
@@ -173,6 +175,29 @@ class NetworkError(HTTPError):
 
 class ConnectError(NetworkError):
     phase = "connect"
+
+
+class ProxyError(ConnectError):
+    """A proxy refused the request's tunnel or broke it: a non-2xx answer to CONNECT, a SOCKS
+    refusal, a proxy that closed or stalled during the negotiation. ``host`` is the proxy
+    ("host:port"), ``target`` the origin it was asked for ("host:port"); for an HTTP proxy's
+    answer, ``status_code`` and ``headers`` (a list of (name, value)) keep its response head."""
+
+    phase = "proxy"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str = "",
+        target: str = "",
+        status_code: int | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        super().__init__(message, host=host)
+        self.target = target
+        self.status_code = status_code
+        self.headers = headers if headers is not None else []
 
 
 class TLSError(NetworkError):
