@@ -9,7 +9,7 @@ import tarfile
 from importlib import metadata
 from pathlib import Path
 
-EXTRAS = {"trio", "httpx", "speedups", "cli"}
+EXTRAS = {"trio", "httpx", "speedups", "cli", "socks"}
 
 
 def main(sdist: str) -> None:
