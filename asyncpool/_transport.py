@@ -692,7 +692,7 @@ class Transport:
         """After a decision made outside ``_carry_out`` (by a task, between awaits)."""
         if self._pool.actions:
             self._carry_out()
-        else:
+        elif self._idle_wakeup is not None or self._check:  # (the hot path calls nothing)
             self._at_rest()
 
     def _at_rest(self) -> None:
