@@ -406,6 +406,115 @@ def test_proxy_hooks_compose() -> None:
     assert calls == ["inner", "outer"]
 
 
+# -- Client, and the environment (its rules are _proxy_env's: a fake module here) --------------
+
+
+async def test_client_proxy(anyio_backend: str) -> None:
+    async with (
+        open_proxy() as proxy,
+        open_server() as origin,
+        asyncpool.Client(proxy=proxy.url) as client,
+    ):
+        assert (await client.get(origin.url_for("/"))).text == "hello"
+    assert [r.target for r in proxy.requests] == [origin.url_for("/")]
+
+
+def fake_environment(monkeypatch: pytest.MonkeyPatch, proxy: str | None) -> list[str]:
+    """Install a fake ``asyncpool._proxy_env`` whose snapshot of the environment is ``proxy``;
+    returns the log of its calls."""
+    import sys
+    import types
+
+    calls: list[str] = []
+
+    def proxy_from_environment(request: Request) -> str | None:
+        calls.append("live")
+        return proxy
+
+    class EnvironmentProxies:
+        @classmethod
+        def from_environ(cls) -> EnvironmentProxies:
+            calls.append("snapshot")
+            return cls()
+
+        def __call__(self, request: Request) -> str | None:
+            calls.append("snapshot call")
+            return proxy
+
+    module = types.ModuleType("asyncpool._proxy_env")
+    module.proxy_from_environment = proxy_from_environment  # type: ignore[attr-defined]
+    module.EnvironmentProxies = EnvironmentProxies  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "asyncpool._proxy_env", module)
+    return calls
+
+
+async def test_client_trusts_the_environment_once(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_proxy() as proxy, open_server() as origin:
+        calls = fake_environment(monkeypatch, proxy.url)
+        async with asyncpool.Client() as client:
+            assert (await client.get(origin.url_for("/"))).text == "hello"
+            assert (await client.get(origin.url_for("/"))).text == "hello"
+        async with asyncpool.Client(trust_env=False) as client:
+            assert (await client.get(origin.url_for("/"))).text == "hello"
+        async with asyncpool.Client(proxy=None) as client:
+            assert (await client.get(origin.url_for("/"))).text == "hello"
+    # Read once when the Transport was made (as Go), asked per request after that.
+    assert calls == ["snapshot", "snapshot call", "snapshot call"]
+    assert len(proxy.requests) == 2 and len(origin.requests) == 4
+
+
+def test_a_transport_without_the_environment_module_gets_the_function_as_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "asyncpool._proxy_env", None)  # import fails
+    from asyncpool._proxy import environment_proxy
+
+    assert environment_proxy() is None
+    asyncpool.Client()  # no environment rules: no proxy
+
+
+# -- httpx -----------------------------------------------------------------------------------
+
+
+async def test_httpx_transport_takes_httpx_proxy(anyio_backend: str, tls: TLSFixture) -> None:
+    import httpx
+
+    from asyncpool.httpx import HTTPXTransport
+
+    async with (
+        open_proxy(auth="u:p w") as proxy,
+        open_server(ssl_context=tls.server_context) as origin,
+        open_server() as plain,
+    ):
+        transport = HTTPXTransport(
+            verify=tls.client_context,
+            proxy=httpx.Proxy(proxy.url, auth=("u", "p w"), headers={"X-Tunnel": "1"}),
+        )
+        async with httpx.AsyncClient(transport=transport) as client:
+            assert (await client.get(origin.url_for("/"))).text == "hello"
+            assert (await client.get(plain.url_for("/"))).text == "hello"
+    connect, forwarded = proxy.requests
+    assert connect.method == "CONNECT" and connect.header("x-tunnel") == "1"
+    assert forwarded.target == plain.url_for("/") and forwarded.header("x-tunnel") is None
+    assert forwarded.header("proxy-authorization") == connect.header("proxy-authorization")
+
+
+async def test_httpx_maps_proxy_error(anyio_backend: str, tls: TLSFixture) -> None:
+    import httpx
+
+    from asyncpool.httpx import HTTPXTransport
+
+    async with open_proxy(mode="502") as proxy:
+        transport = HTTPXTransport(verify=tls.client_context, proxy=proxy.url)
+        async with httpx.AsyncClient(transport=transport) as client:
+            with pytest.raises(httpx.ProxyError, match="502"):
+                await client.get("https://origin.test/")
+
+
 # -- SOCKS: the wiring only (the handshake is _socks.py's) -----------------------------------
 
 
