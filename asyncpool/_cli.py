@@ -36,11 +36,13 @@ from ._errors import (
     ConnectError,
     HTTPError,
     InvalidURL,
+    ProxyError,
     TimeoutError,
     TLSError,
     TooManyRedirects,
 )
 from ._models import URL, Request
+from ._proxy import environment_proxy, parse_proxy
 from ._trace import Timings
 from ._transport import Transport
 from ._version import __version__
@@ -56,6 +58,7 @@ OK, ERROR, USAGE = 0, 1, 2
 NO_HOST, NO_CONNECTION, HTTP_FAILED, WRITE_FAILED, TIMED_OUT, TLS_FAILED, REDIRECTS = (
     6, 7, 22, 23, 28, 35, 47,
 )  # fmt: skip
+PROXY_FAILED = 56  # curl's for a refused CONNECT
 INTERRUPTED = 130
 
 USER_AGENT = f"asyncpool/{__version__}"
@@ -70,7 +73,8 @@ examples:
   asyncpool get -f -m 10s URL > out                 fail on HTTP >= 400, or after 10 s
 
 HTTP/2 is offered by ALPN over https:// (--http1.1 to refuse it). No overall time limit
-unless -m, as curl; a server silent for --read-timeout fails (28).
+unless -m, as curl; a server silent for --read-timeout fails (28). Without -x, the proxy
+comes from HTTP_PROXY / HTTPS_PROXY / ALL_PROXY / NO_PROXY; -x "" uses none.
 
 exit codes (curl's):
   0    a response came (whatever its status, unless -f)
@@ -83,6 +87,7 @@ exit codes (curl's):
   28   timed out (-m, --connect-timeout or --read-timeout)
   35   TLS handshake or certificate check failed
   47   too many redirects (-L follows up to 10)
+  56   the proxy refused or broke the tunnel (CONNECT, SOCKS)
   130  interrupted (Ctrl-C)
 """
 
@@ -245,6 +250,13 @@ def _parser() -> argparse.ArgumentParser:
         help="give up when the server is silent this long (default: 30s, as Client)",
     )
     get.add_argument("--trace", action="store_true", help="print where the time went (httpstat)")
+    get.add_argument(
+        "-x",
+        "--proxy",
+        metavar="URL",
+        help="go through this proxy: [http|https|socks5|socks5h|socks4a://][user:password@]"
+        'host[:port]; "" for none (default: the environment\'s, as curl)',
+    )
     _add_connection_options(get)
 
     bench = commands.add_parser(
@@ -412,6 +424,12 @@ async def _get(args: argparse.Namespace, err: Console) -> int:
     )
     options = _transport_options(args, args.url)
     options.update(dial_timeout=args.connect_timeout, read_timeout=args.read_timeout)
+    if args.proxy:
+        try:
+            parse_proxy(args.proxy)
+        except ValueError as exc:
+            raise Fail(f"-x: {exc}", USAGE) from None
+    options["proxy"] = (args.proxy or None) if args.proxy is not None else environment_proxy()
     with anyio.move_on_after(args.max_time) as deadline:  # None: no limit
         code = await _get_one(args, request, options, err)
     if deadline.cancelled_caught:
@@ -837,6 +855,8 @@ def _failure(exc: BaseException, command: str) -> tuple[int, str | None]:
     if isinstance(exc, HTTPError):
         if command != "get":
             return ERROR, str(exc)
+        if isinstance(exc, ProxyError):
+            return PROXY_FAILED, str(exc)
         if isinstance(exc, TLSError):
             hint = f" ({TLS_HINT})" if "certificate verify failed" in str(exc) else ""
             return TLS_FAILED, f"{exc}{hint}"

@@ -18,6 +18,7 @@ import anyio
 
 from ._errors import RedirectError, RequestTimeout, TooManyRedirects
 from ._models import URL, HeaderInput, Headers, Request, Response, forget_parsed_urls
+from ._proxy import environment_proxy
 from ._transport import Transport, TransportOptions
 
 if TYPE_CHECKING:
@@ -56,7 +57,8 @@ class Client:
     """A client over a Transport: its own (made from ``transport_options``) or one passed in,
     which the Client then neither enters nor closes. Use it with or without ``async with``:
     its own Transport starts on the first request, and ``await client.aclose()`` (from any
-    task) or leaving the block closes it."""
+    task) or leaving the block closes it. Its own Transport uses ``proxy=`` when given, else,
+    with ``trust_env`` (the default), the environment's proxies (``proxy_from_environment``)."""
 
     def __init__(
         self,
@@ -70,6 +72,7 @@ class Client:
         max_redirects: int = 10,
         check_redirect: CheckRedirect | None = None,
         timeout: float | None = None,
+        trust_env: bool = True,
         **transport_options: Unpack[TransportOptions],
     ) -> None:
         if transport is not None and transport_options:
@@ -80,6 +83,9 @@ class Client:
         self._owns_transport = transport is None
         if transport is None:
             transport_options.setdefault("read_timeout", DEFAULT_READ_TIMEOUT)
+            if trust_env and "proxy" not in transport_options:
+                # HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, read once (proxy=None: none).
+                transport_options["proxy"] = environment_proxy()
             transport = Transport(**transport_options)
         self.transport = transport
         self.base_url = URL(base_url) if base_url is not None else None

@@ -36,6 +36,8 @@ __all__ = [
     "DNSDoneInfo",
     "DNSStartInfo",
     "GotConnInfo",
+    "ProxyConnectDoneInfo",
+    "ProxyConnectStartInfo",
     "RetryInfo",
     "Timings",
     "WroteRequestInfo",
@@ -95,6 +97,25 @@ class RetryInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProxyConnectStartInfo:
+    """A tunnel is asked of a proxy (CONNECT, or the SOCKS handshake)."""
+
+    proxy: str  # the proxy's URL, without its password
+    target: str  # "host:port" the tunnel goes to
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyConnectDoneInfo:
+    """The tunnel negotiation ended: ``err`` None when the tunnel is open."""
+
+    proxy: str
+    target: str
+    status_code: int | None  # an HTTP proxy's answer to CONNECT (None: SOCKS, or no answer)
+    headers: list[tuple[str, str]]  # that answer's header fields
+    err: BaseException | None
+
+
+@dataclasses.dataclass(frozen=True)
 class ClientTrace:
     """Hooks fired during one request; see the module docstring for where each fires.
 
@@ -131,6 +152,10 @@ class ClientTrace:
     got_response_end: Callable[[], object] | None = None  # the body was read to its end
     request_retried: Callable[[RetryInfo], object] | None = None
     conn_closed: Callable[[ConnClosedInfo], object] | None = None  # the connection that served it
+    # Around the tunnel's negotiation with a proxy (in the dial task, after connect_done for
+    # the proxy's address and before the origin's TLS handshake).
+    proxy_connect_start: Callable[[ProxyConnectStartInfo], object] | None = None
+    proxy_connect_done: Callable[[ProxyConnectDoneInfo], object] | None = None
 
     def compose(self, outer: ClientTrace | None) -> ClientTrace:
         """A trace firing this trace's hooks, then ``outer``'s."""

@@ -86,12 +86,27 @@ import anyio
 from ._compression import DECODABLE, BodyLimits, DecodedStream
 from ._conn_common import Connection, RetryHint
 from ._dial import Dialed, DialFunc, default_ssl_context, dial
-from ._errors import ConnectError, ConnectTimeout, HTTPError, PoolClosed, TLSHandshakeTimeout
+from ._errors import (
+    ConnectError,
+    ConnectTimeout,
+    HTTPError,
+    PoolClosed,
+    ProxyError,
+    TLSHandshakeTimeout,
+)
 from ._h1.connection import HTTP11Connection
 from ._h1.protocol import PARSERS, default_parser
 from ._h2.connection import HTTP2Connection
 from ._models import URL, Request, Response
 from ._pool import Close, Deliver, Dial, HostStats, Pool, PoolInvariantError, PoolOptions, Want
+from ._proxy import (
+    OnProxyConnectResponse,
+    ProxyChooser,
+    ProxyConnectHeaders,
+    ProxyOption,
+    Route,
+    dial_through,
+)
 from ._sync import Event, call_soon_factory, clock, event_factory
 from ._tasks import TaskSet
 from ._trace import (
@@ -207,19 +222,28 @@ class TransportOptions(SharedOptions, total=False):
 
     http2: bool
     connect_retries: int
+    proxy: ProxyOption
+    proxy_connect_headers: ProxyConnectHeaders
+    on_proxy_connect_response: OnProxyConnectResponse | None
 
 
 class _Want(Want[HTTP11Connection, HTTP2Connection]):
     """A want with what its dial needs (the request's host, port and TLS name, its trace) and
     the Event its request waits on."""
 
-    __slots__ = ("ready", "request", "trace")
+    __slots__ = ("ready", "request", "route", "trace")
 
     def __init__(
-        self, request: Request, trace: ClientTrace | None, ready: Event, h2_capable: bool
+        self,
+        request: Request,
+        trace: ClientTrace | None,
+        ready: Event,
+        h2_capable: bool,
+        route: Route | None,
     ) -> None:
-        super().__init__(request.pool_key, h2_capable)
+        super().__init__(request.pool_key if route is None else route.key, h2_capable)
         self.request = request
+        self.route = route  # the proxy its dial goes through (None: direct)
         self.trace = trace  # the dial fires this request's hooks
         self.ready = ready
 
@@ -305,6 +329,9 @@ class Transport:
         ping_timeout: float = 15.0,
         http1_parser: str = "auto",
         connect_retries: int = 0,
+        proxy: ProxyOption = None,
+        proxy_connect_headers: ProxyConnectHeaders = None,
+        on_proxy_connect_response: OnProxyConnectResponse | None = None,
     ) -> None:
         for name, value in (
             ("max_idle_conns", max_idle_conns),
@@ -350,6 +377,10 @@ class Transport:
             )
         self.http1_parser = http1_parser
         self.connect_retries = connect_retries
+        # Which proxy each request goes through (see _proxy.py); a bad URL raises here.
+        self._proxies = ProxyChooser(proxy)
+        self.proxy_connect_headers = proxy_connect_headers
+        self.on_proxy_connect_response = on_proxy_connect_response
         self._alpn = ["h2", "http/1.1"] if http2 else ["http/1.1"]
         if tls_config is not None:
             # As Go fills in NextProtos: the pool decides which protocols it can speak.
@@ -475,10 +506,15 @@ class Transport:
             self._start()
         trace = self._trace_for(request)
         headers, asked_compression = self._wire_headers(request)
+        route = self._proxies.route(request)
+        if route is not None and route.forward:
+            authorization = route.proxy.authorization
+            if authorization is not None and "proxy-authorization" not in request.headers:
+                headers = [*headers, ("Proxy-Authorization", authorization)]  # a shared list
         url = request.url
         counted = refused = 0  # retries of each kind so far
         while True:
-            conn = await self._get_conn(request, trace)
+            conn = await self._get_conn(request, trace, route)
             try:
                 response = await conn.round_trip(
                     request,
@@ -604,12 +640,14 @@ class Transport:
             return request.is_replayable
         return False
 
-    async def _get_conn(self, request: Request, trace: ClientTrace | None) -> Connection:
+    async def _get_conn(
+        self, request: Request, trace: ClientTrace | None, route: Route | None = None
+    ) -> Connection:
         url = request.url
         if trace and trace.get_conn:
             trace.get_conn(_host_port(url))
         pool = self._pool
-        conn = pool.take(request.pool_key, self._clock())
+        conn = pool.take(request.pool_key if route is None else route.key, self._clock())
         self._decided()  # closes the stale idle connections it met on the way
         listener = request.wait_listener
         if conn is not None:
@@ -627,7 +665,9 @@ class Transport:
             trace.wait_for_conn_start()
         queued_at = self._clock()
         h2_capable = self.http2 if url.scheme == "https" else self.http2_prior_knowledge
-        want = _Want(request, trace, self._new_event(), h2_capable)
+        if route is not None and route.forward:
+            h2_capable = False  # absolute-form HTTP/1.1 to the proxy, as Go
+        want = _Want(request, trace, self._new_event(), h2_capable, route)
         self._decide(pool.add_want, want)
         if listener is not None and want.waiting:
             # Its own dial, if one started, has told it so already (_start_dial).
@@ -768,7 +808,11 @@ class Transport:
     async def _dial_conn_for(self, dial_action: Dial[_Want]) -> None:
         want, may_be_h2 = dial_action.want, dial_action.may_be_h2
         url = want.request.url
-        host_port = _host_port(url)
+        route = want.route
+        # Errors of a connection to a forward proxy name the proxy: it is the one we talk to.
+        host_port = (
+            route.proxy.host_port if route is not None and route.forward else _host_port(url)
+        )
         conn: Conn
         dial_timeout, tls_handshake_timeout = self.dial_timeout, self.tls_handshake_timeout
         if want.request.connect_timeout is not None:  # the request's own, for each phase
@@ -825,6 +869,7 @@ class Transport:
                 parser=self.http1_parser,
                 local_address=dialed.local_address,
                 remote_address=dialed.remote_address,
+                absolute_form=route is not None and route.forward,
             )
         conn.trace = want.trace
         if self._tasks is None:
@@ -846,6 +891,23 @@ class Transport:
         delay = 0.0
         while True:
             try:
+                if want.route is not None:
+                    return await dial_through(
+                        want.route,
+                        url.scheme,
+                        url.host,
+                        url.port,
+                        _host_port(url),
+                        server_name=want.request.sni_hostname or url.host,
+                        dial_timeout=dial_timeout,
+                        tls_handshake_timeout=tls_handshake_timeout,
+                        ssl_context=lambda: self._ssl_context,
+                        alpn_protocols=self._alpn,
+                        dial_func=self._dial_func,
+                        trace=want.trace,
+                        connect_headers=self.proxy_connect_headers,
+                        on_connect_response=self.on_proxy_connect_response,
+                    )
                 return await dial(
                     url.scheme,
                     url.host,
@@ -859,6 +921,8 @@ class Transport:
                     dial_func=self._dial_func,
                     trace=want.trace,
                 )
+            except ProxyError:
+                raise  # the proxy answered: asking again gets the same answer
             except (ConnectError, ConnectTimeout):
                 if retries_left <= 0 or not want.waiting:
                     raise

@@ -35,8 +35,12 @@ one can replace the other by its class name, then any ``asyncpool.Transport`` op
   backoff: 0 s, 0.5 s, 1 s, ...).
 * ``uds``, ``local_address``: a dial function that connects to that Unix socket, or from that
   local IP (exclusive with ``dial=``).
-* ``proxy``, ``socket_options``: ``NotImplementedError`` (mount httpx's own transport for
-  proxied URLs).
+* ``proxy``: a URL or an ``httpx.Proxy``, as the pool's ``proxy`` (its ``auth`` becomes the
+  proxy's credentials, its ``headers`` ``proxy_connect_headers``: sent with CONNECT only; its
+  ``ssl_context`` is refused: an https proxy is verified with the pool's SSL context). httpx's
+  environment proxies are the ``AsyncClient``'s business (it ignores them when given a
+  ``transport=``), so ``trust_env`` does not read them here either.
+* ``socket_options``: ``NotImplementedError`` (set them in a ``dial=`` function).
 
 Request extensions
 ------------------
@@ -101,6 +105,7 @@ Every asyncpool error is raised as the httpx exception below, chained to the ori
 ====================================================  ===========================================
 asyncpool                                             httpx
 ====================================================  ===========================================
+``ProxyError`` (the proxy refused or broke a tunnel)   ``ProxyError``
 ``ConnectError`` (DNS, TCP), ``TLSError``             ``ConnectError``
 ``ConnectTimeout``, ``TLSHandshakeTimeout``           ``ConnectTimeout``
 ``ResponseHeaderTimeout``, ``ReadTimeout``            ``ReadTimeout``
@@ -139,6 +144,7 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import anyio
 import anyio.abc
@@ -154,6 +160,7 @@ from ._errors import (
     LocalProtocolError,
     NetworkError,
     PoolClosed,
+    ProxyError,
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
@@ -202,6 +209,7 @@ _ERRORS: tuple[tuple[type[HTTPError], type[httpx.RequestError]], ...] = (
     (ResponseHeaderTimeout, httpx.ReadTimeout),
     (ReadTimeout, httpx.ReadTimeout),
     (TimeoutError, httpx.TimeoutException),
+    (ProxyError, httpx.ProxyError),
     (ConnectError, httpx.ConnectError),
     (TLSError, httpx.ConnectError),
     (WriteError, httpx.WriteError),
@@ -659,6 +667,28 @@ def _ssl_env() -> bool:
     return bool(os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"))
 
 
+def _proxy_options(
+    proxy: httpx.Proxy | httpx.URL | str | None,
+) -> tuple[str | None, dict[str, str] | None]:
+    """httpx's ``proxy=`` as the pool's ``proxy`` URL (credentials inside, as httpcore's
+    ``proxy_auth``) and ``proxy_connect_headers`` (httpx's ``Proxy(headers=...)``)."""
+    if proxy is None:
+        return None, None
+    if not isinstance(proxy, httpx.Proxy):
+        proxy = httpx.Proxy(proxy)
+    if proxy.ssl_context is not None:
+        raise NotImplementedError(
+            "HTTPXTransport: httpx.Proxy(ssl_context=...) is not supported; the pool verifies "
+            "an https proxy with its own SSL context (verify= / tls_config=)"
+        )
+    url = proxy.url
+    if proxy.raw_auth is not None:
+        user, password = (quote(part.decode("latin-1"), safe="") for part in proxy.raw_auth)
+        url = url.copy_with(userinfo=f"{user}:{password}".encode())
+    headers = {name: value for name, value in proxy.headers.items()} or None
+    return str(url), headers
+
+
 def _socket_dial(uds: str | None, local_address: str | None) -> DialFunc:
     """httpcore's ``uds`` (every connection to that Unix socket) or ``local_address`` (the
     local IP to connect from), as a dial function."""
@@ -693,11 +723,7 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
     ) -> None:
         """httpx's ``AsyncHTTPTransport`` arguments with httpx's meaning, then any option of
         ``asyncpool.Transport`` by keyword (see the module docstring, "Options")."""
-        if proxy is not None:
-            raise NotImplementedError(
-                "HTTPXTransport(proxy=...) is not supported: mount httpx.AsyncHTTPTransport"
-                "(proxy=...) for the proxied URLs (httpx.AsyncClient(mounts=...))"
-            )
+        proxy_url, proxy_headers = _proxy_options(proxy)
         if socket_options is not None:
             raise NotImplementedError(
                 "HTTPXTransport(socket_options=...) is not supported: set them in a dial= "
@@ -734,7 +760,13 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
             transport_options["dial"] = self._watched_dial
         if http2 and not http1:  # httpcore: HTTP/2 only, without ALPN over cleartext
             transport_options["http2_prior_knowledge"] = True
-        self.pool = Transport(http2=http2, connect_retries=retries, **transport_options)
+        self.pool = Transport(
+            http2=http2,
+            connect_retries=retries,
+            proxy=proxy_url,
+            proxy_connect_headers=proxy_headers,
+            **transport_options,
+        )
         self._entered = False
 
     async def __aenter__(self) -> HTTPXTransport:

@@ -285,6 +285,37 @@ async def test_get_http1_1_does_not_offer_http2(tls: TLSFixture, anyio_backend: 
     assert "HTTP/1.1 200" in proc.stderr.decode()
 
 
+async def test_get_through_a_proxy(tls: TLSFixture, anyio_backend: str) -> None:
+    from tests.proxies import open_proxy
+
+    async with open_proxy() as proxy, open_server() as server:
+        proc = await cli(anyio_backend, "get", "-x", proxy.url, server.url_for("/"))
+    assert (proc.returncode, proc.stdout) == (0, b"hello"), proc.stderr
+    assert [r.target for r in proxy.requests] == [server.url_for("/")]
+
+
+async def test_get_proxy_refusing_the_tunnel_exits_56(anyio_backend: str) -> None:
+    from tests.proxies import open_proxy
+
+    async with open_proxy(mode="502") as proxy:
+        proc = await cli(anyio_backend, "get", "--proxy", proxy.url, "https://origin.test/")
+    assert proc.returncode == 56, proc.stderr
+    assert "answered 502 to CONNECT origin.test:443" in proc.stderr.decode()
+
+
+async def test_get_empty_proxy_goes_direct_and_a_bad_one_is_a_usage_error(
+    anyio_backend: str,
+) -> None:
+    async with open_server() as server:
+        dead = "http://127.0.0.1:9"  # nothing listens on discard
+        env = {"HTTP_PROXY": dead, "http_proxy": dead}
+        proc = await cli(anyio_backend, "get", "-x", "", server.url_for("/"), env=env)
+    assert (proc.returncode, proc.stdout) == (0, b"hello"), proc.stderr
+    proc = await cli(anyio_backend, "get", "-x", "ftp://p.test", "http://origin.test/")
+    assert proc.returncode == 2
+    assert "unsupported proxy scheme" in proc.stderr.decode()
+
+
 async def silent(req: ServerRequest, conn: ServerConnection) -> None:
     await anyio.sleep_forever()  # a server that never answers
 

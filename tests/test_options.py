@@ -135,8 +135,10 @@ def test_http1_and_http2_as_httpcore() -> None:
 
 
 def test_what_cannot_be_done_is_refused_by_name() -> None:
-    with pytest.raises(NotImplementedError, match=r"proxy="):
-        HTTPXTransport(proxy="http://proxy.test:3128")
+    with pytest.raises(NotImplementedError, match=r"Proxy\(ssl_context="):
+        HTTPXTransport(
+            proxy=httpx.Proxy("https://p.test", ssl_context=ssl.create_default_context())
+        )
     with pytest.raises(NotImplementedError, match=r"socket_options="):
         HTTPXTransport(socket_options=[(1, 2, 3)])
     with pytest.raises(TypeError, match="max_conns"):

@@ -62,6 +62,8 @@ right = asyncpool.ClientTrace(
     request_retried=lambda info: print(info.attempt, info.reason, info.delay),
     conn_closed=lambda info: print(info.reason.value, info.requests),
     got_first_response_byte=lambda: None,
+    proxy_connect_start=lambda info: print(info.proxy, info.target.upper()),
+    proxy_connect_done=lambda info: print(info.status_code, info.headers[0][0], info.err),
 )
 also_right = asyncpool.ClientTrace(got_conn=on_conn).compose(asyncpool.Timings().trace)
 

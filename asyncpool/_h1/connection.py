@@ -233,6 +233,7 @@ class HTTP11Connection:
     # its connection's memory cold, and slots are fewer cache lines to fetch than an instance
     # dict (benchmarks/README.md).
     __slots__ = (
+        "_absolute_form",
         "_expect_continue_timeout",
         "_new_event",
         "_owner",
@@ -268,9 +269,12 @@ class HTTP11Connection:
         parser: str = "h11",
         local_address: tuple[object, ...] | None = None,
         remote_address: tuple[object, ...] | None = None,
+        absolute_form: bool = False,
     ) -> None:
         # Immutable after construction.
         self.key = key
+        # A connection to a forward proxy: request targets in absolute form (RFC 9112, 3.2.2).
+        self._absolute_form = absolute_form
         self.host_port = host_port
         self.local_address = local_address
         self.remote_address = remote_address
@@ -507,7 +511,10 @@ class HTTP11Connection:
 
     async def _write_request(self, exchange: _Exchange) -> None:
         request, trace, protocol = exchange.request, exchange.trace, self._protocol
-        head = protocol.request_head(request.method, request.target, exchange.headers)
+        target = request.target
+        if self._absolute_form and target.startswith("/"):
+            target = f"{request.url.scheme}://{request.url.host_header}{target}"
+        head = protocol.request_head(request.method, target, exchange.headers)
         if trace:
             if trace.wrote_header_field:
                 for name, value in exchange.headers:

@@ -1,0 +1,572 @@
+"""Proxies: http:// targets forwarded in absolute form on shared connections to the proxy,
+https:// targets through CONNECT tunnels (TLS and HTTP/2 inside, TLS in TLS through an https
+proxy), the proxy's failures as typed errors naming it, hooks, keys and cancellation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import anyio
+import pytest
+
+import asyncpool
+from asyncpool import ProxyConnectDoneInfo, ProxyConnectStartInfo, Request, Transport
+from asyncpool._proxy import parse_proxy
+from tests.h2server import make_h2_server_context, open_h2_server
+from tests.proxies import TestProxy, open_proxy
+from tests.servers import TLSFixture, open_server, wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+async def get(pool: Transport, url: str, **kwargs: object) -> tuple[int, bytes]:
+    response = await pool.round_trip(Request("GET", url, **kwargs))  # type: ignore[arg-type]
+    return response.status_code, await response.aread()
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme", "host", "port", "user", "password", "shown"),
+    [
+        ("proxy.test:3128", "http", "proxy.test", 3128, None, None, "http://proxy.test:3128"),
+        ("http://proxy.test", "http", "proxy.test", 80, None, None, "http://proxy.test:80"),
+        ("https://a:b%40c@p.test", "https", "p.test", 443, "a", "b@c", "https://a@p.test:443"),
+        ("socks5h://[::1]:1080", "socks5h", "::1", 1080, None, None, "socks5h://[::1]:1080"),
+        ("SOCKS4A://u@s.test", "socks4a", "s.test", 1080, "u", None, "socks4a://u@s.test:1080"),
+    ],
+)
+def test_parse_proxy(
+    url: str, scheme: str, host: str, port: int, user: str | None, password: str | None, shown: str
+) -> None:
+    proxy = parse_proxy(url)
+    assert (proxy.scheme, proxy.host, proxy.port) == (scheme, host, port)
+    assert (proxy.username, proxy.password, proxy.url) == (user, password, shown)
+
+
+@pytest.mark.parametrize("url", ["ftp://p.test", "http://", "http://p.test/path", "http://p:x"])
+def test_a_bad_proxy_url_fails_the_transport(url: str) -> None:
+    with pytest.raises(ValueError, match="proxy"):
+        Transport(proxy=url)
+
+
+def test_proxy_authorization_is_basic() -> None:
+    assert parse_proxy("http://alice:s3cret@p.test").authorization == "Basic YWxpY2U6czNjcmV0"
+    assert parse_proxy("http://p.test").authorization is None
+
+
+# -- http:// targets: forwarded ---------------------------------------------------------------
+
+
+async def test_http_targets_share_one_connection_to_the_proxy(anyio_backend: str) -> None:
+    async with open_proxy(auth="alice:s3cret") as proxy, open_server() as one, open_server() as two:
+        proxy_url = proxy.url.replace("http://", "http://alice:s3cret@")
+        async with Transport(proxy=proxy_url) as pool:
+            assert await get(pool, one.url_for("/?a=1")) == (200, b"hello")
+            assert await get(pool, two.url_for("/")) == (200, b"hello")
+            stats = pool.stats()
+            assert list(stats.hosts) == [f"via http://alice@127.0.0.1:{proxy.port}"]
+            assert stats.dials == 1 and stats.reused == 1
+    assert proxy.connections_accepted == 1
+    assert [r.target for r in proxy.requests] == [one.url_for("/?a=1"), two.url_for("/")]
+    authorization = "Basic YWxpY2U6czNjcmV0"
+    assert all(r.header("proxy-authorization") == authorization for r in proxy.requests)
+    assert proxy.requests[0].header("host") == f"127.0.0.1:{one.port}"
+    # The proxy strips it; the origin never sees the proxy's credentials.
+    assert one.requests[0].header("proxy-authorization") is None
+
+
+async def test_forwarded_without_credentials_gets_407(anyio_backend: str) -> None:
+    async with (
+        open_proxy(auth="alice:s3cret") as proxy,
+        open_server() as origin,
+        Transport(proxy=proxy.url) as pool,
+    ):
+        response = await pool.round_trip(Request("GET", origin.url_for("/")))
+        assert response.status_code == 407  # a forwarded request's answer is the response
+        assert response.headers["proxy-authenticate"] == 'Basic realm="test"'
+        await response.aread()
+
+
+async def test_proxy_function_chooses_per_request(anyio_backend: str) -> None:
+    async with open_proxy() as proxy, open_server() as proxied, open_server() as direct:
+        seen: list[str] = []
+
+        def choose(request: Request) -> str | None:
+            seen.append(request.url.url)
+            return proxy.url if request.url.port == proxied.port else None
+
+        async with Transport(proxy=choose) as pool:
+            assert await get(pool, proxied.url_for("/")) == (200, b"hello")
+            assert await get(pool, direct.url_for("/")) == (200, b"hello")
+            assert sorted(pool.stats().hosts) == sorted(
+                [f"via {proxy.url}", f"http://127.0.0.1:{direct.port}"]
+            )
+    assert seen == [proxied.url_for("/"), direct.url_for("/")]
+    assert [r.target for r in proxy.requests] == [proxied.url_for("/")]
+    assert direct.requests[0].target == "/"
+
+
+async def test_a_bad_url_from_the_proxy_function_fails_the_request(anyio_backend: str) -> None:
+    async with Transport(proxy=lambda request: "gopher://p.test") as pool:
+        with pytest.raises(asyncpool.ProxyError, match="unsupported proxy scheme"):
+            await pool.round_trip(Request("GET", "http://example.test/"))
+        assert pool.stats().hosts == {}
+
+
+# -- https:// targets: CONNECT tunnels -------------------------------------------------------
+
+
+async def test_https_through_connect_with_the_origins_sni_and_h2(
+    anyio_backend: str, tls: TLSFixture
+) -> None:
+    context = make_h2_server_context(tls)
+    server_names: list[str | None] = []
+    context.sni_callback = lambda ssl_object, name, ctx: server_names.append(name)  # type: ignore[assignment,func-returns-value,misc]
+    async with open_proxy(auth="u:p") as proxy, open_h2_server(ssl_context=context) as origin:
+        proxy_url = proxy.url.replace("http://", "http://u:p@")
+        url = f"https://localhost:{origin.port}/"
+        async with Transport(
+            proxy=proxy_url,
+            tls_config=tls.client_context,
+            proxy_connect_headers={"X-Tunnel": "yes"},
+        ) as pool:
+            for _ in range(3):
+                response = await pool.round_trip(Request("GET", url))
+                assert response.http_version == "HTTP/2"
+                assert await response.aread() == b"hello"
+            key = f"https://localhost:{origin.port} via http://u@127.0.0.1:{proxy.port}"
+            assert list(pool.stats().hosts) == [key]
+            assert pool.stats().dials == 1
+    assert server_names == ["localhost"]
+    (connect,) = proxy.requests
+    assert (connect.method, connect.target) == ("CONNECT", f"localhost:{origin.port}")
+    assert connect.header("host") == f"localhost:{origin.port}"
+    assert connect.header("proxy-authorization") == "Basic dTpw"
+    assert connect.header("x-tunnel") == "yes"
+    assert origin.requests[0].authority == f"localhost:{origin.port}"
+
+
+async def test_many_requests_reuse_one_http1_tunnel(anyio_backend: str, tls: TLSFixture) -> None:
+    async with (
+        open_proxy() as proxy,
+        open_server(ssl_context=tls.server_context) as origin,
+        Transport(proxy=proxy.url, tls_config=tls.client_context) as pool,
+    ):
+        for _ in range(20):
+            assert await get(pool, origin.url_for("/")) == (200, b"hello")
+        assert pool.stats().reused == 19
+    assert proxy.connections_accepted == origin.connections_accepted == 1
+    assert len(proxy.requests) == 1
+
+
+async def test_tls_in_tls_through_an_https_proxy(anyio_backend: str, tls: TLSFixture) -> None:
+    async with (
+        open_proxy(ssl_context=tls.server_context) as proxy,
+        open_server(ssl_context=tls.server_context) as origin,
+        open_server() as plain,
+        Transport(proxy=proxy.url, tls_config=tls.client_context) as pool,
+    ):
+        assert await get(pool, origin.url_for("/")) == (200, b"hello")
+        assert await get(pool, plain.url_for("/")) == (200, b"hello")  # forwarded over TLS
+        assert sorted(pool.stats().hosts) == sorted(
+            [f"{origin.url} via {proxy.url}", f"via {proxy.url}"]
+        )
+    assert [r.method for r in proxy.requests] == ["CONNECT", "GET"]
+    assert proxy.requests[1].target == plain.url_for("/")
+
+
+async def test_max_conns_per_host_counts_per_origin(anyio_backend: str, tls: TLSFixture) -> None:
+    gate = anyio.Event()
+    arrived = 0
+
+    async def handler(req: object, conn: object) -> None:
+        nonlocal arrived
+        arrived += 1
+        await gate.wait()
+        await conn.respond(200, [], b"ok")  # type: ignore[attr-defined]
+
+    async with (
+        open_proxy() as proxy,
+        open_server(handler, ssl_context=tls.server_context) as one,
+        open_server(handler, ssl_context=tls.server_context) as two,
+        Transport(proxy=proxy.url, tls_config=tls.client_context, max_conns_per_host=1) as pool,
+    ):
+        results: list[int] = []
+
+        async def fetch(url: str) -> None:
+            results.append((await get(pool, url))[0])
+
+        async with anyio.create_task_group() as tg:
+            for url in (one.url_for("/"), two.url_for("/"), one.url_for("/")):
+                tg.start_soon(fetch, url)
+            await wait_until(lambda: arrived == 2)  # one per origin, the third waits
+            hosts = pool.stats().hosts
+            assert hosts[f"{one.url} via {proxy.url}"].waiting == 1
+            assert hosts[f"{two.url} via {proxy.url}"].total == 1
+            gate.set()
+        assert results == [200, 200, 200]
+    assert proxy.connections_accepted == 2
+
+
+# -- the proxy fails --------------------------------------------------------------------------
+
+
+async def test_407_to_connect_is_a_proxy_error_with_the_head(
+    anyio_backend: str, tls: TLSFixture
+) -> None:
+    async with (
+        open_proxy(auth="u:p") as proxy,
+        Transport(proxy=proxy.url, tls_config=tls.client_context) as pool,
+    ):
+        with pytest.raises(asyncpool.ProxyError) as caught:
+            await pool.round_trip(Request("GET", "https://origin.test:8443/"))
+        assert pool.stats().total == 0
+    error = caught.value
+    assert error.status_code == 407
+    assert ("Proxy-Authenticate", 'Basic realm="test"') in error.headers
+    assert error.host == f"127.0.0.1:{proxy.port}"
+    assert error.target == "origin.test:8443"
+    assert error.phase == "proxy"
+    assert "407" in str(error) and "origin.test:8443" in str(error) and proxy.url in str(error)
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("502", "answered 502"),
+        ("close", "closed the connection|broke|handshake failed"),
+        ("early-bytes", "8 bytes after its 200"),
+    ],
+)
+async def test_a_failing_tunnel(
+    anyio_backend: str, tls: TLSFixture, mode: str, message: str
+) -> None:
+    async with (
+        open_proxy(mode=mode) as proxy,
+        Transport(proxy=proxy.url, tls_config=tls.client_context) as pool,
+    ):
+        with pytest.raises((asyncpool.ProxyError, asyncpool.TLSError)) as caught:
+            await pool.round_trip(Request("GET", "https://origin.test/"))
+        assert pool.stats().total == 0
+    assert caught.match(message)
+    if mode == "close":  # the tunnel opened, then the origin's TLS failed: the origin's error
+        assert isinstance(caught.value, asyncpool.TLSError)
+        assert caught.value.host == "origin.test:443"
+    else:
+        assert caught.value.host == f"127.0.0.1:{proxy.port}"
+
+
+async def test_a_stalling_proxy_times_out_within_dial_timeout(
+    anyio_backend: str, tls: TLSFixture
+) -> None:
+    async with (
+        open_proxy(mode="stall") as proxy,
+        Transport(proxy=proxy.url, tls_config=tls.client_context, dial_timeout=0.2) as pool,
+    ):
+        with anyio.fail_after(5), pytest.raises(asyncpool.ConnectTimeout) as caught:
+            await pool.round_trip(Request("GET", "https://origin.test/"))
+        assert pool.stats().total == 0
+    assert caught.value.host == f"127.0.0.1:{proxy.port}"
+    assert caught.value.phase == "proxy"
+    assert "dial_timeout=0.2" in str(caught.value)
+
+
+async def test_an_unreachable_proxy_names_the_proxy(anyio_backend: str) -> None:
+    async with open_proxy() as proxy:
+        port = proxy.port
+    async with Transport(proxy=f"http://127.0.0.1:{port}") as pool:
+        with pytest.raises(asyncpool.ConnectError) as caught:
+            await pool.round_trip(Request("GET", "http://origin.test/"))
+    assert caught.value.host == f"127.0.0.1:{port}"
+
+
+async def test_cancelled_while_the_tunnel_is_built_leaks_nothing(
+    anyio_backend: str, tls: TLSFixture
+) -> None:
+    async def cancel_a_request_in_the_tunnel(pool: Transport, proxy: TestProxy) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def request() -> None:
+                await pool.round_trip(Request("GET", "https://origin.test/"))
+
+            tg.start_soon(request)
+            await proxy.connect_received.wait()
+            assert pool.stats().dialing == 1
+            tg.cancel_scope.cancel()
+
+    async with open_proxy(mode="stall") as proxy:
+        async with Transport(proxy=proxy.url, tls_config=tls.client_context) as pool:
+            await cancel_a_request_in_the_tunnel(pool, proxy)
+            # The dial is the Transport's own task: it goes on for the next request (socket
+            # late binding) until dial_timeout; closing the Transport cancels it.
+            assert pool.stats().dialing == 1 and pool.stats().waiting == 0
+        assert pool.stats().total == 0
+        assert pool._tasks is not None and len(pool._tasks) == 0
+        await proxy.wait_until(lambda p: p.open_connections == 0)
+
+
+async def test_on_proxy_connect_response_sees_the_answer_and_may_fail_the_dial(
+    anyio_backend: str, tls: TLSFixture
+) -> None:
+    seen: list[tuple[str, str, int, list[tuple[str, str]]]] = []
+
+    def check(proxy_url: str, target: str, status: int, headers: list[tuple[str, str]]) -> None:
+        seen.append((proxy_url, target, status, headers))
+        raise asyncpool.ProxyError("not this proxy", host="checker")
+
+    async with (
+        open_proxy() as proxy,
+        open_server(ssl_context=tls.server_context) as origin,
+        Transport(
+            proxy=proxy.url, tls_config=tls.client_context, on_proxy_connect_response=check
+        ) as pool,
+    ):
+        with pytest.raises(asyncpool.ProxyError, match="not this proxy"):
+            await pool.round_trip(Request("GET", origin.url_for("/")))
+        assert pool.stats().total == 0
+    assert seen == [(proxy.url, f"127.0.0.1:{origin.port}", 200, [])]
+    assert origin.connections_accepted == 1  # the tunnel was open, and closed unused
+    assert origin.requests == []
+
+
+async def test_proxy_connect_headers_function(anyio_backend: str, tls: TLSFixture) -> None:
+    calls: list[tuple[str, str]] = []
+
+    def headers(proxy_url: str, target: str) -> Mapping[str, str]:
+        calls.append((proxy_url, target))
+        return {"X-Target": target}
+
+    async with (
+        open_proxy() as proxy,
+        open_server(ssl_context=tls.server_context) as origin,
+        Transport(
+            proxy=proxy.url, tls_config=tls.client_context, proxy_connect_headers=headers
+        ) as pool,
+    ):
+        assert await get(pool, origin.url_for("/")) == (200, b"hello")
+    target = f"127.0.0.1:{origin.port}"
+    assert calls == [(proxy.url, target)]
+    assert proxy.requests[0].header("x-target") == target
+
+
+# -- trace ------------------------------------------------------------------------------------
+
+
+async def test_trace_hooks_in_order(anyio_backend: str, tls: TLSFixture) -> None:
+    events: list[object] = []
+    trace = asyncpool.ClientTrace(
+        connect_start=lambda network, addr: events.append(("connect_start", addr[1])),
+        connect_done=lambda network, addr, err: events.append(("connect_done", addr[1])),
+        proxy_connect_start=lambda info: events.append(info),
+        proxy_connect_done=lambda info: events.append(info),
+        tls_handshake_start=lambda: events.append("tls_start"),
+        tls_handshake_done=lambda ssl_object, err: events.append("tls_done"),
+        got_conn=lambda info: events.append("got_conn"),
+    )
+    async with (
+        open_proxy() as proxy,
+        open_server(ssl_context=tls.server_context) as origin,
+        Transport(proxy=proxy.url, tls_config=tls.client_context) as pool,
+    ):
+        assert await get(pool, origin.url_for("/"), trace=trace) == (200, b"hello")
+    target = f"127.0.0.1:{origin.port}"
+    assert events == [
+        ("connect_start", proxy.port),
+        ("connect_done", proxy.port),
+        ProxyConnectStartInfo(proxy.url, target),
+        ProxyConnectDoneInfo(proxy.url, target, 200, [], None),
+        "tls_start",
+        "tls_done",
+        "got_conn",
+    ]
+
+
+async def test_trace_of_a_refused_tunnel(anyio_backend: str, tls: TLSFixture) -> None:
+    done: list[ProxyConnectDoneInfo] = []
+    trace = asyncpool.ClientTrace(proxy_connect_done=done.append)
+    async with (
+        open_proxy(mode="502") as proxy,
+        Transport(proxy=proxy.url, tls_config=tls.client_context) as pool,
+    ):
+        with pytest.raises(asyncpool.ProxyError):
+            await pool.round_trip(Request("GET", "https://origin.test/", trace=trace))
+    (info,) = done
+    assert info.status_code == 502 and isinstance(info.err, asyncpool.ProxyError)
+
+
+def test_proxy_hooks_compose() -> None:
+    calls: list[str] = []
+    inner = asyncpool.ClientTrace(proxy_connect_start=lambda info: calls.append("inner"))
+    outer = asyncpool.ClientTrace(proxy_connect_start=lambda info: calls.append("outer"))
+    hook = inner.compose(outer).proxy_connect_start
+    assert hook is not None
+    hook(ProxyConnectStartInfo("http://p:1", "o:2"))
+    assert calls == ["inner", "outer"]
+
+
+# -- Client, and the environment (its rules are _proxy_env's: a fake module here) --------------
+
+
+async def test_client_proxy(anyio_backend: str) -> None:
+    async with (
+        open_proxy() as proxy,
+        open_server() as origin,
+        asyncpool.Client(proxy=proxy.url) as client,
+    ):
+        assert (await client.get(origin.url_for("/"))).text == "hello"
+    assert [r.target for r in proxy.requests] == [origin.url_for("/")]
+
+
+def fake_environment(monkeypatch: pytest.MonkeyPatch, proxy: str | None) -> list[str]:
+    """Install a fake ``asyncpool._proxy_env`` whose snapshot of the environment is ``proxy``;
+    returns the log of its calls."""
+    import sys
+    import types
+
+    calls: list[str] = []
+
+    def proxy_from_environment(request: Request) -> str | None:
+        calls.append("live")
+        return proxy
+
+    class EnvironmentProxies:
+        @classmethod
+        def from_environ(cls) -> EnvironmentProxies:
+            calls.append("snapshot")
+            return cls()
+
+        def __call__(self, request: Request) -> str | None:
+            calls.append("snapshot call")
+            return proxy
+
+    module = types.ModuleType("asyncpool._proxy_env")
+    module.proxy_from_environment = proxy_from_environment  # type: ignore[attr-defined]
+    module.EnvironmentProxies = EnvironmentProxies  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "asyncpool._proxy_env", module)
+    return calls
+
+
+async def test_client_trusts_the_environment_once(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_proxy() as proxy, open_server() as origin:
+        calls = fake_environment(monkeypatch, proxy.url)
+        async with asyncpool.Client() as client:
+            assert (await client.get(origin.url_for("/"))).text == "hello"
+            assert (await client.get(origin.url_for("/"))).text == "hello"
+        async with asyncpool.Client(trust_env=False) as client:
+            assert (await client.get(origin.url_for("/"))).text == "hello"
+        async with asyncpool.Client(proxy=None) as client:
+            assert (await client.get(origin.url_for("/"))).text == "hello"
+    # Read once when the Transport was made (as Go), asked per request after that.
+    assert calls == ["snapshot", "snapshot call", "snapshot call"]
+    assert len(proxy.requests) == 2 and len(origin.requests) == 4
+
+
+def test_a_transport_without_the_environment_module_gets_the_function_as_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "asyncpool._proxy_env", None)  # import fails
+    from asyncpool._proxy import environment_proxy
+
+    assert environment_proxy() is None
+    asyncpool.Client()  # no environment rules: no proxy
+
+
+# -- httpx -----------------------------------------------------------------------------------
+
+
+async def test_httpx_transport_takes_httpx_proxy(anyio_backend: str, tls: TLSFixture) -> None:
+    import httpx
+
+    from asyncpool.httpx import HTTPXTransport
+
+    async with (
+        open_proxy(auth="u:p w") as proxy,
+        open_server(ssl_context=tls.server_context) as origin,
+        open_server() as plain,
+    ):
+        transport = HTTPXTransport(
+            verify=tls.client_context,
+            proxy=httpx.Proxy(proxy.url, auth=("u", "p w"), headers={"X-Tunnel": "1"}),
+        )
+        async with httpx.AsyncClient(transport=transport) as client:
+            assert (await client.get(origin.url_for("/"))).text == "hello"
+            assert (await client.get(plain.url_for("/"))).text == "hello"
+    connect, forwarded = proxy.requests
+    assert connect.method == "CONNECT" and connect.header("x-tunnel") == "1"
+    assert forwarded.target == plain.url_for("/") and forwarded.header("x-tunnel") is None
+    assert forwarded.header("proxy-authorization") == connect.header("proxy-authorization")
+
+
+async def test_httpx_maps_proxy_error(anyio_backend: str, tls: TLSFixture) -> None:
+    import httpx
+
+    from asyncpool.httpx import HTTPXTransport
+
+    async with open_proxy(mode="502") as proxy:
+        transport = HTTPXTransport(verify=tls.client_context, proxy=proxy.url)
+        async with httpx.AsyncClient(transport=transport) as client:
+            with pytest.raises(httpx.ProxyError, match="502"):
+                await client.get("https://origin.test/")
+
+
+# -- SOCKS: the wiring only (the handshake is _socks.py's) -----------------------------------
+
+
+async def test_socks_without_the_socks_module_is_a_proxy_error(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    real = importlib.import_module
+
+    def no_socks(name: str, package: str | None = None) -> object:
+        if name == "asyncpool._socks":
+            raise ImportError(name)
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", no_socks)
+    async with open_proxy() as proxy, Transport(proxy=proxy.url.replace("http", "socks5")) as pool:
+        with pytest.raises(asyncpool.ProxyError, match="socks5 proxies need"):
+            await pool.round_trip(Request("GET", "http://origin.test/"))
+
+
+async def test_socks_tunnels_http_targets_too(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fake socks_handshake with _socks.py's signature: the tunnel to the origin is a plain
+    TCP connection to it, so the fake only checks its arguments."""
+    import sys
+    import types
+
+    calls: list[dict[str, object]] = []
+
+    async def socks_handshake(stream: object, **kwargs: object) -> None:
+        calls.append(kwargs)
+
+    fake = types.ModuleType("asyncpool._socks")
+    fake.socks_handshake = socks_handshake  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "asyncpool._socks", fake)
+    async with open_server() as origin:
+        # The "proxy" is the origin itself: after the (fake) handshake the stream is the tunnel.
+        proxy_url = f"socks5h://user:pw@127.0.0.1:{origin.port}"
+        async with Transport(proxy=proxy_url) as pool:
+            assert await get(pool, origin.url_for("/")) == (200, b"hello")
+            key = f"http://127.0.0.1:{origin.port} via socks5h://user@127.0.0.1:{origin.port}"
+            assert list(pool.stats().hosts) == [key]
+    assert origin.requests[0].target == "/"  # tunnelled: origin form
+    assert calls == [
+        {
+            "scheme": "socks5h",
+            "host": "127.0.0.1",
+            "port": origin.port,
+            "username": "user",
+            "password": "pw",
+            "proxy": f"127.0.0.1:{origin.port}",
+        }
+    ]
