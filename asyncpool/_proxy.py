@@ -48,6 +48,7 @@ import h11
 from ._dial import Dialed, DialFunc, _handshake, dial
 from ._errors import ConnectTimeout, HTTPError, ProxyError, TLSHandshakeTimeout
 from ._models import Request
+from ._socks import socks_handshake
 from ._trace import ClientTrace, ProxyConnectDoneInfo, ProxyConnectStartInfo
 
 __all__ = [
@@ -409,13 +410,7 @@ async def _connect(
 
 async def _socks(stream: anyio.abc.ByteStream, proxy: Proxy, host: str, port: int) -> None:
     try:
-        module: Any = importlib.import_module("asyncpool._socks")
-    except ImportError:  # TODO(merge): _socks lands in its own branch
-        raise ProxyError(
-            f"{proxy.scheme} proxies need asyncpool._socks", host=proxy.host_port
-        ) from None
-    try:
-        await module.socks_handshake(
+        await socks_handshake(
             stream,
             scheme=proxy.scheme,
             host=host,

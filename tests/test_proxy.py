@@ -4,6 +4,7 @@ proxy), the proxy's failures as typed errors naming it, hooks, keys and cancella
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 
 import anyio
@@ -15,6 +16,7 @@ from asyncpool._proxy import parse_proxy
 from tests.h2server import make_h2_server_context, open_h2_server
 from tests.proxies import TestProxy, open_proxy
 from tests.servers import TLSFixture, open_server, wait_until
+from tests.socks_server import SocksScript, open_socks_server
 
 pytestmark = pytest.mark.anyio
 
@@ -518,55 +520,39 @@ async def test_httpx_maps_proxy_error(anyio_backend: str, tls: TLSFixture) -> No
 # -- SOCKS: the wiring only (the handshake is _socks.py's) -----------------------------------
 
 
-async def test_socks_without_the_socks_module_is_a_proxy_error(
+async def test_socks_without_socksio_says_which_extra_to_install(
     anyio_backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import importlib
-
-    real = importlib.import_module
-
-    def no_socks(name: str, package: str | None = None) -> object:
-        if name == "asyncpool._socks":
-            raise ImportError(name)
-        return real(name, package)
-
-    monkeypatch.setattr(importlib, "import_module", no_socks)
-    async with open_proxy() as proxy, Transport(proxy=proxy.url.replace("http", "socks5")) as pool:
-        with pytest.raises(asyncpool.ProxyError, match="socks5 proxies need"):
+    monkeypatch.setitem(sys.modules, "socksio", None)  # as if not installed
+    async with (
+        open_socks_server() as proxy,
+        Transport(proxy=f"socks5h://{proxy.host}:{proxy.port}") as pool,
+    ):
+        with pytest.raises(ImportError, match=r"asyncpool-http\[socks\]"):
             await pool.round_trip(Request("GET", "http://origin.test/"))
+        assert pool.stats().total == 0
 
 
-async def test_socks_tunnels_http_targets_too(
-    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A fake socks_handshake with _socks.py's signature: the tunnel to the origin is a plain
-    TCP connection to it, so the fake only checks its arguments."""
-    import sys
-    import types
-
-    calls: list[dict[str, object]] = []
-
-    async def socks_handshake(stream: object, **kwargs: object) -> None:
-        calls.append(kwargs)
-
-    fake = types.ModuleType("asyncpool._socks")
-    fake.socks_handshake = socks_handshake  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "asyncpool._socks", fake)
+@pytest.mark.parametrize("scheme", ["socks5h", "socks5"])
+async def test_socks_tunnels_http_targets_too(anyio_backend: str, scheme: str) -> None:
+    """Through SOCKS even an http:// target is tunnelled (origin form, its own pool key), and
+    socks5h leaves the name to the proxy while socks5 sends the address it resolved."""
+    script = SocksScript(auth="password", credentials=("user", "pw"))
     async with open_server() as origin:
-        # The "proxy" is the origin itself: after the (fake) handshake the stream is the tunnel.
-        proxy_url = f"socks5h://user:pw@127.0.0.1:{origin.port}"
-        async with Transport(proxy=proxy_url) as pool:
-            assert await get(pool, origin.url_for("/")) == (200, b"hello")
-            key = f"http://127.0.0.1:{origin.port} via socks5h://user@127.0.0.1:{origin.port}"
-            assert list(pool.stats().hosts) == [key]
+        upstream = ("127.0.0.1", origin.port)
+        async with open_socks_server(script, upstream=upstream) as proxy:
+            proxy_url = f"{scheme}://user:pw@127.0.0.1:{proxy.port}"
+            url = f"http://localhost:{origin.port}/"
+            async with Transport(proxy=proxy_url) as pool:
+                assert await get(pool, url) == (200, b"hello")
+                assert await get(pool, url) == (200, b"hello")
+                key = f"http://localhost:{origin.port} via {scheme}://user@127.0.0.1:{proxy.port}"
+                assert list(pool.stats().hosts) == [key]
+                assert pool.stats().dials == 1  # one tunnel, reused
     assert origin.requests[0].target == "/"  # tunnelled: origin form
-    assert calls == [
-        {
-            "scheme": "socks5h",
-            "host": "127.0.0.1",
-            "port": origin.port,
-            "username": "user",
-            "password": "pw",
-            "proxy": f"127.0.0.1:{origin.port}",
-        }
-    ]
+    (asked,) = proxy.requests
+    assert (asked.username, asked.password, asked.port) == ("user", "pw", origin.port)
+    if scheme == "socks5h":
+        assert (asked.atype, asked.address) == ("domain", "localhost")
+    else:
+        assert asked.atype in ("ipv4", "ipv6") and asked.address in ("127.0.0.1", "::1")
