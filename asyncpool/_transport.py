@@ -174,8 +174,9 @@ class TransportStats:
 
 
 class SharedOptions(TypedDict, total=False):
-    """``Transport``'s options but ``http2`` and ``connect_retries`` (which the httpx adapter
-    takes under httpx's names), for ``**options`` that a type checker checks."""
+    """``Transport``'s options but ``http2``, ``connect_retries``, ``uds`` and
+    ``local_address`` (which the httpx adapter takes as httpx's arguments), for ``**options``
+    that a type checker checks."""
 
     max_idle_conns: int
     max_idle_conns_per_host: int | None
@@ -207,6 +208,8 @@ class TransportOptions(SharedOptions, total=False):
 
     http2: bool
     connect_retries: int
+    uds: str | None
+    local_address: str | None
 
 
 class _Want(Want[HTTP11Connection, HTTP2Connection]):
@@ -305,6 +308,8 @@ class Transport:
         ping_timeout: float = 15.0,
         http1_parser: str = "auto",
         connect_retries: int = 0,
+        uds: str | None = None,
+        local_address: str | None = None,
     ) -> None:
         for name, value in (
             ("max_idle_conns", max_idle_conns),
@@ -356,6 +361,13 @@ class Transport:
             tls_config.set_alpn_protocols(self._alpn)
         self._tls_config = tls_config
         self._dial_func = dial
+        for option, given in (("uds", uds), ("local_address", local_address)):
+            if given is not None and dial is not None:
+                raise TypeError(f"Transport: give {option}= or dial=, not both")
+        if uds is not None and local_address is not None:
+            raise TypeError("Transport: give uds= or local_address=, not both (a Unix socket)")
+        self.uds = uds  # every connection to this Unix socket, whatever the URL's host
+        self.local_address = local_address  # the source IP of TCP connections
         self._trace = trace  # fires for every request, outermost
 
         # Guarded by the event loop: changed only by synchronous code (no await inside).
@@ -858,6 +870,8 @@ class Transport:
                     alpn_protocols=self._alpn,
                     dial_func=self._dial_func,
                     trace=want.trace,
+                    uds=self.uds,
+                    local_address=self.local_address,
                 )
             except (ConnectError, ConnectTimeout):
                 if retries_left <= 0 or not want.waiting:
