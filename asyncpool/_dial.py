@@ -66,7 +66,9 @@ async def _resolve(host: str, port: int, host_port: str, trace: ClientTrace | No
     return addresses
 
 
-async def _connect_tcp(address: str, port: int, local_host: str | None) -> anyio.abc.ByteStream:
+async def _connect_tcp(
+    address: str, port: int, local_host: str | None = None
+) -> anyio.abc.ByteStream:
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # trio
@@ -80,7 +82,11 @@ async def _connect_tcp(address: str, port: int, local_host: str | None) -> anyio
 
 
 async def _connect(
-    host: str, port: int, host_port: str, trace: ClientTrace | None, local_host: str | None
+    host: str,
+    port: int,
+    host_port: str,
+    trace: ClientTrace | None,
+    local_host: str | None = None,
 ) -> anyio.abc.ByteStream:
     last_error: OSError | None = None
     for address in await _resolve(host, port, host_port, trace):
