@@ -33,6 +33,7 @@ from ._errors import (
     WriteError,
 )
 from ._models import URL, ConnWaitListener, Headers, Request, Response
+from ._proxy_env import EnvironmentProxies, proxy_from_environment
 from ._trace import (
     ClientTrace,
     ConnClosedInfo,
@@ -63,6 +64,7 @@ __all__ = [
     "DNSStartInfo",
     "DecodingError",
     "DecompressionBomb",
+    "EnvironmentProxies",
     "FloodError",
     "GotConnInfo",
     "HTTPError",
@@ -103,4 +105,5 @@ __all__ = [
     "WroteRequestInfo",
     "__version__",
     "client_trace",
+    "proxy_from_environment",
 ]

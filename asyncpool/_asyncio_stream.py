@@ -208,10 +208,14 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         self._protocol._wake_writer()  # a send waiting on back-pressure fails
 
 
-async def connect_tcp_asyncio(host: str, port: int) -> AsyncioSocketStream:
-    """Connect to an IP address (no DNS here); raises OSError as anyio.connect_tcp does."""
+async def connect_tcp_asyncio(
+    host: str, port: int, local_host: str | None = None
+) -> AsyncioSocketStream:
+    """Connect to an IP address (no DNS here), from ``local_host`` if given; raises OSError as
+    anyio.connect_tcp does."""
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_connection(_Protocol, host, port)
+    local_addr = None if local_host is None else (local_host, 0)
+    transport, protocol = await loop.create_connection(_Protocol, host, port, local_addr=local_addr)
     assert isinstance(transport, asyncio.Transport)
     if hasattr(transport, "max_size"):  # the selector loop's recv size, 256 KiB by default
         transport.max_size = READ_SIZE

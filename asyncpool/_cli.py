@@ -257,6 +257,11 @@ def _parser() -> argparse.ArgumentParser:
         help="go through this proxy: [http|https|socks5|socks5h|socks4a://][user:password@]"
         'host[:port]; "" for none (default: the environment\'s, as curl)',
     )
+    get.add_argument(
+        "--unix-socket",
+        metavar="PATH",
+        help="connect to this Unix socket instead of the URL's host (as curl; no proxy then)",
+    )
     _add_connection_options(get)
 
     bench = commands.add_parser(
@@ -429,7 +434,12 @@ async def _get(args: argparse.Namespace, err: Console) -> int:
             parse_proxy(args.proxy)
         except ValueError as exc:
             raise Fail(f"-x: {exc}", USAGE) from None
-    options["proxy"] = (args.proxy or None) if args.proxy is not None else environment_proxy()
+    if args.unix_socket is not None:
+        if args.proxy:
+            raise Fail("--unix-socket and -x exclude each other", USAGE)
+        options["uds"] = args.unix_socket
+    else:
+        options["proxy"] = (args.proxy or None) if args.proxy is not None else environment_proxy()
     with anyio.move_on_after(args.max_time) as deadline:  # None: no limit
         code = await _get_one(args, request, options, err)
     if deadline.cancelled_caught:

@@ -1,5 +1,5 @@
-"""Dialing: DNS, TCP connect, TLS with ALPN. Produces a connected byte stream or a typed error
-that names the host and the phase (dns, connect, tls)."""
+"""Dialing: DNS, TCP connect (or a Unix socket), TLS with ALPN. Produces a connected byte stream
+or a typed error that names the host and the phase (dns, connect, tls)."""
 
 from __future__ import annotations
 
@@ -66,23 +66,34 @@ async def _resolve(host: str, port: int, host_port: str, trace: ClientTrace | No
     return addresses
 
 
-async def _connect_tcp(address: str, port: int) -> anyio.abc.ByteStream:
+async def _connect_tcp(
+    address: str, port: int, local_host: str | None = None
+) -> anyio.abc.ByteStream:
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # trio
-        return await anyio.connect_tcp(address, port)
-    return await connect_tcp_asyncio(address, port)
+        if local_host is not None:
+            # anyio's trio backend leaks its socket when the bind fails: fail here instead.
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((local_host, 0))
+        return await anyio.connect_tcp(address, port, local_host=local_host)
+    return await connect_tcp_asyncio(address, port, local_host)
 
 
 async def _connect(
-    host: str, port: int, host_port: str, trace: ClientTrace | None
+    host: str,
+    port: int,
+    host_port: str,
+    trace: ClientTrace | None,
+    local_host: str | None = None,
 ) -> anyio.abc.ByteStream:
     last_error: OSError | None = None
     for address in await _resolve(host, port, host_port, trace):
         if trace and trace.connect_start:
             trace.connect_start("tcp", (address, port))
         try:
-            stream = await _connect_tcp(address, port)
+            stream = await _connect_tcp(address, port, local_host)
         except OSError as exc:
             last_error = exc
             if trace and trace.connect_done:
@@ -96,6 +107,30 @@ async def _connect(
                 raise
         return stream
     raise ConnectError(f"cannot connect: {last_error}", host=host_port) from last_error
+
+
+async def _connect_unix(
+    path: str, host_port: str, trace: ClientTrace | None
+) -> anyio.abc.ByteStream:
+    """A connection to the Unix socket ``path``; the hooks see ("unix", (path, 0))."""
+    address = (path, 0)
+    if trace and trace.connect_start:
+        trace.connect_start("unix", address)
+    try:
+        stream = await anyio.connect_unix(path)
+    except OSError as exc:
+        if trace and trace.connect_done:
+            trace.connect_done("unix", address, exc)
+        raise ConnectError(
+            f"cannot connect to the Unix socket {path!r}: {exc}", host=host_port
+        ) from exc
+    if trace and trace.connect_done:
+        try:
+            trace.connect_done("unix", address, None)
+        except BaseException:
+            await anyio.aclose_forcefully(stream)
+            raise
+    return stream
 
 
 async def _handshake(
@@ -149,8 +184,12 @@ async def dial(
     alpn_protocols: list[str],
     dial_func: DialFunc | None,
     trace: ClientTrace | None,
+    uds: str | None = None,
+    local_address: str | None = None,
 ) -> Dialed:
-    """A connected (and for https, TLS-wrapped) stream to ``host:port``."""
+    """A connected (and for https, TLS-wrapped) stream to ``host:port``: by ``dial_func`` if
+    given, else to the Unix socket ``uds`` if given (whatever the host; TLS still names it),
+    else by DNS and TCP, from the IP ``local_address`` if given."""
     stream: anyio.abc.ByteStream | None = None
     with anyio.move_on_after(dial_timeout) as dial_scope:
         if dial_func is not None:
@@ -158,8 +197,10 @@ async def dial(
                 stream = await dial_func(host, port)
             except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
                 raise ConnectError(f"cannot connect: {exc!r}", host=host_port) from exc
+        elif uds is not None:
+            stream = await _connect_unix(uds, host_port, trace)
         else:
-            stream = await _connect(host, port, host_port, trace)
+            stream = await _connect(host, port, host_port, trace, local_address)
     if stream is None and not dial_scope.cancelled_caught:
         raise TypeError(f"the dial function {dial_func!r} returned None, not a byte stream")
     if stream is None:

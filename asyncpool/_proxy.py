@@ -34,11 +34,9 @@ from __future__ import annotations
 
 import base64
 import functools
-import importlib
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -48,6 +46,7 @@ import h11
 from ._dial import Dialed, DialFunc, _handshake, dial
 from ._errors import ConnectTimeout, HTTPError, ProxyError, TLSHandshakeTimeout
 from ._models import Request
+from ._proxy_env import EnvironmentProxies, proxy_from_environment
 from ._socks import socks_handshake
 from ._trace import ClientTrace, ProxyConnectDoneInfo, ProxyConnectStartInfo
 
@@ -191,28 +190,17 @@ class ProxyChooser:
 def _snapshot_environment(
     func: Callable[[Request], str | None],
 ) -> Callable[[Request], str | None]:
-    """``proxy_from_environment`` reads the environment for every request; a Transport given it
-    reads it once, when it is made, as Go caches it. The module comes with the environment
-    rules (``_proxy_env``); without it, ``func`` is used as it is."""
-    try:
-        module: Any = importlib.import_module("asyncpool._proxy_env")
-    except ImportError:  # TODO(merge): _proxy_env lands in its own branch
-        return func
-    if func is module.proxy_from_environment:
-        snapshot: Callable[[Request], str | None] = module.EnvironmentProxies.from_environ()
-        return snapshot
+    """``proxy_from_environment`` reads the environment once per process; a Transport given it
+    reads it when the Transport is made (as Go caches it per Transport), so that a Transport
+    made after the environment changed sees the change."""
+    if func is proxy_from_environment:
+        return EnvironmentProxies.from_environ()
     return func
 
 
-def environment_proxy() -> Callable[[Request], str | None] | None:
-    """``proxy_from_environment``, when the environment rules are installed (for
-    ``Client(trust_env=True)`` and the CLI)."""
-    try:
-        module: Any = importlib.import_module("asyncpool._proxy_env")
-    except ImportError:  # TODO(merge): _proxy_env lands in its own branch
-        return None
-    func: Callable[[Request], str | None] = module.proxy_from_environment
-    return func
+def environment_proxy() -> Callable[[Request], str | None]:
+    """The proxy function of ``Client(trust_env=True)`` and the CLI."""
+    return proxy_from_environment
 
 
 # -- dialing through a proxy ---------------------------------------------------------------
@@ -234,6 +222,7 @@ async def dial_through(
     trace: ClientTrace | None,
     connect_headers: ProxyConnectHeaders,
     on_connect_response: OnProxyConnectResponse | None,
+    local_address: str | None = None,
 ) -> Dialed:
     """A stream to the proxy (forwarded route), or a tunnel through it to ``host:port``, with
     TLS to the origin inside for https. ``connect_start``/``connect_done`` (and, for an https
@@ -251,6 +240,7 @@ async def dial_through(
         alpn_protocols=["http/1.1"],  # a proxy speaks HTTP/1.1 to us (CONNECT, absolute form)
         dial_func=dial_func,
         trace=trace,
+        local_address=local_address,
     )
     if route.forward:
         return to_proxy

@@ -133,8 +133,9 @@ class ClientTrace:
     got_1xx_response: Callable[[int, Headers], object] | None = None  # (status_code, headers)
     dns_start: Callable[[DNSStartInfo], object] | None = None
     dns_done: Callable[[DNSDoneInfo], object] | None = None
-    connect_start: Callable[[str, tuple[str, int]], object] | None = None  # ("tcp", (ip, port))
-    # ("tcp", (ip, port), error or None)
+    # ("tcp", (ip, port)); ("unix", (path, 0)) for Transport(uds=path)
+    connect_start: Callable[[str, tuple[str, int]], object] | None = None
+    # ("tcp", (ip, port), error or None); ("unix", (path, 0), error or None)
     connect_done: Callable[[str, tuple[str, int], OSError | None], object] | None = None
     tls_handshake_start: Callable[[], object] | None = None
     # (ssl_object, None) on success, (None, error) on failure

@@ -189,8 +189,9 @@ class TransportStats:
 
 
 class SharedOptions(TypedDict, total=False):
-    """``Transport``'s options but ``http2`` and ``connect_retries`` (which the httpx adapter
-    takes under httpx's names), for ``**options`` that a type checker checks."""
+    """``Transport``'s options but ``http2``, ``connect_retries``, ``uds`` and
+    ``local_address`` (which the httpx adapter takes as httpx's arguments), for ``**options``
+    that a type checker checks."""
 
     max_idle_conns: int
     max_idle_conns_per_host: int | None
@@ -225,6 +226,8 @@ class TransportOptions(SharedOptions, total=False):
     proxy: ProxyOption
     proxy_connect_headers: ProxyConnectHeaders
     on_proxy_connect_response: OnProxyConnectResponse | None
+    uds: str | None
+    local_address: str | None
 
 
 class _Want(Want[HTTP11Connection, HTTP2Connection]):
@@ -332,6 +335,8 @@ class Transport:
         proxy: ProxyOption = None,
         proxy_connect_headers: ProxyConnectHeaders = None,
         on_proxy_connect_response: OnProxyConnectResponse | None = None,
+        uds: str | None = None,
+        local_address: str | None = None,
     ) -> None:
         for name, value in (
             ("max_idle_conns", max_idle_conns),
@@ -387,6 +392,15 @@ class Transport:
             tls_config.set_alpn_protocols(self._alpn)
         self._tls_config = tls_config
         self._dial_func = dial
+        for option, given in (("uds", uds), ("local_address", local_address)):
+            if given is not None and dial is not None:
+                raise TypeError(f"Transport: give {option}= or dial=, not both")
+        if uds is not None and local_address is not None:
+            raise TypeError("Transport: give uds= or local_address=, not both (a Unix socket)")
+        if uds is not None and proxy is not None:
+            raise TypeError("Transport: give uds= or proxy=, not both (a Unix socket is no proxy)")
+        self.uds = uds  # every connection to this Unix socket, whatever the URL's host
+        self.local_address = local_address  # the source IP of TCP connections
         self._trace = trace  # fires for every request, outermost
 
         # Guarded by the event loop: changed only by synchronous code (no await inside).
@@ -907,6 +921,7 @@ class Transport:
                         trace=want.trace,
                         connect_headers=self.proxy_connect_headers,
                         on_connect_response=self.on_proxy_connect_response,
+                        local_address=self.local_address,  # from this IP to the proxy
                     )
                 return await dial(
                     url.scheme,
@@ -920,6 +935,8 @@ class Transport:
                     alpn_protocols=self._alpn,
                     dial_func=self._dial_func,
                     trace=want.trace,
+                    uds=self.uds,
+                    local_address=self.local_address,
                 )
             except ProxyError:
                 raise  # the proxy answered: asking again gets the same answer

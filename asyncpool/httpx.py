@@ -33,8 +33,8 @@ one can replace the other by its class name, then any ``asyncpool.Transport`` op
   100 idle kept 90 s), not httpx's ``Limits()``.
 * ``retries``: ``connect_retries``, a failed DNS lookup or TCP connect tried again (httpcore's
   backoff: 0 s, 0.5 s, 1 s, ...).
-* ``uds``, ``local_address``: a dial function that connects to that Unix socket, or from that
-  local IP (exclusive with ``dial=``).
+* ``uds``, ``local_address``: the pool's own: every connection to that Unix socket, or TCP
+  from that local IP (exclusive with ``dial=``).
 * ``proxy``: a URL or an ``httpx.Proxy``, as the pool's ``proxy`` (its ``auth`` becomes the
   proxy's credentials, its ``headers`` ``proxy_connect_headers``: sent with CONNECT only; its
   ``ssl_context`` is refused: an https proxy is verified with the pool's SSL context). httpx's
@@ -399,13 +399,18 @@ class _Exchange:
     def _on_connect_start(self, network: str, addr: tuple[str, int]) -> None:
         if not self.dialing:
             return
+        timeout = self.timeouts.get("connect")
+        if network == "unix":  # Transport(uds=...): addr is (path, 0)
+            info = {"path": addr[0], "timeout": timeout, "socket_options": None}
+            self.begin("connection.connect_unix_socket", info)
+            return
         self.begin(
             "connection.connect_tcp",
             {
                 "host": self.host,
                 "port": addr[1],
-                "local_address": None,
-                "timeout": self.timeouts.get("connect"),
+                "local_address": self.pool.local_address,
+                "timeout": timeout,
                 "socket_options": None,
             },
         )
@@ -413,7 +418,7 @@ class _Exchange:
     def _on_connect_done(
         self, network: str, addr: tuple[str, int], err: BaseException | None
     ) -> None:
-        if self.dialing and self.open_op == "connection.connect_tcp":
+        if self.dialing and self.open_op in _CONNECT_OPS:
             if err is None:
                 self.complete()
             else:
@@ -644,6 +649,9 @@ class _ResponseStream(httpx.AsyncByteStream):
 
 
 # The pool options that httpx's limits= sets.
+# The traced operations of a connect: TCP, or a Unix socket (``uds``), as httpcore names them.
+_CONNECT_OPS = frozenset({"connection.connect_tcp", "connection.connect_unix_socket"})
+
 _LIMITS_OPTIONS = frozenset(
     {"max_conns", "max_idle_conns", "max_idle_conns_per_host", "idle_conn_timeout"}
 )
@@ -689,18 +697,6 @@ def _proxy_options(
     return str(url), headers
 
 
-def _socket_dial(uds: str | None, local_address: str | None) -> DialFunc:
-    """httpcore's ``uds`` (every connection to that Unix socket) or ``local_address`` (the
-    local IP to connect from), as a dial function."""
-
-    async def dial(host: str, port: int) -> anyio.abc.ByteStream:
-        if uds is not None:
-            return await anyio.connect_unix(uds)
-        return await anyio.connect_tcp(host, port, local_host=local_address)
-
-    return dial
-
-
 class HTTPXTransport(httpx.AsyncBaseTransport):
     """An httpx transport on an ``asyncpool.Transport`` (``.pool``), created with the given
     options. Use it as ``httpx.AsyncClient(transport=HTTPXTransport())``, with or without
@@ -731,10 +727,6 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
             )
         if not http1 and not http2:
             raise ValueError("HTTPXTransport needs http1 or http2 (or both)")
-        if uds is not None or local_address is not None:
-            if "dial" in transport_options:
-                raise TypeError("HTTPXTransport: give uds / local_address, or dial, not both")
-            transport_options["dial"] = _socket_dial(uds, local_address)
         if not (verify is True and cert is None):
             if "tls_config" in transport_options:
                 raise TypeError("HTTPXTransport: give verify / cert, or tls_config, not both")
@@ -765,6 +757,8 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
             connect_retries=retries,
             proxy=proxy_url,
             proxy_connect_headers=proxy_headers,
+            uds=uds,
+            local_address=local_address,
             **transport_options,
         )
         self._entered = False

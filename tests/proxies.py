@@ -54,6 +54,9 @@ class TestProxy:
         self.open_connections = 0
         self.connect_received = anyio.Event()
         self._changed = anyio.Event()
+        # Names the proxy resolves itself (as a real proxy's DNS would), so a test can use an
+        # origin name that no resolver knows and that no proxy rule takes for loopback.
+        self.hosts: dict[str, str] = {}
 
     def _notify(self) -> None:
         self._changed.set()
@@ -130,7 +133,8 @@ class TestProxy:
             await stream.send(b"HTTP/1.1 200 Connection established\r\n\r\nsurprise")
             return
         host, _, port = request.target.rpartition(":")
-        upstream = await anyio.connect_tcp(host.strip("[]"), int(port))
+        host = host.strip("[]")
+        upstream = await anyio.connect_tcp(self.hosts.get(host, host), int(port))
         await stream.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
         if early:
             await upstream.send(early)
@@ -171,7 +175,10 @@ class TestProxy:
         path = url.path or "/"
         if url.query:
             path += "?" + url.query
-        async with await anyio.connect_tcp(url.hostname, url.port) as upstream:
+        assert url.hostname is not None
+        async with await anyio.connect_tcp(
+            self.hosts.get(url.hostname, url.hostname), url.port
+        ) as upstream:
             await upstream.send(origin.send(h11.Request(method=request.method, target=path, headers=fields)) or b"")  # fmt: skip
             await upstream.send(origin.send(h11.Data(data=body)) or b"")
             await upstream.send(origin.send(h11.EndOfMessage()) or b"")

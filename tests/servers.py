@@ -566,3 +566,24 @@ def make_tls(tmp_dir: Path | None = None) -> TLSFixture:
         ca_file = tmp_dir / "ca.pem"
         ca.cert_pem.write_to_path(str(ca_file))
     return TLSFixture(ca, server_context, client_context, ca_file)
+
+
+@asynccontextmanager
+async def open_unix_server(
+    path: Path, *, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[TestServer]:
+    """The HTTP/1.1 test server (``default_handler``) on a Unix socket."""
+    listener = await anyio.create_unix_listener(path)
+    server = TestServer("uds.test", 80, tls=ssl_context is not None)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server._accept_loop, listener, default_handler, ssl_context)
+            try:
+                yield server
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await listener.aclose()
+            for conn in server.connections:
+                await conn._shutdown(graceful=False)

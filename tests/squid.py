@@ -204,6 +204,7 @@ class Squid:
         self.host = "127.0.0.1"
         self.port = 0
         self.root: Path | None = None
+        self._log_start = 0  # access_log() shows what came after (forget_log)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -236,8 +237,13 @@ class Squid:
         if self.root is None:
             return ""
         with contextlib.suppress(OSError):
-            return (self.root / "access.log").read_text(errors="replace")
+            return (self.root / "access.log").read_text(errors="replace")[self._log_start :]
         return ""
+
+    def forget_log(self) -> None:
+        """Make ``access_log()`` start from now: a squid shared by several tests."""
+        self._log_start = 0
+        self._log_start = len(self.access_log())
 
     def error_log(self) -> str:
         """squid's cache.log and stderr so far."""

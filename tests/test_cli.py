@@ -27,7 +27,14 @@ from anyio.abc import Process
 
 from asyncpool._cli import _parser
 from tests.h2server import make_h2_server_context, open_h2_server
-from tests.servers import ServerConnection, ServerRequest, TestServer, TLSFixture, open_server
+from tests.servers import (
+    ServerConnection,
+    ServerRequest,
+    TestServer,
+    TLSFixture,
+    open_server,
+    open_unix_server,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -292,6 +299,18 @@ async def test_get_through_a_proxy(tls: TLSFixture, anyio_backend: str) -> None:
         proc = await cli(anyio_backend, "get", "-x", proxy.url, server.url_for("/"))
     assert (proc.returncode, proc.stdout) == (0, b"hello"), proc.stderr
     assert [r.target for r in proxy.requests] == [server.url_for("/")]
+
+
+async def test_get_over_a_unix_socket(anyio_backend: str, tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    async with open_unix_server(path) as server:
+        proc = await cli(anyio_backend, "get", "--unix-socket", str(path), "http://uds.test/")
+    assert (proc.returncode, proc.stdout) == (0, b"hello"), proc.stderr
+    assert server.requests[0].header("host") == "uds.test"
+    proc = await cli(
+        anyio_backend, "get", "--unix-socket", str(path), "-x", "http://p:1", "http://a/"
+    )
+    assert proc.returncode == 2 and b"exclude each other" in proc.stderr
 
 
 async def test_get_proxy_refusing_the_tunnel_exits_56(anyio_backend: str) -> None:

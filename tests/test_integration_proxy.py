@@ -94,11 +94,20 @@ def squid_auth() -> Iterator[Squid]:
         yield proxy
 
 
+@pytest.fixture(autouse=True)
+def fresh_squid_logs(request: pytest.FixtureRequest) -> None:
+    """The squids are shared by the module's tests: each test reads only its own log lines."""
+    for name in ("squid_open", "squid_auth"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).forget_log()
+
+
 @pytest.fixture(params=["open", "auth"])
 def squid(request: pytest.FixtureRequest) -> Squid:
     """Each squid test runs against the open squid and the one requiring Basic credentials."""
     name = "squid_open" if request.param == "open" else "squid_auth"
     proxy: Squid = request.getfixturevalue(name)
+    proxy.forget_log()
     return proxy
 
 
@@ -133,10 +142,14 @@ async def wait_for_log(proxy: Squid, needle: str, *, timeout: float = 10.0) -> N
     await wait_until(lambda: needle in proxy.access_log(), timeout=timeout)
 
 
-def via_key(pool: asyncpool.Transport, origin: str, proxy_port: int) -> str:
+def via_key(
+    pool: asyncpool.Transport, origin: str, proxy_port: int, *, forwarded: bool = False
+) -> str:
     """The stats() key of `origin` reached through the proxy on `proxy_port`:
-    "<origin> via <proxy>", the proxy named without its credentials."""
-    keys = [key for key in pool.stats().hosts if key.startswith(f"{origin} via ")]
+    "<origin> via <proxy>" for a tunnel, "via <proxy>" for http forwarded by an HTTP proxy (one
+    pool for every origin, as Go's), the proxy named without its credentials."""
+    prefix = "via " if forwarded else f"{origin} via "
+    keys = [key for key in pool.stats().hosts if key.startswith(prefix)]
     assert len(keys) == 1, pool.stats().hosts
     key = keys[0]
     assert key.endswith(f"127.0.0.1:{proxy_port}"), key
@@ -309,7 +322,7 @@ async def test_squid_http_origin_in_absolute_form(nginx: Nginx, squid: Squid) ->
                 assert await get(pool, url) == ("HTTP/1.1", 200, SMALL_BODY)
         stats = pool.stats()
         assert (stats.dials, stats.reused, stats.failed_dials) == (1, 99, 0)
-        key = via_key(pool, f"http://127.0.0.1:{nginx.port}", squid.port)
+        key = via_key(pool, f"http://127.0.0.1:{nginx.port}", squid.port, forwarded=True)
         assert pool.stats().hosts[key].idle == 1
         assert f"http://127.0.0.1:{nginx.port}" not in pool.stats().hosts  # nothing direct
     await wait_for_log(squid, f"GET {url}")
@@ -376,11 +389,12 @@ async def test_squid_one_mib_body_through_the_tunnel(
 
 @needs_proxy_api
 async def test_squid_max_conns_per_host_is_counted_per_origin(
-    nginx: Nginx, squid_open: Squid
+    nginx: Nginx, squid_open: Squid, ca: trustme.CA
 ) -> None:
-    """max_conns_per_host=2 with two http origins through the same proxy: two connections for
-    each origin (four to the proxy), the other requests wait for their own origin's."""
-    origins = [f"http://127.0.0.1:{nginx.port}", f"http://localhost:{nginx.port}"]
+    """max_conns_per_host=2 with two https origins tunnelled through the same proxy: two
+    connections for each origin (four to the proxy), the other requests wait for their own
+    origin's. (http forwarded by the proxy shares one pool for every origin, as Go's.)"""
+    origins = [f"https://127.0.0.1:{nginx.tls_port}", f"https://localhost:{nginx.tls_port}"]
     release = anyio.Event()
     bodies: list[bytes] = []
 
@@ -390,7 +404,9 @@ async def test_squid_max_conns_per_host_is_counted_per_origin(
             await release.wait()  # holds its connection: 1 MiB is not read yet
             bodies.append(await response.aread())
 
-    async with asyncpool.Transport(proxy=squid_open.url, max_conns_per_host=2) as pool:
+    async with asyncpool.Transport(
+        proxy=squid_open.url, max_conns_per_host=2, http2=False, tls_config=client_context(ca)
+    ) as pool:
 
         def saturated() -> bool:
             hosts = pool.stats().hosts
@@ -517,7 +533,7 @@ async def test_squid_proxy_chosen_per_request_by_a_callable(
         hosts = pool.stats().hosts
         assert f"http://127.0.0.1:{nginx.port}" in hosts
         assert f"https://127.0.0.1:{nginx.tls_port}" in hosts
-        via_key(pool, f"http://localhost:{nginx.port}", squid_open.port)
+        via_key(pool, f"http://localhost:{nginx.port}", squid_open.port, forwarded=True)
         via_key(pool, f"https://localhost:{nginx.tls_port}", squid_open.port)
         assert set(asked) == {"localhost", "127.0.0.1"}
     await wait_for_log(squid_open, f"GET http://localhost:{nginx.port}/small")

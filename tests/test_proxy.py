@@ -421,62 +421,39 @@ async def test_client_proxy(anyio_backend: str) -> None:
     assert [r.target for r in proxy.requests] == [origin.url_for("/")]
 
 
-def fake_environment(monkeypatch: pytest.MonkeyPatch, proxy: str | None) -> list[str]:
-    """Install a fake ``asyncpool._proxy_env`` whose snapshot of the environment is ``proxy``;
-    returns the log of its calls."""
-    import sys
-    import types
-
-    calls: list[str] = []
-
-    def proxy_from_environment(request: Request) -> str | None:
-        calls.append("live")
-        return proxy
-
-    class EnvironmentProxies:
-        @classmethod
-        def from_environ(cls) -> EnvironmentProxies:
-            calls.append("snapshot")
-            return cls()
-
-        def __call__(self, request: Request) -> str | None:
-            calls.append("snapshot call")
-            return proxy
-
-    module = types.ModuleType("asyncpool._proxy_env")
-    module.proxy_from_environment = proxy_from_environment  # type: ignore[attr-defined]
-    module.EnvironmentProxies = EnvironmentProxies  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "asyncpool._proxy_env", module)
-    return calls
-
-
-async def test_client_trusts_the_environment_once(
+async def test_client_trusts_the_environment_read_when_it_is_made(
     anyio_backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Client(trust_env=True), the default, takes its proxy from HTTP_PROXY and NO_PROXY, read
+    once when the Client's Transport is made (as Go caches them); trust_env=False and
+    proxy=None go direct. origin.test is a name only the test proxy resolves."""
+    dialed: list[tuple[str, int]] = []
     async with open_proxy() as proxy, open_server() as origin:
-        calls = fake_environment(monkeypatch, proxy.url)
+        proxy.hosts["origin.test"] = "127.0.0.1"
+        url = f"http://origin.test:{origin.port}/"
+
+        async def direct(host: str, port: int) -> anyio.abc.ByteStream:
+            dialed.append((host, port))
+            return await anyio.connect_tcp("127.0.0.1", port)
+
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
         async with asyncpool.Client() as client:
-            assert (await client.get(origin.url_for("/"))).text == "hello"
-            assert (await client.get(origin.url_for("/"))).text == "hello"
-        async with asyncpool.Client(trust_env=False) as client:
-            assert (await client.get(origin.url_for("/"))).text == "hello"
-        async with asyncpool.Client(proxy=None) as client:
-            assert (await client.get(origin.url_for("/"))).text == "hello"
-    # Read once when the Transport was made (as Go), asked per request after that.
-    assert calls == ["snapshot", "snapshot call", "snapshot call"]
-    assert len(proxy.requests) == 2 and len(origin.requests) == 4
-
-
-def test_a_transport_without_the_environment_module_gets_the_function_as_is(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import sys
-
-    monkeypatch.setitem(sys.modules, "asyncpool._proxy_env", None)  # import fails
-    from asyncpool._proxy import environment_proxy
-
-    assert environment_proxy() is None
-    asyncpool.Client()  # no environment rules: no proxy
+            monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # read already: not used
+            assert (await client.get(url)).text == "hello"
+            assert (await client.get(url)).text == "hello"
+        assert [r.target for r in proxy.requests] == [url, url]
+        monkeypatch.setenv("NO_PROXY", "origin.test")
+        async with asyncpool.Client(dial=direct) as client:
+            assert (await client.get(url)).text == "hello"
+        monkeypatch.delenv("NO_PROXY")
+        async with asyncpool.Client(trust_env=False, dial=direct) as client:
+            assert (await client.get(url)).text == "hello"
+        async with asyncpool.Client(proxy=None, dial=direct) as client:
+            assert (await client.get(url)).text == "hello"
+    assert len(proxy.requests) == 2 and len(origin.requests) == 5
+    assert dialed == [("origin.test", origin.port)] * 3
 
 
 # -- httpx -----------------------------------------------------------------------------------
