@@ -83,8 +83,9 @@ class Client:
         self._owns_transport = transport is None
         if transport is None:
             transport_options.setdefault("read_timeout", DEFAULT_READ_TIMEOUT)
-            if trust_env and "proxy" not in transport_options:
-                # HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, read once (proxy=None: none).
+            if trust_env and "proxy" not in transport_options and "uds" not in transport_options:
+                # HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, read once (proxy=None: none);
+                # not for a Unix socket, which is reached directly (as curl's --unix-socket).
                 transport_options["proxy"] = environment_proxy()
             transport = Transport(**transport_options)
         self.transport = transport

@@ -12,7 +12,6 @@ Skipped when nginx, squid or microsocks is not installed, unless ASYNCPOOL_REQUI
 
 from __future__ import annotations
 
-import inspect
 import shutil
 import socket
 import ssl
@@ -38,17 +37,6 @@ from tests.socks5 import Socks5, require_socks5, run_socks5
 from tests.squid import Squid, apr1_hash, require_squid, run_squid
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
-
-# The proxy API (Transport(proxy=...), ClientTrace.proxy_connect_start/done) is built on other
-# branches. Until it is merged, the asyncpool tests here must fail with the TypeError of the
-# unknown argument (strict xfail: anything else is a failure); once it is, they simply run.
-HAS_PROXY_API = "proxy" in inspect.signature(asyncpool.Transport).parameters
-needs_proxy_api = pytest.mark.xfail(
-    not HAS_PROXY_API,
-    reason="asyncpool.Transport(proxy=...) is not merged yet",
-    raises=TypeError,
-    strict=True,
-)
 
 SQUID_AUTH = ("alice", "s3cret")
 SOCKS_AUTH = ("bob", "hunter2")
@@ -311,7 +299,6 @@ def test_fixture_socks5_checks_credentials_by_hand(
 # ---------------------------------------------------------------------- asyncpool through squid
 
 
-@needs_proxy_api
 async def test_squid_http_origin_in_absolute_form(nginx: Nginx, squid: Squid) -> None:
     """An http origin through an HTTP proxy: absolute-form requests on one pooled connection
     to the proxy (100 requests, one dial)."""
@@ -329,7 +316,6 @@ async def test_squid_http_origin_in_absolute_form(nginx: Nginx, squid: Squid) ->
     assert squid.access_log().count(f"GET {url}") == 100
 
 
-@needs_proxy_api
 @pytest.mark.parametrize("http2", [True, False], ids=["h2", "h1"])
 async def test_squid_https_origin_through_connect(
     nginx: Nginx, squid: Squid, ca: trustme.CA, http2: bool
@@ -352,7 +338,6 @@ async def test_squid_https_origin_through_connect(
     assert squid.access_log().count(f"CONNECT 127.0.0.1:{nginx.tls_port}") == 1
 
 
-@needs_proxy_api
 async def test_squid_concurrent_http2_requests_share_one_tunnel(
     nginx: Nginx, squid_open: Squid, ca: trustme.CA
 ) -> None:
@@ -376,7 +361,6 @@ async def test_squid_concurrent_http2_requests_share_one_tunnel(
         assert (host.total, host.idle, host.in_use, host.streams) == (1, 1, 0, 0)
 
 
-@needs_proxy_api
 async def test_squid_one_mib_body_through_the_tunnel(
     nginx: Nginx, squid_open: Squid, ca: trustme.CA
 ) -> None:
@@ -387,7 +371,6 @@ async def test_squid_one_mib_body_through_the_tunnel(
                 assert (status, body == ONE_MIB_BODY) == (200, True)
 
 
-@needs_proxy_api
 async def test_squid_max_conns_per_host_is_counted_per_origin(
     nginx: Nginx, squid_open: Squid, ca: trustme.CA
 ) -> None:
@@ -431,7 +414,6 @@ async def test_squid_max_conns_per_host_is_counted_per_origin(
         assert (stats.in_use, stats.waiting, stats.dialing) == (0, 0, 0)
 
 
-@needs_proxy_api
 async def test_squid_cancelled_while_the_tunnel_is_built_leaks_nothing(
     nginx: Nginx, squid: Squid, ca: trustme.CA
 ) -> None:
@@ -465,7 +447,6 @@ async def test_squid_cancelled_while_the_tunnel_is_built_leaks_nothing(
     assert pool.stats().total == 0
 
 
-@needs_proxy_api
 @pytest.mark.parametrize("scheme", ["http", "https"])
 async def test_squid_wrong_credentials_are_a_proxy_error_with_407(
     nginx: Nginx, squid_auth: Squid, ca: trustme.CA, scheme: str
@@ -500,7 +481,6 @@ async def test_squid_wrong_credentials_are_a_proxy_error_with_407(
             assert (stats.total, stats.failed_dials) == (0, 1)
 
 
-@needs_proxy_api
 async def test_squid_credentials_are_percent_decoded(nginx: Nginx, ca: trustme.CA) -> None:
     """A user name and password with reserved characters, percent-encoded in the proxy URL."""
     require_squid()
@@ -513,7 +493,6 @@ async def test_squid_credentials_are_percent_decoded(nginx: Nginx, ca: trustme.C
                     assert (status, body) == (200, SMALL_BODY)
 
 
-@needs_proxy_api
 async def test_squid_proxy_chosen_per_request_by_a_callable(
     nginx: Nginx, squid_open: Squid, ca: trustme.CA
 ) -> None:
@@ -540,7 +519,6 @@ async def test_squid_proxy_chosen_per_request_by_a_callable(
     assert f"127.0.0.1:{nginx.port}/small" not in squid_open.access_log()
 
 
-@needs_proxy_api
 async def test_squid_trace_reports_the_proxy_connect_once_per_tunnel(
     nginx: Nginx, squid_open: Squid, ca: trustme.CA
 ) -> None:
@@ -565,7 +543,6 @@ async def test_squid_trace_reports_the_proxy_connect_once_per_tunnel(
 # ---------------------------------------------------------------------- asyncpool through SOCKS5
 
 
-@needs_proxy_api
 @pytest.mark.parametrize("proxy_scheme", ["socks5", "socks5h"])
 @pytest.mark.parametrize("scheme", ["http", "https"])
 async def test_socks5_tunnels_http_and_https_origins(
@@ -591,7 +568,6 @@ async def test_socks5_tunnels_http_and_https_origins(
         assert "localhost" not in looked_up
 
 
-@needs_proxy_api
 async def test_socks5_max_conns_per_host_is_counted_per_origin(
     nginx: Nginx, socks_open: Socks5
 ) -> None:
@@ -625,7 +601,6 @@ async def test_socks5_max_conns_per_host_is_counted_per_origin(
         assert pool.stats().dials == 2
 
 
-@needs_proxy_api
 @pytest.mark.parametrize("proxy_scheme", ["socks5", "socks5h"])
 async def test_socks5_wrong_credentials_are_a_proxy_error(
     nginx: Nginx, socks_auth: Socks5, ca: trustme.CA, proxy_scheme: str
@@ -645,7 +620,6 @@ async def test_socks5_wrong_credentials_are_a_proxy_error(
             assert pool.stats().total == 0
 
 
-@needs_proxy_api
 async def test_socks5_cancelled_while_the_tunnel_is_built_leaks_nothing(
     nginx: Nginx, socks_auth: Socks5, ca: trustme.CA
 ) -> None:
