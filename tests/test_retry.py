@@ -255,8 +255,10 @@ def test_parse_retry_after() -> None:
 
 
 async def test_backoff_full_jitter_with_a_seeded_random(recorder: Recorder) -> None:
-    policy: dict[str, object] = {"total": 4, "backoff_factor": 0.5, "backoff_max": 3.0}
-    async with open_server(always(503)) as server, make_client(recorder, **policy) as client:
+    async with (
+        open_server(always(503)) as server,
+        make_client(recorder, total=4, backoff_factor=0.5, backoff_max=3.0) as client,
+    ):
         retrier(client).uniform = random.Random(42).uniform
         await client.get(server.url_for("/"))
     expected = random.Random(42)
