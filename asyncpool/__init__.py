@@ -34,6 +34,7 @@ from ._errors import (
 )
 from ._models import URL, ConnWaitListener, Headers, Request, Response
 from ._proxy_env import EnvironmentProxies, proxy_from_environment
+from ._retry import Retry, RetryBudget, RetryStats
 from ._trace import (
     ClientTrace,
     ConnClosedInfo,
@@ -88,7 +89,10 @@ __all__ = [
     "ResponseHeaderTimeout",
     "ResponseHeaderTooLarge",
     "ResponseTooLarge",
+    "Retry",
+    "RetryBudget",
     "RetryInfo",
+    "RetryStats",
     "ServerDisconnected",
     "StreamReset",
     "TLSError",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import email.message
 import json as jsonlib
 import urllib.request
@@ -19,6 +20,7 @@ import anyio
 from ._errors import RedirectError, RequestTimeout, TooManyRedirects
 from ._models import URL, HeaderInput, Headers, Request, Response, forget_parsed_urls
 from ._proxy import environment_proxy
+from ._retry import Retrier, Retry, RetryStats
 from ._transport import Transport, TransportOptions
 
 if TYPE_CHECKING:
@@ -73,6 +75,7 @@ class Client:
         check_redirect: CheckRedirect | None = None,
         timeout: float | None = None,
         trust_env: bool = True,
+        retry: Retry | None = None,
         **transport_options: Unpack[TransportOptions],
     ) -> None:
         if transport is not None and transport_options:
@@ -102,6 +105,9 @@ class Client:
         self.max_redirects = max_redirects
         self.check_redirect = check_redirect
         self.timeout = timeout
+        # The retry policy (None: none beyond the Transport's own); see _retry.py.
+        self.retry = retry
+        self._retrier = Retrier(retry) if retry is not None else None
 
     async def __aenter__(self) -> Client:
         if self._owns_transport:
@@ -116,6 +122,12 @@ class Client:
     ) -> None:
         if self._owns_transport:
             await self.transport.__aexit__(exc_type, exc, tb)
+
+    def retry_stats(self) -> RetryStats:
+        """The retries of the ``retry=`` policy so far (all zero without one); a copy."""
+        if self._retrier is None:
+            return RetryStats()
+        return dataclasses.replace(self._retrier.stats)
 
     async def aclose(self) -> None:
         """Close the Client's own Transport (one passed in is left open); idempotent."""
@@ -275,7 +287,10 @@ class Client:
                 sni_hostname=request.sni_hostname,
                 target=request.target,
             )
-        response = await self.transport.round_trip(request)
+        if self._retrier is None:
+            response = await self.transport.round_trip(request)
+        else:
+            response = await self._retrier.round_trip(self.transport, request)
         self.cookies.extract_cookies(_CookieResponse(response.headers), cookie_request)  # type: ignore[arg-type]
         return response
 

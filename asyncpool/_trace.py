@@ -88,8 +88,9 @@ class ConnClosedInfo:
 
 @dataclasses.dataclass(frozen=True)
 class RetryInfo:
-    # A RetryHint (a str enum): "nothing written", "no response" or "refused" (by an HTTP/2
-    # server)
+    # The Transport's: a RetryHint (a str enum), "nothing written", "no response" or "refused"
+    # (by an HTTP/2 server). A Client's retry= policy: "connect error", "read error" or
+    # "status <code>" (``error`` is then an HTTPStatusError holding the response).
     reason: str
     error: BaseException
     attempt: int  # 1 for the first retry

@@ -216,6 +216,7 @@ class SharedOptions(TypedDict, total=False):
     read_idle_timeout: float | None
     ping_timeout: float
     http1_parser: str
+    retry_unprocessed: bool
 
 
 class TransportOptions(SharedOptions, total=False):
@@ -337,6 +338,7 @@ class Transport:
         on_proxy_connect_response: OnProxyConnectResponse | None = None,
         uds: str | None = None,
         local_address: str | None = None,
+        retry_unprocessed: bool = True,
     ) -> None:
         for name, value in (
             ("max_idle_conns", max_idle_conns),
@@ -382,6 +384,9 @@ class Transport:
             )
         self.http1_parser = http1_parser
         self.connect_retries = connect_retries
+        # Go's retry of a request that died unprocessed on a reused connection; False: none (a
+        # Client's retry= policy, or the caller, decides instead).
+        self.retry_unprocessed = retry_unprocessed
         # Which proxy each request goes through (see _proxy.py); a bad URL raises here.
         self._proxies = ProxyChooser(proxy)
         self.proxy_connect_headers = proxy_connect_headers
@@ -538,6 +543,8 @@ class Transport:
                     read_timeout=self.read_timeout,
                 )
             except HTTPError as exc:
+                if not self.retry_unprocessed:
+                    raise
                 if not self._should_retry(exc, request):
                     if exc.retry_hint is not None:
                         exc.args = (
