@@ -93,6 +93,13 @@ def _protocol_version(protocol: str) -> str:
 def _key_attributes(key: str) -> Attributes:
     """A pool key's server attributes: an origin, maybe followed by "|..." (TLS name, proxy)."""
     origin = key.split("|", 1)[0]
+    # A proxy's keys (Transport.stats()): "<origin> via <proxy>", or "via <proxy>" when
+    # forwarded (then the proxy is the server).
+    origin, via, proxy = origin.partition(" via ")
+    if via and not origin:
+        origin = proxy
+    elif origin.startswith("via "):
+        origin = origin[4:]
     scheme, sep, rest = origin.partition("://")
     if not sep:
         return {"server.address": key}
