@@ -23,11 +23,14 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._conn_common import CloseReason  # re-exported: asyncpool._trace.CloseReason as before
 from ._errors import TLSError
 from ._models import Headers
+
+if TYPE_CHECKING:
+    from ._models import Request, Response
 
 __all__ = [
     "ClientTrace",
@@ -38,6 +41,8 @@ __all__ = [
     "GotConnInfo",
     "ProxyConnectDoneInfo",
     "ProxyConnectStartInfo",
+    "RequestDoneInfo",
+    "RequestStartInfo",
     "RetryInfo",
     "Timings",
     "WroteRequestInfo",
@@ -117,6 +122,25 @@ class ProxyConnectDoneInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class RequestStartInfo:
+    """A round trip starts (once per ``Transport.round_trip``, retries included)."""
+
+    request: Request
+    # Header fields a hook adds to what this request sends (a trace context): appended to the
+    # wire headers of this round trip only, never to ``request.headers``, never cached.
+    add_headers: list[tuple[str, str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestDoneInfo:
+    """A round trip ended: the response head arrived (``response``), or it failed (``error``)."""
+
+    request: Request
+    response: Response | None
+    error: BaseException | None
+
+
+@dataclasses.dataclass(frozen=True)
 class ClientTrace:
     """Hooks fired during one request; see the module docstring for where each fires.
 
@@ -158,15 +182,22 @@ class ClientTrace:
     # the proxy's address and before the origin's TLS handshake).
     proxy_connect_start: Callable[[ProxyConnectStartInfo], object] | None = None
     proxy_connect_done: Callable[[ProxyConnectDoneInfo], object] | None = None
+    # Around the round trip, in the caller's task (beyond Go): ``request_start`` first of all,
+    # and the trace it may return (None otherwise) is composed, innermost, for that request's
+    # other hooks (its spans, say); ``request_done`` once the head arrived or the request failed.
+    request_start: Callable[[RequestStartInfo], ClientTrace | None] | None = None
+    request_done: Callable[[RequestDoneInfo], object] | None = None
 
     def compose(self, outer: ClientTrace | None) -> ClientTrace:
         """A trace firing this trace's hooks, then ``outer``'s."""
         if outer is None:
             return self
-        merged: dict[str, Callable[..., object] | None] = {}
+        merged: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             mine, theirs = getattr(self, field.name), getattr(outer, field.name)
             merged[field.name] = _both(mine, theirs) if mine and theirs else (mine or theirs)
+        if self.request_start and outer.request_start:
+            merged["request_start"] = _both_starts(self.request_start, outer.request_start)
         return ClientTrace(**merged)
 
 
@@ -174,6 +205,17 @@ def _both(first: Callable[..., object], second: Callable[..., object]) -> Callab
     def hook(*args: object) -> None:
         first(*args)
         second(*args)
+
+    return hook
+
+
+def _both_starts(
+    first: Callable[[RequestStartInfo], ClientTrace | None],
+    second: Callable[[RequestStartInfo], ClientTrace | None],
+) -> Callable[[RequestStartInfo], ClientTrace | None]:
+    def hook(info: RequestStartInfo) -> ClientTrace | None:
+        mine, theirs = first(info), second(info)
+        return mine.compose(theirs) if mine is not None else theirs
 
     return hook
 

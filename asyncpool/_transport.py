@@ -112,6 +112,8 @@ from ._tasks import TaskSet
 from ._trace import (
     ClientTrace,
     GotConnInfo,
+    RequestDoneInfo,
+    RequestStartInfo,
     RetryInfo,
     current_trace,
     logger,
@@ -525,6 +527,46 @@ class Transport:
             self._start()
         trace = self._trace_for(request)
         headers, asked_compression = self._wire_headers(request)
+        if trace and (trace.request_start or trace.request_done):
+            return await self._round_trip_traced(request, trace, headers, asked_compression)
+        return await self._round_trip(request, trace, headers, asked_compression)
+
+    async def _round_trip_traced(
+        self,
+        request: Request,
+        trace: ClientTrace,
+        headers: list[tuple[str, str]],
+        asked_compression: bool,
+    ) -> Response:
+        """``_round_trip`` between ``request_start`` and ``request_done``."""
+        if trace.request_start:
+            info = RequestStartInfo(request, [])
+            extra = trace.request_start(info)
+            if extra is not None:
+                trace = extra.compose(trace)
+            if info.add_headers:
+                headers = [*headers, *info.add_headers]  # a copy: the cached list is shared
+        try:
+            response = await self._round_trip(request, trace, headers, asked_compression)
+        except BaseException as exc:
+            if trace.request_done:
+                trace.request_done(RequestDoneInfo(request, None, exc))
+            raise
+        if trace.request_done:
+            try:
+                trace.request_done(RequestDoneInfo(request, response, None))
+            except BaseException:
+                await response.aclose()
+                raise
+        return response
+
+    async def _round_trip(
+        self,
+        request: Request,
+        trace: ClientTrace | None,
+        headers: list[tuple[str, str]],
+        asked_compression: bool,
+    ) -> Response:
         route = self._proxies.route(request)
         if route is not None and route.forward:
             authorization = route.proxy.authorization

@@ -122,3 +122,18 @@ def test_client_example(backend: str) -> None:
     assert "GET / -> 200" in proc.stdout
     m = re.search(r"^client: 22 requests, (\d+) dials", proc.stdout, re.MULTILINE)
     assert m is not None and 1 <= int(m[1]) <= 4, proc.stdout
+
+
+# ------------------------------------------------------------------ examples/otel_metrics.py
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_otel_metrics_example(backend: str) -> None:
+    proc = run_python(str(ROOT / "examples" / "otel_metrics.py"), "--backend", backend)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == ""
+    out = proc.stdout
+    assert "http.client.request.duration (s)" in out
+    assert re.search(r"^  count=50 .*http\.request\.method=GET", out, re.MULTILINE), out
+    assert "http.client.open_connections ({connection})" in out
+    assert "asyncpool.pool.wait.duration (s)" in out

@@ -3,6 +3,7 @@ logging; a hook that raises fails its request without hurting the pool."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import types
 import typing
@@ -30,10 +31,18 @@ pytestmark = pytest.mark.anyio
 class Recorder:
     """A trace recording every hook as ``name`` or ``name:detail``, in order."""
 
-    def __init__(self) -> None:
+    # The round trip's bounds are recorded when asked for (test_round_trip_hooks), left out of
+    # the sequences of the other tests.
+    BOUNDS = ("request_start", "request_done")
+
+    def __init__(self, *, bounds: bool = False) -> None:
         self.events: list[str] = []
         self.infos: dict[str, list[Any]] = {}
-        hooks = {field: self._hook(field) for field in ClientTrace.__dataclass_fields__}
+        hooks = {
+            field: self._hook(field)
+            for field in ClientTrace.__dataclass_fields__
+            if bounds or field not in self.BOUNDS
+        }
         self.trace = ClientTrace(**hooks)
 
     def _hook(self, name: str) -> Callable[..., None]:
@@ -122,6 +131,43 @@ async def test_hooks_of_a_fresh_connection(server: TestServer) -> None:
     fields = [args[0] for args in rec.infos["wrote_header_field"]]
     assert fields == ["Host", "Accept-Encoding"]
     assert rec.infos["get_conn"] == [(f"127.0.0.1:{server.port}",)]
+
+
+async def test_round_trip_hooks(server: TestServer) -> None:
+    """request_start first of all, request_done once the head arrived; the trace request_start
+    returns fires for that request only, innermost; add_headers reach the wire, uncached."""
+    rec, extra = Recorder(bounds=True), Recorder(bounds=True)
+    sent: list[Any] = []
+
+    def start(info: asyncpool.RequestStartInfo) -> ClientTrace | None:
+        rec.trace.request_start(info)  # type: ignore[misc]
+        info.add_headers.append(("x-added", str(len(sent))))
+        sent.append(info.request)
+        return extra.trace if len(sent) == 1 else None
+
+    trace = dataclasses.replace(rec.trace, request_start=start)
+    async with Transport(trace=trace) as pool:
+        response = await pool.round_trip(Request("GET", server.url_for("/")))
+        await response.aread()
+        await get(pool, server.url_for("/"))
+    events = [e for e in rec.events if e != "wrote_header_field"]
+    assert events[0] == "request_start"
+    assert events.index("request_done") > events.index("got_first_response_byte")
+    assert events.count("request_start") == events.count("request_done") == 2
+    ((done,),) = extra.infos["request_done"]
+    assert done.request is sent[0] and done.response is response and done.error is None
+    assert "request_start" not in extra.infos  # fired by the outer trace only
+    assert [r.header("x-added") for r in server.requests] == ["0", "1"]
+    assert "x-added" not in sent[0].headers
+
+
+async def test_request_done_on_failure() -> None:
+    rec = Recorder(bounds=True)
+    async with Transport(trace=rec.trace) as pool:
+        with pytest.raises(asyncpool.ConnectError):
+            await get(pool, "http://127.0.0.1:1/")
+    ((done,),) = rec.infos["request_done"]
+    assert done.response is None and isinstance(done.error, asyncpool.ConnectError)
 
 
 async def test_hooks_of_a_fresh_tls_connection(tls_server: TestServer, tls: TLSFixture) -> None:
