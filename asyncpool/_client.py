@@ -261,6 +261,7 @@ class Client:
         flow = self.auth if auth is UNSET else to_auth(auth)
         origin = request.url.origin
         via: list[Request] = []
+        history: list[Response] = []
         while True:
             if request.url.origin != origin:
                 flow = None  # credentials stay dropped, even on a way back (CVE-2024-45336)
@@ -268,15 +269,18 @@ class Client:
             location = response.headers.get("location")
             if not follow or response.status_code not in REDIRECT_CODES or not location:
                 forget_parsed_urls(request.url.url)  # the cookie jar's
+                response.history = history
                 return response
             try:
                 following = self._redirect(request, response, location, via)
             except UseLastResponse:
+                response.history = history
                 return response
             except BaseException:
                 await response.aclose()
                 raise
             await _discard(response)
+            history.append(response)
             forget_parsed_urls(request.url.url, location)  # urljoin and the cookie jar's
             via.append(request)
             request = following
@@ -367,10 +371,27 @@ class Client:
                 del headers[name]
         if _is_absolute(location):  # a Host of one's own names the server of a relative one
             del headers["host"]
+        explicit = (via[0] if via else request).headers.get("referer")
+        referer = _referer(request.url.url, url.url, explicit)
+        del headers["referer"]
+        if referer:
+            headers["Referer"] = referer
         following = Request(method, url, headers=headers, content=content, trace=request.trace)
         if self.check_redirect is not None:
             self.check_redirect(following, [*via, request])
         return following
+
+
+def _referer(last: str, new: str, explicit: str | None) -> str | None:
+    """Go's refererForURL: the URL redirected from, without its userinfo and fragment (or the
+    Referer the first request had), and none from https to http (RFC 9110 10.1.3)."""
+    previous = urlsplit(last)
+    if previous.scheme.lower() == "https" and urlsplit(new).scheme.lower() == "http":
+        return None
+    if explicit:
+        return explicit
+    netloc = previous.netloc.rpartition("@")[2]
+    return urlunsplit(previous._replace(netloc=netloc, fragment=""))
 
 
 def _is_absolute(location: str) -> bool:
