@@ -27,6 +27,7 @@ from ._models import (
     forget_parsed_urls,
     validate_headers,
 )
+from ._multipart import FilesInput, MultipartStream
 from ._proxy import environment_proxy
 from ._transport import Transport, TransportOptions
 
@@ -144,6 +145,7 @@ class Client:
         headers: HeaderInput = None,
         content: bytes | str | AsyncIterable[bytes] | None = None,
         data: Mapping[str, Any] | None = None,
+        files: FilesInput | None = None,
         json: Any = None,
         timeout: float | None = UNSET,
         follow_redirects: bool | None = None,
@@ -152,7 +154,14 @@ class Client:
         """Send a request and read its response in full (``.content``, ``.text``, ``.json()``).
         ``auth``: this request's credentials instead of the Client's (None: none)."""
         request = self.build_request(
-            method, url, params=params, headers=headers, content=content, data=data, json=json
+            method,
+            url,
+            params=params,
+            headers=headers,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
         )
         limit = self.timeout if timeout is UNSET else timeout
         with anyio.move_on_after(limit):
@@ -216,14 +225,21 @@ class Client:
         headers: HeaderInput = None,
         content: bytes | str | AsyncIterable[bytes] | None = None,
         data: Mapping[str, Any] | None = None,
+        files: FilesInput | None = None,
         json: Any = None,
     ) -> Request:
-        """The Request ``request()`` would send: base URL, params and default headers applied."""
-        if sum(x is not None for x in (content, data, json)) > 1:
-            raise TypeError("give at most one of content, data and json")
+        """The Request ``request()`` would send: base URL, params and default headers applied.
+        ``files`` (with ``data`` fields) makes a multipart/form-data body, streamed."""
+        if sum(x is not None for x in (content, data if files is None else files, json)) > 1:
+            raise TypeError("give at most one of content, data (or files) and json")
         merged = _merged(Headers(self.headers), headers)
         body: bytes | AsyncIterable[bytes] | None
-        if data is not None:
+        if files is not None:
+            body = multipart = MultipartStream(data, files, _boundary(merged))
+            _default(merged, "Content-Type", multipart.content_type)
+            if multipart.content_length is not None and "transfer-encoding" not in merged:
+                _default(merged, "Content-Length", str(multipart.content_length))
+        elif data is not None:
             body = urlencode(data, doseq=True).encode()
             _default(merged, "Content-Type", "application/x-www-form-urlencoded")
         elif json is not None:
@@ -436,6 +452,16 @@ def _basic_auth(url: URL) -> str | None:
         return None
     credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
     return "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
+
+
+def _boundary(headers: Headers) -> str | None:
+    """The boundary a Content-Type of one's own names, to be used (httpx does the same)."""
+    content_type = headers.get("content-type") or ""
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.strip().partition("=")
+        if name.lower() == "boundary" and value:
+            return value.strip('"')
+    return None
 
 
 def _copy(request: Request) -> Request:
