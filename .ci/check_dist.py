@@ -9,7 +9,7 @@ import tarfile
 from importlib import metadata
 from pathlib import Path
 
-EXTRAS = {"trio", "httpx", "speedups", "cli", "socks"}
+EXTRAS = {"trio", "httpx", "speedups", "cli", "socks", "otel", "brotli", "zstd"}
 
 
 def main(sdist: str) -> None:

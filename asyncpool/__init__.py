@@ -1,6 +1,7 @@
 """asyncpool: an HTTP/1.1 and HTTP/2 client transport for asyncio and trio whose pool follows Go's
 net/http.Transport."""
 
+from ._auth import Auth, BasicAuth, DigestAuth, FunctionAuth
 from ._client import Client, UseLastResponse
 from ._conn_common import CloseReason
 from ._errors import (
@@ -56,6 +57,8 @@ from ._version import __version__
 
 __all__ = [
     "URL",
+    "Auth",
+    "BasicAuth",
     "Client",
     "ClientTrace",
     "CloseReason",
@@ -67,8 +70,10 @@ __all__ = [
     "DNSStartInfo",
     "DecodingError",
     "DecompressionBomb",
+    "DigestAuth",
     "EnvironmentProxies",
     "FloodError",
+    "FunctionAuth",
     "GotConnInfo",
     "HTTPError",
     "HTTPStatusError",

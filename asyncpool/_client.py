@@ -17,8 +17,18 @@ from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit, urlunspli
 
 import anyio
 
+from ._auth import Auth, AuthTypes, to_auth
 from ._errors import RedirectError, RequestTimeout, TooManyRedirects
-from ._models import URL, HeaderInput, Headers, Request, Response, forget_parsed_urls
+from ._models import (
+    URL,
+    HeaderInput,
+    Headers,
+    Request,
+    Response,
+    forget_parsed_urls,
+    validate_headers,
+)
+from ._multipart import FilesInput, MultipartStream
 from ._proxy import environment_proxy
 from ._retry import Retrier, Retry, RetryStats
 from ._transport import Transport, TransportOptions
@@ -70,6 +80,7 @@ class Client:
         headers: HeaderInput = None,
         params: Params = None,
         cookies: CookieJar | Mapping[str, str] | None = None,
+        auth: AuthTypes | None = None,
         follow_redirects: bool = True,
         max_redirects: int = 10,
         check_redirect: CheckRedirect | None = None,
@@ -101,6 +112,7 @@ class Client:
             self.cookies = CookieJar()
             for name, value in (cookies or {}).items():
                 self.cookies.set_cookie(_cookie(name, value))
+        self.auth: Auth | None = to_auth(auth)
         self.follow_redirects = follow_redirects
         self.max_redirects = max_redirects
         self.check_redirect = check_redirect
@@ -145,17 +157,27 @@ class Client:
         headers: HeaderInput = None,
         content: bytes | str | AsyncIterable[bytes] | None = None,
         data: Mapping[str, Any] | None = None,
+        files: FilesInput | None = None,
         json: Any = None,
         timeout: float | None = UNSET,
         follow_redirects: bool | None = None,
+        auth: AuthTypes | None = UNSET,
     ) -> Response:
-        """Send a request and read its response in full (``.content``, ``.text``, ``.json()``)."""
+        """Send a request and read its response in full (``.content``, ``.text``, ``.json()``).
+        ``auth``: this request's credentials instead of the Client's (None: none)."""
         request = self.build_request(
-            method, url, params=params, headers=headers, content=content, data=data, json=json
+            method,
+            url,
+            params=params,
+            headers=headers,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
         )
         limit = self.timeout if timeout is UNSET else timeout
         with anyio.move_on_after(limit):
-            response = await self.send(request, follow_redirects=follow_redirects)
+            response = await self.send(request, follow_redirects=follow_redirects, auth=auth)
             async with response:
                 await response.aread()
             return response
@@ -190,6 +212,7 @@ class Client:
         *,
         timeout: float | None = UNSET,
         follow_redirects: bool | None = None,
+        auth: AuthTypes | None = UNSET,
         **kwargs: Any,
     ) -> AsyncIterator[Response]:
         """``async with client.stream(...) as response:`` a response whose body is read as it
@@ -197,7 +220,7 @@ class Client:
         request = self.build_request(method, url, **kwargs)
         limit = self.timeout if timeout is UNSET else timeout
         with anyio.move_on_after(limit) as scope:
-            response = await self.send(request, follow_redirects=follow_redirects)
+            response = await self.send(request, follow_redirects=follow_redirects, auth=auth)
             async with response:
                 yield response
         if scope.cancelled_caught:
@@ -214,14 +237,21 @@ class Client:
         headers: HeaderInput = None,
         content: bytes | str | AsyncIterable[bytes] | None = None,
         data: Mapping[str, Any] | None = None,
+        files: FilesInput | None = None,
         json: Any = None,
     ) -> Request:
-        """The Request ``request()`` would send: base URL, params and default headers applied."""
-        if sum(x is not None for x in (content, data, json)) > 1:
-            raise TypeError("give at most one of content, data and json")
+        """The Request ``request()`` would send: base URL, params and default headers applied.
+        ``files`` (with ``data`` fields) makes a multipart/form-data body, streamed."""
+        if sum(x is not None for x in (content, data if files is None else files, json)) > 1:
+            raise TypeError("give at most one of content, data (or files) and json")
         merged = _merged(Headers(self.headers), headers)
         body: bytes | AsyncIterable[bytes] | None
-        if data is not None:
+        if files is not None:
+            body = multipart = MultipartStream(data, files, _boundary(merged))
+            _default(merged, "Content-Type", multipart.content_type)
+            if multipart.content_length is not None and "transfer-encoding" not in merged:
+                _default(merged, "Content-Length", str(multipart.content_length))
+        elif data is not None:
             body = urlencode(data, doseq=True).encode()
             _default(merged, "Content-Type", "application/x-www-form-urlencoded")
         elif json is not None:
@@ -245,27 +275,74 @@ class Client:
         extra = urlencode({k: str(v) for k, v in query.items()})
         return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
 
-    async def send(self, request: Request, *, follow_redirects: bool | None = None) -> Response:
-        """Send ``request``, following redirects as Go's Client does; the body is not read."""
+    async def send(
+        self,
+        request: Request,
+        *,
+        follow_redirects: bool | None = None,
+        auth: AuthTypes | None = UNSET,
+    ) -> Response:
+        """Send ``request``, following redirects as Go's Client does; the body is not read.
+        The auth flow (``auth``, else the Client's) runs for each hop while the redirects stay
+        on the request's origin; none runs after one leaves it."""
         follow = self.follow_redirects if follow_redirects is None else follow_redirects
+        flow = self.auth if auth is UNSET else to_auth(auth)
+        origin = request.url.origin
         via: list[Request] = []
+        history: list[Response] = []
         while True:
-            response = await self._send_one(request)
+            if request.url.origin != origin:
+                flow = None  # credentials stay dropped, even on a way back (CVE-2024-45336)
+            response = await self._send_authenticated(request, flow)
             location = response.headers.get("location")
             if not follow or response.status_code not in REDIRECT_CODES or not location:
                 forget_parsed_urls(request.url.url)  # the cookie jar's
+                response.history = history
                 return response
             try:
                 following = self._redirect(request, response, location, via)
             except UseLastResponse:
+                response.history = history
                 return response
             except BaseException:
                 await response.aclose()
                 raise
             await _discard(response)
+            history.append(response)
             forget_parsed_urls(request.url.url, location)  # urljoin and the cookie jar's
             via.append(request)
             request = following
+
+    async def _send_authenticated(self, request: Request, auth: Auth | None) -> Response:
+        """One hop, through the auth flow: the requests it yields are sent and their
+        responses sent back to it; the last response is the hop's."""
+        if auth is None:
+            return await self._send_one(request)
+        flow = auth.auth_flow(_copy(request))
+        try:
+            sending = next(flow)
+            sent = 0
+            while True:
+                if sent and not sending.body_is_rewindable:
+                    raise RuntimeError(
+                        f"the auth flow asks to send {sending.method} {sending.url} again, but "
+                        "its body was a stream that cannot be replayed (pass bytes to allow it)"
+                    )
+                validate_headers(sending.headers, sending.url.host_header)
+                response = await self._send_one(sending)
+                sent += 1
+                try:
+                    if auth.requires_response_body:
+                        await response.aread()
+                    sending = flow.send(response)
+                except StopIteration:
+                    return response
+                except BaseException:
+                    await response.aclose()
+                    raise
+                await _discard(response)
+        finally:
+            flow.close()
 
     async def _send_one(self, request: Request) -> Response:
         cookie_request = _CookieRequest(request)
@@ -325,10 +402,27 @@ class Client:
                 del headers[name]
         if _is_absolute(location):  # a Host of one's own names the server of a relative one
             del headers["host"]
+        explicit = (via[0] if via else request).headers.get("referer")
+        referer = _referer(request.url.url, url.url, explicit)
+        del headers["referer"]
+        if referer:
+            headers["Referer"] = referer
         following = Request(method, url, headers=headers, content=content, trace=request.trace)
         if self.check_redirect is not None:
             self.check_redirect(following, [*via, request])
         return following
+
+
+def _referer(last: str, new: str, explicit: str | None) -> str | None:
+    """Go's refererForURL: the URL redirected from, without its userinfo and fragment (or the
+    Referer the first request had), and none from https to http (RFC 9110 10.1.3)."""
+    previous = urlsplit(last)
+    if previous.scheme.lower() == "https" and urlsplit(new).scheme.lower() == "http":
+        return None
+    if explicit:
+        return explicit
+    netloc = previous.netloc.rpartition("@")[2]
+    return urlunsplit(previous._replace(netloc=netloc, fragment=""))
 
 
 def _is_absolute(location: str) -> bool:
@@ -373,6 +467,31 @@ def _basic_auth(url: URL) -> str | None:
         return None
     credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
     return "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
+
+
+def _boundary(headers: Headers) -> str | None:
+    """The boundary a Content-Type of one's own names, to be used (httpx does the same)."""
+    content_type = headers.get("content-type") or ""
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.strip().partition("=")
+        if name.lower() == "boundary" and value:
+            return value.strip('"')
+    return None
+
+
+def _copy(request: Request) -> Request:
+    """``request`` with headers of its own, for an auth flow to change."""
+    return Request(
+        request.method,
+        request.url,
+        headers=request.headers,
+        content=request.content,
+        trace=request.trace,
+        sni_hostname=request.sni_hostname,
+        target=request.target,
+        connect_timeout=request.connect_timeout,
+        wait_listener=request.wait_listener,
+    )
 
 
 def _default(headers: Headers, name: str, value: str) -> None:

@@ -1,5 +1,7 @@
 """Transparent gzip/deflate decoding of a response body, as Go's Transport does it when it asked
-for compression itself.
+for compression itself; brotli (``br``) and ``zstd`` too when a module for them is importable
+(brotli or brotlicffi; compression.zstd, backports.zstd or zstandard), and stacked encodings
+(``gzip, br``: decoded from the last applied), each a stream over the one before.
 
 Bounded whatever the server sends: a chunk of the decoded body is at most
 ``DECODED_CHUNK_SIZE`` bytes however much one compressed read inflates to (a gzip bomb's
@@ -9,21 +11,25 @@ members included. ``BodyLimits`` caps what ``Response.aread()`` holds.
 
 from __future__ import annotations
 
+import importlib
 import re
 import zlib
+from typing import Any
 
 from ._errors import DecodingError, DecompressionBomb, ResponseTooLarge
 from ._models import ResponseStream
 
 __all__ = [
+    "ACCEPT_ENCODING",
     "DECODABLE",
     "DECODED_CHUNK_SIZE",
     "DECOMPRESSION_RATIO_FLOOR",
     "BodyLimits",
+    "CodecStream",
     "DecodedStream",
+    "decoding_stream",
 ]
 
-DECODABLE = ("gzip", "deflate")
 
 # The most a read of a decoded body gives (aiter_bytes' chunks): large enough that a chunk's
 # fixed cost (an await, a channel hop: a few µs) stays small beside inflating it (~50 µs),
@@ -149,19 +155,21 @@ class BodyLimits:
     ``max_body_bytes`` (any body), and for a body decoded here, ``max_ratio`` times the
     compressed bytes read (past DECOMPRESSION_RATIO_FLOOR)."""
 
-    __slots__ = ("_decoded", "_host", "_max_body_bytes", "_max_ratio")
+    __slots__ = ("_decoded", "_encoding", "_host", "_max_body_bytes", "_max_ratio")
 
     def __init__(
         self,
         host: str,
         max_body_bytes: int | None,
-        decoded: DecodedStream | None,
+        decoded: DecodedStream | CodecStream | None,
         max_ratio: float | None,
+        encoding: str | None = None,
     ) -> None:
         self._host = host
         self._max_body_bytes = max_body_bytes
         self._decoded = decoded if max_ratio else None
         self._max_ratio = max_ratio or 0.0
+        self._encoding = encoding or (decoded._encoding if decoded is not None else "")
 
     def __call__(self, total: int) -> None:
         if self._max_body_bytes is not None and total > self._max_body_bytes:
@@ -177,8 +185,227 @@ class BodyLimits:
             and total > self._max_ratio * decoded.compressed
         ):
             raise DecompressionBomb(
-                f"the {decoded._encoding} body decodes to over max_decompression_ratio="
+                f"the {self._encoding} body decodes to over max_decompression_ratio="
                 f"{self._max_ratio:g} times its size ({total} bytes from {decoded.compressed}):"
                 " a decompression bomb? Stream it (aiter_bytes), or raise the limit",
                 host=self._host,
             )
+
+
+# -- Brotli and zstd (optional), and stacked encodings ------------------------------------------
+
+
+def _import_brotli() -> Any:
+    for name in ("brotli", "brotlicffi"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        # output_buffer_limit (brotli >= 1.1) bounds what one call decodes; older: not used.
+        if hasattr(module.Decompressor, "can_accept_more_data"):
+            return module
+    return None
+
+
+def _import_zstd() -> tuple[Any, bool]:
+    """The zstd module, and whether it bounds its output (``decompress(data, max_length)``:
+    Python 3.14's compression.zstd, backports.zstd) or not (zstandard)."""
+    for name in ("compression.zstd", "backports.zstd"):
+        try:
+            return importlib.import_module(name), True
+        except ImportError:
+            pass
+    try:
+        return importlib.import_module("zstandard"), False
+    except ImportError:
+        return None, False
+
+
+_brotli = _import_brotli()
+_zstd, _zstd_bounded = _import_zstd()
+DECODABLE = ("gzip", "deflate", *(("br",) if _brotli else ()), *(("zstd",) if _zstd else ()))
+ACCEPT_ENCODING = ", ".join(DECODABLE)
+# zstandard's decompressobj takes no output limit: it is given this much compressed input per
+# call. A zstd block is 3 bytes of header at least and decodes to 128 KiB at most, so one call
+# gives at most ~2.7 MiB (the stream hands it out in DECODED_CHUNK_SIZE chunks).
+_ZSTANDARD_SLICE = 64
+
+
+class _BrotliDecoder:
+    def __init__(self) -> None:
+        self._decoder = _brotli.Decompressor()
+        self.pending = False  # more output to come without input
+
+    @property
+    def eof(self) -> bool:
+        return bool(self._decoder.is_finished())
+
+    def decode(self, chunk: bytes) -> bytes:
+        try:
+            data = self._decoder.process(
+                b"" if self.pending else chunk, output_buffer_limit=DECODED_CHUNK_SIZE
+            )
+        except _brotli.error as exc:
+            raise _CodecError(str(exc) or "invalid brotli data") from None
+        self.pending = not self._decoder.can_accept_more_data()
+        return bytes(data)
+
+
+class _ZstdDecoder:
+    """One zstd frame after another (RFC 8878 allows several), bounded per call."""
+
+    def __init__(self) -> None:
+        self._decoder = self._new()
+        self._input, self._pos = b"", 0  # the compressed chunk being decoded
+        self.eof = False  # the last frame ended, and no byte came after it
+
+    @staticmethod
+    def _new() -> Any:
+        if _zstd_bounded:
+            return _zstd.ZstdDecompressor()
+        return _zstd.ZstdDecompressor().decompressobj()
+
+    @property
+    def pending(self) -> bool:
+        decoder = self._decoder
+        if decoder.eof and decoder.unused_data:
+            return True
+        if _zstd_bounded and not decoder.eof and not decoder.needs_input:
+            return True  # output held back by max_length
+        return self._pos < len(self._input)
+
+    def decode(self, chunk: bytes) -> bytes:
+        if not self.pending:
+            self._input, self._pos = chunk, 0
+        try:
+            return self._decode()
+        except _zstd.ZstdError as exc:
+            raise _CodecError(str(exc) or "invalid zstd data") from None
+
+    def _decode(self) -> bytes:
+        parts: list[bytes] = []
+        room = DECODED_CHUNK_SIZE
+        while room > 0:
+            decoder = self._decoder
+            if decoder.eof:  # a frame ended: another may follow
+                rest = decoder.unused_data
+                if rest:
+                    self._input, self._pos = rest + self._input[self._pos :], 0
+                if self._pos >= len(self._input):
+                    break
+                decoder = self._decoder = self._new()
+            if _zstd_bounded:
+                piece = b""
+                if decoder.needs_input:
+                    if self._pos >= len(self._input):
+                        break
+                    piece, self._pos = self._input[self._pos :], len(self._input)
+                data = decoder.decompress(piece, room)
+            else:
+                if self._pos >= len(self._input):
+                    break
+                piece = self._input[self._pos : self._pos + _ZSTANDARD_SLICE]
+                self._pos += len(piece)
+                data = decoder.decompress(piece)
+            self.eof = bool(decoder.eof)
+            if data:
+                parts.append(data)
+                room -= len(data)
+        return b"".join(parts)
+
+
+class _CodecError(Exception):
+    pass
+
+
+class CodecStream:
+    """A ResponseStream that decodes another with brotli or zstd; chunks of at most
+    DECODED_CHUNK_SIZE bytes."""
+
+    __slots__ = (
+        "_decoder",
+        "_encoding",
+        "_ended",
+        "_host",
+        "_inner",
+        "_out",
+        "_started",
+        "compressed",
+    )
+
+    def __init__(self, inner: ResponseStream, encoding: str, host: str) -> None:
+        self._inner = inner
+        self._encoding = encoding
+        self._host = host
+        self._decoder: _BrotliDecoder | _ZstdDecoder = (
+            _BrotliDecoder() if encoding == "br" else _ZstdDecoder()
+        )
+        self._out = b""  # decoded, not handed out yet
+        self._started = False
+        self._ended = False  # the compressed body has ended
+        self.compressed = 0
+
+    @property
+    def is_consumed(self) -> bool:
+        return self._inner.is_consumed
+
+    async def read_chunk(self) -> bytes:
+        while True:
+            if self._out:
+                data, self._out = (
+                    self._out[:DECODED_CHUNK_SIZE],
+                    self._out[DECODED_CHUNK_SIZE:],
+                )
+                return data
+            decoder = self._decoder
+            try:
+                if decoder.pending:
+                    self._out = decoder.decode(b"")
+                    continue
+                if self._ended:
+                    if self._started and not decoder.eof:
+                        # A decoder may hold output it gives only when asked again.
+                        self._out = decoder.decode(b"")
+                        if self._out or decoder.eof:
+                            continue
+                        raise _CodecError("the compressed body is truncated")
+                    return b""
+                chunk = await self._inner.read_chunk()
+                self.compressed += len(chunk)
+                if not chunk:
+                    self._ended = True
+                    continue
+                self._started = True
+                self._out = decoder.decode(chunk)
+            except _CodecError as exc:
+                await self._inner.aclose()
+                raise DecodingError(
+                    f"cannot decode the {self._encoding} body: {exc}", host=self._host
+                ) from None
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def abandon(self) -> None:
+        self._inner.abandon()
+
+
+def decoding_stream(
+    stream: ResponseStream, content_encoding: str, host: str
+) -> tuple[ResponseStream, Any] | None:
+    """The body decoded, for a Content-Encoding that names only codings decodable here (each
+    in turn, the last applied first: ``gzip, br`` is decoded from br, then from gzip), and the
+    stream that counts the compressed bytes; None: leave the body as it is."""
+    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+    codings = [c for c in codings if c != "identity"]
+    if not codings or any(c not in DECODABLE for c in codings) or len(codings) > 8:
+        return None
+    first: Any = None
+    for coding in reversed(codings):
+        if coding in ("gzip", "deflate"):
+            stream = DecodedStream(stream, coding, host)
+        else:
+            stream = CodecStream(stream, coding, host)
+        if first is None:
+            first = stream
+    return stream, first

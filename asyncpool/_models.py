@@ -390,6 +390,7 @@ class Response:
         "_streamed",
         "_upgraded",
         "headers",
+        "history",
         "http_version",
         "reason_phrase",
         "request",
@@ -420,6 +421,8 @@ class Response:
         self.headers = headers if headers is not None else Headers()
         self.request = request
         self.uncompressed = False  # True when the transport decoded gzip (Go's Uncompressed)
+        # The Client's redirects that led here, oldest first, each closed.
+        self.history: list[Response] = []
         self._stream = stream
         self._content: bytes | None = None
         self._closed = False

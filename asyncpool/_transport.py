@@ -83,7 +83,7 @@ from typing import Any, NoReturn, TypedDict, TypeVar
 
 import anyio
 
-from ._compression import DECODABLE, BodyLimits, DecodedStream
+from ._compression import ACCEPT_ENCODING, BodyLimits, decoding_stream
 from ._conn_common import Connection, RetryHint
 from ._dial import Dialed, DialFunc, default_ssl_context, dial
 from ._errors import (
@@ -614,12 +614,15 @@ class Transport:
                     await anyio.sleep(delay)
                 continue
             break
-        decoded = None
+        decoded = encoding = None
         if asked_compression:
-            encoding = response.headers.get("content-encoding", "")
-            if encoding is not None and encoding.lower() in DECODABLE:
-                decoded = DecodedStream(response._stream, encoding.lower(), url.host_header)
-                response._set_stream(decoded)
+            encoding = response.headers.get("content-encoding")
+            made = (
+                decoding_stream(response._stream, encoding, url.host_header) if encoding else None
+            )
+            if made is not None:
+                stream, decoded = made
+                response._set_stream(stream)
                 del response.headers["content-encoding"]
                 del response.headers["content-length"]
                 response.uncompressed = True
@@ -627,7 +630,11 @@ class Transport:
             decoded is not None and self.max_decompression_ratio
         ):
             response._check_read = BodyLimits(
-                url.host_header, self.max_body_bytes, decoded, self.max_decompression_ratio
+                url.host_header,
+                self.max_body_bytes,
+                decoded,
+                self.max_decompression_ratio,
+                encoding,
             )
         response._call_soon = self._call_soon  # for __del__: the pool's work runs on the loop
         return response
@@ -680,7 +687,7 @@ class Transport:
             and "range" not in given
         )
         if asked_compression:
-            headers.append(("Accept-Encoding", "gzip, deflate"))
+            headers.append(("Accept-Encoding", ACCEPT_ENCODING))
         if self.disable_keep_alives and "connection" not in given:
             headers.append(("Connection", "close"))
         content = request.content

@@ -1,0 +1,196 @@
+"""Authentication for the Client, as httpx shapes it: an ``Auth`` is a flow, a generator that
+yields the requests to send and receives each response (``auth_flow``), so a scheme that needs
+a challenge first (Digest) is a few lines. ``BasicAuth``, ``DigestAuth`` (RFC 7616: MD5 and
+SHA-256, ``qop=auth``), and ``FunctionAuth`` for a plain callable taking the Request and
+returning it.
+
+The Client runs the flow for each hop of a redirect chain while the chain stays on the origin
+asked; once a redirect leaves it, no credentials are sent for the rest of the chain (Go's rule,
+and its fix for CVE-2024-45336)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from base64 import b64encode
+from collections.abc import Callable, Generator
+from typing import Any
+
+from ._models import Request, Response
+
+__all__ = ["Auth", "AuthTypes", "BasicAuth", "DigestAuth", "FunctionAuth", "to_auth"]
+
+
+class Auth:
+    """Override ``auth_flow``: yield a request to send it, and receive its response; the last
+    response is the one the caller gets. ``requires_response_body``: responses are read in full
+    before the flow sees them (else only their heads are there to look at)."""
+
+    requires_response_body = False
+
+    def auth_flow(self, request: Request) -> Generator[Request, Response, None]:
+        yield request
+
+
+AuthTypes = tuple[str, str] | Callable[[Request], Request] | Auth
+
+
+class FunctionAuth(Auth):
+    """A callable that takes the Request and returns the Request to send (the same one, changed,
+    or a new one)."""
+
+    def __init__(self, func: Callable[[Request], Request]) -> None:
+        self._func = func
+
+    def auth_flow(self, request: Request) -> Generator[Request, Response, None]:
+        yield self._func(request)
+
+
+class BasicAuth(Auth):
+    """``Authorization: Basic`` with a user name and password (UTF-8)."""
+
+    def __init__(self, username: str | bytes, password: str | bytes) -> None:
+        self._header = _basic_header(username, password)
+
+    def auth_flow(self, request: Request) -> Generator[Request, Response, None]:
+        request.headers["Authorization"] = self._header
+        yield request
+
+
+def _basic_header(username: str | bytes, password: str | bytes) -> str:
+    user = username.encode() if isinstance(username, str) else username
+    secret = password.encode() if isinstance(password, str) else password
+    return "Basic " + b64encode(user + b":" + secret).decode("ascii")
+
+
+def to_auth(auth: AuthTypes | None) -> Auth | None:
+    """What ``auth=`` takes: a (user, password) tuple, a callable, an Auth, or None."""
+    if auth is None or isinstance(auth, Auth):
+        return auth
+    if isinstance(auth, tuple):
+        if len(auth) != 2:
+            raise TypeError(f"auth= takes a (username, password) pair, not {len(auth)} items")
+        return BasicAuth(*auth)
+    if callable(auth):
+        return FunctionAuth(auth)
+    raise TypeError(f"auth= takes a (username, password) pair, a callable or an Auth: {auth!r}")
+
+
+# -- Digest (RFC 7616) ----------------------------------------------------------------------------
+
+_ALGORITHMS: dict[str, Callable[[bytes], Any]] = {
+    "MD5": hashlib.md5,
+    "MD5-SESS": hashlib.md5,
+    "SHA": hashlib.sha1,
+    "SHA-SESS": hashlib.sha1,
+    "SHA-256": hashlib.sha256,
+    "SHA-256-SESS": hashlib.sha256,
+    "SHA-512": hashlib.sha512,
+    "SHA-512-SESS": hashlib.sha512,
+}
+_PARAM = re.compile(r'\s*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*,?')
+
+
+class DigestAuth(Auth):
+    """HTTP Digest authentication (RFC 7616, and RFC 2069 without ``qop``): the request goes
+    once without credentials; a ``401`` with a Digest challenge is answered once. The
+    challenge is remembered, so later requests through the same DigestAuth answer it at once
+    (with a fresh nonce count)."""
+
+    def __init__(self, username: str | bytes, password: str | bytes) -> None:
+        self._username = username.encode() if isinstance(username, str) else username
+        self._password = password.encode() if isinstance(password, str) else password
+        self._challenge: dict[str, str] | None = None
+        self._nonce_count = 1
+
+    def auth_flow(self, request: Request) -> Generator[Request, Response, None]:
+        if self._challenge is not None:
+            request.headers["Authorization"] = self._authorization(request, self._challenge)
+        response = yield request
+        if response.status_code != 401:
+            return
+        challenge = None
+        for value in response.headers.get_list("www-authenticate"):
+            scheme, _, rest = value.strip().partition(" ")
+            if scheme.lower() == "digest":
+                challenge = _parse_challenge(rest)
+                break
+        if challenge is None or "nonce" not in challenge or "realm" not in challenge:
+            return  # not a Digest challenge we can answer: the 401 is the answer
+        if challenge.get("algorithm", "MD5").upper() not in _ALGORITHMS:
+            return
+        qop = challenge.get("qop")
+        if qop is not None and "auth" not in [item.strip().lower() for item in qop.split(",")]:
+            return  # auth-int only (a hash of the body): not offered by this client
+        self._challenge = challenge
+        self._nonce_count = 1
+        request.headers["Authorization"] = self._authorization(request, challenge)
+        yield request
+
+    def _authorization(self, request: Request, challenge: dict[str, str]) -> str:
+        algorithm = challenge.get("algorithm", "MD5").upper()
+        hash_function = _ALGORITHMS[algorithm]
+
+        def digest(data: bytes) -> bytes:
+            return str(hash_function(data).hexdigest()).encode()
+
+        realm, nonce = challenge["realm"].encode(), challenge["nonce"].encode()
+        nonce_count = f"{self._nonce_count:08x}".encode()
+        self._nonce_count += 1
+        cnonce = _cnonce(nonce_count, nonce)
+        a1 = b":".join((self._username, realm, self._password))
+        ha1 = digest(a1)
+        if algorithm.endswith("-SESS"):
+            ha1 = digest(b":".join((ha1, nonce, cnonce)))
+        path = request.target.encode()
+        ha2 = digest(b":".join((request.method.encode(), path)))
+        qop = _qop(challenge.get("qop"))
+        if qop is None:  # RFC 2069
+            response = digest(b":".join((ha1, nonce, ha2)))
+        else:
+            response = digest(b":".join((ha1, nonce, nonce_count, cnonce, qop, ha2)))
+        fields = [
+            ("username", self._username.decode(errors="replace"), True),
+            ("realm", challenge["realm"], True),
+            ("nonce", challenge["nonce"], True),
+            ("uri", request.target, True),
+            ("response", response.decode(), True),
+            ("algorithm", challenge.get("algorithm", "MD5"), False),
+        ]
+        if "opaque" in challenge:
+            fields.append(("opaque", challenge["opaque"], True))
+        if qop is not None:
+            fields += [
+                ("qop", "auth", False),
+                ("nc", nonce_count.decode(), False),
+                ("cnonce", cnonce.decode(), True),
+            ]
+        return "Digest " + ", ".join(
+            f'{name}="{_quoted(value)}"' if quoted else f"{name}={value}"
+            for name, value, quoted in fields
+        )
+
+
+def _qop(qop: str | None) -> bytes | None:
+    return None if qop is None else b"auth"  # auth_flow answers no challenge without "auth"
+
+
+def _cnonce(nonce_count: bytes, nonce: bytes) -> bytes:
+    seed = nonce_count + nonce + time.ctime().encode() + os.urandom(8)
+    return hashlib.sha1(seed).hexdigest()[:16].encode()
+
+
+def _parse_challenge(text: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for match in _PARAM.finditer(text):
+        name, value = match.group(1).lower(), match.group(2)
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        params[name] = value
+    return params
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')

@@ -1,0 +1,121 @@
+"""Brotli and zstd bodies (when brotli / a zstd module is importable), stacked encodings, and
+the decompression cap and bounded chunks for them."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import asyncpool
+from asyncpool import Client
+from asyncpool._compression import (
+    ACCEPT_ENCODING,
+    DECODABLE,
+    DECODED_CHUNK_SIZE,
+    DECOMPRESSION_RATIO_FLOOR,
+)
+from tests.servers import ServerConnection, ServerRequest, TestServer, open_server
+
+pytestmark = pytest.mark.anyio
+
+brotli: Any = pytest.importorskip("brotli")
+zstandard: Any = pytest.importorskip("zstandard")
+
+TEXT = b"hello codecs " * 1000
+BOMB = b"\0" * (DECOMPRESSION_RATIO_FLOOR + (4 << 20))
+
+
+def encode(data: bytes, coding: str) -> bytes:
+    if coding == "identity":
+        return data
+    if coding == "gzip":
+        return gzip.compress(data)
+    if coding == "deflate":
+        return zlib.compress(data)
+    if coding == "br":
+        return bytes(brotli.compress(data, quality=5))
+    return bytes(zstandard.ZstdCompressor(level=3).compress(data))
+
+
+BOMBS = {coding: encode(BOMB, coding) for coding in ("br", "zstd")}
+
+
+async def app(req: ServerRequest, conn: ServerConnection) -> None:
+    query = req.query
+    codings = [c.strip() for c in query.get("ce", "").split(",") if c.strip()]
+    if req.path == "/bomb":
+        body = BOMBS[codings[0]]
+    elif req.path == "/frames":  # two zstd frames, one after the other
+        body = encode(b"first frame, ", "zstd") + encode(b"second frame", "zstd")
+    else:
+        body = TEXT
+        for coding in codings:  # applied in the order listed
+            body = encode(body, coding)
+    if req.path == "/truncated":
+        body = body[: len(body) // 2]
+    if req.path == "/garbage":
+        body = b"this is not compressed at all" * 10
+    await conn.respond(200, [("content-encoding", query["ce"])], body)
+
+
+@pytest.fixture
+async def server(anyio_backend: str) -> AsyncIterator[TestServer]:
+    async with open_server(app) as srv:
+        yield srv
+
+
+async def test_the_codecs_are_advertised_when_decodable(server: TestServer) -> None:
+    assert DECODABLE == ("gzip", "deflate", "br", "zstd")
+    assert ACCEPT_ENCODING == "gzip, deflate, br, zstd"
+    async with Client() as client:
+        await client.get(f"{server.url}/?ce=br")
+    assert server.requests[0].header("accept-encoding") == ACCEPT_ENCODING
+
+
+@pytest.mark.parametrize(
+    "encoding", ["br", "zstd", "gzip, gzip", "deflate, br", "zstd, gzip", "gzip, identity, br"]
+)
+async def test_bodies_are_decoded_stacked_in_reverse(server: TestServer, encoding: str) -> None:
+    async with Client() as client:
+        response = await client.get(f"{server.url}/", params={"ce": encoding})
+    assert response.content == TEXT
+    assert response.uncompressed
+    assert "content-encoding" not in response.headers
+
+
+async def test_an_unknown_coding_in_a_stack_leaves_the_body_alone(server: TestServer) -> None:
+    async with Client() as client:
+        response = await client.get(f"{server.url}/", params={"ce": "gzip, compress"})
+    assert not response.uncompressed
+    assert response.headers["content-encoding"] == "gzip, compress"
+
+
+async def test_zstd_frames_one_after_the_other(server: TestServer) -> None:
+    async with Client() as client:
+        response = await client.get(f"{server.url}/frames?ce=zstd")
+    assert response.content == b"first frame, second frame"
+
+
+@pytest.mark.parametrize("coding", ["br", "zstd"])
+@pytest.mark.parametrize("path", ["/truncated", "/garbage"])
+async def test_a_bad_body_is_a_decoding_error(server: TestServer, coding: str, path: str) -> None:
+    async with Client() as client:
+        with pytest.raises(asyncpool.DecodingError, match=f"cannot decode the {coding} body"):
+            await client.get(f"{server.url}{path}?ce={coding}")
+
+
+@pytest.mark.parametrize("coding", ["br", "zstd"])
+async def test_a_bomb_is_refused_by_aread_and_streams_in_bounded_chunks(
+    server: TestServer, coding: str
+) -> None:
+    async with Client() as client:
+        with pytest.raises(asyncpool.DecompressionBomb, match="max_decompression_ratio=100"):
+            await client.get(f"{server.url}/bomb?ce={coding}")
+        async with client.stream("GET", f"{server.url}/bomb?ce={coding}") as response:
+            sizes = [len(chunk) async for chunk in response.aiter_bytes()]
+        assert sum(sizes) == len(BOMB)
+        assert max(sizes) <= DECODED_CHUNK_SIZE
