@@ -46,6 +46,32 @@ when the oldest is due: the LRU holds them in the order they became idle, so its
 next to expire. (An idle HTTP/2 connection times itself out, in its reader, and reports it with
 ``h2_idle_timed_out``.)
 
+Lifetimes (``max_conn_lifetime``, ``max_requests_per_conn``). The Transport draws each
+connection's end (its lifetime ±10 %) and sets ``expires_at`` before reporting the dial, so the
+pool stays deterministic; the pool counts the requests it hands each connection out for
+(``handed_out``; one given back unused is not counted). A connection past either is *retired*:
+
+* HTTP/1.1: never handed out again. ``put_idle`` closes it (``MAX_REQUESTS``, ``MAX_LIFETIME``)
+  instead of serving a want or keeping it; ``take`` closes an idle one past its deadline, as an
+  idle timeout; the sweeper closes idle ones at their deadline. One in use past its deadline is
+  left alone until its response ends.
+* HTTP/2: it drains, as after a GOAWAY of our own: the pool sets ``expired`` (so
+  ``has_capacity`` is False) and moves it from ``h2_conns`` to ``h2_draining``; its open streams
+  finish and the release of the last closes it (one with no stream closes at once); wants
+  waiting get a dial for a replacement at once, before the old one is gone. The request that
+  takes its ``max_requests_per_conn``-th stream retires it; a deadline retires it in ``take``,
+  in ``release_stream`` or by the sweeper, whichever meets it first (so a connection whose
+  streams stay open still starts draining at its deadline).
+
+Deadlines are kept in a second ordered structure, the heap ``lifetimes`` of (``expires_at``,
+sequence, connection), pushed once per connection when its dial is reported (jitter makes
+deadlines unordered, so the LRU's FIFO trick does not apply). ``expire`` pops what is due,
+retires it, and returns the earlier of the next idle timeout and the next deadline; entries of
+connections closed meanwhile are dropped when they reach the top (so a closed connection's
+entry stays until its deadline: at most one entry per connection dialed in the last lifetime).
+The Transport's sweeper sleeps until that time, and a dial whose deadline comes before it wakes
+the sweeper.
+
 A connection the pool decides to close leaves its idle list at once and is *closing* until it
 reports that it closed (``conn_closed``): only then is its host slot freed.
 
@@ -69,6 +95,11 @@ Invariants
 * No want waits while its host has an idle connection or an HTTP/2 connection with room, and a
   want with no dial of its own waits on something that will serve it or dial for it.
 * No host without connections or wants is kept.
+* Lifetimes: an HTTP/2 connection in ``h2_conns`` is not ``expired``; one in ``h2_draining`` sent
+  GOAWAY or is ``expired``, and an expired one with no stream reserved is closing. No idle
+  HTTP/1.1 connection has carried ``max_requests_per_conn`` requests. Every idle connection and
+  every HTTP/2 connection taking streams that has an ``expires_at`` has it in ``lifetimes``,
+  which is a heap.
 * ``max_conns``: ``Pool.conns`` is the sum of the hosts' counts and at most the limit; no want
   waits for a slot while one is free, nor (beyond the closes under way for it) while an
   idle connection could be closed for it.
@@ -90,8 +121,13 @@ With W wants waiting for a host, I idle connections and H HTTP/2 connections to 
   GOAWAY, a dial that brought HTTP/1.1): O(1) plus the wants it dials for, found in
   ``undialed`` (no scan of ``idle_waiters``). A failed HTTP/2 dial fails the wants waiting on
   it: O(1) each.
-* ``expire``: O(1) per connection it closes. ``host_stats``: O(hosts + H). ``close_idle`` and
-  ``close``: O(connections + wants). ``check_invariants``: O(connections + wants), for tests.
+* ``expire``: O(1) per idle connection it closes, plus O(log C) per lifetime deadline it pops
+  (C: connections dialed with a lifetime whose entries are still in the heap), each popped
+  once. Recording a deadline at the dial: O(log C). The lifetime checks in ``take``,
+  ``put_idle`` and ``release_stream``: O(1) (``take`` of a stream: still O(H), each connection
+  past its deadline retired once on the way). ``host_stats``: O(hosts + H). ``close_idle`` and
+  ``close``: O(connections + wants). ``check_invariants``: O(connections + wants + C), for
+  tests.
 """
 
 from __future__ import annotations

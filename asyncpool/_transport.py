@@ -19,8 +19,10 @@ module is the I/O around it:
   itself: each report is one pool decision, and a report that arrives while actions are being
   carried out (closing a connection reports its close at once) waits in ``_reports`` until they
   are done, so no decision ever runs inside another.
-* One sweeper task per Transport calls ``Pool.expire`` when the oldest idle connection is due
-  (or, while nothing is idle, waits until something is).
+* One sweeper task per Transport calls ``Pool.expire`` when the oldest idle connection or the
+  next connection lifetime (``max_conn_lifetime``, drawn ±10 % per connection in
+  ``_conn_deadline``) is due (or, while nothing is idle and no lifetime pending, waits until
+  something is); a dial whose deadline is earlier than its wake-up wakes it.
 * A response the garbage collector finalizes unread gives its connection up through
   ``call_soon`` on the event loop, not from inside the collector.
 
