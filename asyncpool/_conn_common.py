@@ -69,6 +69,8 @@ class CloseReason(str, enum.Enum):
     CANCELLED = "request cancelled"
     ERROR = "error"
     POOL_CLOSED = "pool closed"
+    MAX_LIFETIME = "max lifetime (max_conn_lifetime)"
+    MAX_REQUESTS = "max requests per connection (max_requests_per_conn)"
     # Not closed: the server switched protocols (101, a 2xx to CONNECT) and the connection left
     # the pool for the caller (Response.upgrade_stream()); its socket stays open.
     UPGRADED = "switched protocols (handed to the caller)"

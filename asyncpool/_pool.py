@@ -46,6 +46,32 @@ when the oldest is due: the LRU holds them in the order they became idle, so its
 next to expire. (An idle HTTP/2 connection times itself out, in its reader, and reports it with
 ``h2_idle_timed_out``.)
 
+Lifetimes (``max_conn_lifetime``, ``max_requests_per_conn``). The Transport draws each
+connection's end (its lifetime ±10 %) and sets ``expires_at`` before reporting the dial, so the
+pool stays deterministic; the pool counts the requests it hands each connection out for
+(``handed_out``; one given back unused is not counted). A connection past either is *retired*:
+
+* HTTP/1.1: never handed out again. ``put_idle`` closes it (``MAX_REQUESTS``, ``MAX_LIFETIME``)
+  instead of serving a want or keeping it; ``take`` closes an idle one past its deadline, as an
+  idle timeout; the sweeper closes idle ones at their deadline. One in use past its deadline is
+  left alone until its response ends.
+* HTTP/2: it drains, as after a GOAWAY of our own: the pool sets ``expired`` (so
+  ``has_capacity`` is False) and moves it from ``h2_conns`` to ``h2_draining``; its open streams
+  finish and the release of the last closes it (one with no stream closes at once); wants
+  waiting get a dial for a replacement at once, before the old one is gone. The request that
+  takes its ``max_requests_per_conn``-th stream retires it; a deadline retires it in ``take``,
+  in ``release_stream`` or by the sweeper, whichever meets it first (so a connection whose
+  streams stay open still starts draining at its deadline).
+
+Deadlines are kept in a second ordered structure, the heap ``lifetimes`` of (``expires_at``,
+sequence, connection), pushed once per connection when its dial is reported (jitter makes
+deadlines unordered, so the LRU's FIFO trick does not apply). ``expire`` pops what is due,
+retires it, and returns the earlier of the next idle timeout and the next deadline; entries of
+connections closed meanwhile are dropped when they reach the top (so a closed connection's
+entry stays until its deadline: at most one entry per connection dialed in the last lifetime).
+The Transport's sweeper sleeps until that time, and a dial whose deadline comes before it wakes
+the sweeper.
+
 A connection the pool decides to close leaves its idle list at once and is *closing* until it
 reports that it closed (``conn_closed``): only then is its host slot freed.
 
@@ -69,6 +95,11 @@ Invariants
 * No want waits while its host has an idle connection or an HTTP/2 connection with room, and a
   want with no dial of its own waits on something that will serve it or dial for it.
 * No host without connections or wants is kept.
+* Lifetimes: an HTTP/2 connection in ``h2_conns`` is not ``expired``; one in ``h2_draining`` sent
+  GOAWAY or is ``expired``, and an expired one with no stream reserved is closing. No idle
+  HTTP/1.1 connection has carried ``max_requests_per_conn`` requests. Every idle connection and
+  every HTTP/2 connection taking streams that has an ``expires_at`` has it in ``lifetimes``,
+  which is a heap.
 * ``max_conns``: ``Pool.conns`` is the sum of the hosts' counts and at most the limit; no want
   waits for a slot while one is free, nor (beyond the closes under way for it) while an
   idle connection could be closed for it.
@@ -90,14 +121,21 @@ With W wants waiting for a host, I idle connections and H HTTP/2 connections to 
   GOAWAY, a dial that brought HTTP/1.1): O(1) plus the wants it dials for, found in
   ``undialed`` (no scan of ``idle_waiters``). A failed HTTP/2 dial fails the wants waiting on
   it: O(1) each.
-* ``expire``: O(1) per connection it closes. ``host_stats``: O(hosts + H). ``close_idle`` and
-  ``close``: O(connections + wants). ``check_invariants``: O(connections + wants), for tests.
+* ``expire``: O(1) per idle connection it closes, plus O(log C) per lifetime deadline it pops
+  (C: connections dialed with a lifetime whose entries are still in the heap), each popped
+  once. Recording a deadline at the dial: O(log C). The lifetime checks in ``take``,
+  ``put_idle`` and ``release_stream``: O(1) (``take`` of a stream: still O(H), each connection
+  past its deadline retired once on the way). ``host_stats``: O(hosts + H). ``close_idle`` and
+  ``close``: O(connections + wants). ``check_invariants``: O(connections + wants + C), for
+  tests.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import heapq
+import itertools
 import sys
 from typing import Any, Generic, NoReturn, Protocol, TypeVar, cast
 
@@ -131,9 +169,12 @@ def _broken(invariant: str, state: str) -> NoReturn:
 
 
 class H1Conn(Protocol):
-    """What the pool reads of an HTTP/1.1 connection; ``idle_at`` is the pool's to write."""
+    """What the pool reads of an HTTP/1.1 connection; ``idle_at`` and ``handed_out`` are the
+    pool's to write, ``expires_at`` its maker's (before it reports the dial)."""
 
     idle_at: float | None  # when it entered an idle list; None while not idle
+    handed_out: int  # requests it was handed out for (max_requests_per_conn)
+    expires_at: float | None  # the end of its lifetime (max_conn_lifetime); None: no end
 
     @property
     def key(self) -> str: ...
@@ -146,20 +187,25 @@ class H1Conn(Protocol):
 
 
 class H2Conn(Protocol):
-    """What the pool reads of an HTTP/2 connection; the first four are the pool's to write."""
+    """What the pool reads of an HTTP/2 connection; the first five are the pool's to write,
+    ``expires_at`` its maker's (before it reports the dial)."""
 
     idle_at: float | None  # when ``reserved`` last fell to 0; None while it is above
     reserved: int  # streams handed out and not given back
     handed_out: int  # streams ever handed out
     stream_cap: int | None  # the most it hands out in its life (None: no cap)
+    # Set (once) when its lifetime or its requests ran out: it takes no new stream (it drains
+    # and closes with this reason when the last one is given back).
+    expired: CloseReason | None
+    expires_at: float | None  # the end of its lifetime (max_conn_lifetime); None: no end
 
     @property
     def key(self) -> str: ...
 
     @property
     def has_capacity(self) -> bool:
-        """Open, no GOAWAY, ``reserved`` under the server's limit and ``handed_out`` under
-        ``stream_cap``."""
+        """Open, no GOAWAY, not ``expired``, ``reserved`` under the server's limit and
+        ``handed_out`` under ``stream_cap``."""
 
     @property
     def goaway(self) -> bool: ...
@@ -251,6 +297,9 @@ class PoolOptions:
     idle_conn_timeout: float | None = 90.0
     disable_keep_alives: bool = False
     strict_max_concurrent_streams: bool = False
+    # Requests a connection carries before it is retired (HTTP/1.1: closed when the last one
+    # ends; HTTP/2: drains); None: no limit. Lifetimes come as each connection's expires_at.
+    max_requests_per_conn: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,12 +385,20 @@ class Pool(Generic[H1T, H2T, W]):
         # past the host's last connection (as that one's GOAWAY closes it), the oldest dropped
         # past STREAM_CAPS_KEPT.
         self.h2_stream_caps: dict[str, int] = {}
+        # The lifetime deadlines of the connections dialed with one (expires_at), a heap of
+        # (expires_at, sequence, connection, is HTTP/2). Entries are pushed once, at the dial,
+        # and popped by expire() when due (those of connections closed meanwhile are skipped
+        # then, or when met at the top).
+        self.lifetimes: list[tuple[float, int, H1T | H2T, bool]] = []
+        self._lifetime_seq = itertools.count()
         # Counters for stats().
         self.dials = 0
         self.failed_dials = 0
         self.idle_timeouts = 0
         self.evictions = 0
         self.server_closed_idle = 0
+        self.lifetime_expirations = 0  # connections retired at max_conn_lifetime
+        self.max_requests_expirations = 0  # ... after max_requests_per_conn requests
 
     # -- taking a connection ----------------------------------------------------------------
 
@@ -352,11 +409,18 @@ class Pool(Generic[H1T, H2T, W]):
         host = self.hosts.get(key)
         if host is None:
             return None
-        if host.h2_conns:  # (an HTTP/1.1 host makes no iterator)
+        while host.h2_conns:  # (an HTTP/1.1 host makes no iterator)
             for h2_conn in host.h2_conns:
+                expires_at = h2_conn.expires_at
+                if expires_at is not None and now >= expires_at:
+                    # Its lifetime ended before the sweeper came by: it drains (or closes).
+                    self._retire_h2(host, h2_conn, CloseReason.MAX_LIFETIME, now)
+                    break  # h2_conns changed: look again
                 if h2_conn.has_capacity:
                     self.idle_time = self._reserve(h2_conn, now)
                     return h2_conn
+            else:
+                break
         timeout = self.options.idle_conn_timeout
         idle, lru = host.idle, self.idle_lru
         while idle:
@@ -371,7 +435,12 @@ class Pool(Generic[H1T, H2T, W]):
                 self.idle_timeouts += 1
                 self._close(conn, CloseReason.IDLE_TIMEOUT)
                 continue
+            if conn.expires_at is not None and now >= conn.expires_at:
+                self.lifetime_expirations += 1
+                self._close(conn, CloseReason.MAX_LIFETIME)
+                continue
             self.idle_time = now - idle_at
+            conn.handed_out += 1
             return conn
         return None
 
@@ -407,7 +476,9 @@ class Pool(Generic[H1T, H2T, W]):
         if want.stream:
             self.release_stream(cast(H2T, conn), now)
         else:
-            self.put_idle(cast(H1T, conn), now)
+            h1_conn = cast(H1T, conn)
+            h1_conn.handed_out -= 1  # it carried no request
+            self.put_idle(h1_conn, now)
 
     # -- giving connections back ------------------------------------------------------------
 
@@ -427,10 +498,18 @@ class Pool(Generic[H1T, H2T, W]):
             return CloseReason.NOT_REUSABLE
         if self.closed:
             return CloseReason.POOL_CLOSED
+        limit = self.options.max_requests_per_conn
+        if limit is not None and conn.handed_out >= limit:
+            self.max_requests_expirations += 1
+            return CloseReason.MAX_REQUESTS
+        if conn.expires_at is not None and now >= conn.expires_at:
+            self.lifetime_expirations += 1
+            return CloseReason.MAX_LIFETIME
         host = self.hosts[conn.key]
         while host.idle_waiters:
             want = host.idle_waiters.popleft()
             if want.waiting:
+                conn.handed_out += 1
                 self._serve(host, want, conn, None)
                 return None
         if self.close_idle_on_release:
@@ -462,7 +541,17 @@ class Pool(Generic[H1T, H2T, W]):
         host = self.hosts.get(conn.key)
         if conn.reserved == 0:
             conn.idle_at = now
-        if host is None or conn not in host.h2_conns:
+        if host is None:
+            return
+        if conn in host.h2_conns:
+            expires_at = conn.expires_at
+            if expires_at is not None and now >= expires_at:
+                self._retire_h2(host, conn, CloseReason.MAX_LIFETIME, now)
+        if conn.expired is not None:
+            if conn.reserved == 0 and conn in self.open and conn not in self.closing:
+                self._close(conn, conn.expired)  # it drained: its last stream ended
+            return
+        if conn not in host.h2_conns:
             return
         cap = conn.stream_cap
         forget = cap is not None and conn.streams_accepted >= cap and not conn.goaway
@@ -515,19 +604,22 @@ class Pool(Generic[H1T, H2T, W]):
 
     def dialed_h1(self, dial: Dial[W], conn: H1T, now: float) -> None:
         """The dial for ``dial.want`` brought an HTTP/1.1 connection (started, and now open)."""
-        host = self._dial_done(dial, conn)
+        host = self._dial_done(dial, conn, False)
         if dial.may_be_h2:
             host.h1_only = True  # remembered: later requests dial as HTTP/1.1 does
         if self.closed:
             self._close(conn, CloseReason.POOL_CLOSED, _pool_closed())
-        elif not self._serve(host, dial.want, conn, None):
+        elif dial.want.waiting:
+            conn.handed_out += 1
+            self._serve(host, dial.want, conn, None)
+        else:
             self.put_idle(conn, now)
         if dial.may_be_h2:
             self._dial_for_waiters(host)
 
     def dialed_h2(self, dial: Dial[W], conn: H2T, now: float) -> None:
         """The dial for ``dial.want`` brought an HTTP/2 connection, its handshake done."""
-        host = self._dial_done(dial, conn)
+        host = self._dial_done(dial, conn, True)
         if self.closed:
             self._close(conn, CloseReason.POOL_CLOSED, _pool_closed())
             return
@@ -540,12 +632,14 @@ class Pool(Generic[H1T, H2T, W]):
             self._serve(host, want, conn, None, stream=True)
         self._serve_h2_waiters(host, conn, now)
 
-    def _dial_done(self, dial: Dial[W], conn: H1T | H2T) -> _Host[H1T, H2T, W]:
+    def _dial_done(self, dial: Dial[W], conn: H1T | H2T, h2: bool) -> _Host[H1T, H2T, W]:
         host = self.hosts[dial.want.key]
         host.dialing -= 1
         if dial.may_be_h2:
             host.h2_dialing -= 1
         self.open.add(conn)
+        if conn.expires_at is not None:
+            heapq.heappush(self.lifetimes, (conn.expires_at, next(self._lifetime_seq), conn, h2))
         return host
 
     # -- closes -------------------------------------------------------------------------------
@@ -580,11 +674,14 @@ class Pool(Generic[H1T, H2T, W]):
         return self.hosts[conn.key]
 
     def expire(self, now: float) -> float | None:
-        """Close the idle HTTP/1.1 connections past ``idle_conn_timeout``; return when the next
-        one expires (None: none is idle, or there is no timeout)."""
+        """Close the idle HTTP/1.1 connections past ``idle_conn_timeout`` and retire those past
+        their lifetime (an idle one closes, an HTTP/2 one in use drains, an HTTP/1.1 one in use
+        is left to close when its response ends); return when the next of either is due (None:
+        nothing is idle and no connection has a lifetime)."""
+        next_lifetime = self._expire_lifetimes(now)
         timeout = self.options.idle_conn_timeout
         if timeout is None:
-            return None
+            return next_lifetime
         lru = self.idle_lru
         while lru:
             oldest = next(iter(lru))
@@ -592,12 +689,39 @@ class Pool(Generic[H1T, H2T, W]):
             if idle_at is None:
                 _broken("an idle connection has idle_at", f"{oldest!r} in the LRU without it")
             if idle_at + timeout > now:
-                return idle_at + timeout
+                due = idle_at + timeout
+                return due if next_lifetime is None else min(due, next_lifetime)
             del lru[oldest]
             del self.hosts[oldest.key].idle[oldest]
             oldest.idle_at = None
             self.idle_timeouts += 1
             self._close(oldest, CloseReason.IDLE_TIMEOUT)
+        return next_lifetime
+
+    def _expire_lifetimes(self, now: float) -> float | None:
+        """Pop the lifetimes due (and those of connections gone, met at the top) and retire
+        their connections; the next deadline of an open connection, or None."""
+        heap = self.lifetimes
+        while heap:
+            expires_at, _, conn, h2 = heap[0]
+            if conn in self.open and conn not in self.closing:
+                if expires_at > now:
+                    return expires_at
+                if h2:
+                    h2_conn = cast(H2T, conn)
+                    host = self.hosts[conn.key]
+                    if h2_conn in host.h2_conns:
+                        self._retire_h2(host, h2_conn, CloseReason.MAX_LIFETIME, now)
+                else:
+                    h1_conn = cast(H1T, conn)
+                    if h1_conn.idle_at is not None:
+                        del self.idle_lru[h1_conn]
+                        del self.hosts[conn.key].idle[h1_conn]
+                        h1_conn.idle_at = None
+                        self.lifetime_expirations += 1
+                        self._close(h1_conn, CloseReason.MAX_LIFETIME)
+                    # (in use: put_idle closes it when its response ends)
+            heapq.heappop(heap)
         return None
 
     def close_idle(self, now: float) -> None:
@@ -692,13 +816,27 @@ class Pool(Generic[H1T, H2T, W]):
                 if conn.idle_at is None or conn.idle_at < last:
                     _broken("an idle list is ordered by idle_at", f"{conn!r} in {key}'s")
                 last = conn.idle_at
+                limit = options.max_requests_per_conn
+                if limit is not None and conn.handed_out >= limit:
+                    _broken("no connection that carried its last request is idle", f"{conn!r}")
             for h2_conn in host.h2_conns:
                 self._check_h2_conn(host, h2_conn, state)
             for h2_conn in host.h2_draining:
-                if h2_conn not in self.open or not h2_conn.goaway or h2_conn in host.h2_conns:
+                if (
+                    h2_conn not in self.open
+                    or not (h2_conn.goaway or h2_conn.expired is not None)
+                    or h2_conn in host.h2_conns
+                ):
                     _broken(
-                        "a draining HTTP/2 connection is open, after its GOAWAY", f"{h2_conn!r}"
+                        "a draining HTTP/2 connection is open, after its GOAWAY or expiry",
+                        f"{h2_conn!r}",
                     )
+                if (
+                    h2_conn.expired is not None
+                    and not h2_conn.reserved
+                    and h2_conn not in self.closing
+                ):
+                    _broken("an expired HTTP/2 connection closes with its last stream", state)
             self._check_wants(host, state)
         if len(idle) != len(self.idle_lru):
             _broken(
@@ -708,11 +846,27 @@ class Pool(Generic[H1T, H2T, W]):
         if options.max_idle_conns and len(self.idle_lru) > options.max_idle_conns:
             _broken("at most max_idle_conns are idle", f"{len(self.idle_lru)} idle")
         self._check_max_conns()
+        self._check_lifetimes()
         last = float("-inf")
         for conn in self.idle_lru:
             if conn.idle_at is None or conn.idle_at < last:
                 _broken("the LRU is ordered by idle_at", f"{conn!r} idle_at={conn.idle_at}")
             last = conn.idle_at
+
+    def _check_lifetimes(self) -> None:
+        in_heap = {id(conn): expires_at for expires_at, _, conn, _ in self.lifetimes}
+        h2_conns = (conn for host in self.hosts.values() for conn in host.h2_conns)
+        conns: list[H1T | H2T] = [*self.idle_lru, *h2_conns]
+        for conn in conns:
+            expires_at = conn.expires_at
+            if expires_at is not None and in_heap.get(id(conn)) != expires_at:
+                _broken(
+                    "an idle connection or one taking streams has its lifetime in the heap",
+                    f"{conn!r} expires_at={expires_at}",
+                )
+        heap = self.lifetimes
+        if any(heap[(i - 1) // 2][:2] > heap[i][:2] for i in range(1, len(heap))):
+            _broken("the lifetimes are a heap", f"{len(heap)} entries")
 
     def _check_max_conns(self) -> None:
         options = self.options
@@ -739,6 +893,8 @@ class Pool(Generic[H1T, H2T, W]):
     def _check_h2_conn(self, host: _Host[H1T, H2T, W], conn: H2T, state: str) -> None:
         if conn.key != host.key or conn not in self.open:
             _broken("a host's HTTP/2 connections are its own, open", f"{conn!r}")
+        if conn.expired is not None:
+            _broken("an expired HTTP/2 connection takes no new stream", f"{conn!r}")
         if not conn.active_streams <= conn.reserved <= conn.handed_out:
             _broken(
                 "an HTTP/2 connection's open streams <= reserved <= handed out",
@@ -797,7 +953,35 @@ class Pool(Generic[H1T, H2T, W]):
         conn.reserved += 1
         conn.handed_out += 1
         idle_at, conn.idle_at = conn.idle_at, None
+        limit = self.options.max_requests_per_conn
+        if limit is not None and conn.handed_out >= limit:
+            # That was its last request: it drains. (The callers dial for the waiters left.)
+            self._retire_h2(self.hosts[conn.key], conn, CloseReason.MAX_REQUESTS, now, dial=False)
         return 0.0 if idle_at is None else now - idle_at
+
+    def _retire_h2(
+        self,
+        host: _Host[H1T, H2T, W],
+        conn: H2T,
+        why: CloseReason,
+        now: float,
+        *,
+        dial: bool = True,
+    ) -> None:
+        """``conn`` (in ``h2_conns``) ran out of lifetime or requests: as after a GOAWAY of our
+        own, it takes no new stream and finishes those it has (closing with the last), or
+        closes now when it has none; the wants waiting get a dial for a replacement at once."""
+        conn.expired = why
+        del host.h2_conns[conn]
+        host.h2_draining.add(conn)
+        if why is CloseReason.MAX_LIFETIME:
+            self.lifetime_expirations += 1
+        else:
+            self.max_requests_expirations += 1
+        if conn.reserved == 0:
+            self._close(conn, why)
+        if dial and host.waiting and not host.h2_dialing:
+            self._dial_for_waiters(host)
 
     def waits_on_h2_dial(self, want: Want[Any, Any]) -> bool:
         """``want`` has no dial of its own and waits on its host's HTTP/2 dial in flight."""
@@ -900,8 +1084,10 @@ class Pool(Generic[H1T, H2T, W]):
                 if want.waiting:
                     self._reserve(h2_conn, now)
                     self._serve(host, want, h2_conn, None, stream=True)
-        if host.waiting and not self.options.strict_max_concurrent_streams and not host.h2_dialing:
-            self._dial_for_waiters(host)  # the connection is full: open another
+        strict = self.options.strict_max_concurrent_streams
+        if host.waiting and not host.h2_dialing and (not strict or not host.h2_conns):
+            # The connection is full (or, its requests spent, drains): open another.
+            self._dial_for_waiters(host)
 
     def _serve(
         self,

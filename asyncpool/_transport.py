@@ -19,8 +19,10 @@ module is the I/O around it:
   itself: each report is one pool decision, and a report that arrives while actions are being
   carried out (closing a connection reports its close at once) waits in ``_reports`` until they
   are done, so no decision ever runs inside another.
-* One sweeper task per Transport calls ``Pool.expire`` when the oldest idle connection is due
-  (or, while nothing is idle, waits until something is).
+* One sweeper task per Transport calls ``Pool.expire`` when the oldest idle connection or the
+  next connection lifetime (``max_conn_lifetime``, drawn ±10 % per connection in
+  ``_conn_deadline``) is due (or, while nothing is idle and no lifetime pending, waits until
+  something is); a dial whose deadline is earlier than its wake-up wakes it.
 * A response the garbage collector finalizes unread gives its connection up through
   ``call_soon`` on the event loop, not from inside the collector.
 
@@ -168,6 +170,9 @@ class TransportStats:
     idle_timeouts: int
     evictions: int
     server_closed_idle: int
+    # Connections retired at max_conn_lifetime, and after max_requests_per_conn requests.
+    lifetime_expirations: int = 0
+    max_requests_expirations: int = 0
 
     @property
     def idle(self) -> int:
@@ -200,6 +205,8 @@ class SharedOptions(TypedDict, total=False):
     max_conns_per_host: int
     max_conns: int
     idle_conn_timeout: float | None
+    max_conn_lifetime: float | None
+    max_requests_per_conn: int | None
     dial_timeout: float | None
     tls_handshake_timeout: float | None
     response_header_timeout: float | None
@@ -315,6 +322,8 @@ class Transport:
         max_conns_per_host: int = 0,
         max_conns: int = 0,
         idle_conn_timeout: float | None = 90.0,
+        max_conn_lifetime: float | None = None,
+        max_requests_per_conn: int | None = None,
         dial_timeout: float | None = 30.0,
         tls_handshake_timeout: float | None = 10.0,
         response_header_timeout: float | None = None,
@@ -353,6 +362,12 @@ class Transport:
         ):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, not {value}")
+        for name, limit in (
+            ("max_conn_lifetime", max_conn_lifetime),
+            ("max_requests_per_conn", max_requests_per_conn),
+        ):
+            if limit is not None and not limit > 0:
+                raise ValueError(f"{name} must be > 0 or None, not {limit}")
         # Options: immutable after construction. 0 means "no limit" for the two limits, as Go.
         self.max_idle_conns = max_idle_conns
         if max_idle_conns_per_host is None:
@@ -362,6 +377,10 @@ class Transport:
         self.max_conns_per_host = max_conns_per_host
         self.max_conns = max_conns
         self.idle_conn_timeout = idle_conn_timeout
+        # Each connection lives max_conn_lifetime +-10 % (drawn per connection, so that those
+        # dialed together do not all go at once), then is retired: see _pool.
+        self.max_conn_lifetime = max_conn_lifetime
+        self.max_requests_per_conn = max_requests_per_conn
         self.dial_timeout = dial_timeout
         self.tls_handshake_timeout = tls_handshake_timeout
         self.response_header_timeout = response_header_timeout
@@ -420,6 +439,7 @@ class Transport:
                 idle_conn_timeout=idle_conn_timeout,
                 disable_keep_alives=disable_keep_alives,
                 strict_max_concurrent_streams=strict_max_concurrent_streams,
+                max_requests_per_conn=max_requests_per_conn,
             )
         )
         self._owner = _ConnOwner(self)
@@ -440,6 +460,10 @@ class Transport:
         # Set while the idle sweeper waits for a first idle connection; who fills an empty
         # idle list sets it.
         self._idle_wakeup: Event | None = None
+        # While the sweeper waits: what wakes it, and the time it sleeps until (None: until an
+        # idle connection). A connection dialed with an earlier lifetime deadline wakes it.
+        self._sweep_wakeup: Event | None = None
+        self._sweep_at: float | None = None
         # Wire headers of body-less requests (see _wire_headers); used by callers, no await.
         self._wire_headers_cache: dict[
             tuple[tuple[str, ...], str, str, bool, bool], tuple[list[tuple[str, str]], bool]
@@ -455,7 +479,7 @@ class Transport:
         self._clock, self._new_event = clock(), event_factory()
         self._call_soon = call_soon_factory()
         tasks = self._tasks = TaskSet()
-        if self.idle_conn_timeout is not None:
+        if self.idle_conn_timeout is not None or self.max_conn_lifetime is not None:
             tasks.start_soon(_sweep_idle_conns, weakref.ref(self), name="asyncpool idle sweeper")
         return tasks
 
@@ -944,12 +968,26 @@ class Transport:
         conn.trace = want.trace
         if self._tasks is None:
             _broken("a dial ends in a started Transport", want.key)
+        if self.max_conn_lifetime is not None:
+            conn.expires_at = expires_at = self._conn_deadline(self._clock())
+            wakeup, sweep_at = self._sweep_wakeup, self._sweep_at
+            if wakeup is not None and (sweep_at is None or expires_at < sweep_at):
+                self._sweep_wakeup = self._idle_wakeup = None
+                wakeup.set()  # the sweeper sleeps past this connection's end: wake it
         conn.start(self._tasks)
         if isinstance(conn, HTTP2Connection):
             self._pool.dialed_h2(dial_action, conn, self._clock())
         else:
             self._pool.dialed_h1(dial_action, conn, self._clock())
         self._decided()
+
+    def _conn_deadline(self, now: float) -> float:
+        """When a connection made ``now`` ends: ``max_conn_lifetime`` +-10 %, drawn here (the
+        pool stays deterministic: it is given the deadline)."""
+        lifetime = self.max_conn_lifetime
+        if lifetime is None:
+            _broken("a connection's deadline is drawn only with max_conn_lifetime", "")
+        return now + lifetime * (0.9 + 0.2 * random())
 
     async def _dial_with_retries(
         self, want: _Want, dial_timeout: float | None, tls_handshake_timeout: float | None
@@ -1044,25 +1082,33 @@ class Transport:
             idle_timeouts=pool.idle_timeouts,
             evictions=pool.evictions,
             server_closed_idle=pool.server_closed_idle,
+            lifetime_expirations=pool.lifetime_expirations,
+            max_requests_expirations=pool.max_requests_expirations,
         )
 
 
 async def _sweep_idle_conns(ref: weakref.ref[Transport]) -> None:
-    """The idle sweeper task: Go's per-connection idle timer, for the whole pool at once. It
-    holds its Transport only between waits, so an abandoned one can still be collected."""
+    """The idle sweeper task: Go's per-connection idle timer (and lifetime timer), for the
+    whole pool at once. It sleeps until the next idle timeout or lifetime deadline, or until
+    something is idle; a connection dialed with an earlier deadline wakes it (``_sweep_wakeup``).
+    It holds its Transport only between waits, so an abandoned one can still be collected."""
     while True:
         transport = ref()
         if transport is None:
             return
         pool = transport._pool
+        transport._sweep_wakeup = transport._idle_wakeup = None
         next_expiry = pool.expire(transport._clock())
         if pool.actions:
             transport._carry_out()
+        wakeup = transport._sweep_wakeup = transport._new_event()
+        transport._sweep_at = next_expiry
         if next_expiry is None:
-            wakeup = transport._idle_wakeup = transport._new_event()
+            transport._idle_wakeup = wakeup
         del transport, pool
         if next_expiry is not None:
-            await anyio.sleep_until(next_expiry)
+            with anyio.move_on_at(next_expiry):
+                await wakeup.wait()
         else:
             await wakeup.wait()
 

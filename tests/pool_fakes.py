@@ -25,6 +25,8 @@ class FakeH1:
         self.key = key
         self.id = next(_ids)
         self.idle_at: float | None = None
+        self.handed_out = 0
+        self.expires_at: float | None = None
         self.closed = False
         self.close_why: CloseReason | None = None
 
@@ -42,6 +44,8 @@ class FakeH2:
         self.reserved = 0
         self.handed_out = 0
         self.stream_cap: int | None = None
+        self.expired: CloseReason | None = None
+        self.expires_at: float | None = None
         self.max_streams = max_streams
         self.closed = False
         self.close_why: CloseReason | None = None
@@ -52,7 +56,7 @@ class FakeH2:
 
     @property
     def has_capacity(self) -> bool:
-        if self.closed or self.goaway or self.reserved >= self.max_streams:
+        if self.closed or self.goaway or self.expired or self.reserved >= self.max_streams:
             return False
         return self.stream_cap is None or self.handed_out < self.stream_cap
 
@@ -110,18 +114,25 @@ class Harness:
     # -- connections -----------------------------------------------------------------------------
 
     def finish_dial(
-        self, dial: Dial[FakeWant] | None = None, *, h2: int | None = None
+        self,
+        dial: Dial[FakeWant] | None = None,
+        *,
+        h2: int | None = None,
+        expires_at: float | None = None,
     ) -> FakeH1 | FakeH2:
         """The oldest dial in flight (or ``dial``) succeeds: HTTP/1.1, or with ``h2`` HTTP/2
-        with that many concurrent streams."""
+        with that many concurrent streams; ``expires_at`` is the end of its lifetime (as the
+        Transport sets it from max_conn_lifetime, jittered)."""
         dial = dial or self.dials[0]
         self.dials.remove(dial)
         conn: FakeH1 | FakeH2
         if h2 is not None:
             conn = FakeH2(dial.want.key, h2)
+            conn.expires_at = expires_at
             self.pool.dialed_h2(dial, conn, self.now)
         else:
             conn = FakeH1(dial.want.key)
+            conn.expires_at = expires_at
             self.pool.dialed_h1(dial, conn, self.now)
         self.carry_out()
         return conn

@@ -990,7 +990,7 @@ CORRUPTIONS: dict[str, tuple[Callable[[Busy], None], str]] = {
     ),
     "draining-without-goaway": (
         lambda b: b.h.pool.hosts[S].h2_draining.add(b.s1),
-        "a draining HTTP/2 connection is open, after its GOAWAY",
+        "a draining HTTP/2 connection is open, after its GOAWAY or expiry",
     ),
     "more-streams-than-reserved": (
         lambda b: setattr(b.s1, "active_streams", 2),
@@ -1258,3 +1258,264 @@ def test_the_invariant_checker_names_a_broken_max_conns_rule(
     corrupt(h.pool)
     with pytest.raises(PoolInvariantError, match=invariant):
         h.pool.check_invariants()
+
+
+# -- connection lifetimes and max_requests_per_conn -------------------------------------------
+
+LIFETIME = CloseReason.MAX_LIFETIME
+MAX_REQUESTS = CloseReason.MAX_REQUESTS
+
+
+def h1_with_deadline(h: Harness, expires_at: float, key: str = A) -> tuple[FakeH1, FakeWant]:
+    want = h.want(key)
+    conn = h.finish_dial(h.dials[-1], expires_at=expires_at)
+    assert isinstance(conn, FakeH1) and want.conn is conn
+    return conn, want
+
+
+def h2_with_deadline(
+    h: Harness, expires_at: float | None, key: str = S, max_streams: int = 100
+) -> tuple[FakeH2, FakeWant]:
+    want = h.want(key, h2=True)
+    conn = h.finish_dial(h.dials[-1], h2=max_streams, expires_at=expires_at)
+    assert isinstance(conn, FakeH2) and want.conn is conn and want.stream
+    return conn, want
+
+
+def test_an_http11_connection_is_reused_before_its_deadline_and_not_after() -> None:
+    h = Harness()
+    conn, _ = h1_with_deadline(h, expires_at=10.0)
+    h.release(conn)
+    h.advance(9.9)
+    assert h.take(A) is conn
+    h.release(conn)
+    h.advance(0.1)  # now == the deadline
+    assert h.take(A) is None
+    assert h.closed == [(conn, LIFETIME)]
+    assert h.pool.lifetime_expirations == 1
+
+
+def test_an_http11_connection_past_its_deadline_closes_when_its_response_ends() -> None:
+    h = Harness()
+    conn, _ = h1_with_deadline(h, expires_at=10.0)
+    waiting = h.want(A)  # would take it, were it reusable
+    h.advance(10.0)
+    assert put_idle(h, conn) is LIFETIME
+    assert h.closed == [(conn, LIFETIME)] and waiting.waiting  # its own dial serves it
+    assert len(h.dials) == 1
+
+
+def test_the_sweeper_closes_an_idle_connection_at_its_deadline_and_wakes_for_it() -> None:
+    h = Harness(PoolOptions(idle_conn_timeout=90.0))
+    conn, _ = h1_with_deadline(h, expires_at=10.0)
+    h.release(conn)
+    assert h.expire() == 10.0  # the lifetime, before the idle timeout at 90
+    h.advance(9.0)
+    assert h.expire() == 10.0 and not h.closed
+    h.advance(1.0)
+    assert h.expire() is None
+    assert h.closed == [(conn, LIFETIME)] and not list(h.idle())
+
+
+def test_the_sweepers_next_wakeup_is_the_earliest_of_idle_timeouts_and_lifetimes() -> None:
+    h = Harness(PoolOptions(idle_conn_timeout=5.0))
+    early, _ = h1_with_deadline(h, expires_at=30.0)
+    late, _ = h1_with_deadline(h, expires_at=20.0)
+    h.release(early)
+    assert h.expire() == 5.0  # the idle timeout first
+    h.take(A)  # in use again: no idle timeout pending
+    assert h.expire() == 20.0  # the earliest lifetime (late's, though dialed second)
+    h.advance(20.0)
+    assert h.expire() == 30.0  # late is in use: left to close when freed
+    assert not h.closed
+    assert put_idle(h, late) is LIFETIME
+
+
+def test_without_idle_timeout_lifetimes_still_expire() -> None:
+    h = Harness(PoolOptions(idle_conn_timeout=None))
+    conn, _ = h1_with_deadline(h, expires_at=3.0)
+    h.release(conn)
+    assert h.expire() == 3.0
+    h.advance(3.0)
+    assert h.expire() is None and h.closed == [(conn, LIFETIME)]
+
+
+def test_a_closed_connections_lifetime_is_dropped_from_the_sweepers_schedule() -> None:
+    h = Harness()
+    conn, _ = h1_with_deadline(h, expires_at=3.0)
+    h.server_close(conn)
+    assert h.expire() is None and h.pool.lifetimes == []
+
+
+def test_max_requests_per_conn_closes_an_http11_connection_after_that_many() -> None:
+    h = Harness(PoolOptions(max_requests_per_conn=2))
+    conn, _ = h1_in_hand(h)  # request 1
+    h.release(conn)
+    assert h.take(A) is conn  # request 2
+    waiting = h.want(A)
+    assert put_idle(h, conn) is MAX_REQUESTS
+    assert h.closed == [(conn, MAX_REQUESTS)] and waiting.waiting
+    assert h.pool.max_requests_expirations == 1
+    fresh = h.finish_dial()
+    assert waiting.conn is fresh
+
+
+def test_max_requests_per_conn_counts_a_connection_handed_to_a_waiting_want() -> None:
+    h = Harness(PoolOptions(max_requests_per_conn=2, max_conns_per_host=1))
+    conn, _ = h1_in_hand(h)  # request 1
+    second = h.want(A)
+    h.release(conn)
+    assert second.conn is conn  # request 2
+    third = h.want(A)
+    h.release(conn)
+    assert h.closed == [(conn, MAX_REQUESTS)] and third.waiting
+    h.finish_dial()  # the freed host slot dialed for it
+    assert third.conn is not None and third.conn is not conn
+
+
+def test_a_connection_given_back_unused_does_not_count_as_a_request() -> None:
+    h = Harness(PoolOptions(max_requests_per_conn=1))
+    want = h.want(A)
+    conn = h.finish_dial()
+    assert want.conn is conn
+    h.pool.give_back(want, h.now)
+    h.carry_out()
+    assert list(h.idle()) == [conn] and not h.closed
+
+
+def test_an_http2_connection_drains_after_max_requests_per_conn() -> None:
+    h = Harness(PoolOptions(max_requests_per_conn=2))
+    conn, _ = h2_in_use(h)  # stream 1
+    assert h.take(S) is conn  # stream 2: its last
+    assert conn.expired is MAX_REQUESTS and not conn.has_capacity
+    assert conn not in h.pool.hosts[S].h2_conns and conn in h.pool.hosts[S].h2_draining
+    waiting = h.want(S, h2=True)
+    assert len(h.dials) == 1  # a replacement, the old one still open
+    h.release(conn)
+    assert not conn.closed  # a stream still open
+    h.release(conn)
+    assert h.closed == [(conn, MAX_REQUESTS)]
+    fresh = h.finish_dial(h2=100)
+    assert waiting.conn is fresh and fresh is not conn
+
+
+def test_an_http2_connection_in_use_drains_at_its_deadline() -> None:
+    h = Harness()
+    conn, _ = h2_with_deadline(h, expires_at=10.0)
+    conn.active_streams = 1
+    assert h.expire() == 10.0
+    h.advance(10.0)
+    assert h.expire() is None  # the sweeper retires it, though no stream was released
+    assert conn.expired is LIFETIME and not conn.closed and not conn.has_capacity
+    assert conn in h.pool.hosts[S].h2_draining
+    assert h.pool.lifetime_expirations == 1
+    assert h.take(S) is None  # no new stream
+    h.release(conn)  # its open stream finished: now it closes
+    assert h.closed == [(conn, LIFETIME)]
+
+
+def test_an_expired_http2_connection_dials_a_replacement_for_waiters_before_it_closes() -> None:
+    h = Harness(PoolOptions(strict_max_concurrent_streams=True))
+    conn, _ = h2_with_deadline(h, expires_at=10.0, max_streams=1)
+    waiting = h.want(S, h2=True)  # strict: waits for the one stream, no dial
+    assert waiting.waiting and not h.dials
+    h.advance(10.0)
+    h.expire()
+    assert len(h.dials) == 1 and not conn.closed  # the replacement is dialed first
+    fresh = h.finish_dial(h2=1)
+    assert waiting.conn is fresh
+    h.release(conn)
+    assert h.closed == [(conn, LIFETIME)]
+
+
+def test_an_http2_connection_past_its_deadline_hands_out_no_stream_even_before_the_sweeper() -> (
+    None
+):
+    h = Harness()
+    conn, _ = h2_with_deadline(h, expires_at=10.0)
+    h.release(conn)
+    h.advance(10.0)
+    assert h.take(S) is None
+    assert h.closed == [(conn, LIFETIME)]  # idle: closed at once
+
+
+def test_an_http2_stream_released_past_the_deadline_serves_no_waiter() -> None:
+    h = Harness()
+    conn, _ = h2_with_deadline(h, expires_at=10.0, max_streams=1)
+    waiting = h.want(S, h2=True)
+    h.advance(10.0)
+    h.release(conn)  # the sweeper has not run: the release retires it
+    assert h.closed == [(conn, LIFETIME)] and waiting.waiting and len(h.dials) == 1
+
+
+def test_an_idle_http2_connection_closes_at_once_at_its_deadline() -> None:
+    h = Harness()
+    conn, _ = h2_with_deadline(h, expires_at=10.0)
+    h.release(conn)
+    h.advance(10.0)
+    assert h.expire() is None
+    assert h.closed == [(conn, LIFETIME)]
+
+
+def test_a_server_goaway_on_an_expired_draining_connection_changes_nothing() -> None:
+    h = Harness()
+    conn, _ = h2_with_deadline(h, expires_at=10.0)
+    h.advance(10.0)
+    h.expire()
+    h.goaway(conn)
+    h.release(conn)
+    assert h.closed == [(conn, LIFETIME)]
+
+
+def test_the_invariant_checker_names_an_expired_connection_taking_streams() -> None:
+    h = Harness()
+    conn, _ = h2_with_deadline(h, expires_at=10.0)
+    conn.expired = LIFETIME
+    with pytest.raises(PoolInvariantError, match="an expired HTTP/2 connection takes no new"):
+        h.pool.check_invariants()
+
+
+def test_the_invariant_checker_names_a_lifetime_missing_from_the_heap() -> None:
+    h = Harness()
+    conn, _ = h1_with_deadline(h, expires_at=10.0)
+    h.release(conn)
+    h.pool.lifetimes.clear()
+    with pytest.raises(PoolInvariantError, match="has its lifetime in the heap"):
+        h.pool.check_invariants()
+
+
+def test_transport_draws_each_lifetime_within_ten_percent(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncpool._transport as transport_module
+    from asyncpool import Transport
+
+    transport = Transport(max_conn_lifetime=100.0)
+    for draw, expected in ((0.0, 90.0), (1.0 - 1e-12, 110.0), (0.5, 100.0)):
+        monkeypatch.setattr(transport_module, "random", lambda draw=draw: draw)
+        assert transport._conn_deadline(1000.0) == pytest.approx(1000.0 + expected)
+    monkeypatch.undo()
+    deadlines = [transport._conn_deadline(0.0) for _ in range(1000)]
+    assert all(90.0 <= d <= 110.0 for d in deadlines)
+    assert len(set(deadlines)) > 1  # jittered, not one value
+
+
+@pytest.mark.parametrize("option", ["max_conn_lifetime", "max_requests_per_conn"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_lifetime_options_must_be_positive(option: str, value: int) -> None:
+    from asyncpool import Transport
+
+    with pytest.raises(ValueError, match=option):
+        Transport(**{option: value})
+
+
+def test_strict_waiters_of_a_connection_spent_by_max_requests_get_a_replacement() -> None:
+    h = Harness(PoolOptions(max_requests_per_conn=2, strict_max_concurrent_streams=True))
+    conn, _ = h2_in_use(h, max_streams=1)  # stream 1
+    waiting = h.want(S, h2=True)  # strict: waits for the stream
+    assert not h.dials
+    h.release(conn)  # its stream 2 goes to the waiter: its last
+    assert waiting.conn is conn and conn.expired is MAX_REQUESTS
+    later = h.want(S, h2=True)
+    assert len(h.dials) == 1  # nothing left to wait on: a replacement is dialed
+    h.release(conn)
+    assert h.closed == [(conn, MAX_REQUESTS)]
+    assert h.finish_dial(h2=1) is later.conn

@@ -247,6 +247,8 @@ class HTTP11Connection:
         "close_error",
         "close_why",
         "closed",
+        "expires_at",
+        "handed_out",
         "host_port",
         "idle_at",
         "key",
@@ -286,6 +288,10 @@ class HTTP11Connection:
         # Owned by the pool, changed only in its synchronous methods: when the connection
         # entered the idle list, or None while it is not there.
         self.idle_at: float | None = None
+        self.handed_out = 0  # requests the pool handed it out for
+        # The end of its lifetime (max_conn_lifetime), set by the Transport before the pool
+        # sees it; None: no end.
+        self.expires_at: float | None = None
 
         # Owned by the connection.
         self.requests_started = 0  # by round_trip; > 0 means reused (Go's isReused)

@@ -274,6 +274,10 @@ class HTTP2Connection:
         self.reserved = 0  # streams promised to requests, open or about to open
         self.handed_out = 0  # streams ever reserved on it
         self.stream_cap: int | None = None  # the most it hands out in its life (None: no cap)
+        # The pool retired it (max_conn_lifetime, max_requests_per_conn): no new stream.
+        self.expired: CloseReason | None = None
+        # The end of its lifetime, set by the Transport before the pool sees it; None: no end.
+        self.expires_at: float | None = None
         self.idle_at: float | None = None  # when ``reserved`` last fell to 0
         self.requests_started = 0  # streams opened so far (> 0: reused, in Go's sense)
 
@@ -307,7 +311,7 @@ class HTTP2Connection:
 
     @property
     def has_capacity(self) -> bool:
-        if self.closed or self.goaway or self.reserved >= self.max_streams:
+        if self.closed or self.goaway or self.expired or self.reserved >= self.max_streams:
             return False
         return self.stream_cap is None or self.handed_out < self.stream_cap
 
