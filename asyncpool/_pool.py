@@ -21,7 +21,8 @@ HTTP/1.1 connection. Otherwise it registers a *want* (``add_want``) in the queue
 when it waits on an HTTP/2 dial in flight instead of dialing, ``undialed`` (dialed for if that
 dial does not serve it). Whichever comes first serves the want, a freed connection or a fresh
 dial (socket late binding), and the loser is not wasted: it goes to the next want or the idle
-list.
+list. A want cancelled in the queue for a host slot leaves its place to the next of the wants
+that waited on its dial.
 
 ``max_conns`` limits the connections of all hosts together (httpx's ``max_connections``): a
 want that may dial (its host under ``max_conns_per_host``) while the pool is at the limit waits
@@ -39,7 +40,10 @@ connection makes the pool dial one more (one dial at a time) unless
 the waiters dial as HTTP/1.1 requests do. A connection that sent GOAWAY leaves ``h2_conns`` for
 ``h2_draining`` until it closes, finishing the streams it has. A GOAWAY that refused streams
 after the server took N teaches the pool to give new connections to that key N streams each
-(``h2_stream_caps``), until one answers N without a GOAWAY.
+(``h2_stream_caps``), until one answers N without a GOAWAY: then every connection to the key
+takes streams again, for the wants waiting too. A connection that handed out its N streams takes
+no more: wants dial rather than wait on it (strict or not), and it closes with its last stream
+(else it would hold a host slot, idle, for nothing).
 
 Idle HTTP/1.1 connections expire by ``expire(now)``, which the Transport's sweeper task calls
 when the oldest is due: the LRU holds them in the order they became idle, so its head is the
@@ -92,6 +96,7 @@ Invariants
   ``max_conns_per_host`` a freed slot passes straight to the next want waiting for one.
 * An HTTP/2 connection's ``reserved`` counts the streams handed out and not yet given back
   (each gives its slot back exactly once); it is idle (``idle_at`` set) exactly when none is.
+  One that handed out its stream cap is closing once none is.
 * No want waits while its host has an idle connection or an HTTP/2 connection with room, and a
   want with no dial of its own waits on something that will serve it or dial for it.
 * No host without connections or wants is kept.
@@ -113,8 +118,11 @@ With W wants waiting for a host, I idle connections and H HTTP/2 connections to 
   O(1), plus O(1) per expired connection or finished want skipped on the way (each is skipped
   once). ``take`` allocates nothing: the idle time it measured is left in ``idle_time``.
 * ``take`` of an HTTP/2 stream: O(H); ``release_stream``: O(1) plus the wants it serves (O(H)
-  when a learnt stream cap is forgotten).
-* ``add_want``, ``cancel_want``, a delivery: O(1). Served and cancelled wants stay in the deques
+  when a learnt stream cap is forgotten, or with ``strict_max_concurrent_streams`` when wants
+  are left waiting).
+* ``add_want``, ``cancel_want``, a delivery: O(1) (``add_want`` O(H) with
+  ``strict_max_concurrent_streams``, where it looks for a connection that will give streams
+  again; ``cancel_want`` plus the dial it may queue). Served and cancelled wants stay in the deques
   until met at a front (or all dropped at once when the host's last want is served): amortised
   O(1), as each is popped at most once per deque.
 * Dialing for wants whose dial did not serve them (an HTTP/2 connection full, closed or sent
@@ -465,6 +473,10 @@ class Pool(Generic[H1T, H2T, W]):
             if host is None:
                 _broken("a waiting want's host is kept", want.key)
             self._serve(host, want, None, None)
+            if want.dialed and host.waiting and not host.h2_dialing:
+                # Wants with no dial of their own may have waited on its dial, queued for a
+                # host slot: the next of them queues in its place.
+                self._dial_for_waiters(host)
         else:
             self.give_back(want, now)
 
@@ -557,12 +569,24 @@ class Pool(Generic[H1T, H2T, W]):
         forget = cap is not None and conn.streams_accepted >= cap and not conn.goaway
         if forget:
             # It answered all it was given and announced no GOAWAY (which would have come with
-            # the last stream it takes): the server takes more now. Forget the lesson; every
-            # connection it capped may take more now, not only this one.
+            # the last stream it takes): the server takes more now. Forget the lesson: the
+            # connections that spent their cap take streams again, for the wants waiting too
+            # (in the order take() tries them).
             self.h2_stream_caps.pop(host.key, None)
             for other in host.h2_conns:
                 other.stream_cap = None
-        self._serve_h2_waiters(host, conn, now, also_others=forget)
+            for other in host.h2_conns:
+                self._hand_out_streams(host, other, now)
+        elif (
+            cap is not None
+            and conn.handed_out >= cap
+            and conn.reserved == 0
+            and conn not in self.closing
+        ):
+            # It gives no stream again (its GOAWAY never came), yet holds a host slot: it
+            # closes with its last stream, and the wants waiting dial.
+            self._close(conn, CloseReason.NOT_REUSABLE)
+        self._serve_h2_waiters(host, conn, now)
 
     def capacity_changed(self, conn: H2T, now: float) -> None:
         """SETTINGS or GOAWAY changed how many streams ``conn`` takes."""
@@ -906,6 +930,16 @@ class Pool(Generic[H1T, H2T, W]):
                 "an HTTP/2 connection hands out at most its stream cap",
                 f"{conn!r} handed_out={conn.handed_out} cap={conn.stream_cap}",
             )
+        if (
+            conn.stream_cap is not None
+            and conn.handed_out >= conn.stream_cap
+            and conn.reserved == 0
+            and conn not in self.closing
+        ):
+            _broken(
+                "an HTTP/2 connection that handed out its stream cap closes with its last stream",
+                f"{conn!r} handed_out={conn.handed_out} cap={conn.stream_cap}",
+            )
         if (conn.idle_at is None) != (conn.reserved > 0):
             _broken(
                 "an HTTP/2 connection has idle_at when no stream is reserved on it",
@@ -994,10 +1028,12 @@ class Pool(Generic[H1T, H2T, W]):
 
     def _queue_for_dial(self, host: _Host[H1T, H2T, W], want: W) -> bool:
         """Dial for ``want``, or queue it for a host slot; False when it is to wait on the
-        HTTP/2 dial in flight (or, strict, on the host's HTTP/2 connections) instead."""
+        HTTP/2 dial in flight (or, strict, on the host's HTTP/2 connections that will give
+        streams) instead."""
         may_be_h2 = want.h2_capable and not host.h1_only
         if may_be_h2 and (
-            host.h2_dialing or (self.options.strict_max_concurrent_streams and host.h2_conns)
+            host.h2_dialing
+            or (self.options.strict_max_concurrent_streams and self._h2_streams_to_come(host))
         ):
             return False  # one HTTP/2 dial at a time: the waiters share what it brings
         want.dialed = True
@@ -1072,22 +1108,34 @@ class Pool(Generic[H1T, H2T, W]):
                     return  # one dial serves them all
             undialed.popleft()
 
-    def _serve_h2_waiters(
-        self, host: _Host[H1T, H2T, W], conn: H2T, now: float, *, also_others: bool = False
-    ) -> None:
-        """Hand free streams of ``conn`` (then, with ``also_others``, of the host's other HTTP/2
-        connections) to waiting wants, first come first served."""
-        waiters = host.idle_waiters
-        for h2_conn in (conn, *host.h2_conns) if also_others else (conn,):
-            while waiters and h2_conn.has_capacity:
-                want = waiters.popleft()
-                if want.waiting:
-                    self._reserve(h2_conn, now)
-                    self._serve(host, want, h2_conn, None, stream=True)
-        strict = self.options.strict_max_concurrent_streams
-        if host.waiting and not host.h2_dialing and (not strict or not host.h2_conns):
+    def _serve_h2_waiters(self, host: _Host[H1T, H2T, W], conn: H2T, now: float) -> None:
+        """Hand free streams of ``conn`` to waiting wants, first come first served; dial for
+        those left, unless strict and one of the host's connections will give streams."""
+        self._hand_out_streams(host, conn, now)
+        if (
+            host.waiting
+            and not host.h2_dialing
+            and not (self.options.strict_max_concurrent_streams and self._h2_streams_to_come(host))
+        ):
             # The connection is full (or, its requests spent, drains): open another.
             self._dial_for_waiters(host)
+
+    def _hand_out_streams(self, host: _Host[H1T, H2T, W], conn: H2T, now: float) -> None:
+        waiters = host.idle_waiters
+        while waiters and conn.has_capacity:
+            want = waiters.popleft()
+            if want.waiting:
+                self._reserve(conn, now)
+                self._serve(host, want, conn, None, stream=True)
+
+    @staticmethod
+    def _h2_streams_to_come(host: _Host[H1T, H2T, W]) -> bool:
+        """One of the host's HTTP/2 connections will hand out streams, now or as its streams
+        end: one that handed out its stream cap gives none again (until the cap is forgotten,
+        which needs a stream answered on a connection that holds one). O(H)."""
+        return any(
+            conn.stream_cap is None or conn.handed_out < conn.stream_cap for conn in host.h2_conns
+        )
 
     def _serve(
         self,
