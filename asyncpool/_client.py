@@ -18,6 +18,7 @@ from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit, urlunspli
 import anyio
 
 from ._auth import Auth, AuthTypes, to_auth
+from ._cookies import CookiePolicy, cookie_header
 from ._errors import RedirectError, RequestTimeout, TooManyRedirects
 from ._models import (
     URL,
@@ -109,7 +110,7 @@ class Client:
         if isinstance(cookies, CookieJar):
             self.cookies = cookies
         else:
-            self.cookies = CookieJar()
+            self.cookies = CookieJar(CookiePolicy())
             for name, value in (cookies or {}).items():
                 self.cookies.set_cookie(_cookie(name, value))
         self.auth: Auth | None = to_auth(auth)
@@ -346,9 +347,8 @@ class Client:
 
     async def _send_one(self, request: Request) -> Response:
         cookie_request = _CookieRequest(request)
-        self.cookies.add_cookie_header(cookie_request)
         added = []
-        cookie = cookie_request.get_header("Cookie")
+        cookie = cookie_header(self.cookies, cookie_request)  # skipping any it could not send
         if cookie and "cookie" not in request.headers:
             added.append(("Cookie", cookie))
         auth = _basic_auth(request.url)

@@ -1,0 +1,121 @@
+"""The Client's cookie policy: http.cookiejar's, made safe for a client that sends what it
+stores (issue 25).
+
+- A cookie whose name, value, domain or path is not printable ASCII (a non-ASCII byte, which
+  arrives as latin-1 text, or a control character) is dropped, as aiohttp does: sent back it
+  would fail every request to its domain, and any subdomain could plant it there.
+- A ``Domain`` attribute on a cookie from an IP address must be that address (RFC 6265 §5.1.3:
+  an IP address domain-matches only itself); ``Domain=0.0.1`` from 127.0.0.1 is refused.
+- A ``Domain`` that is a public suffix (``co.uk``, ``github.io``) is refused, unless it is the
+  request's host itself (RFC 6265 §5.3 step 5), when a Public Suffix List is installed:
+  ``publicsuffixlist`` or else ``publicsuffix2``. Without either, http.cookiejar's own
+  heuristics (``.co.uk``-style two-letter second-level domains) are all there is.
+
+``cookie_header`` builds the ``Cookie`` field and skips any stored cookie it could not send
+(a jar of one's own, with its own policy, or cookies set on the jar directly).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
+
+__all__ = ["CookiePolicy", "cookie_header", "is_public_suffix"]
+
+# RFC 6265's cookie-name is a token; a cookie-value is printable ASCII (as browsers take it:
+# cookie-octets plus the space, DQUOTE, comma and backslash they let through).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_PRINTABLE = re.compile(r"[\x20-\x7e]*")
+
+
+def _load_public_suffix_check() -> Callable[[str], bool] | None:
+    try:
+        from publicsuffixlist import PublicSuffixList  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        pass
+    else:
+        psl = PublicSuffixList()
+        return lambda domain: bool(psl.is_public(domain))
+    try:
+        import publicsuffix2  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    return lambda domain: bool(publicsuffix2.get_tld(domain, wildcard=True) == domain)
+
+
+_public_suffix_check: Callable[[str], bool] | None = None
+_loaded = False
+
+
+def is_public_suffix(domain: str) -> bool | None:
+    """Whether ``domain`` is a public suffix; None when no Public Suffix List is installed."""
+    global _public_suffix_check, _loaded
+    if not _loaded:
+        _public_suffix_check, _loaded = _load_public_suffix_check(), True
+    if _public_suffix_check is None:
+        return None
+    return _public_suffix_check(domain.strip(".").lower())
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def sendable(cookie: Cookie) -> bool:
+    """Whether the cookie can go into a ``Cookie`` field (printable ASCII throughout)."""
+    value = cookie.value if cookie.value is not None else ""
+    return bool(
+        _TOKEN.fullmatch(cookie.name)
+        and _PRINTABLE.fullmatch(value)
+        and _PRINTABLE.fullmatch(cookie.domain)
+        and _PRINTABLE.fullmatch(cookie.path)
+    )
+
+
+class CookiePolicy(DefaultCookiePolicy):
+    """http.cookiejar's ``DefaultCookiePolicy`` that also refuses cookies a client could not
+    send, ``Domain`` attributes naming other IP addresses, and public-suffix domains."""
+
+    def set_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
+        if not sendable(cookie):
+            return False
+        return super().set_ok(cookie, request)
+
+    def set_ok_domain(self, cookie: Cookie, request: urllib.request.Request) -> bool:
+        if cookie.domain_specified:
+            host = (urllib.parse.urlsplit(request.full_url).hostname or "").lower()
+            domain = cookie.domain.lstrip(".").lower()
+            ip = _ip(host)
+            if ip is not None and _ip(domain) != ip:
+                return False  # an IP address domain-matches only itself (RFC 6265 §5.1.3)
+            if ip is None and domain != host and is_public_suffix(domain):
+                return False
+        return super().set_ok_domain(cookie, request)
+
+    def return_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
+        return sendable(cookie) and super().return_ok(cookie, request)
+
+
+def cookie_header(jar: CookieJar, request: urllib.request.Request) -> str | None:
+    """The ``Cookie`` field ``jar`` has for ``request``, without any cookie it cannot send."""
+    jar.add_cookie_header(request)
+    header = request.get_header("Cookie")
+    if header is None or _PRINTABLE.fullmatch(header):
+        return header
+    # Some stored cookie would fail the request: send the others (a jar of the sendable ones,
+    # under the same policy, makes the field as the jar would have).
+    request.remove_header("Cookie")
+    clean = CookieJar(jar._policy)  # type: ignore[attr-defined]
+    for cookie in jar:
+        if sendable(cookie):
+            clean.set_cookie(cookie)
+    clean.add_cookie_header(request)
+    header = request.get_header("Cookie")
+    return header if header is None or _PRINTABLE.fullmatch(header) else None
