@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import re
 from typing import Any, NamedTuple, NoReturn, cast
 
 import h11
@@ -390,6 +391,8 @@ class _StopParsing(Exception):
     """Raised from a parser callback to stop llhttp at the end of a body-less head."""
 
 
+# h11's reason-phrase (its _abnf): spaces, tabs and any byte but NUL and other whitespace.
+_NOT_IN_REASON = re.compile(r"[\x00\n\v\f\r]")
 _NOTED_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 # Bytes llhttp may take without a callback before it is fed at line ends or in batches.
 _HOLD_AFTER = 16384
@@ -642,6 +645,8 @@ class HttptoolsProtocol:
             raise too_large(what, limit, self._host)
         if status < 100 or self._transfer_encodings:
             self._check_as_h11(status)
+        if _NOT_IN_REASON.search("".join(self._reason)):  # llhttp takes NUL, VT and FF there
+            raise RemoteProtocolError("illegal reason phrase", host=self._host)
         if status == 101 or (self._method == "CONNECT" and 200 <= status < 300):
             self._switch(status, headers)
         if 100 <= status < 200:
