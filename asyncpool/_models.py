@@ -126,7 +126,9 @@ def _idna(host: str) -> str:
     try:
         return idna.encode(host, uts46=True).decode("ascii")
     except idna.IDNAError:
-        return host  # not a name DNS can be asked: the dial fails with ConnectError
+        # Not a name DNS can be asked. Kept, as given: a Latin-1 one fails to resolve (a
+        # ConnectError); any other cannot be a Host field, and the Transport refuses it.
+        return host
 
 
 def _str_value(value: object) -> str:
