@@ -28,8 +28,13 @@ _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # Field values may hold any visible character, space and tab, never CR, LF or NUL.
 _FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+# What goes on the wire, by h11's rules (its _abnf), on every writer (h11, httptools, HTTP/2):
+# a value is empty, or characters other than NUL and whitespace with runs of spaces and tabs
+# between them (no whitespace at either end); a request-target is visible ASCII, not empty.
+_FIELD_VALUE = re.compile(r"(?:[^\x00\t\n\v\f\r ]+(?:[ \t]+[^\x00\t\n\v\f\r ]+)*)?\Z")
+_TARGET = re.compile(r"[\x21-\x7e]+\Z")
 
-HeaderInput = Union["Headers", Mapping[str, str], Iterable[tuple[str, str]], None]
+HeaderInput = Union["Headers", Mapping[str, str | bytes], Iterable[tuple[str, str | bytes]], None]
 
 
 class URL:
@@ -79,10 +84,10 @@ def _split_url(url: str) -> tuple[str, str, int, str, str, str]:
     target = parts.path or "/"
     if parts.query:
         target = f"{target}?{parts.query}"
-    if _FORBIDDEN_IN_VALUE.search(target) or " " in target:
-        raise InvalidURL(f"{url!r} holds whitespace or control characters in its path")
     if not target.isascii():  # UTF-8, percent-encoded, as Go a path and the Client a Location
         target = _NON_ASCII.sub(lambda match: quote(match.group()), target)
+    if not _TARGET.match(target):  # as h11 sends it (see check_target)
+        raise InvalidURL(f"{url!r} holds whitespace or control characters in its path")
     # Host as the Host header carries it: the port only when not the default.
     host_header = f"[{host}]" if ":" in host else host
     if not host.isascii():  # as Go: the name as DNS is asked it (IDNA, as anyio resolves it)
@@ -121,11 +126,22 @@ def _idna(host: str) -> str:
     try:
         return idna.encode(host, uts46=True).decode("ascii")
     except idna.IDNAError:
-        return host  # not a name DNS can be asked: the dial fails with ConnectError
+        # Not a name DNS can be asked. Kept, as given: a Latin-1 one fails to resolve (a
+        # ConnectError); any other cannot be a Host field, and the Transport refuses it.
+        return host
+
+
+def _str_value(value: object) -> str:
+    """A field value as Headers keeps it: ``bytes`` are sent as given (kept decoded as
+    Latin-1, which every writer encodes back byte for byte)."""
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
 
 
 class Headers:
     """Case-insensitive, ordered, multi-valued HTTP header fields.
+
+    Values are ``str``, sent as Latin-1 (a character Latin-1 cannot hold is refused before
+    the request is sent), or ``bytes``, sent as given and read back as their Latin-1 ``str``.
 
     ``headers["a"]`` joins repeated fields with ", "; ``get_list`` keeps them apart. Names keep
     the case they were given in; lookups ignore it.
@@ -143,7 +159,7 @@ class Headers:
         elif headers is not None:
             pairs = headers.items() if isinstance(headers, Mapping) else headers
             for name, value in pairs:
-                fields += (str(name), str(value))
+                fields += (str(name), _str_value(value))
         self._fields = fields
 
     @classmethod
@@ -163,8 +179,8 @@ class Headers:
         fields = self._fields
         return [fields[i + 1] for i in range(0, len(fields), 2) if fields[i].lower() == lower]
 
-    def add(self, name: str, value: str) -> None:
-        self._fields += (name, value)
+    def add(self, name: str, value: str | bytes) -> None:
+        self._fields += (name, _str_value(value))
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -172,10 +188,10 @@ class Headers:
             raise KeyError(name)
         return value
 
-    def __setitem__(self, name: str, value: str) -> None:
+    def __setitem__(self, name: str, value: str | bytes) -> None:
         """Replace every field called ``name`` with one."""
         del self[name]
-        self._fields += (name, value)
+        self._fields += (name, _str_value(value))
 
     def __delitem__(self, name: str) -> None:
         lower = name.lower()
@@ -235,6 +251,44 @@ def validate_headers(headers: Headers, host: str) -> None:
             raise LocalProtocolError(
                 f"header {name!r} holds CR, LF or NUL (header injection refused)", host=host
             )
+
+
+def check_target(target: str, host: str) -> None:
+    """A request-target as h11 takes it: visible ASCII, not empty."""
+    if not _TARGET.match(target):
+        raise LocalProtocolError(
+            f"invalid request target {target!r}: whitespace, control or non-ASCII characters",
+            host=host,
+        )
+
+
+def check_wire_fields(fields: list[tuple[str, str]], host: str) -> None:
+    """The header fields of a request as every writer sends them, by h11's rules: names are
+    tokens; values are Latin-1, without NUL, CR, LF, VT or FF, and without whitespace at
+    either end; at most one Host. Raises LocalProtocolError naming the field."""
+    hosts = 0
+    for name, value in fields:
+        if not _TOKEN.match(name):
+            raise LocalProtocolError(f"invalid header name {name!r}", host=host)
+        if not _FIELD_VALUE.match(value):
+            raise LocalProtocolError(
+                f"invalid value for header {name!r}: {value!r} (control characters, or "
+                "whitespace at either end)",
+                host=host,
+            )
+        if not value.isascii():
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise LocalProtocolError(
+                    f"header {name!r} holds characters Latin-1 cannot encode: {value!r} "
+                    "(give its value as bytes, encoded as the server expects)",
+                    host=host,
+                ) from None
+        if len(name) == 4 and name.lower() == "host":
+            hosts += 1
+    if hosts > 1:
+        raise LocalProtocolError("more than one Host header", host=host)
 
 
 class ConnWaitListener(Protocol):
@@ -297,8 +351,8 @@ class Request:
         # TLS server name to send instead of the URL's host (connections are not shared
         # across names), and a request-target to send instead of the URL's path and query.
         self.sni_hostname = sni_hostname
-        if target is not None and (_FORBIDDEN_IN_VALUE.search(target) or " " in target):
-            raise LocalProtocolError(f"invalid request target {target!r}", host=self.url.host)
+        if target is not None:
+            check_target(target, self.url.host)
         self.target = self.url.target if target is None else target
         # A dial started for this request gives DNS + TCP, then the TLS handshake, then the
         # HTTP/2 preface this long each, instead of the Transport's dial_timeout and

@@ -99,7 +99,7 @@ from ._errors import (
 from ._h1.connection import HTTP11Connection
 from ._h1.protocol import PARSERS, default_parser
 from ._h2.connection import HTTP2Connection
-from ._models import URL, Request, Response
+from ._models import URL, Request, Response, check_target, check_wire_fields
 from ._pool import Close, Deliver, Dial, HostStats, Pool, PoolInvariantError, PoolOptions, Want
 from ._proxy import (
     OnProxyConnectResponse,
@@ -550,6 +550,8 @@ class Transport:
                 raise PoolClosed("the Transport is closed; create a new one")
             self._start()
         trace = self._trace_for(request)
+        # Checked here, before any connection is taken or dialed, for every writer alike.
+        check_target(request.target, request.url.host_header)
         headers, asked_compression = self._wire_headers(request)
         if trace and (trace.request_start or trace.request_done):
             return await self._round_trip_traced(request, trace, headers, asked_compression)
@@ -570,6 +572,7 @@ class Transport:
                 trace = extra.compose(trace)
             if info.add_headers:
                 headers = [*headers, *info.add_headers]  # a copy: the cached list is shared
+                check_wire_fields(headers, request.url.host_header)
         try:
             response = await self._round_trip(request, trace, headers, asked_compression)
         except BaseException as exc:
@@ -700,10 +703,16 @@ class Transport:
         return made
 
     def _make_wire_headers(self, request: Request) -> tuple[list[tuple[str, str]], bool]:
+        """The fields to send, checked as every writer (h11, httptools, HTTP/2) would send
+        them (``check_wire_fields``): a request that cannot be sent fails before any dial."""
         headers = request.headers.items()
         given = {name.lower() for name, _ in headers}
+        host_header = request.url.host_header
         if "host" not in given:
-            headers.insert(0, ("Host", request.url.host_header))
+            headers.insert(0, ("Host", host_header))
+        else:  # the URL's host is still HTTP/2's :authority
+            check_wire_fields([("Host", host_header)], host_header)
+        check_wire_fields(headers, host_header)
         asked_compression = (
             not self.disable_compression
             and request.method != "HEAD"

@@ -543,7 +543,8 @@ class _H2Connection:
         self.server = server
         self.stream = stream
         self.connection_id = connection_id
-        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        # Fields are decoded as Latin-1 here, as the HTTP/1.1 side does (h2 would use UTF-8).
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         self.h2 = h2.connection.H2Connection(config)
         self.streams: dict[int, _H2Stream] = {}  # streams with a handler running
         self.bodies: dict[int, tuple[list[tuple[str, str]], bytearray]] = {}
@@ -610,7 +611,10 @@ class _H2Connection:
             if self.goaway_last is not None and stream_id > self.goaway_last:
                 return  # after our GOAWAY: ignored, the client retries it
             self.highest_stream_id = max(self.highest_stream_id, stream_id)
-            fields = [(str(k), str(v)) for k, v in event.headers or ()]
+            fields = [
+                (bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
+                for k, v in event.headers or ()
+            ]
             self.bodies[stream_id] = (fields, bytearray())
             if event.stream_ended is not None:
                 self._start(stream_id)

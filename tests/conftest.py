@@ -20,7 +20,13 @@ from tests.servers import TestServer, TLSFixture, make_tls, open_server
 os.environ.setdefault(asyncpool._transport.CHECK_INVARIANTS_ENV, "1")
 
 # The HTTP/1.1 suites run against both parser backends; the others use h11.
-HTTP1_SUITES = {"test_h1_connection", "test_transport", "test_trace", "test_client"}
+HTTP1_SUITES = {
+    "test_h1_connection",
+    "test_transport",
+    "test_trace",
+    "test_client",
+    "test_wire_validation",
+}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

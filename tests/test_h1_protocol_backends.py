@@ -1,16 +1,20 @@
 """The httptools backend against h11, the reference, at the edges of the grammar: for each odd
 or malformed response, fed whole, cut at every byte and byte by byte, with and without the
 server closing after it, both backends give the same events, the same reuse decision and
-unsolicited bytes, or an error of the same type (the texts may differ)."""
+unsolicited bytes, or an error of the same type (the texts may differ). And for each request,
+odd or invalid, both write the same bytes, or the Transport's check refuses it before either
+writes (as h11 would)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import h11
 import pytest
 
 import asyncpool
+from asyncpool import Request
 from asyncpool._h1.protocol import (
     END_OF_MESSAGE,
     HTTP1Protocol,
@@ -19,6 +23,7 @@ from asyncpool._h1.protocol import (
     ResponseHead,
     make_protocol,
 )
+from asyncpool._models import check_target, check_wire_fields
 from tests.http11_exchange import outcome
 
 pytest.importorskip("httptools")
@@ -85,6 +90,15 @@ EDGES = {
     "Latin-1 value": b"HTTP/1.1 200 OK\r\nX-A: \xe9t\xe9\r\n" + OK5,
     "no reason": b"HTTP/1.1 200\r\n" + OK5,
     "UTF-8 reason": b"HTTP/1.1 200 \xc3\xa9\r\n" + OK5,
+    "NUL in the reason": b"HTTP/1.1 200 O\x00K\r\n" + OK5,
+    "VT in the reason": b"HTTP/1.1 200 O\x0bK\r\n" + OK5,
+    "FF in the reason": b"HTTP/1.1 200 O\x0cK\r\n" + OK5,
+    "control character in the reason": b"HTTP/1.1 200 O\x01K\r\n" + OK5,
+    "DEL in the reason": b"HTTP/1.1 200 O\x7fK\r\n" + OK5,
+    "tab in the reason": b"HTTP/1.1 200 O\tK \r\n" + OK5,
+    "VT in a value": b"HTTP/1.1 200 OK\r\nX-A: a\x0bb\r\n" + OK5,
+    "FF in a value": b"HTTP/1.1 200 OK\r\nX-A: a\x0cb\r\n" + OK5,
+    "NUL in a 1xx reason": b"HTTP/1.1 103 E\x00\r\n\r\nHTTP/1.1 200 OK\r\n" + OK5,
     "status 2000": b"HTTP/1.1 2000 OK\r\n" + OK5,
     "status 999": b"HTTP/1.1 999 OK\r\n" + OK5,
     "HTTP/2.0": b"HTTP/2.0 200 OK\r\n" + OK5,
@@ -344,3 +358,126 @@ def test_the_trailer_section_is_bounded_by_the_header_limit(parser: str) -> None
             result = outcome(p, reads, error_text=True)
             assert result[1:3] == [b"hello", asyncpool.ResponseHeaderTooLarge]
             assert "max_response_header_bytes=65536" in result[3]
+
+
+# -- writing: the same Request, through the Transport's checks, gives the same bytes on both
+# backends, or LocalProtocolError before any backend writes.
+
+
+def _request(target: str = "/", headers: list[tuple[str, str | bytes]] | None = None) -> Request:
+    request = Request("GET", "http://example.test/", headers=headers)
+    request.target = target  # as set after construction: only the Transport's check is left
+    return request
+
+
+REQUESTS: dict[str, Callable[[], Request]] = {
+    "plain": lambda: Request("GET", "http://example.test/a?b=c", headers=[("X-A", "1")]),
+    "tab inside a value": lambda: _request(headers=[("X-A", "a\tb  c")]),
+    "control character and DEL in a value (h11 takes them)": lambda: _request(
+        headers=[("X-A", "a\x01b\x7f")]
+    ),
+    "empty value": lambda: _request(headers=[("X-A", "")]),
+    "Latin-1 str value": lambda: _request(headers=[("X-A", "caf\xe9")]),
+    "bytes value": lambda: _request(headers=[("X-A", b"caf\xe9\xff")]),
+    "own Host field": lambda: _request(headers=[("host", "other.test")]),
+    "VT in the path": lambda: Request("GET", "http://example.test/a\x0bb"),
+    "FF in the path": lambda: Request("GET", "http://example.test/a\x0cb"),
+    "DEL in the path": lambda: Request("GET", "http://example.test/a\x7fb"),
+    "target with TAB": lambda: _request("/a\tb"),
+    "target with VT": lambda: _request("/a\x0bb"),
+    "empty target": lambda: _request(""),
+    "non-ASCII target": lambda: _request("/\xe9"),
+    "two Host fields": lambda: _request(headers=[("Host", "a"), ("Host", "b")]),
+    "leading space in a value": lambda: _request(headers=[("X-A", " a")]),
+    "trailing whitespace in a value": lambda: _request(headers=[("X-A", "a \t")]),
+    "only a tab": lambda: _request(headers=[("X-A", "\t")]),
+    "VT in a value": lambda: _request(headers=[("X-A", "a\x0bb")]),
+    "FF in a value": lambda: _request(headers=[("X-A", "a\x0cb")]),
+    "NUL in the URL's host": lambda: Request("GET", "http://a\x00b/"),
+    "NUL in an IPv6 zone id": lambda: Request("GET", "http://[fe80::1%25\x00x]/"),
+    "value Latin-1 cannot hold": lambda: _request(headers=[("X-A", "\u20ac")]),
+}
+
+
+def wire(parser: str, make: Callable[[], Request]) -> bytes | type[Exception]:
+    """The request head a backend writes for the Request, as the Transport has it written."""
+    try:
+        request = make()
+    except (asyncpool.InvalidURL, asyncpool.LocalProtocolError) as exc:
+        return type(exc)
+    transport = asyncpool.Transport(disable_compression=True)
+    try:
+        check_target(request.target, request.url.host_header)
+        headers, _ = transport._wire_headers(request)
+        p = make_protocol(parser, "h:1", max_header_bytes=1 << 16)
+        return p.request_head(request.method, request.target, headers)
+    except asyncpool.LocalProtocolError:
+        return asyncpool.LocalProtocolError
+
+
+@pytest.mark.parametrize("name", list(REQUESTS))
+def test_both_backends_write_the_same_request(name: str) -> None:
+    assert wire("httptools", REQUESTS[name]) == wire("h11", REQUESTS[name])
+
+
+def test_what_the_backends_write() -> None:
+    assert wire("httptools", REQUESTS["bytes value"]) == (
+        b"GET / HTTP/1.1\r\nHost: example.test\r\nX-A: caf\xe9\xff\r\n\r\n"
+    )
+    assert wire("h11", REQUESTS["Latin-1 str value"]) == (
+        b"GET / HTTP/1.1\r\nHost: example.test\r\nX-A: caf\xe9\r\n\r\n"
+    )
+    for name in ("VT in the path", "NUL in the URL's host", "empty target", "two Host fields"):
+        assert wire("httptools", REQUESTS[name]) in (
+            asyncpool.InvalidURL,
+            asyncpool.LocalProtocolError,
+        ), name
+
+
+FIELD_VALUES = [
+    "a",
+    "",
+    "a b",
+    "a\tb",
+    "a\x01b",
+    "a\x7f",
+    "\xe9",
+    "\x80\xff",
+    " a",
+    "a ",
+    "\t",
+    "a\x0bb",
+    "a\x0cb",
+    "a\x00b",
+    "a\rb",
+    "a\nb",
+    "a\x85b",
+    "a\xa0b",
+    "a\x1cb",
+]
+TARGETS = ["/", "*", "/a?b", "", "/a b", "/a\tb", "/a\x0bb", "/a\x7f", "/a\x01", "/\xe9", "/a\x85"]
+
+
+@pytest.mark.parametrize("value", FIELD_VALUES)
+def test_the_wire_check_takes_the_field_values_h11_takes(value: str) -> None:
+    """check_wire_fields against h11 itself (given the value's Latin-1 bytes)."""
+    try:
+        h11.Request(
+            method="GET", target="/", headers=[("Host", "h"), ("X", value.encode("latin-1"))]
+        )
+    except h11.LocalProtocolError:
+        with pytest.raises(asyncpool.LocalProtocolError):
+            check_wire_fields([("Host", "h"), ("X", value)], "h")
+    else:
+        check_wire_fields([("Host", "h"), ("X", value)], "h")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_target_check_takes_the_targets_h11_takes(target: str) -> None:
+    try:
+        h11.Request(method="GET", target=target, headers=[("Host", "h")])
+    except (h11.LocalProtocolError, UnicodeEncodeError):
+        with pytest.raises(asyncpool.LocalProtocolError):
+            check_target(target, "h")
+    else:
+        check_target(target, "h")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import re
 from typing import Any, NamedTuple, NoReturn, cast
 
 import h11
@@ -158,19 +159,23 @@ class HTTP11Protocol:
             request = _CHECKED_REQUESTS.get(key)
             if request is None:
                 checked = _CHECKED_HEADERS.get(fields)
-                request = h11.Request(method=method, target=target, headers=checked or headers)
+                if checked is None:  # values go out as Latin-1, as on every writer (h11: ASCII)
+                    checked = [(name, value.encode("latin-1")) for name, value in headers]
+                request = h11.Request(method=method, target=target, headers=checked)
                 size = sum(len(name) + len(value) for name, value in fields)
                 if size + len(target) <= _CHECKED_HEAD_MAX:
                     if len(_CHECKED_REQUESTS) >= _CHECKED_MAX:
                         _CHECKED_REQUESTS.clear()
                     _CHECKED_REQUESTS[key] = request
-                    if checked is None:
+                    if fields not in _CHECKED_HEADERS:
                         if len(_CHECKED_HEADERS) >= _CHECKED_MAX:
                             _CHECKED_HEADERS.clear()
                         _CHECKED_HEADERS[fields] = request.headers
             data = self._h11.send(request)
         except h11.LocalProtocolError as exc:
             raise LocalProtocolError(str(exc), host=self._host) from None
+        except UnicodeEncodeError as exc:  # the Transport refuses it before (check_wire_fields)
+            raise LocalProtocolError(f"not Latin-1: {exc.object!r}", host=self._host) from None
         assert data is not None
         return data
 
@@ -390,6 +395,8 @@ class _StopParsing(Exception):
     """Raised from a parser callback to stop llhttp at the end of a body-less head."""
 
 
+# h11's reason-phrase (its _abnf): spaces, tabs and any byte but NUL and other whitespace.
+_NOT_IN_REASON = re.compile(r"[\x00\n\v\f\r]")
 _NOTED_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 # Bytes llhttp may take without a callback before it is fed at line ends or in batches.
 _HOLD_AFTER = 16384
@@ -544,7 +551,10 @@ class HttptoolsProtocol:
         self._sending_body = True
         if self._delegate is not None:
             self._prime_delegate(self._delegate)
-        return "".join(lines).encode("latin-1")
+        try:
+            return "".join(lines).encode("latin-1")
+        except UnicodeEncodeError as exc:  # the Transport refuses it before (check_wire_fields)
+            raise LocalProtocolError(f"not Latin-1: {exc.object!r}", host=self._host) from None
 
     def _checked_length(self, value: str) -> int:
         """A request's Content-Length as h11 takes it: digits, repeated (in a list or in
@@ -642,6 +652,8 @@ class HttptoolsProtocol:
             raise too_large(what, limit, self._host)
         if status < 100 or self._transfer_encodings:
             self._check_as_h11(status)
+        if _NOT_IN_REASON.search("".join(self._reason)):  # llhttp takes NUL, VT and FF there
+            raise RemoteProtocolError("illegal reason phrase", host=self._host)
         if status == 101 or (self._method == "CONNECT" and 200 <= status < 300):
             self._switch(status, headers)
         if 100 <= status < 200:

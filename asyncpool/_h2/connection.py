@@ -508,13 +508,14 @@ class HTTP2Connection:
             (b":scheme", self._scheme),
             (b":path", request.target.encode()),
         ]
-        # Names are tokens and values hold no CR, LF or NUL (the Request checked); HTTP/2 wants
-        # names in lowercase and no connection-specific field.
+        # Checked by the Transport (check_wire_fields): names are tokens, values Latin-1 with
+        # no control character h11 refuses and no whitespace at either end. HTTP/2 wants names
+        # in lowercase and no connection-specific field.
         for name, value in headers:
             lower = name.lower()
             if lower in _DROPPED_FIELDS or (lower == "te" and value.lower() != "trailers"):
                 continue
-            field = (lower.encode(), value.strip(" \t").encode("latin-1"))
+            field = (lower.encode(), value.encode("latin-1"))
             if lower in _SENSITIVE_FIELDS or (lower == "cookie" and len(value) < 20):
                 field = NeverIndexedHeaderTuple(*field)
             fields.append(field)
