@@ -386,6 +386,7 @@ def _tls_config(args: argparse.Namespace) -> ssl.SSLContext | None:
     if args.insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"] if args.http1_1 else ["h2", "http/1.1"])
     return context
 
 
