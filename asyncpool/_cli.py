@@ -238,9 +238,9 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument(
         "--connect-timeout",
         type=_duration,
-        default=30.0,
+        default=10.0,
         metavar="DURATION",
-        help="give up resolving and connecting after this long (default: 30s)",
+        help="give up resolving and connecting after this long (default: 10s, as Client)",
     )
     get.add_argument(
         "--read-timeout",

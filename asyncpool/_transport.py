@@ -93,6 +93,7 @@ from ._errors import (
     ConnectTimeout,
     HTTPError,
     PoolClosed,
+    PoolTimeout,
     ProxyError,
     TLSHandshakeTimeout,
 )
@@ -211,6 +212,7 @@ class SharedOptions(TypedDict, total=False):
     tls_handshake_timeout: float | None
     response_header_timeout: float | None
     read_timeout: float | None
+    pool_timeout: float | None
     expect_continue_timeout: float | None
     disable_keep_alives: bool
     disable_compression: bool
@@ -328,6 +330,7 @@ class Transport:
         tls_handshake_timeout: float | None = 10.0,
         response_header_timeout: float | None = None,
         read_timeout: float | None = None,
+        pool_timeout: float | None = None,
         expect_continue_timeout: float | None = 1.0,
         disable_keep_alives: bool = False,
         disable_compression: bool = False,
@@ -385,6 +388,9 @@ class Transport:
         self.tls_handshake_timeout = tls_handshake_timeout
         self.response_header_timeout = response_header_timeout
         self.read_timeout = read_timeout
+        # The longest a request waits for a connection (a free slot, another's, its dial);
+        # None: no limit, as Go.
+        self.pool_timeout = pool_timeout
         self.expect_continue_timeout = expect_continue_timeout
         self.disable_keep_alives = disable_keep_alives
         self.disable_compression = disable_compression
@@ -779,10 +785,19 @@ class Transport:
             else:
                 listener.conn_waiting()
         try:
-            await want.ready.wait()
+            if self.pool_timeout is None:
+                await want.ready.wait()
+            else:
+                with anyio.move_on_after(self.pool_timeout):
+                    await want.ready.wait()
         except BaseException:
             self._decide(pool.cancel_want, want)
             raise
+        if not want.ready.is_set():  # pool_timeout passed (a want served meanwhile is used)
+            self._decide(pool.cancel_want, want)
+            raise PoolTimeout(
+                f"no connection within pool_timeout={self.pool_timeout}s", host=_host_port(url)
+            )
         if trace and trace.wait_for_conn_done:
             queued = self._clock() - queued_at
             try:
