@@ -238,9 +238,9 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument(
         "--connect-timeout",
         type=_duration,
-        default=30.0,
+        default=10.0,
         metavar="DURATION",
-        help="give up resolving and connecting after this long (default: 30s)",
+        help="give up resolving and connecting after this long (default: 10s, as Client)",
     )
     get.add_argument(
         "--read-timeout",
@@ -386,6 +386,7 @@ def _tls_config(args: argparse.Namespace) -> ssl.SSLContext | None:
     if args.insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"] if args.http1_1 else ["h2", "http/1.1"])
     return context
 
 

@@ -49,6 +49,11 @@ _URL_SAFE = "!#$%&'()*+,/:;=?@[]~"  # reserved characters, and % for escapes alr
 # A server silent this long mid-response has stalled (the Transport's own default is off, as
 # Go's; a Client is for people, who would rather have an error than wait for ever).
 DEFAULT_READ_TIMEOUT = 30.0
+# Likewise a connect that takes this long will not succeed, and a request should not queue for
+# a connection for ever behind max_conns_per_host (the pool wait includes a dial: 10 s + TLS's
+# 10 s fit in it).
+DEFAULT_DIAL_TIMEOUT = 10.0
+DEFAULT_POOL_TIMEOUT = 30.0
 _SLURP_LIMIT = 2048  # a redirect body this small is read so the connection can be reused (Go)
 
 Params = Mapping[str, str | int | float] | None
@@ -98,6 +103,8 @@ class Client:
         self._owns_transport = transport is None
         if transport is None:
             transport_options.setdefault("read_timeout", DEFAULT_READ_TIMEOUT)
+            transport_options.setdefault("dial_timeout", DEFAULT_DIAL_TIMEOUT)
+            transport_options.setdefault("pool_timeout", DEFAULT_POOL_TIMEOUT)
             if trust_env and "proxy" not in transport_options and "uds" not in transport_options:
                 # HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, read once (proxy=None: none);
                 # not for a Unix socket, which is reached directly (as curl's --unix-socket).

@@ -138,14 +138,16 @@ async def _handshake(
     server_name: str,
     host_port: str,
     context: ssl.SSLContext,
-    alpn_protocols: list[str],
+    alpn_protocols: list[str] | None,
     trace: ClientTrace | None,
 ) -> TLSStream:
     if trace and trace.tls_handshake_start:
         trace.tls_handshake_start()
-    # The context may be shared by Transports that offer different protocols: set this pool's
-    # again; wrap() copies them into the new TLS connection before its first await.
-    context.set_alpn_protocols(alpn_protocols)
+    # Only on a context asyncpool made (None: the caller's, used as given). It may be shared by
+    # Transports that offer different protocols: set this pool's again; wrap() copies them into
+    # the new TLS connection before its first await.
+    if alpn_protocols is not None:
+        context.set_alpn_protocols(alpn_protocols)
     try:
         tls = await TLSStream.wrap(
             stream, hostname=server_name, ssl_context=context, standard_compatible=False
@@ -181,7 +183,7 @@ async def dial(
     dial_timeout: float | None,
     tls_handshake_timeout: float | None,
     ssl_context: ssl.SSLContext | None,
-    alpn_protocols: list[str],
+    alpn_protocols: list[str] | None,
     dial_func: DialFunc | None,
     trace: ClientTrace | None,
     uds: str | None = None,

@@ -30,6 +30,7 @@ Every error asyncpool raises derives from :class:`HTTPError` and says *where* it
         ├── ConnectTimeout
         ├── TLSHandshakeTimeout
         ├── ResponseHeaderTimeout
+        ├── PoolTimeout            no connection within pool_timeout
         └── RequestTimeout         the Client's overall timeout
 """
 
@@ -53,6 +54,7 @@ __all__ = [
     "LocalProtocolError",
     "NetworkError",
     "PoolClosed",
+    "PoolTimeout",
     "ProxyError",
     "ReadError",
     "RedirectError",
@@ -237,6 +239,13 @@ class ReadTimeout(TimeoutError):
     after the request was written, or no data in the middle of a response."""
 
     phase = "read"
+
+
+class PoolTimeout(TimeoutError):
+    """The Transport's ``pool_timeout`` passed while the request waited for a connection (none
+    idle, and ``max_conns_per_host`` / ``max_conns`` left no room, or its dial was slow)."""
+
+    phase = "pool"
 
 
 class RequestTimeout(TimeoutError):

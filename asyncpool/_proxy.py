@@ -217,7 +217,7 @@ async def dial_through(
     dial_timeout: float | None,
     tls_handshake_timeout: float | None,
     ssl_context: Callable[[], ssl.SSLContext],
-    alpn_protocols: list[str],
+    alpn_protocols: list[str] | None,
     dial_func: DialFunc | None,
     trace: ClientTrace | None,
     connect_headers: ProxyConnectHeaders,
@@ -237,11 +237,21 @@ async def dial_through(
         dial_timeout=dial_timeout,
         tls_handshake_timeout=tls_handshake_timeout,
         ssl_context=ssl_context() if proxy.scheme == "https" else None,
-        alpn_protocols=["http/1.1"],  # a proxy speaks HTTP/1.1 to us (CONNECT, absolute form)
+        # A proxy speaks HTTP/1.1 to us (CONNECT, absolute form); the caller's context (None)
+        # offers what its owner set.
+        alpn_protocols=None if alpn_protocols is None else ["http/1.1"],
         dial_func=dial_func,
         trace=trace,
         local_address=local_address,
     )
+    if to_proxy.alpn_protocol not in (None, "http/1.1"):
+        # The caller's tls_config offered it: asyncpool speaks only HTTP/1.1 to a proxy.
+        await anyio.aclose_forcefully(to_proxy.stream)
+        raise ProxyError(
+            f"the proxy {proxy.url} chose {to_proxy.alpn_protocol!r} by ALPN (offered by "
+            "tls_config); asyncpool speaks HTTP/1.1 to proxies",
+            host=proxy.host_port,
+        )
     if route.forward:
         return to_proxy
     stream = to_proxy.stream

@@ -93,6 +93,7 @@ from ._errors import (
     ConnectTimeout,
     HTTPError,
     PoolClosed,
+    PoolTimeout,
     ProxyError,
     TLSHandshakeTimeout,
 )
@@ -211,6 +212,7 @@ class SharedOptions(TypedDict, total=False):
     tls_handshake_timeout: float | None
     response_header_timeout: float | None
     read_timeout: float | None
+    pool_timeout: float | None
     expect_continue_timeout: float | None
     disable_keep_alives: bool
     disable_compression: bool
@@ -328,6 +330,7 @@ class Transport:
         tls_handshake_timeout: float | None = 10.0,
         response_header_timeout: float | None = None,
         read_timeout: float | None = None,
+        pool_timeout: float | None = None,
         expect_continue_timeout: float | None = 1.0,
         disable_keep_alives: bool = False,
         disable_compression: bool = False,
@@ -385,6 +388,9 @@ class Transport:
         self.tls_handshake_timeout = tls_handshake_timeout
         self.response_header_timeout = response_header_timeout
         self.read_timeout = read_timeout
+        # The longest a request waits for a connection (a free slot, another's, its dial);
+        # None: no limit, as Go.
+        self.pool_timeout = pool_timeout
         self.expect_continue_timeout = expect_continue_timeout
         self.disable_keep_alives = disable_keep_alives
         self.disable_compression = disable_compression
@@ -413,10 +419,11 @@ class Transport:
         self.proxy_connect_headers = proxy_connect_headers
         self.on_proxy_connect_response = on_proxy_connect_response
         self._alpn = ["h2", "http/1.1"] if http2 else ["http/1.1"]
-        if tls_config is not None:
-            # As Go fills in NextProtos: the pool decides which protocols it can speak.
-            tls_config.set_alpn_protocols(self._alpn)
+        # The caller's context is used as given, never changed (it may serve elsewhere), so it
+        # offers the ALPN protocols its owner set, if any: none, and https is HTTP/1.1. Python's
+        # ssl sets ALPN only on a context (not per connection), and a context cannot be copied.
         self._tls_config = tls_config
+        self._owns_tls_config = tls_config is None  # the default one, made on first use
         self._dial_func = dial
         for option, given in (("uds", uds), ("local_address", local_address)):
             if given is not None and dial is not None:
@@ -532,7 +539,9 @@ class Transport:
 
     @property
     def tls_config(self) -> ssl.SSLContext:
-        """The SSL context https connections use (the default one is made on first use)."""
+        """The SSL context https connections use (the default one is made on first use). A
+        ``tls_config`` given is used as given, never changed: its ALPN protocols are what https
+        offers (none set: HTTP/1.1 only; set ``["h2", "http/1.1"]`` on it for HTTP/2)."""
         return self._ssl_context
 
     @property
@@ -540,6 +549,12 @@ class Transport:
         if self._tls_config is None:
             self._tls_config = default_ssl_context(self._alpn)
         return self._tls_config
+
+    @property
+    def _alpn_to_set(self) -> list[str] | None:
+        """The ALPN protocols to set on the context before a handshake: this pool's on its own
+        context, None (the context's own) on the caller's."""
+        return self._alpn if self._owns_tls_config else None
 
     # -- the request path ---------------------------------------------------------------------
 
@@ -779,10 +794,19 @@ class Transport:
             else:
                 listener.conn_waiting()
         try:
-            await want.ready.wait()
+            if self.pool_timeout is None:
+                await want.ready.wait()
+            else:
+                with anyio.move_on_after(self.pool_timeout):
+                    await want.ready.wait()
         except BaseException:
             self._decide(pool.cancel_want, want)
             raise
+        if not want.ready.is_set():  # pool_timeout passed (a want served meanwhile is used)
+            self._decide(pool.cancel_want, want)
+            raise PoolTimeout(
+                f"no connection within pool_timeout={self.pool_timeout}s", host=_host_port(url)
+            )
         if trace and trace.wait_for_conn_done:
             queued = self._clock() - queued_at
             try:
@@ -1019,7 +1043,7 @@ class Transport:
                         dial_timeout=dial_timeout,
                         tls_handshake_timeout=tls_handshake_timeout,
                         ssl_context=lambda: self._ssl_context,
-                        alpn_protocols=self._alpn,
+                        alpn_protocols=self._alpn_to_set,
                         dial_func=self._dial_func,
                         trace=want.trace,
                         connect_headers=self.proxy_connect_headers,
@@ -1035,7 +1059,7 @@ class Transport:
                     dial_timeout=dial_timeout,
                     tls_handshake_timeout=tls_handshake_timeout,
                     ssl_context=self._ssl_context if url.scheme == "https" else None,
-                    alpn_protocols=self._alpn,
+                    alpn_protocols=self._alpn_to_set,
                     dial_func=self._dial_func,
                     trace=want.trace,
                     uds=self.uds,

@@ -23,7 +23,10 @@ one can replace the other by its class name, then any ``asyncpool.Transport`` op
 
 * ``verify``, ``cert``, ``trust_env``: the SSL context ``httpx.create_ssl_context`` makes (or
   ``tls_config=``, not both); by default the pool's own (certifi), or httpx's when
-  ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` is set.
+  ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` is set. A context made here offers h2 / http/1.1 by
+  ALPN as ``http1`` / ``http2`` say; an ``ssl.SSLContext`` given (``verify=`` or
+  ``tls_config=``) is used as given, never changed (httpcore sets ALPN on it): it offers
+  the ALPN protocols set on it, none meaning HTTP/1.1.
 * ``http1``, ``http2``: ``http2`` offers h2 in ALPN (default True, the pool's; httpx's is
   False); ``http1=False`` speaks HTTP/2 only (``http2_prior_knowledge``).
 * ``limits``: ``max_connections`` → ``max_conns`` (over all hosts, as httpcore's; an idle
@@ -671,6 +674,10 @@ def _limits_options(limits: httpx.Limits) -> SharedOptions:
     return options
 
 
+def _alpn(http1: bool, http2: bool) -> list[str]:
+    return (["h2"] if http2 else []) + (["http/1.1"] if http1 else [])
+
+
 def _ssl_env() -> bool:
     return bool(os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"))
 
@@ -730,12 +737,15 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
         if not (verify is True and cert is None):
             if "tls_config" in transport_options:
                 raise TypeError("HTTPXTransport: give verify / cert, or tls_config, not both")
-            transport_options["tls_config"] = httpx.create_ssl_context(
-                verify=verify, cert=cert, trust_env=trust_env
-            )
+            context = httpx.create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+            if not isinstance(verify, ssl.SSLContext):  # ours: it offers what we speak
+                context.set_alpn_protocols(_alpn(http1, http2))
+            transport_options["tls_config"] = context
         elif trust_env and "tls_config" not in transport_options and _ssl_env():
             # httpx honours SSL_CERT_FILE / SSL_CERT_DIR (trust_env); the pool's own does not.
-            transport_options["tls_config"] = httpx.create_ssl_context(trust_env=True)
+            context = httpx.create_ssl_context(trust_env=True)
+            context.set_alpn_protocols(_alpn(http1, http2))
+            transport_options["tls_config"] = context
         if limits is not None:
             given = sorted(set(transport_options) & _LIMITS_OPTIONS)
             if given:

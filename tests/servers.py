@@ -561,6 +561,8 @@ def make_tls(tmp_dir: Path | None = None) -> TLSFixture:
     server_context.set_alpn_protocols(["http/1.1"])
     client_context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ca.configure_trust(client_context)
+    # asyncpool uses a tls_config as given: it offers the protocols set on it.
+    client_context.set_alpn_protocols(["h2", "http/1.1"])
     ca_file = None
     if tmp_dir is not None:
         ca_file = tmp_dir / "ca.pem"

@@ -621,7 +621,7 @@ def test_every_option_has_help_with_its_default() -> None:
     assert "method (default: GET)" in bench and "(default: 2000, unless -z)" in bench
     get = run_cli("get", "--help", env=env).stdout
     assert "url " in get and "the URL to request" in get
-    assert "(default: 30s)" in get
+    assert "(default: 10s, as Client)" in get and "(default: 30s, as Client)" in get
     for text in (bench, get):
         examples = text.index("examples:")
         assert text.index("exit codes") > examples

@@ -296,12 +296,12 @@ async def test_a_connection_reset_before_the_http2_preface_is_a_network_error(
     await listener.aclose()
 
 
-async def test_a_tls_config_shared_by_transports_offers_each_its_own_alpn(
+async def test_a_tls_config_shared_by_transports_is_used_as_given(
     anyio_backend: str, tls: TLSFixture
 ) -> None:
-    """Each Transport sets its ALPN protocols on the context it is given; one made later with
-    the same context must not change what an earlier one offers (here: h2 to a Transport made
-    with http2=False, which then spoke HTTP/2 to an HTTP/1.1 server that would also take h2)."""
+    """A Transport uses the context it is given as given: one made later with the same context
+    (http2 on) must not make an earlier one offer h2 (with no ALPN set on the context, both
+    speak HTTP/1.1, here to a server that would take h2)."""
     shared = ssl.create_default_context()
     tls.ca.configure_trust(shared)
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -48,10 +48,12 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    """A fresh client context trusting `ca` (the Transport sets its ALPN protocols)."""
+def client_context(ca: trustme.CA, *, http2: bool = True) -> ssl.SSLContext:
+    """A fresh client context trusting `ca`, offering h2 (if `http2`) and http/1.1 by ALPN
+    (the Transport uses a tls_config as given)."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ca.configure_trust(context)
+    context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
     return context
 
 

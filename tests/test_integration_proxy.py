@@ -50,10 +50,12 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    """A fresh client context trusting `ca` (the Transport sets its ALPN protocols)."""
+def client_context(ca: trustme.CA, *, http2: bool = True) -> ssl.SSLContext:
+    """A fresh client context trusting `ca`, offering h2 (if `http2`) and http/1.1 by ALPN
+    (the Transport uses a tls_config as given)."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ca.configure_trust(context)
+    context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
     return context
 
 
@@ -326,7 +328,7 @@ async def test_squid_https_origin_through_connect(
     url = nginx.tls_url("/small")
     version = "HTTP/2" if http2 else "HTTP/1.1"
     async with asyncpool.Transport(
-        proxy=squid.url, tls_config=client_context(ca), http2=http2
+        proxy=squid.url, tls_config=client_context(ca, http2=http2), http2=http2
     ) as pool:
         with anyio.fail_after(30):
             for _ in range(100):
@@ -389,7 +391,10 @@ async def test_squid_max_conns_per_host_is_counted_per_origin(
             bodies.append(await response.aread())
 
     async with asyncpool.Transport(
-        proxy=squid_open.url, max_conns_per_host=2, http2=False, tls_config=client_context(ca)
+        proxy=squid_open.url,
+        max_conns_per_host=2,
+        http2=False,
+        tls_config=client_context(ca, http2=False),
     ) as pool:
 
         def saturated() -> bool:
