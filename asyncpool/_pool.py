@@ -77,7 +77,7 @@ The Transport's sweeper sleeps until that time, and a dial whose deadline comes 
 the sweeper.
 
 A connection the pool decides to close leaves its idle list at once and is *closing* until it
-reports that it closed (``conn_closed``): only then is its host slot freed.
+reports that it closed (``h1_closed``, ``h2_closed``): only then is its host slot freed.
 
 Invariants
 ----------
@@ -114,7 +114,7 @@ Costs
 With W wants waiting for a host, I idle connections and H HTTP/2 connections to it
 (``benchmarks/bench_pool_waiters.py`` measures the waiter-bound ones at W = 100 ... 10,000):
 
-* ``take`` of an idle HTTP/1.1 connection, ``put_idle``, an LRU eviction, ``conn_closed``:
+* ``take`` of an idle HTTP/1.1 connection, ``put_idle``, an LRU eviction, ``h1_closed``:
   O(1), plus O(1) per expired connection or finished want skipped on the way (each is skipped
   once). ``take`` allocates nothing: the idle time it measured is left in ``idle_time``.
 * ``take`` of an HTTP/2 stream: O(H); ``release_stream``: O(1) plus the wants it serves (O(H)
