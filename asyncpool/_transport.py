@@ -12,6 +12,10 @@ module is the I/O around it:
   (at most ``MAX_RETRIES`` times for a stale connection or a server that refuses everything,
   HTTP/2 backing off from the second; up to ``MAX_REFUSED_RETRIES`` times for streams refused
   by a server that processes others), and decodes the body.
+* Proxies are the Transport's, not the pool's: ``round_trip`` asks ``_proxy.ProxyChooser`` for
+  the request's route, and a proxied request's pool key is the route's (``"<origin> via
+  <proxy>"`` for a tunnel, ``"via <proxy>"`` for http forwarded by an HTTP proxy); the dial goes
+  through ``_proxy.dial_through``. ``pool_timeout`` bounds the wait in ``_get_conn``.
 * ``_carry_out`` performs the actions of each decision: it wakes wants, starts dials as tasks of
   the Transport's ``TaskSet`` (never in a request's scope), and closes connections.
 * The connections report to a private owner object (``_ConnOwner``: a stream or a connection
