@@ -182,9 +182,15 @@ class ProxyChooser:
                 raise ProxyError(str(exc), host=request.url.host_header) from None
         else:
             return None
-        if proxy.is_http and request.url.scheme == "http":
-            return Route(proxy, f"via {proxy.url}", forward=True)
-        return Route(proxy, f"{request.pool_key} via {proxy.url}", forward=False)
+        return _route(proxy, request.pool_key, request.url.scheme == "http")
+
+
+@functools.lru_cache(maxsize=256)
+def _route(proxy: Proxy, pool_key: str, http_target: bool) -> Route:
+    """The route to an origin through ``proxy``: made once, not per request."""
+    if proxy.is_http and http_target:
+        return Route(proxy, f"via {proxy.url}", forward=True)
+    return Route(proxy, f"{pool_key} via {proxy.url}", forward=False)
 
 
 def _snapshot_environment(

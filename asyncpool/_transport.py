@@ -569,8 +569,10 @@ class Transport:
                 raise PoolClosed("the Transport is closed; create a new one")
             self._start()
         trace = self._trace_for(request)
-        # Checked here, before any connection is taken or dialed, for every writer alike.
-        check_target(request.target, request.url.host_header)
+        # Checked here, before any connection is taken or dialed, for every writer alike; a
+        # URL's own target is valid by construction (URL refuses what this refuses).
+        if request.target is not request.url.target:
+            check_target(request.target, request.url.host_header)
         headers, asked_compression = self._wire_headers(request)
         if trace and (trace.request_start or trace.request_done):
             return await self._round_trip_traced(request, trace, headers, asked_compression)
