@@ -53,8 +53,12 @@ NO_HTTP2 = ("aiohttp", "aiosonic", "raw")  # bench_http1.py's other clients
 
 
 def _client_context(ca_file: str | None) -> ssl.SSLContext:
-    """A client context trusting `ca_file` (or the system's CAs); each client sets its ALPN."""
-    return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    """A client context trusting `ca_file` (or the system's CAs) that offers h2 and http/1.1 by
+    ALPN. asyncpool uses a context given to it as it is (its ALPN says what it negotiates);
+    httpcore sets its own ALPN (http/1.1 and h2) on the context httpx passes it."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    return context
 
 
 def _check_h2(version: str) -> None:
