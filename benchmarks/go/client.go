@@ -4,7 +4,8 @@
 // It measures as bench_http1.py's workers do: a warm-up in which every goroutine opens its
 // connection and sends a few requests, then -requests GETs spread over -concurrency goroutines,
 // the clock running from the moment all are ready to the end of the last request. Neither phase
-// starts a request after -max-seconds. Every response is checked (status 200, the protocol, the
+// starts a request after -max-seconds, and the requests still in flight at twice that are
+// abandoned (their context cancelled). Every response is checked (status 200, the protocol, the
 // body: "hello world!" or -body-length bytes); the first failure ends the process with exit
 // status 1 and the error on stderr. It prints one JSON line: {"rps": ..., "requests": ..., ...}.
 //
@@ -14,6 +15,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -37,8 +39,12 @@ type bench struct {
 }
 
 // one sends a GET and reads the body into buf (reused: no growth after the first response).
-func (b *bench) one(buf *bytes.Buffer) error {
-	resp, err := b.client.Get(b.url)
+func (b *bench) one(ctx context.Context, buf *bytes.Buffer) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", b.url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := b.client.Do(req)
 	if err != nil {
 		return err
 	}
@@ -56,12 +62,54 @@ func (b *bench) one(buf *bytes.Buffer) error {
 	}
 	body := buf.Bytes()
 	if b.bodyLength < 0 && !bytes.Equal(body, expectedBody) {
-		return fmt.Errorf("unexpected body: %q", body)
+		if len(body) > 50 {
+			body = body[:50]
+		}
+		return fmt.Errorf("unexpected body of %d bytes: %q", buf.Len(), body)
 	}
 	if b.bodyLength >= 0 && len(body) != b.bodyLength {
 		return fmt.Errorf("unexpected body length %d", len(body))
 	}
 	return nil
+}
+
+// phase runs loop on c goroutines; the clock starts when all of them are ready. loop gets the
+// phase's deadline (start + capDuration: it starts no request after it) and a context that is
+// cancelled 2*capDuration after the start, aborting the requests still in flight, as the
+// Python harness cancels its tasks. It returns the time from the start to the end of the last
+// loop.
+func phase(c int, capDuration time.Duration, loop func(ctx context.Context, deadline time.Time)) time.Duration {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var ready, finished sync.WaitGroup
+	start := make(chan struct{})
+	var deadline time.Time // written before start is closed, read after
+	ready.Add(c)
+	finished.Add(c)
+	for i := 0; i < c; i++ {
+		go func() {
+			defer finished.Done()
+			ready.Done()
+			<-start
+			loop(ctx, deadline)
+		}()
+	}
+	ready.Wait()
+	began := time.Now()
+	deadline = began.Add(capDuration)
+	close(start)
+	allDone := make(chan struct{})
+	go func() {
+		finished.Wait()
+		close(allDone)
+	}()
+	select {
+	case <-allDone:
+	case <-time.After(2 * capDuration):
+		cancel()
+		<-allDone
+	}
+	return time.Since(began)
 }
 
 type failure struct {
@@ -106,8 +154,7 @@ func main() {
 		transport.TLSClientConfig = &tls.Config{RootCAs: roots}
 	}
 	b := &bench{
-		// In-flight requests are abandoned after twice the cap, as the Python harness does.
-		client:     &http.Client{Transport: transport, Timeout: 2 * capDuration},
+		client:     &http.Client{Transport: transport},
 		url:        *url,
 		protoMajor: 1,
 		bodyLength: *bodyLength,
@@ -125,53 +172,33 @@ func main() {
 	if warmLeft < int64(2*c) {
 		warmLeft = int64(2 * c)
 	}
-	warmDeadline := time.Now().Add(capDuration)
-	var wg sync.WaitGroup
-	for i := 0; i < c; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var buf bytes.Buffer
-			for atomic.AddInt64(&warmLeft, -1) >= 0 && time.Now().Before(warmDeadline) {
-				if err := b.one(&buf); err != nil {
+	phase(c, capDuration, func(ctx context.Context, deadline time.Time) {
+		var buf bytes.Buffer
+		for atomic.AddInt64(&warmLeft, -1) >= 0 && time.Now().Before(deadline) {
+			if err := b.one(ctx, &buf); err != nil {
+				if ctx.Err() == nil { // not the phase's cancel
 					fail.set(err)
-					return
 				}
+				return
 			}
-		}()
-	}
-	wg.Wait()
+		}
+	})
 	exitOn(fail)
 
-	// The timed phase: the clock starts when every goroutine is ready.
 	left := int64(*requests)
 	var done int64
-	var ready, finished sync.WaitGroup
-	start := make(chan struct{})
-	var began, deadline time.Time // written before start is closed, read after
-	ready.Add(c)
-	for i := 0; i < c; i++ {
-		finished.Add(1)
-		go func() {
-			defer finished.Done()
-			var buf bytes.Buffer
-			ready.Done()
-			<-start
-			for atomic.AddInt64(&left, -1) >= 0 && time.Now().Before(deadline) {
-				if err := b.one(&buf); err != nil {
+	elapsed := phase(c, capDuration, func(ctx context.Context, deadline time.Time) {
+		var buf bytes.Buffer
+		for atomic.AddInt64(&left, -1) >= 0 && time.Now().Before(deadline) {
+			if err := b.one(ctx, &buf); err != nil {
+				if ctx.Err() == nil {
 					fail.set(err)
-					return
 				}
-				atomic.AddInt64(&done, 1)
+				return
 			}
-		}()
-	}
-	ready.Wait()
-	began = time.Now()
-	deadline = began.Add(capDuration)
-	close(start)
-	finished.Wait()
-	elapsed := time.Since(began).Seconds()
+			atomic.AddInt64(&done, 1)
+		}
+	}).Seconds()
 	exitOn(fail)
 
 	out, _ := json.Marshal(map[string]any{
