@@ -1,7 +1,7 @@
 """The whole benchmark suite in one run: one table of req/s, the ratios and the project's targets.
 
     python benchmarks/run_all.py                 # everything, 5 repeats (about 10 minutes)
-    python benchmarks/run_all.py --quick         # a smoke run: 1 repeat, short cells (about 2 minutes)
+    python benchmarks/run_all.py --quick         # a smoke run: 1 repeat, short cells (under 2 minutes)
     python benchmarks/run_all.py --workloads small,h2 --clients asyncpool+speedups,go --repeat 5
     nox -s bench                                 # installs -e ., the dev group, aiosonic, httpx[http2]
 
@@ -36,6 +36,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -582,6 +583,9 @@ def main(args: argparse.Namespace) -> int:
     imports = IMPORT_MODULES if "import" in workloads else ()
     if not rows and not imports:
         sys.exit("nothing to run for these --workloads and --clients")
+    # SIGTERM ends the run as Ctrl-C does: through the `with` blocks, which stop nginx, kill the
+    # running worker and remove the temporary files (a run in the background ignores SIGINT).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     server_cpu, client_cpu = _cpus(args.pin)
     nofile = raise_nofile_limit()  # before nginx starts: it inherits the limit
     top = max((r.concurrency for r in rows), default=0)
