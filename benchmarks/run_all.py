@@ -463,7 +463,9 @@ class Report:
                 print(f"{label:<40}{_x(value):>9}")
 
     def print_imports(self) -> None:
-        runs = [len(self.results.get(("import", m), [])) for m in IMPORT_MODULES]
+        runs = [
+            sum("seconds" in r for r in self.results.get(("import", m), [])) for m in IMPORT_MODULES
+        ]
         if not any(runs):
             return
         print()
