@@ -25,6 +25,20 @@ limit). One private nginx (tests/nginx.py), with a plain and a TLS server, runs 
 CPU; every (workload, client) cell runs in a fresh process pinned to another CPU, through the
 worker modes of bench_http1.py and bench_h2.py or the Go client. Repeats are the outer loop; the
 table shows the median of the repeats.
+
+Targets (issue 24), ratios of medians from this run ("Transport" = asyncpool+speedups, "h11" =
+asyncpool, "Client" = client):
+
+    Transport / raw at c = 10 and 100                       >= 0.8
+    Transport c=1000 / c=100                                >= 0.9
+    Client / Transport at c = 10 and 100                    >= 0.9
+    httpx+asyncpool / httpx+noio at c = 10 and 100          >= 0.8
+    HTTP/2 c=100: asyncpool / httpx                         >= 10x
+    HTTP/2 c=100 asyncpool / HTTP/1.1+TLS c=100 Transport   >= 0.5
+    Transport c=100: trio / asyncio                         >= 0.8
+    1 MiB c=4: Transport / raw                              >= 0.9
+    h11 / aiohttp at c = 10 and 100                         >= 1.5x
+    import asyncpool / import httpx                         <= 1.0
 """
 
 from __future__ import annotations
