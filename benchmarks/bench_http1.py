@@ -14,9 +14,10 @@ clients cannot stall the run) and prints `{"rps": ...}` as JSON. The table shows
 the repeats; the ratios compare asyncpool with its peers measured in the same run.
 
 `asyncpool` runs on the h11 parser (`Transport(http1_parser="h11")`), `asyncpool+speedups` on
-httptools (`http1_parser="httptools"`, the `speedups` extra); `client` is `asyncpool.Client` with
-the speedups' settings, `httpx+asyncpool` is httpx over `asyncpool.httpx.HTTPXTransport` (httptools),
-and `httpx+noio` is httpx over a transport that answers without any I/O: httpx's own ceiling.
+httptools (`http1_parser="httptools"`, the `speedups` extra); `client` is `asyncpool.Client`
+with the speedups' settings, `httpx+asyncpool` is httpx over `asyncpool.httpx.HTTPXTransport`
+(httptools), and `httpx+noio` is httpx over a transport that answers without any I/O: httpx's
+own ceiling.
 `benchmarks/run_all.py` runs this script's workers for the whole suite (also 1 MiB bodies,
 HTTP/1.1 over TLS, HTTP/2 and trio) and prints one table.
 """
@@ -58,7 +59,8 @@ ALL_CLIENTS = (
 DEFAULT_CLIENTS = (
     "asyncpool,asyncpool+speedups,client,httpx,httpx+asyncpool,httpx+noio,aiohttp,aiosonic,raw"
 )
-# The asyncpool clients that run on httptools (the speedups extra), and check that they do.
+# The asyncpool clients that run on httptools (the speedups extra); each reports its parser,
+# and run_all.py notes one that ran on another.
 SPEEDUPS_CLIENTS = ("asyncpool+speedups", "client", "httpx+asyncpool")
 EXPECTED_BODY = b"hello world!"
 # nginx's response to /small, which the no-I/O transport hands httpx without a network.
