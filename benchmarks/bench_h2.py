@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 # Its directory is on sys.path when run as a script; bench_http1 puts the working tree there too.
+from bench_http1 import ALL_CLIENTS as HTTP1_CLIENTS
 from bench_http1 import (
     ANYIO_TASKS,
     ASYNCIO_TASKS,
@@ -46,15 +47,20 @@ from bench_http1 import (
 
 ALL_CLIENTS = ("asyncpool", "httpx")
 DEFAULT_CLIENTS = "asyncpool,httpx"
-NO_HTTP2 = ("aiohttp", "aiosonic", "raw")  # bench_http1.py's other clients
+# bench_http1.py's other clients: no HTTP/2 (aiohttp, aiosonic, raw) or no HTTP/2 worker here.
+NO_HTTP2 = tuple(k for k in HTTP1_CLIENTS if k not in ALL_CLIENTS)
 
 
 # ====================================================================== worker side
 
 
 def _client_context(ca_file: str | None) -> ssl.SSLContext:
-    """A client context trusting `ca_file` (or the system's CAs); each client sets its ALPN."""
-    return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    """A client context trusting `ca_file` (or the system's CAs) that offers h2 and http/1.1 by
+    ALPN. asyncpool uses a context given to it as it is (its ALPN says what it negotiates);
+    httpcore sets its own ALPN (http/1.1 and h2) on the context httpx passes it."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    return context
 
 
 def _check_h2(version: str) -> None:
@@ -181,10 +187,10 @@ def main(args: argparse.Namespace) -> int:
     unknown = set(asked) - set(ALL_CLIENTS) - set(NO_HTTP2)
     if unknown:
         sys.exit(f"unknown clients: {', '.join(sorted(unknown))} (known: {', '.join(ALL_CLIENTS)})")
-    # `nox -s bench -- --clients ...` passes bench_http1.py's names here too: skip those.
+    # bench_http1.py's names are accepted too (one --clients list for both scripts): skipped.
     clients = [k for k in asked if k in ALL_CLIENTS]
     if not clients:
-        print(f"# bench_h2: none of {', '.join(asked)} speaks HTTP/2; nothing to run")
+        print(f"# bench_h2: none of {', '.join(asked)} has an HTTP/2 worker; nothing to run")
         return 0
     levels = [int(s) for s in args.concurrency.split(",") if s.strip()]
     server_cpu, client_cpu = _cpus(args.pin)
@@ -221,7 +227,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"note: {key}: {note}")
     for client in asked:
         if client in NO_HTTP2:
-            print(f"note: {client}: no HTTP/2 support, not run")
+            print(f"note: {client}: no HTTP/2 worker in bench_h2.py, not run")
     print(f"# total {time.perf_counter() - started:.1f}s")
 
     if args.json_out:

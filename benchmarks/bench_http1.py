@@ -14,8 +14,12 @@ clients cannot stall the run) and prints `{"rps": ...}` as JSON. The table shows
 the repeats; the ratios compare asyncpool with its peers measured in the same run.
 
 `asyncpool` runs on the h11 parser (`Transport(http1_parser="h11")`), `asyncpool+speedups` on
-httptools (`http1_parser="httptools"`, the `speedups` extra). `benchmarks/run_all.py` runs this
-script's workers for the whole suite (also 1 MiB bodies, HTTP/2 and trio) and prints one table.
+httptools (`http1_parser="httptools"`, the `speedups` extra); `client` is `asyncpool.Client`
+with the speedups' settings, `httpx+asyncpool` is httpx over `asyncpool.httpx.HTTPXTransport`
+(httptools), and `httpx+noio` is httpx over a transport that answers without any I/O: httpx's
+own ceiling.
+`benchmarks/run_all.py` runs this script's workers for the whole suite (also 1 MiB bodies,
+HTTP/1.1 over TLS, HTTP/2 and trio) and prints one table.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import gc
 import json
 import math
 import os
+import re
+import ssl
 import statistics
 import subprocess
 import sys
@@ -39,9 +45,32 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 # The working tree first: `tests.nginx` and, even when not installed, `asyncpool` itself.
 sys.path.insert(0, str(ROOT))
-ALL_CLIENTS = ("asyncpool", "asyncpool+speedups", "aiohttp", "aiosonic", "httpx", "raw")
-DEFAULT_CLIENTS = "asyncpool,asyncpool+speedups,httpx,aiohttp,aiosonic,raw"
+ALL_CLIENTS = (
+    "asyncpool",
+    "asyncpool+speedups",
+    "client",
+    "httpx+asyncpool",
+    "httpx+noio",
+    "aiohttp",
+    "aiosonic",
+    "httpx",
+    "raw",
+)
+DEFAULT_CLIENTS = (
+    "asyncpool,asyncpool+speedups,client,httpx,httpx+asyncpool,httpx+noio,aiohttp,aiosonic,raw"
+)
+# The asyncpool clients that run on httptools (the speedups extra); each reports its parser,
+# and run_all.py notes one that ran on another.
+SPEEDUPS_CLIENTS = ("asyncpool+speedups", "client", "httpx+asyncpool")
 EXPECTED_BODY = b"hello world!"
+# nginx's response to /small, which the no-I/O transport hands httpx without a network.
+CANNED_HEADERS = [
+    (b"Server", b"nginx"),
+    (b"Date", b"Mon, 07 Dec 2026 12:31:26 GMT"),
+    (b"Content-Type", b"text/plain"),
+    (b"Content-Length", b"12"),
+    (b"Connection", b"keep-alive"),
+]
 # Set by the worker's --body-length: check the body's length instead of comparing it with
 # EXPECTED_BODY (for the 1 MiB file).
 EXPECT: dict[str, int | None] = {"length": None}
@@ -257,6 +286,58 @@ async def _run_httpx(url: str, c: int, n: int, cap: float) -> dict[str, Any]:
         return await _drive(one, c, n, cap, ASYNCIO_TASKS)
 
 
+async def _run_httpx_noio(url: str, c: int, n: int, cap: float) -> dict[str, Any]:
+    """httpx over a transport that answers every request with nginx's response to /small without
+    any I/O: what httpx's own layers cost, the ceiling of any transport under httpx."""
+    try:
+        import httpx
+    except ImportError as e:
+        raise Skip(str(e)) from e
+
+    class Body(httpx.AsyncByteStream):
+        # A stream to read, as a network transport returns (content=bytes would be read at once).
+        async def __aiter__(self) -> Any:
+            yield EXPECTED_BODY
+
+    class NoIOTransport(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            return httpx.Response(
+                200,
+                headers=CANNED_HEADERS,
+                stream=Body(),
+                extensions={"http_version": b"HTTP/1.1", "reason_phrase": b"OK"},
+            )
+
+    async with httpx.AsyncClient(transport=NoIOTransport()) as client:
+
+        async def one() -> None:
+            r = await client.get(url)
+            _check(r.status_code, r.content)
+
+        return await _drive(one, c, n, cap, ASYNCIO_TASKS)
+
+
+async def _run_httpx_asyncpool(url: str, c: int, n: int, cap: float) -> dict[str, Any]:
+    """httpx over `asyncpool.httpx.HTTPXTransport` with the speedups' settings."""
+    try:
+        import httpx
+
+        from asyncpool.httpx import HTTPXTransport
+    except ImportError as e:
+        raise Skip(f"httpx or asyncpool.httpx not importable: {e}") from e
+    transport = HTTPXTransport(**_asyncpool_options("httptools", c, None))
+    async with httpx.AsyncClient(transport=transport) as client:
+
+        async def one() -> None:
+            r = await client.get(url)
+            _check(r.status_code, r.content)
+
+        result = await _drive(one, c, n, cap, ASYNCIO_TASKS)
+        result["dials"] = transport.pool.stats().dials
+        result["parser"] = transport.pool.http1_parser
+        return result
+
+
 async def _run_aiohttp(url: str, c: int, n: int, cap: float) -> dict[str, Any]:
     try:
         import aiohttp
@@ -298,29 +379,59 @@ async def _run_aiosonic(url: str, c: int, n: int, cap: float) -> dict[str, Any]:
             await connector.cleanup()
 
 
-def _asyncpool_transport(parser: str, c: int) -> Any:
-    """`asyncpool.Transport` on the given HTTP/1.1 parser ("h11" or "httptools"), keeping up to c
-    idle connections (the default of 100 would close and redial most of them at c=1000; httpx
-    and aiohttp keep c too). Raises Skip when that parser cannot be had."""
-    import asyncpool
+def tls_http1_context(ca_file: str | None) -> ssl.SSLContext:
+    """A client context trusting `ca_file` (or the system's CAs) that offers only http/1.1 by
+    ALPN: asyncpool uses a given context as it is, so the context says what to negotiate."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
+
+def _asyncpool_options(parser: str, c: int, ca_file: str | None) -> dict[str, Any]:
+    """`asyncpool.Transport`'s options for a worker: the given HTTP/1.1 parser ("h11" or
+    "httptools"), up to c idle connections kept (the default of 100 would close and redial most
+    of them at c=1000; httpx and aiohttp keep c too), and over https (`ca_file`) HTTP/1.1 only.
+    Raises Skip when that parser cannot be had."""
     if parser == "httptools":
         try:
             import httptools  # noqa: F401
         except ImportError as e:
             raise Skip(f"{e} (pip install 'asyncpool-http[speedups]')") from e
+    options: dict[str, Any] = {"http1_parser": parser, "max_idle_conns": max(100, c)}
+    if ca_file is not None:
+        options.update(tls_config=tls_http1_context(ca_file), http2=False)
+    return options
+
+
+def _asyncpool_transport(parser: str, c: int, ca_file: str | None) -> Any:
+    """`asyncpool.Transport` with `_asyncpool_options`."""
+    import asyncpool
+
+    options = _asyncpool_options(parser, c, ca_file)
     try:
-        return asyncpool.Transport(http1_parser=parser, max_idle_conns=max(100, c))
+        return asyncpool.Transport(**options)
     except TypeError as e:  # before the http1_parser option: h11 was the only parser
         if parser != "h11":
             raise Skip(f"Transport(http1_parser={parser!r}) not supported yet: {e}") from e
-        return asyncpool.Transport(max_idle_conns=max(100, c))
+        del options["http1_parser"]
+        return asyncpool.Transport(**options)
     except ValueError as e:
         raise Skip(f"Transport(http1_parser={parser!r}): {e}") from e
 
 
+def _check_http1(version: str) -> None:
+    if version != "HTTP/1.1":
+        raise RuntimeError(f"expected HTTP/1.1, got {version}")
+
+
 def _run_asyncpool(
-    url: str, c: int, n: int, cap: float, backend: str, parser: str = "h11"
+    url: str,
+    c: int,
+    n: int,
+    cap: float,
+    backend: str,
+    parser: str = "h11",
+    ca_file: str | None = None,
 ) -> dict[str, Any]:
     try:
         import anyio
@@ -331,13 +442,16 @@ def _run_asyncpool(
         asyncpool.Request  # noqa: B018
     except (ImportError, AttributeError) as e:
         raise Skip(f"asyncpool not importable: {e}") from e
-    pool_ = _asyncpool_transport(parser, c)  # raises Skip before any event loop runs
+    pool_ = _asyncpool_transport(parser, c, ca_file)  # raises Skip before any event loop runs
+    tls = ca_file is not None
 
     async def main() -> dict[str, Any]:
         async with pool_ as pool:
 
             async def one() -> None:
                 resp = await pool.round_trip(asyncpool.Request("GET", url))
+                if tls:  # over TLS ALPN decides the protocol: check it is the one measured
+                    _check_http1(resp.http_version)
                 _check(resp.status_code, await resp.aread())
 
             result = await _drive(one, c, n, cap, ANYIO_TASKS)
@@ -350,25 +464,67 @@ def _run_asyncpool(
     return result
 
 
+def _run_client(
+    url: str, c: int, n: int, cap: float, backend: str, ca_file: str | None = None
+) -> dict[str, Any]:
+    """`asyncpool.Client` with the speedups' Transport options (its own defaults otherwise:
+    timeouts, User-Agent, cookies, redirects), each response read in full by `get`. No
+    environment proxies (`trust_env=False`), as the Transport cells."""
+    try:
+        import anyio
+
+        import asyncpool
+
+        asyncpool.Client  # noqa: B018
+    except (ImportError, AttributeError) as e:
+        raise Skip(f"asyncpool.Client not importable: {e}") from e
+    client_ = asyncpool.Client(trust_env=False, **_asyncpool_options("httptools", c, ca_file))
+    tls = ca_file is not None
+
+    async def main() -> dict[str, Any]:
+        async with client_ as client:
+
+            async def one() -> None:
+                r = await client.get(url)
+                if tls:
+                    _check_http1(r.http_version)
+                _check(r.status_code, r.content)
+
+            result = await _drive(one, c, n, cap, ANYIO_TASKS)
+            result["dials"] = client.transport.stats().dials
+            result["parser"] = client.transport.http1_parser
+            return result
+
+    result: dict[str, Any] = anyio.run(main, backend=backend)
+    return result
+
+
 def worker(args: argparse.Namespace) -> int:
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     raise_nofile_limit()
     EXPECT["length"] = args.body_length
     c, n, cap = args.concurrency_one, args.requests_one, args.max_seconds
+    url, ca_file = args.url, args.ca_file
     try:
         if args.worker == "asyncpool":
-            result = _run_asyncpool(args.url, c, n, cap, args.backend, "h11")
+            result = _run_asyncpool(url, c, n, cap, args.backend, "h11", ca_file)
         elif args.worker == "asyncpool+speedups":
-            result = _run_asyncpool(args.url, c, n, cap, args.backend, "httptools")
+            result = _run_asyncpool(url, c, n, cap, args.backend, "httptools", ca_file)
+        elif args.worker == "client":
+            result = _run_client(url, c, n, cap, args.backend, ca_file)
+        elif url.startswith("https:"):
+            raise Skip("this worker has no https (only asyncpool, asyncpool+speedups, client)")
         else:
             runner = {
                 "raw": _run_raw,
                 "httpx": _run_httpx,
+                "httpx+asyncpool": _run_httpx_asyncpool,
+                "httpx+noio": _run_httpx_noio,
                 "aiohttp": _run_aiohttp,
                 "aiosonic": _run_aiosonic,
             }[args.worker]
-            result = asyncio.run(runner(args.url, c, n, cap))
+            result = asyncio.run(runner(url, c, n, cap))
     except Skip as e:
         print(json.dumps({"skipped": str(e)}))
         return 0
@@ -434,14 +590,53 @@ def measure(
     return results, notes
 
 
-def run_worker(cmd: list[str], timeout: float) -> dict[str, Any]:
-    """Run one benchmark worker process; its last stdout line is its JSON result."""
+# What a traceback puts before its lines: indentation, and an exception group's "|" margins.
+_MARGIN = re.compile(r"^[\s|]*")
+# An exception's own line: "Name: message" or a bare "Name" (dotted names too).
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(:.*)?$")
+
+
+def error_line(stderr: str, returncode: int) -> str:
+    """The line of a failed worker's stderr that says what went wrong: the last exception's
+    type and message. An ExceptionGroup's traceback ends in decoration ("+------"), and the
+    sub-exception's line sits in its "|" margin; both are looked through."""
+    lines = [_MARGIN.sub("", line).rstrip() for line in stderr.splitlines()]
+    meaningful = [s for s in lines if s and s.strip("+-0123456789. ")]
+    for line in reversed(meaningful):
+        if _EXCEPTION_LINE.match(line) and not line.startswith("Traceback"):
+            return line
+    return meaningful[-1] if meaningful else f"exit {returncode}"
+
+
+def run_worker(
+    cmd: list[str],
+    timeout: float,
+    cpu: int | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run one benchmark worker process; its last stdout line is its JSON result. `cpu`: pin
+    it there before it starts (for workers that cannot pin themselves, such as the Go client);
+    `env`: its environment."""
+    pin = None
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+
+        def pin() -> None:
+            os.sched_setaffinity(0, {cpu})
+
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            env=env,
+            preexec_fn=pin,  # safe: the runner starts no threads
+        )
     except subprocess.TimeoutExpired:
         return {"error": "worker timed out"}
     if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
+        return {"error": error_line(proc.stderr, proc.returncode)}
     try:
         result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -522,6 +717,9 @@ def main(args: argparse.Namespace) -> int:
         ("asyncpool", "httpx"),
         ("asyncpool+speedups", "aiohttp"),
         ("asyncpool+speedups", "aiosonic"),
+        ("asyncpool+speedups", "raw"),
+        ("client", "asyncpool+speedups"),
+        ("httpx+asyncpool", "httpx+noio"),
     ):
         if ours not in clients or peer not in clients:
             continue
@@ -585,6 +783,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--url", default=None, help="benchmark this URL instead of starting nginx")
     add_output_and_worker_options(p, ALL_CLIENTS)
     p.add_argument("--body-length", type=int, default=None, help=argparse.SUPPRESS)
+    # Worker mode over https (run_all.py's HTTP/1.1 + TLS cells): the CA that trusts nginx.
+    p.add_argument("--ca-file", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         if not args.url:

@@ -1,22 +1,44 @@
 """The whole benchmark suite in one run: one table of req/s, the ratios and the project's targets.
 
-    python benchmarks/run_all.py                 # everything, 5 repeats (about 8 minutes)
-    python benchmarks/run_all.py --quick         # a smoke run: 1 repeat, short cells (under a minute)
-    python benchmarks/run_all.py --workloads small,h2 --clients asyncpool,aiohttp --repeat 5
+    python benchmarks/run_all.py                 # everything, 5 repeats (about 10 minutes)
+    python benchmarks/run_all.py --quick         # a smoke run: 1 repeat, short cells (under 2 minutes)
+    python benchmarks/run_all.py --workloads small,h2 --clients asyncpool+speedups,go --repeat 5
     nox -s bench                                 # installs -e ., the dev group, aiosonic, httpx[http2]
 
 Workloads (`--workloads`, comma list):
 
     small   GET /small (12-byte body) over HTTP/1.1 keep-alive at c = 1, 10, 100, 1000
+            (httpx+asyncpool and httpx+noio at c = 10, 100 only)
     mib     GET /1mb.bin (1 MiB body, read in full, length checked) at c = 4
-    h2      GET /small over HTTP/2 + TLS at c = 10, 100 (asyncpool and httpx only)
+    tls     GET /small over HTTP/1.1 + TLS (http/1.1 by ALPN) at c = 10, 100 (asyncpool only)
+    h2      GET /small over HTTP/2 + TLS at c = 10, 100 (asyncpool, httpx and Go)
     trio    GET /small at c = 100 with asyncpool on trio (next to asyncpool on asyncio)
+    import  `import asyncpool` and `import httpx`: -X importtime's cumulative time, median over
+            fresh interpreters (--import-runs per repeat)
 
-Clients: asyncpool (h11 parser), asyncpool+speedups (httptools parser), httpx, aiohttp, aiosonic
-and raw (hand-written asyncio streams, the Python floor). One private nginx (tests/nginx.py), with
-a plain and a TLS server, runs pinned to one CPU; every (workload, client) cell runs in a fresh
-Python subprocess pinned to another CPU, through the worker modes of bench_http1.py and
-bench_h2.py. Repeats are the outer loop; the table shows the median of the repeats.
+Clients: asyncpool (Transport, h11 parser), asyncpool+speedups ("the Transport": httptools
+parser), client (asyncpool.Client, httptools), httpx, httpx+asyncpool (httpx over
+asyncpool.httpx.HTTPXTransport, httptools), httpx+noio (httpx over a transport without I/O:
+httpx's ceiling), aiohttp, aiosonic, raw (hand-written asyncio streams, the Python floor) and go
+(Go's net/http, benchmarks/go/client.go, built once per run when `go` is installed: the machine's
+limit). One private nginx (tests/nginx.py), with a plain and a TLS server, runs pinned to one
+CPU; every (workload, client) cell runs in a fresh process pinned to another CPU, through the
+worker modes of bench_http1.py and bench_h2.py or the Go client. Repeats are the outer loop; the
+table shows the median of the repeats.
+
+Targets (issue 24), ratios of medians from this run ("Transport" = asyncpool+speedups, "h11" =
+asyncpool, "Client" = client):
+
+    Transport / raw at c = 10 and 100                       >= 0.8
+    Transport c=1000 / c=100                                >= 0.9
+    Client / Transport at c = 10 and 100                    >= 0.9
+    httpx+asyncpool / httpx+noio at c = 10 and 100          >= 0.8
+    HTTP/2 c=100: asyncpool / httpx                         >= 10x
+    HTTP/2 c=100 asyncpool / HTTP/1.1+TLS c=100 Transport   >= 0.5
+    Transport c=100: trio / asyncio                         >= 0.8
+    1 MiB c=4: Transport / raw                              >= 0.9
+    h11 / aiohttp at c = 10 and 100                         >= 1.5x
+    import asyncpool / import httpx                         <= 1.0
 """
 
 from __future__ import annotations
@@ -27,7 +49,10 @@ import datetime
 import json
 import os
 import platform
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,19 +60,41 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_http1 import _cpus, raise_nofile_limit, run_worker  # noqa: E402
+from bench_http1 import SPEEDUPS_CLIENTS, _cpus, raise_nofile_limit, run_worker  # noqa: E402
+from bench_import import import_time, median_ms  # noqa: E402
 
-H1_CLIENTS = ("asyncpool", "asyncpool+speedups", "httpx", "aiohttp", "aiosonic", "raw")
-H2_CLIENTS = ("asyncpool", "httpx")
-ALL_WORKLOADS = ("small", "mib", "h2", "trio")
+TRANSPORT = "asyncpool+speedups"  # "the Transport" of the targets: asyncpool on httptools
+CLIENTS = (
+    "asyncpool",
+    TRANSPORT,
+    "client",
+    "httpx",
+    "httpx+asyncpool",
+    "httpx+noio",
+    "aiohttp",
+    "aiosonic",
+    "raw",
+    "go",
+)
+# Every level of the 12-byte workload and the 1 MiB one.
+H1_CLIENTS = ("asyncpool", TRANSPORT, "client", "httpx", "aiohttp", "aiosonic", "raw", "go")
+MIB_CLIENTS = ("asyncpool", TRANSPORT, "httpx", "aiohttp", "aiosonic", "raw", "go")
+HTTPX_OVER = ("httpx+asyncpool", "httpx+noio")  # at HTTPX_LEVELS only
+TLS_CLIENTS = ("asyncpool", TRANSPORT)
+H2_CLIENTS = ("asyncpool", "httpx", "go")
+TRIO_CLIENTS = ("asyncpool", TRANSPORT)
+ALL_WORKLOADS = ("small", "mib", "tls", "h2", "trio", "import")
 SMALL_LEVELS = (1, 10, 100, 1000)
+HTTPX_LEVELS = (10, 100)
 MIB_LEVEL = 4
+TLS_LEVELS = (10, 100)
 H2_LEVELS = (10, 100)
 TRIO_LEVEL = 100
+IMPORT_MODULES = ("asyncpool", "httpx")
 ONE_MIB = 1 << 20
 VERSIONS = (
     "asyncpool",
@@ -69,13 +116,20 @@ class Row:
 
     key: str  # e.g. "small@100": the JSON key and what the ratios look up
     label: str
-    script: str  # the worker: bench_http1.py or bench_h2.py
     concurrency: int
     requests: int
     clients: tuple[str, ...]
     backend: str = "asyncio"
     body_length: int | None = None  # None: the 12-byte body, compared in full
     tls: bool = False
+    http2: bool = False
+
+    def family(self, client: str) -> str:
+        """What runs the cell: a worker script, or the Go client (a skip applies to all its
+        cells)."""
+        if client == "go":
+            return "go"
+        return "bench_h2.py" if self.http2 else "bench_http1.py"
 
 
 def _rows(args: argparse.Namespace, clients: list[str]) -> list[Row]:
@@ -83,54 +137,60 @@ def _rows(args: argparse.Namespace, clients: list[str]) -> list[Row]:
     unknown = set(workloads) - set(ALL_WORKLOADS)
     if unknown:
         sys.exit(f"unknown workloads: {', '.join(sorted(unknown))} (known: {ALL_WORKLOADS})")
-    h1 = tuple(k for k in H1_CLIENTS if k in clients)
-    h2 = tuple(k for k in H2_CLIENTS if k in clients)
+
+    def chosen(*names: str) -> tuple[str, ...]:
+        return tuple(k for k in CLIENTS if k in names and k in clients)
 
     def n(c: int) -> int:
         # Three times bench_http1.py's defaults: two seconds or so per cell for the fast clients,
         # so that one slow patch of this shared VM weighs less in a cell.
         return args.requests or (6000 if c == 1 else max(16000, 10 * c))
 
+    # Over TLS both rows time the same count, as the h2 / h1+TLS target compares them.
+    tls_requests = args.requests or 8000
+
     rows: list[Row] = []
     if "small" in workloads:
-        rows += [
-            Row(f"small@{c}", f"GET 12 B  c={c}", "bench_http1.py", c, n(c), h1)
-            for c in SMALL_LEVELS
-        ]
+        for c in SMALL_LEVELS:
+            extra = HTTPX_OVER if c in HTTPX_LEVELS else ()
+            rows.append(Row(f"small@{c}", f"GET 12 B  c={c}", c, n(c), chosen(*H1_CLIENTS, *extra)))
     if "mib" in workloads:
         rows.append(
             Row(
                 f"mib@{MIB_LEVEL}",
                 f"GET 1 MiB c={MIB_LEVEL}",
-                "bench_http1.py",
                 MIB_LEVEL,
                 args.mib_requests,
-                h1,
+                chosen(*MIB_CLIENTS),
                 body_length=ONE_MIB,
             )
         )
-    if "h2" in workloads and h2:
+    if "tls" in workloads:
+        rows += [
+            Row(f"tls@{c}", f"h1+TLS    c={c}", c, tls_requests, chosen(*TLS_CLIENTS), tls=True)
+            for c in TLS_LEVELS
+        ]
+    if "h2" in workloads:
         rows += [
             Row(
                 f"h2@{c}",
                 f"h2+TLS    c={c}",
-                "bench_h2.py",
                 c,
-                args.requests or 8000,
-                h2,
+                tls_requests,
+                chosen(*H2_CLIENTS),
                 tls=True,
+                http2=True,
             )
             for c in H2_LEVELS
         ]
-    if "trio" in workloads and "asyncpool" in clients:
+    if "trio" in workloads:
         rows.append(
             Row(
                 f"trio@{TRIO_LEVEL}",
                 f"trio      c={TRIO_LEVEL}",
-                "bench_http1.py",
                 TRIO_LEVEL,
                 n(TRIO_LEVEL),
-                ("asyncpool",),
+                chosen(*TRIO_CLIENTS),
                 backend="trio",
             )
         )
@@ -164,6 +224,40 @@ def _server(cpu: int | None, tls: bool) -> Iterator[tuple[Any, str | None]]:
             yield server, ca_file
 
 
+def build_go_client(directory: str) -> tuple[str | None, str]:
+    """Build benchmarks/go/client.go into `directory`: (the binary, its Go version), or (None,
+    why not). Nothing is downloaded: stdlib only, GOPROXY=off, and GOPATH and GOCACHE are
+    private to this run."""
+    go = shutil.which("go")
+    if go is None:
+        return None, "go not installed: the Go column is skipped (apt-get install golang-go)"
+    env = {
+        **os.environ,
+        "GOPATH": str(Path(directory) / "gopath"),
+        "GOCACHE": str(Path(directory) / "gocache"),
+        "GOFLAGS": "-buildvcs=false",
+        "GOPROXY": "off",
+        "GOTOOLCHAIN": "local",
+    }
+    binary = str(Path(directory) / "client")
+    try:
+        proc = subprocess.run(
+            [go, "build", "-o", binary, str(HERE / "go" / "client.go")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
+        version = subprocess.run(
+            [go, "version"], capture_output=True, text=True, timeout=60, env=env
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"go build failed: {e}"
+    if proc.returncode != 0:
+        return None, f"go build failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}"
+    return binary, version
+
+
 def _run_cell(
     args: argparse.Namespace,
     row: Row,
@@ -171,15 +265,39 @@ def _run_cell(
     server: Any,
     ca_file: str | None,
     cpu: int | None,
+    go_binary: str | None,
 ) -> dict[str, Any]:
     url = (
         server.tls_url("/small")
         if row.tls
         else server.url("/1mb.bin" if row.body_length else "/small")
     )
+    # Warm-up and timed phase each stop at --max-seconds; the rest is start-up and drain.
+    timeout = 2 * args.max_seconds + 120
+    if client == "go":
+        assert go_binary is not None
+        cmd = [
+            go_binary,
+            "-url",
+            url,
+            "-concurrency",
+            str(row.concurrency),
+            "-requests",
+            str(row.requests),
+            "-max-seconds",
+            str(args.max_seconds),
+        ]
+        if row.body_length is not None:
+            cmd += ["-body-length", str(row.body_length)]
+        if row.tls and ca_file:
+            cmd += ["-ca-file", ca_file]
+        if row.http2:
+            cmd.append("-http2")
+        # One OS thread runs Go code, as one runs each Python worker's.
+        return run_worker(cmd, timeout, cpu=cpu, env={**os.environ, "GOMAXPROCS": "1"})
     cmd = [
         sys.executable,
-        str(HERE / row.script),
+        str(HERE / row.family(client)),
         "--worker",
         client,
         "--url",
@@ -199,8 +317,7 @@ def _run_cell(
         cmd += ["--ca-file", ca_file]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
-    # Warm-up and timed phase each stop at --max-seconds; the rest is start-up and drain.
-    return run_worker(cmd, 2 * args.max_seconds + 120)
+    return run_worker(cmd, timeout)
 
 
 # ====================================================================== report
@@ -243,6 +360,18 @@ def _machine() -> str:
     return f"{os.cpu_count()} cpus{' (' + model + ')' if model else ''}, {platform.platform()}"
 
 
+class Target(NamedTuple):
+    label: str
+    value: float | None
+    goal: float
+    at_most: bool = False  # the value must be <= goal (import time), not >=
+
+    def met(self) -> bool | None:
+        if self.value is None:
+            return None
+        return self.value <= self.goal if self.at_most else self.value >= self.goal
+
+
 class Report:
     def __init__(self, rows: list[Row], results: dict[tuple[str, str], list[dict[str, Any]]]):
         self.rows = {r.key: r for r in rows}
@@ -251,6 +380,12 @@ class Report:
 
     def median(self, key: str, client: str) -> float | None:
         return _median(self.results.get((key, client), []))
+
+    def ratio(self, key: str, client: str, peer_key: str, peer: str) -> float | None:
+        return _ratio(self.median(key, client), self.median(peer_key, peer))
+
+    def import_ms(self, module: str) -> float | None:
+        return median_ms(self.results.get(("import", module), []))
 
     def cell(self, row: Row, client: str, skipped: set[tuple[str, str]]) -> str:
         if client not in row.clients:
@@ -262,19 +397,17 @@ class Report:
             if (row.key, client) in self.once:
                 marks += "~"
             return f"{m:,.0f}{marks}"
-        if (row.script, client) in skipped:
+        if (row.family(client), client) in skipped:
             return "skipped"
         return "error" if runs else "-"
 
-    def print_table(self, clients: list[str], skipped: set[tuple[str, str]]) -> None:
-        shown = [k for k in H1_CLIENTS if k in clients]
-        head = f"{'workload':<16}" + "".join(f"{k:>{max(10, len(k) + 2)}}" for k in shown)
-        print(head)
+    def print_table(self, skipped: set[tuple[str, str]]) -> None:
+        shown = [k for k in CLIENTS if any(k in row.clients for row in self.rows.values())]
+        width = {k: max(9, len(k) + 2) for k in shown}
+        print(f"{'workload':<16}" + "".join(f"{k:>{width[k]}}" for k in shown))
         for row in self.rows.values():
-            line = f"{row.label:<16}"
-            for k in shown:
-                line += f"{self.cell(row, k, skipped):>{max(10, len(k) + 2)}}"
-            print(line)
+            cells = "".join(f"{self.cell(row, k, skipped):>{width[k]}}" for k in shown)
+            print(f"{row.label:<16}{cells}")
         print(
             "(req/s, median of repeats; * = some repeat stopped at --max-seconds before its "
             "requests;\n ~ = run once: its first run took over --slow-cell seconds; - = not run)"
@@ -284,38 +417,79 @@ class Report:
         print()
         levels = [c for c in SMALL_LEVELS if f"small@{c}" in self.rows]
         if levels:
-            print(f"{'GET 12 B ratio':<36}" + "".join(f"{'c=' + str(c):>9}" for c in levels))
+            print(f"{'GET 12 B ratio':<40}" + "".join(f"{'c=' + str(c):>9}" for c in levels))
             for ours, peer in (
+                (TRANSPORT, "raw"),
+                (TRANSPORT, "go"),
+                ("raw", "go"),
+                ("client", TRANSPORT),
+                ("httpx+asyncpool", "httpx+noio"),
+                ("httpx+asyncpool", "httpx"),
                 ("asyncpool", "aiohttp"),
                 ("asyncpool", "httpx"),
-                ("asyncpool+speedups", "aiohttp"),
-                ("asyncpool+speedups", "aiosonic"),
+                (TRANSPORT, "aiohttp"),
+                (TRANSPORT, "aiosonic"),
             ):
-                values = [
-                    _x(_ratio(self.median(f"small@{c}", ours), self.median(f"small@{c}", peer)))
-                    for c in levels
-                ]
-                print(f"{ours + '/' + peer:<36}" + "".join(f"{v:>9}" for v in values))
+                values = [self.ratio(f"small@{c}", ours, f"small@{c}", peer) for c in levels]
+                if any(v is not None for v in values):
+                    cells = "".join(f"{_x(v):>9}" for v in values)
+                    print(f"{ours + '/' + peer:<40}{cells}")
+        lines: list[tuple[str, float | None]] = []
         if "small@1000" in self.rows and "small@100" in self.rows:
             # Every client's, not only ours: the raw floor's own ratio shows what the machine's
             # memory takes from a thousand connections before any client code runs.
-            for client in H1_CLIENTS:
-                value = _ratio(self.median("small@1000", client), self.median("small@100", client))
-                if value is not None:
-                    print(f"{client + ' c=1000/c=100':<36}{_x(value):>9}")
-        key = f"mib@{MIB_LEVEL}"
-        if key in self.rows:
-            for ours in ("asyncpool", "asyncpool+speedups"):
-                value = _ratio(self.median(key, ours), self.median(key, "aiohttp"))
-                print(f"{'1 MiB c=4 ' + ours + '/aiohttp':<36}{_x(value):>9}")
+            lines += [
+                (f"{k} c=1000/c=100", self.ratio("small@1000", k, "small@100", k)) for k in CLIENTS
+            ]
+        mib = f"mib@{MIB_LEVEL}"
+        lines += [
+            (f"1 MiB c={MIB_LEVEL} {ours}/{peer}", self.ratio(mib, ours, mib, peer))
+            for ours, peer in (
+                (TRANSPORT, "raw"),
+                ("asyncpool", "raw"),
+                (TRANSPORT, "aiohttp"),
+                ("asyncpool", "aiohttp"),
+                (TRANSPORT, "go"),
+                ("raw", "go"),
+            )
+        ]
+        for c in TLS_LEVELS:  # what TLS costs the Transport
+            lines.append(
+                (
+                    f"h1+TLS/plain c={c} {TRANSPORT}",
+                    self.ratio(f"tls@{c}", TRANSPORT, f"small@{c}", TRANSPORT),
+                )
+            )
         for c in H2_LEVELS:
-            if f"h2@{c}" in self.rows:
-                value = _ratio(self.median(f"h2@{c}", "asyncpool"), self.median(f"h2@{c}", "httpx"))
-                print(f"{f'h2 c={c} asyncpool/httpx':<36}{_x(value):>9}")
-        key = f"trio@{TRIO_LEVEL}"
-        if key in self.rows:
-            value = _ratio(self.median(key, "asyncpool"), self.median("small@100", "asyncpool"))
-            print(f"{'asyncpool trio/asyncio c=100':<36}{_x(value):>9}")
+            h2 = f"h2@{c}"
+            lines += [
+                (f"h2 c={c} asyncpool/httpx", self.ratio(h2, "asyncpool", h2, "httpx")),
+                (f"h2 c={c} asyncpool/go", self.ratio(h2, "asyncpool", h2, "go")),
+                (
+                    f"h2 c={c} asyncpool/h1+TLS Transport",
+                    self.ratio(h2, "asyncpool", f"tls@{c}", TRANSPORT),
+                ),
+            ]
+        trio = f"trio@{TRIO_LEVEL}"
+        lines += [
+            (f"{k} trio/asyncio c={TRIO_LEVEL}", self.ratio(trio, k, f"small@{TRIO_LEVEL}", k))
+            for k in TRIO_CLIENTS
+        ]
+        for label, value in lines:
+            if value is not None:
+                print(f"{label:<40}{_x(value):>9}")
+
+    def print_imports(self) -> None:
+        runs = [
+            sum("seconds" in r for r in self.results.get(("import", m), [])) for m in IMPORT_MODULES
+        ]
+        if not any(runs):
+            return
+        print()
+        print(f"import time (ms: -X importtime cumulative, median of {max(runs)} interpreters)")
+        for module in IMPORT_MODULES:
+            ms = self.import_ms(module)
+            print(f"  {module:<34}{'n/a' if ms is None else f'{ms:.1f}':>9}")
 
     def collector_share(self, key: str, client: str) -> float | None:
         """The median share of a cell's timed phase spent in the garbage collector."""
@@ -331,70 +505,87 @@ class Report:
         if not levels:
             return
         print()
-        print(f"{'GET 12 B time in the collector':<36}" + "".join(f"{f'c={c}':>9}" for c in levels))
-        for client in H1_CLIENTS:
+        print(f"{'GET 12 B time in the collector':<40}" + "".join(f"{f'c={c}':>9}" for c in levels))
+        for client in CLIENTS:
             shares = [self.collector_share(f"small@{c}", client) for c in levels]
             if any(v is not None for v in shares):
                 cells = "".join(f"{'n/a' if v is None else f'{v:.1%}':>9}" for v in shares)
-                print(f"{client:<36}{cells}")
+                print(f"{client:<40}{cells}")
 
-    def targets(self) -> list[tuple[str, float | None, float]]:
-        m = self.median
-        out: list[tuple[str, float | None, float]] = []
-        for c in (10, 100):
-            s = f"small@{c}"
-            out += [
-                (f"c={c} asyncpool/aiohttp", _ratio(m(s, "asyncpool"), m(s, "aiohttp")), 1.0),
-                (
-                    f"c={c} asyncpool+speedups/aiohttp",
-                    _ratio(m(s, "asyncpool+speedups"), m(s, "aiohttp")),
-                    1.5,
-                ),
-                (
-                    f"c={c} asyncpool+speedups/aiosonic",
-                    _ratio(m(s, "asyncpool+speedups"), m(s, "aiosonic")),
-                    1.2,
-                ),
-            ]
-        mib = f"mib@{MIB_LEVEL}"
+    def targets(self) -> list[Target]:
+        """The issue's targets, all ratios of medians of this run ("Transport": asyncpool on
+        httptools; "h11": asyncpool on h11)."""
+        r = self.ratio
+        out: list[Target] = []
         out += [
-            (
-                "c=100 asyncpool/httpx",
-                _ratio(m("small@100", "asyncpool"), m("small@100", "httpx")),
-                15.0,
+            Target(f"c={c} Transport/raw", r(f"small@{c}", TRANSPORT, f"small@{c}", "raw"), 0.8)
+            for c in (10, 100)
+        ]
+        out.append(
+            Target(
+                "Transport c=1000/c=100", r("small@1000", TRANSPORT, "small@100", TRANSPORT), 0.9
+            )
+        )
+        out += [
+            Target(
+                f"c={c} Client/Transport", r(f"small@{c}", "client", f"small@{c}", TRANSPORT), 0.9
+            )
+            for c in (10, 100)
+        ]
+        out += [
+            Target(
+                f"c={c} httpx+asyncpool/httpx+noio",
+                r(f"small@{c}", "httpx+asyncpool", f"small@{c}", "httpx+noio"),
+                0.8,
+            )
+            for c in (10, 100)
+        ]
+        out += [
+            Target("h2 c=100 asyncpool/httpx", r("h2@100", "asyncpool", "h2@100", "httpx"), 10.0),
+            Target(
+                "h2 c=100 asyncpool/h1+TLS Transport",
+                r("h2@100", "asyncpool", "tls@100", TRANSPORT),
+                0.5,
             ),
-            (
-                "asyncpool c=1000/c=100",
-                _ratio(m("small@1000", "asyncpool"), m("small@100", "asyncpool")),
+            Target(
+                f"Transport trio/asyncio c={TRIO_LEVEL}",
+                r(f"trio@{TRIO_LEVEL}", TRANSPORT, f"small@{TRIO_LEVEL}", TRANSPORT),
+                0.8,
+            ),
+            Target(
+                f"1 MiB c={MIB_LEVEL} Transport/raw",
+                r(f"mib@{MIB_LEVEL}", TRANSPORT, f"mib@{MIB_LEVEL}", "raw"),
                 0.9,
             ),
-            ("1 MiB c=4 asyncpool/aiohttp", _ratio(m(mib, "asyncpool"), m(mib, "aiohttp")), 1.0),
-            (
-                "h2 c=100 asyncpool/httpx",
-                _ratio(m("h2@100", "asyncpool"), m("h2@100", "httpx")),
-                5.0,
-            ),
-            (
-                "asyncpool trio/asyncio c=100",
-                _ratio(m(f"trio@{TRIO_LEVEL}", "asyncpool"), m("small@100", "asyncpool")),
-                0.6,
-            ),
         ]
+        out += [
+            Target(f"c={c} h11/aiohttp", r(f"small@{c}", "asyncpool", f"small@{c}", "aiohttp"), 1.5)
+            for c in (10, 100)
+        ]
+        out.append(
+            Target(
+                "import asyncpool/httpx",
+                _ratio(self.import_ms("asyncpool"), self.import_ms("httpx")),
+                1.0,
+                at_most=True,
+            )
+        )
         return out
 
     def print_targets(self) -> None:
         print()
-        print("targets")
+        print("targets (Transport = asyncpool+speedups, h11 = asyncpool; ratios of this run)")
         met = total = 0
-        for label, value, goal in self.targets():
-            if value is None:
+        for target in self.targets():
+            ok = target.met()
+            if ok is None:
                 mark = "[n/a]    "
             else:
                 total += 1
-                ok = value >= goal
                 met += ok
                 mark = "[met]    " if ok else "[NOT MET]"
-            print(f"  {mark} {label + ' >= ' + f'{goal:g}x':<44} {_x(value):>9}")
+            goal = f"{'<=' if target.at_most else '>='} {target.goal:g}x"
+            print(f"  {mark} {target.label + ' ' + goal:<44} {_x(target.value):>9}")
         print(f"  {met} of {total} measured targets met")
 
 
@@ -403,22 +594,28 @@ class Report:
 
 def main(args: argparse.Namespace) -> int:
     clients = [s.strip() for s in args.clients.split(",") if s.strip()]
-    unknown = set(clients) - set(H1_CLIENTS)
+    unknown = set(clients) - set(CLIENTS)
     if unknown:
-        sys.exit(f"unknown clients: {', '.join(sorted(unknown))} (known: {H1_CLIENTS})")
+        sys.exit(f"unknown clients: {', '.join(sorted(unknown))} (known: {CLIENTS})")
     rows = _rows(args, clients)
-    if not rows:
+    workloads = {s.strip() for s in args.workloads.split(",")}
+    imports = IMPORT_MODULES if "import" in workloads else ()
+    if not rows and not imports:
         sys.exit("nothing to run for these --workloads and --clients")
+    # SIGTERM ends the run as Ctrl-C does: through the `with` blocks, which stop nginx, kill the
+    # running worker and remove the temporary files (a run in the background ignores SIGINT).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     server_cpu, client_cpu = _cpus(args.pin)
     nofile = raise_nofile_limit()  # before nginx starts: it inherits the limit
-    top = max(r.concurrency for r in rows)
+    top = max((r.concurrency for r in rows), default=0)
     if nofile and nofile < top + 64:
         print(f"# warning: only {nofile} open files allowed; c={top} may fail", flush=True)
 
     results: dict[tuple[str, str], list[dict[str, Any]]] = {
         (row.key, k): [] for row in rows for k in row.clients
     }
-    skipped: dict[tuple[str, str], str] = {}  # (script, client) -> why
+    results.update({("import", m): [] for m in imports})
+    skipped: dict[tuple[str, str], str] = {}  # (family, client) -> why
     errors: dict[str, str] = {}
     once: set[tuple[str, str]] = set()  # (row key, client) cells not to repeat
     started = time.perf_counter()
@@ -430,14 +627,25 @@ def main(args: argparse.Namespace) -> int:
         f"max-seconds={args.max_seconds}  open files={nofile}",
         flush=True,
     )
-    with _server(server_cpu, any(r.tls for r in rows)) as (server, ca_file):
+    with contextlib.ExitStack() as stack:
+        go_binary = go_version = None
+        if any("go" in row.clients for row in rows):
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="asyncpool-bench-go-"))
+            go_binary, go_version = build_go_client(tmp)
+            if go_binary is None:
+                skipped["go", "go"] = go_version
+            else:
+                print(f"# go client: {go_version}, GOMAXPROCS=1", flush=True)
+        for module in imports:
+            import_time(module)  # writes the bytecode caches; not counted
+        server, ca_file = stack.enter_context(_server(server_cpu, any(r.tls for r in rows)))
         for rep in range(args.repeat):
             for row in rows:
                 for client in row.clients:
-                    if (row.script, client) in skipped or (row.key, client) in once:
+                    if (row.family(client), client) in skipped or (row.key, client) in once:
                         continue
                     t0 = time.perf_counter()
-                    r = _run_cell(args, row, client, server, ca_file, client_cpu)
+                    r = _run_cell(args, row, client, server, ca_file, client_cpu, go_binary)
                     r["wall"] = round(time.perf_counter() - t0, 2)
                     if r["wall"] > args.slow_cell and "rps" in r:
                         # httpx at c=1000 blocks its event loop for half a minute while it opens
@@ -445,11 +653,20 @@ def main(args: argparse.Namespace) -> int:
                         once.add((row.key, client))
                     results[row.key, client].append(r)
                     if "skipped" in r:
-                        skipped[row.script, client] = r["skipped"]
+                        skipped[row.family(client), client] = r["skipped"]
                     elif "error" in r:
                         errors[f"{client} {row.label}"] = r["error"]
                     if args.verbose:
                         print(f"  rep {rep + 1} {row.label:<16} {client:<19} {r}", flush=True)
+            # A few fresh interpreters per repeat, modules alternating: drift touches both alike.
+            for _ in range(args.import_runs):
+                for module in imports:
+                    r = import_time(module, client_cpu)
+                    results["import", module].append(r)
+                    if "seconds" not in r:
+                        errors[f"import {module}"] = r.get("skipped") or r.get("error", "?")
+                    if args.verbose:
+                        print(f"  rep {rep + 1} import {module:<19} {r}", flush=True)
             print(
                 f"# repeat {rep + 1}/{args.repeat} done, {time.perf_counter() - started:.0f}s",
                 flush=True,
@@ -458,21 +675,24 @@ def main(args: argparse.Namespace) -> int:
     report = Report(rows, results)
     report.once = once
     print()
-    report.print_table(clients, set(skipped))
-    report.print_ratios()
-    report.print_collector()
+    if rows:
+        report.print_table(set(skipped))
+        report.print_ratios()
+        report.print_collector()
+    report.print_imports()
     report.print_targets()
     print()
-    for (script, client), why in skipped.items():
-        print(f"note: {client} ({script}) skipped: {why}")
+    for (family, client), why in skipped.items():
+        print(f"note: {client} ({family}) skipped: {why}")
     for key, why in errors.items():
         print(f"note: {key}: {why}")
     # The parser each asyncpool client really ran on, as the workers report it.
-    for client, want in (("asyncpool", "h11"), ("asyncpool+speedups", "httptools")):
+    wanted = {"asyncpool": "h11", **dict.fromkeys(SPEEDUPS_CLIENTS, "httptools")}
+    for client, want in wanted.items():
         seen = {
             str(r.get("parser"))
             for row in rows
-            if row.script == "bench_http1.py" and client in row.clients
+            if not row.http2 and client in row.clients
             for r in results[row.key, client]
             if "parser" in r
         }
@@ -487,11 +707,19 @@ def main(args: argparse.Namespace) -> int:
                     "date": datetime.date.today().isoformat(),
                     "machine": _machine(),
                     "versions": _versions(),
+                    "go": go_version,
                     "cpus": {"nginx": server_cpu, "client": client_cpu},
                     "results": {f"{key}/{k}": v for (key, k), v in results.items()},
+                    "import_ms": {m: report.import_ms(m) for m in imports},
                     "targets": [
-                        {"target": label, "value": value, "goal": goal}
-                        for label, value, goal in report.targets()
+                        {
+                            "target": t.label,
+                            "value": t.value,
+                            "goal": t.goal,
+                            "at_most": t.at_most,
+                            "met": t.met(),
+                        }
+                        for t in report.targets()
                     ],
                 },
                 indent=2,
@@ -505,16 +733,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--workloads", default=",".join(ALL_WORKLOADS), help=f"comma list of {ALL_WORKLOADS}"
     )
-    p.add_argument("--clients", default=",".join(H1_CLIENTS), help=f"comma list of {H1_CLIENTS}")
+    p.add_argument("--clients", default=",".join(CLIENTS), help=f"comma list of {CLIENTS}")
     p.add_argument("--repeat", type=int, default=5, help="runs per cell; the median is shown")
     p.add_argument(
         "--requests",
         type=int,
         default=None,
         help="timed requests per 12-byte cell (default: 6000 at c=1, else max(16000, 10 * c); "
-        "8000 over HTTP/2)",
+        "8000 over TLS, HTTP/1.1 and HTTP/2)",
     )
     p.add_argument("--mib-requests", type=int, default=3000, help="timed requests per 1 MiB cell")
+    p.add_argument(
+        "--import-runs",
+        type=int,
+        default=3,
+        help="fresh interpreters per module and repeat for the import workload",
+    )
     p.add_argument(
         "--max-seconds",
         type=float,
@@ -536,7 +770,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke run: 1 repeat, 500 requests (100 of 1 MiB), --max-seconds 0.5",
+        help="a smoke run: 1 repeat, 500 requests (100 of 1 MiB), --max-seconds 0.5, "
+        "5 interpreters per module",
     )
     p.add_argument("--json-out", default=None, help="also write all raw results to this file")
     p.add_argument("-v", "--verbose", action="store_true", help="print every run")
@@ -546,6 +781,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.requests = args.requests or 500
         args.mib_requests = 100
         args.max_seconds = 0.5
+        args.import_runs = 5
     return args
 
 
