@@ -56,7 +56,8 @@ Request extensions
     HTTP/2 dial in flight that it shares (httpcore assigns such requests to the connection being
     established) → ``connect``, given afresh for the TLS handshake; handed a connection →
     ``write``; from ``wrote_request`` to the response head → ``read``; each body read →
-    ``read``. Before the pool has decided (the adapter's own work) no deadline runs, so an
+    ``read``, except once the pool has the whole body (no read left to wait on the network,
+    as httpcore reads what h11 holds already). Before the pool has decided (the adapter's own work) no deadline runs, so an
     uncontended request never sees ``pool``, however small. A deadline raises
     ``httpx.PoolTimeout`` / ``ConnectTimeout`` / ``WriteTimeout`` / ``ReadTimeout``, named by
     the phase whose deadline fired (later hooks from the pool's tasks do not change it). The
@@ -347,31 +348,33 @@ class _Exchange:
 
     # -- trace events ---------------------------------------------------------------------------
 
+    # Without a trace callback nothing is traced: ``open_op`` stays None, and the hooks' checks
+    # of it only ever gate events.
+
     def begin(self, name: str, info: dict[str, Any] | None = None) -> None:
         """``name`` starts; ``info`` is its ``.started`` event's (by default the request's)."""
+        if self.callback is None:
+            return
         if self.open_op is not None:
             self.complete()  # ended without a hook of its own (e.g. a body cut short)
         self.open_op = name
-        if self.callback is not None:
-            if info is None:
-                info = {"request": self.request}
-            self.events.append((f"{name}.started", info))
+        if info is None:
+            info = {"request": self.request}
+        self.events.append((f"{name}.started", info))
 
     def complete(self, return_value: object = None) -> None:
         if self.open_op is not None:
-            if self.callback is not None:
-                self.events.append((f"{self.open_op}.complete", {"return_value": return_value}))
+            self.events.append((f"{self.open_op}.complete", {"return_value": return_value}))
             self.open_op = None
 
     def failed(self, exc: BaseException) -> None:
         if self.open_op is not None:
-            if self.callback is not None:
-                self.events.append((f"{self.open_op}.failed", {"exception": exc}))
+            self.events.append((f"{self.open_op}.failed", {"exception": exc}))
             self.open_op = None
 
     def closed(self) -> None:
         """The response (or the failed attempt on a connection) was closed."""
-        if self.prefix is not None:
+        if self.prefix is not None and self.callback is not None:
             self.begin(f"{self.prefix}.response_closed")
             self.complete()
 
@@ -461,6 +464,8 @@ class _Exchange:
         self.conn_info = info
         self.prefix = "http2" if info.protocol == "HTTP/2" else "http11"
         self._advance("write")  # (conn_assigned came first: the write deadline runs from there)
+        if self.callback is None:
+            return
         if self.prefix == "http2" and not info.reused:
             # The pool's handshake sent the preface and read the server's SETTINGS.
             self.begin("http2.send_connection_init")
@@ -470,20 +475,23 @@ class _Exchange:
         self.begin(f"{self.prefix}.send_request_headers")
 
     def _on_wrote_headers(self) -> None:
-        if not self.done and self.open_op == f"{self.prefix}.send_request_headers":
+        op = self.open_op
+        if op is not None and not self.done and op == f"{self.prefix}.send_request_headers":
             self.complete()
             self.begin(f"{self.prefix}.send_request_body")
 
     def _on_wrote_request(self, info: WroteRequestInfo) -> None:
         if self.done or self.prefix is None:
             return
-        if self.open_op == f"{self.prefix}.send_request_body":
+        op = self.open_op
+        if op is not None and op == f"{self.prefix}.send_request_body":
             if info.err is not None:
                 self.failed(info.err)
                 return
             self.complete()
         if info.err is None:
-            self.begin(f"{self.prefix}.receive_response_headers")
+            if self.callback is not None:
+                self.begin(f"{self.prefix}.receive_response_headers")
             if self.phase == "write":
                 self._enter("read")
 
