@@ -56,7 +56,8 @@ Request extensions
     HTTP/2 dial in flight that it shares (httpcore assigns such requests to the connection being
     established) → ``connect``, given afresh for the TLS handshake; handed a connection →
     ``write``; from ``wrote_request`` to the response head → ``read``; each body read →
-    ``read``. Before the pool has decided (the adapter's own work) no deadline runs, so an
+    ``read``, except once the pool has the whole body (no read left to wait on the network,
+    as httpcore reads what h11 holds already). Before the pool has decided (the adapter's own work) no deadline runs, so an
     uncontended request never sees ``pool``, however small. A deadline raises
     ``httpx.PoolTimeout`` / ``ConnectTimeout`` / ``WriteTimeout`` / ``ReadTimeout``, named by
     the phase whose deadline fired (later hooks from the pool's tasks do not change it). The
@@ -175,7 +176,7 @@ from ._errors import (
     TLSHandshakeTimeout,
     WriteError,
 )
-from ._models import Request, Response
+from ._models import Headers, Request, Response
 from ._trace import ClientTrace, GotConnInfo, RetryInfo, WroteRequestInfo
 from ._transport import SharedOptions, Transport
 from ._upgrade import UpgradeStream
@@ -238,6 +239,13 @@ _PHASE_WAITS = {
 }
 
 
+def _raw_headers(response: Response) -> list[tuple[bytes, bytes]]:
+    """A response's header fields as httpx takes them: (name, value) in Latin-1 bytes."""
+    fields = iter(response.headers._fields)  # name, value, name, value, ...
+    pairs = zip(fields, fields)  # noqa: B905 - pairs of one list
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
+
+
 def _map_error(exc: HTTPError, request: httpx.Request) -> Exception:
     """The httpx exception for an asyncpool one (to be raised ``from exc``)."""
     message = str(exc)
@@ -268,15 +276,12 @@ class _Exchange:
         "conn_info",
         "done",
         "events",
-        "host",
         "open_op",
         "phase",
         "pool",
-        "port",
         "prefix",
         "request",
         "scope",
-        "server_name",
         "timeouts",
     )
 
@@ -291,9 +296,6 @@ class _Exchange:
         self.timeouts = timeouts
         self.callback = callback
         self.pool = pool
-        self.host = request.url.host
-        self.port = request.url.port
-        self.server_name = request.extensions.get("sni_hostname") or request.url.host
         self.events: deque[tuple[str, dict[str, Any]]] = deque()
         # No deadline until the pool has decided: the adapter's own work is no phase of httpx.
         self.phase = "start"
@@ -346,29 +348,34 @@ class _Exchange:
 
     # -- trace events ---------------------------------------------------------------------------
 
-    def begin(self, name: str, info: dict[str, Any]) -> None:
+    # Without a trace callback nothing is traced: ``open_op`` stays None, and the hooks' checks
+    # of it only ever gate events.
+
+    def begin(self, name: str, info: dict[str, Any] | None = None) -> None:
+        """``name`` starts; ``info`` is its ``.started`` event's (by default the request's)."""
+        if self.callback is None:
+            return
         if self.open_op is not None:
             self.complete()  # ended without a hook of its own (e.g. a body cut short)
         self.open_op = name
-        if self.callback is not None:
-            self.events.append((f"{name}.started", info))
+        if info is None:
+            info = {"request": self.request}
+        self.events.append((f"{name}.started", info))
 
     def complete(self, return_value: object = None) -> None:
         if self.open_op is not None:
-            if self.callback is not None:
-                self.events.append((f"{self.open_op}.complete", {"return_value": return_value}))
+            self.events.append((f"{self.open_op}.complete", {"return_value": return_value}))
             self.open_op = None
 
     def failed(self, exc: BaseException) -> None:
         if self.open_op is not None:
-            if self.callback is not None:
-                self.events.append((f"{self.open_op}.failed", {"exception": exc}))
+            self.events.append((f"{self.open_op}.failed", {"exception": exc}))
             self.open_op = None
 
     def closed(self) -> None:
         """The response (or the failed attempt on a connection) was closed."""
-        if self.prefix is not None:
-            self.begin(f"{self.prefix}.response_closed", {"request": self.request})
+        if self.prefix is not None and self.callback is not None:
+            self.begin(f"{self.prefix}.response_closed")
             self.complete()
 
     async def flush(self) -> None:
@@ -410,7 +417,7 @@ class _Exchange:
         self.begin(
             "connection.connect_tcp",
             {
-                "host": self.host,
+                "host": self.request.url.host,
                 "port": addr[1],
                 "local_address": self.pool.local_address,
                 "timeout": timeout,
@@ -436,7 +443,8 @@ class _Exchange:
             "connection.start_tls",
             {
                 "ssl_context": self.pool.tls_config,
-                "server_hostname": self.server_name,
+                "server_hostname": self.request.extensions.get("sni_hostname")
+                or self.request.url.host,
                 "timeout": self.timeouts.get("connect"),
             },
         )
@@ -456,29 +464,34 @@ class _Exchange:
         self.conn_info = info
         self.prefix = "http2" if info.protocol == "HTTP/2" else "http11"
         self._advance("write")  # (conn_assigned came first: the write deadline runs from there)
+        if self.callback is None:
+            return
         if self.prefix == "http2" and not info.reused:
             # The pool's handshake sent the preface and read the server's SETTINGS.
-            self.begin("http2.send_connection_init", {"request": self.request})
+            self.begin("http2.send_connection_init")
             self.complete()
-            self.begin("http2.receive_remote_settings", {"request": self.request})
+            self.begin("http2.receive_remote_settings")
             self.complete()
-        self.begin(f"{self.prefix}.send_request_headers", {"request": self.request})
+        self.begin(f"{self.prefix}.send_request_headers")
 
     def _on_wrote_headers(self) -> None:
-        if not self.done and self.open_op == f"{self.prefix}.send_request_headers":
+        op = self.open_op
+        if op is not None and not self.done and op == f"{self.prefix}.send_request_headers":
             self.complete()
-            self.begin(f"{self.prefix}.send_request_body", {"request": self.request})
+            self.begin(f"{self.prefix}.send_request_body")
 
     def _on_wrote_request(self, info: WroteRequestInfo) -> None:
         if self.done or self.prefix is None:
             return
-        if self.open_op == f"{self.prefix}.send_request_body":
+        op = self.open_op
+        if op is not None and op == f"{self.prefix}.send_request_body":
             if info.err is not None:
                 self.failed(info.err)
                 return
             self.complete()
         if info.err is None:
-            self.begin(f"{self.prefix}.receive_response_headers", {"request": self.request})
+            if self.callback is not None:
+                self.begin(f"{self.prefix}.receive_response_headers")
             if self.phase == "write":
                 self._enter("read")
 
@@ -499,11 +512,9 @@ class _Exchange:
         self.done = True
         name = f"{self.prefix}.receive_response_headers"
         if self.open_op != name:
-            self.begin(name, {"request": self.request})  # answered before the body was sent
+            self.begin(name)  # answered before the body was sent
         if self.callback is not None:
-            headers = [
-                (k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
-            ]
+            headers = _raw_headers(response)
             value: object = (response.status_code, headers)
             if self.prefix == "http11":
                 value = (
@@ -592,9 +603,15 @@ class _UpgradeNetworkStream(_NetworkStream):
 class _ResponseStream(httpx.AsyncByteStream):
     """The body of an asyncpool response as httpx reads it, with a read timeout per chunk."""
 
+    __slots__ = ("_body", "_chunks", "_closed", "_ended", "_exchange", "_response")
+
     def __init__(self, response: Response, exchange: _Exchange) -> None:
         self._response = response
         self._exchange = exchange
+        # What the pool reads the body from: once it says the body is all in (``is_consumed``),
+        # a read cannot wait on the network, so it needs no deadline (a cancel scope and a
+        # timer each, the larger part of a small body's cost here).
+        self._body = response._stream
         self._chunks: AsyncIterator[bytes] | None = None
         self._ended = False
         self._closed = False
@@ -606,22 +623,29 @@ class _ResponseStream(httpx.AsyncByteStream):
         if self._ended or self._closed:
             raise StopAsyncIteration
         exchange = self._exchange
-        if self._chunks is None:
-            self._chunks = self._response.aiter_bytes()
-            exchange.begin(
-                f"{exchange.prefix}.receive_response_body", {"request": exchange.request}
-            )
+        chunks = self._chunks
+        if chunks is None:
+            chunks = self._chunks = self._response.aiter_bytes()
+            exchange.begin(f"{exchange.prefix}.receive_response_body")
         try:
-            chunk = await self._read(self._chunks)
+            if self._body.is_consumed:
+                try:
+                    chunk = await chunks.__anext__()
+                except HTTPError as exc:
+                    raise _map_error(exc, exchange.request) from exc
+            else:
+                chunk = await self._read(chunks)
         except StopAsyncIteration:
             self._ended = True
             exchange.complete()
-            await exchange.flush()
+            if exchange.events:
+                await exchange.flush()
             raise
         except Exception as exc:
             self._ended = True
             exchange.failed(exc)
-            await exchange.flush()
+            if exchange.events:
+                await exchange.flush()
             raise
         if exchange.events:
             await exchange.flush()
@@ -642,13 +666,16 @@ class _ResponseStream(httpx.AsyncByteStream):
         if self._closed:
             return
         self._closed = True
-        with anyio.CancelScope(shield=True):
-            await self._response.aclose()
+        response = self._response
+        if not response.is_closed or response._upgraded is not None:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
         exchange = self._exchange
         if not self._ended:
             exchange.open_op = None  # a body cut short: httpcore reports only the close
         exchange.closed()
-        await exchange.flush()
+        if exchange.events:
+            await exchange.flush()
 
 
 # The pool options that httpx's limits= sets.
@@ -819,11 +846,13 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
         except HTTPError as exc:
             error = _map_error(exc, request)
             exchange.request_failed(error)
-            await exchange.flush()
+            if exchange.events:
+                await exchange.flush()
             raise error from exc
         except Exception as exc:  # raised by the request body's iterator, or a hook
             exchange.request_failed(exc)
-            await exchange.flush()
+            if exchange.events:
+                await exchange.flush()
             raise
         except BaseException:  # cancelled from outside: nothing can be awaited any more
             exchange.done = True
@@ -833,25 +862,30 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
         if response is None:  # the phase's deadline passed
             timeout = exchange.timeout_error()
             exchange.request_failed(timeout)
-            await exchange.flush()
+            if exchange.events:
+                await exchange.flush()
             raise timeout
 
         exchange.head_received(response)
-        try:
-            await exchange.flush()
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
-            raise
+        if exchange.events:
+            try:
+                await exchange.flush()
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+                raise
         return self._httpx_response(response, exchange)
 
     def _pool_request(
         self, request: httpx.Request, trace: ClientTrace, exchange: _Exchange
     ) -> Request:
         stream = request.stream
-        content: bytes | AsyncIterable[bytes]
+        content: bytes | AsyncIterable[bytes] | None
         if isinstance(stream, httpx.ByteStream):
-            content = b"".join(stream)  # replayable: a retry may send it again
+            # Replayable: a retry may send it again. Empty: no body at all, which the pool
+            # sends alike (httpx gave the Content-Length a method with a body needs) and
+            # whose wire header fields it checks once and keeps for the next such request.
+            content = b"".join(stream) or None
         elif isinstance(stream, httpx.AsyncByteStream):
             content = stream
         else:
@@ -860,10 +894,9 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
         # The dial gets httpx's connect timeout for each of its steps; None (no limit in httpx)
         # leaves the pool's own dial_timeout and tls_handshake_timeout as a ceiling.
         connect = exchange.timeouts.get("connect")
-        return Request(
+        pool_request = Request(
             request.method,
             str(request.url),
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
             content=content,
             trace=trace,
             sni_hostname=request.extensions.get("sni_hostname"),
@@ -871,6 +904,13 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
             connect_timeout=connect,
             wait_listener=exchange,
         )
+        # httpx's fields as they are, not checked here again: the pool checks every field list
+        # it sends, by the writers' rules (stricter than Request's own), before any connection
+        # is taken, and refuses a bad one with LocalProtocolError (check_wire_fields).
+        pool_request.headers = Headers._trusted(
+            [part.decode("latin-1") for field in request.headers.raw for part in field]
+        )
+        return pool_request
 
     def _httpx_response(self, response: Response, exchange: _Exchange) -> httpx.Response:
         upgraded = response._upgraded
@@ -889,9 +929,7 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
             extensions["reason_phrase"] = response.reason_phrase.encode("latin-1")
         return httpx.Response(
             response.status_code,
-            headers=[
-                (k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
-            ],
+            headers=_raw_headers(response),
             stream=_ResponseStream(response, exchange),
             extensions=extensions,
         )

@@ -152,6 +152,52 @@ async def test_request_headers_are_sent_as_httpx_built_them(server: TestServer) 
     assert "X-Custom" in raw_names  # the case httpx kept
 
 
+async def test_requests_without_a_body_are_framed_as_httpx_built_them(server: TestServer) -> None:
+    """An empty body is no body for the pool: GET and DELETE go without framing fields,
+    POST and PUT with httpx's Content-Length: 0, on every request alike."""
+    async with client_for(HTTPXTransport(), server) as client:
+        for _ in range(2):  # the second request takes the fields the pool made for the first
+            for method in ("GET", "DELETE", "POST", "PUT"):
+                response = await client.request(method, "/echo")
+                assert (response.status_code, response.content) == (200, b"")
+    sent = [
+        (request.method, request.header("content-length"), request.header("transfer-encoding"))
+        for request in server.requests
+    ]
+    framing = [("GET", None, None), ("DELETE", None, None), ("POST", "0", None), ("PUT", "0", None)]
+    assert sent == framing * 2
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"x-bad", b"a\nb")],
+        [(b"x-bad", b"a\x00b")],
+        [(b"x-bad", b"a\rb")],
+        [(b"x-bad", b" leading")],
+        [(b"bad name", b"v")],
+        [(b"bad:name", b"v")],
+        [(b"", b"v")],
+        [(b"host", b"a"), (b"Host", b"b")],
+    ],
+)
+async def test_header_fields_the_wire_refuses_are_a_local_protocol_error(
+    server: TestServer, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """httpx's fields go to the pool unchecked by the adapter: the pool's own check of what it
+    sends refuses these before any connection is taken."""
+    transport = HTTPXTransport()
+    async with client_for(transport, server) as client:
+        request = client.build_request("GET", "/")
+        request.headers = httpx.Headers([*request.headers.raw, *headers])
+        for _ in range(2):  # refused each time: a bad field list is never kept
+            with pytest.raises(httpx.LocalProtocolError):
+                await client.send(request)
+        assert (await client.get("/")).text == "hello"
+    assert transport.pool.stats().dials == 1
+    assert len(server.requests) == 1
+
+
 async def test_streaming_upload(server: TestServer) -> None:
     async def body() -> AsyncIterator[bytes]:
         for part in (b"one ", b"two ", b"three"):
@@ -462,6 +508,30 @@ async def test_read_timeout_in_the_body() -> None:
     assert recorder.names[-4:] == [
         "http11.receive_response_body.started",
         "http11.receive_response_body.failed",
+        "http11.response_closed.started",
+        "http11.response_closed.complete",
+    ]
+
+
+async def test_a_body_that_arrived_whole_is_read_whatever_its_read_timeout(
+    server: TestServer,
+) -> None:
+    """A body all in when its head came has no read left to wait for: it is read with no read
+    deadline at all (as httpcore reads what h11 holds already, without the socket), while a body
+    still on its way gets one per read (test_read_timeout_in_the_body)."""
+    recorder = Recorder()
+    transport = HTTPXTransport()
+    async with (
+        client_for(transport, server) as client,
+        client.stream("GET", "/", extensions={"trace": recorder}) as response,
+    ):
+        # The connection is back in the pool once the pool has the whole body.
+        await wait_until(lambda: transport.pool.stats().idle == 1)
+        response.request.extensions["timeout"]["read"] = 0  # what the adapter reads from
+        assert await response.aread() == b"hello"
+    assert recorder.names[-4:] == [
+        "http11.receive_response_body.started",
+        "http11.receive_response_body.complete",
         "http11.response_closed.started",
         "http11.response_closed.complete",
     ]
