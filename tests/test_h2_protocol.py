@@ -117,6 +117,58 @@ def test_the_client_connection_uses_it() -> None:
     assert not conn.config.validate_outbound_headers
 
 
+# -- request HEADERS framed here -------------------------------------------------------------
+
+
+def reference_connection() -> h2.connection.H2Connection:
+    """h2 as it is, configured as ours is: what ``send_request_headers`` must match."""
+    config = h2.config.H2Configuration(
+        client_side=True,
+        header_encoding=None,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+        validate_inbound_headers=False,
+        normalize_inbound_headers=False,
+    )
+    conn = h2.connection.H2Connection(config)
+    conn.initiate_connection()
+    return conn
+
+
+@pytest.mark.parametrize("end_stream", [True, False])
+def test_request_headers_are_the_bytes_h2_sends(end_stream: bool) -> None:
+    ours, reference = new_client_connection(), reference_connection()
+    ours.initiate_connection()
+    assert ours.data_to_send() == reference.data_to_send()
+    big = (b"x-big", b"v" * 40_000)  # over 16 KiB: HEADERS and CONTINUATION frames
+    secret = hpack.NeverIndexedHeaderTuple(b"authorization", b"secret")
+    for extra in ([], [big], [secret, big], []):
+        head = [*REQUEST_HEAD, *extra]
+        stream_id = reference.get_next_available_stream_id()
+        assert ours.get_next_available_stream_id() == stream_id
+        ours.send_request_headers(stream_id, head, end_stream=end_stream)
+        reference.send_headers(stream_id, head, end_stream=end_stream)
+        assert ours.data_to_send() == reference.data_to_send()
+        theirs = reference.streams[stream_id]
+        assert ours.streams[stream_id].state_machine.state == theirs.state_machine.state
+        assert ours.streams[stream_id].request_method == b"GET"
+    assert ours.highest_outbound_stream_id == reference.highest_outbound_stream_id
+
+
+def test_a_server_reads_request_headers_split_over_frames() -> None:
+    pair = Pair(max_concurrent_streams=10)
+    big = [(b"x-big-%d" % i, b"v" * 5000) for i in range(8)]
+    stream_id = pair.client.get_next_available_stream_id()
+    pair.client.send_request_headers(stream_id, [*REQUEST_HEAD, *big], end_stream=False)
+    received = pair.server.receive_data(pair.client.data_to_send())
+    request = next(e for e in received if isinstance(e, h2.events.RequestReceived))
+    assert request.headers == [*REQUEST_HEAD, *big]
+    assert request.stream_ended is None  # the body is still to come
+    pair.client.send_data(stream_id, b"body", end_stream=True)
+    received = pair.server.receive_data(pair.client.data_to_send())
+    assert [type(e) for e in received] == [h2.events.DataReceived, h2.events.StreamEnded]
+
+
 # -- counting open streams ------------------------------------------------------------------
 
 REQUEST_HEAD = [
@@ -152,7 +204,7 @@ class Pair:
 
     def open(self) -> int:
         stream_id: int = self.client.get_next_available_stream_id()
-        self.client.send_headers(stream_id, REQUEST_HEAD, end_stream=True)
+        self.client.send_request_headers(stream_id, REQUEST_HEAD, end_stream=True)
         return stream_id
 
     def answer(self, stream_id: int) -> None:

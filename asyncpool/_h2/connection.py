@@ -522,7 +522,7 @@ class HTTP2Connection:
         content = request.content
         has_body = bool(content) if isinstance(content, bytes) else content is not None
         stream_id = self._h2.get_next_available_stream_id()
-        self._h2.send_headers(stream_id, fields, end_stream=not has_body)
+        self._h2.send_request_headers(stream_id, fields, end_stream=not has_body)
         self.requests_started += 1
         self.trace = trace
         stream = _Stream(stream_id, request, trace, self._new_event)
