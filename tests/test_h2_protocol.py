@@ -18,6 +18,7 @@ from asyncpool._h2.protocol import (
     REPLAY_CACHE_BYTES,
     REPLAY_CACHE_SIZE,
     ReplayingDecoder,
+    ReplayingEncoder,
     header_list_hard_limit,
     new_client_connection,
 )
@@ -110,9 +111,61 @@ def test_the_cache_is_bounded_in_bytes_too() -> None:
     assert decoder._replays
 
 
+def request_heads() -> list[list[tuple[bytes, bytes]]]:
+    get = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a"), (b":path", b"/x")]
+    other = [*get[:3], (b":path", b"/y"), (b"accept", b"*/*")]
+    secret = [*get, hpack.NeverIndexedHeaderTuple(b"authorization", b"s3cret")]
+    indexed_secret = [*get, (b"authorization", b"s3cret")]
+    return [get, get, other, get, secret, secret, indexed_secret, indexed_secret, secret, get]
+
+
+def test_encoding_by_replay_gives_the_bytes_hpack_gives() -> None:
+    reference, replaying, decoder = Encoder(), ReplayingEncoder(), Decoder()
+    for round_ in range(3):
+        for head in request_heads():
+            block = replaying.encode(head)
+            assert block == reference.encode(head)
+            assert decoder.decode(block, raw=True) == head
+            assert list(replaying.header_table.dynamic_entries) == list(
+                reference.header_table.dynamic_entries
+            )
+        # The peer's SETTINGS_HEADER_TABLE_SIZE shrinks the table (evicting), then restores it.
+        size = 64 if round_ % 2 == 0 else 4096
+        reference.header_table_size = replaying.header_table_size = size
+    assert replaying._replays  # repeats were replayed
+
+
+def test_a_table_change_is_never_replayed_over() -> None:
+    replaying, reference = ReplayingEncoder(), Encoder()
+    head = request_heads()[0]
+    for encoder in (replaying, reference):
+        encoder.encode(head)  # indexes the fields
+        encoder.encode(head)  # refers to them: kept by the replaying one
+        encoder.header_table_size = 0  # evicts them
+        encoder.header_table_size = 4096
+        encoder.header_table_size = 4096  # hpack's "resized" flag is False again
+    assert replaying.encode(head) == reference.encode(head)
+    assert replaying.encode(head) == reference.encode(head)
+
+
+def test_the_encoders_cache_is_bounded() -> None:
+    encoder = ReplayingEncoder()
+    base = request_heads()[0]
+    for i in range(5 * REPLAY_CACHE_SIZE):
+        head = [*base, (b"x-n", str(i % (2 * REPLAY_CACHE_SIZE)).encode())]
+        encoder.encode(head)
+        encoder.encode(head)
+        assert len(encoder._replays) <= REPLAY_CACHE_SIZE
+    big = [*base, (b"x-big", b"v" * (REPLAY_CACHE_BYTES // 8))]
+    encoder.encode(big)
+    encoder.encode(big)
+    assert encoder._replay_bytes <= REPLAY_CACHE_BYTES // 8
+
+
 def test_the_client_connection_uses_it() -> None:
     conn = new_client_connection()
     assert isinstance(conn.decoder, ReplayingDecoder)
+    assert isinstance(conn.encoder, ReplayingEncoder)
     assert not conn.config.validate_inbound_headers
     assert not conn.config.validate_outbound_headers
 
