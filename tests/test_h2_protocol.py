@@ -9,14 +9,17 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.frame_buffer
 import h2.settings
 import hpack
+import hyperframe.frame as hf
 import pytest
 from hpack import Decoder, Encoder, HeaderTuple
 
 from asyncpool._h2.protocol import (
     REPLAY_CACHE_BYTES,
     REPLAY_CACHE_SIZE,
+    FastFrameBuffer,
     ReplayingDecoder,
     ReplayingEncoder,
     header_list_hard_limit,
@@ -166,6 +169,7 @@ def test_the_client_connection_uses_it() -> None:
     conn = new_client_connection()
     assert isinstance(conn.decoder, ReplayingDecoder)
     assert isinstance(conn.encoder, ReplayingEncoder)
+    assert isinstance(conn.incoming_buffer, FastFrameBuffer)
     assert not conn.config.validate_inbound_headers
     assert not conn.config.validate_outbound_headers
 
@@ -220,6 +224,135 @@ def test_a_server_reads_request_headers_split_over_frames() -> None:
     pair.client.send_data(stream_id, b"body", end_stream=True)
     received = pair.server.receive_data(pair.client.data_to_send())
     assert [type(e) for e in received] == [h2.events.DataReceived, h2.events.StreamEnded]
+
+
+def frames_for_closed_streams(case: str) -> bytes:
+    """What a server sends after stream 1 ended (its response) and we reset stream 3."""
+    block = Encoder().encode([(b":status", b"200")])
+    stream_id = 1 if "ended" in case else 3
+    if case.startswith("data"):
+        frame: hf.Frame = hf.DataFrame(stream_id, data=b"late", flags=["END_STREAM"])
+    else:
+        frame = hf.HeadersFrame(stream_id, data=block, flags=["END_HEADERS"])
+    return frame.serialize()
+
+
+@pytest.mark.parametrize(
+    "case", ["data-on-reset", "data-on-ended", "headers-on-reset", "headers-on-ended"]
+)
+@pytest.mark.parametrize("forgotten", [False, True])
+def test_frames_on_closed_streams_are_handled_as_h2_does(case: str, forgotten: bool) -> None:
+    """``ClientConnection._receive_frame`` replaces h2's: the same answers (RST_STREAM, or
+    a connection error), whether the stream is still held or forgotten (StreamIDTooLow)."""
+    results = []
+    for conn in (new_client_connection(), reference_connection()):
+        conn.initiate_connection()
+        conn.receive_data(hf.SettingsFrame(0).serialize())
+        for stream_id in (1, 3):
+            conn.send_headers(stream_id, REQUEST_HEAD, end_stream=True)
+        response = Encoder().encode([(b":status", b"204")])
+        conn.receive_data(
+            hf.HeadersFrame(1, response, flags=["END_HEADERS", "END_STREAM"]).serialize()
+        )
+        conn.reset_stream(3)
+        if forgotten:
+            assert conn._open_streams(1) == 0  # h2's walk lets closed streams go
+            assert not conn.streams
+        conn.data_to_send()
+        try:
+            events = conn.receive_data(frames_for_closed_streams(case))
+        except h2.exceptions.ProtocolError as exc:
+            results.append((type(exc), conn.data_to_send()))
+        else:
+            results.append(([type(event) for event in events], conn.data_to_send()))
+    assert results[0] == results[1]
+    outcome, sent = results[0]
+    if case == "headers-on-ended":  # a connection error: GOAWAY
+        assert outcome is h2.exceptions.StreamClosedError
+        assert sent[3] == 0x7
+    else:  # a stream error: RST_STREAM(STREAM_CLOSED), no event
+        assert outcome == []
+        assert (sent[3], sent[9:]) == (0x3, b"\x00\x00\x00\x05")
+
+
+# -- frames parsed here ----------------------------------------------------------------------
+
+
+def server_frames() -> list[hf.Frame]:
+    block = Encoder().encode([(b":status", b"200")])
+    return [
+        hf.SettingsFrame(0),
+        hf.HeadersFrame(1, block, flags=["END_HEADERS"]),
+        hf.DataFrame(1, b"hello"),
+        hf.DataFrame(1, b"", flags=["END_STREAM"]),
+        hf.HeadersFrame(3, block, flags=["END_HEADERS", "END_STREAM"]),
+        hf.DataFrame(5, b"padded", flags=["PADDED"], pad_length=7),
+        hf.HeadersFrame(7, block, flags=["END_HEADERS", "PRIORITY"], depends_on=1),
+        hf.HeadersFrame(9, block[:1]),  # a header block over two frames
+        hf.ContinuationFrame(9, block[1:], flags=["END_HEADERS"]),
+        hf.DataFrame(9, b"x" * 16384, flags=["END_STREAM"]),
+        hf.PingFrame(0, b"12345678"),
+        hf.WindowUpdateFrame(0, window_increment=10),
+        hf.RstStreamFrame(5, error_code=8),
+    ]
+
+
+def described(frame: hf.Frame) -> tuple[object, ...]:
+    fields = (type(frame), frame.stream_id, set(frame.flags), frame.body_len)
+    if isinstance(frame, (hf.DataFrame, hf.HeadersFrame)):
+        fields += (frame.data, frame.pad_length)
+    if isinstance(frame, hf.DataFrame):
+        fields += (frame.flow_controlled_length,)
+    if isinstance(frame, hf.HeadersFrame):
+        fields += (frame.depends_on, frame.stream_weight, frame.exclusive)
+    return fields
+
+
+@pytest.mark.parametrize("piece", [1, 7, 1 << 20])
+def test_frames_parse_as_h2_parses_them(piece: int) -> None:
+    wire = b"".join(frame.serialize() for frame in server_frames())
+    wire = wire.replace(b"\x00\x00\x05\x00\x00", b"\x00\x00\x05\x00\x02", 1)  # an unknown flag
+    parsed = []
+    for buffer in (FastFrameBuffer(), h2.frame_buffer.FrameBuffer()):
+        buffer.max_frame_size = 16384
+        frames = []
+        for start in range(0, len(wire), piece):  # bytes as they come, frames as they complete
+            buffer.add_data(wire[start : start + piece])
+            frames += [described(frame) for frame in buffer]
+        parsed.append(frames)
+    assert parsed[0] == parsed[1]
+    assert len(parsed[0]) == len(server_frames()) - 1  # CONTINUATION joins its HEADERS
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        hf.DataFrame(1, b"x" * 16385),  # over max_frame_size
+        hf.HeadersFrame(1, b"x" * 16385, flags=["END_HEADERS"]),
+    ],
+)
+def test_bad_frames_fail_as_in_h2(frame: hf.Frame) -> None:
+    errors = []
+    for buffer in (FastFrameBuffer(), h2.frame_buffer.FrameBuffer()):
+        buffer.max_frame_size = 16384
+        buffer.add_data(frame.serialize())
+        with pytest.raises(h2.exceptions.ProtocolError) as caught:
+            next(buffer)
+        errors.append((type(caught.value), str(caught.value)))
+    assert errors[0] == errors[1]
+
+
+def test_a_frame_on_stream_zero_fails_as_in_h2() -> None:
+    errors = []
+    wire = hf.DataFrame(1, b"x").serialize()
+    wire = wire[:5] + b"\x00\x00\x00\x00" + wire[9:]  # DATA on stream 0
+    for buffer in (FastFrameBuffer(), h2.frame_buffer.FrameBuffer()):
+        buffer.max_frame_size = 16384
+        buffer.add_data(wire)
+        with pytest.raises(h2.exceptions.ProtocolError) as caught:
+            next(buffer)
+        errors.append((type(caught.value), str(caught.value)))
+    assert errors[0] == errors[1]
 
 
 # -- counting open streams ------------------------------------------------------------------
