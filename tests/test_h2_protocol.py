@@ -275,6 +275,50 @@ def test_frames_on_closed_streams_are_handled_as_h2_does(case: str, forgotten: b
         assert (sent[3], sent[9:]) == (0x3, b"\x00\x00\x00\x05")
 
 
+HEADS = {
+    "final": ([(b":status", b"200"), (b"server", b"x")], ["END_HEADERS"]),
+    "final-ended": ([(b":status", b"204")], ["END_HEADERS", "END_STREAM"]),
+    "1xx": ([(b":status", b"103"), (b"link", b"</a>")], ["END_HEADERS"]),
+    "1xx-ended": ([(b":status", b"100")], ["END_HEADERS", "END_STREAM"]),
+    "trailers": ([(b"grpc-status", b"0")], ["END_HEADERS"]),
+    "trailers-ended": ([(b"grpc-status", b"0")], ["END_HEADERS", "END_STREAM"]),
+}
+
+
+@pytest.mark.parametrize(
+    "sequence",
+    [
+        ["final-ended"],
+        ["1xx", "1xx", "final", "trailers-ended"],
+        ["1xx-ended"],
+        ["final", "trailers"],
+        ["final", "final-ended"],
+    ],
+)
+def test_heads_are_received_as_h2_receives_them(sequence: list[str]) -> None:
+    """``UncheckedLengthStream.receive_headers`` replaces h2's: the same events, the same
+    errors."""
+    results = []
+    for conn in (new_client_connection(), reference_connection()):
+        encoder, seen = Encoder(), []
+        conn.initiate_connection()
+        conn.receive_data(hf.SettingsFrame(0).serialize())
+        conn.send_headers(1, REQUEST_HEAD, end_stream=True)
+        try:
+            for name in sequence:
+                fields, flags = HEADS[name]
+                frame = hf.HeadersFrame(1, encoder.encode(fields), flags=flags)
+                for event in conn.receive_data(frame.serialize()):
+                    ended = getattr(event, "stream_ended", None)
+                    headers = getattr(event, "headers", None)
+                    seen.append((type(event), headers, type(ended)))
+        except h2.exceptions.ProtocolError as exc:
+            seen.append((type(exc), str(exc), None))
+        results.append(seen)
+    assert results[0] == results[1]
+    assert results[0][-1][0] in (h2.events.StreamEnded, h2.exceptions.ProtocolError)
+
+
 # -- frames parsed here ----------------------------------------------------------------------
 
 

@@ -60,6 +60,7 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.errors
+import h2.events
 import h2.exceptions
 import h2.frame_buffer
 import h2.settings
@@ -72,6 +73,7 @@ from h2.connection import (
 )
 from h2.settings import ChangedSetting
 from h2.stream import StreamInputs, StreamState
+from h2.utilities import is_informational_response
 from hpack import Decoder, Encoder, HeaderTuple
 from hpack.table import HeaderTable
 from hyperframe import frame as hf
@@ -313,14 +315,36 @@ class UncheckedLengthStream(h2.stream.H2Stream):
     error of that stream. ``HTTP2Connection`` checks response lengths itself.
 
     And a 1xx head on a stream we reset is what any HEADERS there is (RFC 9113, 5.1): h2's
-    state machine knows no 1xx on a closed stream and ended the whole connection."""
+    state machine knows no 1xx on a closed stream and ended the whole connection.
+
+    A head is received as h2 receives it, without the steps the connection's configuration
+    makes void (validation flags for checks that are off, an empty header pipeline)."""
 
     def receive_headers(
         self, headers: Iterable[Any], end_stream: bool, header_encoding: bool | str | None
     ) -> tuple[list[hf.Frame], list[Any]]:
         if self.state_machine.state is StreamState.CLOSED:
             self.state_machine.process_input(StreamInputs.RECV_HEADERS)  # StreamClosedError
-        return super().receive_headers(headers, end_stream, header_encoding)
+        # h2's (4.x), less the steps this module's configuration makes void: validation flags
+        # for checks that are off, a header pipeline with nothing to do, Content-Length.
+        headers = list(headers)
+        if is_informational_response(headers):
+            if end_stream:
+                raise h2.exceptions.ProtocolError(
+                    "Cannot set END_STREAM on informational responses"
+                )
+            events = self.state_machine.process_input(StreamInputs.RECV_INFORMATIONAL_HEADERS)
+        else:
+            events = self.state_machine.process_input(StreamInputs.RECV_HEADERS)
+        head: Any = events[0]  # the head's event: ResponseReceived, TrailersReceived, ...
+        if end_stream:
+            ended = self.state_machine.process_input(StreamInputs.RECV_END_STREAM)
+            head.stream_ended = ended[0]
+            events += ended
+        if isinstance(head, h2.events.TrailersReceived) and not end_stream:
+            raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set")
+        head.headers = headers
+        return [], events
 
     def _initialize_content_length(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
         pass
