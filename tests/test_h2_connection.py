@@ -257,7 +257,21 @@ async def test_a_malformed_response_head_fails_that_stream_only(
         assert server.resets_received[0][1] == h2.errors.ErrorCodes.CANCEL
         response = await get(pool, server.url_for("/good"))  # the connection lives on
         assert (response.content, response.headers["x-fine"]) == (b"fine", "yes")
+        # Good heads are remembered once checked; a bad one fails every time.
+        with pytest.raises(asyncpool.RemoteProtocolError, match=complaint):
+            await get(pool, server.url_for("/bad"))
         assert server.connections_accepted == 1
+
+
+async def test_a_repeated_head_gives_each_response_its_own_fields(h2c: H2TestServer) -> None:
+    async with Transport(**H2C) as pool:
+        first = await get(pool, h2c.url_for("/echo"))
+        second = await get(pool, h2c.url_for("/echo"))  # the same head, checked once
+        first.headers.add("x-added", "1")
+        assert "x-added" not in second.headers
+        third = await get(pool, h2c.url_for("/echo"))
+        assert "x-added" not in third.headers
+        assert list(second.headers.items()) == list(third.headers.items())
 
 
 async def test_request_fields_are_sent_as_http2_wants_them(h2c: H2TestServer) -> None:

@@ -130,6 +130,32 @@ _SENSITIVE_FIELDS = frozenset({"authorization", "proxy-authorization"})
 # A response field: a lowercase token name; a value without CR, LF or NUL (RFC 9113, 8.2.1).
 _RESPONSE_FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
 _FORBIDDEN_IN_VALUE = re.compile(rb"[\r\n\x00]")
+# Response heads checked once and remembered, per connection: how many, and the largest kept
+# (RFC 9113 size), so that what they hold stays bounded (64 heads of 2 KiB, fields and key).
+CHECKED_HEADS = 64
+CHECKED_HEAD_MAX = 2 << 10
+
+
+def _check_head(raw: list[tuple[bytes, bytes]]) -> tuple[int, list[str], int] | str:
+    """A response head's status, fields (flat) and RFC 9113 size (6.5.2: name + value + 32
+    per field, pseudo-headers included), checked as RFC 9113 (8.2, 8.3) asks; or what is
+    wrong with it."""
+    status = b""
+    headers: list[str] = []
+    size = 0
+    for name, value in raw:
+        size += len(name) + len(value) + 32
+        if name[:1] == b":":
+            if name != b":status" or status or headers:
+                return f"pseudo-header {name!r} misplaced, repeated or not for a response"
+            status = value
+        elif not _RESPONSE_FIELD_NAME.fullmatch(name) or _FORBIDDEN_IN_VALUE.search(value):
+            return f"invalid header field {name!r}"
+        else:
+            headers += (name.decode("latin-1"), value.decode("latin-1"))
+    if len(status) == 3 and status.isdigit():
+        return int(status), headers, size
+    return f"no valid :status ({status!r})"
 
 
 class H2Owner(Protocol):
@@ -293,6 +319,7 @@ class HTTP2Connection:
         self.close_error: BaseException | None = None
         self.trace: ClientTrace | None = None  # the last request's: told when it closes
         self._streams: dict[int, _Stream] = {}
+        self._checked_heads: dict[tuple[tuple[bytes, bytes], ...], tuple[int, list[str], int]] = {}
         self._outgoing: dict[int, _Stream] = {}  # streams whose body is still being sent
         self._unsent: list[_Stream] = []  # opened, HEADERS not yet handed to the socket
         self._tasks: Spawner | None = None  # set by start()
@@ -522,7 +549,7 @@ class HTTP2Connection:
         content = request.content
         has_body = bool(content) if isinstance(content, bytes) else content is not None
         stream_id = self._h2.get_next_available_stream_id()
-        self._h2.send_headers(stream_id, fields, end_stream=not has_body)
+        self._h2.send_request_headers(stream_id, fields, end_stream=not has_body)
         self.requests_started += 1
         self.trace = trace
         stream = _Stream(stream_id, request, trace, self._new_event)
@@ -925,46 +952,39 @@ class HTTP2Connection:
         """A response head's status and fields (flat, as Headers keeps them), checked as
         RFC 9113 (8.2, 8.3) asks; a malformed one resets its stream and fails its request
         (None)."""
-        status = b""
-        headers: list[str] = []
-        problem = None
-        size = 0  # RFC 9113 (6.5.2): name + value + 32 per field, pseudo-headers included
-        for name, value in raw:
-            size += len(name) + len(value) + 32
-            if name[:1] == b":":
-                if name != b":status" or status or headers:
-                    problem = f"pseudo-header {name!r} misplaced, repeated or not for a response"
-                    break
-                status = value
-            elif not _RESPONSE_FIELD_NAME.fullmatch(name) or _FORBIDDEN_IN_VALUE.search(value):
-                problem = f"invalid header field {name!r}"
-                break
-            else:
-                headers += (name.decode("latin-1"), value.decode("latin-1"))
-        else:
-            # 1xx heads count with the final one (as Go 1.23 counts them over HTTP/1.1): a
-            # server cannot hold a request with 1xx heads forever.
-            earlier = stream.head_bytes
-            stream.head_bytes += size
-            if stream.head_bytes > self._max_header_bytes:
-                # The server ignored our SETTINGS_MAX_HEADER_LIST_SIZE: this stream fails, the
-                # connection goes on (the block was decoded whole: HPACK's state is intact).
-                what = f"head of {size} bytes (RFC 9113 size)"
-                if earlier:
-                    what = f"heads of {stream.head_bytes} bytes (RFC 9113 size, 1xx included)"
-                too_large = ResponseHeaderTooLarge(
-                    f"HTTP/2 response {what} exceeds "
-                    f"max_response_header_bytes={self._max_header_bytes}",
-                    host=self.host_port,
-                )
-                self._reset(stream, too_large)
-                return None
-            if len(status) == 3 and status.isdigit():
-                return int(status), headers
-            problem = f"no valid :status ({status!r})"
-        error = RemoteProtocolError(f"malformed response head: {problem}", host=self.host_port)
-        self._reset(stream, error)
-        return None
+        key = tuple(raw)
+        checked: tuple[int, list[str], int] | str | None = self._checked_heads.get(key)
+        if checked is None:
+            checked = _check_head(raw)
+            if not isinstance(checked, str) and checked[2] <= CHECKED_HEAD_MAX:
+                # Servers send the same heads again and again (and HPACK replays hand us
+                # the very same bytes objects, whose hashes are kept): check each once.
+                if len(self._checked_heads) >= CHECKED_HEADS:
+                    self._checked_heads.clear()
+                self._checked_heads[key] = checked
+        if isinstance(checked, str):
+            error = RemoteProtocolError(f"malformed response head: {checked}", host=self.host_port)
+            self._reset(stream, error)
+            return None
+        status, fields, size = checked
+        # 1xx heads count with the final one (as Go 1.23 counts them over HTTP/1.1): a
+        # server cannot hold a request with 1xx heads forever.
+        earlier = stream.head_bytes
+        stream.head_bytes += size
+        if stream.head_bytes > self._max_header_bytes:
+            # The server ignored our SETTINGS_MAX_HEADER_LIST_SIZE: this stream fails, the
+            # connection goes on (the block was decoded whole: HPACK's state is intact).
+            what = f"head of {size} bytes (RFC 9113 size)"
+            if earlier:
+                what = f"heads of {stream.head_bytes} bytes (RFC 9113 size, 1xx included)"
+            too_large = ResponseHeaderTooLarge(
+                f"HTTP/2 response {what} exceeds "
+                f"max_response_header_bytes={self._max_header_bytes}",
+                host=self.host_port,
+            )
+            self._reset(stream, too_large)
+            return None
+        return status, list(fields)  # each response its own list
 
     def _head(self, stream_id: int, raw: list[tuple[bytes, bytes]]) -> None:
         stream = self._streams.get(stream_id)
