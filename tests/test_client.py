@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import gzip
 import json
+import urllib.request
 from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar
+from typing import Any
 
 import anyio
 import pytest
 
 import asyncpool
 import asyncpool._client
+import asyncpool._cookies
 from asyncpool import Client, Request, Transport
 from tests.servers import (
     ServerConnection,
@@ -363,6 +366,68 @@ async def test_adding_cookies_keeps_the_request_target_and_sni_hostname(
             echo = json.loads(await response.aread())
     assert (echo["target"], echo["headers"]["cookie"]) == ("/inspect", "session=abc")
     assert response.request.sni_hostname == "api.test"
+
+
+async def test_a_cookie_set_after_requests_without_any_is_sent_on(server: TestServer) -> None:
+    # Requests before any cookie skip the jar; the first Set-Cookie still lands in it, and
+    # from then on it is sent, also while an earlier response is still being read.
+    async with Client() as client:
+        assert "cookie" not in (await client.get(f"{server.url}/inspect")).json()["headers"]
+        async with client.stream("GET", f"{server.url}/stall-body") as open_response:
+            await client.get(f"{server.url}/set-cookie?first=1")
+            sent = (await client.get(f"{server.url}/inspect")).json()["headers"]
+            assert sent["cookie"] == "first=1"
+            assert open_response.status_code == 200
+        assert [c.name for c in client.cookies] == ["first"]
+
+
+async def test_a_cookie_put_in_the_jar_directly_is_sent(server: TestServer) -> None:
+    jar = CookieJar()
+    async with Client(cookies=jar) as client:
+        assert "cookie" not in (await client.get(f"{server.url}/inspect")).json()["headers"]
+        jar.set_cookie(next(iter(asyncpool._cookies.new_jar({"direct": "1"}))))
+        sent = (await client.get(f"{server.url}/inspect")).json()["headers"]
+        assert sent["cookie"] == "direct=1"
+        client.cookies = asyncpool._cookies.new_jar({"swapped": "2"})
+        sent = (await client.get(f"{server.url}/inspect")).json()["headers"]
+        assert sent["cookie"] == "swapped=2"
+
+
+class _StampingJar(CookieJar):
+    """A jar of one's own whose sending and storing are its own: asked even when empty."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stored = 0
+
+    def add_cookie_header(self, request: urllib.request.Request) -> None:
+        request.add_unredirected_header("Cookie", "stamp=1")
+
+    def extract_cookies(self, response: Any, request: urllib.request.Request) -> None:
+        self.stored += 1
+
+
+async def test_a_jar_with_methods_of_its_own_is_asked_on_every_request(
+    server: TestServer,
+) -> None:
+    jar = _StampingJar()
+    async with Client(cookies=jar) as client:
+        for _ in range(2):
+            assert (await client.get(f"{server.url}/inspect")).json()["headers"]["cookie"] == (
+                "stamp=1"
+            )
+    assert jar.stored == 2
+
+
+async def test_a_request_s_fields_are_its_own(server: TestServer) -> None:
+    # Requests without fields of their own start from the Client's: changing one's fields
+    # (as an auth flow does) leaves the Client's as they were.
+    async with Client(headers={"X-Team": "pool"}) as client:
+        request = client.build_request("GET", f"{server.url}/inspect")
+        request.headers["X-Team"] = "changed"
+        assert client.headers["x-team"] == "pool"
+        sent = (await client.get(f"{server.url}/inspect")).json()["headers"]
+        assert sent["x-team"] == "pool"
 
 
 # -- the overall timeout ----------------------------------------------------------------------
