@@ -208,21 +208,21 @@ class Client:
             json=json,
         )
         limit = self.timeout if timeout is UNSET else timeout
-        if limit is None:  # no cancel scope to enter and leave
-            return await self._send_and_read(request, follow_redirects, auth)
+        if limit is None:  # no cancel scope to enter and leave (nor a coroutine more to await)
+            response = await self.send(request, follow_redirects=follow_redirects, auth=auth)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()  # once read: only a switch of protocols' connection
+            return response
         with anyio.move_on_after(limit):
-            return await self._send_and_read(request, follow_redirects, auth)
+            response = await self.send(request, follow_redirects=follow_redirects, auth=auth)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            return response
         raise _timed_out(request, limit) from None
-
-    async def _send_and_read(
-        self, request: Request, follow_redirects: bool | None, auth: AuthTypes | None
-    ) -> Response:
-        response = await self.send(request, follow_redirects=follow_redirects, auth=auth)
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()  # read: only the connection of a switch of protocols
-        return response
 
     async def get(self, url: str, **kwargs: Any) -> Response:
         return await self.request("GET", url, **kwargs)
@@ -343,7 +343,10 @@ class Client:
         while True:
             if request.url.origin != origin:
                 flow = None  # credentials stay dropped, even on a way back (CVE-2024-45336)
-            response = await self._send_authenticated(request, flow)
+            if flow is None:
+                response = await self._send_one(request)
+            else:
+                response = await self._send_authenticated(request, flow)
             if (
                 not follow
                 or response.status_code not in REDIRECT_CODES
@@ -368,11 +371,9 @@ class Client:
             via.append(request)
             request = following
 
-    async def _send_authenticated(self, request: Request, auth: Auth | None) -> Response:
+    async def _send_authenticated(self, request: Request, auth: Auth) -> Response:
         """One hop, through the auth flow: the requests it yields are sent and their
         responses sent back to it; the last response is the hop's."""
-        if auth is None:
-            return await self._send_one(request)
         flow = auth.auth_flow(_copy(request))
         try:
             sending = next(flow)
@@ -579,8 +580,8 @@ async def _discard(response: Response) -> None:
 def _sets_cookie(headers: Headers, jar: CookieJar | None) -> bool:
     """Whether a jar would store anything from these response fields: a Set-Cookie, or a
     Set-Cookie2 (RFC 2965, obsolete) for a policy that reads it (the Client's does not)."""
-    if "set-cookie" in headers:
+    if headers.get_list("set-cookie"):
         return True
     if jar is None or not getattr(getattr(jar, "_policy", None), "rfc2965", True):
         return False
-    return "set-cookie2" in headers
+    return bool(headers.get_list("set-cookie2"))
