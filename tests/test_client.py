@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar
@@ -428,6 +430,36 @@ async def test_a_request_s_fields_are_its_own(server: TestServer) -> None:
         assert client.headers["x-team"] == "pool"
         sent = (await client.get(f"{server.url}/inspect")).json()["headers"]
         assert sent["x-team"] == "pool"
+
+
+# -- import time (issue 24) --------------------------------------------------------------------
+
+# What `import asyncpool` must not import: the cookie jar and its urllib and email (about 125 ms
+# before issue 24), the multipart encoder, hashlib (Digest auth), and the zstd module.
+_IMPORTED_WHEN_NEEDED = (
+    "email",
+    "urllib.request",
+    "http.cookiejar",
+    "http.client",
+    "mimetypes",
+    "hashlib",
+    "zstandard",
+    "asyncpool._cookies",
+    "asyncpool._multipart",
+)
+
+
+def _imported_by(code: str) -> list[str]:
+    check = f"import sys\n{code}\nprint(' '.join(m for m in {_IMPORTED_WHEN_NEEDED!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_import_asyncpool_leaves_the_heavy_modules_for_their_first_use() -> None:
+    assert _imported_by("import asyncpool; asyncpool.Client()") == []
+    # and the first use loads them
+    assert "http.cookiejar" in _imported_by("import asyncpool; asyncpool.Client().cookies")
 
 
 # -- the overall timeout ----------------------------------------------------------------------
