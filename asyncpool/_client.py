@@ -17,6 +17,7 @@ import anyio
 from ._auth import Auth, AuthTypes, to_auth
 from ._errors import RedirectError, RequestTimeout, TooManyRedirects
 from ._models import (
+    CACHED_URL_MAX,
     URL,
     HeaderInput,
     Headers,
@@ -283,7 +284,8 @@ class Client:
     ) -> Request:
         """The Request ``request()`` would send: base URL, params and default headers applied.
         ``files`` (with ``data`` fields) makes a multipart/form-data body, streamed."""
-        url = self._url(url, params)
+        if params or self.params or self.base_url is not None:
+            url = self._url(url, params)
         if content is None and data is None and files is None and json is None:
             # Most requests: no body, so the fields are the Client's (Request copies them).
             merged = self.headers if headers is None else _merged(Headers(self.headers), headers)
@@ -352,7 +354,8 @@ class Client:
                 or response.status_code not in REDIRECT_CODES
                 or not (location := response.headers.get("location"))
             ):
-                forget_parsed_urls(request.url.url)  # the cookie jar's
+                if len(request.url.url) > CACHED_URL_MAX:
+                    forget_parsed_urls(request.url.url)  # the cookie jar's
                 if history:
                     response.history = history
                 return response
@@ -413,9 +416,10 @@ class Client:
             cookie = cookie_header(jar, cookie_request)  # skipping any it cannot send
             if cookie and "cookie" not in request.headers:
                 added.append(("Cookie", cookie))
-        auth = _basic_auth(request.url)
-        if auth is not None and "authorization" not in request.headers:
-            added.append(("Authorization", auth))  # Go's Client: the URL's userinfo
+        if "@" in request.url.url:  # Go's Client: the URL's userinfo is Basic auth
+            auth = _basic_auth(request.url)
+            if auth is not None and "authorization" not in request.headers:
+                added.append(("Authorization", auth))
         sent = request
         if added:
             sent = Request(
@@ -432,12 +436,15 @@ class Client:
         else:
             response = await self._retrier.round_trip(self.transport, sent)
         # Likewise storing: only a response that sets a cookie (or another jar) needs the jar.
-        if (jar is not None and not self._plain_jar) or _sets_cookie(response.headers, jar):
+        headers = response.headers
+        if headers.get_list("set-cookie") or (
+            jar is not None and (not self._plain_jar or _sets_cookie2(headers, jar))
+        ):
             from ._cookies import CookieRequest, store_cookies
 
             if cookie_request is None:
                 cookie_request = CookieRequest(request)
-            store_cookies(self.cookies, response.headers, cookie_request)
+            store_cookies(self.cookies, headers, cookie_request)
         return response
 
     def _redirect(
@@ -577,11 +584,9 @@ async def _discard(response: Response) -> None:
     await response.aclose()
 
 
-def _sets_cookie(headers: Headers, jar: CookieJar | None) -> bool:
-    """Whether a jar would store anything from these response fields: a Set-Cookie, or a
-    Set-Cookie2 (RFC 2965, obsolete) for a policy that reads it (the Client's does not)."""
-    if headers.get_list("set-cookie"):
-        return True
-    if jar is None or not getattr(getattr(jar, "_policy", None), "rfc2965", True):
+def _sets_cookie2(headers: Headers, jar: CookieJar) -> bool:
+    """Whether the fields hold a Set-Cookie2 (RFC 2965, obsolete) and the jar's policy reads
+    it (the Client's own does not)."""
+    if not getattr(getattr(jar, "_policy", None), "rfc2965", True):
         return False
     return bool(headers.get_list("set-cookie2"))

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import AsyncIterator
-from http.cookiejar import CookieJar
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import anyio
@@ -44,6 +44,9 @@ async def app(req: ServerRequest, conn: ServerConnection) -> None:
         await conn.respond(200, [("content-type", "application/json")], json.dumps(echo).encode())
     elif path == "/set-cookie":
         cookies = [("set-cookie", f"{k}={v}; Path=/") for k, v in query.items()]
+        await conn.respond(200, cookies, b"set")
+    elif path == "/set-cookie2":  # RFC 2965 (obsolete): only a jar whose policy asks reads it
+        cookies = [("set-cookie2", f'{k}="{v}"; Version="1"; Path="/"') for k, v in query.items()]
         await conn.respond(200, cookies, b"set")
     elif path == "/loop":
         await conn.respond(302, [("location", "/loop")], b"")
@@ -393,6 +396,16 @@ async def test_a_cookie_put_in_the_jar_directly_is_sent(server: TestServer) -> N
         client.cookies = asyncpool._cookies.new_jar({"swapped": "2"})
         sent = (await client.get(f"{server.url}/inspect")).json()["headers"]
         assert sent["cookie"] == "swapped=2"
+
+
+async def test_a_set_cookie2_is_stored_by_a_jar_whose_policy_reads_it(server: TestServer) -> None:
+    async with Client() as client:
+        await client.get(f"{server.url}/set-cookie2?old=1")
+        assert list(client.cookies) == []  # the Client's policy, as http.cookiejar's default
+    jar = CookieJar(DefaultCookiePolicy(rfc2965=True))
+    async with Client(cookies=jar) as client:
+        await client.get(f"{server.url}/set-cookie2?old=1")
+    assert [(c.name, c.value, c.version) for c in jar] == [("old", "1", 1)]
 
 
 class _StampingJar(CookieJar):
