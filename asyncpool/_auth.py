@@ -10,7 +10,6 @@ and its fix for CVE-2024-45336)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -80,15 +79,17 @@ def to_auth(auth: AuthTypes | None) -> Auth | None:
 
 # -- Digest (RFC 7616) ----------------------------------------------------------------------------
 
-_ALGORITHMS: dict[str, Callable[[bytes], Any]] = {
-    "MD5": hashlib.md5,
-    "MD5-SESS": hashlib.md5,
-    "SHA": hashlib.sha1,
-    "SHA-SESS": hashlib.sha1,
-    "SHA-256": hashlib.sha256,
-    "SHA-256-SESS": hashlib.sha256,
-    "SHA-512": hashlib.sha512,
-    "SHA-512-SESS": hashlib.sha512,
+# Each algorithm's hashlib constructor, by name: hashlib (and OpenSSL's digests) is imported
+# when a challenge is first answered, not with asyncpool.
+_ALGORITHMS: dict[str, str] = {
+    "MD5": "md5",
+    "MD5-SESS": "md5",
+    "SHA": "sha1",
+    "SHA-SESS": "sha1",
+    "SHA-256": "sha256",
+    "SHA-256-SESS": "sha256",
+    "SHA-512": "sha512",
+    "SHA-512-SESS": "sha512",
 }
 _PARAM = re.compile(r'\s*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*,?')
 
@@ -130,8 +131,10 @@ class DigestAuth(Auth):
         yield request
 
     def _authorization(self, request: Request, challenge: dict[str, str]) -> str:
+        import hashlib
+
         algorithm = challenge.get("algorithm", "MD5").upper()
-        hash_function = _ALGORITHMS[algorithm]
+        hash_function: Callable[[bytes], Any] = getattr(hashlib, _ALGORITHMS[algorithm])
 
         def digest(data: bytes) -> bytes:
             return str(hash_function(data).hexdigest()).encode()
@@ -178,6 +181,8 @@ def _qop(qop: str | None) -> bytes | None:
 
 
 def _cnonce(nonce_count: bytes, nonce: bytes) -> bytes:
+    import hashlib
+
     seed = nonce_count + nonce + time.ctime().encode() + os.urandom(8)
     return hashlib.sha1(seed).hexdigest()[:16].encode()
 

@@ -6,11 +6,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import email.message
 import json as jsonlib
-import urllib.request
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
-from http.cookiejar import CookieJar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
@@ -18,9 +15,9 @@ from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit, urlunspli
 import anyio
 
 from ._auth import Auth, AuthTypes, to_auth
-from ._cookies import CookiePolicy, cookie_header
 from ._errors import RedirectError, RequestTimeout, TooManyRedirects
 from ._models import (
+    CACHED_URL_MAX,
     URL,
     HeaderInput,
     Headers,
@@ -29,14 +26,21 @@ from ._models import (
     forget_parsed_urls,
     validate_headers,
 )
-from ._multipart import FilesInput, MultipartStream
 from ._proxy import environment_proxy
 from ._retry import Retrier, Retry, RetryStats
 from ._transport import Transport, TransportOptions
+from ._version import __version__
 
 if TYPE_CHECKING:
+    from http.cookiejar import CookieJar
+
     from typing_extensions import Unpack
-from ._version import __version__
+
+    from ._multipart import FilesInput
+
+# http.cookiejar (with urllib.request and email) and the multipart encoder are imported when
+# first needed (``_cookies``, ``_multipart``): most programs never set a cookie nor post a file,
+# and these imports were most of ``import asyncpool``'s time (issue 24).
 
 __all__ = ["Client", "UseLastResponse"]
 
@@ -114,12 +118,16 @@ class Client:
         self.base_url = URL(base_url) if base_url is not None else None
         self.headers = _merged(Headers([("User-Agent", USER_AGENT)]), headers)
         self.params = dict(params or {})
-        if isinstance(cookies, CookieJar):
+        # The jar: None until a cookie is first given, set or asked for (``cookies``).
+        self._jar: CookieJar | None = None
+        self._plain_jar = False
+        if isinstance(cookies, Mapping):
+            if cookies:
+                from ._cookies import new_jar
+
+                self.cookies = new_jar(cookies)
+        elif cookies is not None:
             self.cookies = cookies
-        else:
-            self.cookies = CookieJar(CookiePolicy())
-            for name, value in (cookies or {}).items():
-                self.cookies.set_cookie(_cookie(name, value))
         self.auth: Auth | None = to_auth(auth)
         self.follow_redirects = follow_redirects
         self.max_redirects = max_redirects
@@ -128,6 +136,23 @@ class Client:
         # The retry policy (None: none beyond the Transport's own); see _retry.py.
         self.retry = retry
         self._retrier = Retrier(retry) if retry is not None else None
+
+    @property
+    def cookies(self) -> CookieJar:
+        """The cookie jar (an ``http.cookiejar.CookieJar``), made on first use; assignable."""
+        if self._jar is None:
+            from ._cookies import new_jar
+
+            self.cookies = jar = new_jar()
+            return jar
+        return self._jar
+
+    @cookies.setter
+    def cookies(self, jar: CookieJar) -> None:
+        from ._cookies import is_plain_jar
+
+        self._jar = jar
+        self._plain_jar = is_plain_jar(jar)
 
     async def __aenter__(self) -> Client:
         if self._owns_transport:
@@ -184,10 +209,19 @@ class Client:
             json=json,
         )
         limit = self.timeout if timeout is UNSET else timeout
+        if limit is None:  # no cancel scope to enter and leave (nor a coroutine more to await)
+            response = await self.send(request, follow_redirects=follow_redirects, auth=auth)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()  # once read: only a switch of protocols' connection
+            return response
         with anyio.move_on_after(limit):
             response = await self.send(request, follow_redirects=follow_redirects, auth=auth)
-            async with response:
+            try:
                 await response.aread()
+            finally:
+                await response.aclose()
             return response
         raise _timed_out(request, limit) from None
 
@@ -250,11 +284,19 @@ class Client:
     ) -> Request:
         """The Request ``request()`` would send: base URL, params and default headers applied.
         ``files`` (with ``data`` fields) makes a multipart/form-data body, streamed."""
+        if params or self.params or self.base_url is not None:
+            url = self._url(url, params)
+        if content is None and data is None and files is None and json is None:
+            # Most requests: no body, so the fields are the Client's (Request copies them).
+            merged = self.headers if headers is None else _merged(Headers(self.headers), headers)
+            return Request(method, url, headers=merged)
         if sum(x is not None for x in (content, data if files is None else files, json)) > 1:
             raise TypeError("give at most one of content, data (or files) and json")
         merged = _merged(Headers(self.headers), headers)
         body: bytes | AsyncIterable[bytes] | None
         if files is not None:
+            from ._multipart import MultipartStream
+
             body = multipart = MultipartStream(data, files, _boundary(merged))
             _default(merged, "Content-Type", multipart.content_type)
             if multipart.content_length is not None and "transfer-encoding" not in merged:
@@ -270,12 +312,14 @@ class Client:
             _default(merged, "Content-Type", "text/plain; charset=utf-8")
         else:
             body = content
-        return Request(method, self._url(url, params), headers=merged, content=body)
+        return Request(method, url, headers=merged, content=body)
 
     def _url(self, url: str, params: Params) -> str:
         if self.base_url is not None and not urlsplit(url).scheme:
             base = self.base_url.url
             url = urljoin(base if base.endswith("/") else base + "/", url.lstrip("/"))
+        if not params and not self.params:
+            return url
         query = {**self.params, **(params or {})}
         if not query:
             return url
@@ -301,16 +345,25 @@ class Client:
         while True:
             if request.url.origin != origin:
                 flow = None  # credentials stay dropped, even on a way back (CVE-2024-45336)
-            response = await self._send_authenticated(request, flow)
-            location = response.headers.get("location")
-            if not follow or response.status_code not in REDIRECT_CODES or not location:
-                forget_parsed_urls(request.url.url)  # the cookie jar's
-                response.history = history
+            if flow is None:
+                response = await self._send_one(request)
+            else:
+                response = await self._send_authenticated(request, flow)
+            if (
+                not follow
+                or response.status_code not in REDIRECT_CODES
+                or not (location := response.headers.get("location"))
+            ):
+                if len(request.url.url) > CACHED_URL_MAX:
+                    forget_parsed_urls(request.url.url)  # the cookie jar's
+                if history:
+                    response.history = history
                 return response
             try:
                 following = self._redirect(request, response, location, via)
             except UseLastResponse:
-                response.history = history
+                if history:
+                    response.history = history
                 return response
             except BaseException:
                 await response.aclose()
@@ -321,11 +374,9 @@ class Client:
             via.append(request)
             request = following
 
-    async def _send_authenticated(self, request: Request, auth: Auth | None) -> Response:
+    async def _send_authenticated(self, request: Request, auth: Auth) -> Response:
         """One hop, through the auth flow: the requests it yields are sent and their
         responses sent back to it; the last response is the hop's."""
-        if auth is None:
-            return await self._send_one(request)
         flow = auth.auth_flow(_copy(request))
         try:
             sending = next(flow)
@@ -353,16 +404,25 @@ class Client:
             flow.close()
 
     async def _send_one(self, request: Request) -> Response:
-        cookie_request = _CookieRequest(request)
+        jar = self._jar
+        cookie_request: CookieRequest | None = None
         added = []
-        cookie = cookie_header(self.cookies, cookie_request)  # skipping any it could not send
-        if cookie and "cookie" not in request.headers:
-            added.append(("Cookie", cookie))
-        auth = _basic_auth(request.url)
-        if auth is not None and "authorization" not in request.headers:
-            added.append(("Authorization", auth))  # Go's Client: the URL's userinfo
+        # http.cookiejar's own methods do nothing for an empty jar: skipped (most Clients never
+        # hold a cookie). Another jar's may: always asked.
+        if jar is not None and (not self._plain_jar or jar._cookies):  # type: ignore[attr-defined]
+            from ._cookies import CookieRequest, cookie_header
+
+            cookie_request = CookieRequest(request)
+            cookie = cookie_header(jar, cookie_request)  # skipping any it cannot send
+            if cookie and "cookie" not in request.headers:
+                added.append(("Cookie", cookie))
+        if "@" in request.url.url:  # Go's Client: the URL's userinfo is Basic auth
+            auth = _basic_auth(request.url)
+            if auth is not None and "authorization" not in request.headers:
+                added.append(("Authorization", auth))
+        sent = request
         if added:
-            request = Request(
+            sent = Request(
                 request.method,
                 request.url,
                 headers=[*request.headers.items(), *added],
@@ -372,10 +432,19 @@ class Client:
                 target=request.target,
             )
         if self._retrier is None:
-            response = await self.transport.round_trip(request)
+            response = await self.transport.round_trip(sent)
         else:
-            response = await self._retrier.round_trip(self.transport, request)
-        self.cookies.extract_cookies(_CookieResponse(response.headers), cookie_request)  # type: ignore[arg-type]
+            response = await self._retrier.round_trip(self.transport, sent)
+        # Likewise storing: only a response that sets a cookie (or another jar) needs the jar.
+        headers = response.headers
+        if headers.get_list("set-cookie") or (
+            jar is not None and (not self._plain_jar or _sets_cookie2(headers, jar))
+        ):
+            from ._cookies import CookieRequest, store_cookies
+
+            if cookie_request is None:
+                cookie_request = CookieRequest(request)
+            store_cookies(self.cookies, headers, cookie_request)
         return response
 
     def _redirect(
@@ -515,45 +584,9 @@ async def _discard(response: Response) -> None:
     await response.aclose()
 
 
-# -- the standard library's cookie jar speaks urllib: adapters ----------------------------------
-
-
-class _CookieRequest(urllib.request.Request):
-    def __init__(self, request: Request) -> None:
-        super().__init__(request.url.url, method=request.method)
-        for name, value in request.headers.items():
-            self.add_unredirected_header(name, value)
-
-
-class _CookieResponse:
-    def __init__(self, headers: Headers) -> None:
-        self._headers = headers
-
-    def info(self) -> email.message.Message:
-        message = email.message.Message()
-        for name, value in self._headers.items():
-            message[name] = value
-        return message
-
-
-def _cookie(name: str, value: str) -> Any:
-    from http.cookiejar import Cookie
-
-    return Cookie(
-        version=0,
-        name=name,
-        value=value,
-        port=None,
-        port_specified=False,
-        domain="",
-        domain_specified=False,
-        domain_initial_dot=False,
-        path="/",
-        path_specified=True,
-        secure=False,
-        expires=None,
-        discard=True,
-        comment=None,
-        comment_url=None,
-        rest={},
-    )
+def _sets_cookie2(headers: Headers, jar: CookieJar) -> bool:
+    """Whether the fields hold a Set-Cookie2 (RFC 2965, obsolete) and the jar's policy reads
+    it (the Client's own does not)."""
+    if not getattr(getattr(jar, "_policy", None), "rfc2965", True):
+        return False
+    return bool(headers.get_list("set-cookie2"))

@@ -1,7 +1,9 @@
 """Transparent gzip/deflate decoding of a response body, as Go's Transport does it when it asked
 for compression itself; brotli (``br``) and ``zstd`` too when a module for them is importable
 (brotli or brotlicffi; compression.zstd, backports.zstd or zstandard), and stacked encodings
-(``gzip, br``: decoded from the last applied), each a stream over the one before.
+(``gzip, br``: decoded from the last applied), each a stream over the one before. The zstd
+module is only looked for at import (zstandard's import is a few ms); it is imported with the
+first zstd body, and should that import fail, such a body is left as it came (not decoded).
 
 Bounded whatever the server sends: a chunk of the decoded body is at most
 ``DECODED_CHUNK_SIZE`` bytes however much one compressed read inflates to (a gzip bomb's
@@ -12,6 +14,7 @@ members included. ``BodyLimits`` caps what ``Response.aread()`` holds.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 import zlib
 from typing import Any
@@ -221,9 +224,40 @@ def _import_zstd() -> tuple[Any, bool]:
         return None, False
 
 
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # its package is missing, or a broken entry
+        return False
+
+
+def _zstd_installed() -> bool:
+    return (
+        (_installed("compression.zstd") and _installed("_zstd"))  # Python 3.14 built with zstd
+        or _installed("backports.zstd")
+        or _installed("zstandard")
+    )
+
+
+def _load_zstd() -> bool:
+    """Import the zstd module (once); whether there is one."""
+    global _zstd, _zstd_bounded, _zstd_loaded
+    if not _zstd_loaded:
+        _zstd, _zstd_bounded = _import_zstd()
+        _zstd_loaded = True
+    return _zstd is not None
+
+
 _brotli = _import_brotli()
-_zstd, _zstd_bounded = _import_zstd()
-DECODABLE = ("gzip", "deflate", *(("br",) if _brotli else ()), *(("zstd",) if _zstd else ()))
+_zstd: Any = None
+_zstd_bounded = False
+_zstd_loaded = False
+DECODABLE = (
+    "gzip",
+    "deflate",
+    *(("br",) if _brotli else ()),
+    *(("zstd",) if _zstd_installed() else ()),
+)
 ACCEPT_ENCODING = ", ".join(DECODABLE)
 # zstandard's decompressobj takes no output limit: it is given this much compressed input per
 # call. A zstd block is 3 bytes of header at least and decodes to 128 KiB at most, so one call
@@ -399,6 +433,8 @@ def decoding_stream(
     codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
     codings = [c for c in codings if c != "identity"]
     if not codings or any(c not in DECODABLE for c in codings) or len(codings) > 8:
+        return None
+    if "zstd" in codings and not _load_zstd():
         return None
     first: Any = None
     for coding in reversed(codings):

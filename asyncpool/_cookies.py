@@ -13,18 +13,35 @@ stores (issue 25).
 
 ``cookie_header`` builds the ``Cookie`` field and skips any stored cookie it could not send
 (a jar of one's own, with its own policy, or cookies set on the jar directly).
+
+The Client imports this module (and with it http.cookiejar, urllib.request and email) only
+when it first has a cookie to store or send: ``new_jar``, ``add_cookie`` and ``store_cookies``
+are its way in, ``CookieRequest`` and ``CookieResponse`` adapt its requests and responses to
+the urllib shapes the jar speaks.
 """
 
 from __future__ import annotations
 
+import email.message
 import ipaddress
 import re
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
 
-__all__ = ["CookiePolicy", "cookie_header", "is_public_suffix"]
+from ._models import Headers, Request
+
+__all__ = [
+    "CookiePolicy",
+    "CookieRequest",
+    "CookieResponse",
+    "cookie_header",
+    "is_plain_jar",
+    "is_public_suffix",
+    "new_jar",
+    "store_cookies",
+]
 
 # RFC 6265's cookie-name is a token; a cookie-value is printable ASCII (as browsers take it:
 # cookie-octets plus the space, DQUOTE, comma and backslash they let through).
@@ -119,3 +136,74 @@ def cookie_header(jar: CookieJar, request: urllib.request.Request) -> str | None
     clean.add_cookie_header(request)
     header = request.get_header("Cookie")
     return header if header is None or _PRINTABLE.fullmatch(header) else None
+
+
+# -- the Client's way in: the jar speaks urllib ---------------------------------------------------
+
+
+class CookieRequest(urllib.request.Request):
+    """A Request as the jar reads it: URL, method and header fields."""
+
+    def __init__(self, request: Request) -> None:
+        super().__init__(request.url.url, method=request.method)
+        for name, value in request.headers.items():
+            self.add_unredirected_header(name, value)
+
+
+class CookieResponse:
+    """A response's fields as the jar reads them (``info()``, an email Message)."""
+
+    def __init__(self, headers: Headers) -> None:
+        self._headers = headers
+
+    def info(self) -> email.message.Message:
+        message = email.message.Message()
+        for name, value in self._headers.items():
+            message[name] = value
+        return message
+
+
+def new_jar(cookies: Mapping[str, str] | None = None) -> CookieJar:
+    """A jar under the Client's policy, holding ``cookies`` (each for any host, path /)."""
+    jar = CookieJar(CookiePolicy())
+    for name, value in (cookies or {}).items():
+        jar.set_cookie(_session_cookie(name, value))
+    return jar
+
+
+def store_cookies(jar: CookieJar, headers: Headers, request: CookieRequest) -> None:
+    """Store what the response fields ``headers`` to ``request`` set, as the jar's policy lets."""
+    jar.extract_cookies(CookieResponse(headers), request)  # type: ignore[arg-type]
+
+
+_JAR_METHODS = ("add_cookie_header", "extract_cookies", "make_cookies", "_cookies_for_request")
+
+
+def is_plain_jar(jar: CookieJar) -> bool:
+    """Whether ``jar`` sends and stores cookies with http.cookiejar's own methods, which do
+    nothing when it holds no cookie and a response sets none: then the Client skips them."""
+    cls = type(jar)
+    return isinstance(jar, CookieJar) and all(
+        getattr(cls, name) is getattr(CookieJar, name) for name in _JAR_METHODS
+    )
+
+
+def _session_cookie(name: str, value: str) -> Cookie:
+    return Cookie(
+        version=0,
+        name=name,
+        value=value,
+        port=None,
+        port_specified=False,
+        domain="",
+        domain_specified=False,
+        domain_initial_dot=False,
+        path="/",
+        path_specified=True,
+        secure=False,
+        expires=None,
+        discard=True,
+        comment=None,
+        comment_url=None,
+        rest={},
+    )

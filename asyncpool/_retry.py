@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import email.utils
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -152,6 +151,8 @@ def parse_retry_after(value: str, now: float) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils  # here: email is ~20 ms of `import asyncpool`, and an HTTP-date is rare
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

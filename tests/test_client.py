@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
+import urllib.request
 from collections.abc import AsyncIterator
-from http.cookiejar import CookieJar
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any
 
 import anyio
 import pytest
 
 import asyncpool
 import asyncpool._client
+import asyncpool._cookies
 from asyncpool import Client, Request, Transport
 from tests.servers import (
     ServerConnection,
@@ -39,6 +44,9 @@ async def app(req: ServerRequest, conn: ServerConnection) -> None:
         await conn.respond(200, [("content-type", "application/json")], json.dumps(echo).encode())
     elif path == "/set-cookie":
         cookies = [("set-cookie", f"{k}={v}; Path=/") for k, v in query.items()]
+        await conn.respond(200, cookies, b"set")
+    elif path == "/set-cookie2":  # RFC 2965 (obsolete): only a jar whose policy asks reads it
+        cookies = [("set-cookie2", f'{k}="{v}"; Version="1"; Path="/"') for k, v in query.items()]
         await conn.respond(200, cookies, b"set")
     elif path == "/loop":
         await conn.respond(302, [("location", "/loop")], b"")
@@ -363,6 +371,108 @@ async def test_adding_cookies_keeps_the_request_target_and_sni_hostname(
             echo = json.loads(await response.aread())
     assert (echo["target"], echo["headers"]["cookie"]) == ("/inspect", "session=abc")
     assert response.request.sni_hostname == "api.test"
+
+
+async def test_a_cookie_set_after_requests_without_any_is_sent_on(server: TestServer) -> None:
+    # Requests before any cookie skip the jar; the first Set-Cookie still lands in it, and
+    # from then on it is sent, also while an earlier response is still being read.
+    async with Client() as client:
+        assert "cookie" not in (await client.get(f"{server.url}/inspect")).json()["headers"]
+        async with client.stream("GET", f"{server.url}/stall-body") as open_response:
+            await client.get(f"{server.url}/set-cookie?first=1")
+            sent = (await client.get(f"{server.url}/inspect")).json()["headers"]
+            assert sent["cookie"] == "first=1"
+            assert open_response.status_code == 200
+        assert [c.name for c in client.cookies] == ["first"]
+
+
+async def test_a_cookie_put_in_the_jar_directly_is_sent(server: TestServer) -> None:
+    jar = CookieJar()
+    async with Client(cookies=jar) as client:
+        assert "cookie" not in (await client.get(f"{server.url}/inspect")).json()["headers"]
+        jar.set_cookie(next(iter(asyncpool._cookies.new_jar({"direct": "1"}))))
+        sent = (await client.get(f"{server.url}/inspect")).json()["headers"]
+        assert sent["cookie"] == "direct=1"
+        client.cookies = asyncpool._cookies.new_jar({"swapped": "2"})
+        sent = (await client.get(f"{server.url}/inspect")).json()["headers"]
+        assert sent["cookie"] == "swapped=2"
+
+
+async def test_a_set_cookie2_is_stored_by_a_jar_whose_policy_reads_it(server: TestServer) -> None:
+    async with Client() as client:
+        await client.get(f"{server.url}/set-cookie2?old=1")
+        assert list(client.cookies) == []  # the Client's policy, as http.cookiejar's default
+    jar = CookieJar(DefaultCookiePolicy(rfc2965=True))
+    async with Client(cookies=jar) as client:
+        await client.get(f"{server.url}/set-cookie2?old=1")
+    assert [(c.name, c.value, c.version) for c in jar] == [("old", "1", 1)]
+
+
+class _StampingJar(CookieJar):
+    """A jar of one's own whose sending and storing are its own: asked even when empty."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stored = 0
+
+    def add_cookie_header(self, request: urllib.request.Request) -> None:
+        request.add_unredirected_header("Cookie", "stamp=1")
+
+    def extract_cookies(self, response: Any, request: urllib.request.Request) -> None:
+        self.stored += 1
+
+
+async def test_a_jar_with_methods_of_its_own_is_asked_on_every_request(
+    server: TestServer,
+) -> None:
+    jar = _StampingJar()
+    async with Client(cookies=jar) as client:
+        for _ in range(2):
+            assert (await client.get(f"{server.url}/inspect")).json()["headers"]["cookie"] == (
+                "stamp=1"
+            )
+    assert jar.stored == 2
+
+
+async def test_a_request_s_fields_are_its_own(server: TestServer) -> None:
+    # Requests without fields of their own start from the Client's: changing one's fields
+    # (as an auth flow does) leaves the Client's as they were.
+    async with Client(headers={"X-Team": "pool"}) as client:
+        request = client.build_request("GET", f"{server.url}/inspect")
+        request.headers["X-Team"] = "changed"
+        assert client.headers["x-team"] == "pool"
+        sent = (await client.get(f"{server.url}/inspect")).json()["headers"]
+        assert sent["x-team"] == "pool"
+
+
+# -- import time (issue 24) --------------------------------------------------------------------
+
+# What `import asyncpool` must not import: the cookie jar and its urllib and email (about 125 ms
+# before issue 24), the multipart encoder, hashlib (Digest auth), and the zstd module.
+_IMPORTED_WHEN_NEEDED = (
+    "email",
+    "urllib.request",
+    "http.cookiejar",
+    "http.client",
+    "mimetypes",
+    "hashlib",
+    "zstandard",
+    "asyncpool._cookies",
+    "asyncpool._multipart",
+)
+
+
+def _imported_by(code: str) -> list[str]:
+    check = f"import sys\n{code}\nprint(' '.join(m for m in {_IMPORTED_WHEN_NEEDED!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_import_asyncpool_leaves_the_heavy_modules_for_their_first_use() -> None:
+    assert _imported_by("import asyncpool; asyncpool.Client()") == []
+    # and the first use loads them
+    assert "http.cookiejar" in _imported_by("import asyncpool; asyncpool.Client().cookies")
 
 
 # -- the overall timeout ----------------------------------------------------------------------

@@ -4,6 +4,8 @@ the decompression cap and bounded chunks for them."""
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 import pytest
 
 import asyncpool
-from asyncpool import Client
+from asyncpool import Client, _compression
 from asyncpool._compression import (
     ACCEPT_ENCODING,
     DECODABLE,
@@ -92,6 +94,26 @@ async def test_an_unknown_coding_in_a_stack_leaves_the_body_alone(server: TestSe
         response = await client.get(f"{server.url}/", params={"ce": "gzip, compress"})
     assert not response.uncompressed
     assert response.headers["content-encoding"] == "gzip, compress"
+
+
+async def test_a_zstd_module_that_fails_to_import_leaves_the_body_alone(
+    server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The zstd module is imported with the first zstd body; if that fails (a broken install),
+    # the body is handed over as it came, as for a coding not decodable here.
+    monkeypatch.setattr(_compression, "_import_zstd", lambda: (None, False))
+    monkeypatch.setattr(_compression, "_zstd_loaded", False)
+    monkeypatch.setattr(_compression, "_zstd", None)
+    async with Client() as client:
+        response = await client.get(f"{server.url}/?ce=zstd")
+    assert not response.uncompressed
+    assert response.content == encode(TEXT, "zstd")
+
+
+def test_zstd_is_imported_with_the_first_zstd_body_only() -> None:
+    code = "import sys, asyncpool; print('zstandard' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
 
 
 async def test_zstd_frames_one_after_the_other(server: TestServer) -> None:
