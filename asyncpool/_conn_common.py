@@ -13,7 +13,8 @@ interface:
 * ``RetryHint``: why a failure on a reused connection may be retried, set as
   ``HTTPError.retry_hint`` by the connections and read by the pool's retry decision;
 * the helpers: reading from the server (``receive_some``, ``read_error``), waiting for a
-  response head within its timeouts (``wait_for_head``), firing ``conn_closed``
+  response head within the timeouts that count from the request's write (``WriteClock``,
+  ``wait_for_head``), firing ``conn_closed``
   (``report_closed``) and closing a request body however its iteration ends
   (``closing_body``).
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import math
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import TYPE_CHECKING, Protocol
 
@@ -47,6 +49,7 @@ __all__ = [
     "CloseReason",
     "Connection",
     "RetryHint",
+    "WriteClock",
     "closing_body",
     "read_error",
     "receive_some",
@@ -174,9 +177,39 @@ def read_error(exc: BaseException, host_port: str) -> ReadError:
     return ReadError(f"reading from the server failed: {exc!r}", host=host_port)
 
 
+class WriteClock:
+    """When a request was written: the timeouts of its response head count from then.
+
+    The writer calls ``set`` once the request is out (the reader too, when the response came
+    first); ``wait_for_head`` gives its cancel scope to ``arm``, and the scope's deadline is set
+    the moment both are known, whichever comes first. The caller so waits on the head alone:
+    no event for the write to wake it first, one wake-up a request as without a timeout. Owned
+    by one exchange or stream; every call is in the event loop's thread.
+    """
+
+    __slots__ = ("_limit", "_scope", "written_at")
+
+    def __init__(self) -> None:
+        self.written_at: float | None = None  # anyio.current_time() when the request was out
+        self._scope: anyio.CancelScope | None = None  # the caller's wait, while it waits
+        self._limit = math.inf
+
+    def set(self) -> None:
+        if self.written_at is None:
+            self.written_at = anyio.current_time()
+            if self._scope is not None:
+                self._scope.deadline = self.written_at + self._limit
+
+    def arm(self, scope: anyio.CancelScope | None, limit: float) -> None:
+        """Let ``scope`` (None: no longer) run out ``limit`` seconds after the write."""
+        self._scope, self._limit = scope, limit
+        if scope is not None and self.written_at is not None:
+            scope.deadline = self.written_at + limit
+
+
 async def wait_for_head(
     head_ready: Event,
-    written: Event | None,
+    written: WriteClock | None,
     timeout: float | None,
     host_port: str,
     read_timeout: float | None = None,
@@ -187,10 +220,13 @@ async def wait_for_head(
     if written is None:
         await head_ready.wait()
         return None
-    await written.wait()
     limit = min(t for t in (timeout, read_timeout) if t is not None)
-    with anyio.move_on_after(limit):
-        await head_ready.wait()
+    with anyio.CancelScope() as scope:
+        written.arm(scope, limit)
+        try:
+            await head_ready.wait()
+        finally:
+            written.arm(None, limit)
     if head_ready.is_set():
         return None
     if limit == timeout:

@@ -460,6 +460,31 @@ async def test_response_header_timeout() -> None:
         release.set()
 
 
+async def test_response_header_timeout_counts_from_the_end_of_the_upload() -> None:
+    """The clock starts when the request is written: an upload longer than the timeout,
+    answered at once, is not timed out; a stall after it still is."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first,"
+        await anyio.sleep(0.6)  # an upload longer than the timeout (not synchronisation)
+        yield b"second"
+
+    release = anyio.Event()
+
+    async def echo_or_stall(req: ServerRequest, conn: ServerConnection) -> None:
+        content = await conn.read_body()
+        if req.path == "/stall":
+            await release.wait()
+        await conn.respond(200, body=content)
+
+    async with open_server(echo_or_stall) as server, Transport(response_header_timeout=0.3) as pool:
+        response = await pool.round_trip(Request("POST", server.url, content=body()))
+        assert await response.aread() == b"first,second"
+        with pytest.raises(asyncpool.ResponseHeaderTimeout):
+            await pool.round_trip(Request("POST", server.url_for("/stall"), content=body()))
+        release.set()
+
+
 async def test_read_timeout_bounds_the_wait_for_a_head_and_for_a_stalled_body() -> None:
     release = anyio.Event()
 

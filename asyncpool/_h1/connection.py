@@ -59,6 +59,7 @@ from .._conn_common import (
     CloseReason,
     Connection,
     RetryHint,
+    WriteClock,
     closing_body,
     read_error,
     receive_some,
@@ -157,7 +158,7 @@ class _Exchange:
         self.trace = trace
         self.reused = reused
         self.head_ready = new_event()
-        self.written = new_event() if need_written_event else None
+        self.written = WriteClock() if need_written_event else None
         self.continue_event = new_event() if expects_continue else None
         self.continue_refused = False
         self.read_timeout: float | None = None  # the longest wait for the server mid-response

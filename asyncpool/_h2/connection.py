@@ -77,6 +77,7 @@ from .._conn_common import (
     CloseReason,
     Connection,
     RetryHint,
+    WriteClock,
     closing_body,
     receive_some,
     report_closed,
@@ -235,7 +236,7 @@ class _Stream:
         self.request = request
         self.trace = trace
         self.head_ready = new_event()
-        self.written: Event | None = None
+        self.written: WriteClock | None = None
         self.response: Response | None = None
         self.delivered = False
         self.error: BaseException | None = None
@@ -485,7 +486,7 @@ class HTTP2Connection:
             raise
         stream.read_timeout = read_timeout
         if response_header_timeout is not None or read_timeout is not None:
-            stream.written = self._new_event()
+            stream.written = WriteClock()
             if stream.body_done:
                 stream.written.set()
         try:
