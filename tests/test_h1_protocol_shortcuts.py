@@ -8,7 +8,10 @@ import itertools
 import random
 from typing import Any
 
+import h11
+
 from asyncpool._h1.protocol import (
+    _KNOWN_HEADS,
     HOLD_AFTER_HEAD_MIN,
     HTTP11Protocol,
     ResponseHead,
@@ -70,13 +73,86 @@ def random_exchange(rng: random.Random) -> tuple[str, list[tuple[str, str]], lis
     return method, request_fields, reads, rng.choice([1 << 20, 1000, big + 100])
 
 
+class CountingKnownHeads(HTTP11Protocol):
+    """The backend, counting the heads it took as known (without h11)."""
+
+    __slots__ = ()
+    known = 0
+
+    def _known_head(self, data: bytes) -> int:
+        end = super()._known_head(data)
+        CountingKnownHeads.known += end < 0
+        return end
+
+
 def test_the_shortcuts_change_nothing() -> None:
+    _KNOWN_HEADS.clear()
     for seed in range(400):
         method, request_fields, reads, head_limit = random_exchange(random.Random(seed))
         results = []
-        for kind in (HTTP11Protocol, WithoutShortcuts):
+        # The backend twice: the second time, a head h11 read the first time is known.
+        for kind in (CountingKnownHeads, CountingKnownHeads, WithoutShortcuts):
             p = kind("h:1", max_header_bytes=head_limit)
             p.request_head(method, "/", [("Host", "h"), *request_fields])
             p.end_of_body()
             results.append(outcome(p, reads))
-        assert results[0] == results[1], (seed, method, request_fields, [len(r) for r in reads])
+        assert results[0] == results[1] == results[2], (
+            seed,
+            method,
+            request_fields,
+            [len(r) for r in reads],
+        )
+    assert CountingKnownHeads.known >= 10  # the known heads were tried
+
+
+HEAD = b"HTTP/1.1 200 OK\r\nServer: t\r\nContent-Length: 5\r\n\r\n"
+
+
+def test_known_heads_as_h11_reads_them() -> None:
+    """A head read before, in the same state, gives what h11 gave: with its body in the same
+    read or later, bytes after the body, a request that said close, a response that says so,
+    a head over a lower limit, a large body; and not for another method."""
+    big = HOLD_AFTER_HEAD_MIN * 2
+    big_head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % big
+    close_head = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\n"
+    cases: list[tuple[str, list[tuple[str, str]], list[bytes], int]] = [
+        ("GET", [], [HEAD + b"hello"], 1 << 20),
+        ("GET", [], [HEAD, b"hel", b"lo"], 1 << 20),
+        ("GET", [], [HEAD + b"hello" + HEAD], 1 << 20),
+        ("GET", [], [HEAD + b"he", b""], 1 << 20),
+        ("GET", [("Connection", "close")], [HEAD + b"hello"], 1 << 20),
+        ("GET", [], [close_head + b"hello"], 1 << 20),
+        ("GET", [], [HEAD + b"hello"], 20),
+        ("HEAD", [], [HEAD], 1 << 20),
+        ("GET", [], [big_head + b"x" * big], 1 << 20),
+        ("GET", [], [big_head + b"x" * (big - 1), b"xy"], 1 << 20),
+        ("GET", [], [HEAD.replace(b"\r\n", b"\n") + b"hello"], 1 << 20),
+    ]
+    for method, request_fields, reads, head_limit in cases:
+        results = []
+        _KNOWN_HEADS.clear()
+        CountingKnownHeads.known = 0
+        for kind in (CountingKnownHeads, CountingKnownHeads, WithoutShortcuts):
+            p = kind("h:1", max_header_bytes=head_limit)
+            p.request_head(method, "/", [("Host", "h"), *request_fields])
+            p.end_of_body()
+            results.append(outcome(p, reads))
+        assert results[0] == results[1] == results[2], (method, request_fields, reads)
+        expect_known = method == "GET" and head_limit > 20
+        assert (CountingKnownHeads.known == 1) is expect_known, (method, reads)
+
+
+def test_a_known_heads_fields_are_the_callers_own() -> None:
+    """Each response gets its own list of fields: Headers over it may be changed."""
+    heads = []
+    for _ in range(2):
+        p = HTTP11Protocol("h:1", max_header_bytes=1 << 20)
+        p.request_head("GET", "/", [("Host", "h")])
+        p.end_of_body()
+        p.feed(HEAD + b"hello")
+        head = p.next_event()
+        assert isinstance(head, ResponseHead)
+        heads.append(head)
+    heads[1].headers.append("X-Added")
+    assert heads[0].headers == ["Server", "t", "Content-Length", "5"]
+    assert heads[1].headers is not _KNOWN_HEADS[("GET", h11.DONE, HEAD)].headers

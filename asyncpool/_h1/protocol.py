@@ -16,6 +16,11 @@ response. Once h11 has parsed such a head, and the request is complete, the body
 passed on as they arrive and a fresh h11 connection takes the next cycle (with any bytes beyond
 the body, which then count as unsolicited, as they would in h11). Keep-alive decisions are h11's
 own, and so is the error a body cut short raises.
+
+And one more for such responses: a server sends the same head again and again (nginx's changes
+with its Date, once a second), and h11's parse of a head is most of a request's cost on this
+backend. What h11 made of a head that began a read (its fields, length, keep-alive), in the state
+it was in, is kept: the same bytes in the same state later skip h11 (see ``_known_head``).
 """
 
 from __future__ import annotations
@@ -89,6 +94,25 @@ _CHECKED_HEAD_MAX = 4096  # characters of target and fields a kept request may h
 _END_OF_MESSAGE = h11.EndOfMessage()
 
 
+class _KnownHead(NamedTuple):
+    """What h11 made of a response head with a Content-Length body (see ``_known_head``)."""
+
+    status_code: int
+    reason_phrase: str
+    http_version: str
+    headers: list[str]  # copied for each response: a response's Headers may be changed
+    content_length: int
+    size: int  # as h11 counts it, for max_header_bytes
+    keep_alive: bool  # h11's decision: our side DONE (not MUST_CLOSE) after the head
+
+
+# Keyed by (method, h11's state of our side, the head's bytes up to its blank line); bounded as
+# the request caches above. A head ends where h11's receive buffer ends it (an empty line, CRLF
+# or bare LF); that the two agree is checked before a head is kept.
+_KNOWN_HEADS: dict[tuple[str, Any, bytes], _KnownHead] = {}
+_BLANK_LINE = re.compile(b"\n\r?\n")
+
+
 # The 1xx heads of a response and its final head share max_header_bytes, as in Go (1.24 on;
 # before, it allowed 5 of them): a server sending 1xx heads for ever is cut off, not waited on.
 # A 1xx head counts as on the wire; the final head's fields count as h11 counts them (and
@@ -106,6 +130,19 @@ def too_large(what: str, limit: int, host: str) -> ResponseHeaderTooLarge:
     return ResponseHeaderTooLarge(f"{what} exceeds max_response_header_bytes={limit}", host=host)
 
 
+def decode_fields(raw: list[bytes]) -> list[str]:
+    """A head's names and values, flat, from Latin-1: one join, decode and split for the whole
+    head instead of a decode per name and per value (a response's fields are decoded on every
+    request). NUL separates them: both parsers refuse it in a field (h11's grammar, llhttp's
+    strict mode), and a head that had one anyway would be decoded field by field."""
+    if not raw:
+        return []
+    fields = b"\0".join(raw).decode("latin-1").split("\0")
+    if len(fields) != len(raw):
+        fields = [piece.decode("latin-1") for piece in raw]
+    return fields
+
+
 class HTTP11Protocol:
     """One client side of an HTTP/1.1 connection, over any number of request/response cycles."""
 
@@ -116,6 +153,8 @@ class HTTP11Protocol:
         "_direct_done",
         "_direct_keep_alive",
         "_h11",
+        "_h11_fed",
+        "_head_key",
         "_held",
         "_held_from",
         "_host",
@@ -123,6 +162,7 @@ class HTTP11Protocol:
         "_max_header_bytes",
         "_method",
         "_peer_closed",
+        "_ready_head",
     )
 
     def __init__(self, host: str, *, max_header_bytes: int) -> None:
@@ -144,6 +184,13 @@ class HTTP11Protocol:
         self._held: bytes | None = None
         self._held_from = 0
         self._informational_size = 0  # of this cycle's 1xx heads (see ``head_size``)
+        # h11 has been given bytes since it was made or started its cycle: then a head is not
+        # known (``_known_head``), h11 reads it.
+        self._h11_fed = False
+        # The key of the head h11 is reading, to keep what it makes of it, and the bytes h11
+        # was given after the head (see ``_read_body_directly``).
+        self._head_key: tuple[tuple[str, Any, bytes], int] | None = None
+        self._ready_head: ResponseHead | None = None  # a known head, given by next_event
 
     def _new_h11(self) -> h11.Connection:
         return h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_header_bytes)
@@ -208,12 +255,20 @@ class HTTP11Protocol:
         if not data:
             self._peer_closed = True
         if left is None:
+            head_end = 0
+            if not self._h11_fed and data:
+                self._h11_fed = True
+                head_end = self._known_head(data)
+                if head_end < 0:
+                    return
             if len(data) >= HOLD_AFTER_HEAD_MIN and self._h11.their_state is h11.SEND_RESPONSE:
                 # A head, likely with a large body behind it: h11 gets the head alone for now,
                 # so that a direct body is not copied into its buffer and out again. Never an
                 # empty rest: h11 would take it for the server closing.
                 end = data.find(b"\r\n\r\n") + 4
                 if 3 < end < len(data):
+                    if self._head_key is not None:
+                        self._head_key = (self._head_key[0], end - head_end)
                     self._h11.receive_data(data[:end])
                     self._held, self._held_from = data, end
                     return
@@ -231,7 +286,42 @@ class HTTP11Protocol:
             if left:
                 self._body_ready.append(data[:left])
                 self._body_left = 0
+            self._h11_fed = True
             self._h11.receive_data(data[left:])
+
+    def _known_head(self, data: bytes) -> int:
+        """For the first bytes h11 would get in a cycle: when they begin with a head h11 has
+        read before, in the state it is in now, take it as h11 did (the head's event is ready,
+        the body is counted directly, a fresh h11 takes the next cycle) and return -1. Else the
+        head's end, where there is one (0 if not), its key noted for ``_read_body_directly``
+        to keep what h11 makes of it."""
+        h = self._h11
+        our_state = h.our_state
+        if (
+            h.their_state is not h11.SEND_RESPONSE
+            or our_state not in _REQUEST_SENT
+            or not data.startswith(b"HTTP/")
+        ):
+            return 0
+        match = _BLANK_LINE.search(data, 0, _CHECKED_HEAD_MAX)
+        if match is None:
+            return 0
+        end = match.end()
+        key = (self._method, our_state, data if end == len(data) else data[:end])
+        known = _KNOWN_HEADS.get(key)
+        if known is None or known.size > self._max_header_bytes:
+            self._head_key = (key, len(data) - end)
+            return end
+        self._ready_head = ResponseHead(
+            known.status_code, known.reason_phrase, known.http_version, list(known.headers)
+        )
+        self._direct_keep_alive = known.keep_alive
+        self._h11 = self._new_h11()
+        self._h11_fed = False
+        self._body_left = self._body_length = known.content_length
+        if end < len(data):
+            self.feed(data[end:])
+        return -1
 
     def _release_held(self) -> None:
         held = self._held
@@ -254,6 +344,9 @@ class HTTP11Protocol:
             raise RemoteProtocolError(str(exc), host=self._host) from None
 
     def next_event(self) -> Event:
+        if self._ready_head is not None:
+            head, self._ready_head = self._ready_head, None
+            return head
         if self._body_left is not None:
             return self._next_direct_event()
         if self._direct_done:
@@ -272,6 +365,7 @@ class HTTP11Protocol:
                     raise too_large("trailer section", self._max_header_bytes, self._host)
             return END_OF_MESSAGE
         if isinstance(event, h11.InformationalResponse):
+            self._head_key = None  # the head noted in feed was this one
             if event.status_code == 101:  # h11 lets it through to an Upgrade request only
                 return self._head(event, self._checked_headers(event.headers)[0])
             headers, _, size = self._checked_headers(event.headers, INTERIM)
@@ -287,17 +381,19 @@ class HTTP11Protocol:
         raise RemoteProtocolError("server closed the connection before a response", host=self._host)
 
     def _response_head(self, event: h11.Response) -> ResponseHead:
-        headers, content_length, _ = self._checked_headers(event.headers)
+        headers, content_length, size = self._checked_headers(event.headers)
+        noted, self._head_key = self._head_key, None
+        head = self._head(event, headers)
         if (
             content_length > 0
             and self._h11.our_state in _REQUEST_SENT
             and self._method != "HEAD"
             and event.status_code not in _NO_BODY_STATUS
         ):
-            self._read_body_directly(content_length)
+            self._read_body_directly(content_length, noted, head, size)
         else:
             self._release_held()
-        return self._head(event, headers)
+        return head
 
     @staticmethod
     def _head(event: h11.Response | h11.InformationalResponse, headers: list[str]) -> ResponseHead:
@@ -325,18 +421,18 @@ class HTTP11Protocol:
     def _checked_headers(self, raw: Any, what: str = "") -> tuple[list[str], int, int]:
         """The head's fields decoded (flat), the body's Content-Length (-1: none, or chunked),
         and their size as h11 counts it."""
-        headers: list[str] = []
-        size = 0
+        flat: list[bytes] = []
         content_length = -1
         chunked = False
-        for raw_name, raw_value in raw.raw_items():
-            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
-            size += len(name) + len(value) + 4
-            headers += (name, value)
-            if len(name) == 17 and name.lower() == "transfer-encoding":
+        for name, value in raw.raw_items():
+            flat += (name, value)
+            if len(name) == 14:
+                if name.lower() == b"content-length":
+                    content_length = int(value)  # h11 checked it, and merged repeats
+            elif len(name) == 17 and name.lower() == b"transfer-encoding":
                 chunked = True
-            elif len(name) == 14 and name.lower() == "content-length":
-                content_length = int(value)  # h11 checked it, and merged repeats
+        size = sum(map(len, flat)) + 2 * len(flat)  # 4 a field, as h11 counts
+        headers = decode_fields(flat)
         # h11 bounds a head still arriving; one that arrived whole is measured here, with the
         # 1xx heads before it.
         if size + self._informational_size > self._max_header_bytes:
@@ -351,14 +447,35 @@ class HTTP11Protocol:
             )
         return headers, -1 if chunked else content_length, size
 
-    def _read_body_directly(self, length: int) -> None:
+    def _read_body_directly(
+        self,
+        length: int,
+        noted: tuple[tuple[str, Any, bytes], int] | None = None,
+        head: ResponseHead | None = None,
+        size: int = 0,
+    ) -> None:
         # h11 has decided on keep-alive by now: our side is DONE, or MUST_CLOSE if either side
         # said close. What it already holds is the body's beginning; the fresh h11 gets what
         # follows the body.
         self._direct_keep_alive = self._h11.our_state is h11.DONE
         buffered, _ = self._h11.trailing_data
+        # Kept when h11 read the noted head and nothing else: it left what followed it.
+        if noted is not None and head is not None and len(buffered) == noted[1]:
+            key = noted[0]
+            if len(_KNOWN_HEADS) >= _CHECKED_MAX:
+                _KNOWN_HEADS.clear()
+            _KNOWN_HEADS[key] = _KnownHead(
+                head.status_code,
+                head.reason_phrase,
+                head.http_version,
+                list(head.headers),
+                length,
+                size,
+                self._direct_keep_alive,
+            )
         held, self._held = self._held, None
         self._h11 = self._new_h11()
+        self._h11_fed = False
         self._body_left = self._body_length = length
         if buffered:
             self.feed(buffered)
@@ -384,6 +501,8 @@ class HTTP11Protocol:
             return False
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()
+            self._h11_fed = self.has_buffered_data
+            self._head_key = None
             return True
         return False
 
@@ -489,7 +608,8 @@ class HttptoolsProtocol:
         self._error: HTTPError | None = None
         self._head_pieces: list[bytes] = []  # this cycle's bytes until its head is complete
         self._transfer_encodings: list[bytes] = []  # of the head being parsed
-        self._headers: list[str] = []  # the head being parsed, flat (name, value, ...)
+        # The head being parsed, flat (name, value, ...), undecoded (see ``decode_fields``).
+        self._headers: list[bytes] = []
         self._reason: list[str] = []  # its reason phrase, in the pieces llhttp gave
         self._held_back = bytearray()  # bytes not fed to llhttp yet (see the class docstring)
         self._progress = False  # a callback other than on_status ran in the current feed
@@ -623,7 +743,7 @@ class HttptoolsProtocol:
             if self._header_bytes > self._max_header_bytes:
                 raise too_large("trailer section", self._max_header_bytes, self._host)
             return
-        self._headers += (name.decode("latin-1"), value.decode("latin-1"))
+        self._headers += (name, value)
 
     def _note_field(self, lower_name: bytes, value: bytes) -> bytes:
         """What framing and keep-alive need of a Content-Length, Transfer-Encoding or
@@ -641,7 +761,7 @@ class HttptoolsProtocol:
 
     def on_headers_complete(self) -> None:
         self._progress = True
-        parser, headers = self._parser, self._headers
+        parser = self._parser
         status = parser.get_status_code()
         limit = self._max_header_bytes
         if self._header_bytes + self._informational_size > limit:
@@ -650,6 +770,7 @@ class HttptoolsProtocol:
             else:
                 what = HEAD_AFTER_INTERIM if self._informational_size else "response head"
             raise too_large(what, limit, self._host)
+        headers = decode_fields(self._headers)
         if status < 100 or self._transfer_encodings:
             self._check_as_h11(status)
         if _NOT_IN_REASON.search("".join(self._reason)):  # llhttp takes NUL, VT and FF there
