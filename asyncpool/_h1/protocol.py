@@ -20,7 +20,11 @@ own, and so is the error a body cut short raises.
 And one more for such responses: a server sends the same head again and again (nginx's changes
 with its Date, once a second), and h11's parse of a head is most of a request's cost on this
 backend. What h11 made of a head that began a read (its fields, length, keep-alive), in the state
-it was in, is kept: the same bytes in the same state later skip h11 (see ``_known_head``).
+it was in, is kept: the same bytes in the same state later skip h11 (see ``_known_head``). A
+request without a body that h11 has written before, from an idle state, is not given to h11 at
+first either: its bytes and the state it leaves h11 in are kept (``_SENT_REQUESTS``), and h11
+is told of it only when it must read the response (``_send_unsent``). With a known head it
+never is: h11 stays idle for the next cycle, as it is after one.
 """
 
 from __future__ import annotations
@@ -110,6 +114,9 @@ class _KnownHead(NamedTuple):
 # the request caches above. A head ends where h11's receive buffer ends it (an empty line, CRLF
 # or bare LF); that the two agree is checked before a head is kept.
 _KNOWN_HEADS: dict[tuple[str, Any, bytes], _KnownHead] = {}
+# A bodiless request as h11 writes it from an idle state: its bytes, and h11's state of our side
+# after it and its end (DONE, or MUST_CLOSE); keyed as _CHECKED_REQUESTS, bounded likewise.
+_SENT_REQUESTS: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[bytes, Any]] = {}
 _BLANK_LINE = re.compile(b"\n\r?\n")
 
 
@@ -163,12 +170,20 @@ class HTTP11Protocol:
         "_method",
         "_peer_closed",
         "_ready_head",
+        "_unsent",
+        "_unsent_ended",
+        "_unsent_state",
     )
 
     def __init__(self, host: str, *, max_header_bytes: int) -> None:
         self._host = host
         self._max_header_bytes = max_header_bytes
         self._h11 = self._new_h11()
+        # A request written without h11, not told to h11 yet (see the top): h11 is idle and,
+        # once told, would be in _unsent_state (after the request's end, once _unsent_ended).
+        self._unsent: h11.Request | None = None
+        self._unsent_ended = False
+        self._unsent_state: Any = None
         # The server closed its side: h11 ends a read-until-close body there and would let
         # the next cycle start, on a connection that is gone.
         self._peer_closed = False
@@ -218,7 +233,20 @@ class HTTP11Protocol:
                         if len(_CHECKED_HEADERS) >= _CHECKED_MAX:
                             _CHECKED_HEADERS.clear()
                         _CHECKED_HEADERS[fields] = request.headers
+            idle = (
+                not self._h11_fed
+                and self._h11.our_state is h11.IDLE
+                and self._h11.their_state is h11.IDLE
+            )
+            if idle:
+                sent = _SENT_REQUESTS.get(key)
+                if sent is not None:
+                    self._unsent, self._unsent_ended = request, False
+                    data, self._unsent_state = sent
+                    return data
             data = self._h11.send(request)
+            if idle and key in _CHECKED_REQUESTS:
+                self._learn_request(key, request, data)
         except h11.LocalProtocolError as exc:
             raise LocalProtocolError(str(exc), host=self._host) from None
         except UnicodeEncodeError as exc:  # the Transport refuses it before (check_wire_fields)
@@ -226,7 +254,35 @@ class HTTP11Protocol:
         assert data is not None
         return data
 
+    @staticmethod
+    def _learn_request(
+        key: tuple[str, str, tuple[tuple[str, str], ...]], request: h11.Request, data: bytes
+    ) -> None:
+        """Keep a request h11 wrote from an idle state, if it has no body: its bytes and the
+        state h11 ends in, as a fresh h11 shows them."""
+        probe = h11.Connection(h11.CLIENT)
+        probe.send(request)
+        try:
+            if probe.send(_END_OF_MESSAGE) != b"":
+                return  # chunked framing: an end of its own
+        except h11.LocalProtocolError:
+            return  # a declared body
+        if probe.our_state in _REQUEST_SENT:
+            if len(_SENT_REQUESTS) >= _CHECKED_MAX:
+                _SENT_REQUESTS.clear()
+            _SENT_REQUESTS[key] = (data, probe.our_state)
+
+    def _send_unsent(self) -> None:
+        """Tell h11 of the request written without it (see the top); the bytes are out."""
+        request, self._unsent = self._unsent, None
+        assert request is not None
+        self._h11.send(request)
+        if self._unsent_ended:
+            self._h11.send(_END_OF_MESSAGE)
+
     def body_chunk(self, chunk: bytes) -> bytes:
+        if self._unsent is not None:
+            self._send_unsent()
         try:
             data = self._h11.send(h11.Data(data=chunk))
         except h11.LocalProtocolError as exc:
@@ -235,6 +291,11 @@ class HTTP11Protocol:
         return data
 
     def end_of_body(self) -> bytes:
+        if self._unsent is not None and not self._unsent_ended:
+            self._unsent_ended = True
+            return b""
+        if self._unsent is not None:
+            self._send_unsent()
         try:
             data = self._h11.send(_END_OF_MESSAGE)
         except h11.LocalProtocolError as exc:
@@ -245,6 +306,8 @@ class HTTP11Protocol:
     @property
     def request_complete(self) -> bool:
         """Every byte of the current request has been produced (or never will be needed)."""
+        if self._unsent is not None:
+            return self._unsent_ended
         return self._h11.our_state is not h11.SEND_BODY
 
     # -- reading ----------------------------------------------------------------------------
@@ -256,9 +319,13 @@ class HTTP11Protocol:
             self._peer_closed = True
         if left is None:
             head_end = 0
+            if self._unsent is not None:
+                if data and self._unsent_ended and self._known_head(data, self._unsent_state) < 0:
+                    return
+                self._send_unsent()
             if not self._h11_fed and data:
                 self._h11_fed = True
-                head_end = self._known_head(data)
+                head_end = self._known_head(data, self._h11.our_state)
                 if head_end < 0:
                     return
             if len(data) >= HOLD_AFTER_HEAD_MIN and self._h11.their_state is h11.SEND_RESPONSE:
@@ -289,17 +356,16 @@ class HTTP11Protocol:
             self._h11_fed = True
             self._h11.receive_data(data[left:])
 
-    def _known_head(self, data: bytes) -> int:
-        """For the first bytes h11 would get in a cycle: when they begin with a head h11 has
-        read before, in the state it is in now, take it as h11 did (the head's event is ready,
-        the body is counted directly, a fresh h11 takes the next cycle) and return -1. Else the
-        head's end, where there is one (0 if not), its key noted for ``_read_body_directly``
-        to keep what h11 makes of it."""
-        h = self._h11
-        our_state = h.our_state
+    def _known_head(self, data: bytes, our_state: Any) -> int:
+        """For the first bytes h11 would get in a cycle, with our side in ``our_state``: when
+        they begin with a head h11 has read before in that state, take it as h11 did (the
+        head's event is ready, the body is counted directly, an idle h11 takes the next cycle)
+        and return -1. Else the head's end, where there is one (0 if not), its key noted for
+        ``_read_body_directly`` to keep what h11 makes of it. With a request h11 was not told
+        of, it is idle: its server side would be waiting for the response."""
         if (
-            h.their_state is not h11.SEND_RESPONSE
-            or our_state not in _REQUEST_SENT
+            our_state not in _REQUEST_SENT
+            or (self._unsent is None and self._h11.their_state is not h11.SEND_RESPONSE)
             or not data.startswith(b"HTTP/")
         ):
             return 0
@@ -316,7 +382,10 @@ class HTTP11Protocol:
             known.status_code, known.reason_phrase, known.http_version, list(known.headers)
         )
         self._direct_keep_alive = known.keep_alive
-        self._h11 = self._new_h11()
+        if self._unsent is not None:
+            self._unsent = None  # h11 never saw this cycle: idle for the next, as it is now
+        else:
+            self._h11 = self._new_h11()
         self._h11_fed = False
         self._body_left = self._body_length = known.content_length
         if end < len(data):
@@ -347,6 +416,8 @@ class HTTP11Protocol:
         if self._ready_head is not None:
             head, self._ready_head = self._ready_head, None
             return head
+        if self._unsent is not None:
+            self._send_unsent()
         if self._body_left is not None:
             return self._next_direct_event()
         if self._direct_done:
@@ -407,7 +478,7 @@ class HTTP11Protocol:
     @property
     def switched(self) -> bool:
         """The server switched protocols: what follows the head is not HTTP."""
-        return self._h11.their_state is h11.SWITCHED_PROTOCOL
+        return self._unsent is None and self._h11.their_state is h11.SWITCHED_PROTOCOL
 
     def switched_data(self) -> bytes:
         """Once ``switched``: the bytes received after the head (the new protocol's first)."""
@@ -416,7 +487,7 @@ class HTTP11Protocol:
     @property
     def has_buffered_data(self) -> bool:
         """Bytes from the server not yet part of any response (unsolicited)."""
-        return bool(self._h11.trailing_data[0])
+        return bool(self._h11.trailing_data[0])  # (none while a request is unsent: not fed)
 
     def _checked_headers(self, raw: Any, what: str = "") -> tuple[list[str], int, int]:
         """The head's fields decoded (flat), the body's Content-Length (-1: none, or chunked),
@@ -494,6 +565,8 @@ class HTTP11Protocol:
     def start_next_cycle(self) -> bool:
         """After a complete exchange: make the connection ready for another request. False when
         either side asked to close (``Connection: close``, HTTP/1.0, read-until-close)."""
+        if self._unsent is not None:
+            self._send_unsent()
         if self._direct_done:
             self._direct_done = False
             return self._direct_keep_alive  # the fresh h11 is idle already
