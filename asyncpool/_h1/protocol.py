@@ -115,8 +115,10 @@ class _KnownHead(NamedTuple):
 # or bare LF); that the two agree is checked before a head is kept.
 _KNOWN_HEADS: dict[tuple[str, Any, bytes], _KnownHead] = {}
 # A bodiless request as h11 writes it from an idle state: its bytes, and h11's state of our side
-# after it and its end (DONE, or MUST_CLOSE); keyed as _CHECKED_REQUESTS, bounded likewise.
+# after it and its end (DONE, or MUST_CLOSE); _NOT_KEPT for a request with a body or a switch
+# proposal (not tried again). Keyed as _CHECKED_REQUESTS, bounded likewise.
 _SENT_REQUESTS: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[bytes, Any]] = {}
+_NOT_KEPT: tuple[bytes, Any] = (b"", None)
 _BLANK_LINE = re.compile(b"\n\r?\n")
 
 
@@ -238,14 +240,13 @@ class HTTP11Protocol:
                 and self._h11.our_state is h11.IDLE
                 and self._h11.their_state is h11.IDLE
             )
-            if idle:
-                sent = _SENT_REQUESTS.get(key)
-                if sent is not None:
-                    self._unsent, self._unsent_ended = request, False
-                    data, self._unsent_state = sent
-                    return data
+            sent = _SENT_REQUESTS.get(key) if idle else _NOT_KEPT
+            if sent is not None and sent[1] is not None:
+                self._unsent, self._unsent_ended = request, False
+                data, self._unsent_state = sent
+                return data
             data = self._h11.send(request)
-            if idle and key in _CHECKED_REQUESTS:
+            if sent is None and key in _CHECKED_REQUESTS:
                 self._learn_request(key, request, data)
         except h11.LocalProtocolError as exc:
             raise LocalProtocolError(str(exc), host=self._host) from None
@@ -262,15 +263,16 @@ class HTTP11Protocol:
         state h11 ends in, as a fresh h11 shows them."""
         probe = h11.Connection(h11.CLIENT)
         probe.send(request)
+        sent = _NOT_KEPT
         try:
-            if probe.send(_END_OF_MESSAGE) != b"":
-                return  # chunked framing: an end of its own
+            # Not with chunked framing (an end of its own) nor a switch proposal.
+            if probe.send(_END_OF_MESSAGE) == b"" and probe.our_state in _REQUEST_SENT:
+                sent = (data, probe.our_state)
         except h11.LocalProtocolError:
-            return  # a declared body
-        if probe.our_state in _REQUEST_SENT:
-            if len(_SENT_REQUESTS) >= _CHECKED_MAX:
-                _SENT_REQUESTS.clear()
-            _SENT_REQUESTS[key] = (data, probe.our_state)
+            pass  # a declared body
+        if len(_SENT_REQUESTS) >= _CHECKED_MAX:
+            _SENT_REQUESTS.clear()
+        _SENT_REQUESTS[key] = sent
 
     def _send_unsent(self) -> None:
         """Tell h11 of the request written without it (see the top); the bytes are out."""
