@@ -119,6 +119,9 @@ _KNOWN_HEADS: dict[tuple[str, Any, bytes], _KnownHead] = {}
 # proposal (not tried again). Keyed as _CHECKED_REQUESTS, bounded likewise.
 _SENT_REQUESTS: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[bytes, Any]] = {}
 _NOT_KEPT: tuple[bytes, Any] = (b"", None)
+# The httptools backend's known heads: keyed by (method, the head's bytes up to its CRLF CRLF),
+# what llhttp and the checks here made of it (keep-alive: its version and Connection field).
+_KNOWN_LLHTTP_HEADS: dict[tuple[str, bytes], _KnownHead] = {}
 _BLANK_LINE = re.compile(b"\n\r?\n")
 
 
@@ -622,6 +625,11 @@ class HttptoolsProtocol:
     is still arriving as bytes on every feed: once llhttp has taken ``_HOLD_AFTER`` bytes
     without finishing anything, it is fed at line ends or in ``_HOLD_AFTER`` batches only, so
     a field dripping in costs linear work, not quadratic.
+
+    Known heads, as on the h11 backend: a response whose head (up to its CRLF CRLF, with a
+    Content-Length body) begins its cycle's first read, and was read that way before for the
+    same method, is taken as it was then; its body is counted here and llhttp, never fed, is
+    ready for the next cycle (``_known_head``).
     """
 
     __slots__ = (
@@ -629,11 +637,13 @@ class HttptoolsProtocol:
         "_chunked",
         "_connection_close",
         "_delegate",
+        "_direct_left",
         "_error",
         "_events",
         "_framed",
         "_head_bytes",
         "_head_done",
+        "_head_key",
         "_head_pieces",
         "_header_bytes",
         "_headers",
@@ -690,6 +700,9 @@ class HttptoolsProtocol:
         self._progress = False  # a callback other than on_status ran in the current feed
         self._switched = False  # the server switched protocols: HTTP is over (see ``_switch``)
         self._switched_data = b""
+        # A known head's body (see ``_known_head``): bytes still owed, None while llhttp reads.
+        self._direct_left: int | None = None
+        self._head_key: tuple[tuple[str, bytes], int] | None = None  # the head to learn
         self._reset_message()
 
     def _new_parser(self) -> Any:
@@ -700,6 +713,7 @@ class HttptoolsProtocol:
         return parser
 
     def _reset_message(self) -> None:
+        self._direct_left = self._head_key = None
         self._reason.clear()
         self._held_back.clear()
         self._stalled = 0  # bytes received since llhttp last finished something (a bound)
@@ -874,7 +888,7 @@ class HttptoolsProtocol:
         reason = "".join(self._reason)
         self._events.append(ResponseHead(status, reason, version, headers))
         self._headers = []
-        self._header_bytes = 0  # from now on, of the trailer fields
+        size, self._header_bytes = self._header_bytes, 0  # from now on, of the trailer fields
         if self._method == "HEAD" or status in _NO_BODY_STATUS:
             # The response ends with its head: anything after it in this read was never asked
             # for (llhttp would skip a blank line there).
@@ -884,6 +898,8 @@ class HttptoolsProtocol:
                 raise _StopParsing  # llhttp would wait for a body a HEAD response never has
             return
         self._until_eof = not self._framed
+        if self._head_key is not None and self._framed:
+            self._learn_head(ResponseHead(status, reason, version, headers), size)
 
     def _switch(self, status: int, headers: list[str]) -> NoReturn:
         """A 101 to an Upgrade request or a 2xx to CONNECT: HTTP ends with this head. llhttp is
@@ -969,7 +985,12 @@ class HttptoolsProtocol:
             if self._message_done:  # llhttp would skip a blank line here; h11 does not
                 self._unsolicited = True
                 return
+            if self._direct_left is not None:
+                self._direct_body(data)
+                return
             if not self._head_done:
+                if not self._head_bytes and self._known_head(data):
+                    return
                 if not self._head_bytes and data[0] in b"\r\n":
                     # llhttp skips blank lines before a status line; h11 does not.
                     raise RemoteProtocolError("no response line received", host=self._host)
@@ -989,6 +1010,74 @@ class HttptoolsProtocol:
             self._check_limits()
         except HTTPError as exc:
             self._error = exc
+
+    def _known_head(self, data: bytes) -> bool:
+        """For the first bytes of a response: when they begin with a head llhttp has read
+        before for the same method, with a Content-Length body, take it as it was taken (its
+        event, its keep-alive) and count the body here; llhttp, never fed, is ready for the
+        next cycle. Else note the head, for ``on_headers_complete`` to keep."""
+        if self._sending_body or not data.startswith(b"HTTP/"):
+            return False
+        end = data.find(b"\r\n\r\n", 0, _CHECKED_HEAD_MAX) + 4
+        if end < 4:
+            return False
+        key = (self._method, data if end == len(data) else data[:end])
+        known = _KNOWN_LLHTTP_HEADS.get(key)
+        if known is None or known.size > self._max_header_bytes:
+            self._head_key = (key, end)
+            return False
+        self._started = self._head_done = True
+        self._keep_alive = known.keep_alive
+        self._events.append(
+            ResponseHead(
+                known.status_code, known.reason_phrase, known.http_version, list(known.headers)
+            )
+        )
+        self._direct_left = known.content_length
+        if end < len(data):
+            self._direct_body(data[end:])
+        return True
+
+    def _direct_body(self, data: bytes) -> None:
+        left = self._direct_left
+        assert left is not None
+        if len(data) < left:
+            self._events.append(data)
+            self._direct_left = left - len(data)
+            return
+        self._events.append(data if len(data) == left else data[:left])
+        self._direct_left = None
+        self._complete()
+        if len(data) > left:
+            self._unsolicited = True  # as llhttp's path: bytes after a complete response
+
+    def _learn_head(self, head: ResponseHead, size: int) -> None:
+        """Keep a final head with a Content-Length body that was the first bytes of its cycle
+        (see ``_known_head``); ``size`` is its fields' as h11 counts them."""
+        noted, self._head_key = self._head_key, None
+        if noted is None or self._informationals:
+            return
+        headers = head.headers
+        names = [name.lower() for name in headers[::2]]
+        if "transfer-encoding" in names or names.count("content-length") != 1:
+            return
+        length = headers[2 * names.index("content-length") + 1]
+        key, end = noted
+        if not (length.isascii() and length.isdigit() and int(length) > 0):
+            return
+        if self._end_of_heads(1) != end:
+            return
+        if len(_KNOWN_LLHTTP_HEADS) >= _CHECKED_MAX:
+            _KNOWN_LLHTTP_HEADS.clear()
+        _KNOWN_LLHTTP_HEADS[key] = _KnownHead(
+            head.status_code,
+            head.reason_phrase,
+            head.http_version,
+            list(headers),
+            int(length),
+            size,
+            self._keep_alive,
+        )
 
     def _feed_parser(self, data: bytes) -> None:
         self._progress = False
