@@ -490,6 +490,7 @@ KNOWN_HEAD_WIRES = {
     "close": b"HTTP/1.1 200 OK\r\nConnection: close\r\n" + OK5,
     "HTTP/1.0": b"HTTP/1.0 200 OK\r\n" + OK5,
     "a large body": b"HTTP/1.1 200 OK\r\nContent-Length: 40000\r\n\r\n" + b"x" * 40000,
+    "cut short": b"HTTP/1.1 200 OK\r\nServer: t\r\nContent-Length: 9\r\n\r\nhello",
 }
 
 
