@@ -16,6 +16,7 @@ import pytest
 import asyncpool
 from asyncpool import Request
 from asyncpool._h1.protocol import (
+    _KNOWN_LLHTTP_HEADS,
     END_OF_MESSAGE,
     HTTP1Protocol,
     HttptoolsProtocol,
@@ -481,3 +482,43 @@ def test_the_target_check_takes_the_targets_h11_takes(target: str) -> None:
             check_target(target, "h")
     else:
         check_target(target, "h")
+
+
+KNOWN_HEAD_WIRES = {
+    "body in the head's read": b"HTTP/1.1 200 OK\r\nServer: t\r\n" + OK5,
+    "bytes after the body": b"HTTP/1.1 200 OK\r\nServer: t\r\n" + OK5 + b"HTTP/1.1 200",
+    "close": b"HTTP/1.1 200 OK\r\nConnection: close\r\n" + OK5,
+    "HTTP/1.0": b"HTTP/1.0 200 OK\r\n" + OK5,
+    "a large body": b"HTTP/1.1 200 OK\r\nContent-Length: 40000\r\n\r\n" + b"x" * 40000,
+    "cut short": b"HTTP/1.1 200 OK\r\nServer: t\r\nContent-Length: 9\r\n\r\nhello",
+}
+
+
+@pytest.mark.parametrize("name", KNOWN_HEAD_WIRES)
+def test_known_heads_on_httptools_as_llhttp_reads_them(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A head llhttp read before for the same method is taken without llhttp, its body
+    counted: the same events, reuse decisions and errors as llhttp's (and h11's), however the
+    reads are cut and whether the server closes, over two cycles."""
+    known = []
+    taken_as_known = HttptoolsProtocol._known_head
+
+    def counting(self: HttptoolsProtocol, data: bytes) -> bool:
+        known.append(taken_as_known(self, data))
+        return known[-1]
+
+    monkeypatch.setattr(HttptoolsProtocol, "_known_head", counting)
+    wire = KNOWN_HEAD_WIRES[name]
+    for reads in cuttings(wire)[:60]:
+        for closed in ([], [b""], [wire[-1:], b""]):
+            _KNOWN_LLHTTP_HEADS.clear()
+            learning = exchange("httptools", "GET", reads + closed, cycles=2)
+            known.clear()
+            again = exchange("httptools", "GET", reads + closed, cycles=2)
+            assert learning == again == exchange("h11", "GET", reads + closed, cycles=2), (
+                [len(r) for r in reads],
+                closed,
+            )
+            if len(reads[0]) >= wire.index(b"\r\n\r\n") + 4:  # the head came whole
+                assert known[0] is True

@@ -16,6 +16,15 @@ response. Once h11 has parsed such a head, and the request is complete, the body
 passed on as they arrive and a fresh h11 connection takes the next cycle (with any bytes beyond
 the body, which then count as unsolicited, as they would in h11). Keep-alive decisions are h11's
 own, and so is the error a body cut short raises.
+
+And one more for such responses: a server sends the same head again and again (nginx's changes
+with its Date, once a second), and h11's parse of a head is most of a request's cost on this
+backend. What h11 made of a head that began a read (its fields, length, keep-alive), in the state
+it was in, is kept: the same bytes in the same state later skip h11 (see ``_known_head``). A
+request without a body that h11 has written before, from an idle state, is not given to h11 at
+first either: its bytes and the state it leaves h11 in are kept (``_SENT_REQUESTS``), and h11
+is told of it only when it must read the response (``_send_unsent``). With a known head it
+never is: h11 stays idle for the next cycle, as it is after one.
 """
 
 from __future__ import annotations
@@ -89,6 +98,33 @@ _CHECKED_HEAD_MAX = 4096  # characters of target and fields a kept request may h
 _END_OF_MESSAGE = h11.EndOfMessage()
 
 
+class _KnownHead(NamedTuple):
+    """What h11 made of a response head with a Content-Length body (see ``_known_head``)."""
+
+    status_code: int
+    reason_phrase: str
+    http_version: str
+    headers: list[str]  # copied for each response: a response's Headers may be changed
+    content_length: int
+    size: int  # as h11 counts it, for max_header_bytes
+    keep_alive: bool  # h11's decision: our side DONE (not MUST_CLOSE) after the head
+
+
+# Keyed by (method, h11's state of our side, the head's bytes up to its blank line); bounded as
+# the request caches above. A head ends where h11's receive buffer ends it (an empty line, CRLF
+# or bare LF); that the two agree is checked before a head is kept.
+_KNOWN_HEADS: dict[tuple[str, Any, bytes], _KnownHead] = {}
+# A bodiless request as h11 writes it from an idle state: its bytes, and h11's state of our side
+# after it and its end (DONE, or MUST_CLOSE); _NOT_KEPT for a request with a body or a switch
+# proposal (not tried again). Keyed as _CHECKED_REQUESTS, bounded likewise.
+_SENT_REQUESTS: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[bytes, Any]] = {}
+_NOT_KEPT: tuple[bytes, Any] = (b"", None)
+# The httptools backend's known heads: keyed by (method, the head's bytes up to its CRLF CRLF),
+# what llhttp and the checks here made of it (keep-alive: its version and Connection field).
+_KNOWN_LLHTTP_HEADS: dict[tuple[str, bytes], _KnownHead] = {}
+_BLANK_LINE = re.compile(b"\n\r?\n")
+
+
 # The 1xx heads of a response and its final head share max_header_bytes, as in Go (1.24 on;
 # before, it allowed 5 of them): a server sending 1xx heads for ever is cut off, not waited on.
 # A 1xx head counts as on the wire; the final head's fields count as h11 counts them (and
@@ -106,6 +142,19 @@ def too_large(what: str, limit: int, host: str) -> ResponseHeaderTooLarge:
     return ResponseHeaderTooLarge(f"{what} exceeds max_response_header_bytes={limit}", host=host)
 
 
+def decode_fields(raw: list[bytes]) -> list[str]:
+    """A head's names and values, flat, from Latin-1: one join, decode and split for the whole
+    head instead of a decode per name and per value (a response's fields are decoded on every
+    request). NUL separates them: both parsers refuse it in a field (h11's grammar, llhttp's
+    strict mode), and a head that had one anyway would be decoded field by field."""
+    if not raw:
+        return []
+    fields = b"\0".join(raw).decode("latin-1").split("\0")
+    if len(fields) != len(raw):
+        fields = [piece.decode("latin-1") for piece in raw]
+    return fields
+
+
 class HTTP11Protocol:
     """One client side of an HTTP/1.1 connection, over any number of request/response cycles."""
 
@@ -116,6 +165,8 @@ class HTTP11Protocol:
         "_direct_done",
         "_direct_keep_alive",
         "_h11",
+        "_h11_fed",
+        "_head_key",
         "_held",
         "_held_from",
         "_host",
@@ -123,12 +174,21 @@ class HTTP11Protocol:
         "_max_header_bytes",
         "_method",
         "_peer_closed",
+        "_ready_head",
+        "_unsent",
+        "_unsent_ended",
+        "_unsent_state",
     )
 
     def __init__(self, host: str, *, max_header_bytes: int) -> None:
         self._host = host
         self._max_header_bytes = max_header_bytes
         self._h11 = self._new_h11()
+        # A request written without h11, not told to h11 yet (see the top): h11 is idle and,
+        # once told, would be in _unsent_state (after the request's end, once _unsent_ended).
+        self._unsent: h11.Request | None = None
+        self._unsent_ended = False
+        self._unsent_state: Any = None
         # The server closed its side: h11 ends a read-until-close body there and would let
         # the next cycle start, on a connection that is gone.
         self._peer_closed = False
@@ -144,6 +204,13 @@ class HTTP11Protocol:
         self._held: bytes | None = None
         self._held_from = 0
         self._informational_size = 0  # of this cycle's 1xx heads (see ``head_size``)
+        # h11 has been given bytes since it was made or started its cycle: then a head is not
+        # known (``_known_head``), h11 reads it.
+        self._h11_fed = False
+        # The key of the head h11 is reading, to keep what it makes of it, and the bytes h11
+        # was given after the head (see ``_read_body_directly``).
+        self._head_key: tuple[tuple[str, Any, bytes], int] | None = None
+        self._ready_head: ResponseHead | None = None  # a known head, given by next_event
 
     def _new_h11(self) -> h11.Connection:
         return h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_header_bytes)
@@ -171,7 +238,19 @@ class HTTP11Protocol:
                         if len(_CHECKED_HEADERS) >= _CHECKED_MAX:
                             _CHECKED_HEADERS.clear()
                         _CHECKED_HEADERS[fields] = request.headers
+            idle = (
+                not self._h11_fed
+                and self._h11.our_state is h11.IDLE
+                and self._h11.their_state is h11.IDLE
+            )
+            sent = _SENT_REQUESTS.get(key) if idle else _NOT_KEPT
+            if sent is not None and sent[1] is not None:
+                self._unsent, self._unsent_ended = request, False
+                data, self._unsent_state = sent
+                return data
             data = self._h11.send(request)
+            if sent is None and key in _CHECKED_REQUESTS:
+                self._learn_request(key, request, data)
         except h11.LocalProtocolError as exc:
             raise LocalProtocolError(str(exc), host=self._host) from None
         except UnicodeEncodeError as exc:  # the Transport refuses it before (check_wire_fields)
@@ -179,7 +258,36 @@ class HTTP11Protocol:
         assert data is not None
         return data
 
+    @staticmethod
+    def _learn_request(
+        key: tuple[str, str, tuple[tuple[str, str], ...]], request: h11.Request, data: bytes
+    ) -> None:
+        """Keep a request h11 wrote from an idle state, if it has no body: its bytes and the
+        state h11 ends in, as a fresh h11 shows them."""
+        probe = h11.Connection(h11.CLIENT)
+        probe.send(request)
+        sent = _NOT_KEPT
+        try:
+            # Not with chunked framing (an end of its own) nor a switch proposal.
+            if probe.send(_END_OF_MESSAGE) == b"" and probe.our_state in _REQUEST_SENT:
+                sent = (data, probe.our_state)
+        except h11.LocalProtocolError:
+            pass  # a declared body
+        if len(_SENT_REQUESTS) >= _CHECKED_MAX:
+            _SENT_REQUESTS.clear()
+        _SENT_REQUESTS[key] = sent
+
+    def _send_unsent(self) -> None:
+        """Tell h11 of the request written without it (see the top); the bytes are out."""
+        request, self._unsent = self._unsent, None
+        assert request is not None
+        self._h11.send(request)
+        if self._unsent_ended:
+            self._h11.send(_END_OF_MESSAGE)
+
     def body_chunk(self, chunk: bytes) -> bytes:
+        if self._unsent is not None:
+            self._send_unsent()
         try:
             data = self._h11.send(h11.Data(data=chunk))
         except h11.LocalProtocolError as exc:
@@ -188,6 +296,11 @@ class HTTP11Protocol:
         return data
 
     def end_of_body(self) -> bytes:
+        if self._unsent is not None and not self._unsent_ended:
+            self._unsent_ended = True
+            return b""
+        if self._unsent is not None:
+            self._send_unsent()
         try:
             data = self._h11.send(_END_OF_MESSAGE)
         except h11.LocalProtocolError as exc:
@@ -198,6 +311,8 @@ class HTTP11Protocol:
     @property
     def request_complete(self) -> bool:
         """Every byte of the current request has been produced (or never will be needed)."""
+        if self._unsent is not None:
+            return self._unsent_ended
         return self._h11.our_state is not h11.SEND_BODY
 
     # -- reading ----------------------------------------------------------------------------
@@ -208,12 +323,24 @@ class HTTP11Protocol:
         if not data:
             self._peer_closed = True
         if left is None:
+            head_end = 0
+            if self._unsent is not None:
+                if data and self._unsent_ended and self._known_head(data, self._unsent_state) < 0:
+                    return
+                self._send_unsent()
+            if not self._h11_fed and data:
+                self._h11_fed = True
+                head_end = self._known_head(data, self._h11.our_state)
+                if head_end < 0:
+                    return
             if len(data) >= HOLD_AFTER_HEAD_MIN and self._h11.their_state is h11.SEND_RESPONSE:
                 # A head, likely with a large body behind it: h11 gets the head alone for now,
                 # so that a direct body is not copied into its buffer and out again. Never an
                 # empty rest: h11 would take it for the server closing.
                 end = data.find(b"\r\n\r\n") + 4
                 if 3 < end < len(data):
+                    if self._head_key is not None:
+                        self._head_key = (self._head_key[0], end - head_end)
                     self._h11.receive_data(data[:end])
                     self._held, self._held_from = data, end
                     return
@@ -231,7 +358,44 @@ class HTTP11Protocol:
             if left:
                 self._body_ready.append(data[:left])
                 self._body_left = 0
+            self._h11_fed = True
             self._h11.receive_data(data[left:])
+
+    def _known_head(self, data: bytes, our_state: Any) -> int:
+        """For the first bytes h11 would get in a cycle, with our side in ``our_state``: when
+        they begin with a head h11 has read before in that state, take it as h11 did (the
+        head's event is ready, the body is counted directly, an idle h11 takes the next cycle)
+        and return -1. Else the head's end, where there is one (0 if not), its key noted for
+        ``_read_body_directly`` to keep what h11 makes of it. With a request h11 was not told
+        of, it is idle: its server side would be waiting for the response."""
+        if (
+            our_state not in _REQUEST_SENT
+            or (self._unsent is None and self._h11.their_state is not h11.SEND_RESPONSE)
+            or not data.startswith(b"HTTP/")
+        ):
+            return 0
+        match = _BLANK_LINE.search(data, 0, _CHECKED_HEAD_MAX)
+        if match is None:
+            return 0
+        end = match.end()
+        key = (self._method, our_state, data if end == len(data) else data[:end])
+        known = _KNOWN_HEADS.get(key)
+        if known is None or known.size > self._max_header_bytes:
+            self._head_key = (key, len(data) - end)
+            return end
+        self._ready_head = ResponseHead(
+            known.status_code, known.reason_phrase, known.http_version, list(known.headers)
+        )
+        self._direct_keep_alive = known.keep_alive
+        if self._unsent is not None:
+            self._unsent = None  # h11 never saw this cycle: idle for the next, as it is now
+        else:
+            self._h11 = self._new_h11()
+        self._h11_fed = False
+        self._body_left = self._body_length = known.content_length
+        if end < len(data):
+            self.feed(data[end:])
+        return -1
 
     def _release_held(self) -> None:
         held = self._held
@@ -254,6 +418,11 @@ class HTTP11Protocol:
             raise RemoteProtocolError(str(exc), host=self._host) from None
 
     def next_event(self) -> Event:
+        if self._ready_head is not None:
+            head, self._ready_head = self._ready_head, None
+            return head
+        if self._unsent is not None:
+            self._send_unsent()
         if self._body_left is not None:
             return self._next_direct_event()
         if self._direct_done:
@@ -272,6 +441,7 @@ class HTTP11Protocol:
                     raise too_large("trailer section", self._max_header_bytes, self._host)
             return END_OF_MESSAGE
         if isinstance(event, h11.InformationalResponse):
+            self._head_key = None  # the head noted in feed was this one
             if event.status_code == 101:  # h11 lets it through to an Upgrade request only
                 return self._head(event, self._checked_headers(event.headers)[0])
             headers, _, size = self._checked_headers(event.headers, INTERIM)
@@ -287,17 +457,19 @@ class HTTP11Protocol:
         raise RemoteProtocolError("server closed the connection before a response", host=self._host)
 
     def _response_head(self, event: h11.Response) -> ResponseHead:
-        headers, content_length, _ = self._checked_headers(event.headers)
+        headers, content_length, size = self._checked_headers(event.headers)
+        noted, self._head_key = self._head_key, None
+        head = self._head(event, headers)
         if (
             content_length > 0
             and self._h11.our_state in _REQUEST_SENT
             and self._method != "HEAD"
             and event.status_code not in _NO_BODY_STATUS
         ):
-            self._read_body_directly(content_length)
+            self._read_body_directly(content_length, noted, head, size)
         else:
             self._release_held()
-        return self._head(event, headers)
+        return head
 
     @staticmethod
     def _head(event: h11.Response | h11.InformationalResponse, headers: list[str]) -> ResponseHead:
@@ -311,7 +483,7 @@ class HTTP11Protocol:
     @property
     def switched(self) -> bool:
         """The server switched protocols: what follows the head is not HTTP."""
-        return self._h11.their_state is h11.SWITCHED_PROTOCOL
+        return self._unsent is None and self._h11.their_state is h11.SWITCHED_PROTOCOL
 
     def switched_data(self) -> bytes:
         """Once ``switched``: the bytes received after the head (the new protocol's first)."""
@@ -320,23 +492,23 @@ class HTTP11Protocol:
     @property
     def has_buffered_data(self) -> bool:
         """Bytes from the server not yet part of any response (unsolicited)."""
-        return bool(self._h11.trailing_data[0])
+        return bool(self._h11.trailing_data[0])  # (none while a request is unsent: not fed)
 
     def _checked_headers(self, raw: Any, what: str = "") -> tuple[list[str], int, int]:
         """The head's fields decoded (flat), the body's Content-Length (-1: none, or chunked),
         and their size as h11 counts it."""
-        headers: list[str] = []
-        size = 0
+        flat: list[bytes] = []
         content_length = -1
         chunked = False
-        for raw_name, raw_value in raw.raw_items():
-            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
-            size += len(name) + len(value) + 4
-            headers += (name, value)
-            if len(name) == 17 and name.lower() == "transfer-encoding":
+        for name, value in raw.raw_items():
+            flat += (name, value)
+            if len(name) == 14:
+                if name.lower() == b"content-length":
+                    content_length = int(value)  # h11 checked it, and merged repeats
+            elif len(name) == 17 and name.lower() == b"transfer-encoding":
                 chunked = True
-            elif len(name) == 14 and name.lower() == "content-length":
-                content_length = int(value)  # h11 checked it, and merged repeats
+        size = sum(map(len, flat)) + 2 * len(flat)  # 4 a field, as h11 counts
+        headers = decode_fields(flat)
         # h11 bounds a head still arriving; one that arrived whole is measured here, with the
         # 1xx heads before it.
         if size + self._informational_size > self._max_header_bytes:
@@ -351,14 +523,35 @@ class HTTP11Protocol:
             )
         return headers, -1 if chunked else content_length, size
 
-    def _read_body_directly(self, length: int) -> None:
+    def _read_body_directly(
+        self,
+        length: int,
+        noted: tuple[tuple[str, Any, bytes], int] | None = None,
+        head: ResponseHead | None = None,
+        size: int = 0,
+    ) -> None:
         # h11 has decided on keep-alive by now: our side is DONE, or MUST_CLOSE if either side
         # said close. What it already holds is the body's beginning; the fresh h11 gets what
         # follows the body.
         self._direct_keep_alive = self._h11.our_state is h11.DONE
         buffered, _ = self._h11.trailing_data
+        # Kept when h11 read the noted head and nothing else: it left what followed it.
+        if noted is not None and head is not None and len(buffered) == noted[1]:
+            key = noted[0]
+            if len(_KNOWN_HEADS) >= _CHECKED_MAX:
+                _KNOWN_HEADS.clear()
+            _KNOWN_HEADS[key] = _KnownHead(
+                head.status_code,
+                head.reason_phrase,
+                head.http_version,
+                list(head.headers),
+                length,
+                size,
+                self._direct_keep_alive,
+            )
         held, self._held = self._held, None
         self._h11 = self._new_h11()
+        self._h11_fed = False
         self._body_left = self._body_length = length
         if buffered:
             self.feed(buffered)
@@ -377,6 +570,8 @@ class HTTP11Protocol:
     def start_next_cycle(self) -> bool:
         """After a complete exchange: make the connection ready for another request. False when
         either side asked to close (``Connection: close``, HTTP/1.0, read-until-close)."""
+        if self._unsent is not None:
+            self._send_unsent()
         if self._direct_done:
             self._direct_done = False
             return self._direct_keep_alive  # the fresh h11 is idle already
@@ -384,6 +579,8 @@ class HTTP11Protocol:
             return False
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()
+            self._h11_fed = self.has_buffered_data
+            self._head_key = None
             return True
         return False
 
@@ -428,6 +625,11 @@ class HttptoolsProtocol:
     is still arriving as bytes on every feed: once llhttp has taken ``_HOLD_AFTER`` bytes
     without finishing anything, it is fed at line ends or in ``_HOLD_AFTER`` batches only, so
     a field dripping in costs linear work, not quadratic.
+
+    Known heads, as on the h11 backend: a response whose head (up to its CRLF CRLF, with a
+    Content-Length body) begins its cycle's first read, and was read that way before for the
+    same method, is taken as it was then; its body is counted here and llhttp, never fed, is
+    ready for the next cycle (``_known_head``).
     """
 
     __slots__ = (
@@ -435,11 +637,13 @@ class HttptoolsProtocol:
         "_chunked",
         "_connection_close",
         "_delegate",
+        "_direct_left",
         "_error",
         "_events",
         "_framed",
         "_head_bytes",
         "_head_done",
+        "_head_key",
         "_head_pieces",
         "_header_bytes",
         "_headers",
@@ -489,12 +693,16 @@ class HttptoolsProtocol:
         self._error: HTTPError | None = None
         self._head_pieces: list[bytes] = []  # this cycle's bytes until its head is complete
         self._transfer_encodings: list[bytes] = []  # of the head being parsed
-        self._headers: list[str] = []  # the head being parsed, flat (name, value, ...)
+        # The head being parsed, flat (name, value, ...), undecoded (see ``decode_fields``).
+        self._headers: list[bytes] = []
         self._reason: list[str] = []  # its reason phrase, in the pieces llhttp gave
         self._held_back = bytearray()  # bytes not fed to llhttp yet (see the class docstring)
         self._progress = False  # a callback other than on_status ran in the current feed
         self._switched = False  # the server switched protocols: HTTP is over (see ``_switch``)
         self._switched_data = b""
+        # A known head's body (see ``_known_head``): bytes still owed, None while llhttp reads.
+        self._direct_left: int | None = None
+        self._head_key: tuple[tuple[str, bytes], int] | None = None  # the head to learn
         self._reset_message()
 
     def _new_parser(self) -> Any:
@@ -505,6 +713,7 @@ class HttptoolsProtocol:
         return parser
 
     def _reset_message(self) -> None:
+        self._direct_left = self._head_key = None
         self._reason.clear()
         self._held_back.clear()
         self._stalled = 0  # bytes received since llhttp last finished something (a bound)
@@ -623,7 +832,7 @@ class HttptoolsProtocol:
             if self._header_bytes > self._max_header_bytes:
                 raise too_large("trailer section", self._max_header_bytes, self._host)
             return
-        self._headers += (name.decode("latin-1"), value.decode("latin-1"))
+        self._headers += (name, value)
 
     def _note_field(self, lower_name: bytes, value: bytes) -> bytes:
         """What framing and keep-alive need of a Content-Length, Transfer-Encoding or
@@ -641,7 +850,7 @@ class HttptoolsProtocol:
 
     def on_headers_complete(self) -> None:
         self._progress = True
-        parser, headers = self._parser, self._headers
+        parser = self._parser
         status = parser.get_status_code()
         limit = self._max_header_bytes
         if self._header_bytes + self._informational_size > limit:
@@ -650,6 +859,7 @@ class HttptoolsProtocol:
             else:
                 what = HEAD_AFTER_INTERIM if self._informational_size else "response head"
             raise too_large(what, limit, self._host)
+        headers = decode_fields(self._headers)
         if status < 100 or self._transfer_encodings:
             self._check_as_h11(status)
         if _NOT_IN_REASON.search("".join(self._reason)):  # llhttp takes NUL, VT and FF there
@@ -678,7 +888,7 @@ class HttptoolsProtocol:
         reason = "".join(self._reason)
         self._events.append(ResponseHead(status, reason, version, headers))
         self._headers = []
-        self._header_bytes = 0  # from now on, of the trailer fields
+        size, self._header_bytes = self._header_bytes, 0  # from now on, of the trailer fields
         if self._method == "HEAD" or status in _NO_BODY_STATUS:
             # The response ends with its head: anything after it in this read was never asked
             # for (llhttp would skip a blank line there).
@@ -688,6 +898,8 @@ class HttptoolsProtocol:
                 raise _StopParsing  # llhttp would wait for a body a HEAD response never has
             return
         self._until_eof = not self._framed
+        if self._head_key is not None and self._framed:
+            self._learn_head(ResponseHead(status, reason, version, headers), size)
 
     def _switch(self, status: int, headers: list[str]) -> NoReturn:
         """A 101 to an Upgrade request or a 2xx to CONNECT: HTTP ends with this head. llhttp is
@@ -773,7 +985,12 @@ class HttptoolsProtocol:
             if self._message_done:  # llhttp would skip a blank line here; h11 does not
                 self._unsolicited = True
                 return
+            if self._direct_left is not None:
+                self._direct_body(data)
+                return
             if not self._head_done:
+                if not self._head_bytes and self._known_head(data):
+                    return
                 if not self._head_bytes and data[0] in b"\r\n":
                     # llhttp skips blank lines before a status line; h11 does not.
                     raise RemoteProtocolError("no response line received", host=self._host)
@@ -793,6 +1010,74 @@ class HttptoolsProtocol:
             self._check_limits()
         except HTTPError as exc:
             self._error = exc
+
+    def _known_head(self, data: bytes) -> bool:
+        """For the first bytes of a response: when they begin with a head llhttp has read
+        before for the same method, with a Content-Length body, take it as it was taken (its
+        event, its keep-alive) and count the body here; llhttp, never fed, is ready for the
+        next cycle. Else note the head, for ``on_headers_complete`` to keep."""
+        if self._sending_body or not data.startswith(b"HTTP/"):
+            return False
+        end = data.find(b"\r\n\r\n", 0, _CHECKED_HEAD_MAX) + 4
+        if end < 4:
+            return False
+        key = (self._method, data if end == len(data) else data[:end])
+        known = _KNOWN_LLHTTP_HEADS.get(key)
+        if known is None or known.size > self._max_header_bytes:
+            self._head_key = (key, end)
+            return False
+        self._started = self._head_done = True
+        self._keep_alive = known.keep_alive
+        self._events.append(
+            ResponseHead(
+                known.status_code, known.reason_phrase, known.http_version, list(known.headers)
+            )
+        )
+        self._direct_left = known.content_length
+        if end < len(data):
+            self._direct_body(data[end:])
+        return True
+
+    def _direct_body(self, data: bytes) -> None:
+        left = self._direct_left
+        assert left is not None
+        if len(data) < left:
+            self._events.append(data)
+            self._direct_left = left - len(data)
+            return
+        self._events.append(data if len(data) == left else data[:left])
+        self._direct_left = None
+        self._complete()
+        if len(data) > left:
+            self._unsolicited = True  # as llhttp's path: bytes after a complete response
+
+    def _learn_head(self, head: ResponseHead, size: int) -> None:
+        """Keep a final head with a Content-Length body that was the first bytes of its cycle
+        (see ``_known_head``); ``size`` is its fields' as h11 counts them."""
+        noted, self._head_key = self._head_key, None
+        if noted is None or self._informationals:
+            return
+        headers = head.headers
+        names = [name.lower() for name in headers[::2]]
+        if "transfer-encoding" in names or names.count("content-length") != 1:
+            return
+        length = headers[2 * names.index("content-length") + 1]
+        key, end = noted
+        if not (length.isascii() and length.isdigit() and int(length) > 0):
+            return
+        if self._end_of_heads(1) != end:
+            return
+        if len(_KNOWN_LLHTTP_HEADS) >= _CHECKED_MAX:
+            _KNOWN_LLHTTP_HEADS.clear()
+        _KNOWN_LLHTTP_HEADS[key] = _KnownHead(
+            head.status_code,
+            head.reason_phrase,
+            head.http_version,
+            list(headers),
+            int(length),
+            size,
+            self._keep_alive,
+        )
 
     def _feed_parser(self, data: bytes) -> None:
         self._progress = False
