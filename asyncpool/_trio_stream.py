@@ -22,7 +22,6 @@ stream closed, also by another task while one waits), ``BrokenResourceError`` fr
 from __future__ import annotations
 
 import socket
-from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
 import anyio
@@ -32,6 +31,8 @@ import trio
 from ._asyncio_stream import CHECKPOINT_EVERY, SendRefused
 
 __all__ = ["TrioSocketStream", "connect_tcp_trio"]
+
+_wait_readable = trio.lowlevel.wait_readable
 
 
 class TrioSocketStream(anyio.abc.SocketStream):
@@ -53,9 +54,9 @@ class TrioSocketStream(anyio.abc.SocketStream):
         if self._closed:
             raise anyio.ClosedResourceError
         sock = self._sock
-        if self._drained:
-            self._recv_unchecked = 0
-            await self._wait(trio.lowlevel.wait_readable)
+        wait = self._drained
+        if wait:
+            pass
         elif self._recv_unchecked >= CHECKPOINT_EVERY:
             self._recv_unchecked = 0
             await trio.lowlevel.checkpoint()  # a cancellation point (see CHECKPOINT_EVERY)
@@ -64,12 +65,21 @@ class TrioSocketStream(anyio.abc.SocketStream):
         else:
             self._recv_unchecked += 1
         while True:
+            if wait:  # inline, not through _wait: a connection's reader parks here
+                self._recv_unchecked = 0
+                try:
+                    await _wait_readable(sock)
+                except trio.ClosedResourceError:  # another task closed this stream
+                    raise anyio.ClosedResourceError from None
+                except trio.BusyResourceError:
+                    raise anyio.BusyResourceError("reading from") from None
+                if self._closed:
+                    raise anyio.ClosedResourceError
             try:
                 data = sock.recv(max_bytes)
                 break
             except BlockingIOError:
-                self._recv_unchecked = 0
-                await self._wait(trio.lowlevel.wait_readable)
+                wait = True
             except OSError as exc:
                 self._broken(exc)
         self._drained = len(data) < max_bytes
@@ -99,7 +109,7 @@ class TrioSocketStream(anyio.abc.SocketStream):
         self._send_unchecked = 0
         view = memoryview(item)[sent:]
         while view:
-            await self._wait(trio.lowlevel.wait_writable)
+            await self._wait_writable()
             try:
                 sent = sock.send(view)
             except BlockingIOError:
@@ -110,13 +120,13 @@ class TrioSocketStream(anyio.abc.SocketStream):
                 self._broken(exc)
             view = view[sent:]
 
-    async def _wait(self, wait: Callable[[socket.socket], Awaitable[None]]) -> None:
+    async def _wait_writable(self) -> None:
         try:
-            await wait(self._sock)
+            await trio.lowlevel.wait_writable(self._sock)
         except trio.ClosedResourceError:  # another task closed this stream
             raise anyio.ClosedResourceError from None
         except trio.BusyResourceError:
-            raise anyio.BusyResourceError("using") from None
+            raise anyio.BusyResourceError("writing to") from None
         if self._closed:
             raise anyio.ClosedResourceError
 
