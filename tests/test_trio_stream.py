@@ -53,6 +53,8 @@ async def test_data_in_order_then_eof_and_errors_after_close(
     assert stream.extra(anyio.abc.SocketAttribute.remote_port) == port
     raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
     assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    with pytest.raises(ValueError):
+        await stream.receive(0)
     data = bytearray()
     while len(data) < len(PAYLOAD):
         chunk = await stream.receive(100_000)
