@@ -7,7 +7,7 @@ nothing. This stream leaves reading on and pauses it only when too much is buffe
 (back-pressure). ``receive`` returns buffered data without suspending, and checkpoints once
 every ``CHECKPOINT_EVERY`` such calls in a row, so that a reader fed without pause still
 reaches a cancellation point. It is an ``anyio.abc.SocketStream``, so TLS wraps it and every socket
-attribute works as usual; under trio, anyio's own stream is used.
+attribute works as usual; under trio, ``_trio_stream`` has the same role.
 """
 
 from __future__ import annotations

@@ -71,13 +71,10 @@ async def _connect_tcp(
 ) -> anyio.abc.ByteStream:
     try:
         asyncio.get_running_loop()
-    except RuntimeError:  # trio
-        if local_host is not None:
-            # anyio's trio backend leaks its socket when the bind fails: fail here instead.
-            family = socket.AF_INET6 if ":" in address else socket.AF_INET
-            with socket.socket(family, socket.SOCK_STREAM) as probe:
-                probe.bind((local_host, 0))
-        return await anyio.connect_tcp(address, port, local_host=local_host)
+    except RuntimeError:  # trio (an optional dependency: imported only when it runs)
+        from ._trio_stream import connect_tcp_trio
+
+        return await connect_tcp_trio(address, port, local_host)
     return await connect_tcp_asyncio(address, port, local_host)
 
 

@@ -1,5 +1,5 @@
-"""The asyncio byte stream that keeps reading on (asyncio only: under trio the pool uses anyio's
-own stream, which the rest of the suite exercises): back-pressure, EOF, errors after close."""
+"""The asyncio byte stream that keeps reading on (asyncio only: trio's stream is tested in
+test_trio_stream.py): back-pressure, EOF, errors after close."""
 
 from __future__ import annotations
 

@@ -933,7 +933,10 @@ async def test_aread_of_a_gzip_bomb_stops_at_the_decompression_ratio() -> None:
         # 100 times a 124 KiB read and a chunk: the body held at most.
         assert peak[0] < 2 * DECOMPRESSION_RATIO_FLOOR
         assert response.is_closed
-        await assert_the_pool_recovers(pool, server)
+        # The compressed body (~260 KB) fits in the reader's run-ahead: it may have read it
+        # all, and freed the connection, before the caller's first decode gave up (on trio the
+        # reader reads what the socket holds without a trip through the scheduler).
+        await assert_the_pool_recovers(pool, server, closed=False)
 
 
 async def test_the_decompression_ratio_limit_can_be_lifted() -> None:
