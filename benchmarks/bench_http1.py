@@ -43,8 +43,12 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-# The working tree first: `tests.nginx` and, even when not installed, `asyncpool` itself.
-sys.path.insert(0, str(ROOT))
+# The working tree, for `tests.nginx` and, even when not installed, `asyncpool` itself: after
+# the script's folder and PYTHONPATH's entries, which come first (benchmarks/ab.py points
+# PYTHONPATH at another revision's tree: inserted at 0, this tree shadowed it on both sides).
+sys.path.insert(
+    1 + len([p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]), str(ROOT)
+)
 ALL_CLIENTS = (
     "asyncpool",
     "asyncpool+speedups",
