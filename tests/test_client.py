@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -464,7 +465,9 @@ _IMPORTED_WHEN_NEEDED = (
 
 def _imported_by(code: str) -> list[str]:
     check = f"import sys\n{code}\nprint(' '.join(m for m in {_IMPORTED_WHEN_NEEDED!r} if m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    # Without pytest-cov's variables: coverage started in the child would import hashlib.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_CORE_", "COVERAGE_"))}
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     return result.stdout.split()
 
