@@ -1,5 +1,9 @@
 """Dialing: DNS, TCP connect (or a Unix socket), TLS with ALPN. Produces a connected byte stream
-or a typed error that names the host and the phase (dns, connect, tls)."""
+or a typed error that names the host and the phase (dns, connect, tls).
+
+What only a connection needs is imported by the first one, not by ``import asyncpool``: anyio's
+TLS stream on the first TLS handshake, certifi (with importlib.resources) when the first default
+SSL context is made."""
 
 from __future__ import annotations
 
@@ -9,16 +13,17 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
-import certifi
-from anyio.streams.tls import TLSAttribute, TLSStream
 
 from ._asyncio_stream import connect_tcp_asyncio
 from ._errors import ConnectError, ConnectTimeout, TLSError, TLSHandshakeTimeout
 from ._trace import ClientTrace, DNSDoneInfo, DNSStartInfo
+
+if TYPE_CHECKING:
+    from anyio.streams.tls import TLSStream
 
 __all__ = ["DialFunc", "Dialed", "default_ssl_context", "dial"]
 
@@ -28,6 +33,8 @@ DialFunc = Callable[[str, int], Awaitable[anyio.abc.ByteStream]]
 
 def default_ssl_context(alpn: list[str]) -> ssl.SSLContext:
     """Verification on, hostname checks on, certifi's CA bundle, ALPN as given."""
+    import certifi  # here, once per Transport: with importlib.resources, a sixth of the import
+
     context = ssl.create_default_context(cafile=certifi.where())
     context.set_alpn_protocols(alpn)
     return context
@@ -148,6 +155,8 @@ async def _handshake(
     # the new TLS connection before its first await.
     if alpn_protocols is not None:
         context.set_alpn_protocols(alpn_protocols)
+    from anyio.streams.tls import TLSAttribute, TLSStream  # once per TLS connection
+
     try:
         tls = await TLSStream.wrap(
             stream, hostname=server_name, ssl_context=context, standard_compatible=False
@@ -222,6 +231,8 @@ async def dial(
                 f"no TLS handshake within tls_handshake_timeout={tls_handshake_timeout}s",
                 host=host_port,
             )
+        from anyio.streams.tls import TLSAttribute  # loaded by _handshake: a dict lookup
+
         alpn = tls.extra(TLSAttribute.alpn_protocol, None)
         stream = tls
     return Dialed(

@@ -19,7 +19,6 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
-from anyio.streams.tls import TLSAttribute
 
 from ._errors import ReadError, WriteError
 from ._sync import Event
@@ -129,6 +128,8 @@ class UpgradeStream(anyio.abc.ByteStream):
         if name == "server_addr":
             return self.extra(anyio.abc.SocketAttribute.remote_address, None)
         if name == "ssl_object":
+            from anyio.streams.tls import TLSAttribute  # not at import: only TLS needs it
+
             return self.extra(TLSAttribute.ssl_object, None)
         if name == "socket":
             return self.extra(anyio.abc.SocketAttribute.raw_socket, None)
