@@ -1,13 +1,13 @@
 """Dialing: DNS, TCP connect (or a Unix socket), TLS with ALPN. Produces a connected byte stream
 or a typed error that names the host and the phase (dns, connect, tls).
 
-What only a connection needs is imported by the first one, not by ``import asyncpool``: anyio's
-TLS stream on the first TLS handshake, certifi (with importlib.resources) when the first default
+What only a connection needs is imported by the first one, not by ``import asyncpool``: the
+asyncio stream (with asyncio) on the first TCP connect, anyio's TLS stream on the first TLS
+handshake, certifi (with importlib.resources) when the first default
 SSL context is made."""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
 import ssl
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from ._asyncio_stream import connect_tcp_asyncio
 from ._errors import ConnectError, ConnectTimeout, TLSError, TLSHandshakeTimeout
+from ._sync import _running_backend
 from ._trace import ClientTrace, DNSDoneInfo, DNSStartInfo
 
 if TYPE_CHECKING:
@@ -28,12 +28,12 @@ if TYPE_CHECKING:
 __all__ = ["DialFunc", "Dialed", "default_ssl_context", "dial"]
 
 # A replacement for DNS + TCP connect, as Go's DialContext: (host, port) -> stream.
-DialFunc = Callable[[str, int], Awaitable[anyio.abc.ByteStream]]
+DialFunc = Callable[[str, int], Awaitable["anyio.abc.ByteStream"]]
 
 
 def default_ssl_context(alpn: list[str]) -> ssl.SSLContext:
     """Verification on, hostname checks on, certifi's CA bundle, ALPN as given."""
-    import certifi  # here, once per Transport: with importlib.resources, a sixth of the import
+    import certifi  # here, once per Transport: it loads importlib.resources (5 % of the import)
 
     context = ssl.create_default_context(cafile=certifi.where())
     context.set_alpn_protocols(alpn)
@@ -76,15 +76,15 @@ async def _resolve(host: str, port: int, host_port: str, trace: ClientTrace | No
 async def _connect_tcp(
     address: str, port: int, local_host: str | None = None
 ) -> anyio.abc.ByteStream:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # trio
+    if _running_backend() == "trio":
         if local_host is not None:
             # anyio's trio backend leaks its socket when the bind fails: fail here instead.
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
             with socket.socket(family, socket.SOCK_STREAM) as probe:
                 probe.bind((local_host, 0))
         return await anyio.connect_tcp(address, port, local_host=local_host)
+    from ._asyncio_stream import connect_tcp_asyncio  # once per connection: imports asyncio
+
     return await connect_tcp_asyncio(address, port, local_host)
 
 

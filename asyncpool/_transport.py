@@ -101,8 +101,7 @@ from ._errors import (
     ProxyError,
     TLSHandshakeTimeout,
 )
-from ._h1.connection import HTTP11Connection
-from ._h1.protocol import PARSERS, default_parser
+from ._h1 import PARSERS, default_parser
 from ._models import URL, Request, Response, check_target, check_wire_fields
 from ._pool import Close, Deliver, Dial, HostStats, Pool, PoolInvariantError, PoolOptions, Want
 from ._proxy import (
@@ -127,8 +126,11 @@ from ._trace import (
 )
 
 if TYPE_CHECKING:
-    # Imported by the first HTTP/2 connection (_dial_conn_for): h2 and hpack are a tenth of
-    # `import asyncpool`, and many programs never speak HTTP/2.
+    # Imported by the first dial (_dial_conn_for), not by `import asyncpool`: HTTP11Connection
+    # with h11 and asyncio (a fifth of the import), HTTP2Connection with h2 and hpack (a tenth,
+    # and many programs never speak HTTP/2). The dial binds HTTP11Connection in this module
+    # before any connection exists: the isinstance checks below run on connections only.
+    from ._h1.connection import HTTP11Connection
     from ._h2.connection import HTTP2Connection
 
     Conn = HTTP11Connection | HTTP2Connection
@@ -251,7 +253,7 @@ class TransportOptions(SharedOptions, total=False):
     local_address: str | None
 
 
-class _Want(Want[HTTP11Connection, "HTTP2Connection"]):
+class _Want(Want["HTTP11Connection", "HTTP2Connection"]):
     """A want with what its dial needs (the request's host, port and TLS name, its trace) and
     the Event its request waits on."""
 
@@ -944,6 +946,9 @@ class Transport:
     # -- dialing --------------------------------------------------------------------------------
 
     async def _dial_conn_for(self, dial_action: Dial[_Want]) -> None:
+        global HTTP11Connection
+        from ._h1.connection import HTTP11Connection  # once per dial (see the imports above)
+
         want, may_be_h2 = dial_action.want, dial_action.may_be_h2
         url = want.request.url
         route = want.route

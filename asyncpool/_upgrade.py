@@ -18,7 +18,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 
 from ._errors import ReadError, WriteError
 from ._sync import Event
@@ -82,7 +81,9 @@ class UpgradeStream(anyio.abc.ByteStream):
         if leading:
             if self._closed:
                 raise anyio.ClosedResourceError
-            await anyio.lowlevel.checkpoint()
+            from anyio.lowlevel import checkpoint  # rare: bytes that came with the 101 head
+
+            await checkpoint()
             self._leading = leading[max_bytes:]
             return leading[:max_bytes]
         return await self._stream.receive(max_bytes)
