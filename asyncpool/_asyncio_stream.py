@@ -19,13 +19,12 @@ import socket
 import anyio
 import anyio.abc
 
+from ._conn_common import READ_SIZE
+
 __all__ = ["READ_SIZE", "AsyncioSocketStream", "SendRefused", "connect_tcp_asyncio"]
 
-# Bytes asked of the socket per read, here and by the connections on any stream: big bodies in
-# few chunks, yet under glibc malloc's default mmap threshold (128 KiB). CPython allocates the
-# whole size for every recv and shrinks it afterwards; above the threshold that is an mmap, an
-# mremap and a munmap for each small response (a quarter of a 12-byte request's time at c=100).
-READ_SIZE = 126976
+# READ_SIZE (bytes asked of the socket per read) is _conn_common's: the connections use it on
+# any stream, and importing this module imports asyncio.
 HIGH_WATER = 1 << 20  # bytes buffered unread before reading pauses
 LOW_WATER = 1 << 18
 # anyio cancels a task only where it suspends, and ``receive`` does not when data is buffered

@@ -12,8 +12,8 @@ interface:
   ``asyncpool.CloseReason`` is this class);
 * ``RetryHint``: why a failure on a reused connection may be retried, set as
   ``HTTPError.retry_hint`` by the connections and read by the pool's retry decision;
-* the helpers: reading from the server (``receive_some``, ``read_error``), waiting for a
-  response head within the timeouts that count from the request's write (``WriteClock``,
+* the helpers: reading from the server (``receive_some``, ``READ_SIZE`` bytes at a time;
+  ``read_error``), waiting for a response head within the timeouts that count from the request's write (``WriteClock``,
   ``wait_for_head``), firing ``conn_closed``
   (``report_closed``) and closing a request body however its iteration ends
   (``closing_body``).
@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 import anyio.abc
 
-from ._asyncio_stream import READ_SIZE
 from ._errors import ReadError, ReadTimeout, ResponseHeaderTimeout
 from ._models import Request, Response
 from ._sync import Event
@@ -46,6 +45,7 @@ if TYPE_CHECKING:
     from ._trace import ClientTrace
 
 __all__ = [
+    "READ_SIZE",
     "CloseReason",
     "Connection",
     "RetryHint",
@@ -161,6 +161,14 @@ class Connection(Protocol):
     ) -> Response:
         """Send ``request`` with the wire ``headers`` the pool prepared; return the response
         once its head has arrived (the body is read later through the response)."""
+
+
+# Bytes asked of the socket per read, by the connections on any stream and by _asyncio_stream's
+# transports: big bodies in few chunks, yet under glibc malloc's default mmap threshold (128 KiB).
+# CPython allocates the whole size for every recv and shrinks it afterwards; above the threshold
+# that is an mmap, an mremap and a munmap for each small response (a quarter of a 12-byte
+# request's time at c=100). Here, not in _asyncio_stream: that one imports asyncio.
+READ_SIZE = 126976
 
 
 async def receive_some(stream: anyio.abc.ByteStream, host_port: str) -> bytes:

@@ -1,33 +1,40 @@
 """Dialing: DNS, TCP connect (or a Unix socket), TLS with ALPN. Produces a connected byte stream
-or a typed error that names the host and the phase (dns, connect, tls)."""
+or a typed error that names the host and the phase (dns, connect, tls).
+
+What only a connection needs is imported by the first one, not by ``import asyncpool``: the
+asyncio stream (with asyncio) on the first TCP connect, anyio's TLS stream on the first TLS
+handshake, certifi (with importlib.resources) when the first default
+SSL context is made."""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
-import certifi
-from anyio.streams.tls import TLSAttribute, TLSStream
 
-from ._asyncio_stream import connect_tcp_asyncio
 from ._errors import ConnectError, ConnectTimeout, TLSError, TLSHandshakeTimeout
+from ._sync import _running_backend
 from ._trace import ClientTrace, DNSDoneInfo, DNSStartInfo
+
+if TYPE_CHECKING:
+    from anyio.streams.tls import TLSStream
 
 __all__ = ["DialFunc", "Dialed", "default_ssl_context", "dial"]
 
 # A replacement for DNS + TCP connect, as Go's DialContext: (host, port) -> stream.
-DialFunc = Callable[[str, int], Awaitable[anyio.abc.ByteStream]]
+DialFunc = Callable[[str, int], Awaitable["anyio.abc.ByteStream"]]
 
 
 def default_ssl_context(alpn: list[str]) -> ssl.SSLContext:
     """Verification on, hostname checks on, certifi's CA bundle, ALPN as given."""
+    import certifi  # here, once per Transport: it loads importlib.resources (5 % of the import)
+
     context = ssl.create_default_context(cafile=certifi.where())
     context.set_alpn_protocols(alpn)
     return context
@@ -69,12 +76,12 @@ async def _resolve(host: str, port: int, host_port: str, trace: ClientTrace | No
 async def _connect_tcp(
     address: str, port: int, local_host: str | None = None
 ) -> anyio.abc.ByteStream:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # trio (an optional dependency: imported only when it runs)
+    if _running_backend() == "trio":  # trio is optional: imported only when it runs
         from ._trio_stream import connect_tcp_trio
 
         return await connect_tcp_trio(address, port, local_host)
+    from ._asyncio_stream import connect_tcp_asyncio  # once per connection: imports asyncio
+
     return await connect_tcp_asyncio(address, port, local_host)
 
 
@@ -145,6 +152,8 @@ async def _handshake(
     # the new TLS connection before its first await.
     if alpn_protocols is not None:
         context.set_alpn_protocols(alpn_protocols)
+    from anyio.streams.tls import TLSAttribute, TLSStream  # once per TLS connection
+
     try:
         tls = await TLSStream.wrap(
             stream, hostname=server_name, ssl_context=context, standard_compatible=False
@@ -219,6 +228,8 @@ async def dial(
                 f"no TLS handshake within tls_handshake_timeout={tls_handshake_timeout}s",
                 host=host_port,
             )
+        from anyio.streams.tls import TLSAttribute  # loaded by _handshake: a dict lookup
+
         alpn = tls.extra(TLSAttribute.alpn_protocol, None)
         stream = tls
     return Dialed(

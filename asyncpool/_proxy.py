@@ -41,7 +41,6 @@ from urllib.parse import unquote, urlsplit
 
 import anyio
 import anyio.abc
-import h11
 
 from ._dial import Dialed, DialFunc, _handshake, dial
 from ._errors import ConnectTimeout, HTTPError, ProxyError, TLSHandshakeTimeout
@@ -353,6 +352,8 @@ async def _connect(
     extra = connect_headers(proxy.url, target) if callable(connect_headers) else connect_headers
     if extra:
         fields.extend(extra.items())
+    import h11  # once per tunnel; loaded already when the HTTP/1.1 parser is h11
+
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_CONNECT_HEAD)
     try:
         data = conn.send(h11.Request(method="CONNECT", target=target, headers=fields))

@@ -17,18 +17,22 @@ running loop's own primitives, chosen once per object:
 * ``call_soon_factory()``: a thread-safe "run this on the loop, soon", for the garbage
   collector's finalizers.
 
-Waits here are cancellable by anyio cancel scopes like any other await.
+Waits here are cancellable by anyio cancel scopes like any other await. asyncio is imported
+only once its loop is known to run (it is loaded already then), not by ``import asyncpool``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import functools
+import sys
 from collections.abc import Awaitable, Callable, Generator
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import anyio
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["SET_EVENT", "Channel", "Event", "call_soon_factory", "clock", "event_factory"]
 
@@ -109,6 +113,10 @@ class _AsyncioEvent:
 
 
 def _running_backend() -> str:
+    if "asyncio" not in sys.modules:  # no asyncio loop can run: do not import it to ask
+        return "trio"
+    import asyncio
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -120,6 +128,8 @@ def event_factory() -> Callable[[], Event]:
     """A maker of Events native to the running loop; call once and keep it. On asyncio the
     events hold the loop: looking it up costs a ``getpid()`` system call on Python 3.11."""
     if _running_backend() == "asyncio":
+        import asyncio
+
         return functools.partial(_AsyncioEvent, asyncio.get_running_loop())
     import trio
 
@@ -131,6 +141,8 @@ def call_soon_factory() -> Callable[[Callable[[], object]], None]:
     garbage collector; once the loop is gone it drops the callback. Call once and keep it."""
     schedule: Callable[[Callable[[], object]], object]
     if _running_backend() == "asyncio":
+        import asyncio
+
         schedule = asyncio.get_running_loop().call_soon_threadsafe
     else:
         import trio
@@ -149,6 +161,8 @@ def call_soon_factory() -> Callable[[Callable[[], object]], None]:
 def clock() -> Callable[[], float]:
     """The running loop's clock function; call once and keep it."""
     if _running_backend() == "asyncio":
+        import asyncio
+
         return asyncio.get_running_loop().time
     import trio
 

@@ -30,15 +30,17 @@ it waits, has ended.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
 from ._sync import _running_backend
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Spawner", "TaskSet"]
 
@@ -131,6 +133,8 @@ _Spawn = Callable[[Callable[..., Coroutine[Any, Any, None]], tuple[Any, ...], st
 
 
 def _asyncio_spawner() -> _Spawn:
+    import asyncio  # once per TaskSet, on asyncio only: loaded already
+
     loop = asyncio.get_running_loop()
     running: set[asyncio.Task[None]] = set()  # the loop itself holds its tasks weakly
 

@@ -85,7 +85,7 @@ import weakref
 from collections.abc import AsyncIterable, Callable
 from random import random
 from types import TracebackType
-from typing import Any, NoReturn, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, TypeVar
 
 import anyio
 
@@ -101,9 +101,7 @@ from ._errors import (
     ProxyError,
     TLSHandshakeTimeout,
 )
-from ._h1.connection import HTTP11Connection
-from ._h1.protocol import PARSERS, default_parser
-from ._h2.connection import HTTP2Connection
+from ._h1 import PARSERS, default_parser
 from ._models import URL, Request, Response, check_target, check_wire_fields
 from ._pool import Close, Deliver, Dial, HostStats, Pool, PoolInvariantError, PoolOptions, Want
 from ._proxy import (
@@ -127,10 +125,19 @@ from ._trace import (
     logging_trace,
 )
 
+if TYPE_CHECKING:
+    # Imported by the first dial (_dial_conn_for), not by `import asyncpool`: HTTP11Connection
+    # with h11 and asyncio (a fifth of the import), HTTP2Connection with h2 and hpack (a tenth,
+    # and many programs never speak HTTP/2). The dial binds HTTP11Connection in this module
+    # before any connection exists: the isinstance checks below run on connections only.
+    from ._h1.connection import HTTP11Connection
+    from ._h2.connection import HTTP2Connection
+
+    Conn = HTTP11Connection | HTTP2Connection
+
 __all__ = ["HostStats", "PoolInvariantError", "Transport", "TransportOptions", "TransportStats"]
 
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
-Conn = HTTP11Connection | HTTP2Connection
 # Retries of one request, at most. An HTTP/1.1 request retries only after failing on a reused
 # connection, so it runs out of stale connections long before this; an HTTP/2 stream the server
 # refuses could otherwise be retried forever (Go's http2 transport stops after 6 too).
@@ -246,7 +253,7 @@ class TransportOptions(SharedOptions, total=False):
     local_address: str | None
 
 
-class _Want(Want[HTTP11Connection, HTTP2Connection]):
+class _Want(Want["HTTP11Connection", "HTTP2Connection"]):
     """A want with what its dial needs (the request's host, port and TLS name, its trace) and
     the Event its request waits on."""
 
@@ -300,10 +307,10 @@ class _ConnOwner:
         transport = self._transport()
         if transport is None:
             return
-        if isinstance(conn, HTTP2Connection):
-            transport._decide(transport._pool.h2_closed, conn)
-        else:
+        if isinstance(conn, HTTP11Connection):
             transport._decide(transport._pool.h1_closed, conn)
+        else:
+            transport._decide(transport._pool.h2_closed, conn)
 
     def idle_timed_out(self, conn: HTTP2Connection) -> None:
         transport = self._transport()
@@ -648,7 +655,7 @@ class Transport:
                     refused += 1
                 elif counted < MAX_RETRIES:
                     counted += 1
-                    if counted > 1 and isinstance(conn, HTTP2Connection):
+                    if counted > 1 and not isinstance(conn, HTTP11Connection):  # HTTP/2
                         delay = H2_RETRY_BACKOFF * (1 << (counted - 2)) * (1 + random() / 10)
                 else:
                     exc.args = (f"{exc.args[0]}; gave up after {counted + refused} retries",)
@@ -931,14 +938,17 @@ class Transport:
 
     def _give_back(self, conn: Conn) -> None:
         """A connection (or reserved stream) handed out by ``take`` but never used."""
-        if isinstance(conn, HTTP2Connection):
-            self._owner.release_stream(conn)
-        else:
+        if isinstance(conn, HTTP11Connection):
             self._release(conn, None)
+        else:
+            self._owner.release_stream(conn)
 
     # -- dialing --------------------------------------------------------------------------------
 
     async def _dial_conn_for(self, dial_action: Dial[_Want]) -> None:
+        global HTTP11Connection
+        from ._h1.connection import HTTP11Connection  # once per dial (see the imports above)
+
         want, may_be_h2 = dial_action.want, dial_action.may_be_h2
         url = want.request.url
         route = want.route
@@ -955,6 +965,8 @@ class Transport:
             dialed = await self._dial_with_retries(want, dial_timeout, tls_handshake_timeout)
             h2 = dialed.alpn_protocol == "h2" or (url.scheme == "http" and may_be_h2)
             if h2:
+                from ._h2.connection import HTTP2Connection  # once per connection
+
                 conn = HTTP2Connection(
                     self._owner,
                     dialed.stream,
@@ -1014,10 +1026,10 @@ class Transport:
                 self._sweep_wakeup = self._idle_wakeup = None
                 wakeup.set()  # the sweeper sleeps past this connection's end: wake it
         conn.start(self._tasks)
-        if isinstance(conn, HTTP2Connection):
-            self._pool.dialed_h2(dial_action, conn, self._clock())
-        else:
+        if isinstance(conn, HTTP11Connection):
             self._pool.dialed_h1(dial_action, conn, self._clock())
+        else:
+            self._pool.dialed_h2(dial_action, conn, self._clock())
         self._decided()
 
     def _conn_deadline(self, now: float) -> float:

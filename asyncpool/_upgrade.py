@@ -18,8 +18,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
-from anyio.streams.tls import TLSAttribute
 
 from ._errors import ReadError, WriteError
 from ._sync import Event
@@ -83,7 +81,9 @@ class UpgradeStream(anyio.abc.ByteStream):
         if leading:
             if self._closed:
                 raise anyio.ClosedResourceError
-            await anyio.lowlevel.checkpoint()
+            from anyio.lowlevel import checkpoint  # rare: bytes that came with the 101 head
+
+            await checkpoint()
             self._leading = leading[max_bytes:]
             return leading[:max_bytes]
         return await self._stream.receive(max_bytes)
@@ -129,6 +129,8 @@ class UpgradeStream(anyio.abc.ByteStream):
         if name == "server_addr":
             return self.extra(anyio.abc.SocketAttribute.remote_address, None)
         if name == "ssl_object":
+            from anyio.streams.tls import TLSAttribute  # not at import: only TLS needs it
+
             return self.extra(TLSAttribute.ssl_object, None)
         if name == "socket":
             return self.extra(anyio.abc.SocketAttribute.raw_socket, None)

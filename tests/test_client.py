@@ -449,7 +449,10 @@ async def test_a_request_s_fields_are_its_own(server: TestServer) -> None:
 # -- import time (issue 24) --------------------------------------------------------------------
 
 # What `import asyncpool` must not import: the cookie jar and its urllib and email (about 125 ms
-# before issue 24), the multipart encoder, hashlib (Digest auth), and the zstd module.
+# before issue 24), the multipart encoder, hashlib (Digest auth), the zstd module; and what only
+# a connection needs: h11 and asyncio (the first dial), h2 with hpack (the first HTTP/2
+# connection), anyio's TLS stream (the first TLS handshake), certifi with importlib.resources (the
+# first default SSL context); and UpgradeStream (its first use as asyncpool.UpgradeStream).
 _IMPORTED_WHEN_NEEDED = (
     "email",
     "urllib.request",
@@ -460,6 +463,15 @@ _IMPORTED_WHEN_NEEDED = (
     "zstandard",
     "asyncpool._cookies",
     "asyncpool._multipart",
+    "h2",
+    "hpack",
+    "anyio.streams.tls",
+    "certifi",
+    "importlib.resources",
+    "h11",
+    "asyncio",
+    "asyncpool._h1.connection",
+    "asyncpool._upgrade",
 )
 
 
@@ -476,6 +488,8 @@ def test_import_asyncpool_leaves_the_heavy_modules_for_their_first_use() -> None
     assert _imported_by("import asyncpool; asyncpool.Client()") == []
     # and the first use loads them
     assert "http.cookiejar" in _imported_by("import asyncpool; asyncpool.Client().cookies")
+    assert "certifi" in _imported_by("import asyncpool; asyncpool.Transport().tls_config")
+    assert "asyncpool._upgrade" in _imported_by("from asyncpool import UpgradeStream")
 
 
 # -- the overall timeout ----------------------------------------------------------------------

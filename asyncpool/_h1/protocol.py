@@ -37,6 +37,7 @@ from typing import Any, NamedTuple, NoReturn, cast
 import h11
 
 from .._errors import HTTPError, LocalProtocolError, RemoteProtocolError, ResponseHeaderTooLarge
+from . import PARSERS, default_parser  # re-exported: defined in the package, which needs no h11
 
 __all__ = [
     "END_OF_MESSAGE",
@@ -1210,16 +1211,6 @@ class HttptoolsProtocol:
 
 
 HTTP1Protocol = HTTP11Protocol | HttptoolsProtocol
-PARSERS = ("h11", "httptools")
-
-
-def default_parser() -> str:
-    """httptools when installed (the ``speedups`` extra), else h11."""
-    try:
-        import httptools  # noqa: F401
-    except ImportError:
-        return "h11"
-    return "httptools"
 
 
 def make_protocol(parser: str, host: str, *, max_header_bytes: int) -> HTTP1Protocol:
