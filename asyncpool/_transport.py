@@ -420,6 +420,8 @@ class Transport:
         self.retry_unprocessed = retry_unprocessed
         # Which proxy each request goes through (see _proxy.py); a bad URL raises here.
         self._proxies = ProxyChooser(proxy)
+        # Without a proxy option no request is routed: the request path skips the call.
+        self._route_for = None if proxy is None else self._proxies.route
         self.proxy_connect_headers = proxy_connect_headers
         self.on_proxy_connect_response = on_proxy_connect_response
         self._alpn = ["h2", "http/1.1"] if http2 else ["http/1.1"]
@@ -615,7 +617,7 @@ class Transport:
         headers: list[tuple[str, str]],
         asked_compression: bool,
     ) -> Response:
-        route = self._proxies.route(request)
+        route = None if self._route_for is None else self._route_for(request)
         if route is not None and route.forward:
             authorization = route.proxy.authorization
             if authorization is not None and "proxy-authorization" not in request.headers:
@@ -690,9 +692,12 @@ class Transport:
     def _trace_for(self, request: Request) -> ClientTrace | None:
         """The request's trace, then the block's, then the pool's, then logging's."""
         trace = request.trace
-        for outer in (current_trace(), self._trace):
-            if outer is not None:
-                trace = trace.compose(outer) if trace is not None else outer
+        outer = current_trace()
+        if outer is not None:
+            trace = trace.compose(outer) if trace is not None else outer
+        outer = self._trace
+        if outer is not None:
+            trace = trace.compose(outer) if trace is not None else outer
         if logger.isEnabledFor(logging.DEBUG):
             log = logging_trace(f"{request.method} {request.url}")
             trace = trace.compose(log) if trace is not None else log
@@ -771,8 +776,13 @@ class Transport:
         if trace and trace.get_conn:
             trace.get_conn(_host_port(url))
         pool = self._pool
-        conn = pool.take(request.pool_key if route is None else route.key, self._clock())
-        self._decided()  # closes the stale idle connections it met on the way
+        if route is not None:
+            key = route.key
+        else:  # (Request.pool_key, without the call)
+            key = url.origin if request.sni_hostname is None else request.pool_key
+        conn = pool.take(key, self._clock())
+        if pool.actions or self._idle_wakeup is not None or self._check:
+            self._decided()  # closes the stale idle connections it met on the way
         listener = request.wait_listener
         if conn is not None:
             if listener is not None:
@@ -924,8 +934,10 @@ class Transport:
         if self._carrying_out:
             self._reports.append((self._pool.put_idle, conn))
             return
-        reason = self._pool.put_idle(conn, self._clock())
-        self._decided()
+        pool = self._pool
+        reason = pool.put_idle(conn, self._clock())
+        if pool.actions or self._idle_wakeup is not None or self._check:
+            self._decided()  # (inlined test: this runs once a request)
         if trace and trace.put_idle_conn:
             trace.put_idle_conn(reason)
 
