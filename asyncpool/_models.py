@@ -346,7 +346,8 @@ class Request:
             self.url = url
         else:
             self.url = _shared_url(url) if len(url) <= CACHED_URL_MAX else URL(url)
-        validate_method(method)
+        if method not in _COMMON_METHODS:  # (validate_method, without the call)
+            validate_method(method)
         self.method = method
         if headers is None:  # (most requests: nothing to copy or check)
             self.headers = Headers._trusted([])
