@@ -7,8 +7,8 @@ reservations, expiry) is ``_pool.Pool``: synchronous code without I/O that takes
 argument and returns what to do as *actions* (deliver a want, dial, close a connection). This
 module is the I/O around it:
 
-* ``round_trip`` prepares the wire headers, gets a connection (``_get_conn``: ``Pool.take``, else
-  a want it waits on), runs the exchange on it, retries what the server cannot have processed
+* ``round_trip`` prepares the wire headers, gets a connection (``_take``: ``Pool.take``, with
+  no await; else ``_get_conn``: a want it waits on), runs the exchange on it, retries what the server cannot have processed
   (at most ``MAX_RETRIES`` times for a stale connection or a server that refuses everything,
   HTTP/2 backing off from the second; up to ``MAX_REFUSED_RETRIES`` times for streams refused
   by a server that processes others), and decodes the body.
@@ -625,7 +625,9 @@ class Transport:
         url = request.url
         counted = refused = 0  # retries of each kind so far
         while True:
-            conn = await self._get_conn(request, trace, route)
+            conn = self._take(request, trace, route)
+            if conn is None:  # (no coroutine made when a connection is free)
+                conn = await self._get_conn(request, trace, route)
             try:
                 response = await conn.round_trip(
                     request,
@@ -769,9 +771,10 @@ class Transport:
             return request.is_replayable
         return False
 
-    async def _get_conn(
-        self, request: Request, trace: ClientTrace | None, route: Route | None = None
-    ) -> Connection:
+    def _take(
+        self, request: Request, trace: ClientTrace | None, route: Route | None
+    ) -> Connection | None:
+        """A connection at once (``Pool.take``), or None: then ``_get_conn`` waits for one."""
         url = request.url
         if trace and trace.get_conn:
             trace.get_conn(_host_port(url))
@@ -791,7 +794,15 @@ class Transport:
                 self._reused += 1
             if trace:
                 self._trace_got_conn(trace, conn, was_idle=True, idle_time=pool.idle_time)
-            return conn
+        return conn
+
+    async def _get_conn(
+        self, request: Request, trace: ClientTrace | None, route: Route | None
+    ) -> Connection:
+        """After ``_take`` found nothing: queue a want (which may dial) and wait for it."""
+        url = request.url
+        pool = self._pool
+        listener = request.wait_listener
         if self._closed:  # a retry after the pool closed: no dial can start any more
             raise PoolClosed("the Transport closed during the request", host=_host_port(url))
 
