@@ -171,8 +171,14 @@ class Headers:
         return headers
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        values = self.get_list(name)
-        return ", ".join(values) if values else default
+        # One pass, no list unless the name repeats: the transport asks every response.
+        lower = name.lower()
+        fields = iter(self._fields)
+        for field_name, value in zip(fields, fields):  # noqa: B905 - pairs of one list
+            if field_name.lower() == lower:
+                more = [v for n, v in zip(fields, fields) if n.lower() == lower]  # noqa: B905
+                return ", ".join([value, *more]) if more else value
+        return default
 
     def get_list(self, name: str) -> list[str]:
         lower = name.lower()
@@ -340,10 +346,14 @@ class Request:
             self.url = url
         else:
             self.url = _shared_url(url) if len(url) <= CACHED_URL_MAX else URL(url)
-        validate_method(method)
+        if method not in _COMMON_METHODS:  # (validate_method, without the call)
+            validate_method(method)
         self.method = method
-        self.headers = Headers(headers)
-        validate_headers(self.headers, self.url.host_header)
+        if headers is None:  # (most requests: nothing to copy or check)
+            self.headers = Headers._trusted([])
+        else:
+            self.headers = Headers(headers)
+            validate_headers(self.headers, self.url.host_header)
         if content is not None and not isinstance(content, (bytes, AsyncIterable)):
             raise TypeError(f"content must be bytes or an async iterable of bytes, not {content!r}")
         self.content = content

@@ -7,8 +7,8 @@ reservations, expiry) is ``_pool.Pool``: synchronous code without I/O that takes
 argument and returns what to do as *actions* (deliver a want, dial, close a connection). This
 module is the I/O around it:
 
-* ``round_trip`` prepares the wire headers, gets a connection (``_get_conn``: ``Pool.take``, else
-  a want it waits on), runs the exchange on it, retries what the server cannot have processed
+* ``round_trip`` prepares the wire headers, gets a connection (``_take``: ``Pool.take``, with
+  no await; else ``_get_conn``: a want it waits on), runs the exchange on it, retries what the server cannot have processed
   (at most ``MAX_RETRIES`` times for a stale connection or a server that refuses everything,
   HTTP/2 backing off from the second; up to ``MAX_REFUSED_RETRIES`` times for streams refused
   by a server that processes others), and decodes the body.
@@ -427,6 +427,8 @@ class Transport:
         self.retry_unprocessed = retry_unprocessed
         # Which proxy each request goes through (see _proxy.py); a bad URL raises here.
         self._proxies = ProxyChooser(proxy)
+        # Without a proxy option no request is routed: the request path skips the call.
+        self._route_for = None if proxy is None else self._proxies.route
         self.proxy_connect_headers = proxy_connect_headers
         self.on_proxy_connect_response = on_proxy_connect_response
         self._alpn = ["h2", "http/1.1"] if http2 else ["http/1.1"]
@@ -622,7 +624,7 @@ class Transport:
         headers: list[tuple[str, str]],
         asked_compression: bool,
     ) -> Response:
-        route = self._proxies.route(request)
+        route = None if self._route_for is None else self._route_for(request)
         if route is not None and route.forward:
             authorization = route.proxy.authorization
             if authorization is not None and "proxy-authorization" not in request.headers:
@@ -630,7 +632,9 @@ class Transport:
         url = request.url
         counted = refused = 0  # retries of each kind so far
         while True:
-            conn = await self._get_conn(request, trace, route)
+            conn = self._take(request, trace, route)
+            if conn is None:  # (no coroutine made when a connection is free)
+                conn = await self._get_conn(request, trace, route)
             try:
                 response = await conn.round_trip(
                     request,
@@ -697,9 +701,12 @@ class Transport:
     def _trace_for(self, request: Request) -> ClientTrace | None:
         """The request's trace, then the block's, then the pool's, then logging's."""
         trace = request.trace
-        for outer in (current_trace(), self._trace):
-            if outer is not None:
-                trace = trace.compose(outer) if trace is not None else outer
+        outer = current_trace()
+        if outer is not None:
+            trace = trace.compose(outer) if trace is not None else outer
+        outer = self._trace
+        if outer is not None:
+            trace = trace.compose(outer) if trace is not None else outer
         if logger.isEnabledFor(logging.DEBUG):
             log = logging_trace(f"{request.method} {request.url}")
             trace = trace.compose(log) if trace is not None else log
@@ -771,15 +778,21 @@ class Transport:
             return request.is_replayable
         return False
 
-    async def _get_conn(
-        self, request: Request, trace: ClientTrace | None, route: Route | None = None
-    ) -> Connection:
+    def _take(
+        self, request: Request, trace: ClientTrace | None, route: Route | None
+    ) -> Connection | None:
+        """A connection at once (``Pool.take``), or None: then ``_get_conn`` waits for one."""
         url = request.url
         if trace and trace.get_conn:
             trace.get_conn(_host_port(url))
         pool = self._pool
-        conn = pool.take(request.pool_key if route is None else route.key, self._clock())
-        self._decided()  # closes the stale idle connections it met on the way
+        if route is not None:
+            key = route.key
+        else:  # (Request.pool_key, without the call)
+            key = url.origin if request.sni_hostname is None else request.pool_key
+        conn = pool.take(key, self._clock())
+        if pool.actions or self._idle_wakeup is not None or self._check:
+            self._decided()  # closes the stale idle connections it met on the way
         listener = request.wait_listener
         if conn is not None:
             if listener is not None:
@@ -788,7 +801,15 @@ class Transport:
                 self._reused += 1
             if trace:
                 self._trace_got_conn(trace, conn, was_idle=True, idle_time=pool.idle_time)
-            return conn
+        return conn
+
+    async def _get_conn(
+        self, request: Request, trace: ClientTrace | None, route: Route | None
+    ) -> Connection:
+        """After ``_take`` found nothing: queue a want (which may dial) and wait for it."""
+        url = request.url
+        pool = self._pool
+        listener = request.wait_listener
         if self._closed:  # a retry after the pool closed: no dial can start any more
             raise PoolClosed("the Transport closed during the request", host=_host_port(url))
 
@@ -931,8 +952,10 @@ class Transport:
         if self._carrying_out:
             self._reports.append((self._pool.put_idle, conn))
             return
-        reason = self._pool.put_idle(conn, self._clock())
-        self._decided()
+        pool = self._pool
+        reason = pool.put_idle(conn, self._clock())
+        if pool.actions or self._idle_wakeup is not None or self._check:
+            self._decided()  # (inlined test: this runs once a request)
         if trace and trace.put_idle_conn:
             trace.put_idle_conn(reason)
 

@@ -104,7 +104,7 @@ class Harness:
         return want
 
     def get(self, key: str, *, h2: bool = False) -> FakeH1 | FakeH2 | FakeWant:
-        """As ``Transport._get_conn`` before it waits: a connection at once, or a want."""
+        """As ``Transport._take``, then ``_get_conn`` before it waits: a connection, or a want."""
         return self.take(key) or self.want(key, h2=h2)
 
     def cancel(self, want: FakeWant) -> None:

@@ -123,6 +123,21 @@ def test_headers_are_case_insensitive_ordered_and_multi_valued() -> None:
         headers["missing"]
 
 
+def test_headers_get_joins_every_field_of_the_name_in_order() -> None:
+    headers = Headers([("A", "1"), ("b", "x"), ("a", "2"), ("C", "y"), ("A", "3")])
+    assert headers.get("a") == "1, 2, 3"
+    assert headers.get("B") == "x"
+    assert headers.get("c", "default") == "y"
+    assert Headers().get("a", "default") == "default"
+
+
+def test_requests_without_headers_have_their_own() -> None:
+    first, second = Request("GET", "http://h/x"), Request("GET", "http://h/x")
+    first.headers["X-A"] = "1"
+    assert second.headers.items() == []
+    assert first.headers.items() == [("X-A", "1")]
+
+
 def test_headers_set_add_delete_and_compare() -> None:
     headers = Headers({"A": "1"})
     headers.add("a", "2")

@@ -196,7 +196,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.sync()
 
     def request(self, key: str) -> None:
-        """As ``Transport._get_conn``: a connection at once, else a want (none after close)."""
+        """As ``Transport._take``, then ``_get_conn``: a connection, else a want (none after close)."""
         h = self.harness
         expected = self.expected_take(key)
         conn = h.take(key)
