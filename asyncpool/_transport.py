@@ -126,10 +126,10 @@ from ._trace import (
 )
 
 if TYPE_CHECKING:
-    # Imported by the first dial (_dial_conn_for), not by `import asyncpool`: HTTP11Connection
+    # Imported by the dials (_dial_conn_for), not by `import asyncpool`: HTTP11Connection
     # with h11 and asyncio (a fifth of the import), HTTP2Connection with h2 and hpack (a tenth,
-    # and many programs never speak HTTP/2). The dial binds HTTP11Connection in this module
-    # before any connection exists: the isinstance checks below run on connections only.
+    # and many programs never speak HTTP/2). A connection's kind is told by its ``protocol``
+    # (a Literal that mypy narrows the union on), not by isinstance.
     from ._h1.connection import HTTP11Connection
     from ._h2.connection import HTTP2Connection
 
@@ -307,7 +307,7 @@ class _ConnOwner:
         transport = self._transport()
         if transport is None:
             return
-        if isinstance(conn, HTTP11Connection):
+        if conn.protocol == "HTTP/1.1":
             transport._decide(transport._pool.h1_closed, conn)
         else:
             transport._decide(transport._pool.h2_closed, conn)
@@ -659,7 +659,7 @@ class Transport:
                     refused += 1
                 elif counted < MAX_RETRIES:
                     counted += 1
-                    if counted > 1 and not isinstance(conn, HTTP11Connection):  # HTTP/2
+                    if counted > 1 and conn.protocol == "HTTP/2":
                         delay = H2_RETRY_BACKOFF * (1 << (counted - 2)) * (1 + random() / 10)
                 else:
                     exc.args = (f"{exc.args[0]}; gave up after {counted + refused} retries",)
@@ -961,7 +961,7 @@ class Transport:
 
     def _give_back(self, conn: Conn) -> None:
         """A connection (or reserved stream) handed out by ``take`` but never used."""
-        if isinstance(conn, HTTP11Connection):
+        if conn.protocol == "HTTP/1.1":
             self._release(conn, None)
         else:
             self._owner.release_stream(conn)
@@ -969,7 +969,6 @@ class Transport:
     # -- dialing --------------------------------------------------------------------------------
 
     async def _dial_conn_for(self, dial_action: Dial[_Want]) -> None:
-        global HTTP11Connection
         from ._h1.connection import HTTP11Connection  # once per dial (see the imports above)
 
         want, may_be_h2 = dial_action.want, dial_action.may_be_h2
@@ -1049,7 +1048,7 @@ class Transport:
                 self._sweep_wakeup = self._idle_wakeup = None
                 wakeup.set()  # the sweeper sleeps past this connection's end: wake it
         conn.start(self._tasks)
-        if isinstance(conn, HTTP11Connection):
+        if conn.protocol == "HTTP/1.1":
             self._pool.dialed_h1(dial_action, conn, self._clock())
         else:
             self._pool.dialed_h2(dial_action, conn, self._clock())

@@ -49,7 +49,7 @@ head, ``conn_closed``, request bodies, the ``Connection`` protocol) is in ``_con
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Callable
-from typing import Protocol
+from typing import Final, Literal, Protocol
 
 import anyio
 import anyio.abc
@@ -258,7 +258,7 @@ class HTTP11Connection:
         "requests_started",
         "trace",
     )
-    protocol = "HTTP/1.1"
+    protocol: Final[Literal["HTTP/1.1"]] = "HTTP/1.1"  # the pool tells the two kinds apart by it
 
     def __init__(
         self,

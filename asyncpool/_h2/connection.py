@@ -63,7 +63,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import AsyncIterable, Callable
-from typing import Any, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import anyio
 import anyio.abc
@@ -261,7 +261,7 @@ class _Stream:
 class HTTP2Connection:
     """One HTTP/2 connection in the pool. See the module docstring."""
 
-    protocol = "HTTP/2"
+    protocol: Final[Literal["HTTP/2"]] = "HTTP/2"  # the pool tells the two kinds apart by it
 
     def __init__(
         self,
