@@ -35,6 +35,9 @@ def import_time(module: str, cpu: int | None = None) -> dict[str, Any]:
 
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+        # Bytecode written and read, as for an installed package: with PYTHONDONTWRITEBYTECODE
+        # set, a tree's modules (asyncpool from a checkout) were compiled in every run.
+        env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
         capture_output=True,
         text=True,
         timeout=120,
