@@ -175,13 +175,18 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         waiter = self._protocol.read_waiter = self._loop.create_future()
         return waiter
 
-    async def send(self, item: bytes) -> None:
-        protocol = self._protocol
+    def send_nowait(self, item: bytes) -> None:
+        """Hand ``item`` to the transport without waiting out back-pressure (the transport
+        buffers it). Raises, before a byte is handed over, as ``send`` does."""
         if self._closed:
             raise anyio.ClosedResourceError
-        if protocol.error is not None or self._transport.is_closing():
-            raise SendRefused from protocol.error
+        if self._protocol.error is not None or self._transport.is_closing():
+            raise SendRefused from self._protocol.error
         self._transport.write(item)
+
+    async def send(self, item: bytes) -> None:
+        protocol = self._protocol
+        self.send_nowait(item)
         while protocol.writing_paused and not self._closed:
             waiter = protocol.write_waiter = self._loop.create_future()
             try:
