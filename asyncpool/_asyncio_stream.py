@@ -19,13 +19,28 @@ import socket
 import anyio
 import anyio.abc
 
-__all__ = ["READ_SIZE", "AsyncioSocketStream", "SendRefused", "connect_tcp_asyncio"]
+__all__ = [
+    "BIG_READ_SIZE",
+    "MAX_CHUNK",
+    "READ_SIZE",
+    "AsyncioSocketStream",
+    "SendRefused",
+    "connect_tcp_asyncio",
+]
 
-# Bytes asked of the socket per read, here and by the connections on any stream: big bodies in
-# few chunks, yet under glibc malloc's default mmap threshold (128 KiB). CPython allocates the
+# Bytes asked of the socket per read, by the connections of anyio's streams and here (until
+# reads come back full: BIG_READ_SIZE): big bodies in few chunks, yet under glibc malloc's default mmap threshold (128 KiB). CPython allocates the
 # whole size for every recv and shrinks it afterwards; above the threshold that is an mmap, an
 # mremap and a munmap for each small response (a quarter of a 12-byte request's time at c=100).
 READ_SIZE = 126976
+# After a read that filled READ_SIZE (a big body arriving faster than it is read), reads ask for
+# this much until one comes back short of READ_SIZE: fewer reads, loop turns and reader wake-ups
+# for a big body (the allocation above the mmap threshold is paid once a quarter MiB then), while
+# the small responses of a busy connection keep the small reads.
+BIG_READ_SIZE = 1 << 18
+# ``receive`` and ``receive_nowait`` return a buffered read whole up to this (splitting one copies
+# it): the most a read can be.
+MAX_CHUNK = BIG_READ_SIZE
 HIGH_WATER = 1 << 20  # bytes buffered unread before reading pauses
 LOW_WATER = 1 << 18
 # anyio cancels a task only where it suspends, and ``receive`` does not when data is buffered
@@ -51,6 +66,7 @@ class _Protocol(asyncio.Protocol):
         "buffered",
         "eof",
         "error",
+        "read_size",
         "read_waiter",
         "reading_paused",
         "transport",
@@ -60,6 +76,9 @@ class _Protocol(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        # What the transport reads at a time (its max_size); 0 for a transport without one
+        # (not a selector loop's), whose reads are left as they are.
+        self.read_size = 0
         self.buffer: collections.deque[bytes] = collections.deque()
         self.buffered = 0
         self.reading_paused = False
@@ -72,10 +91,19 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if hasattr(transport, "max_size"):  # the selector loop's recv size, 256 KiB by default
+            transport.max_size = self.read_size = READ_SIZE
 
     def data_received(self, data: bytes) -> None:
+        size, read_size = len(data), self.read_size
+        if read_size:
+            if size >= read_size:
+                if read_size != BIG_READ_SIZE:  # a full read of READ_SIZE: more is waiting
+                    self.read_size = self.transport.max_size = BIG_READ_SIZE  # type: ignore[union-attr]
+            elif size < READ_SIZE and read_size != READ_SIZE:
+                self.read_size = self.transport.max_size = READ_SIZE  # type: ignore[union-attr]
         self.buffer.append(data)
-        self.buffered += len(data)
+        self.buffered += size
         if self.buffered > HIGH_WATER and not self.reading_paused:
             assert self.transport is not None
             self.transport.pause_reading()
@@ -222,6 +250,4 @@ async def connect_tcp_asyncio(
     local_addr = None if local_host is None else (local_host, 0)
     transport, protocol = await loop.create_connection(_Protocol, host, port, local_addr=local_addr)
     assert isinstance(transport, asyncio.Transport)
-    if hasattr(transport, "max_size"):  # the selector loop's recv size, 256 KiB by default
-        transport.max_size = READ_SIZE
     return AsyncioSocketStream(transport, protocol, loop)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 import anyio.abc
 
-from ._asyncio_stream import READ_SIZE
+from ._asyncio_stream import MAX_CHUNK, READ_SIZE, AsyncioSocketStream
 from ._errors import ReadError, ReadTimeout, ResponseHeaderTimeout
 from ._models import Request, Response
 from ._sync import Event
@@ -166,7 +166,10 @@ class Connection(Protocol):
 async def receive_some(stream: anyio.abc.ByteStream, host_port: str) -> bytes:
     """The next bytes from the server; ``b""`` when it closed its side."""
     try:
-        return await stream.receive(READ_SIZE)
+        # READ_SIZE is what anyio's streams allocate for each read; asyncio's own has read
+        # already and would only split what it holds.
+        size = MAX_CHUNK if type(stream) is AsyncioSocketStream else READ_SIZE
+        return await stream.receive(size)
     except anyio.EndOfStream:
         return b""
     except (OSError, anyio.BrokenResourceError) as exc:

@@ -57,7 +57,7 @@ from typing import Protocol
 import anyio
 import anyio.abc
 
-from .._asyncio_stream import READ_SIZE, AsyncioSocketStream, SendRefused
+from .._asyncio_stream import MAX_CHUNK, AsyncioSocketStream, SendRefused
 from .._conn_common import (
     CloseReason,
     Connection,
@@ -841,7 +841,7 @@ class HTTP11Connection:
 def receive_nowait(stream: AsyncioSocketStream, host_port: str) -> bytes | None:
     """As ``receive_some`` without waiting: None when nothing has arrived yet."""
     try:
-        return stream.receive_nowait(READ_SIZE)
+        return stream.receive_nowait(MAX_CHUNK)
     except (OSError, anyio.BrokenResourceError) as exc:
         raise read_error(exc, host_port) from exc
 
