@@ -30,8 +30,9 @@ __all__ = [
 
 # Bytes asked of the socket per read, by the connections of anyio's streams and here (until
 # reads come back full: BIG_READ_SIZE): big bodies in few chunks, yet under glibc malloc's
-# default mmap threshold (128 KiB). CPython allocates the whole size for every recv and shrinks it afterwards; above the threshold that is an mmap, an
-# mremap and a munmap for each small response (a quarter of a 12-byte request's time at c=100).
+# default mmap threshold (128 KiB). CPython allocates the whole size for every recv and shrinks
+# it afterwards; above the threshold that is an mmap, an mremap and a munmap for each small
+# response (a quarter of a 12-byte request's time at c=100).
 READ_SIZE = 126976
 # After a read that filled READ_SIZE (a big body arriving faster than it is read), reads ask for
 # this much until one comes back short of READ_SIZE: fewer reads, loop turns and reader wake-ups
