@@ -307,13 +307,13 @@ class HTTP11Connection:
         self.trace: ClientTrace | None = None
         self._new_event = event_factory()
         self._read_queue: Channel[_Exchange] = Channel(self._new_event)
-        self._write_queue: Channel[_Exchange] = Channel(self._new_event)
+        # The writer's, made when it starts (see start).
+        self._write_queue: Channel[_Exchange] | None = None
+        self._writer_scope: anyio.CancelScope | None = None
         self._reader_scope = anyio.CancelScope()
-        self._writer_scope = anyio.CancelScope()
         # The stream handed over after a switch of protocols (see _switch_protocols).
         self._upgraded: UpgradeStream | None = None
-        # Where the writer task is started, until it is: None once it runs, or when every
-        # request must go through it (a stream whose send may have to wait, as on trio).
+        # Where the writer task is started, until it is (None before start() and after).
         self._tasks: Spawner | None = None
 
     def __repr__(self) -> str:
@@ -325,16 +325,23 @@ class HTTP11Connection:
     def start(self, tasks: Spawner) -> None:
         """Start the reader task (in the Transport's ``TaskSet``), and the writer on asyncio's
         plain TCP stream only once a request needs it (see ``_writes_inline``)."""
-        if type(self._stream) is AsyncioSocketStream:
-            self._tasks = tasks
-        else:
-            tasks.start_soon(self._write_loop, name=f"asyncpool writer {self.key}")
+        self._tasks = tasks
+        if type(self._stream) is not AsyncioSocketStream:
+            self._start_writer()
         tasks.start_soon(self._read_loop, name=f"asyncpool reader {self.key}")
 
-    def _start_writer(self) -> None:
+    def _start_writer(self) -> Channel[_Exchange]:
+        """Start the writer task, with its channel and scope (none of them made before: most
+        connections never need them)."""
         tasks, self._tasks = self._tasks, None
-        if tasks is not None:
-            tasks.start_soon(self._write_loop, name=f"asyncpool writer {self.key}")
+        assert tasks is not None, "the writer starts once, after start()"
+        queue = self._write_queue = Channel(self._new_event)
+        scope = self._writer_scope = anyio.CancelScope()
+        if self.closed:  # as close() leaves them: the task only ends
+            queue.close()
+            scope.cancel()
+        tasks.start_soon(self._write_loop, name=f"asyncpool writer {self.key}")
+        return queue
 
     def close(self, why: CloseReason, error: BaseException | None = None) -> None:
         """Close the connection now; synchronous and idempotent. Both tasks end soon after."""
@@ -343,10 +350,11 @@ class HTTP11Connection:
         self.closed = True
         self.close_why, self.close_error = why, error
         self._read_queue.close()
-        self._write_queue.close()
         if why is not CloseReason.UPGRADED:  # the reader keeps the stream for the caller
             self._reader_scope.cancel()
-        self._writer_scope.cancel()
+        if self._write_queue is not None and self._writer_scope is not None:
+            self._write_queue.close()
+            self._writer_scope.cancel()
         self._owner.conn_closed(self)
         report_closed(self.trace, self, why, error)
 
@@ -387,11 +395,10 @@ class HTTP11Connection:
         try:
             self._read_queue.send_nowait(exchange)
             if not self._writes_inline(exchange):
-                self._write_queue.send_nowait(exchange)
+                queue = self._write_queue
+                (self._start_writer() if queue is None else queue).send_nowait(exchange)
         except anyio.ClosedResourceError:
             raise self._error_for(exchange) from None
-        if self._tasks is not None and not exchange.body_sent:
-            self._start_writer()
         try:
             if exchange.written is None:  # no timeout: just the head
                 await exchange.head_ready.wait()
@@ -510,11 +517,13 @@ class HTTP11Connection:
     # -- the writer task (Go's writeLoop) -------------------------------------------------------
 
     async def _write_loop(self) -> None:
-        with self._writer_scope:
+        queue, scope = self._write_queue, self._writer_scope
+        assert queue is not None and scope is not None
+        with scope:
             while True:
-                await self._write_queue.wait_receivable()  # parked here between requests
+                await queue.wait_receivable()  # parked here between requests
                 try:
-                    exchange = self._write_queue.receive_nowait()
+                    exchange = queue.receive_nowait()
                 except anyio.EndOfStream:
                     return
                 try:
