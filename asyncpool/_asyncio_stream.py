@@ -19,12 +19,19 @@ import socket
 import anyio
 import anyio.abc
 
-from ._conn_common import READ_SIZE
+from ._conn_common import BIG_READ_SIZE, MAX_CHUNK, READ_SIZE
 
-__all__ = ["READ_SIZE", "AsyncioSocketStream", "SendRefused", "connect_tcp_asyncio"]
+__all__ = [
+    "BIG_READ_SIZE",
+    "MAX_CHUNK",
+    "READ_SIZE",
+    "AsyncioSocketStream",
+    "SendRefused",
+    "connect_tcp_asyncio",
+]
 
-# READ_SIZE (bytes asked of the socket per read) is _conn_common's: the connections use it on
-# any stream, and importing this module imports asyncio.
+# READ_SIZE (bytes asked of the socket per read), BIG_READ_SIZE and MAX_CHUNK are _conn_common's:
+# the connections use them on any stream, and importing this module imports asyncio.
 HIGH_WATER = 1 << 20  # bytes buffered unread before reading pauses
 LOW_WATER = 1 << 18
 # anyio cancels a task only where it suspends, and ``receive`` does not when data is buffered
@@ -50,6 +57,7 @@ class _Protocol(asyncio.Protocol):
         "buffered",
         "eof",
         "error",
+        "read_size",
         "read_waiter",
         "reading_paused",
         "transport",
@@ -59,7 +67,11 @@ class _Protocol(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.buffer: collections.deque[bytes] = collections.deque()
+        # What the transport reads at a time (its max_size); 0 for a transport without one
+        # (not a selector loop's), whose reads are left as they are.
+        self.read_size = 0
+        # Reads not received yet; the rest of one split by a smaller receive is a memoryview.
+        self.buffer: collections.deque[bytes | memoryview] = collections.deque()
         self.buffered = 0
         self.reading_paused = False
         self.eof = False
@@ -71,10 +83,19 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if hasattr(transport, "max_size"):  # the selector loop's recv size, 256 KiB by default
+            transport.max_size = self.read_size = READ_SIZE
 
     def data_received(self, data: bytes) -> None:
+        size, read_size = len(data), self.read_size
+        if read_size:
+            if size >= read_size:
+                if read_size != BIG_READ_SIZE:  # a full read of READ_SIZE: more is waiting
+                    self.read_size = self.transport.max_size = BIG_READ_SIZE  # type: ignore[union-attr]
+            elif size < READ_SIZE and read_size != READ_SIZE:
+                self.read_size = self.transport.max_size = READ_SIZE  # type: ignore[union-attr]
         self.buffer.append(data)
-        self.buffered += len(data)
+        self.buffered += size
         if self.buffered > HIGH_WATER and not self.reading_paused:
             assert self.transport is not None
             self.transport.pause_reading()
@@ -114,6 +135,9 @@ class _Protocol(asyncio.Protocol):
 
 
 class AsyncioSocketStream(anyio.abc.SocketStream):
+    # What receive_some asks for: a read made already, returned whole (see MAX_CHUNK).
+    receive_size = MAX_CHUNK
+
     def __init__(
         self, transport: asyncio.Transport, protocol: _Protocol, loop: asyncio.AbstractEventLoop
     ) -> None:
@@ -158,13 +182,16 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             return None
         chunk = protocol.buffer.popleft()
         if len(chunk) > max_bytes:
-            chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
-            protocol.buffer.appendleft(rest)
+            # A view of what is left, not a copy: a read split into n pieces (TLS asks for
+            # 64 KiB at a time) is then copied once, not about n/2 times.
+            view = chunk if type(chunk) is memoryview else memoryview(chunk)
+            protocol.buffer.appendleft(view[max_bytes:])
+            chunk = view[:max_bytes]
         protocol.buffered -= len(chunk)
         if protocol.reading_paused and protocol.buffered < LOW_WATER:
             protocol.reading_paused = False
             self._transport.resume_reading()
-        return chunk
+        return chunk if type(chunk) is bytes else bytes(chunk)
 
     def wait_receivable(self) -> asyncio.Future[None]:
         """A future done when ``receive_nowait`` may have something new to say. The future
@@ -174,13 +201,18 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         waiter = self._protocol.read_waiter = self._loop.create_future()
         return waiter
 
-    async def send(self, item: bytes) -> None:
-        protocol = self._protocol
+    def send_nowait(self, item: bytes) -> None:
+        """Hand ``item`` to the transport without waiting out back-pressure (the transport
+        buffers it). Raises, before a byte is handed over, as ``send`` does."""
         if self._closed:
             raise anyio.ClosedResourceError
-        if protocol.error is not None or self._transport.is_closing():
-            raise SendRefused from protocol.error
+        if self._protocol.error is not None or self._transport.is_closing():
+            raise SendRefused from self._protocol.error
         self._transport.write(item)
+
+    async def send(self, item: bytes) -> None:
+        protocol = self._protocol
+        self.send_nowait(item)
         while protocol.writing_paused and not self._closed:
             waiter = protocol.write_waiter = self._loop.create_future()
             try:
@@ -216,6 +248,4 @@ async def connect_tcp_asyncio(
     local_addr = None if local_host is None else (local_host, 0)
     transport, protocol = await loop.create_connection(_Protocol, host, port, local_addr=local_addr)
     assert isinstance(transport, asyncio.Transport)
-    if hasattr(transport, "max_size"):  # the selector loop's recv size, 256 KiB by default
-        transport.max_size = READ_SIZE
     return AsyncioSocketStream(transport, protocol, loop)

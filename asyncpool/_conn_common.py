@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from ._trace import ClientTrace
 
 __all__ = [
+    "BIG_READ_SIZE",
+    "MAX_CHUNK",
     "READ_SIZE",
     "CloseReason",
     "Connection",
@@ -163,18 +165,30 @@ class Connection(Protocol):
         once its head has arrived (the body is read later through the response)."""
 
 
-# Bytes asked of the socket per read, by the connections on any stream and by _asyncio_stream's
-# transports: big bodies in few chunks, yet under glibc malloc's default mmap threshold (128 KiB).
-# CPython allocates the whole size for every recv and shrinks it afterwards; above the threshold
-# that is an mmap, an mremap and a munmap for each small response (a quarter of a 12-byte
-# request's time at c=100). Here, not in _asyncio_stream: that one imports asyncio.
+# Bytes asked of the socket per read, by the connections on anyio's streams and by
+# _asyncio_stream's transports (until reads come back full: BIG_READ_SIZE): big bodies in few
+# chunks, yet under glibc malloc's default mmap threshold (128 KiB). CPython allocates the whole
+# size for every recv and shrinks it afterwards; above the threshold that is an mmap, an mremap
+# and a munmap for each small response (a quarter of a 12-byte request's time at c=100). Here,
+# not in _asyncio_stream: that one imports asyncio.
 READ_SIZE = 126976
+# After a read that filled READ_SIZE (a big body arriving faster than it is read), the asyncio
+# stream asks for this much until a read comes back short of READ_SIZE: fewer reads, loop turns
+# and reader wake-ups for a big body (the allocation above the mmap threshold is paid once a
+# quarter MiB then), while the small responses of a busy connection keep the small reads.
+BIG_READ_SIZE = 1 << 18
+# A stream that reads ahead (``receive_size`` on its class: the asyncio stream) returns a
+# buffered read whole up to this (splitting one copies it): the most a read can be.
+MAX_CHUNK = BIG_READ_SIZE
 
 
 async def receive_some(stream: anyio.abc.ByteStream, host_port: str) -> bytes:
     """The next bytes from the server; ``b""`` when it closed its side."""
     try:
-        return await stream.receive(READ_SIZE)
+        # READ_SIZE is what anyio's streams allocate for each read; asyncio's own has read
+        # already and would only split what it holds (its class says so: ``receive_size``).
+        size: int = getattr(stream, "receive_size", READ_SIZE)
+        return await stream.receive(size)
     except anyio.EndOfStream:
         return b""
     except (OSError, anyio.BrokenResourceError) as exc:

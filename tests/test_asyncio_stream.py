@@ -9,7 +9,14 @@ import anyio
 import anyio.abc
 import pytest
 
-from asyncpool._asyncio_stream import CHECKPOINT_EVERY, HIGH_WATER, connect_tcp_asyncio
+from asyncpool._asyncio_stream import (
+    BIG_READ_SIZE,
+    CHECKPOINT_EVERY,
+    HIGH_WATER,
+    MAX_CHUNK,
+    READ_SIZE,
+    connect_tcp_asyncio,
+)
 from tests.servers import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
@@ -126,4 +133,28 @@ async def test_a_reader_that_always_finds_data_still_reaches_a_cancellation_poin
             await stream.receive()
             reads += 1
     assert reads < CHECKPOINT_EVERY, reads
+    await stream.aclose()
+
+
+async def test_reads_grow_while_they_come_back_full_and_shrink_when_they_do_not(
+    blaster: tuple[int, list[bytes]],
+) -> None:
+    """Nobody reads, so the socket holds more than a read takes: the reads grow to
+    BIG_READ_SIZE. A chunk is returned whole, up to MAX_CHUNK; a short read shrinks them back."""
+    port, _ = blaster
+    stream = await connect_tcp_asyncio("127.0.0.1", port)
+    protocol, transport = stream._protocol, stream._transport
+    await wait_until(lambda: protocol.reading_paused)
+    assert READ_SIZE in {len(chunk) for chunk in protocol.buffer}
+    assert BIG_READ_SIZE in {len(chunk) for chunk in protocol.buffer}
+    assert protocol.read_size == transport.max_size == BIG_READ_SIZE  # type: ignore[attr-defined]
+    data = bytearray()
+    while len(data) < len(PAYLOAD):
+        chunk = await stream.receive(MAX_CHUNK)
+        assert len(chunk) <= MAX_CHUNK
+        data += chunk
+    assert bytes(data) == PAYLOAD
+    protocol.data_received(b"short")  # as a small response would come
+    assert protocol.read_size == transport.max_size == READ_SIZE  # type: ignore[attr-defined]
+    assert await stream.receive() == b"short"
     await stream.aclose()

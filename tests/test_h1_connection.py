@@ -1023,3 +1023,63 @@ async def test_decoding_is_the_same_wherever_the_reads_are_cut() -> None:
         await decode_all("gzip", [members[:-3]])
     with pytest.raises(asyncpool.DecodingError):
         await decode_all("gzip", [gzip.compress(b"x") + b"garbage"])
+
+
+# -- requests without a body are written in the caller's turn ------------------------------------
+
+
+def _writers_and_readers() -> tuple[int, int]:
+    from tests.test_lifetime import pool_tasks
+
+    names = pool_tasks()
+    writers = sum(name.startswith("asyncpool writer") for name in names)
+    return writers, sum(name.startswith("asyncpool reader") for name in names)
+
+
+async def test_the_writer_task_starts_with_the_first_request_that_has_a_body(
+    server: TestServer, anyio_backend: str
+) -> None:
+    """On asyncio's TCP stream a request without a body is written by its caller, so a
+    connection that carries only such requests has no writer task; on trio it has one always."""
+    async with Transport() as pool:
+        for _ in range(3):
+            assert (await fetch(pool, "GET", server.url_for("/bytes?n=5"))).content == b"xxxxx"
+        assert _writers_and_readers() == ((0, 1) if anyio_backend == "asyncio" else (1, 1))
+        response = await fetch(pool, "POST", server.url_for("/echo"), content=b"payload")
+        assert response.content == b"payload"
+        assert _writers_and_readers() == (1, 1)
+        assert (await fetch(pool, "GET", server.url_for("/bytes?n=2"))).content == b"xx"
+        assert pool.stats().dials == 1
+    assert _writers_and_readers() == (0, 0)
+
+
+async def test_a_raising_wrote_request_hook_fails_its_request_and_closes_the_connection(
+    server: TestServer,
+) -> None:
+    def boom(info: object) -> None:
+        raise RuntimeError("wrote_request hook failed")
+
+    trace = asyncpool.ClientTrace(wrote_request=boom)
+    async with Transport() as pool:
+        with anyio.fail_after(5), pytest.raises(RuntimeError, match="wrote_request hook failed"):
+            await pool.round_trip(Request("GET", server.url_for("/bytes?n=5"), trace=trace))
+        await wait_until(lambda: pool.stats().total == 0)
+        assert (await fetch(pool, "GET", server.url_for("/bytes?n=5"))).content == b"xxxxx"
+        assert pool.stats().dials == 2
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # asyncio's stream
+async def test_a_request_on_a_connection_the_loop_saw_close_is_retried_as_never_sent(
+    server: TestServer,
+) -> None:
+    """The writer, here the caller itself, can be the first to find a reused connection
+    closed: nothing was sent, so the request goes out again on a new connection."""
+    async with Transport() as pool:
+        response = await fetch(pool, "GET", server.url_for("/bytes?n=5"))
+        stream = response._network_stream
+        assert type(stream) is asyncpool._h1.connection.AsyncioSocketStream
+        stream._transport.close()  # closing: the reader has not run since
+        with anyio.fail_after(5):
+            response = await fetch(pool, "GET", server.url_for("/bytes?n=3"))
+        assert response.content == b"xxx"
+        assert pool.stats().dials == 2

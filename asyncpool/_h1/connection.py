@@ -2,12 +2,15 @@
 
 Theory of operation
 -------------------
-A connection owns one byte stream and two tasks of the Transport's (its ``TaskSet``):
+A connection owns one byte stream and up to two tasks of the Transport's (its ``TaskSet``):
 
 * the **writer** takes exchanges from ``_write_queue`` (a memory channel) and writes each
   request: head, then body (after ``100 Continue`` where the request expects one). When a write
   fails after bytes went out, a response the server sent before it stopped reading is still
-  the answer: the writer lets the reader find it before the connection closes;
+  the answer: the writer lets the reader find it before the connection closes. On asyncio's
+  plain TCP stream a request without a body is written by its caller instead, in
+  ``round_trip`` (a send there never has to wait), and the writer task is started only with
+  the first request that has a body: most connections never have one;
 * the **reader** is parked on the socket whenever it is not reading a response. When bytes
   arrive it takes the exchange they answer from ``_read_queue``, parses the head, hands it to
   the caller (who builds the Response) and streams the body into a bounded channel
@@ -21,9 +24,9 @@ writer and frees the host slot but leaves the socket open, and delivers the head
 until the caller takes the stream (the task ends, the socket is the caller's) or gives the
 response up (the task closes the socket, as it does when the Transport closes first).
 
-A caller (``round_trip``) puts its exchange into both channels without awaiting and waits for
-the head. The channels and events are the loop-native ones of ``_sync`` (anyio's cost several
-times more per request). Between requests the writer waits on its channel and the reader on
+A caller (``round_trip``) puts its exchange into both channels (or writes it and puts it into
+``_read_queue`` only) without awaiting and waits for the head. The channels and events are the
+loop-native ones of ``_sync`` (anyio's cost several times more per request). Between requests the writer waits on its channel and the reader on
 the socket. Because the reader is always parked on the socket, a server that closes an idle
 connection is noticed at once. The idle timeout is the pool's business (one sweeper for all
 idle connections), so a connection arms no timer per request.
@@ -54,7 +57,7 @@ from typing import Final, Literal, Protocol
 import anyio
 import anyio.abc
 
-from .._asyncio_stream import READ_SIZE, AsyncioSocketStream, SendRefused
+from .._asyncio_stream import MAX_CHUNK, AsyncioSocketStream, SendRefused
 from .._conn_common import (
     CloseReason,
     Connection,
@@ -242,6 +245,7 @@ class HTTP11Connection:
         "_read_queue",
         "_reader_scope",
         "_stream",
+        "_tasks",
         "_upgraded",
         "_write_queue",
         "_writer_scope",
@@ -303,11 +307,14 @@ class HTTP11Connection:
         self.trace: ClientTrace | None = None
         self._new_event = event_factory()
         self._read_queue: Channel[_Exchange] = Channel(self._new_event)
-        self._write_queue: Channel[_Exchange] = Channel(self._new_event)
+        # The writer's, made when it starts (see start).
+        self._write_queue: Channel[_Exchange] | None = None
+        self._writer_scope: anyio.CancelScope | None = None
         self._reader_scope = anyio.CancelScope()
-        self._writer_scope = anyio.CancelScope()
         # The stream handed over after a switch of protocols (see _switch_protocols).
         self._upgraded: UpgradeStream | None = None
+        # Where the writer task is started, until it is (None before start() and after).
+        self._tasks: Spawner | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("idle" if self.idle_at is not None else "active")
@@ -316,9 +323,25 @@ class HTTP11Connection:
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self, tasks: Spawner) -> None:
-        """Start the reader and writer tasks (in the Transport's ``TaskSet``)."""
-        tasks.start_soon(self._write_loop, name=f"asyncpool writer {self.key}")
+        """Start the reader task (in the Transport's ``TaskSet``), and the writer on asyncio's
+        plain TCP stream only once a request needs it (see ``_writes_inline``)."""
+        self._tasks = tasks
+        if type(self._stream) is not AsyncioSocketStream:
+            self._start_writer()
         tasks.start_soon(self._read_loop, name=f"asyncpool reader {self.key}")
+
+    def _start_writer(self) -> Channel[_Exchange]:
+        """Start the writer task, with its channel and scope (none of them made before: most
+        connections never need them)."""
+        tasks, self._tasks = self._tasks, None
+        assert tasks is not None, "the writer starts once, after start()"
+        queue = self._write_queue = Channel(self._new_event)
+        scope = self._writer_scope = anyio.CancelScope()
+        if self.closed:  # as close() leaves them: the task only ends
+            queue.close()
+            scope.cancel()
+        tasks.start_soon(self._write_loop, name=f"asyncpool writer {self.key}")
+        return queue
 
     def close(self, why: CloseReason, error: BaseException | None = None) -> None:
         """Close the connection now; synchronous and idempotent. Both tasks end soon after."""
@@ -327,10 +350,11 @@ class HTTP11Connection:
         self.closed = True
         self.close_why, self.close_error = why, error
         self._read_queue.close()
-        self._write_queue.close()
         if why is not CloseReason.UPGRADED:  # the reader keeps the stream for the caller
             self._reader_scope.cancel()
-        self._writer_scope.cancel()
+        if self._write_queue is not None and self._writer_scope is not None:
+            self._write_queue.close()
+            self._writer_scope.cancel()
         self._owner.conn_closed(self)
         report_closed(self.trace, self, why, error)
 
@@ -370,7 +394,9 @@ class HTTP11Connection:
         self.trace = trace
         try:
             self._read_queue.send_nowait(exchange)
-            self._write_queue.send_nowait(exchange)
+            if not self._writes_inline(exchange):
+                queue = self._write_queue
+                (self._start_writer() if queue is None else queue).send_nowait(exchange)
         except anyio.ClosedResourceError:
             raise self._error_for(exchange) from None
         try:
@@ -445,34 +471,65 @@ class HTTP11Connection:
             error.retry_hint = RetryHint.NO_RESPONSE if exchange.reused else None
         return error
 
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _writes_inline(self, exchange: _Exchange) -> bool:
+        """Write a request without a body here, in the caller's turn, when the stream takes bytes
+        without waiting (asyncio's plain TCP stream: a send only waits for back-pressure, which a
+        head need not wait out). True when written, or failed with the exchange (and the
+        connection) ended. This spares a task switch a request, and a connection that only
+        carries such requests its writer task (its coroutines, scopes and futures; the reader
+        then finds the exchange in ``_read_queue`` alone)."""
+        stream = self._stream
+        if not (exchange.body_sent and type(stream) is AsyncioSocketStream):
+            return False
+        try:
+            head = self._request_head(exchange) + self._protocol.end_of_body()
+            stream.send_nowait(head)  # raises only before a byte is handed over
+            exchange.wrote_any = True
+            trace = exchange.trace
+            if trace and trace.wrote_request:
+                trace.wrote_request(WroteRequestInfo(None))
+        except Exception as exc:
+            error = self._write_failure(exchange, exc)
+            exchange.fail(error)
+            self.close(CloseReason.ERROR, error)
+            return True
+        if exchange.written is not None:
+            exchange.written.set()
+        return True
+
+    def _write_failure(self, exchange: _Exchange, exc: Exception) -> BaseException:
+        """What a failed write ends its exchange with, once the trace is told."""
+        error: BaseException = exc
+        if isinstance(exc, (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)):
+            error = WriteError(f"writing the request failed: {exc!r}", host=self.host_port)
+        if isinstance(error, WriteError) and not exchange.wrote_any:
+            error.retry_hint = RetryHint.NOTHING_WRITTEN if exchange.reused else None
+        trace = exchange.trace
+        if trace and trace.wrote_request:
+            try:
+                trace.wrote_request(WroteRequestInfo(error))
+            except Exception as hook_error:  # it fails the request, not the pool
+                error = hook_error
+        return error
+
     # -- the writer task (Go's writeLoop) -------------------------------------------------------
 
     async def _write_loop(self) -> None:
-        with self._writer_scope:
+        queue, scope = self._write_queue, self._writer_scope
+        assert queue is not None and scope is not None
+        with scope:
             while True:
-                await self._write_queue.wait_receivable()  # parked here between requests
+                await queue.wait_receivable()  # parked here between requests
                 try:
-                    exchange = self._write_queue.receive_nowait()
+                    exchange = queue.receive_nowait()
                 except anyio.EndOfStream:
                     return
                 try:
                     await self._write_request(exchange)
                 except Exception as exc:
-                    error = exc
-                    if isinstance(
-                        exc, (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
-                    ):
-                        error = WriteError(
-                            f"writing the request failed: {exc!r}", host=self.host_port
-                        )
-                    if isinstance(error, WriteError) and not exchange.wrote_any:
-                        error.retry_hint = RetryHint.NOTHING_WRITTEN if exchange.reused else None
-                    trace = exchange.trace
-                    if trace and trace.wrote_request:
-                        try:
-                            trace.wrote_request(WroteRequestInfo(error))
-                        except Exception as hook_error:  # it fails the request, not the pool
-                            error = hook_error
+                    error = self._write_failure(exchange, exc)
                     if isinstance(error, WriteError) and await self._response_after_write_error(
                         exchange, error
                     ):
@@ -516,18 +573,23 @@ class HTTP11Connection:
             raise
         exchange.wrote_any = True
 
-    async def _write_request(self, exchange: _Exchange) -> None:
-        request, trace, protocol = exchange.request, exchange.trace, self._protocol
+    def _request_head(self, exchange: _Exchange) -> bytes:
+        request, trace = exchange.request, exchange.trace
         target = request.target
         if self._absolute_form and target.startswith("/"):
             target = f"{request.url.scheme}://{request.url.host_header}{target}"
-        head = protocol.request_head(request.method, target, exchange.headers)
+        head = self._protocol.request_head(request.method, target, exchange.headers)
         if trace:
             if trace.wrote_header_field:
                 for name, value in exchange.headers:
                     trace.wrote_header_field(name, [value])
             if trace.wrote_headers:
                 trace.wrote_headers()
+        return head
+
+    async def _write_request(self, exchange: _Exchange) -> None:
+        request, trace, protocol = exchange.request, exchange.trace, self._protocol
+        head = self._request_head(exchange)
         content = request.content
         if exchange.continue_event is not None:
             await self._send(exchange, head)
@@ -788,7 +850,7 @@ class HTTP11Connection:
 def receive_nowait(stream: AsyncioSocketStream, host_port: str) -> bytes | None:
     """As ``receive_some`` without waiting: None when nothing has arrived yet."""
     try:
-        return stream.receive_nowait(READ_SIZE)
+        return stream.receive_nowait(MAX_CHUNK)
     except (OSError, anyio.BrokenResourceError) as exc:
         raise read_error(exc, host_port) from exc
 
