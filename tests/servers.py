@@ -70,6 +70,28 @@ Handler = Callable[["ServerRequest", "ServerConnection"], Awaitable[None]]
 _CONNECTION_ERRORS = (anyio.BrokenResourceError, anyio.EndOfStream, OSError, h11.ProtocolError)
 
 
+@asynccontextmanager
+async def open_blaster(payload: bytes) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """A TCP server that sends ``payload`` to each client at once, then records what it
+    receives until EOF: (its port, what it received). For the socket streams' own tests."""
+    received: list[bytes] = []
+
+    async def handle(stream: SocketStream) -> None:
+        async with stream:
+            try:
+                await stream.send(payload)
+                while True:
+                    received.append(await stream.receive())
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # the client went away
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        yield listener.extra(SocketAttribute.local_port), received
+        tg.cancel_scope.cancel()
+
+
 async def wait_until(predicate: Callable[[], bool], *, timeout: float = 5.0) -> None:
     """Wait until ``predicate()`` is true, polling every millisecond; fail after ``timeout``.
 

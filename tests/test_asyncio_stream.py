@@ -17,7 +17,7 @@ from asyncpool._asyncio_stream import (
     READ_SIZE,
     connect_tcp_asyncio,
 )
-from tests.servers import wait_until
+from tests.servers import open_blaster, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 
@@ -27,22 +27,8 @@ PAYLOAD = bytes(range(256)) * (4 * HIGH_WATER // 256)  # four times the high-wat
 @pytest.fixture
 async def blaster(anyio_backend: str) -> AsyncIterator[tuple[int, list[bytes]]]:
     """A server that sends PAYLOAD at once, then records what it receives until EOF."""
-    received: list[bytes] = []
-
-    async def handle(stream: anyio.abc.SocketStream) -> None:
-        async with stream:
-            try:
-                await stream.send(PAYLOAD)
-                while True:
-                    received.append(await stream.receive())
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass  # the client went away
-
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, handle)
-        yield listener.extra(anyio.abc.SocketAttribute.local_port), received
-        tg.cancel_scope.cancel()
+    async with open_blaster(PAYLOAD) as port_and_received:
+        yield port_and_received
 
 
 async def test_reading_pauses_when_too_much_is_unread_and_resumes(

@@ -16,7 +16,7 @@ import pytest
 
 from asyncpool._asyncio_stream import CHECKPOINT_EVERY, SendRefused
 from asyncpool._trio_stream import TrioSocketStream, connect_tcp_trio
-from tests.servers import wait_until
+from tests.servers import open_blaster, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["trio"])]
 
@@ -26,22 +26,8 @@ PAYLOAD = bytes(range(256)) * (4 << 20 >> 8)  # 4 MiB: more than the socket buff
 @pytest.fixture
 async def blaster(anyio_backend: str) -> AsyncIterator[tuple[int, list[bytes]]]:
     """A server that sends PAYLOAD at once, then records what it receives until EOF."""
-    received: list[bytes] = []
-
-    async def handle(stream: anyio.abc.SocketStream) -> None:
-        async with stream:
-            try:
-                await stream.send(PAYLOAD)
-                while True:
-                    received.append(await stream.receive())
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass  # the client went away
-
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, handle)
-        yield listener.extra(anyio.abc.SocketAttribute.local_port), received
-        tg.cancel_scope.cancel()
+    async with open_blaster(PAYLOAD) as port_and_received:
+        yield port_and_received
 
 
 async def test_data_in_order_then_eof_and_errors_after_close(
