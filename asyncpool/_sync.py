@@ -10,6 +10,8 @@ running loop's own primitives, chosen once per object:
 
 * ``Event``: a one-shot flag one task waits on (a bare future on asyncio, trio's Event on
   trio);
+* ``WakeableEvent``: asyncio's Event, whose waiter a timer can also wake without setting it
+  (the response head's deadline: ``_conn_common.HeadTimer``);
 * ``SET_EVENT``: an Event set for good, to keep in place of one that has fired;
 * ``Channel``: a single-consumer queue, unbounded (a connection's exchange queues) or bounded
   (a streamed body), with anyio's exception types, read as a memory object stream would be;
@@ -34,7 +36,15 @@ import anyio
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["SET_EVENT", "Channel", "Event", "call_soon_factory", "clock", "event_factory"]
+__all__ = [
+    "SET_EVENT",
+    "Channel",
+    "Event",
+    "WakeableEvent",
+    "call_soon_factory",
+    "clock",
+    "event_factory",
+]
 
 T = TypeVar("T")
 
@@ -45,6 +55,14 @@ class Event(Protocol):
     def is_set(self) -> bool: ...
 
     def wait(self) -> Awaitable[None]: ...
+
+
+class WakeableEvent(Event, Protocol):
+    """An Event whose waiter a timer can wake without setting it (asyncio's, here)."""
+
+    def time(self) -> float: ...
+    def call_at(self, when: float, callback: Callable[[], object]) -> asyncio.TimerHandle: ...
+    def wake(self) -> None: ...
 
 
 class _Ready:
@@ -110,6 +128,21 @@ class _AsyncioEvent:
         assert future is None or future.done(), "an asyncpool Event has one waiter at a time"
         future = self._future = self._loop.create_future()
         return future
+
+    def time(self) -> float:
+        """The loop's clock (``anyio.current_time`` would look the loop up: a system call)."""
+        return self._loop.time()
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
+        """Run ``callback`` on the loop at ``when`` (the loop's clock)."""
+        return self._loop.call_at(when, callback)
+
+    def wake(self) -> None:
+        """Wake the waiter without setting the event (a deadline's timer): it finds the event
+        not set."""
+        future, self._future = self._future, None
+        if future is not None and not future.done():
+            future.set_result(None)
 
 
 def _running_backend() -> str:

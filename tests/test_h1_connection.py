@@ -485,6 +485,25 @@ async def test_response_header_timeout_counts_from_the_end_of_the_upload() -> No
         release.set()
 
 
+async def test_read_timeout_fires_for_a_request_after_others_on_its_connection() -> None:
+    """A connection's requests share one head timer, armed for an earlier request's deadline:
+    when it fires for a later request still waiting, it is armed again and times that out."""
+    release = anyio.Event()
+
+    async def answer_then_stall(req: ServerRequest, conn: ServerConnection) -> None:
+        if req.path == "/stall":
+            await release.wait()
+        await conn.respond(200, body=b"ok")
+
+    async with open_server(answer_then_stall) as server, Transport(read_timeout=0.5) as pool:
+        for _ in range(3):
+            assert (await fetch(pool, "GET", server.url)).content == b"ok"
+        with anyio.fail_after(5), pytest.raises(asyncpool.ReadTimeout):  # a hang guard
+            await pool.round_trip(Request("GET", server.url_for("/stall")))
+        assert pool.stats().dials == 1  # all on one connection
+        release.set()
+
+
 async def test_read_timeout_bounds_the_wait_for_a_head_and_for_a_stalled_body() -> None:
     release = anyio.Event()
 

@@ -61,6 +61,7 @@ from .._asyncio_stream import MAX_CHUNK, AsyncioSocketStream, SendRefused
 from .._conn_common import (
     CloseReason,
     Connection,
+    HeadTimer,
     RetryHint,
     WriteClock,
     closing_body,
@@ -153,7 +154,7 @@ class _Exchange:
         reused: bool,
         new_event: Callable[[], Event],
         *,
-        need_written_event: bool,
+        head_timer: HeadTimer | None,
         expects_continue: bool,
     ) -> None:
         self.request = request
@@ -161,7 +162,8 @@ class _Exchange:
         self.trace = trace
         self.reused = reused
         self.head_ready = new_event()
-        self.written = WriteClock() if need_written_event else None
+        # With a timeout that counts from the write (head_timer: the connection's, shared).
+        self.written = None if head_timer is None else WriteClock(self.head_ready, head_timer)
         self.continue_event = new_event() if expects_continue else None
         self.continue_refused = False
         self.read_timeout: float | None = None  # the longest wait for the server mid-response
@@ -239,6 +241,7 @@ class HTTP11Connection:
     __slots__ = (
         "_absolute_form",
         "_expect_continue_timeout",
+        "_head_timer",
         "_new_event",
         "_owner",
         "_protocol",
@@ -288,6 +291,7 @@ class HTTP11Connection:
         self._owner = owner
         self._stream = stream
         self._expect_continue_timeout = expect_continue_timeout
+        self._head_timer = HeadTimer(shared=True)  # the head waits' (see _conn_common)
         self._protocol = make_protocol(parser, host_port, max_header_bytes=max_header_bytes)
 
         # Owned by the pool, changed only in its synchronous methods: when the connection
@@ -385,7 +389,11 @@ class HTTP11Connection:
             trace,
             self.requests_started > 0,
             self._new_event,
-            need_written_event=response_header_timeout is not None or read_timeout is not None,
+            head_timer=(
+                None
+                if response_header_timeout is None and read_timeout is None
+                else self._head_timer
+            ),
             expects_continue=bool(expects_continue),
         )
         exchange.read_timeout = read_timeout

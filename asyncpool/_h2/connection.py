@@ -486,7 +486,7 @@ class HTTP2Connection:
             raise
         stream.read_timeout = read_timeout
         if response_header_timeout is not None or read_timeout is not None:
-            stream.written = WriteClock()
+            stream.written = WriteClock(stream.head_ready)
             if stream.body_done:
                 stream.written.set()
         try:
