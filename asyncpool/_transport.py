@@ -8,10 +8,11 @@ argument and returns what to do as *actions* (deliver a want, dial, close a conn
 module is the I/O around it:
 
 * ``round_trip`` prepares the wire headers, gets a connection (``_take``: ``Pool.take``, with
-  no await; else ``_get_conn``: a want it waits on), runs the exchange on it, retries what the server cannot have processed
-  (at most ``MAX_RETRIES`` times for a stale connection or a server that refuses everything,
-  HTTP/2 backing off from the second; up to ``MAX_REFUSED_RETRIES`` times for streams refused
-  by a server that processes others), and decodes the body.
+  no await; else ``_get_conn``: a want it waits on), runs the exchange on it, retries what the
+  server cannot have processed (an HTTP/1.1 request not a byte of which went out on a reused
+  connection, as long as such stale connections turn up, as Go does; otherwise at most
+  ``MAX_RETRIES`` times, HTTP/2 backing off from the second; up to ``MAX_REFUSED_RETRIES``
+  times for streams refused by a server that processes others), and decodes the body.
 * Proxies are the Transport's, not the pool's: ``round_trip`` asks ``_proxy.ProxyChooser`` for
   the request's route, and a proxied request's pool key is the route's (``"<origin> via
   <proxy>"`` for a tunnel, ``"via <proxy>"`` for http forwarded by an HTTP proxy); the dial goes
@@ -139,8 +140,9 @@ __all__ = ["HostStats", "PoolInvariantError", "Transport", "TransportOptions", "
 
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 # Retries of one request, at most. An HTTP/1.1 request retries only after failing on a reused
-# connection, so it runs out of stale connections long before this; an HTTP/2 stream the server
-# refuses could otherwise be retried forever (Go's http2 transport stops after 6 too).
+# connection, and one that failed before a byte went out is not counted (Go counts none): each
+# uses up a stale connection. An HTTP/2 stream the server refuses could otherwise be retried
+# forever (Go's http2 transport stops after 6 too).
 MAX_RETRIES = 6
 # Retries of streams an HTTP/2 server refused while it processed others (RetryHint.REFUSED: a
 # server that closes connections after a few requests, a graceful reload). They are not the
@@ -657,6 +659,12 @@ class Transport:
                 delay = 0.0
                 if exc.retry_hint is RetryHint.REFUSED and refused < MAX_REFUSED_RETRIES:
                     refused += 1
+                elif exc.retry_hint is RetryHint.NOTHING_WRITTEN and conn.protocol == "HTTP/1.1":
+                    # Not counted, as in Go: not a byte went out on a reused connection, now
+                    # closed, so each such retry uses up one stale idle connection (a reload
+                    # can leave every one of them dead, and a caller may find them all in one
+                    # turn of the loop, before their readers see the close).
+                    pass
                 elif counted < MAX_RETRIES:
                     counted += 1
                     if counted > 1 and conn.protocol == "HTTP/2":

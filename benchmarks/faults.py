@@ -157,7 +157,13 @@ class Target:
     http2: bool = False
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        return None if self.ca_file is None else ssl.create_default_context(cafile=self.ca_file)
+        """A context trusting the CA that offers h2 by ALPN when the scenario is HTTP/2:
+        asyncpool uses a given context as it is (without ALPN it speaks HTTP/1.1)."""
+        if self.ca_file is None:
+            return None
+        context = ssl.create_default_context(cafile=self.ca_file)
+        context.set_alpn_protocols(["h2", "http/1.1"] if self.http2 else ["http/1.1"])
+        return context
 
 
 @contextlib.contextmanager

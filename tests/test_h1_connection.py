@@ -1088,6 +1088,46 @@ async def test_a_raising_wrote_request_hook_fails_its_request_and_closes_the_con
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # asyncio's stream
+async def test_a_request_finds_more_stale_connections_than_max_retries_and_succeeds() -> None:
+    """After a server reload every idle connection can be dead, and a caller may meet them all
+    in one turn of the loop (nothing written on any): each is used up, none counts as a retry
+    of the request, as in Go, and the request goes out on a new connection."""
+    stale = asyncpool._transport.MAX_RETRIES + 3
+    arrived = 0
+    all_in = anyio.Event()
+
+    async def answer_once_all_are_in(req: ServerRequest, conn: ServerConnection) -> None:
+        nonlocal arrived
+        arrived += 1
+        if arrived == stale:
+            all_in.set()
+        await all_in.wait()  # so that every request holds a connection of its own
+        await conn.respond(200, body=b"ok")
+
+    async with (
+        open_server(answer_once_all_are_in) as server,
+        Transport(max_idle_conns_per_host=stale) as pool,
+    ):
+        streams = []
+
+        async def one() -> None:
+            response = await pool.round_trip(Request("GET", server.url))
+            streams.append(response._network_stream)
+            await response.aread()
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(stale):
+                tg.start_soon(one)
+        assert pool.stats().idle == stale
+        for stream in streams:
+            stream._transport.close()  # the readers have not run since
+        with anyio.fail_after(5):
+            response = await fetch(pool, "GET", server.url)
+        assert response.content == b"ok"
+        assert pool.stats().dials == stale + 1
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # asyncio's stream
 async def test_a_request_on_a_connection_the_loop_saw_close_is_retried_as_never_sent(
     server: TestServer,
 ) -> None:
