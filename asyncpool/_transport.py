@@ -794,11 +794,7 @@ class Transport:
         if trace and trace.get_conn:
             trace.get_conn(_host_port(url))
         pool = self._pool
-        if route is not None:
-            key = route.key
-        else:  # (Request.pool_key, without the call)
-            key = url.origin if request.sni_hostname is None else request.pool_key
-        conn = pool.take(key, self._clock())
+        conn = pool.take(request.pool_key if route is None else route.key, self._clock())
         if pool.actions or self._idle_wakeup is not None or self._check:
             self._decided()  # closes the stale idle connections it met on the way
         listener = request.wait_listener

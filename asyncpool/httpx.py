@@ -57,8 +57,8 @@ Request extensions
     established) → ``connect``, given afresh for the TLS handshake; handed a connection →
     ``write``; from ``wrote_request`` to the response head → ``read``; each body read →
     ``read``, except once the pool has the whole body (no read left to wait on the network,
-    as httpcore reads what h11 holds already). Before the pool has decided (the adapter's own work) no deadline runs, so an
-    uncontended request never sees ``pool``, however small. A deadline raises
+    as httpcore reads what h11 holds already). Before the pool has decided (the adapter's own
+    work) no deadline runs, so an uncontended request never sees ``pool``, however small. A deadline raises
     ``httpx.PoolTimeout`` / ``ConnectTimeout`` / ``WriteTimeout`` / ``ReadTimeout``, named by
     the phase whose deadline fired (later hooks from the pool's tasks do not change it). The
     dial itself gets ``connect`` for each of DNS + TCP, the TLS handshake and the HTTP/2

@@ -26,9 +26,9 @@ response up (the task closes the socket, as it does when the Transport closes fi
 
 A caller (``round_trip``) puts its exchange into both channels (or writes it and puts it into
 ``_read_queue`` only) without awaiting and waits for the head. The channels and events are the
-loop-native ones of ``_sync`` (anyio's cost several times more per request). Between requests the writer waits on its channel and the reader on
-the socket. Because the reader is always parked on the socket, a server that closes an idle
-connection is noticed at once. The idle timeout is the pool's business (one sweeper for all
+loop-native ones of ``_sync`` (anyio's cost several times more per request). Between requests
+the writer waits on its channel and the reader on the socket. Because the reader is always
+parked on the socket, a server that closes an idle connection is noticed at once. The idle timeout is the pool's business (one sweeper for all
 idle connections), so a connection arms no timer per request.
 
 Invariants
