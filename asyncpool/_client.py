@@ -7,7 +7,7 @@ import base64
 import contextlib
 import dataclasses
 import json as jsonlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Unpack
 
+    from ._cookies import CookieRequest
     from ._multipart import FilesInput
 
 # http.cookiejar (with urllib.request and email) and the multipart encoder are imported when
@@ -214,37 +215,39 @@ class Client:
             try:
                 await response.aread()
             finally:
-                await response.aclose()  # once read: only a switch of protocols' connection
+                if response._needs_close:  # once read: only a switch of protocols' connection
+                    await response.aclose()
             return response
         with anyio.move_on_after(limit):
             response = await self.send(request, follow_redirects=follow_redirects, auth=auth)
             try:
                 await response.aread()
             finally:
-                await response.aclose()
+                if response._needs_close:
+                    await response.aclose()
             return response
         raise _timed_out(request, limit) from None
 
-    async def get(self, url: str, **kwargs: Any) -> Response:
-        return await self.request("GET", url, **kwargs)
+    def get(self, url: str, **kwargs: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("GET", url, **kwargs)
 
-    async def head(self, url: str, **kwargs: Any) -> Response:
-        return await self.request("HEAD", url, **kwargs)
+    def head(self, url: str, **kwargs: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("HEAD", url, **kwargs)
 
-    async def options(self, url: str, **kwargs: Any) -> Response:
-        return await self.request("OPTIONS", url, **kwargs)
+    def options(self, url: str, **kwargs: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("OPTIONS", url, **kwargs)
 
-    async def delete(self, url: str, **kwargs: Any) -> Response:
-        return await self.request("DELETE", url, **kwargs)
+    def delete(self, url: str, **kwargs: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("DELETE", url, **kwargs)
 
-    async def post(self, url: str, **kwargs: Any) -> Response:
-        return await self.request("POST", url, **kwargs)
+    def post(self, url: str, **kwargs: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("POST", url, **kwargs)
 
-    async def put(self, url: str, **kwargs: Any) -> Response:
-        return await self.request("PUT", url, **kwargs)
+    def put(self, url: str, **kwargs: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("PUT", url, **kwargs)
 
-    async def patch(self, url: str, **kwargs: Any) -> Response:
-        return await self.request("PATCH", url, **kwargs)
+    def patch(self, url: str, **kwargs: Any) -> Coroutine[Any, Any, Response]:
+        return self.request("PATCH", url, **kwargs)
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -346,7 +349,14 @@ class Client:
             if request.url.origin != origin:
                 flow = None  # credentials stay dropped, even on a way back (CVE-2024-45336)
             if flow is None:
-                response = await self._send_one(request)
+                if self._jar is None and self._retrier is None and "@" not in request.url.url:
+                    # No cookie to send, no userinfo, no retry policy (most requests): the
+                    # Transport's response as it is, unless it sets a cookie.
+                    response = await self.transport.round_trip(request)
+                    if response.headers._has("set-cookie"):
+                        self._store_cookies(request, None, response.headers)
+                else:
+                    response = await self._send_one(request)
             else:
                 response = await self._send_authenticated(request, flow)
             if (
@@ -437,15 +447,20 @@ class Client:
             response = await self._retrier.round_trip(self.transport, sent)
         # Likewise storing: only a response that sets a cookie (or another jar) needs the jar.
         headers = response.headers
-        if headers.get_list("set-cookie") or (
+        if headers._has("set-cookie") or (
             jar is not None and (not self._plain_jar or _sets_cookie2(headers, jar))
         ):
-            from ._cookies import CookieRequest, store_cookies
-
-            if cookie_request is None:
-                cookie_request = CookieRequest(request)
-            store_cookies(self.cookies, headers, cookie_request)
+            self._store_cookies(request, cookie_request, headers)
         return response
+
+    def _store_cookies(
+        self, request: Request, cookie_request: CookieRequest | None, headers: Headers
+    ) -> None:
+        from ._cookies import CookieRequest, store_cookies
+
+        if cookie_request is None:
+            cookie_request = CookieRequest(request)
+        store_cookies(self.cookies, headers, cookie_request)
 
     def _redirect(
         self, request: Request, response: Response, location: str, via: list[Request]

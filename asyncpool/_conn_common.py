@@ -29,8 +29,8 @@ import contextlib
 import enum
 import functools
 import math
-from collections.abc import AsyncIterable, AsyncIterator
-from typing import TYPE_CHECKING, Protocol, cast
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import anyio.abc
@@ -273,7 +273,7 @@ class WriteClock:
         self.written_at: float | None = None  # on the loop's clock, when the request was out
         self.deadline = math.inf
         # The head's event when a timer can wake its waiter (asyncio), else None.
-        self.event = cast("WakeableEvent", head_ready) if hasattr(head_ready, "wake") else None
+        self.event: WakeableEvent | None = head_ready if hasattr(head_ready, "wake") else None  # type: ignore[assignment]
         self._timer = timer if timer is not None else HeadTimer(shared=False)
         self._waiting = False  # the caller is in ``wait``
         self._limit = math.inf
@@ -294,14 +294,28 @@ class WriteClock:
         elif self._scope is not None:
             self._scope.deadline = self.deadline
 
-    async def wait(self, head_ready: Event, limit: float) -> bool:
-        """Wait for ``head_ready`` until ``limit`` seconds after the write: whether it is set."""
+    async def wait(
+        self,
+        head_ready: Event,
+        timeout: float | None,
+        read_timeout: float | None,
+        host_port: str,
+    ) -> ResponseHeaderTimeout | ReadTimeout | None:
+        """``wait_for_head`` with this clock: the error past the shorter limit, else None."""
+        if read_timeout is None:
+            limit = timeout
+        elif timeout is None or read_timeout < timeout:
+            limit = read_timeout
+        else:
+            limit = timeout
+        assert limit is not None, "a clock is made for a timeout"
         self._limit = limit
         self._waiting = True
         try:
             if self.event is not None:
-                if self.written_at is not None:
-                    self._arm()
+                if self.written_at is not None:  # (``_arm``, without the call)
+                    self.deadline = self.written_at + limit
+                    self._timer.watch(self)
                 await head_ready.wait()  # the head, or the timer
             else:
                 with anyio.CancelScope() as self._scope:
@@ -312,32 +326,31 @@ class WriteClock:
             self._waiting = False
             self._scope = None
             self._timer.release(self)
-        return head_ready.is_set()
+        if head_ready.is_set():
+            return None
+        if limit == timeout:
+            return ResponseHeaderTimeout(
+                f"no response head within response_header_timeout={timeout}s", host=host_port
+            )
+        return ReadTimeout(
+            f"no response within read_timeout={read_timeout}s of writing the request",
+            host=host_port,
+        )
 
 
-async def wait_for_head(
+def wait_for_head(
     head_ready: Event,
     written: WriteClock | None,
     timeout: float | None,
     host_port: str,
     read_timeout: float | None = None,
-) -> ResponseHeaderTimeout | ReadTimeout | None:
+) -> Awaitable[ResponseHeaderTimeout | ReadTimeout | None]:
     """Wait for a response head. With a ``response_header_timeout`` or a ``read_timeout`` (then
     ``written`` is given) the clock starts when the request is written; past the shorter, its
-    error is returned, not raised."""
+    error is returned, not raised. (Not a coroutine itself: one frame less a request.)"""
     if written is None:
-        await head_ready.wait()
-        return None
-    limit = min(t for t in (timeout, read_timeout) if t is not None)
-    if await written.wait(head_ready, limit):
-        return None
-    if limit == timeout:
-        return ResponseHeaderTimeout(
-            f"no response head within response_header_timeout={timeout}s", host=host_port
-        )
-    return ReadTimeout(
-        f"no response within read_timeout={read_timeout}s of writing the request", host=host_port
-    )
+        return head_ready.wait()
+    return written.wait(head_ready, timeout, read_timeout, host_port)
 
 
 def report_closed(

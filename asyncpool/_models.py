@@ -210,8 +210,11 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        lower = name.lower()
-        return any(field_name.lower() == lower for field_name in self._fields[::2])
+        return name.lower() in map(str.lower, self._fields[::2])
+
+    def _has(self, lower: str) -> bool:
+        """``lower in self`` for a lowercase name, in C (no Python frame a field)."""
+        return lower in map(str.lower, self._fields[::2])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
@@ -531,6 +534,12 @@ class Response:
             raise RuntimeError("the response is closed; its body can no longer be read")
         self._streamed = True
         return _BodyIterator(self)
+
+    @property
+    def _needs_close(self) -> bool:
+        """Whether ``aclose`` has anything to do (a body read in full has none, unless the
+        protocols were switched)."""
+        return not self._closed or self._upgraded is not None
 
     async def aclose(self) -> None:
         """Close the body; after a switch of protocols, the connection too unless

@@ -522,3 +522,31 @@ def test_known_heads_on_httptools_as_llhttp_reads_them(
             )
             if len(reads[0]) >= wire.index(b"\r\n\r\n") + 4:  # the head came whole
                 assert known[0] is True
+
+
+def test_a_request_head_made_again_from_the_same_fields_is_the_same() -> None:
+    """The httptools backend keeps the last head it made: the same list of fields (as the
+    Transport shares among bodiless requests), method and target give the same bytes and the
+    same framing (a Content-Length counted from its start again); another target or list
+    makes a head anew."""
+    p = make_protocol("httptools", "h:1", max_header_bytes=1 << 16)
+    plain = [("Host", "h")]
+    sized = [("Host", "h"), ("Content-Length", "2")]
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    for fields, target, wire in [
+        (sized, "/", b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab"),
+        (sized, "/", b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab"),
+        (plain, "/", b"POST / HTTP/1.1\r\nHost: h\r\n\r\n"),
+        (plain, "/b", b"POST /b HTTP/1.1\r\nHost: h\r\n\r\n"),
+        ([*sized], "/b", b"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab"),
+    ]:
+        head = p.request_head("POST", target, fields)
+        body = p.body_chunk(b"ab") if len(fields) == 2 else b""
+        assert head + body + p.end_of_body() == wire
+        assert outcome(p, [response])[-2:] == [True, False]
+    closing = [("Host", "h"), ("Connection", "close")]
+    for _ in range(2):  # a head kept by another connection's protocol is not this one's
+        p = make_protocol("httptools", "h:1", max_header_bytes=1 << 16)
+        p.request_head("GET", "/", closing)
+        p.end_of_body()
+        assert outcome(p, [response])[-2:] == [False, False]

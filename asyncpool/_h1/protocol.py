@@ -654,6 +654,7 @@ class HttptoolsProtocol:
         "_informational_size",
         "_informationals",
         "_keep_alive",
+        "_last_request",
         "_max_header_bytes",
         "_message_done",
         "_method",
@@ -704,6 +705,11 @@ class HttptoolsProtocol:
         # A known head's body (see ``_known_head``): bytes still owed, None while llhttp reads.
         self._direct_left: int | None = None
         self._head_key: tuple[tuple[str, bytes], int] | None = None  # the head to learn
+        # The last request head made: its fields, method and target, bytes, and what the fields
+        # said (body length, chunked, close, upgrade), for the same request again.
+        self._last_request: (
+            tuple[list[tuple[str, str]], str, str, bytes, int | None, bool, bool, bool] | None
+        ) = None
         self._reset_message()
 
     def _new_parser(self) -> Any:
@@ -739,6 +745,31 @@ class HttptoolsProtocol:
     def request_head(self, method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
         self._method = method
         self._target, self._request_fields = target, headers
+        last = self._last_request
+        # The transport shares one list of fields among the bodiless requests alike (and never
+        # changes it): the same list, method and target make the same head as last time.
+        if last is not None and last[0] is headers and last[1] == method and last[2] == target:
+            _, _, _, head, body_left, chunked, close, upgrade = last
+            self._body_left, self._chunked = body_left, chunked
+            self._request_close, self._upgrade_asked = close, upgrade
+        else:
+            head = self._new_request_head(method, target, headers)
+            self._last_request = (
+                headers,
+                method,
+                target,
+                head,
+                self._body_left,
+                self._chunked,
+                self._request_close,
+                self._upgrade_asked,
+            )
+        self._sending_body = True
+        if self._delegate is not None:
+            self._prime_delegate(self._delegate)
+        return head
+
+    def _new_request_head(self, method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
         self._request_close = self._upgrade_asked = False
         self._body_left, self._chunked = None, False
         lines = [f"{method} {target} HTTP/1.1\r\n"]
@@ -758,9 +789,6 @@ class HttptoolsProtocol:
                 self._upgrade_asked = True
             lines.append(f"{name}: {value}\r\n")
         lines.append("\r\n")
-        self._sending_body = True
-        if self._delegate is not None:
-            self._prime_delegate(self._delegate)
         try:
             return "".join(lines).encode("latin-1")
         except UnicodeEncodeError as exc:  # the Transport refuses it before (check_wire_fields)
