@@ -9,7 +9,7 @@ import dataclasses
 import json as jsonlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 import anyio
@@ -63,6 +63,21 @@ _SLURP_LIMIT = 2048  # a redirect body this small is read so the connection can 
 
 Params = Mapping[str, str | int | float] | None
 CheckRedirect = Callable[[Request, list[Request]], object]
+
+
+class RequestOptions(TypedDict, total=False):
+    """The keyword arguments of ``Client.request`` that the verbs (``get``, ``post``, ...)
+    pass on."""
+
+    params: Params
+    headers: HeaderInput
+    content: bytes | str | AsyncIterable[bytes] | None
+    data: Mapping[str, Any] | None
+    files: FilesInput | None
+    json: Any
+    timeout: float | None
+    follow_redirects: bool | None
+    auth: AuthTypes | None
 
 
 class UseLastResponse(Exception):
@@ -199,19 +214,10 @@ class Client:
     ) -> Response:
         """Send a request and read its response in full (``.content``, ``.text``, ``.json()``).
         ``auth``: this request's credentials instead of the Client's (None: none)."""
-        request = self.build_request(
-            method,
-            url,
-            params=params,
-            headers=headers,
-            content=content,
-            data=data,
-            files=files,
-            json=json,
-        )
+        request = self._build_request(method, url, params, headers, content, data, files, json)
         limit = self.timeout if timeout is UNSET else timeout
         if limit is None:  # no cancel scope to enter and leave (nor a coroutine more to await)
-            response = await self.send(request, follow_redirects=follow_redirects, auth=auth)
+            response = await self._send(request, follow_redirects, auth)
             try:
                 await response.aread()
             finally:
@@ -219,7 +225,7 @@ class Client:
                     await response.aclose()
             return response
         with anyio.move_on_after(limit):
-            response = await self.send(request, follow_redirects=follow_redirects, auth=auth)
+            response = await self._send(request, follow_redirects, auth)
             try:
                 await response.aread()
             finally:
@@ -228,26 +234,26 @@ class Client:
             return response
         raise _timed_out(request, limit) from None
 
-    def get(self, url: str, **kwargs: Any) -> Coroutine[Any, Any, Response]:
-        return self.request("GET", url, **kwargs)
+    def get(self, url: str, **kwargs: Unpack[RequestOptions]) -> Coroutine[Any, Any, Response]:
+        return self.request("GET", url, **kwargs) if kwargs else self.request("GET", url)
 
-    def head(self, url: str, **kwargs: Any) -> Coroutine[Any, Any, Response]:
-        return self.request("HEAD", url, **kwargs)
+    def head(self, url: str, **kwargs: Unpack[RequestOptions]) -> Coroutine[Any, Any, Response]:
+        return self.request("HEAD", url, **kwargs) if kwargs else self.request("HEAD", url)
 
-    def options(self, url: str, **kwargs: Any) -> Coroutine[Any, Any, Response]:
-        return self.request("OPTIONS", url, **kwargs)
+    def options(self, url: str, **kwargs: Unpack[RequestOptions]) -> Coroutine[Any, Any, Response]:
+        return self.request("OPTIONS", url, **kwargs) if kwargs else self.request("OPTIONS", url)
 
-    def delete(self, url: str, **kwargs: Any) -> Coroutine[Any, Any, Response]:
-        return self.request("DELETE", url, **kwargs)
+    def delete(self, url: str, **kwargs: Unpack[RequestOptions]) -> Coroutine[Any, Any, Response]:
+        return self.request("DELETE", url, **kwargs) if kwargs else self.request("DELETE", url)
 
-    def post(self, url: str, **kwargs: Any) -> Coroutine[Any, Any, Response]:
-        return self.request("POST", url, **kwargs)
+    def post(self, url: str, **kwargs: Unpack[RequestOptions]) -> Coroutine[Any, Any, Response]:
+        return self.request("POST", url, **kwargs) if kwargs else self.request("POST", url)
 
-    def put(self, url: str, **kwargs: Any) -> Coroutine[Any, Any, Response]:
-        return self.request("PUT", url, **kwargs)
+    def put(self, url: str, **kwargs: Unpack[RequestOptions]) -> Coroutine[Any, Any, Response]:
+        return self.request("PUT", url, **kwargs) if kwargs else self.request("PUT", url)
 
-    def patch(self, url: str, **kwargs: Any) -> Coroutine[Any, Any, Response]:
-        return self.request("PATCH", url, **kwargs)
+    def patch(self, url: str, **kwargs: Unpack[RequestOptions]) -> Coroutine[Any, Any, Response]:
+        return self.request("PATCH", url, **kwargs) if kwargs else self.request("PATCH", url)
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -287,6 +293,20 @@ class Client:
     ) -> Request:
         """The Request ``request()`` would send: base URL, params and default headers applied.
         ``files`` (with ``data`` fields) makes a multipart/form-data body, streamed."""
+        return self._build_request(method, url, params, headers, content, data, files, json)
+
+    def _build_request(
+        self,
+        method: str,
+        url: str,
+        params: Params,
+        headers: HeaderInput,
+        content: bytes | str | AsyncIterable[bytes] | None,
+        data: Mapping[str, Any] | None,
+        files: FilesInput | None,
+        json: Any,
+    ) -> Request:
+        # ``build_request`` with positional arguments: ``request`` passes them faster.
         if params or self.params or self.base_url is not None:
             url = self._url(url, params)
         if content is None and data is None and files is None and json is None:
@@ -330,16 +350,21 @@ class Client:
         extra = urlencode({k: str(v) for k, v in query.items()})
         return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
 
-    async def send(
+    def send(
         self,
         request: Request,
         *,
         follow_redirects: bool | None = None,
         auth: AuthTypes | None = UNSET,
-    ) -> Response:
+    ) -> Coroutine[Any, Any, Response]:
         """Send ``request``, following redirects as Go's Client does; the body is not read.
         The auth flow (``auth``, else the Client's) runs for each hop while the redirects stay
         on the request's origin; none runs after one leaves it."""
+        return self._send(request, follow_redirects, auth)
+
+    async def _send(
+        self, request: Request, follow_redirects: bool | None, auth: AuthTypes | None
+    ) -> Response:
         follow = self.follow_redirects if follow_redirects is None else follow_redirects
         flow = self.auth if auth is UNSET else to_auth(auth)
         origin = request.url.origin

@@ -14,7 +14,7 @@ interface:
   ``HTTPError.retry_hint`` by the connections and read by the pool's retry decision;
 * the helpers: reading from the server (``receive_some``, ``READ_SIZE`` bytes at a time;
   ``read_error``), waiting for a response head within the timeouts that count from the request's write (``WriteClock``,
-  ``wait_for_head``), firing ``conn_closed``
+  ``head_timeout``), firing ``conn_closed``
   (``report_closed``) and closing a request body however its iteration ends
   (``closing_body``).
 
@@ -57,10 +57,10 @@ __all__ = [
     "RetryHint",
     "WriteClock",
     "closing_body",
+    "head_timeout",
     "read_error",
     "receive_some",
     "report_closed",
-    "wait_for_head",
 ]
 
 
@@ -259,8 +259,8 @@ class WriteClock:
     """When a request was written: the timeouts of its response head count from then.
 
     The writer calls ``set`` once the request is out (the reader too, when the response came
-    first); the caller waits in ``wait``, and the deadline is armed the moment both are known,
-    whichever comes first. The caller so waits on the head alone: no event for the write to wake
+    first); the caller awaits ``wait`` and then calls ``end`` (in a ``finally``), and the
+    deadline is armed the moment both the write and the wait are known, whichever comes first. The caller so waits on the head alone: no event for the write to wake
     it first. On asyncio a timer wakes the caller's wait on the head's event without setting it
     (``WakeableEvent.wake``; a ``HeadTimer``, shared by a connection's requests); on trio the
     deadline is a cancel scope's. Owned by one exchange or stream; every call is in the event
@@ -294,14 +294,12 @@ class WriteClock:
         elif self._scope is not None:
             self._scope.deadline = self.deadline
 
-    async def wait(
-        self,
-        head_ready: Event,
-        timeout: float | None,
-        read_timeout: float | None,
-        host_port: str,
-    ) -> ResponseHeaderTimeout | ReadTimeout | None:
-        """``wait_for_head`` with this clock: the error past the shorter limit, else None."""
+    def wait(
+        self, head_ready: Event, timeout: float | None, read_timeout: float | None
+    ) -> Awaitable[None]:
+        """The wait for ``head_ready`` within the shorter of the limits (one is given), counted
+        from the write; ``end`` must follow it, however it ends. Not a coroutine on asyncio:
+        the head event's own wait, which the timer wakes (one frame less a request)."""
         if read_timeout is None:
             limit = timeout
         elif timeout is None or read_timeout < timeout:
@@ -311,46 +309,39 @@ class WriteClock:
         assert limit is not None, "a clock is made for a timeout"
         self._limit = limit
         self._waiting = True
-        try:
-            if self.event is not None:
-                if self.written_at is not None:  # (``_arm``, without the call)
-                    self.deadline = self.written_at + limit
-                    self._timer.watch(self)
-                await head_ready.wait()  # the head, or the timer
-            else:
-                with anyio.CancelScope() as self._scope:
-                    if self.written_at is not None:
-                        self._arm()
-                    await head_ready.wait()
-        finally:
-            self._waiting = False
-            self._scope = None
-            self._timer.release(self)
-        if head_ready.is_set():
-            return None
-        if limit == timeout:
-            return ResponseHeaderTimeout(
-                f"no response head within response_header_timeout={timeout}s", host=host_port
-            )
-        return ReadTimeout(
-            f"no response within read_timeout={read_timeout}s of writing the request",
-            host=host_port,
+        if self.event is None:
+            return self._wait_in_scope(head_ready)
+        if self.written_at is not None:  # (``_arm``, without the call)
+            self.deadline = self.written_at + limit
+            self._timer.watch(self)
+        return head_ready.wait()  # the head, or the timer
+
+    async def _wait_in_scope(self, head_ready: Event) -> None:
+        with anyio.CancelScope() as self._scope:
+            if self.written_at is not None:
+                self._arm()
+            await head_ready.wait()
+
+    def end(self, head_ready: Event) -> bool:
+        """The wait ended (the head came, the deadline passed, or it was cancelled): whether
+        the head came."""
+        self._waiting = False
+        self._scope = None
+        self._timer.release(self)
+        return head_ready.is_set()
+
+
+def head_timeout(
+    timeout: float | None, read_timeout: float | None, host_port: str
+) -> ResponseHeaderTimeout | ReadTimeout:
+    """The error of a head that did not come within the shorter limit (see ``WriteClock``)."""
+    if read_timeout is None or (timeout is not None and timeout <= read_timeout):
+        return ResponseHeaderTimeout(
+            f"no response head within response_header_timeout={timeout}s", host=host_port
         )
-
-
-def wait_for_head(
-    head_ready: Event,
-    written: WriteClock | None,
-    timeout: float | None,
-    host_port: str,
-    read_timeout: float | None = None,
-) -> Awaitable[ResponseHeaderTimeout | ReadTimeout | None]:
-    """Wait for a response head. With a ``response_header_timeout`` or a ``read_timeout`` (then
-    ``written`` is given) the clock starts when the request is written; past the shorter, its
-    error is returned, not raised. (Not a coroutine itself: one frame less a request.)"""
-    if written is None:
-        return head_ready.wait()
-    return written.wait(head_ready, timeout, read_timeout, host_port)
+    return ReadTimeout(
+        f"no response within read_timeout={read_timeout}s of writing the request", host=host_port
+    )
 
 
 def report_closed(

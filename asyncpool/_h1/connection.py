@@ -65,10 +65,10 @@ from .._conn_common import (
     RetryHint,
     WriteClock,
     closing_body,
+    head_timeout,
     read_error,
     receive_some,
     report_closed,
-    wait_for_head,
 )
 from .._errors import (
     HTTPError,
@@ -408,20 +408,19 @@ class HTTP11Connection:
         except anyio.ClosedResourceError:
             raise self._error_for(exchange) from None
         try:
-            if exchange.written is None:  # no timeout: just the head
+            written = exchange.written
+            if written is None:  # no timeout: just the head
                 await exchange.head_ready.wait()
-                timeout = None
             else:
-                timeout = await wait_for_head(
-                    exchange.head_ready,
-                    exchange.written,
-                    response_header_timeout,
-                    self.host_port,
-                    read_timeout,
-                )
-            if timeout is not None:
-                exchange.fail(timeout)
-                self.close(CloseReason.ERROR, timeout)
+                head_ready = exchange.head_ready
+                try:
+                    await written.wait(head_ready, response_header_timeout, read_timeout)
+                finally:
+                    came = written.end(head_ready)
+                if not came:
+                    timeout = head_timeout(response_header_timeout, read_timeout, self.host_port)
+                    exchange.fail(timeout)
+                    self.close(CloseReason.ERROR, timeout)
         except BaseException:
             # Cancelled: unless the exchange already ended cleanly, nobody can tell where the
             # connection is in the protocol any more (a body nobody will read included).

@@ -79,9 +79,9 @@ from .._conn_common import (
     RetryHint,
     WriteClock,
     closing_body,
+    head_timeout,
     receive_some,
     report_closed,
-    wait_for_head,
 )
 from .._errors import (
     FloodError,
@@ -506,15 +506,18 @@ class HTTP2Connection:
                 with anyio.move_on_after(self._expect_continue_timeout):
                     await stream.continue_event.wait()
                 self._release_body(stream)
-            timeout = await wait_for_head(
-                stream.head_ready,
-                stream.written,
-                response_header_timeout,
-                self.host_port,
-                read_timeout,
-            )
-            if timeout is not None:
-                self._reset(stream, timeout)
+            written = stream.written
+            if written is None:
+                await stream.head_ready.wait()
+            else:
+                try:
+                    await written.wait(stream.head_ready, response_header_timeout, read_timeout)
+                finally:
+                    came = written.end(stream.head_ready)
+                if not came:
+                    self._reset(
+                        stream, head_timeout(response_header_timeout, read_timeout, self.host_port)
+                    )
         except BaseException:
             self._reset(stream, ReadError("request cancelled", host=self.host_port))
             if stream.response is not None:
