@@ -17,6 +17,7 @@ import asyncpool
 from asyncpool import URL, Headers, Request, Transport
 from asyncpool._conn_common import RetryHint
 from asyncpool._h1.protocol import PARSERS
+from asyncpool._models import _VALID_FIELDS
 from tests.servers import TestServer
 
 # -- URL --------------------------------------------------------------------------------------
@@ -131,6 +132,16 @@ def test_headers_get_joins_every_field_of_the_name_in_order() -> None:
     assert Headers().get("a", "default") == "default"
 
 
+def test_a_name_inside_another_name_is_not_that_name() -> None:
+    headers = Headers([("X-Set-Cookie", "a"), ("Content-Type", "b"), ("Type", "c")])
+    assert headers.get("set-cookie") is None
+    assert headers.get("content") is None
+    assert headers.get("TYPE") == "c"
+    assert "Cookie" not in headers
+    assert not headers._has("set-cookie")
+    assert Headers([("SET-COOKIE", "a")])._has("set-cookie")
+
+
 def test_requests_without_headers_have_their_own() -> None:
     first, second = Request("GET", "http://h/x"), Request("GET", "http://h/x")
     first.headers["X-A"] = "1"
@@ -171,6 +182,24 @@ def test_header_injection_is_refused(headers: dict[str, str], message: str) -> N
     with pytest.raises(asyncpool.LocalProtocolError, match=message) as info:
         Request("GET", "http://example.com/", headers=headers)
     assert info.value.host == "example.com"
+
+
+def test_fields_found_valid_before_are_checked_again_once_changed() -> None:
+    """Valid field lists are remembered (a client sends the same ones again and again), but a
+    list that grew or changed is checked again, and a huge one is not remembered."""
+    headers = Headers([("User-Agent", "x"), ("Accept", "*/*")])
+    for _ in range(2):
+        Request("GET", "http://example.com/", headers=headers)
+    assert tuple(headers._fields) in _VALID_FIELDS
+    headers.add("X-Evil", "a\r\nSet-Cookie: b")
+    with pytest.raises(asyncpool.LocalProtocolError, match="header injection"):
+        Request("GET", "http://example.com/", headers=headers)
+    headers = Headers([("User-Agent", "x"), ("Accept", "*/*\n")])
+    with pytest.raises(asyncpool.LocalProtocolError, match="header injection"):
+        Request("GET", "http://example.com/", headers=headers)
+    huge = Headers([("Cookie", "c" * 5000)])
+    Request("GET", "http://example.com/", headers=huge)
+    assert tuple(huge._fields) not in _VALID_FIELDS
 
 
 @pytest.mark.parametrize("method", ["", "GE T", "GET\r\n", "G\x00", "GET\n"])
