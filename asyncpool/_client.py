@@ -369,7 +369,7 @@ class Client:
         flow = self.auth if auth is UNSET else to_auth(auth)
         origin = request.url.origin
         via: list[Request] = []
-        history: list[Response] = []
+        history: list[Response] | None = None  # made at the first redirect
         while True:
             if request.url.origin != origin:
                 flow = None  # credentials stay dropped, even on a way back (CVE-2024-45336)
@@ -404,6 +404,8 @@ class Client:
                 await response.aclose()
                 raise
             await _discard(response)
+            if history is None:
+                history = []
             history.append(response)
             forget_parsed_urls(request.url.url, location)  # urljoin and the cookie jar's
             via.append(request)
