@@ -140,6 +140,13 @@ mistyped = HTTPXTransport(max_conns_per_host="4")  # wrong
 client_misspelled = asyncpool.Client(max_conn=10)  # wrong
 client_mistyped = asyncpool.Client(read_timeout="5")  # wrong
 transport_misspelled = asyncpool.Transport(max_conn=10)  # wrong
+
+
+async def verbs() -> None:
+    await client.get("http://a/", timeout=5.0, follow_redirects=False)
+    await client.post("http://a/", json={"a": 1}, headers={"X-A": "1"})
+    await client.get("http://a/", timout=5.0)  # wrong
+    await client.put("http://a/", follow_redirects="no")  # wrong
 """
 
 OPTIONS_WRONG = {
