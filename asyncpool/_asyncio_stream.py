@@ -27,6 +27,7 @@ __all__ = [
     "READ_SIZE",
     "AsyncioSocketStream",
     "SendRefused",
+    "SendsNowait",
     "connect_tcp_asyncio",
 ]
 
@@ -49,6 +50,20 @@ class SendRefused(anyio.BrokenResourceError):
     (Go counts the bytes a connection actually wrote). The asyncio loop may learn of a close
     before the connection's reader task runs, so the writer can be the first to find out.
     """
+
+
+class SendsNowait:
+    """A TCP stream of asyncpool's own (asyncio's, trio's) that can send without waiting:
+    ``send_nowait`` hands over what the socket takes at once and returns the rest. An HTTP/1.1
+    caller writes a bodiless request itself with it, without a writer task (see
+    ``_h1.connection``)."""
+
+    __slots__ = ()
+
+    def send_nowait(self, item: bytes) -> bytes:
+        """Send what can go at once; the bytes not sent (empty: all of them went). Raises as
+        ``send`` does, ``SendRefused`` only before a byte went out."""
+        raise NotImplementedError
 
 
 class _Protocol(asyncio.Protocol):
@@ -134,7 +149,7 @@ class _Protocol(asyncio.Protocol):
             waiter.set_result(None)
 
 
-class AsyncioSocketStream(anyio.abc.SocketStream):
+class AsyncioSocketStream(SendsNowait, anyio.abc.SocketStream):
     # What receive_some asks for: a read made already, returned whole (see MAX_CHUNK).
     receive_size = MAX_CHUNK
 
@@ -201,14 +216,15 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         waiter = self._protocol.read_waiter = self._loop.create_future()
         return waiter
 
-    def send_nowait(self, item: bytes) -> None:
+    def send_nowait(self, item: bytes) -> bytes:
         """Hand ``item`` to the transport without waiting out back-pressure (the transport
-        buffers it). Raises, before a byte is handed over, as ``send`` does."""
+        buffers it all). Raises, before a byte is handed over, as ``send`` does."""
         if self._closed:
             raise anyio.ClosedResourceError
         if self._protocol.error is not None or self._transport.is_closing():
             raise SendRefused from self._protocol.error
         self._transport.write(item)
+        return b""
 
     async def send(self, item: bytes) -> None:
         protocol = self._protocol

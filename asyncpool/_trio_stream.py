@@ -32,14 +32,14 @@ import anyio
 import anyio.abc
 import trio
 
-from ._asyncio_stream import CHECKPOINT_EVERY, SendRefused
+from ._asyncio_stream import CHECKPOINT_EVERY, SendRefused, SendsNowait
 
 __all__ = ["TrioSocketStream", "connect_tcp_trio"]
 
 _wait_readable = trio.lowlevel.wait_readable
 
 
-class TrioSocketStream(anyio.abc.SocketStream):
+class TrioSocketStream(SendsNowait, anyio.abc.SocketStream):
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self._sock = sock
@@ -124,6 +124,17 @@ class TrioSocketStream(anyio.abc.SocketStream):
                     raise SendRefused from exc
                 self._broken(exc)
             view = view[sent:]
+
+    def send_nowait(self, item: bytes) -> bytes:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        try:
+            sent = self._sock.send(item)
+        except BlockingIOError:
+            return item
+        except OSError as exc:
+            raise SendRefused from exc  # the kernel took none of it
+        return item[sent:] if sent < len(item) else b""
 
     async def _wait_writable(self) -> None:
         try:

@@ -20,6 +20,7 @@ import pytest
 import asyncpool
 import asyncpool._h1.connection
 from asyncpool import Request, Transport
+from asyncpool._asyncio_stream import SendsNowait
 from asyncpool._compression import (
     ACCEPT_ENCODING,
     DECODED_CHUNK_SIZE,
@@ -1058,18 +1059,62 @@ def _writers_and_readers() -> tuple[int, int]:
 async def test_the_writer_task_starts_with_the_first_request_that_has_a_body(
     server: TestServer, anyio_backend: str
 ) -> None:
-    """On asyncio's TCP stream a request without a body is written by its caller, so a
-    connection that carries only such requests has no writer task; on trio it has one always."""
+    """On asyncpool's TCP streams (asyncio's and trio's) a request without a body is written by
+    its caller, so a connection that carries only such requests has no writer task."""
     async with Transport() as pool:
         for _ in range(3):
             assert (await fetch(pool, "GET", server.url_for("/bytes?n=5"))).content == b"xxxxx"
-        assert _writers_and_readers() == ((0, 1) if anyio_backend == "asyncio" else (1, 1))
+        assert _writers_and_readers() == (0, 1)
         response = await fetch(pool, "POST", server.url_for("/echo"), content=b"payload")
         assert response.content == b"payload"
         assert _writers_and_readers() == (1, 1)
         assert (await fetch(pool, "GET", server.url_for("/bytes?n=2"))).content == b"xx"
         assert pool.stats().dials == 1
     assert _writers_and_readers() == (0, 0)
+
+
+class _TakesPartOfEachHead(SendsNowait, anyio.abc.ByteStream):
+    """A stream that sends without waiting (as asyncpool's own) but takes only the first
+    ``taken`` bytes of each head so (as a full socket buffer would): the rest is the writer's,
+    sent after them."""
+
+    def __init__(self, inner: anyio.abc.ByteStream, taken: int) -> None:
+        self.inner = inner
+        self.taken = taken
+        self.held = b""  # taken, not sent yet: they go first with the next send
+
+    def send_nowait(self, item: bytes) -> bytes:
+        self.held += item[: self.taken]
+        return item[self.taken :]
+
+    async def send(self, item: bytes) -> None:
+        data, self.held = self.held + item, b""
+        await self.inner.send(data)
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        return await self.inner.receive(max_bytes)
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("taken", [0, 10])
+async def test_what_the_socket_did_not_take_of_a_callers_head_the_writer_sends(
+    server: TestServer, taken: int
+) -> None:
+    async def dial(host: str, port: int) -> anyio.abc.ByteStream:
+        return _TakesPartOfEachHead(await anyio.connect_tcp(host, port), taken)
+
+    async with Transport(dial=dial) as pool:
+        with anyio.fail_after(5):  # a hang guard
+            for n in (5, 7, 9):
+                response = await fetch(pool, "GET", server.url_for(f"/bytes?n={n}"))
+                assert response.content == b"x" * n
+        assert _writers_and_readers() == (1, 1)
+        assert (pool.stats().dials, pool.stats().reused) == (1, 2)
 
 
 async def test_a_raising_wrote_request_hook_fails_its_request_and_closes_the_connection(

@@ -188,3 +188,27 @@ def _unread(stream: TrioSocketStream) -> int:
     raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
     buf = fcntl.ioctl(raw.fileno(), termios.FIONREAD, b"\0\0\0\0")
     return int(struct.unpack("i", buf)[0])
+
+
+async def test_send_nowait_sends_what_the_socket_takes_and_returns_the_rest() -> None:
+    ours, peer = socket.socketpair()
+    stream = TrioSocketStream(ours)
+    with peer:
+        chunk = bytes(range(256)) * 256
+        sent = b""
+        while not (rest := stream.send_nowait(chunk)):  # until the socket's buffer is full
+            sent += chunk
+        assert chunk.endswith(rest)
+        sent += chunk[: len(chunk) - len(rest)]
+        assert stream.send_nowait(chunk) == chunk  # full: none of it taken
+        peer.setblocking(False)
+        received = b""
+        with pytest.raises(BlockingIOError):
+            while True:
+                received += peer.recv(1 << 20)
+        assert received == sent
+    with pytest.raises(SendRefused):  # the peer is gone: not a byte went out
+        stream.send_nowait(b"x")
+    await stream.aclose()
+    with pytest.raises(anyio.ClosedResourceError):
+        stream.send_nowait(b"x")

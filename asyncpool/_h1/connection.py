@@ -7,10 +7,11 @@ A connection owns one byte stream and up to two tasks of the Transport's (its ``
 * the **writer** takes exchanges from ``_write_queue`` (a memory channel) and writes each
   request: head, then body (after ``100 Continue`` where the request expects one). When a write
   fails after bytes went out, a response the server sent before it stopped reading is still
-  the answer: the writer lets the reader find it before the connection closes. On asyncio's
-  plain TCP stream a request without a body is written by its caller instead, in
-  ``round_trip`` (a send there never has to wait), and the writer task is started only with
-  the first request that has a body: most connections never have one;
+  the answer: the writer lets the reader find it before the connection closes. On asyncpool's
+  own TCP streams (asyncio's and trio's, without TLS: ``SendsNowait``) a request without a body
+  is written by its caller instead, in ``round_trip``, with a send that never waits (the writer
+  sends what the socket did not take at once), and the writer task is started only when a
+  request needs it: most connections never do;
 * the **reader** is parked on the socket whenever it is not reading a response. When bytes
   arrive it takes the exchange they answer from ``_read_queue``, parses the head, hands it to
   the caller (who builds the Response) and streams the body into a bounded channel
@@ -57,7 +58,7 @@ from typing import Final, Literal, Protocol
 import anyio
 import anyio.abc
 
-from .._asyncio_stream import MAX_CHUNK, AsyncioSocketStream, SendRefused
+from .._asyncio_stream import MAX_CHUNK, AsyncioSocketStream, SendRefused, SendsNowait
 from .._conn_common import (
     CloseReason,
     Connection,
@@ -138,6 +139,7 @@ class _Exchange:
         "reused",
         "status_code",
         "trace",
+        "unsent",
         "whole_body",
         "woken",
         "write_done",
@@ -166,6 +168,7 @@ class _Exchange:
         self.written = None if head_timer is None else WriteClock(self.head_ready, head_timer)
         self.continue_event = new_event() if expects_continue else None
         self.continue_refused = False
+        self.unsent: bytes | None = None  # a head its caller began to write: the rest
         self.read_timeout: float | None = None  # the longest wait for the server mid-response
         # The response as the reader hands it over: the head, and the body whole or streaming.
         # The caller builds the Response. What a reader's turn allocates for others to free adds
@@ -243,6 +246,7 @@ class HTTP11Connection:
         "_expect_continue_timeout",
         "_head_timer",
         "_new_event",
+        "_nowait_stream",
         "_owner",
         "_protocol",
         "_read_queue",
@@ -290,6 +294,8 @@ class HTTP11Connection:
         self.remote_address = remote_address
         self._owner = owner
         self._stream = stream
+        # The stream when its callers can write bodiless requests themselves (_writes_inline).
+        self._nowait_stream = stream if isinstance(stream, SendsNowait) else None
         self._expect_continue_timeout = expect_continue_timeout
         self._head_timer = HeadTimer(shared=True)  # the head waits' (see _conn_common)
         self._protocol = make_protocol(parser, host_port, max_header_bytes=max_header_bytes)
@@ -327,10 +333,10 @@ class HTTP11Connection:
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self, tasks: Spawner) -> None:
-        """Start the reader task (in the Transport's ``TaskSet``), and the writer on asyncio's
-        plain TCP stream only once a request needs it (see ``_writes_inline``)."""
+        """Start the reader task (in the Transport's ``TaskSet``), and the writer, on a stream
+        that sends without waiting only once a request needs it (see ``_writes_inline``)."""
         self._tasks = tasks
-        if type(self._stream) is not AsyncioSocketStream:
+        if self._nowait_stream is None:
             self._start_writer()
         tasks.start_soon(self._read_loop, name=f"asyncpool reader {self.key}")
 
@@ -481,18 +487,23 @@ class HTTP11Connection:
     # -- writing ---------------------------------------------------------------------------------
 
     def _writes_inline(self, exchange: _Exchange) -> bool:
-        """Write a request without a body here, in the caller's turn, when the stream takes bytes
-        without waiting (asyncio's plain TCP stream: a send only waits for back-pressure, which a
-        head need not wait out). True when written, or failed with the exchange (and the
-        connection) ended. This spares a task switch a request, and a connection that only
-        carries such requests its writer task (its coroutines, scopes and futures; the reader
-        then finds the exchange in ``_read_queue`` alone)."""
-        stream = self._stream
-        if not (exchange.body_sent and type(stream) is AsyncioSocketStream):
+        """Write a request without a body here, in the caller's turn, when the stream sends
+        without waiting (``SendsNowait``: a head need not wait out back-pressure). True when
+        written, or failed with the exchange (and the connection) ended; False leaves it to the
+        writer task, with the bytes the socket did not take (``unsent``) if it took only part.
+        This spares a task switch a request, and a connection that only carries such requests
+        its writer task (its coroutines, scopes and futures; the reader then finds the exchange
+        in ``_read_queue`` alone)."""
+        stream = self._nowait_stream
+        if not (exchange.body_sent and stream is not None):
             return False
         try:
             head = self._request_head(exchange) + self._protocol.end_of_body()
-            stream.send_nowait(head)  # raises only before a byte is handed over
+            unsent = stream.send_nowait(head)  # raises only before a byte is handed over
+            if unsent:  # trio's socket took only part of it, or none: the writer sends the rest
+                exchange.wrote_any = len(unsent) < len(head)
+                exchange.unsent = unsent
+                return False
             exchange.wrote_any = True
             trace = exchange.trace
             if trace and trace.wrote_request:
@@ -596,6 +607,12 @@ class HTTP11Connection:
 
     async def _write_request(self, exchange: _Exchange) -> None:
         request, trace, protocol = exchange.request, exchange.trace, self._protocol
+        if exchange.unsent is not None:  # the rest of what its caller began to write
+            await self._send(exchange, exchange.unsent)
+            exchange.unsent = None
+            if trace and trace.wrote_request:
+                trace.wrote_request(WroteRequestInfo(None))
+            return
         head = self._request_head(exchange)
         content = request.content
         if exchange.continue_event is not None:
