@@ -7,7 +7,7 @@ import base64
 import contextlib
 import dataclasses
 import json as jsonlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
@@ -234,26 +234,26 @@ class Client:
             return response
         raise _timed_out(request, limit) from None
 
-    def get(self, url: str, **kwargs: Unpack[RequestOptions]) -> Coroutine[Any, Any, Response]:
-        return self.request("GET", url, **kwargs) if kwargs else self.request("GET", url)
+    async def get(self, url: str, **kwargs: Unpack[RequestOptions]) -> Response:
+        return await self.request("GET", url, **kwargs)
 
-    def head(self, url: str, **kwargs: Unpack[RequestOptions]) -> Coroutine[Any, Any, Response]:
-        return self.request("HEAD", url, **kwargs) if kwargs else self.request("HEAD", url)
+    async def head(self, url: str, **kwargs: Unpack[RequestOptions]) -> Response:
+        return await self.request("HEAD", url, **kwargs)
 
-    def options(self, url: str, **kwargs: Unpack[RequestOptions]) -> Coroutine[Any, Any, Response]:
-        return self.request("OPTIONS", url, **kwargs) if kwargs else self.request("OPTIONS", url)
+    async def options(self, url: str, **kwargs: Unpack[RequestOptions]) -> Response:
+        return await self.request("OPTIONS", url, **kwargs)
 
-    def delete(self, url: str, **kwargs: Unpack[RequestOptions]) -> Coroutine[Any, Any, Response]:
-        return self.request("DELETE", url, **kwargs) if kwargs else self.request("DELETE", url)
+    async def delete(self, url: str, **kwargs: Unpack[RequestOptions]) -> Response:
+        return await self.request("DELETE", url, **kwargs)
 
-    def post(self, url: str, **kwargs: Unpack[RequestOptions]) -> Coroutine[Any, Any, Response]:
-        return self.request("POST", url, **kwargs) if kwargs else self.request("POST", url)
+    async def post(self, url: str, **kwargs: Unpack[RequestOptions]) -> Response:
+        return await self.request("POST", url, **kwargs)
 
-    def put(self, url: str, **kwargs: Unpack[RequestOptions]) -> Coroutine[Any, Any, Response]:
-        return self.request("PUT", url, **kwargs) if kwargs else self.request("PUT", url)
+    async def put(self, url: str, **kwargs: Unpack[RequestOptions]) -> Response:
+        return await self.request("PUT", url, **kwargs)
 
-    def patch(self, url: str, **kwargs: Unpack[RequestOptions]) -> Coroutine[Any, Any, Response]:
-        return self.request("PATCH", url, **kwargs) if kwargs else self.request("PATCH", url)
+    async def patch(self, url: str, **kwargs: Unpack[RequestOptions]) -> Response:
+        return await self.request("PATCH", url, **kwargs)
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -350,17 +350,17 @@ class Client:
         extra = urlencode({k: str(v) for k, v in query.items()})
         return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
 
-    def send(
+    async def send(
         self,
         request: Request,
         *,
         follow_redirects: bool | None = None,
         auth: AuthTypes | None = UNSET,
-    ) -> Coroutine[Any, Any, Response]:
+    ) -> Response:
         """Send ``request``, following redirects as Go's Client does; the body is not read.
         The auth flow (``auth``, else the Client's) runs for each hop while the redirects stay
         on the request's origin; none runs after one leaves it."""
-        return self._send(request, follow_redirects, auth)
+        return await self._send(request, follow_redirects, auth)
 
     async def _send(
         self, request: Request, follow_redirects: bool | None, auth: AuthTypes | None

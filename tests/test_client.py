@@ -4,6 +4,7 @@ overall timeout."""
 from __future__ import annotations
 
 import gzip
+import inspect
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
+from unittest import mock
 
 import anyio
 import pytest
@@ -519,3 +521,13 @@ async def test_a_client_gives_up_on_a_stalled_body_by_default(server: TestServer
         with pytest.raises(asyncpool.ReadTimeout, match="stalled"):
             await client.get(f"{server.url}/stall-body")
         assert client.transport.stats().total == 0
+
+
+def test_the_verbs_are_coroutine_functions_for_mocks() -> None:
+    """A user's test doubles (``create_autospec``, ``AsyncMock(spec=...)``) make awaitable
+    mocks only of coroutine functions: every verb, ``request``, ``send`` and ``aclose`` is one."""
+    mocked = mock.create_autospec(Client, instance=True)
+    for name in ("get", "head", "options", "delete", "post", "put", "patch", "request", "send"):
+        assert inspect.iscoroutinefunction(getattr(Client, name)), name
+        assert isinstance(getattr(mocked, name), mock.AsyncMock), name
+    assert isinstance(mocked.aclose, mock.AsyncMock)
