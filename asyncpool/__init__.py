@@ -9,7 +9,7 @@ of ``_transport`` and ``_dial``), and ``UpgradeStream`` to its first use: its ba
 from typing import TYPE_CHECKING
 
 from ._auth import Auth, BasicAuth, DigestAuth, FunctionAuth
-from ._client import Client, UseLastResponse
+from ._client import Client, RequestOptions, UseLastResponse
 from ._conn_common import CloseReason
 from ._errors import (
     ConnectError,
@@ -116,6 +116,7 @@ __all__ = [
     "RemoteProtocolError",
     "Request",
     "RequestDoneInfo",
+    "RequestOptions",
     "RequestStartInfo",
     "RequestTimeout",
     "Response",

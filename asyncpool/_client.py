@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 # first needed (``_cookies``, ``_multipart``): most programs never set a cookie nor post a file,
 # and these imports were most of ``import asyncpool``'s time (issue 24).
 
-__all__ = ["Client", "UseLastResponse"]
+__all__ = ["Client", "RequestOptions", "UseLastResponse"]
 
 USER_AGENT = f"asyncpool/{__version__}"
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})

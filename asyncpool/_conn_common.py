@@ -260,8 +260,9 @@ class WriteClock:
 
     The writer calls ``set`` once the request is out (the reader too, when the response came
     first); the caller awaits ``wait`` and then calls ``end`` (in a ``finally``), and the
-    deadline is armed the moment both the write and the wait are known, whichever comes first. The caller so waits on the head alone: no event for the write to wake
-    it first. On asyncio a timer wakes the caller's wait on the head's event without setting it
+    deadline is armed the moment both the write and the wait are known, whichever comes first.
+    The caller so waits on the head alone: no event for the write to wake it first. On asyncio
+    a timer wakes the caller's wait on the head's event without setting it
     (``WakeableEvent.wake``; a ``HeadTimer``, shared by a connection's requests); on trio the
     deadline is a cancel scope's. Owned by one exchange or stream; every call is in the event
     loop's thread.
@@ -273,7 +274,9 @@ class WriteClock:
         self.written_at: float | None = None  # on the loop's clock, when the request was out
         self.deadline = math.inf
         # The head's event when a timer can wake its waiter (asyncio), else None.
-        self.event: WakeableEvent | None = head_ready if hasattr(head_ready, "wake") else None  # type: ignore[assignment]
+        self.event: WakeableEvent | None = (
+            head_ready if hasattr(head_ready, "wake") else None  # type: ignore[assignment]
+        )
         self._timer = timer if timer is not None else HeadTimer(shared=False)
         self._waiting = False  # the caller is in ``wait``
         self._limit = math.inf
