@@ -309,7 +309,7 @@ class _Exchange:
 
     def _deadline(self, phase: str) -> float:
         timeout = self.timeouts.get(phase)
-        return math.inf if timeout is None else anyio.current_time() + timeout
+        return math.inf if timeout is None else self.pool._clock() + timeout
 
     def _enter(self, phase: str) -> None:
         if self.scope.cancel_called:
@@ -390,7 +390,7 @@ class _Exchange:
     # -- the ClientTrace hooks ------------------------------------------------------------------
 
     def client_trace(self) -> ClientTrace:
-        return ClientTrace(
+        return ClientTrace._of(
             connect_start=self._on_connect_start,
             connect_done=self._on_connect_done,
             tls_handshake_start=self._on_tls_handshake_start,

@@ -524,3 +524,17 @@ async def test_stats_after_concurrent_load_and_cancellations(server: TestServer)
         assert stats.hosts == {}  # every connection was mid-body, so closed; nothing left
         assert (stats.in_use, stats.waiting, stats.dialing, stats.total) == (0, 0, 0, 0)
         assert (stats.dials, stats.reused, stats.failed_dials) == (5, 50, 0)
+
+
+def test_a_trace_made_without_the_dataclass_init_is_the_same_trace() -> None:
+    def hook(*args: object) -> None:
+        pass
+
+    fast = ClientTrace._of(got_conn=hook, wrote_request=hook)
+    assert fast == ClientTrace(got_conn=hook, wrote_request=hook)
+    assert fast.got_conn is hook and fast.get_conn is None
+    assert dataclasses.replace(fast, get_conn=hook).get_conn is hook
+    composed = fast.compose(ClientTrace(get_conn=hook))
+    assert (composed.get_conn, composed.got_conn) == (hook, hook)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.got_conn = None  # type: ignore[misc]
