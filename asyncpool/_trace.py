@@ -23,7 +23,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._conn_common import CloseReason  # re-exported: asyncpool._trace.CloseReason as before
 from ._errors import TLSError
@@ -53,6 +53,18 @@ __all__ = [
 
 logger = logging.getLogger("asyncpool")
 
+T = TypeVar("T")
+
+
+def frozen(cls: type[T], /, **fields: Any) -> T:
+    """``cls(**fields)`` for a frozen dataclass, without its ``__init__``: that one sets each
+    field through ``object.__setattr__`` (1.3 µs for GotConnInfo's six, 2.5 µs for a
+    ClientTrace), this puts them into the instance's dict at once. For what is made per
+    request; a field not given keeps the class's default (give every field without one)."""
+    made: T = object.__new__(cls)
+    made.__dict__.update(fields)
+    return made
+
 
 @dataclasses.dataclass(frozen=True)
 class GotConnInfo:
@@ -80,6 +92,9 @@ class DNSDoneInfo:
 @dataclasses.dataclass(frozen=True)
 class WroteRequestInfo:
     err: BaseException | None
+
+
+WROTE_REQUEST_OK = WroteRequestInfo(None)  # immutable: one for every request written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,16 +202,6 @@ class ClientTrace:
     # other hooks (its spans, say); ``request_done`` once the head arrived or the request failed.
     request_start: Callable[[RequestStartInfo], ClientTrace | None] | None = None
     request_done: Callable[[RequestDoneInfo], object] | None = None
-
-    @classmethod
-    def _of(cls, **hooks: Callable[..., Any] | None) -> ClientTrace:
-        """``ClientTrace(**hooks)`` without the frozen dataclass's ``__init__``, which sets each
-        of the fields through ``object.__setattr__`` (about 2.5 µs; the httpx adapter makes a
-        trace a request): the hooks given go into the instance's dict, the others stay the
-        class's defaults (None)."""
-        trace = object.__new__(cls)
-        trace.__dict__.update(hooks)
-        return trace
 
     def compose(self, outer: ClientTrace | None) -> ClientTrace:
         """A trace firing this trace's hooks, then ``outer``'s."""

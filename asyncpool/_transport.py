@@ -122,6 +122,7 @@ from ._trace import (
     RequestStartInfo,
     RetryInfo,
     current_trace,
+    frozen,
     logger,
     logging_trace,
 )
@@ -868,7 +869,8 @@ class Transport:
     ) -> None:
         if not trace.got_conn:
             return
-        info = GotConnInfo(
+        info = frozen(
+            GotConnInfo,
             reused=conn.requests_started > 0,
             was_idle=was_idle,
             idle_time=idle_time,

@@ -177,7 +177,7 @@ from ._errors import (
     WriteError,
 )
 from ._models import Headers, Request, Response
-from ._trace import ClientTrace, GotConnInfo, RetryInfo, WroteRequestInfo
+from ._trace import ClientTrace, GotConnInfo, RetryInfo, WroteRequestInfo, frozen
 from ._transport import SharedOptions, Transport
 from ._upgrade import UpgradeStream
 
@@ -390,7 +390,8 @@ class _Exchange:
     # -- the ClientTrace hooks ------------------------------------------------------------------
 
     def client_trace(self) -> ClientTrace:
-        return ClientTrace._of(
+        return frozen(
+            ClientTrace,
             connect_start=self._on_connect_start,
             connect_done=self._on_connect_done,
             tls_handshake_start=self._on_tls_handshake_start,

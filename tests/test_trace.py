@@ -15,7 +15,8 @@ import anyio.abc
 import pytest
 
 import asyncpool
-from asyncpool import ClientTrace, CloseReason, Request, Transport, client_trace
+from asyncpool import ClientTrace, CloseReason, GotConnInfo, Request, Transport, client_trace
+from asyncpool._trace import frozen
 from tests.servers import (
     ServerConnection,
     ServerRequest,
@@ -530,7 +531,7 @@ def test_a_trace_made_without_the_dataclass_init_is_the_same_trace() -> None:
     def hook(*args: object) -> None:
         pass
 
-    fast = ClientTrace._of(got_conn=hook, wrote_request=hook)
+    fast = frozen(ClientTrace, got_conn=hook, wrote_request=hook)
     assert fast == ClientTrace(got_conn=hook, wrote_request=hook)
     assert fast.got_conn is hook and fast.get_conn is None
     assert dataclasses.replace(fast, get_conn=hook).get_conn is hook
@@ -538,3 +539,7 @@ def test_a_trace_made_without_the_dataclass_init_is_the_same_trace() -> None:
     assert (composed.get_conn, composed.got_conn) == (hook, hook)
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.got_conn = None  # type: ignore[misc]
+    info = frozen(GotConnInfo, reused=True, was_idle=False, idle_time=0.0)
+    assert info == GotConnInfo(True, False, 0.0) and hash(info) == hash(
+        GotConnInfo(True, False, 0.0)
+    )

@@ -83,7 +83,7 @@ from .._errors import (
 from .._models import Headers, Request, Response
 from .._sync import SET_EVENT, Channel, Event, event_factory
 from .._tasks import Spawner
-from .._trace import ClientTrace, WroteRequestInfo
+from .._trace import WROTE_REQUEST_OK, ClientTrace, WroteRequestInfo
 from .._upgrade import UpgradeStream
 from .protocol import (
     END_OF_MESSAGE,
@@ -507,7 +507,7 @@ class HTTP11Connection:
             exchange.wrote_any = True
             trace = exchange.trace
             if trace and trace.wrote_request:
-                trace.wrote_request(WroteRequestInfo(None))
+                trace.wrote_request(WROTE_REQUEST_OK)
         except Exception as exc:
             error = self._write_failure(exchange, exc)
             exchange.fail(error)
@@ -611,7 +611,7 @@ class HTTP11Connection:
             await self._send(exchange, exchange.unsent)
             exchange.unsent = None
             if trace and trace.wrote_request:
-                trace.wrote_request(WroteRequestInfo(None))
+                trace.wrote_request(WROTE_REQUEST_OK)
             return
         head = self._request_head(exchange)
         content = request.content
@@ -638,7 +638,7 @@ class HTTP11Connection:
         else:
             await self._send(exchange, head + protocol.end_of_body())
         if trace and trace.wrote_request:
-            trace.wrote_request(WroteRequestInfo(None))
+            trace.wrote_request(WROTE_REQUEST_OK)
 
     # -- the reader task (Go's readLoop) --------------------------------------------------------
 

@@ -98,7 +98,7 @@ from .._errors import (
 from .._models import Headers, Request, Response
 from .._sync import Channel, Event, event_factory
 from .._tasks import Spawner
-from .._trace import ClientTrace, WroteRequestInfo
+from .._trace import WROTE_REQUEST_OK, ClientTrace
 from .protocol import FloodDetected, new_client_connection
 
 __all__ = ["H2Owner", "HTTP2Connection"]
@@ -497,7 +497,7 @@ class HTTP2Connection:
                 if trace.wrote_headers:
                     trace.wrote_headers()
                 if stream.body_done and trace.wrote_request:
-                    trace.wrote_request(WroteRequestInfo(None))
+                    trace.wrote_request(WROTE_REQUEST_OK)
             if stream.continue_event is not None:
                 # As Go's HTTP/2 transport: the body waits for 100 Continue, a final response
                 # (then it is never sent) or expect_continue_timeout (then it goes anyway).
@@ -731,7 +731,7 @@ class HTTP2Connection:
                         stream.written.set()
                     if stream.trace and stream.trace.wrote_request:
                         try:
-                            stream.trace.wrote_request(WroteRequestInfo(None))
+                            stream.trace.wrote_request(WROTE_REQUEST_OK)
                         except Exception as exc:  # it fails its stream, not the connection
                             self._reset(stream, exc)
             except h2.exceptions.StreamClosedError:
