@@ -935,7 +935,8 @@ async def test_late_hooks_are_ignored() -> None:
     come after the request ended, change nothing."""
     request = httpx.Request("GET", "http://127.0.0.1/")
     recorder = Recorder()
-    exchange = _Exchange(request, {"write": 1.0, "read": 2.0}, recorder, HTTPXTransport().pool)
+    pool = HTTPXTransport().pool
+    exchange = _Exchange(request, {"write": 1.0, "read": 2.0}, recorder, pool, anyio.CancelScope())
     trace = exchange.client_trace()
     assert trace.connect_start is not None and trace.got_conn is not None
     trace.connect_start("tcp", ("127.0.0.1", 80))

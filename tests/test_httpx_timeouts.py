@@ -85,7 +85,7 @@ async def test_a_request_waiting_at_the_limit_gets_pool_timeout() -> None:
 
 def _exchange(timeouts: dict[str, float | None]) -> _Exchange:
     request = httpx.Request("GET", "http://127.0.0.1/")
-    return _Exchange(request, timeouts, None, HTTPXTransport().pool)
+    return _Exchange(request, timeouts, None, HTTPXTransport().pool, anyio.CancelScope())
 
 
 async def test_a_deadline_that_fired_is_reported_as_its_phase_whatever_comes_after() -> None:
