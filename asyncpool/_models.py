@@ -342,9 +342,9 @@ class Request:
     chunked, and not replayable). Validated here, before any byte can be sent."""
 
     __slots__ = (
+        "_headers",
         "connect_timeout",
         "content",
-        "headers",
         "method",
         "sni_hostname",
         "target",
@@ -373,11 +373,11 @@ class Request:
         if method not in _COMMON_METHODS:  # (validate_method, without the call)
             validate_method(method)
         self.method = method
-        if headers is None:  # (most requests: nothing to copy or check)
-            self.headers = Headers._trusted([])
+        if headers is None:  # most requests: nothing to copy or check, nor to make yet
+            self._headers: Headers | None = None
         else:
-            self.headers = Headers(headers)
-            validate_headers(self.headers, self.url.host_header)
+            self._headers = Headers(headers)
+            validate_headers(self._headers, self.url.host_header)
         if content is not None and not isinstance(content, (bytes, AsyncIterable)):
             raise TypeError(f"content must be bytes or an async iterable of bytes, not {content!r}")
         self.content = content
@@ -393,6 +393,19 @@ class Request:
         # tls_handshake_timeout (None: those; math.inf: no limit). httpx's connect timeout.
         self.connect_timeout = connect_timeout
         self.wait_listener = wait_listener
+
+    @property
+    def headers(self) -> Headers:
+        """The header fields (made on first use for a request given none: two objects less a
+        request in flight, as most are sent without a look at them)."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = Headers._trusted([])
+        return headers
+
+    @headers.setter
+    def headers(self, headers: Headers) -> None:
+        self._headers = headers
 
     @property
     def pool_key(self) -> str:

@@ -727,8 +727,9 @@ class Transport:
         nobody changes them, and every such request would build the same list again."""
         if request.content is not None:
             return self._make_wire_headers(request)
+        given = request._headers  # (None: no fields given, none made)
         key = (
-            tuple(request.headers._fields),
+            () if given is None else tuple(given._fields),
             request.url.host_header,
             request.method,
             self.disable_compression,  # settings a caller may change between requests

@@ -149,6 +149,18 @@ def test_requests_without_headers_have_their_own() -> None:
     assert first.headers.items() == [("X-A", "1")]
 
 
+@pytest.mark.anyio
+async def test_fields_added_to_a_request_made_without_any_are_sent(server: TestServer) -> None:
+    async with Transport() as pool:
+        for value in ("1", "2"):
+            request = Request("GET", server.url_for("/headers-echo"))
+            await (await pool.round_trip(request)).aread()  # the same request, no fields
+            request.headers["X-A"] = value  # made now, kept by the request
+            response = await pool.round_trip(request)
+            await response.aread()
+            assert [[name.lower(), v] for name, v in response.json()].count(["x-a", value]) == 1
+
+
 def test_headers_set_add_delete_and_compare() -> None:
     headers = Headers({"A": "1"})
     headers.add("a", "2")
