@@ -586,33 +586,71 @@ class Transport:
         if request.target is not request.url.target:
             check_target(request.target, request.url.host_header)
         headers, asked_compression = self._wire_headers(request)
-        if trace and (trace.request_start or trace.request_done):
-            return await self._round_trip_traced(request, trace, headers, asked_compression)
-        return await self._round_trip(request, trace, headers, asked_compression)
-
-    async def _round_trip_traced(
-        self,
-        request: Request,
-        trace: ClientTrace,
-        headers: list[tuple[str, str]],
-        asked_compression: bool,
-    ) -> Response:
-        """``_round_trip`` between ``request_start`` and ``request_done``."""
-        if trace.request_start:
-            info = RequestStartInfo(request, [])
-            extra = trace.request_start(info)
-            if extra is not None:
-                trace = extra.compose(trace)
-            if info.add_headers:
-                headers = [*headers, *info.add_headers]  # a copy: the cached list is shared
-                check_wire_fields(headers, request.url.host_header)
+        if trace and trace.request_start:
+            trace, headers = self._request_start(request, trace, headers)
+        # One coroutine for the whole round trip (a frame less a request in flight), so the
+        # retries are here, between request_start above and request_done below.
         try:
-            response = await self._round_trip(request, trace, headers, asked_compression)
+            route = None if self._route_for is None else self._route_for(request)
+            if route is not None and route.forward:
+                authorization = route.proxy.authorization
+                if authorization is not None and "proxy-authorization" not in request.headers:
+                    headers = [*headers, ("Proxy-Authorization", authorization)]  # a shared list
+            counted = refused = 0  # retries of each kind so far
+            while True:
+                conn = self._take(request, trace, route)
+                if conn is None:  # (no coroutine made when a connection is free)
+                    conn = await self._get_conn(request, trace, route)
+                try:
+                    response = await conn.round_trip(
+                        request,
+                        headers,
+                        trace=trace,
+                        response_header_timeout=self.response_header_timeout,
+                        read_timeout=self.read_timeout,
+                    )
+                except HTTPError as exc:
+                    if not self.retry_unprocessed:
+                        raise
+                    if not self._should_retry(exc, request):
+                        if exc.retry_hint is not None:
+                            exc.args = (
+                                f"{exc.args[0]}; this {request.method} request cannot be "
+                                "replayed, so it was not retried (an Idempotency-Key header "
+                                "marks a request as safe to retry)",
+                            )
+                        raise
+                    delay = 0.0
+                    hint = exc.retry_hint
+                    if hint is RetryHint.REFUSED and refused < MAX_REFUSED_RETRIES:
+                        refused += 1
+                    elif hint is RetryHint.NOTHING_WRITTEN and conn.protocol == "HTTP/1.1":
+                        # Not counted, as in Go: not a byte went out on a reused connection,
+                        # now closed, so each such retry uses up one stale idle connection (a
+                        # reload can leave every one of them dead, and a caller may find them
+                        # all in one turn of the loop, before their readers see the close).
+                        pass
+                    elif counted < MAX_RETRIES:
+                        counted += 1
+                        if counted > 1 and conn.protocol == "HTTP/2":
+                            delay = H2_RETRY_BACKOFF * (1 << (counted - 2)) * (1 + random() / 10)
+                    else:
+                        exc.args = (f"{exc.args[0]}; gave up after {counted + refused} retries",)
+                        raise
+                    self._retries += 1
+                    if trace and trace.request_retried:
+                        assert hint is not None
+                        trace.request_retried(RetryInfo(hint, exc, counted + refused, delay))
+                    if delay:
+                        await anyio.sleep(delay)
+                    continue
+                break
+            self._prepare_body(response, request.url.host_header, asked_compression)
         except BaseException as exc:
-            if trace.request_done:
+            if trace and trace.request_done:
                 trace.request_done(RequestDoneInfo(request, None, exc))
             raise
-        if trace.request_done:
+        if trace and trace.request_done:
             try:
                 trace.request_done(RequestDoneInfo(request, response, None))
             except BaseException:
@@ -620,74 +658,27 @@ class Transport:
                 raise
         return response
 
-    async def _round_trip(
-        self,
-        request: Request,
-        trace: ClientTrace | None,
-        headers: list[tuple[str, str]],
-        asked_compression: bool,
-    ) -> Response:
-        route = None if self._route_for is None else self._route_for(request)
-        if route is not None and route.forward:
-            authorization = route.proxy.authorization
-            if authorization is not None and "proxy-authorization" not in request.headers:
-                headers = [*headers, ("Proxy-Authorization", authorization)]  # a shared list
-        url = request.url
-        counted = refused = 0  # retries of each kind so far
-        while True:
-            conn = self._take(request, trace, route)
-            if conn is None:  # (no coroutine made when a connection is free)
-                conn = await self._get_conn(request, trace, route)
-            try:
-                response = await conn.round_trip(
-                    request,
-                    headers,
-                    trace=trace,
-                    response_header_timeout=self.response_header_timeout,
-                    read_timeout=self.read_timeout,
-                )
-            except HTTPError as exc:
-                if not self.retry_unprocessed:
-                    raise
-                if not self._should_retry(exc, request):
-                    if exc.retry_hint is not None:
-                        exc.args = (
-                            f"{exc.args[0]}; this {request.method} request cannot be replayed, "
-                            "so it was not retried (an Idempotency-Key header marks a request "
-                            "as safe to retry)",
-                        )
-                    raise
-                delay = 0.0
-                if exc.retry_hint is RetryHint.REFUSED and refused < MAX_REFUSED_RETRIES:
-                    refused += 1
-                elif exc.retry_hint is RetryHint.NOTHING_WRITTEN and conn.protocol == "HTTP/1.1":
-                    # Not counted, as in Go: not a byte went out on a reused connection, now
-                    # closed, so each such retry uses up one stale idle connection (a reload
-                    # can leave every one of them dead, and a caller may find them all in one
-                    # turn of the loop, before their readers see the close).
-                    pass
-                elif counted < MAX_RETRIES:
-                    counted += 1
-                    if counted > 1 and conn.protocol == "HTTP/2":
-                        delay = H2_RETRY_BACKOFF * (1 << (counted - 2)) * (1 + random() / 10)
-                else:
-                    exc.args = (f"{exc.args[0]}; gave up after {counted + refused} retries",)
-                    raise
-                self._retries += 1
-                if trace and trace.request_retried:
-                    assert exc.retry_hint is not None
-                    info = RetryInfo(exc.retry_hint, exc, counted + refused, delay)
-                    trace.request_retried(info)
-                if delay:
-                    await anyio.sleep(delay)
-                continue
-            break
+    def _request_start(
+        self, request: Request, trace: ClientTrace, headers: list[tuple[str, str]]
+    ) -> tuple[ClientTrace, list[tuple[str, str]]]:
+        """Fire ``request_start``: the trace it returns is composed in, the fields it adds are
+        sent too (checked as the others)."""
+        assert trace.request_start is not None
+        info = RequestStartInfo(request, [])
+        extra = trace.request_start(info)
+        if extra is not None:
+            trace = extra.compose(trace)
+        if info.add_headers:
+            headers = [*headers, *info.add_headers]  # a copy: the cached list is shared
+            check_wire_fields(headers, request.url.host_header)
+        return trace, headers
+
+    def _prepare_body(self, response: Response, host: str, asked_compression: bool) -> None:
+        """Decode what the server compressed because we asked, and bound what is read."""
         decoded = encoding = None
         if asked_compression:
             encoding = response.headers.get("content-encoding")
-            made = (
-                decoding_stream(response._stream, encoding, url.host_header) if encoding else None
-            )
+            made = decoding_stream(response._stream, encoding, host) if encoding else None
             if made is not None:
                 stream, decoded = made
                 response._set_stream(stream)
@@ -698,14 +689,9 @@ class Transport:
             decoded is not None and self.max_decompression_ratio
         ):
             response._check_read = BodyLimits(
-                url.host_header,
-                self.max_body_bytes,
-                decoded,
-                self.max_decompression_ratio,
-                encoding,
+                host, self.max_body_bytes, decoded, self.max_decompression_ratio, encoding
             )
         response._call_soon = self._call_soon  # for __del__: the pool's work runs on the loop
-        return response
 
     def _trace_for(self, request: Request) -> ClientTrace | None:
         """The request's trace, then the block's, then the pool's, then logging's."""
