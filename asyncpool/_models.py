@@ -260,6 +260,8 @@ def validate_method(method: str) -> None:
 # Field lists found valid: a client builds its requests from the same few again and again
 # (a Client's defaults), and a set lookup is a quarter of checking one field. Bounded as the
 # URL cache: in number, and by size, as a server can make a client send fresh, huge cookies.
+# Values are kept too (an Authorization, a Cookie), as _h1.protocol's caches of checked
+# requests keep them, for the life of the process.
 _VALID_FIELDS: set[tuple[str, ...]] = set()
 _VALID_FIELDS_MAX = 512
 _VALID_FIELDS_CHARS = 4096

@@ -208,12 +208,16 @@ class ClientTrace:
         if outer is None:
             return self
         merged: dict[str, Any] = {}
-        for field in dataclasses.fields(self):
-            mine, theirs = getattr(self, field.name), getattr(outer, field.name)
-            merged[field.name] = _both(mine, theirs) if mine and theirs else (mine or theirs)
+        for name in _HOOKS:
+            mine, theirs = getattr(self, name), getattr(outer, name)
+            if mine or theirs:
+                merged[name] = _both(mine, theirs) if mine and theirs else (mine or theirs)
         if self.request_start and outer.request_start:
             merged["request_start"] = _both_starts(self.request_start, outer.request_start)
-        return ClientTrace(**merged)
+        return frozen(ClientTrace, **merged)  # composed per request where traces meet
+
+
+_HOOKS = tuple(field.name for field in dataclasses.fields(ClientTrace))
 
 
 def _both(first: Callable[..., object], second: Callable[..., object]) -> Callable[..., None]:
@@ -262,7 +266,7 @@ def logging_trace(what: str) -> ClientTrace:
 
         return hook
 
-    return ClientTrace(**{field.name: log(field.name) for field in dataclasses.fields(ClientTrace)})
+    return frozen(ClientTrace, **{name: log(name) for name in _HOOKS})
 
 
 class Timings:

@@ -648,11 +648,15 @@ class Transport:
             self._prepare_body(response, request.url.host_header, asked_compression)
         except BaseException as exc:
             if trace and trace.request_done:
-                trace.request_done(RequestDoneInfo(request, None, exc))
+                trace.request_done(
+                    frozen(RequestDoneInfo, request=request, response=None, error=exc)
+                )
             raise
         if trace and trace.request_done:
             try:
-                trace.request_done(RequestDoneInfo(request, response, None))
+                trace.request_done(
+                    frozen(RequestDoneInfo, request=request, response=response, error=None)
+                )
             except BaseException:
                 await response.aclose()
                 raise
@@ -664,7 +668,7 @@ class Transport:
         """Fire ``request_start``: the trace it returns is composed in, the fields it adds are
         sent too (checked as the others)."""
         assert trace.request_start is not None
-        info = RequestStartInfo(request, [])
+        info = frozen(RequestStartInfo, request=request, add_headers=[])
         extra = trace.request_start(info)
         if extra is not None:
             trace = extra.compose(trace)

@@ -64,6 +64,7 @@ from ._trace import (
     RequestDoneInfo,
     RequestStartInfo,
     RetryInfo,
+    frozen,
 )
 from ._transport import Transport
 from ._version import __version__
@@ -224,7 +225,8 @@ class _Request:
                 info.add_headers.append((name, value))
         otel._active.add(1, self.attributes)
         self.start = time.perf_counter()
-        self.trace = ClientTrace(
+        self.trace = frozen(
+            ClientTrace,
             got_conn=self._got_conn,
             wait_for_conn_done=self._wait_for_conn_done,
             connect_done=self._connect_done,
