@@ -1117,6 +1117,27 @@ async def test_what_the_socket_did_not_take_of_a_callers_head_the_writer_sends(
         assert (pool.stats().dials, pool.stats().reused) == (1, 2)
 
 
+class _TakesNothingAndNeverSends(_TakesPartOfEachHead):
+    """The socket takes none of a caller's head, and the writer's send of it never returns."""
+
+    async def send(self, item: bytes) -> None:
+        await anyio.sleep_forever()
+
+
+async def test_a_caller_cancelled_while_the_writer_sends_the_rest_leaves_nothing(
+    server: TestServer,
+) -> None:
+    async def dial(host: str, port: int) -> anyio.abc.ByteStream:
+        return _TakesNothingAndNeverSends(await anyio.connect_tcp(host, port), 0)
+
+    async with Transport(dial=dial) as pool:
+        with anyio.move_on_after(0.2) as scope:
+            await pool.round_trip(Request("GET", server.url))
+        assert scope.cancelled_caught
+        assert pool.stats().total == 0  # closed, its host slot free
+        await wait_until(lambda: _writers_and_readers() == (0, 0))
+
+
 async def test_a_raising_wrote_request_hook_fails_its_request_and_closes_the_connection(
     server: TestServer,
 ) -> None:
