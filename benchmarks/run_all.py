@@ -142,9 +142,10 @@ def _rows(args: argparse.Namespace, clients: list[str]) -> list[Row]:
         return tuple(k for k in CLIENTS if k in names and k in clients)
 
     def n(c: int) -> int:
-        # Three times bench_http1.py's defaults: two seconds or so per cell for the fast clients,
-        # so that one slow patch of this shared VM weighs less in a cell.
-        return args.requests or (6000 if c == 1 else max(16000, 10 * c))
+        # A second or two per cell for the fast clients (~25k req/s), so that one slow patch of
+        # this shared VM weighs less in a cell (at 16,000 requests a cell took half a second,
+        # and the ratios of two cells moved 2x repeat by repeat).
+        return args.requests or (12000 if c == 1 else max(48000, 30 * c))
 
     # Over TLS both rows time the same count, as the h2 / h1+TLS target compares them.
     tls_requests = args.requests or 8000
@@ -328,6 +329,12 @@ def _median(cell: list[dict[str, Any]]) -> float | None:
     return statistics.median(rps) if rps else None
 
 
+def _median_cpu(cell: list[dict[str, Any]]) -> float | None:
+    """Requests per second of the worker's CPU time (user + system), median of the runs."""
+    rates = [r["requests"] / r["cpu_seconds"] for r in cell if r.get("cpu_seconds")]
+    return statistics.median(rates) if rates else None
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
 
@@ -368,6 +375,9 @@ class Target(NamedTuple):
     # The lowest and highest of the ratios repeat by repeat (each repeat's two cells), when
     # both cells ran every repeat: how much the draw moves the ratio of medians.
     spread: tuple[float, float] | None = None
+    # The same ratio in requests per CPU-second of each cell's process: what the host's other
+    # guests took from the wall clock does not count in it (None: a cell without the figure).
+    cpu_value: float | None = None
 
     def met(self) -> bool | None:
         if self.value is None:
@@ -386,6 +396,10 @@ class Report:
 
     def ratio(self, key: str, client: str, peer_key: str, peer: str) -> float | None:
         return _ratio(self.median(key, client), self.median(peer_key, peer))
+
+    def cpu_ratio(self, key: str, client: str, peer_key: str, peer: str) -> float | None:
+        mine = _median_cpu(self.results.get((key, client), []))
+        return _ratio(mine, _median_cpu(self.results.get((peer_key, peer), [])))
 
     def spread(self, key: str, client: str, peer_key: str, peer: str) -> tuple[float, float] | None:
         """The lowest and highest ratio of the two cells' runs of the same repeat."""
@@ -524,13 +538,28 @@ class Report:
                 cells = "".join(f"{'n/a' if v is None else f'{v:.1%}':>9}" for v in shares)
                 print(f"{client:<40}{cells}")
 
+    def print_cpu(self) -> None:
+        levels = [c for c in SMALL_LEVELS if f"small@{c}" in self.rows]
+        if not levels:
+            return
+        print()
+        title = "GET 12 B CPU time a request (µs)"
+        print(f"{title:<40}" + "".join(f"{f'c={c}':>9}" for c in levels))
+        for client in CLIENTS:
+            rates = [_median_cpu(self.results.get((f"small@{c}", client), [])) for c in levels]
+            if any(rates):
+                cells = "".join(f"{'n/a' if not v else f'{1e6 / v:.1f}':>9}" for v in rates)
+                print(f"{client:<40}{cells}")
+
     def targets(self) -> list[Target]:
         """The issue's targets, all ratios of medians of this run ("Transport": asyncpool on
         httptools; "h11": asyncpool on h11)."""
 
         def t(label: str, key: str, client: str, peer_key: str, peer: str, goal: float) -> Target:
             value = self.ratio(key, client, peer_key, peer)
-            return Target(label, value, goal, spread=self.spread(key, client, peer_key, peer))
+            spread = self.spread(key, client, peer_key, peer)
+            cpu = self.cpu_ratio(key, client, peer_key, peer)
+            return Target(label, value, goal, spread=spread, cpu_value=cpu)
 
         out = [
             t(f"c={c} Transport/raw", f"small@{c}", TRANSPORT, f"small@{c}", "raw", 0.8)
@@ -612,6 +641,8 @@ class Report:
             drawn = (
                 "" if spread is None else f"   (repeat by repeat {spread[0]:.2f}-{spread[1]:.2f})"
             )
+            if target.cpu_value is not None:
+                drawn += f"  CPU time {_x(target.cpu_value)}"
             print(f"  {mark} {target.label + ' ' + goal:<44} {_x(target.value):>9}{drawn}")
         print(f"  {met} of {total} measured targets met")
 
@@ -706,6 +737,7 @@ def main(args: argparse.Namespace) -> int:
         report.print_table(set(skipped))
         report.print_ratios()
         report.print_collector()
+        report.print_cpu()
     report.print_imports()
     report.print_targets()
     print()
@@ -746,6 +778,7 @@ def main(args: argparse.Namespace) -> int:
                             "at_most": t.at_most,
                             "met": t.met(),
                             "spread": t.spread,
+                            "cpu_ratio": t.cpu_value,
                         }
                         for t in report.targets()
                     ],
@@ -767,7 +800,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--requests",
         type=int,
         default=None,
-        help="timed requests per 12-byte cell (default: 6000 at c=1, else max(16000, 10 * c); "
+        help="timed requests per 12-byte cell (default: 12000 at c=1, else max(48000, 30 * c); "
         "8000 over TLS, HTTP/1.1 and HTTP/2)",
     )
     p.add_argument("--mib-requests", type=int, default=3000, help="timed requests per 1 MiB cell")
