@@ -1,6 +1,6 @@
 """The whole benchmark suite in one run: one table of req/s, the ratios and the project's targets.
 
-    python benchmarks/run_all.py                 # everything, 5 repeats (about 10 minutes)
+    python benchmarks/run_all.py                 # everything, 5 repeats (about 12 minutes)
     python benchmarks/run_all.py --quick         # a smoke run: 1 repeat, short cells (under 2 minutes)
     python benchmarks/run_all.py --workloads small,h2 --clients asyncpool+speedups,go --repeat 5
     nox -s bench                                 # installs -e ., the dev group, aiosonic, httpx[http2]
