@@ -65,6 +65,12 @@ class SendsNowait:
         ``send`` does, ``SendRefused`` only before a byte went out."""
         raise NotImplementedError
 
+    def unflushed(self) -> bool:
+        """Whether the stream still holds bytes it was given that the socket has not taken
+        (asyncio's transport keeps them and sends them later; a stream whose ``send_nowait``
+        returns the rest holds none)."""
+        return False
+
 
 class _Protocol(asyncio.Protocol):
     __slots__ = (
@@ -225,6 +231,9 @@ class AsyncioSocketStream(SendsNowait, anyio.abc.SocketStream):
             raise SendRefused from self._protocol.error
         self._transport.write(item)
         return b""
+
+    def unflushed(self) -> bool:
+        return bool(self._transport.get_write_buffer_size())
 
     async def send(self, item: bytes) -> None:
         protocol = self._protocol

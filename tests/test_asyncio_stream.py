@@ -144,3 +144,33 @@ async def test_reads_grow_while_they_come_back_full_and_shrink_when_they_do_not(
     assert protocol.read_size == transport.max_size == READ_SIZE  # type: ignore[attr-defined]
     assert await stream.receive() == b"short"
     await stream.aclose()
+
+
+async def test_unflushed_tells_what_the_transport_holds_until_the_peer_takes_it() -> None:
+    """``send_nowait`` hands everything to the transport; what the socket did not take stays
+    there (``unflushed``) until the peer reads it. The HTTP/1.1 connection gives itself back to
+    the pool only once nothing is left (a server answering early has not read it)."""
+    reading = anyio.Event()
+    received = 0
+    big = b"x" * (32 << 20)  # more than the kernel's buffers take from a peer that reads nothing
+
+    async def handle(peer: anyio.abc.SocketStream) -> None:
+        nonlocal received
+        async with peer:
+            await reading.wait()
+            while received < len(big):
+                received += len(await peer.receive())
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        stream = await connect_tcp_asyncio("127.0.0.1", port)
+        assert not stream.unflushed()
+        assert stream.send_nowait(big) == b""
+        assert stream.unflushed()
+        reading.set()
+        await wait_until(lambda: not stream.unflushed())
+        await wait_until(lambda: received == len(big))
+        await stream.aclose()
+        tg.cancel_scope.cancel()

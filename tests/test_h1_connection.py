@@ -8,6 +8,7 @@ import functools
 import gc
 import gzip
 import json
+import os
 import tracemalloc
 import weakref
 import zlib
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 
 import asyncpool
@@ -1136,6 +1138,105 @@ async def test_a_caller_cancelled_while_the_writer_sends_the_rest_leaves_nothing
         assert scope.cancelled_caught
         assert pool.stats().total == 0  # closed, its host slot free
         await wait_until(lambda: _writers_and_readers() == (0, 0))
+
+
+class _SendsPartOfEachHead(_TakesPartOfEachHead):
+    """A stream that sends the first ``taken`` bytes of each head at once (as a socket whose
+    buffer is nearly full) and then stalls: the server has stopped reading. The rest is the
+    writer's, whose send never returns."""
+
+    def send_nowait(self, item: bytes) -> bytes:
+        fileno = self.inner.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
+        return item[os.write(fileno, item[: self.taken]) :]
+
+    async def send(self, item: bytes) -> None:
+        await anyio.sleep_forever()
+
+
+class _HoldsTheRestOfEachHead(_SendsPartOfEachHead):
+    """The same, as asyncio's transport does it: it takes the whole head, sends what the socket
+    takes and holds the rest (``unflushed``), which never goes out."""
+
+    def send_nowait(self, item: bytes) -> bytes:
+        self.held += super().send_nowait(item)
+        return b""
+
+    def unflushed(self) -> bool:
+        return bool(self.held)
+
+
+@contextlib.asynccontextmanager
+async def _answers_the_first_request_early() -> AsyncIterator[str]:
+    """A server that answers its first connection's request once it has the request line, and
+    then reads no more; later connections are answered once the head is in. Yields its URL."""
+    connections = 0
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        nonlocal connections
+        connections += 1
+        early = connections == 1
+        received = b""
+        async with stream:
+            while (b"\r\n" if early else b"\r\n\r\n") not in received:
+                received += await stream.receive()
+            await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await anyio.sleep_forever()  # reading nothing more
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        yield f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}/"
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("first_stream", [_SendsPartOfEachHead, _HoldsTheRestOfEachHead])
+async def test_a_connection_answered_before_its_request_was_all_out_is_not_reused(
+    first_stream: type[_SendsPartOfEachHead],
+) -> None:
+    """A server may answer before it has read the whole request (an early answer to a head it
+    stopped reading). The connection goes back to the pool only once the request is out: as
+    Go's, it is closed instead, and the next request does not queue behind the rest of the
+    first (on trio that request hung, its head timeout never armed)."""
+    dials = 0
+
+    async def dial(host: str, port: int) -> anyio.abc.ByteStream:
+        nonlocal dials
+        dials += 1
+        stream = await anyio.connect_tcp(host, port)
+        return first_stream(stream, len(b"GET / HTTP/1.1\r\n")) if dials == 1 else stream
+
+    async with _answers_the_first_request_early() as url, Transport(dial=dial) as pool:
+        with anyio.fail_after(5):  # a hang guard
+            assert (await fetch(pool, "GET", url)).content == b"ok"
+            assert pool.stats().total == 0  # closed, not given back
+            assert (await fetch(pool, "GET", url)).content == b"ok"
+        assert pool.stats().dials == 2
+
+
+async def test_a_connection_closed_with_a_request_queued_for_its_writer_sends_nothing(
+    server: TestServer,
+) -> None:
+    """The pool closes (as on a cancelled caller or an error) between a request's queueing and
+    its writer's turn: the writer, woken with the request still queued, must not send it. (On
+    asyncio the order below is fixed: the closing task runs before the writer it woke.)"""
+    async with Transport() as pool:
+        await fetch(pool, "POST", server.url, content=b"warm")  # the writer task, parked
+        failed: list[BaseException] = []
+
+        async def transfer() -> None:
+            try:
+                await pool.round_trip(Request("POST", server.url, content=b"transfer $100"))
+            except asyncpool.HTTPError as exc:
+                failed.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(transfer)
+            await anyio.lowlevel.checkpoint()  # transfer queues its request and waits
+            await pool.aclose()
+        assert len(failed) == 1
+        await server.wait_for_connections_closed()
+    assert [request.method for request in server.requests] == ["POST"]  # the first one only
+    await wait_until(lambda: _writers_and_readers() == (0, 0))
 
 
 async def test_a_raising_wrote_request_hook_fails_its_request_and_closes_the_connection(

@@ -42,7 +42,14 @@ Invariants
 * Every exchange ends exactly once: with a response, or with an error; one still queued when the
   connection dies is failed by the reader on its way out.
 * No await in ``round_trip`` can be cancelled and leave the connection in someone's hands: a
-  cancelled caller closes it unless its response was already complete.
+  cancelled caller closes it unless its response was already complete. A closed connection
+  writes nothing more: the writer ends before it takes another exchange, even one already
+  queued (a request whose caller gave up never reaches the server).
+* A connection goes back to its owner only once the whole request is out: a server can answer
+  before it has read it all (an early answer, to a head or body it stopped reading), and a
+  connection whose writer is still sending, or whose stream still holds bytes the socket has
+  not taken, would make the next request wait behind them. As Go's ``wroteRequest``, the reader
+  gives the writer a moment (``MAX_WRITE_WAIT_BEFORE_REUSE``), then closes it.
 
 A failure on a reused connection carries a ``RetryHint`` for the pool: ``NOTHING_WRITTEN``
 when not a byte of the request went out, ``NO_RESPONSE`` when the server closed the connection
@@ -186,10 +193,10 @@ class _Exchange:
         # Writing failed after bytes went out; the reader may still find the server's answer.
         self.write_error: WriteError | None = None
         self.woken: Event | None = None  # made by that writer: set with head_ready
-        # The writer is done with the body (the protocol calls a request complete once its
-        # bytes are made, and a bytes body is made whole before it is written). Without a body,
-        # a response cannot come before the head is written.
-        self.body_sent = request.content is None
+        # Every byte of the request is out (set by whoever wrote the last of them: the writer,
+        # or the caller that wrote a bodiless request whole). The protocol calls a request
+        # complete once its bytes are made, before they are sent; a server may answer earlier.
+        self.body_sent = False
         self.wrote_any = False  # the writer handed (or may have handed) bytes to the socket
         self.response_started = False  # the reader saw at least one byte of the response
 
@@ -495,7 +502,7 @@ class HTTP11Connection:
         its writer task (its coroutines, scopes and futures; the reader then finds the exchange
         in ``_read_queue`` alone)."""
         stream = self._nowait_stream
-        if not (exchange.body_sent and stream is not None):
+        if stream is None or exchange.request.content is not None:
             return False
         try:
             head = self._request_head(exchange) + self._protocol.end_of_body()
@@ -513,6 +520,7 @@ class HTTP11Connection:
             exchange.fail(error)
             self.close(CloseReason.ERROR, error)
             return True
+        exchange.body_sent = True
         if exchange.written is not None:
             exchange.written.set()
         return True
@@ -540,6 +548,12 @@ class HTTP11Connection:
         with scope:
             while True:
                 await queue.wait_receivable()  # parked here between requests
+                if self.closed:
+                    # Closed meanwhile (a cancelled caller, an error, the pool): a queued
+                    # exchange is failed by the reader; its request must not go out now. The
+                    # wait above returns at once with one queued, and a send need not
+                    # suspend, so the cancelled scope alone would not stop it.
+                    return
                 try:
                     exchange = queue.receive_nowait()
                 except anyio.EndOfStream:
@@ -740,7 +754,7 @@ class HTTP11Connection:
                 whole = b"".join(chunks) if len(chunks) > 1 else chunks[0] if chunks else b""
                 # Free the connection before the caller even sees the head, so that its next
                 # request finds it.
-                if exchange.body_sent:
+                if exchange.body_sent and not self._unflushed():
                     reusable = self._start_next_cycle(exchange)
                 elif not self._protocol.request_complete:
                     # Answered while the body is still being produced: the caller need not
@@ -849,7 +863,16 @@ class HTTP11Connection:
             if not exchange.body_sent:  # a body still going out, made whole or not
                 self.close(CloseReason.NOT_REUSABLE)
                 return False
+        if self._unflushed():
+            # Written, but the stream holds bytes the socket has not taken: the server
+            # answered before it read them (had it read the request, they would be out).
+            self.close(CloseReason.NOT_REUSABLE)
+            return False
         return self._start_next_cycle(exchange)
+
+    def _unflushed(self) -> bool:
+        stream = self._nowait_stream
+        return stream is not None and stream.unflushed()
 
     def _start_next_cycle(self, exchange: _Exchange) -> bool:
         """The request and its response are both complete: release or close."""
