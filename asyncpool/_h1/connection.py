@@ -754,7 +754,8 @@ class HTTP11Connection:
                 whole = b"".join(chunks) if len(chunks) > 1 else chunks[0] if chunks else b""
                 # Free the connection before the caller even sees the head, so that its next
                 # request finds it.
-                if exchange.body_sent and not self._unflushed():
+                stream = self._nowait_stream  # (what _unflushed says, without its call)
+                if exchange.body_sent and (stream is None or not stream.unflushed()):
                     reusable = self._start_next_cycle(exchange)
                 elif not self._protocol.request_complete:
                     # Answered while the body is still being produced: the caller need not
