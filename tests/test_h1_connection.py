@@ -34,6 +34,7 @@ from tests.servers import (
     ServerConnection,
     ServerRequest,
     TestServer,
+    open_blaster,
     open_server,
     wait_until,
 )
@@ -1211,6 +1212,57 @@ async def test_a_connection_answered_before_its_request_was_all_out_is_not_reuse
             assert pool.stats().total == 0  # closed, not given back
             assert (await fetch(pool, "GET", url)).content == b"ok"
         assert pool.stats().dials == 2
+
+
+class _AnswerHeldUntil(anyio.abc.ByteStream):
+    """A stream (not ``SendsNowait``: a writer task writes each request) whose first receive
+    returns, once ``ready`` is set, the answer that the server sent before the request went
+    out."""
+
+    def __init__(self, inner: anyio.abc.ByteStream, answer: bytes, ready: anyio.Event) -> None:
+        self.inner, self.answer, self.ready = inner, answer, ready
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if self.answer:
+            await self.ready.wait()
+            data, self.answer = self.answer, b""
+            return data
+        return await self.inner.receive(max_bytes)
+
+    async def send(self, item: bytes) -> None:
+        await self.inner.send(item)
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_an_answer_read_before_the_writer_ran_is_the_response() -> None:
+    """A server may answer before the request went out (it answers at once). The reader can
+    parse that answer before the writer task's first turn: the caller has made the head
+    already, so the protocol knows the request (h11's state machine failed with an
+    AttributeError otherwise). Here the reader gets the answer the moment the caller took its
+    connection (``got_conn``), ahead of the writer (always on asyncio)."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    got_conn = anyio.Event()
+
+    async def dial(host: str, port: int) -> anyio.abc.ByteStream:
+        stream = await anyio.connect_tcp(host, port)
+        received = b""
+        while len(received) < len(answer):
+            received += await stream.receive()
+        return _AnswerHeldUntil(stream, received, got_conn)
+
+    trace = asyncpool.ClientTrace(got_conn=lambda info: got_conn.set())
+    async with open_blaster(answer) as (port, received), Transport(dial=dial) as pool:
+        with anyio.fail_after(5):  # a hang guard
+            response = await pool.round_trip(
+                Request("GET", f"http://127.0.0.1:{port}/", trace=trace)
+            )
+            assert (response.status_code, await response.aread()) == (200, b"ok")
+            await wait_until(lambda: b"".join(received).startswith(b"GET / HTTP/1.1\r\n"))
 
 
 async def test_a_connection_closed_with_a_request_queued_for_its_writer_sends_nothing(

@@ -5,7 +5,9 @@ Theory of operation
 A connection owns one byte stream and up to two tasks of the Transport's (its ``TaskSet``):
 
 * the **writer** takes exchanges from ``_write_queue`` (a memory channel) and writes each
-  request: head, then body (after ``100 Continue`` where the request expects one). When a write
+  request: the head its caller made (so that the protocol knows the request before the reader
+  can parse an answer to it), then the body (after ``100 Continue`` where the request expects
+  one). When a write
   fails after bytes went out, a response the server sent before it stopped reading is still
   the answer: the writer lets the reader find it before the connection closes. On asyncpool's
   own TCP streams (asyncio's and trio's, without TLS: ``SendsNowait``) a request without a body
@@ -135,6 +137,7 @@ class _Exchange:
         "continue_event",
         "continue_refused",
         "error",
+        "head",
         "head_fields",
         "head_ready",
         "headers",
@@ -175,6 +178,7 @@ class _Exchange:
         self.written = None if head_timer is None else WriteClock(self.head_ready, head_timer)
         self.continue_event = new_event() if expects_continue else None
         self.continue_refused = False
+        self.head = b""  # made by the caller for the writer to send (see _writes_inline)
         self.unsent: bytes | None = None  # a head its caller began to write: the rest
         self.read_timeout: float | None = None  # the longest wait for the server mid-response
         # The response as the reader hands it over: the head, and the body whole or streaming.
@@ -494,18 +498,23 @@ class HTTP11Connection:
     # -- writing ---------------------------------------------------------------------------------
 
     def _writes_inline(self, exchange: _Exchange) -> bool:
-        """Write a request without a body here, in the caller's turn, when the stream sends
-        without waiting (``SendsNowait``: a head need not wait out back-pressure). True when
-        written, or failed with the exchange (and the connection) ended; False leaves it to the
-        writer task, with the bytes the socket did not take (``unsent``) if it took only part.
-        This spares a task switch a request, and a connection that only carries such requests
-        its writer task (its coroutines, scopes and futures; the reader then finds the exchange
-        in ``_read_queue`` alone)."""
+        """Make the request's head here, in the caller's turn, and write a request without a
+        body here too when the stream sends without waiting (``SendsNowait``: a head need not
+        wait out back-pressure). True when written, or failed with the exchange (and the
+        connection) ended; False leaves the rest to the writer task: the head (``head``), or the
+        bytes the socket did not take of it (``unsent``). The head is made before the writer or
+        the reader runs: a server may answer before the writer's turn, and the protocol must
+        have the request before it reads an answer (h11's state machine failed otherwise).
+        Writing here spares a task switch a request, and a connection that only carries such
+        requests its writer task (its coroutines, scopes and futures; the reader then finds the
+        exchange in ``_read_queue`` alone)."""
         stream = self._nowait_stream
-        if stream is None or exchange.request.content is not None:
-            return False
         try:
-            head = self._request_head(exchange) + self._protocol.end_of_body()
+            head = self._request_head(exchange)
+            if stream is None or exchange.request.content is not None:
+                exchange.head = head
+                return False
+            head += self._protocol.end_of_body()
             unsent = stream.send_nowait(head)  # raises only before a byte is handed over
             if unsent:  # trio's socket took only part of it, or none: the writer sends the rest
                 exchange.wrote_any = len(unsent) < len(head)
@@ -627,7 +636,7 @@ class HTTP11Connection:
             if trace and trace.wrote_request:
                 trace.wrote_request(WROTE_REQUEST_OK)
             return
-        head = self._request_head(exchange)
+        head, exchange.head = exchange.head, b""
         content = request.content
         if exchange.continue_event is not None:
             await self._send(exchange, head)
