@@ -4,6 +4,7 @@ limits, and the failures real servers produce (GOAWAY, RST_STREAM, silence)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -1424,4 +1425,110 @@ async def test_one_byte_data_frames_for_an_unread_body_take_memory_by_bytes_not_
             tracemalloc.stop()
         assert peak < 4 << 20, peak
         assert await response.aread() == b"x" * count
+        assert_nothing_in_use(pool)
+
+
+# -- found by review: a pump that starts late, a GOAWAY's flush, stream identifiers run out ----
+
+
+def _body_pumps() -> int:
+    from tests.test_lifetime import pool_tasks
+
+    return sum(name.startswith("asyncpool h2 body") for name in pool_tasks())
+
+
+@pytest.mark.parametrize("ended_by", ["the final response", "a raising wrote_headers hook"])
+async def test_a_body_pump_that_starts_after_its_stream_ended_pulls_nothing_and_ends(
+    ended_by: str,
+) -> None:
+    """A streamed body's pump task may get its first turn after the stream ended (100 Continue
+    and the final response in one read; a hook that fails the stream in round_trip). Its scope
+    is made with the task, so it ends then, without a chunk: it used to pull 64 KiB of the
+    body and then wait for ever, its iterator open, until the Transport closed."""
+    pulled = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield b"x" * 4096
+
+    async def continue_then_answer(req: H2Request, stream: H2Stream) -> None:
+        await stream.send_informational(100)  # with the final response, in one read
+        await stream.respond(200, [], b"done")
+
+    def boom() -> None:
+        raise RuntimeError("wrote_headers hook failed")
+
+    by_response = ended_by == "the final response"
+    handler = continue_then_answer if by_response else default_h2_handler
+    trace = None if by_response else asyncpool.ClientTrace(wrote_headers=boom)
+    async with (
+        open_h2_server(handler) as server,
+        Transport(expect_continue_timeout=60, **H2C) as pool,
+    ):
+        request = Request(
+            "PUT",
+            server.url_for("/echo"),
+            headers={"Expect": "100-continue"} if by_response else None,
+            content=body(),
+            trace=trace,
+        )
+        if by_response:
+            assert await (await pool.round_trip(request)).aread() == b"done"
+        else:
+            with pytest.raises(RuntimeError, match="wrote_headers hook failed"):
+                await pool.round_trip(request)
+        await wait_until(lambda: _body_pumps() == 0)
+        assert pulled == 0
+        assert_nothing_in_use(pool)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the order of the turns below
+async def test_headers_that_go_out_with_a_goaway_are_not_retried_as_never_sent() -> None:
+    """The server breaks the protocol while a request's HEADERS wait in h2 for the writer: the
+    reader writes h2's GOAWAY, and with it those HEADERS. That request may reach the server, so
+    it must not be retried as never sent (it reached the server twice). On asyncio the turns
+    are fixed: the caller opens its stream, then the reader reads the bad frame, both before
+    the writer runs."""
+    data_on_stream_0 = b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x"  # a connection error for h2
+    async with open_h2_server() as server, Transport(**H2C) as pool:
+        await (await pool.round_trip(Request("GET", server.url))).aread()  # a connection
+        go = anyio.Event()
+        outcome: list[object] = []
+
+        async def caller() -> None:
+            await go.wait()
+            try:
+                outcome.append(await pool.round_trip(Request("GET", server.url_for("/b"))))
+            except asyncpool.HTTPError as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            await wait_until(lambda: go.statistics().tasks_waiting == 1)
+            raw = server.connections[0]._stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            os.write(raw.fileno(), data_on_stream_0)  # readable by the client at its next poll
+            await anyio.lowlevel.checkpoint()
+            go.set()  # the caller runs, then the reader
+        (result,) = outcome
+        assert isinstance(result, asyncpool.RemoteProtocolError)
+        assert result.retry_hint is None
+    assert [r.path for r in server.requests].count("/b") <= 1
+
+
+async def test_a_connection_whose_stream_identifiers_ran_out_takes_no_more_streams() -> None:
+    """After 2**30 streams a connection has no identifier left (RFC 9113, 5.1.1): the stream
+    that takes the last one is served, the connection closes after it, and the next request
+    gets a new one (every request failed with h2's NoAvailableStreamIDError, untyped)."""
+    async with open_h2_server() as server, Transport(**H2C) as pool:
+        await (await pool.round_trip(Request("GET", server.url))).aread()
+        (conn,) = [c for c in pool._pool.open if isinstance(c, HTTP2Connection)]
+        conn._h2.highest_outbound_stream_id = 2**31 - 3  # the next stream takes the last id
+        for _ in range(3):
+            response = await pool.round_trip(Request("GET", server.url))
+            await response.aread()
+            assert response.status_code == 200
+        assert conn.closed
+        assert pool.stats().dials == 2
         assert_nothing_in_use(pool)

@@ -115,6 +115,8 @@ PING_PAYLOAD = b"asyncpl!"
 # How long a connection that failed the server (a flood, a protocol error) tries to say so
 # with h2's GOAWAY before it closes: a bound, not a delay (it is one small write).
 GOAWAY_WRITE_TIMEOUT = 1.0
+# The highest stream identifier (RFC 9113, 5.1.1: 31 bits); a client's are the odd ones.
+LAST_STREAM_ID = 2**31 - 1
 # Streams taken on a connection whose server's first SETTINGS set no MAX_CONCURRENT_STREAMS
 # (RFC 9113: then there is no limit); Go's http2 transport takes 1000 too. Until those SETTINGS
 # arrive, the limit is 100.
@@ -186,6 +188,8 @@ class _OutBody:
         self.offset = 0
         self.eof = eof
         self.space = space  # set when the writer drained the buffer
+        # A streamed body's pump task's scope, made when the task is spawned: a stream that
+        # ends before the task's first turn cancels it all the same.
         self.pump_scope: anyio.CancelScope | None = None
 
     def take(self, limit: int) -> bytes:
@@ -554,6 +558,12 @@ class HTTP2Connection:
         has_body = bool(content) if isinstance(content, bytes) else content is not None
         stream_id = self._h2.get_next_available_stream_id()
         self._h2.send_request_headers(stream_id, fields, end_stream=not has_body)
+        if stream_id >= LAST_STREAM_ID:
+            # No stream can open after this one (2**30 streams in): the connection takes no
+            # more and closes after its last, as after a GOAWAY; the pool dials afresh.
+            self.goaway = True
+            self._goaway_detail = "its stream identifiers ran out"
+            self._owner.capacity_changed(self)
         self.requests_started += 1
         self.trace = trace
         stream = _Stream(stream_id, request, trace, self._new_event)
@@ -578,7 +588,8 @@ class HTTP2Connection:
             stream.out = _OutBody(content, True, self._new_event())
             self._outgoing[stream.stream_id] = stream
         else:
-            stream.out = _OutBody(b"", False, self._new_event())
+            out = stream.out = _OutBody(b"", False, self._new_event())
+            out.pump_scope = anyio.CancelScope()
             self._outgoing[stream.stream_id] = stream
             assert self._tasks is not None
             self._tasks.start_soon(
@@ -596,10 +607,12 @@ class HTTP2Connection:
         """Feed a streamed request body into the stream's buffer, a little ahead of flow
         control, in its own task so that a slow producer holds up no other stream."""
         out = stream.out
-        assert out is not None
-        with anyio.CancelScope() as out.pump_scope:
+        assert out is not None and out.pump_scope is not None
+        with out.pump_scope:
             try:
                 async with closing_body(content) as chunks:
+                    if stream.released:  # ended before this task's first turn: not a chunk
+                        return
                     async for chunk in chunks:
                         while len(out.buffer) >= UPLOAD_BUFFER:
                             out.space = self._new_event()
@@ -778,6 +791,11 @@ class HTTP2Connection:
         data = self._h2.data_to_send()
         if not data:  # pragma: no cover - h2 queues a GOAWAY for each of its errors
             return
+        # The HEADERS h2 queued since the writer last ran go out first: those requests may
+        # reach the server, so they are not retried as never sent.
+        for stream in self._unsent:
+            stream.sent = True
+        self._unsent.clear()
         with anyio.move_on_after(GOAWAY_WRITE_TIMEOUT):
             try:
                 await self._stream.send(data)
