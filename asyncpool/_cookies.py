@@ -28,7 +28,7 @@ import re
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
-from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
+from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy, eff_request_host
 
 from ._models import Headers, Request
 
@@ -118,6 +118,16 @@ class CookiePolicy(DefaultCookiePolicy):
 
     def return_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
         return sendable(cookie) and super().return_ok(cookie, request)
+
+    def return_ok_domain(self, cookie: Cookie, request: urllib.request.Request) -> bool:
+        if not cookie.domain_specified and cookie.domain:
+            # Set without a Domain attribute: for its host only (RFC 6265 §5.3 step 6), as Go's
+            # jar; the default policy sent it to every subdomain too. (A cookie of no domain
+            # at all is one the Client was given: for any host.)
+            request_host, effective_host = eff_request_host(request)
+            if cookie.domain.lower() not in (request_host, effective_host):
+                return False
+        return super().return_ok_domain(cookie, request)
 
 
 def cookie_header(jar: CookieJar, request: urllib.request.Request) -> str | None:

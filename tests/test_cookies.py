@@ -146,6 +146,17 @@ async def test_a_public_suffix_domain_is_refused(suffix: str) -> None:
         assert await sent(client, f"http://victim.{suffix}/inspect") == "-"
 
 
+async def test_a_cookie_set_without_a_domain_goes_back_to_its_host_only() -> None:
+    """RFC 6265 §5.3 step 6, as Go's jar: the default policy of http.cookiejar sent it to
+    every subdomain of the host that set it."""
+    async with any_host() as client:
+        await client.get(set_url("http://example.test", b"sid=secret; Path=/"))
+        assert await sent(client, "http://example.test/inspect") == "sid=secret"
+        assert await sent(client, "http://EXAMPLE.test/inspect") == "sid=secret"
+        assert await sent(client, "http://evil.example.test/inspect") == "-"
+        assert await sent(client, "http://deep.evil.example.test/inspect") == "-"
+
+
 # -- what worked still works ------------------------------------------------------------------
 
 
