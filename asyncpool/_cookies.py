@@ -28,7 +28,12 @@ import re
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
-from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy, eff_request_host
+from http.cookiejar import (
+    Cookie,
+    CookieJar,
+    DefaultCookiePolicy,
+    eff_request_host,  # type: ignore[attr-defined]  # (not in typeshed)
+)
 
 from ._models import Headers, Request
 
