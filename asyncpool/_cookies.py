@@ -23,17 +23,13 @@ the urllib shapes the jar speaks.
 from __future__ import annotations
 
 import email.message
+import http.cookiejar
 import ipaddress
 import re
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
-from http.cookiejar import (
-    Cookie,
-    CookieJar,
-    DefaultCookiePolicy,
-    eff_request_host,  # type: ignore[attr-defined]  # (not in typeshed)
-)
+from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
 
 from ._models import Headers, Request
 
@@ -129,7 +125,8 @@ class CookiePolicy(DefaultCookiePolicy):
             # Set without a Domain attribute: for its host only (RFC 6265 §5.3 step 6), as Go's
             # jar; the default policy sent it to every subdomain too. (A cookie of no domain
             # at all is one the Client was given: for any host.)
-            request_host, effective_host = eff_request_host(request)
+            hosts = http.cookiejar.eff_request_host(request)  # type: ignore[attr-defined]
+            request_host, effective_host = hosts
             if cookie.domain.lower() not in (request_host, effective_host):
                 return False
         return super().return_ok_domain(cookie, request)
