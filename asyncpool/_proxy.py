@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import os
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -44,8 +45,13 @@ import anyio.abc
 
 from ._dial import Dialed, DialFunc, _handshake, dial
 from ._errors import ConnectTimeout, HTTPError, ProxyError, TLSHandshakeTimeout
-from ._models import Request
-from ._proxy_env import EnvironmentProxies, proxy_from_environment
+from ._models import Request, _idna
+from ._proxy_env import (
+    EnvironmentProxies,
+    _without_password,
+    proxy_from_environment,
+    redact_password,
+)
 from ._socks import socks_handshake
 from ._trace import ClientTrace, ProxyConnectDoneInfo, ProxyConnectStartInfo
 
@@ -87,6 +93,10 @@ class Proxy:
     username: str | None
     password: str | None
     url: str
+    # What routes through it are pooled by: ``url``, and with a password a keyed digest of it
+    # (this process's key), so that a tunnel opened with one password never serves a request
+    # that gives another (Go keys by the whole URL), and the password itself is never shown.
+    key: str
 
     @property
     def host_port(self) -> str:
@@ -116,33 +126,36 @@ def parse_proxy(url: str) -> Proxy:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"invalid proxy URL {url!r}: {exc}") from None
+        detail = _without_password(str(exc), url)  # (the message may quote it)
+        raise ValueError(f"invalid proxy URL {redact_password(url)!r}: {detail}") from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise ValueError(
-            f"unsupported proxy scheme {scheme!r} in {_redact(url)!r}: use http, https, socks5, "
+            f"unsupported proxy scheme {scheme!r} in {redact_password(url)!r}: use http, https, socks5, "
             "socks5h or socks4a"
         )
     if not parts.hostname:
-        raise ValueError(f"proxy URL {_redact(url)!r} has no host")
+        raise ValueError(f"proxy URL {redact_password(url)!r} has no host")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"proxy URL {_redact(url)!r} must be scheme://host:port only")
+        raise ValueError(f"proxy URL {redact_password(url)!r} must be scheme://host:port only")
     host = parts.hostname
     port = DEFAULT_PORTS[scheme] if port is None else port
     username = None if parts.username is None else unquote(parts.username)
     password = None if parts.password is None else unquote(parts.password)
     shown_host = f"[{host}]" if ":" in host else host
     user = f"{parts.username}@" if parts.username else ""
-    return Proxy(scheme, host, port, username, password, f"{scheme}://{user}{shown_host}:{port}")
+    shown = f"{scheme}://{user}{shown_host}:{port}"
+    key = shown
+    if password is not None:
+        import hashlib  # here: a proxy with a password is rare, and hashlib is slow to import
+        import hmac
+
+        digest = hmac.new(_CREDENTIALS_KEY, password.encode(), hashlib.sha256).hexdigest()
+        key = f"{shown} (credentials {digest[:16]})"
+    return Proxy(scheme, host, port, username, password, shown, key)
 
 
-def _redact(url: str) -> str:
-    at = url.rfind("@")
-    scheme_end = url.find("://")
-    if at == -1:
-        return url
-    userinfo = url[scheme_end + 3 : at]
-    return url[: scheme_end + 3] + userinfo.split(":", 1)[0] + url[at:]
+_CREDENTIALS_KEY = os.urandom(16)  # for Proxy.key: its digests mean nothing outside the process
 
 
 @dataclass(frozen=True)
@@ -188,8 +201,8 @@ class ProxyChooser:
 def _route(proxy: Proxy, pool_key: str, http_target: bool) -> Route:
     """The route to an origin through ``proxy``: made once, not per request."""
     if proxy.is_http and http_target:
-        return Route(proxy, f"via {proxy.url}", forward=True)
-    return Route(proxy, f"{pool_key} via {proxy.url}", forward=False)
+        return Route(proxy, f"via {proxy.key}", forward=True)
+    return Route(proxy, f"{pool_key} via {proxy.key}", forward=False)
 
 
 def _snapshot_environment(
@@ -260,7 +273,8 @@ async def dial_through(
     if route.forward:
         return to_proxy
     stream = to_proxy.stream
-    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    name = host if host.isascii() else _idna(host)  # as the Host field of a forwarded request
+    target = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
     try:
         await _negotiate(
             stream, proxy, target, host, port, dial_timeout, trace, connect_headers,
@@ -357,7 +371,7 @@ async def _connect(
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_CONNECT_HEAD)
     try:
         data = conn.send(h11.Request(method="CONNECT", target=target, headers=fields))
-    except h11.LocalProtocolError as exc:
+    except (h11.LocalProtocolError, UnicodeError) as exc:  # (a name IDNA refused stays Unicode)
         raise ProxyError(
             f"cannot send CONNECT {target}: {exc}", host=proxy.host_port, target=target
         ) from None

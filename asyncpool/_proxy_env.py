@@ -5,9 +5,10 @@
 Variables (the upper-case name first, then the lower-case one; an empty value is unset):
 
 * ``HTTPS_PROXY`` / ``https_proxy``: the proxy of ``https`` URLs;
-* ``HTTP_PROXY`` / ``http_proxy``: the proxy of ``http`` URLs. ``HTTP_PROXY`` is ignored when
-  ``REQUEST_METHOD`` is set: in a CGI program a request's ``Proxy:`` header arrives as that
-  variable ("httpoxy");
+* ``HTTP_PROXY`` / ``http_proxy``: the proxy of ``http`` URLs. Both are ignored when
+  ``REQUEST_METHOD`` is set: in a CGI program a request's ``Proxy:`` header arrives as
+  ``HTTP_PROXY`` ("httpoxy"), and where the environment ignores case (Windows) it is
+  ``http_proxy`` too (Python's urllib ignores both; Go refuses the proxy);
 * ``ALL_PROXY`` / ``all_proxy``: curl's fallback for both;
 * ``NO_PROXY`` / ``no_proxy``: the hosts reached directly (see ``EnvironmentProxies``).
 
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 
 from ._models import Request, _idna
 
-__all__ = ["EnvironmentProxies", "proxy_from_environment"]
+__all__ = ["EnvironmentProxies", "proxy_from_environment", "redact_password"]
 
 _IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -54,7 +55,7 @@ def _proxy_url(value: str, variable: str) -> str:
             parts = urlsplit(url)
             parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
         except ValueError as exc:
-            problem = str(exc)
+            problem = _without_password(str(exc), url)  # (the message may quote it)
         else:
             if not parts.scheme:
                 problem = "it has no scheme"
@@ -62,10 +63,35 @@ def _proxy_url(value: str, variable: str) -> str:
                 problem = "it has no host"
     if problem is not None:
         raise ValueError(
-            f"{variable}={value!r} is not a proxy URL ({problem}); "
+            f"{variable}={redact_password(value)!r} is not a proxy URL ({problem}); "
             "give scheme://host:port or host:port"
         )
     return url
+
+
+def _without_password(text: str, url: str) -> str:
+    """``text`` (a parser's message about ``url``) without the password of ``url``: whole, or
+    cut at the ``/``, ``?`` or ``#`` where a parser ends the host early."""
+    at = url.rfind("@")
+    scheme_end = url.find("://")
+    userinfo = url[(0 if scheme_end == -1 else scheme_end + 3) : max(at, 0)]
+    password = userinfo.partition(":")[2]
+    for end in ("", "/", "?", "#"):
+        secret = password.split(end, 1)[0] if end else password
+        if secret:
+            text = text.replace(secret, "****")
+    return text
+
+
+def redact_password(url: str) -> str:
+    """``url`` without the password of its userinfo, however malformed the rest (a password
+    with an unescaped ``/`` or ``#`` ends a parser's host early): up to the last ``@``."""
+    at = url.rfind("@")
+    if at == -1:
+        return url
+    scheme_end = url.find("://")
+    start = 0 if scheme_end == -1 else scheme_end + 3
+    return url[:start] + url[start:at].split(":", 1)[0] + url[at:]
 
 
 def _ip(host: str) -> _IPAddress | None:
@@ -147,9 +173,7 @@ class EnvironmentProxies:
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> EnvironmentProxies:
         """The settings of ``environ`` (see the module docstring for the variables). Raises
         ``ValueError`` naming the variable whose value is not a proxy URL."""
-        http_names = (
-            ("http_proxy",) if environ.get("REQUEST_METHOD") else ("HTTP_PROXY", "http_proxy")
-        )
+        http_names = () if environ.get("REQUEST_METHOD") else ("HTTP_PROXY", "http_proxy")
         all_proxy = _getenv(environ, "ALL_PROXY", "all_proxy")
         proxies: list[str | None] = []
         for names in (http_names, ("HTTPS_PROXY", "https_proxy")):
@@ -163,9 +187,13 @@ class EnvironmentProxies:
         )
 
     def __repr__(self) -> str:
+        http_proxy, https_proxy = (
+            None if url is None else redact_password(url)
+            for url in (self.http_proxy, self.https_proxy)
+        )
         return (
-            f"EnvironmentProxies(http_proxy={self.http_proxy!r}, "
-            f"https_proxy={self.https_proxy!r}, no_proxy={self.no_proxy!r})"
+            f"EnvironmentProxies(http_proxy={http_proxy!r}, "
+            f"https_proxy={https_proxy!r}, no_proxy={self.no_proxy!r})"
         )
 
     @property

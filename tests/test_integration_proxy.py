@@ -12,6 +12,7 @@ Skipped when nginx, squid or microsocks is not installed, unless ASYNCPOOL_REQUI
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import ssl
@@ -137,12 +138,13 @@ def via_key(
 ) -> str:
     """The stats() key of `origin` reached through the proxy on `proxy_port`:
     "<origin> via <proxy>" for a tunnel, "via <proxy>" for http forwarded by an HTTP proxy (one
-    pool for every origin, as Go's), the proxy named without its credentials."""
+    pool for every origin, as Go's), the proxy named without its password (a keyed digest of
+    it follows, when there is one)."""
     prefix = "via " if forwarded else f"{origin} via "
     keys = [key for key in pool.stats().hosts if key.startswith(prefix)]
     assert len(keys) == 1, pool.stats().hosts
     key = keys[0]
-    assert key.endswith(f"127.0.0.1:{proxy_port}"), key
+    assert re.fullmatch(rf".*127\.0\.0\.1:{proxy_port}( \(credentials [0-9a-f]{{16}}\))?", key), key
     for secret in (SQUID_AUTH[1], SOCKS_AUTH[1]):
         assert secret not in key, key
     return key

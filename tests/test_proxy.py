@@ -68,7 +68,8 @@ async def test_http_targets_share_one_connection_to_the_proxy(anyio_backend: str
             assert await get(pool, one.url_for("/?a=1")) == (200, b"hello")
             assert await get(pool, two.url_for("/")) == (200, b"hello")
             stats = pool.stats()
-            assert list(stats.hosts) == [f"via http://alice@127.0.0.1:{proxy.port}"]
+            assert list(stats.hosts) == [f"via {parse_proxy(proxy_url).key}"]
+            assert "s3cret" not in str(stats)
             assert stats.dials == 1 and stats.reused == 1
     assert proxy.connections_accepted == 1
     assert [r.target for r in proxy.requests] == [one.url_for("/?a=1"), two.url_for("/")]
@@ -138,7 +139,7 @@ async def test_https_through_connect_with_the_origins_sni_and_h2(
                 response = await pool.round_trip(Request("GET", url))
                 assert response.http_version == "HTTP/2"
                 assert await response.aread() == b"hello"
-            key = f"https://localhost:{origin.port} via http://u@127.0.0.1:{proxy.port}"
+            key = f"https://localhost:{origin.port} via {parse_proxy(proxy_url).key}"
             assert list(pool.stats().hosts) == [key]
             assert pool.stats().dials == 1
     assert server_names == ["localhost"]
@@ -523,7 +524,7 @@ async def test_socks_tunnels_http_targets_too(anyio_backend: str, scheme: str) -
             async with Transport(proxy=proxy_url) as pool:
                 assert await get(pool, url) == (200, b"hello")
                 assert await get(pool, url) == (200, b"hello")
-                key = f"http://localhost:{origin.port} via {scheme}://user@127.0.0.1:{proxy.port}"
+                key = f"http://localhost:{origin.port} via {parse_proxy(proxy_url).key}"
                 assert list(pool.stats().hosts) == [key]
                 assert pool.stats().dials == 1  # one tunnel, reused
     assert origin.requests[0].target == "/"  # tunnelled: origin form
@@ -533,3 +534,80 @@ async def test_socks_tunnels_http_targets_too(anyio_backend: str, scheme: str) -
         assert (asked.atype, asked.address) == ("domain", "localhost")
     else:
         assert asked.atype in ("ipv4", "ipv6") and asked.address in ("127.0.0.1", "::1")
+
+
+# -- found by review: credentials in pool keys and messages, a non-ASCII CONNECT target ------
+
+
+async def test_a_tunnel_opened_with_one_password_never_serves_another(tls: TLSFixture) -> None:
+    """Tunnels are pooled by the proxy URL with its password (a keyed digest of it, never the
+    password itself), as Go keys them: a request whose proxy function gives another password
+    gets its own CONNECT, and the proxy refuses it (it rode the tunnel of the right one)."""
+    async with (
+        open_proxy(auth="alice:right") as proxy,
+        open_server(ssl_context=tls.server_context) as origin,
+    ):
+        good = proxy.url.replace("http://", "http://alice:right@")
+        bad = proxy.url.replace("http://", "http://alice:wrong@")
+        chosen = iter([good, bad])
+        async with Transport(
+            proxy=lambda request: next(chosen), tls_config=tls.client_context
+        ) as pool:
+            assert await get(pool, origin.url_for("/")) == (200, b"hello")
+            with pytest.raises(asyncpool.ProxyError) as info:
+                await pool.round_trip(Request("GET", origin.url_for("/")))
+            assert info.value.status_code == 407
+            assert not any("right" in key or "wrong" in key for key in pool.stats().hosts)
+    assert len([r for r in proxy.requests if r.method == "CONNECT"]) == 2
+
+
+async def test_a_socks_tunnel_opened_with_one_password_never_serves_another() -> None:
+    script = SocksScript(auth="password", credentials=("alice", "right"))
+    async with open_server() as origin:
+        upstream = ("127.0.0.1", origin.port)
+        async with open_socks_server(script, upstream=upstream) as proxy:
+            good = f"socks5h://alice:right@127.0.0.1:{proxy.port}"
+            bad = f"socks5h://alice:wrong@127.0.0.1:{proxy.port}"
+            chosen = iter([good, bad])
+            url = f"http://origin.test:{origin.port}/"
+            async with Transport(proxy=lambda request: next(chosen)) as pool:
+                assert await get(pool, url) == (200, b"hello")
+                with pytest.raises(asyncpool.ProxyError):
+                    await pool.round_trip(Request("GET", url))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://alice:s3cret@p.test:99999",
+        "http://alice:s3cret@p.test:abc",
+        "http://alice:s3cret/x@p.test:3128",  # an unescaped "/" ends the host early
+    ],
+)
+def test_an_invalid_proxy_url_is_reported_without_its_password(url: str) -> None:
+    with pytest.raises(ValueError, match="proxy") as info:
+        Transport(proxy=url)
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(ValueError) as info:
+        asyncpool.EnvironmentProxies.from_environ({"HTTPS_PROXY": url.replace("3128", "x")})
+    assert "s3cret" not in str(info.value)
+
+
+def test_environment_proxies_show_no_password() -> None:
+    proxies = asyncpool.EnvironmentProxies.from_environ(
+        {"HTTPS_PROXY": "http://alice:s3cret@p.test:3128"}
+    )
+    assert "s3cret" not in repr(proxies)
+    assert "alice@p.test:3128" in repr(proxies)
+
+
+async def test_connect_names_a_non_ascii_host_in_its_idna_form(tls: TLSFixture) -> None:
+    """As the Host field of a forwarded request: h11 refused the Unicode name, and its
+    UnicodeEncodeError escaped untyped."""
+    async with open_proxy() as proxy, open_server(ssl_context=tls.server_context) as origin:
+        proxy.hosts["xn--bcher-kva.test"] = "127.0.0.1"
+        async with Transport(proxy=proxy.url, tls_config=tls.client_context) as pool:
+            with pytest.raises(asyncpool.TLSError):  # the test certificate names other hosts
+                await pool.round_trip(Request("GET", f"https://bücher.test:{origin.port}/"))
+    (connect,) = proxy.requests
+    assert connect.target == f"xn--bcher-kva.test:{origin.port}"

@@ -77,6 +77,9 @@ GO_PROXY_FOR_URL: list[tuple[dict[str, str], str, str | None]] = [
     # Issue 16405: HTTP_PROXY may be attacker-controlled in a CGI program (Go: an error; here
     # the variable is ignored, as curl and Python's urllib do).
     ({"HTTP_PROXY": "http://10.1.2.3:8080", "REQUEST_METHOD": "GET"}, "http://example.com", None),
+    # ... and the lower-case name too: where the environment ignores case (Windows) it is the
+    # same variable.
+    ({"http_proxy": "http://10.1.2.3:8080", "REQUEST_METHOD": "GET"}, "http://example.com", None),
     # The https proxy is still used in a CGI program.
     (
         {"HTTPS_PROXY": "https://secure.proxy.tld", "REQUEST_METHOD": "GET"},
@@ -327,12 +330,12 @@ def test_no_proxy_applies_to_all_proxy() -> None:
     assert proxies.proxy_for("https", "example.com", 443) == "socks5://socks.test"
 
 
-def test_httpoxy_ignores_only_the_upper_case_http_proxy_in_cgi() -> None:
+def test_httpoxy_ignores_both_names_of_the_http_proxy_in_cgi() -> None:
+    """Where the environment ignores case (Windows), ``http_proxy`` is the attacker's
+    ``HTTP_PROXY`` too: both are ignored, as by Python's urllib."""
     cgi = {"REQUEST_METHOD": "POST", "HTTP_PROXY": "evil.test"}
     assert EnvironmentProxies.from_environ(cgi).http_proxy is None
-    assert EnvironmentProxies.from_environ({**cgi, "http_proxy": "ok.test"}).http_proxy == (
-        "http://ok.test"
-    )
+    assert EnvironmentProxies.from_environ({**cgi, "http_proxy": "evil.test"}).http_proxy is None
     assert EnvironmentProxies.from_environ({**cgi, "ALL_PROXY": "all.test"}).http_proxy == (
         "http://all.test"
     )
