@@ -1159,8 +1159,9 @@ class Transport:
 
 async def _sweep_idle_conns(ref: weakref.ref[Transport]) -> None:
     """The idle sweeper task: Go's per-connection idle timer (and lifetime timer), for the
-    whole pool at once. It sleeps until the next idle timeout or lifetime deadline, or until
-    something is idle; a connection dialed with an earlier deadline wakes it (``_sweep_wakeup``).
+    whole pool at once. It sleeps until the next idle timeout or lifetime deadline; with nothing
+    idle, the first connection to go idle wakes it (``_idle_wakeup``), and a connection dialed
+    with an earlier lifetime deadline wakes it too (``_sweep_wakeup``).
     It holds its Transport only between waits, so an abandoned one can still be collected."""
     while True:
         transport = ref()
@@ -1173,7 +1174,10 @@ async def _sweep_idle_conns(ref: weakref.ref[Transport]) -> None:
             transport._carry_out()
         wakeup = transport._sweep_wakeup = transport._new_event()
         transport._sweep_at = next_expiry
-        if next_expiry is None:
+        if not pool.idle_lru:
+            # Nothing idle: the first connection to go idle wakes it, as its idle timeout may
+            # come before ``next_expiry`` (a lifetime deadline). With some idle, the earliest
+            # of their timeouts is in ``next_expiry`` already, and later ones come after it.
             transport._idle_wakeup = wakeup
         del transport, pool
         if next_expiry is not None:

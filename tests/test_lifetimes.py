@@ -116,3 +116,18 @@ async def test_the_sweeper_drains_an_http2_connection_in_use_at_its_deadline(
         assert results == [b"released"]
         await wait_until(lambda: bool(closes.reasons))
         assert closes.reasons == [CloseReason.MAX_LIFETIME]
+
+
+async def test_the_idle_timeout_applies_while_a_lifetime_deadline_is_pending(
+    server: TestServer,
+) -> None:
+    """The sweeper sleeps until the next deadline it knows (here a lifetime an hour away);
+    a connection that goes idle meanwhile wakes it, for its idle timeout comes first (it was
+    kept for the hour)."""
+    async with Transport(idle_conn_timeout=0.05, max_conn_lifetime=3600) as pool:
+        response = await pool.round_trip(Request("GET", server.url))
+        await response.aread()
+        assert pool.stats().idle == 1
+        await server.wait_for_connections_closed()
+        stats = pool.stats()
+        assert (stats.idle, stats.idle_timeouts, stats.lifetime_expirations) == (0, 1, 0)
