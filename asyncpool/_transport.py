@@ -830,10 +830,10 @@ class Transport:
                 with anyio.move_on_after(self.pool_timeout):
                     await want.ready.wait()
         except BaseException:
-            self._decide(pool.cancel_want, want)
+            self._withdraw(pool.cancel_want, want)
             raise
         if not want.ready.is_set():  # pool_timeout passed (a want served meanwhile is used)
-            self._decide(pool.cancel_want, want)
+            self._withdraw(pool.cancel_want, want)
             raise PoolTimeout(
                 f"no connection within pool_timeout={self.pool_timeout}s", host=_host_port(url)
             )
@@ -842,7 +842,7 @@ class Transport:
             try:
                 trace.wait_for_conn_done(queued, want.error)
             except BaseException:
-                self._decide(pool.give_back, want)
+                self._withdraw(pool.give_back, want)
                 raise
         if want.error is not None:
             raise want.error
@@ -854,6 +854,15 @@ class Transport:
         if trace:
             self._trace_got_conn(trace, conn, was_idle=False, idle_time=0.0)
         return conn
+
+    def _withdraw(self, decision: Callable[[_Want, float], object], want: _Want) -> None:
+        """Withdraw ``want``, giving back what it was served, unused. An HTTP/2 stream given
+        back may leave its connection idle: its reader, waiting with no deadline while a stream
+        was reserved, must learn it (as ``_ConnOwner.release_stream`` tells it)."""
+        conn = want.conn
+        self._decide(decision, want)
+        if conn is not None and conn.protocol == "HTTP/2" and conn.idle_at is not None:
+            conn.went_idle()
 
     def _trace_got_conn(
         self, trace: ClientTrace, conn: Conn, *, was_idle: bool, idle_time: float

@@ -1532,3 +1532,35 @@ async def test_a_connection_whose_stream_identifiers_ran_out_takes_no_more_strea
         assert conn.closed
         assert pool.stats().dials == 2
         assert_nothing_in_use(pool)
+
+
+async def test_a_stream_given_back_unused_lets_its_connection_idle_out() -> None:
+    """A stream reserved for a waiting request that then gives it back unused (here its own
+    ``wait_for_conn_done`` hook fails it) may leave the connection idle: its reader, waiting
+    with no deadline while the stream was reserved, is told, so the idle timeout closes it (the
+    connection stayed open as long as the server kept quiet)."""
+
+    def failing_hook(waited: float, error: BaseException | None) -> None:
+        raise RuntimeError("wait_for_conn_done hook failed")
+
+    trace = asyncpool.ClientTrace(wait_for_conn_done=failing_hook)
+    async with (
+        open_h2_server(max_concurrent_streams=1) as server,
+        Transport(strict_max_concurrent_streams=True, idle_conn_timeout=0.1, **H2C) as pool,
+    ):
+        async with anyio.create_task_group() as tg:
+
+            async def first() -> None:
+                await (await pool.round_trip(Request("GET", server.url_for("/wait")))).aread()
+
+            async def second() -> None:
+                with pytest.raises(RuntimeError, match="wait_for_conn_done hook failed"):
+                    await pool.round_trip(Request("GET", server.url, trace=trace))
+
+            tg.start_soon(first)
+            await wait_until(lambda: server.active_streams == 1)
+            tg.start_soon(second)
+            await wait_until(lambda: pool.stats().waiting == 1)
+            server.release.set()
+        await server.wait_until(lambda s: s.open_connections == 0)
+        assert pool.stats().idle_timeouts == 1
