@@ -14,6 +14,8 @@
 any task. ``httpx.AsyncClient(transport=HTTPXTransport())`` works without ``async with``, as
 httpx's own transport does. httpx sends its own ``Accept-Encoding`` and decodes bodies itself,
 so the pool's transparent decompression is off (``disable_compression=True`` unless given).
+The pool's ``max_body_bytes`` applies to the bodies httpx reads (httpx streams every body;
+past it, ``httpx.RemoteProtocolError`` and the connection is closed).
 
 Options
 -------
@@ -54,8 +56,11 @@ Request extensions
     ``wait_listener``): nothing free at once, so it waits for a freed connection or for a slot
     under ``max_conns_per_host`` / ``max_conns`` → ``pool``; a dial started for it, or an
     HTTP/2 dial in flight that it shares (httpcore assigns such requests to the connection being
-    established) → ``connect``, given afresh for the TLS handshake; handed a connection →
-    ``write``; from ``wrote_request`` to the response head → ``read``; each body read →
+    established) → ``connect``, given afresh for each attempt (``retries=``; the back-off
+    between attempts has none) and for the TLS handshake; handed a connection → ``write``,
+    given afresh for each chunk of a streamed body the pool writes (as httpcore's bounds each
+    write; the time the body's iterator takes to make a chunk has none); from
+    ``wrote_request`` to the response head → ``read``; each body read →
     ``read``, except once the pool has the whole body (no read left to wait on the network,
     as httpcore reads what h11 holds already). Before the pool has decided (the adapter's own
     work) no deadline runs, so an uncontended request never sees ``pool``, however small. A deadline raises
@@ -322,6 +327,23 @@ class _Exchange:
         if not self.done and _PHASE_ORDER[phase] > _PHASE_ORDER[self.phase]:
             self._enter(phase)
 
+    def _pause(self) -> None:
+        """No deadline until the phase is entered again (a wait that is not httpx's)."""
+        if not self.scope.cancel_called:
+            self.scope.deadline = math.inf
+
+    # httpx's write timeout bounds each write, as httpcore's: a streamed body's chunks are
+    # handed to the pool through ``_written_in_steps``, which arms it afresh for each chunk the
+    # pool writes and not while the caller makes the next (an upload may take any time).
+
+    def chunk_made(self) -> None:
+        if not self.done and self.phase == "write":
+            self._enter("write")
+
+    def making_chunk(self) -> None:
+        if not self.done and self.phase == "write":
+            self._pause()
+
     def timeout_error(self) -> httpx.TimeoutException:
         phase = self.phase
         if phase == "start":  # not reached: the start phase has no deadline
@@ -411,6 +433,8 @@ class _Exchange:
     def _on_connect_start(self, network: str, addr: tuple[str, int]) -> None:
         if not self.dialing:
             return
+        if self.phase == "connect":
+            self._enter("connect")  # each attempt (retries=) gets it afresh, as httpcore's
         timeout = self.timeouts.get("connect")
         if network == "unix":  # Transport(uds=...): addr is (path, 0)
             info = {"path": addr[0], "timeout": timeout, "socket_options": None}
@@ -430,6 +454,8 @@ class _Exchange:
     def _on_connect_done(
         self, network: str, addr: tuple[str, int], err: BaseException | None
     ) -> None:
+        if err is not None and self.dialing and self.phase == "connect":
+            self._pause()  # the back-off before another attempt is no phase of httpx's
         if self.dialing and self.open_op in _CONNECT_OPS:
             if err is None:
                 self.complete()
@@ -535,6 +561,28 @@ class _Exchange:
         self.closed()
 
 
+async def _written_in_steps(
+    stream: httpx.AsyncByteStream, exchange: _Exchange
+) -> AsyncIterator[bytes]:
+    """A streamed request body as the pool pulls it, the write timeout armed for each chunk
+    (see ``_Exchange.chunk_made``)."""
+    chunks = stream.__aiter__()
+    try:
+        while True:
+            exchange.making_chunk()
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            exchange.chunk_made()
+            yield chunk
+        exchange.chunk_made()  # the end of the body is one more write
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 class _NetworkStream:
     """httpcore's ``AsyncNetworkStream.get_extra_info`` for the connection of a response."""
 
@@ -605,7 +653,7 @@ class _UpgradeNetworkStream(_NetworkStream):
 class _ResponseStream(httpx.AsyncByteStream):
     """The body of an asyncpool response as httpx reads it, with a read timeout per chunk."""
 
-    __slots__ = ("_body", "_chunks", "_closed", "_ended", "_exchange", "_response")
+    __slots__ = ("_body", "_chunks", "_closed", "_ended", "_exchange", "_received", "_response")
 
     def __init__(self, response: Response, exchange: _Exchange) -> None:
         self._response = response
@@ -617,6 +665,7 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._chunks: AsyncIterator[bytes] | None = None
         self._ended = False
         self._closed = False
+        self._received = 0  # for the pool's max_body_bytes, which its own aread applies
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -637,6 +686,13 @@ class _ResponseStream(httpx.AsyncByteStream):
                     raise _map_error(exc, exchange.request) from exc
             else:
                 chunk = await self._read(chunks)
+            check = self._response._check_read
+            if check is not None:  # (httpx streams every body: the pool's limits apply here)
+                self._received += len(chunk)
+                try:
+                    check(self._received)
+                except HTTPError as exc:
+                    raise _map_error(exc, exchange.request) from exc
         except StopAsyncIteration:
             self._ended = True
             exchange.complete()
@@ -895,7 +951,7 @@ class HTTPXTransport(httpx.AsyncBaseTransport):
             # whose wire header fields it checks once and keeps for the next such request.
             content = b"".join(stream) or None
         elif isinstance(stream, httpx.AsyncByteStream):
-            content = stream
+            content = _written_in_steps(stream, exchange)
         else:
             raise TypeError(f"an async request body is needed, not {stream!r}")
         target = request.extensions.get("target")

@@ -991,3 +991,12 @@ async def test_network_stream_without_connection_info() -> None:
     assert repr(stream) == "<NetworkStream>"
     for name in ("client_addr", "server_addr", "ssl_object", "socket"):
         assert stream.get_extra_info(name) is None
+
+
+async def test_max_body_bytes_applies_to_the_bodies_httpx_reads(server: TestServer) -> None:
+    """httpx streams every body, and the pool applies its limit only in its own ``aread``: the
+    adapter applies it as httpx reads (an HTTPXTransport(max_body_bytes=...) read everything)."""
+    async with httpx.AsyncClient(transport=HTTPXTransport(max_body_bytes=1000)) as client:
+        with pytest.raises(httpx.RemoteProtocolError, match="max_body_bytes=1000"):
+            await client.get(server.url_for("/bytes?n=100000"))
+        assert (await client.get(server.url_for("/bytes?n=10"))).content == b"x" * 10

@@ -150,3 +150,38 @@ async def test_asyncpool_request_connect_timeout_overrides_the_transports() -> N
         with pytest.raises(asyncpool.ConnectTimeout, match="1e-09"):
             await pool.round_trip(request)
     assert seen == [("mock.test", 80)]
+
+
+async def test_the_write_timeout_bounds_each_write_not_the_whole_upload() -> None:
+    """As httpcore's, httpx's write timeout bounds each write of a streamed body; the time the
+    caller's iterator takes to make a chunk is not a write. The upload below takes longer than
+    the write timeout (its producer is slow on purpose) while every write is quick: it used to
+    fail with WriteTimeout."""
+    from tests.servers import open_server
+
+    async def slow_producer() -> Any:
+        for _ in range(4):
+            await anyio.sleep(0.1)  # the scenario: 0.4 s of making chunks against write=0.25
+            yield b"x" * 10
+
+    async with open_server() as server:
+        timeout = httpx.Timeout(5.0, write=0.25)
+        async with httpx.AsyncClient(transport=HTTPXTransport(), timeout=timeout) as client:
+            response = await client.post(server.url_for("/echo"), content=slow_producer())
+            assert response.content == b"x" * 40
+
+
+async def test_each_connect_attempt_gets_the_connect_timeout_and_the_back_off_none() -> None:
+    """``retries=``: httpcore gives each attempt the connect timeout and does not count its
+    back-off (0.5 s, then 1 s). A refused connection is a ConnectError after every attempt (it
+    was a ConnectTimeout in the first back-off)."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    timeout = httpx.Timeout(5.0, connect=0.3)
+    async with httpx.AsyncClient(transport=HTTPXTransport(retries=2), timeout=timeout) as client:
+        with pytest.raises(httpx.ConnectError) as info:
+            await client.get(f"http://127.0.0.1:{port}/")
+    assert not isinstance(info.value, httpx.TimeoutException)
