@@ -1017,6 +1017,18 @@ class Pool(Generic[H1T, H2T, W]):
         if dial and host.waiting and not host.h2_dialing:
             self._dial_for_waiters(host)
 
+    def dial_awaited(self, want: Want[Any, Any]) -> bool:
+        """Whether a request still waits for the dial made for ``want``: ``want`` itself, or
+        (an HTTP/2 dial is shared) a want of its host waiting on the HTTP/2 dial in flight."""
+        if want.waiting:
+            return True
+        host = self.hosts.get(want.key)
+        return (
+            host is not None
+            and host.h2_dialing > 0
+            and any(waiting.waiting for waiting in host.undialed)
+        )
+
     def waits_on_h2_dial(self, want: Want[Any, Any]) -> bool:
         """``want`` has no dial of its own and waits on its host's HTTP/2 dial in flight."""
         host = self.hosts.get(want.key)

@@ -1114,7 +1114,9 @@ class Transport:
             except ProxyError:
                 raise  # the proxy answered: asking again gets the same answer
             except (ConnectError, ConnectTimeout):
-                if retries_left <= 0 or not want.waiting:
+                # Tried again while a request waits for it: its own, or one sharing its HTTP/2
+                # dial (that one would fail with it).
+                if retries_left <= 0 or not self._pool.dial_awaited(want):
                     raise
             retries_left -= 1
             await anyio.sleep(delay)

@@ -693,3 +693,51 @@ async def test_a_slot_given_back_twice_raises_even_under_python_O() -> None:
         with pytest.raises(PoolInvariantError, match="a host slot is given back once"):
             pool._pool._free_host_slot(host)
         host.conns = 1
+
+
+async def test_a_shared_http2_dial_goes_on_retrying_for_the_requests_that_wait_on_it() -> None:
+    """The request an HTTP/2 dial was made for gives up while another waits on that dial
+    (``undialed``); the dial's first attempt then fails. With ``connect_retries`` left it tries
+    again for the one still waiting (it gave up, and failed that request with its error)."""
+    from tests.h2server import open_h2_server
+
+    first_started, gate = anyio.Event(), anyio.Event()
+    attempts = 0
+
+    async def dial(host: str, port: int) -> anyio.abc.ByteStream:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            first_started.set()
+            await gate.wait()
+            raise OSError("first attempt refused")
+        return await anyio.connect_tcp(host, port)
+
+    async with (
+        open_h2_server() as server,
+        Transport(http2_prior_knowledge=True, connect_retries=1, dial=dial) as pool,
+    ):
+        statuses: list[int] = []
+
+        async def second() -> None:
+            response = await pool.round_trip(Request("GET", server.url))
+            await response.aread()
+            statuses.append(response.status_code)
+
+        first = anyio.CancelScope()
+
+        async def first_request() -> None:
+            with first:
+                await pool.round_trip(Request("GET", server.url))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first_request)
+            await first_started.wait()
+            tg.start_soon(second)
+            await wait_until(lambda: pool.stats().waiting == 2)
+            assert pool.stats().dialing == 1  # the second waits on the first's HTTP/2 dial
+            first.cancel()
+            await wait_until(lambda: pool.stats().waiting == 1)
+            gate.set()
+        assert statuses == [200]
+        assert attempts == 2
