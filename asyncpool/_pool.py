@@ -488,9 +488,13 @@ class Pool(Generic[H1T, H2T, W]):
         if want.stream:
             self.release_stream(cast(H2T, conn), now)
         else:
-            h1_conn = cast(H1T, conn)
-            h1_conn.handed_out -= 1  # it carried no request
-            self.put_idle(h1_conn, now)
+            self.put_unused(cast(H1T, conn), now)
+
+    def put_unused(self, conn: H1T, now: float) -> None:
+        """An HTTP/1.1 connection ``take`` or a want handed out carried no request: it is not
+        counted (``max_requests_per_conn``), and goes back as after a request."""
+        conn.handed_out -= 1
+        self.put_idle(conn, now)
 
     # -- giving connections back ------------------------------------------------------------
 

@@ -48,7 +48,7 @@ from ._errors import ConnectTimeout, HTTPError, ProxyError, TLSHandshakeTimeout
 from ._models import Request, _idna
 from ._proxy_env import (
     EnvironmentProxies,
-    _without_password,
+    hide_password,
     proxy_from_environment,
     redact_password,
 )
@@ -126,13 +126,13 @@ def parse_proxy(url: str) -> Proxy:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        detail = _without_password(str(exc), url)  # (the message may quote it)
+        detail = hide_password(str(exc), url)  # (the message may quote it)
         raise ValueError(f"invalid proxy URL {redact_password(url)!r}: {detail}") from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise ValueError(
-            f"unsupported proxy scheme {scheme!r} in {redact_password(url)!r}: use http, https, socks5, "
-            "socks5h or socks4a"
+            f"unsupported proxy scheme {scheme!r} in {redact_password(url)!r}: use http, https, "
+            "socks5, socks5h or socks4a"
         )
     if not parts.hostname:
         raise ValueError(f"proxy URL {redact_password(url)!r} has no host")

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from ._models import Request, _idna
 
-__all__ = ["EnvironmentProxies", "proxy_from_environment", "redact_password"]
+__all__ = ["EnvironmentProxies", "hide_password", "proxy_from_environment", "redact_password"]
 
 _IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -55,7 +55,7 @@ def _proxy_url(value: str, variable: str) -> str:
             parts = urlsplit(url)
             parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
         except ValueError as exc:
-            problem = _without_password(str(exc), url)  # (the message may quote it)
+            problem = hide_password(str(exc), url)  # (the message may quote it)
         else:
             if not parts.scheme:
                 problem = "it has no scheme"
@@ -69,29 +69,34 @@ def _proxy_url(value: str, variable: str) -> str:
     return url
 
 
-def _without_password(text: str, url: str) -> str:
-    """``text`` (a parser's message about ``url``) without the password of ``url``: whole, or
-    cut at the ``/``, ``?`` or ``#`` where a parser ends the host early."""
+def _userinfo_span(url: str) -> tuple[int, int]:
+    """Where ``url``'s userinfo is, however malformed the rest: after ``://``, up to the last
+    ``@`` (a password with an unescaped ``/`` or ``#`` ends a parser's host early); an empty
+    span without one."""
     at = url.rfind("@")
+    if at == -1:
+        return 0, 0
     scheme_end = url.find("://")
-    userinfo = url[(0 if scheme_end == -1 else scheme_end + 3) : max(at, 0)]
-    password = userinfo.partition(":")[2]
-    for end in ("", "/", "?", "#"):
-        secret = password.split(end, 1)[0] if end else password
-        if secret:
-            text = text.replace(secret, "****")
-    return text
+    return (0 if scheme_end == -1 else scheme_end + 3), at
 
 
 def redact_password(url: str) -> str:
-    """``url`` without the password of its userinfo, however malformed the rest (a password
-    with an unescaped ``/`` or ``#`` ends a parser's host early): up to the last ``@``."""
-    at = url.rfind("@")
-    if at == -1:
+    """``url`` without the password of its userinfo."""
+    start, end = _userinfo_span(url)
+    if start == end:
         return url
-    scheme_end = url.find("://")
-    start = 0 if scheme_end == -1 else scheme_end + 3
-    return url[:start] + url[start:at].split(":", 1)[0] + url[at:]
+    return url[:start] + url[start:end].split(":", 1)[0] + url[end:]
+
+
+def hide_password(text: str, url: str) -> str:
+    """``text`` (a parser's message about ``url``) without the password of ``url``: whole, or
+    cut at the ``/``, ``?`` or ``#`` where a parser ends the host early."""
+    start, end = _userinfo_span(url)
+    password = url[start:end].partition(":")[2]
+    secrets = {password, *(password.split(separator, 1)[0] for separator in "/?#")} - {""}
+    for secret in sorted(secrets, key=len, reverse=True):  # the longest first
+        text = text.replace(secret, "****")
+    return text
 
 
 def _ip(host: str) -> _IPAddress | None:

@@ -968,7 +968,7 @@ class Transport:
     def _give_back(self, conn: Conn) -> None:
         """A connection (or reserved stream) handed out by ``take`` but never used."""
         if conn.protocol == "HTTP/1.1":
-            self._release(conn, None)
+            self._decide(self._pool.put_unused, conn)
         else:
             self._owner.release_stream(conn)
 

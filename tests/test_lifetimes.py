@@ -131,3 +131,25 @@ async def test_the_idle_timeout_applies_while_a_lifetime_deadline_is_pending(
         await server.wait_for_connections_closed()
         stats = pool.stats()
         assert (stats.idle, stats.idle_timeouts, stats.lifetime_expirations) == (0, 1, 0)
+
+
+async def test_a_connection_handed_out_and_not_used_does_not_count_a_request(
+    server: TestServer,
+) -> None:
+    """A ``got_conn`` hook that raises fails its request before it uses the idle connection it
+    was given: that hand-out is not one of ``max_requests_per_conn`` (the connection was
+    retired with one request done)."""
+
+    def failing_hook(info: object) -> None:
+        raise RuntimeError("got_conn hook failed")
+
+    async with Transport(max_requests_per_conn=2) as pool:
+        await (await pool.round_trip(Request("GET", server.url))).aread()
+        with pytest.raises(RuntimeError, match="got_conn hook failed"):
+            await pool.round_trip(
+                Request("GET", server.url, trace=ClientTrace(got_conn=failing_hook))
+            )
+        stats = pool.stats()
+        assert (stats.idle, stats.max_requests_expirations) == (1, 0)
+        await (await pool.round_trip(Request("GET", server.url))).aread()
+        assert pool.stats().max_requests_expirations == 1  # its second request

@@ -7,11 +7,10 @@ A connection owns one byte stream and up to two tasks of the Transport's (its ``
 * the **writer** takes exchanges from ``_write_queue`` (a memory channel) and writes each
   request: the head its caller made (so that the protocol knows the request before the reader
   can parse an answer to it), then the body (after ``100 Continue`` where the request expects
-  one). When a write
-  fails after bytes went out, a response the server sent before it stopped reading is still
-  the answer: the writer lets the reader find it before the connection closes. On asyncpool's
-  own TCP streams (asyncio's and trio's, without TLS: ``SendsNowait``) a request without a body
-  is written by its caller instead, in ``round_trip``, with a send that never waits (the writer
+  one). When a write fails after bytes went out, a response the server sent before it stopped
+  reading is still the answer: the writer lets the reader find it before the connection
+  closes. On asyncpool's own TCP streams (asyncio's and trio's, without TLS: ``SendsNowait``) a
+  request without a body is written by its caller instead, in ``round_trip``, with a send that never waits (the writer
   sends what the socket did not take at once), and the writer task is started only when a
   request needs it: most connections never do;
 * the **reader** is parked on the socket whenever it is not reading a response. When bytes
