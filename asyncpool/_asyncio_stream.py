@@ -36,10 +36,12 @@ __all__ = [
 HIGH_WATER = 1 << 20  # bytes buffered unread before reading pauses
 LOW_WATER = 1 << 18
 # anyio cancels a task only where it suspends, and ``receive`` does not when data is buffered
-# (a trip through the event loop per read would cost a good share of a small request). A reader
-# slower than its socket, cancelled (its body closed, the pool closing), could then run on for
-# as long as data keeps coming. So after this many receives in a row that did not wait, one
-# checkpoint: a counter on the hot path, a loop trip only under a continuous feed.
+# (a trip through the event loop per read would cost a good share of a small request), nor
+# ``send`` when the socket takes what it is given. A reader slower than its socket, or a writer
+# faster than a peer that keeps up, cancelled (its body closed, the pool closing), could then
+# run on for as long as data keeps coming or going. So after this many calls in a row that did
+# not wait, one checkpoint, before a byte moves: a counter on the hot path, a loop trip only
+# under a continuous feed.
 CHECKPOINT_EVERY = 64
 
 
@@ -166,7 +168,9 @@ class AsyncioSocketStream(SendsNowait, anyio.abc.SocketStream):
         self._transport = transport
         self._protocol = protocol
         self._closed = False
-        self._unchecked = 0  # receives in a row that returned without waiting
+        # Calls in a row that returned without waiting, per direction (see CHECKPOINT_EVERY).
+        self._unchecked = 0
+        self._send_unchecked = 0
 
     @property
     def _raw_socket(self) -> socket.socket:
@@ -174,17 +178,19 @@ class AsyncioSocketStream(SendsNowait, anyio.abc.SocketStream):
         return sock
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
+        if self._protocol.buffer:
+            self._unchecked += 1
+            if self._unchecked >= CHECKPOINT_EVERY:
+                self._unchecked = 0
+                # A cancellation point (see CHECKPOINT_EVERY), before a byte is taken: a
+                # receive cancelled here takes nothing, and loses nothing.
+                await asyncio.sleep(0)
         chunk = self.receive_nowait(max_bytes)
         if chunk is None:
             self._unchecked = 0
             while chunk is None:
                 await self.wait_receivable()
                 chunk = self.receive_nowait(max_bytes)
-        else:
-            self._unchecked += 1
-            if self._unchecked >= CHECKPOINT_EVERY:
-                self._unchecked = 0
-                await asyncio.sleep(0)  # a cancellation point (see CHECKPOINT_EVERY)
         if not chunk:
             raise anyio.EndOfStream
         return chunk
@@ -237,7 +243,15 @@ class AsyncioSocketStream(SendsNowait, anyio.abc.SocketStream):
 
     async def send(self, item: bytes) -> None:
         protocol = self._protocol
+        self._send_unchecked += 1
+        if self._send_unchecked >= CHECKPOINT_EVERY:
+            self._send_unchecked = 0
+            # A cancellation point (see CHECKPOINT_EVERY), before a byte is handed over: a
+            # send cancelled here sends nothing.
+            await asyncio.sleep(0)
         self.send_nowait(item)
+        if protocol.writing_paused:
+            self._send_unchecked = 0  # it waits below
         while protocol.writing_paused and not self._closed:
             waiter = protocol.write_waiter = self._loop.create_future()
             try:

@@ -31,6 +31,7 @@ it waits, has ended.
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
@@ -87,7 +88,9 @@ class TaskSet:
             scope.cancel()
         self._scopes.add(scope)
         label = str(name) if name is not None else f"asyncpool {getattr(func, '__name__', func)}"
-        self._spawn(self._run, (scope, func, args, label), label)
+        self._spawn(
+            self._run, (scope, func, args, label), label, functools.partial(self._forget, scope)
+        )
 
     async def _run(
         self,
@@ -104,9 +107,15 @@ class TaskSet:
                 self.failure = exc
             logger.error("asyncpool task %r failed", name, exc_info=exc)
         finally:
-            self._scopes.discard(scope)
-            if not self._scopes and self._all_done is not None:
-                self._all_done.set()
+            self._forget(scope)
+
+    def _forget(self, scope: anyio.CancelScope) -> None:
+        """The task of ``scope`` ended: from ``_run``, or (asyncio) from the task's done
+        callback, for a task cancelled natively before its first step never runs ``_run``
+        (asyncio.run cancels every task left as it ends). Idempotent."""
+        self._scopes.discard(scope)
+        if not self._scopes and self._all_done is not None:
+            self._all_done.set()
 
     def cancel_all(self) -> None:
         """Cancel every task, and those started from now on; synchronous, idempotent. Safe to
@@ -129,7 +138,9 @@ class TaskSet:
             await self.wait_closed()
 
 
-_Spawn = Callable[[Callable[..., Coroutine[Any, Any, None]], tuple[Any, ...], str], None]
+_Spawn = Callable[
+    [Callable[..., Coroutine[Any, Any, None]], tuple[Any, ...], str, Callable[[], None]], None
+]
 
 
 def _asyncio_spawner() -> _Spawn:
@@ -139,11 +150,15 @@ def _asyncio_spawner() -> _Spawn:
     running: set[asyncio.Task[None]] = set()  # the loop itself holds its tasks weakly
 
     def spawn(
-        fn: Callable[..., Coroutine[Any, Any, None]], args: tuple[Any, ...], name: str
+        fn: Callable[..., Coroutine[Any, Any, None]],
+        args: tuple[Any, ...],
+        name: str,
+        done: Callable[[], None],
     ) -> None:
         task = loop.create_task(fn(*args), name=name)
         running.add(task)
         task.add_done_callback(running.discard)
+        task.add_done_callback(lambda _: done())
 
     return spawn
 
@@ -152,8 +167,13 @@ def _trio_spawner() -> _Spawn:
     import trio
 
     def spawn(
-        fn: Callable[..., Coroutine[Any, Any, None]], args: tuple[Any, ...], name: str
+        fn: Callable[..., Coroutine[Any, Any, None]],
+        args: tuple[Any, ...],
+        name: str,
+        done: Callable[[], None],
     ) -> None:
+        # (``done`` is ``_run``'s to call: trio cancels a task only where it runs, so every
+        # system task runs ``_run``'s ``finally``.)
         trio.lowlevel.spawn_system_task(fn, *args, name=name, context=contextvars.copy_context())
 
     return spawn

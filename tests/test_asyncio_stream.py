@@ -174,3 +174,42 @@ async def test_unflushed_tells_what_the_transport_holds_until_the_peer_takes_it(
         await wait_until(lambda: received == len(big))
         await stream.aclose()
         tg.cancel_scope.cancel()
+
+
+async def test_a_receive_cancelled_at_its_checkpoint_takes_nothing() -> None:
+    """The checkpoint a receive makes now and then (CHECKPOINT_EVERY) comes before it takes a
+    byte: cancelled there, it takes nothing (it took a chunk, then lost it)."""
+    async with open_blaster(b"") as (port, _):
+        stream = await connect_tcp_asyncio("127.0.0.1", port)
+        for i in range(2 * CHECKPOINT_EVERY):  # numbered chunks, as a continuous feed brings
+            stream._protocol.data_received(bytes([i]))
+        got = bytearray()
+        for _ in range(CHECKPOINT_EVERY - 1):
+            got += await stream.receive()
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            got += await stream.receive()  # the one that checkpoints, cancelled
+        assert scope.cancelled_caught
+        got += await stream.receive()
+        assert list(got) == list(range(CHECKPOINT_EVERY))
+        await stream.aclose()
+
+
+async def test_a_writer_that_never_waits_still_reaches_a_cancellation_point(
+    blaster: tuple[int, list[bytes]],
+) -> None:
+    """As a reader: a send the socket takes at once does not suspend, so every
+    CHECKPOINT_EVERY sends in a row one checkpoints (a cancelled writer ran on)."""
+    port, received = blaster
+    stream = await connect_tcp_asyncio("127.0.0.1", port)
+    sends = 0
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        while sends < 1000:  # 10 kB: the socket takes it all, writing never pauses
+            await stream.send(b"x" * 10)
+            sends += 1
+    assert scope.cancelled_caught
+    assert sends == CHECKPOINT_EVERY - 1  # cancelled at the checkpoint, before that send
+    await stream.send_eof()
+    await wait_until(lambda: len(b"".join(received)) == 10 * sends)
+    await stream.aclose()

@@ -287,6 +287,20 @@ async def test_a_failing_task_is_logged_and_recorded(caplog: pytest.LogCaptureFi
     await tasks.aclose()
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # trio cancels a task only where it runs
+async def test_a_task_cancelled_natively_before_its_first_step_is_forgotten() -> None:
+    """asyncio.run cancels every task left as it ends; one cancelled before its first step
+    never runs its body's ``finally``, and the set forgets it all the same (``aclose`` waited
+    for it for ever)."""
+    tasks = TaskSet()
+    tasks.start_soon(anyio.sleep_forever, name="asyncpool victim")
+    (victim,) = [task for task in asyncio.all_tasks() if task.get_name() == "asyncpool victim"]
+    victim.cancel()
+    with anyio.fail_after(5):  # a hang guard: aclose is shielded
+        await tasks.aclose()
+    assert len(tasks) == 0
+
+
 async def test_a_task_started_after_aclose_starts_cancelled() -> None:
     tasks = TaskSet()
 
