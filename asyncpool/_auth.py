@@ -187,13 +187,27 @@ def _cnonce(nonce_count: bytes, nonce: bytes) -> bytes:
     return hashlib.sha1(seed).hexdigest()[:16].encode()
 
 
+_TOKEN_RUN = re.compile(r"[!#$%&\'*+\-.^_`|~0-9A-Za-z]+")
+
+
 def _parse_challenge(text: str) -> dict[str, str]:
+    """The ``name=value`` parameters of a challenge, skipping what is not one. In linear time:
+    a position where no parameter starts is passed with the whole run of token characters
+    there (searching again from each of them was quadratic: a server's 1 MiB field of them
+    held the event loop for hours)."""
     params: dict[str, str] = {}
-    for match in _PARAM.finditer(text):
+    pos, end = 0, len(text)
+    while pos < end:
+        match = _PARAM.match(text, pos)
+        if match is None:
+            run = _TOKEN_RUN.match(text, pos)
+            pos = run.end() if run is not None else pos + 1
+            continue
         name, value = match.group(1).lower(), match.group(2)
         if value.startswith('"'):
             value = re.sub(r"\\(.)", r"\1", value[1:-1])
         params[name] = value
+        pos = max(match.end(), pos + 1)
     return params
 
 

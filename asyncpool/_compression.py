@@ -38,6 +38,8 @@ __all__ = [
 # fixed cost (an await, a channel hop: a few µs) stays small beside inflating it (~50 µs),
 # small enough that a streaming caller holds little whatever the ratio (zlib's max_length).
 DECODED_CHUNK_SIZE = 65536
+# The largest window a zstd body may declare (RFC 9659, 3: the "zstd" content coding's limit).
+ZSTD_MAX_WINDOW = 8 << 20
 # Compressed bytes given to zlib per call. When a gzip member ends, zlib copies the rest of its
 # input (``unused_data``): with small slices, many tiny members cost linear work, not
 # quadratic in the size of a read.
@@ -90,6 +92,12 @@ class DecodedStream:
             if chunk is None:
                 chunk, pos = await self._inner.read_chunk(), 0
                 self.compressed += len(chunk)
+                if self._first and len(chunk) == 1:
+                    # zlib's 2-byte header tells it from raw deflate: a first read of one byte
+                    # raises nothing, and the fallback is only tried on the first call.
+                    more = await self._inner.read_chunk()
+                    self.compressed += len(more)
+                    chunk += more
             try:
                 if not chunk:
                     if self._started and not self._decoder.eof:
@@ -295,9 +303,11 @@ class _ZstdDecoder:
 
     @staticmethod
     def _new() -> Any:
+        # RFC 9659: a zstd content coding's window is at most 8 MiB (zstandard's default
+        # allows 128 MiB, that much memory per response a server may make us hold).
         if _zstd_bounded:
-            return _zstd.ZstdDecompressor()
-        return _zstd.ZstdDecompressor().decompressobj()
+            return _zstd.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+        return _zstd.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).decompressobj()
 
     @property
     def pending(self) -> bool:

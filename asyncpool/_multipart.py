@@ -91,7 +91,14 @@ class MultipartStream:
 
     def _head(self, disposition: str, headers: Mapping[str, str]) -> bytes:
         lines = [f"--{self.boundary}", f"Content-Disposition: form-data; {disposition}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
+        for name, value in headers.items():
+            if any(c in f"{name}{value}" for c in "\r\n\0") or ":" in name:
+                # A line break would start another header, or another part (header injection).
+                raise ValueError(
+                    f"a part's header field holds CR, LF or NUL (or its name a colon): "
+                    f"{name!r}: {value!r}"
+                )
+            lines.append(f"{name}: {value}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
     def _closing(self) -> bytes:

@@ -10,6 +10,7 @@ import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import pytest
 
 import asyncpool
@@ -141,3 +142,44 @@ async def test_a_bomb_is_refused_by_aread_and_streams_in_bounded_chunks(
             sizes = [len(chunk) async for chunk in response.aiter_bytes()]
         assert sum(sizes) == len(BOMB)
         assert max(sizes) <= DECODED_CHUNK_SIZE
+
+
+@pytest.mark.parametrize("window_log", [23, 27])
+async def test_a_zstd_window_over_rfc_9659s_8_mib_is_refused(window_log: int) -> None:
+    """RFC 9659 caps the zstd content coding's window at 8 MiB; zstandard's default took 128
+    MiB, that much memory a server could make each response hold however it is streamed."""
+    params = zstandard.ZstdCompressionParameters(
+        window_log=window_log, compression_level=1, write_content_size=False
+    )
+    compressor = zstandard.ZstdCompressor(compression_params=params).compressobj()
+    body = compressor.compress(b"\0" * (1 << 20)) + compressor.flush()
+
+    async def handler(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.respond(200, [("content-encoding", "zstd")], body)
+
+    async with open_server(handler) as server, Client() as client:
+        if window_log <= 23:
+            assert (await client.get(server.url)).content == b"\0" * (1 << 20)
+        else:
+            with pytest.raises(asyncpool.DecodingError):
+                await client.get(server.url)
+
+
+async def test_a_raw_deflate_body_whose_first_read_is_one_byte_is_decoded() -> None:
+    """zlib's 2-byte header tells "deflate" from raw deflate (which some servers send); a first
+    read of one byte raised nothing, and the raw fallback, tried on the first call only, never
+    came (the same body in one read decoded)."""
+    deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw = deflate.compress(TEXT) + deflate.flush()
+    first_read = anyio.Event()
+
+    async def handler(req: ServerRequest, conn: ServerConnection) -> None:
+        head = b"HTTP/1.1 200 OK\r\ncontent-encoding: deflate\r\n"
+        await conn.send_raw(head + b"content-length: %d\r\n\r\n" % len(raw) + raw[:1])
+        await first_read.wait()
+        await conn.send_raw(raw[1:])
+
+    trace = asyncpool.ClientTrace(got_first_response_byte=first_read.set)
+    async with open_server(handler) as server, Client() as client:
+        response = await client.send(asyncpool.Request("GET", server.url, trace=trace))
+        assert await response.aread() == TEXT

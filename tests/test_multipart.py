@@ -183,3 +183,18 @@ async def test_the_stream_can_be_read_again_and_bad_input_is_refused() -> None:
         MultipartStream({"a": {"nested": 1}}, {})
     with pytest.raises(TypeError, match="at most one"):
         Client().build_request("POST", "http://x/", files={"a": b""}, json={})
+
+
+@pytest.mark.parametrize(
+    "file",
+    [
+        ("a.txt", b"x", "text/plain\r\n\r\n--injected"),
+        ("a.txt", b"x", "text/plain", {"X-Extra": "1\r\nContent-Disposition: form-data"}),
+        ("a.txt", b"x", "text/plain", {"X-Bad:Name": "1"}),
+    ],
+)
+def test_a_part_header_with_a_line_break_is_refused(file: Any) -> None:
+    """A file's content type and extra part headers go into the part's head as given: a CR or
+    LF in them started another header or another part (form field injection)."""
+    with pytest.raises(ValueError, match="CR, LF or NUL"):
+        MultipartStream({}, {"upload": file})
