@@ -339,8 +339,11 @@ class Client:
 
     def _url(self, url: str, params: Params) -> str:
         if self.base_url is not None and not urlsplit(url).scheme:
-            base = self.base_url.url
-            url = urljoin(base if base.endswith("/") else base + "/", url.lstrip("/"))
+            # Relative to the base's path taken as a directory (its query is not carried: the
+            # "/" went after it, and urljoin then dropped the path).
+            base = urlsplit(self.base_url.url)
+            path = base.path if base.path.endswith("/") else base.path + "/"
+            url = urljoin(urlunsplit((base.scheme, base.netloc, path, "", "")), url.lstrip("/"))
         if not params and not self.params:
             return url
         query = {**self.params, **(params or {})}

@@ -233,7 +233,17 @@ def _both_starts(
     second: Callable[[RequestStartInfo], ClientTrace | None],
 ) -> Callable[[RequestStartInfo], ClientTrace | None]:
     def hook(info: RequestStartInfo) -> ClientTrace | None:
-        mine, theirs = first(info), second(info)
+        mine = first(info)
+        try:
+            theirs = second(info)
+        except BaseException as exc:
+            # The request fails before its round trip: what the first start began (a span)
+            # ends here, for nobody else knows of the trace it returned.
+            if mine is not None and mine.request_done:
+                mine.request_done(
+                    frozen(RequestDoneInfo, request=info.request, response=None, error=exc)
+                )
+            raise
         return mine.compose(theirs) if mine is not None else theirs
 
     return hook

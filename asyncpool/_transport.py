@@ -586,11 +586,14 @@ class Transport:
         if request.target is not request.url.target:
             check_target(request.target, request.url.host_header)
         headers, asked_compression = self._wire_headers(request)
-        if trace and trace.request_start:
-            trace, headers = self._request_start(request, trace, headers)
         # One coroutine for the whole round trip (a frame less a request in flight), so the
-        # retries are here, between request_start above and request_done below.
+        # retries are here, between request_start and request_done below.
         try:
+            if trace and trace.request_start:
+                trace, added = self._request_start(request, trace)
+                if added:  # (checked in here: a trace the start returned has its done)
+                    headers = [*headers, *added]  # a copy: the cached list is shared
+                    check_wire_fields(headers, request.url.host_header)
             route = None if self._route_for is None else self._route_for(request)
             if route is not None and route.forward:
                 authorization = route.proxy.authorization
@@ -663,19 +666,16 @@ class Transport:
         return response
 
     def _request_start(
-        self, request: Request, trace: ClientTrace, headers: list[tuple[str, str]]
+        self, request: Request, trace: ClientTrace
     ) -> tuple[ClientTrace, list[tuple[str, str]]]:
-        """Fire ``request_start``: the trace it returns is composed in, the fields it adds are
-        sent too (checked as the others)."""
+        """Fire ``request_start``: the trace with the one it returns composed in, and the
+        fields it adds (the caller sends them too, checked as the others)."""
         assert trace.request_start is not None
         info = frozen(RequestStartInfo, request=request, add_headers=[])
         extra = trace.request_start(info)
         if extra is not None:
             trace = extra.compose(trace)
-        if info.add_headers:
-            headers = [*headers, *info.add_headers]  # a copy: the cached list is shared
-            check_wire_fields(headers, request.url.host_header)
-        return trace, headers
+        return trace, info.add_headers
 
     def _prepare_body(self, response: Response, host: str, asked_compression: bool) -> None:
         """Decode what the server compressed because we asked, and bound what is read."""

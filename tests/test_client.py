@@ -127,6 +127,17 @@ async def test_base_url_params_and_default_headers(server: TestServer) -> None:
         assert response.request.url.target == "/api/status/204?v=2"
 
 
+@pytest.mark.parametrize(
+    "base", ["http://h.test/api", "http://h.test/api/", "http://h.test/api?k=K"]
+)
+def test_a_relative_url_goes_under_the_base_urls_path(base: str) -> None:
+    """A base with a query lost its path (the "/" went after the query, and urljoin dropped
+    the path); its query is not carried."""
+    client = Client(base_url=base, trust_env=False)
+    assert client.build_request("GET", "users").url.url == "http://h.test/api/users"
+    assert client.build_request("GET", "/users?x=1").url.url == "http://h.test/api/users?x=1"
+
+
 async def test_repeated_header_fields_are_all_sent(server: TestServer) -> None:
     # A list of pairs may name a field more than once (Headers is multi-valued); a request's
     # fields replace the Client's of the same name, all of them, and are kept whole.

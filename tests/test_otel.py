@@ -18,7 +18,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from asyncpool import ClientTrace, ConnectError, Request, Transport, client_trace
+from asyncpool import (
+    ClientTrace,
+    ConnectError,
+    LocalProtocolError,
+    Request,
+    Transport,
+    client_trace,
+)
 from asyncpool.otel import OTelTrace, instrument
 from tests.h2server import open_h2_server
 from tests.servers import TestServer
@@ -280,3 +287,43 @@ def test_import_without_opentelemetry_names_the_extra() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr + proc.stdout
+
+
+def _active_requests(otel: OTel) -> float:
+    return sum(point.value for point in otel.points("http.client.active_requests"))
+
+
+async def test_a_span_ends_when_a_field_a_trace_adds_is_refused(
+    otel: OTel, server: TestServer
+) -> None:
+    """The fields a request_start hook adds are checked after the OTel span started: a refused
+    one fails the request, and the span ends with it (it was never ended, and the request
+    stayed counted as active)."""
+    bad = ClientTrace(request_start=lambda info: info.add_headers.append(("X-Bad", "a\nb")))
+    async with Transport(trace=bad) as pool:
+        otel.instrument(pool)
+        with pytest.raises(LocalProtocolError):
+            await pool.round_trip(Request("GET", server.url))
+    (span,) = otel.exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert _active_requests(otel) == 0
+
+
+async def test_a_span_ends_when_a_later_request_start_hook_raises(
+    otel: OTel, server: TestServer
+) -> None:
+    """Composed starts: the OTel trace's started a span, the next one raises. The span ends
+    with the error (the trace holding it was dropped with the exception)."""
+
+    def failing_start(info: object) -> None:
+        raise RuntimeError("request_start hook failed")
+
+    async with Transport(trace=ClientTrace(request_start=failing_start)) as pool:
+        with (
+            client_trace(otel.instrument(pool).trace),
+            pytest.raises(RuntimeError, match="request_start hook failed"),
+        ):
+            await pool.round_trip(Request("GET", server.url))
+    (span,) = otel.exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert _active_requests(otel) == 0

@@ -614,11 +614,16 @@ class HttptoolsProtocol:
     a head h11 takes (a bare LF for CRLF, obs-fold, a repeated identical Content-Length,
     control characters in a value, HTTP/1.2), the head's bytes are kept until it is complete
     and replayed into the h11 backend, which parses this connection from then on: rare, and
-    then exactly the reference's behaviour. Two differences are left. A blank line right after
-    a body, in the same read, is skipped by llhttp, which does not say where it stopped (h11
-    calls it unsolicited and does not reuse the connection; the response is the same). Trailer
-    fields (given to nobody) that h11 takes and llhttp refuses (obs-fold, a bare LF, a control
-    character, a Content-Length) end the body with a RemoteProtocolError.
+    then exactly the reference's behaviour. Differences are left where llhttp is stricter or
+    more lenient inside a body, past the point where h11 could take over; none frames a body
+    otherwise. A blank line right after a body, in the same read, is skipped by llhttp, which
+    does not say where it stopped (h11 calls it unsolicited and does not reuse the connection;
+    the response is the same). Trailer fields (given to nobody) that h11 takes and llhttp
+    refuses (obs-fold, a bare LF, a control character, a Content-Length) end the body with a
+    RemoteProtocolError, as do chunk extensions written with spaces around ``;`` or ``=``, or
+    empty (``5;``; RFC 9112 allows the spaces). Number lengths: h11 refuses a Content-Length
+    or chunk size of over 20 digits that llhttp reads (``0000…05``), and reads a chunk size
+    over 64 bits that llhttp refuses (a body nobody could send).
 
     Bounds (h11 has them by design): the trailer section is held to ``max_header_bytes`` (its
     fields are counted, not kept, and a run of bytes llhttp takes without a callback, such as
