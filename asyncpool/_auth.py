@@ -97,18 +97,23 @@ _PARAM = re.compile(r'\s*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)\s*=\s*("(?:[^"\\]|\\.)*
 class DigestAuth(Auth):
     """HTTP Digest authentication (RFC 7616, and RFC 2069 without ``qop``): the request goes
     once without credentials; a ``401`` with a Digest challenge is answered once. The
-    challenge is remembered, so later requests through the same DigestAuth answer it at once
-    (with a fresh nonce count)."""
+    challenge is remembered for its origin, so later requests there through the same
+    DigestAuth answer it at once (with a fresh nonce count); another origin gets nothing
+    until it challenges (the last ``MAX_ORIGINS`` origins are remembered)."""
+
+    MAX_ORIGINS = 64
 
     def __init__(self, username: str | bytes, password: str | bytes) -> None:
         self._username = username.encode() if isinstance(username, str) else username
         self._password = password.encode() if isinstance(password, str) else password
-        self._challenge: dict[str, str] | None = None
-        self._nonce_count = 1
+        # Per origin, in the order last challenged: the challenge and its next nonce count.
+        self._challenges: dict[str, _Challenge] = {}
 
     def auth_flow(self, request: Request) -> Generator[Request, Response, None]:
-        if self._challenge is not None:
-            request.headers["Authorization"] = self._authorization(request, self._challenge)
+        origin = request.url.origin
+        known = self._challenges.get(origin)
+        if known is not None:
+            request.headers["Authorization"] = self._authorization(request, known)
         response = yield request
         if response.status_code != 401:
             return
@@ -125,14 +130,17 @@ class DigestAuth(Auth):
         qop = challenge.get("qop")
         if qop is not None and "auth" not in [item.strip().lower() for item in qop.split(",")]:
             return  # auth-int only (a hash of the body): not offered by this client
-        self._challenge = challenge
-        self._nonce_count = 1
-        request.headers["Authorization"] = self._authorization(request, challenge)
+        self._challenges.pop(origin, None)
+        known = self._challenges[origin] = _Challenge(challenge)
+        while len(self._challenges) > self.MAX_ORIGINS:
+            del self._challenges[next(iter(self._challenges))]
+        request.headers["Authorization"] = self._authorization(request, known)
         yield request
 
-    def _authorization(self, request: Request, challenge: dict[str, str]) -> str:
+    def _authorization(self, request: Request, known: _Challenge) -> str:
         import hashlib
 
+        challenge = known.params
         algorithm = challenge.get("algorithm", "MD5").upper()
         hash_function: Callable[[bytes], Any] = getattr(hashlib, _ALGORITHMS[algorithm])
 
@@ -140,8 +148,8 @@ class DigestAuth(Auth):
             return str(hash_function(data).hexdigest()).encode()
 
         realm, nonce = challenge["realm"].encode(), challenge["nonce"].encode()
-        nonce_count = f"{self._nonce_count:08x}".encode()
-        self._nonce_count += 1
+        nonce_count = f"{known.nonce_count:08x}".encode()
+        known.nonce_count += 1
         cnonce = _cnonce(nonce_count, nonce)
         a1 = b":".join((self._username, realm, self._password))
         ha1 = digest(a1)
@@ -174,6 +182,16 @@ class DigestAuth(Auth):
             f'{name}="{_quoted(value)}"' if quoted else f"{name}={value}"
             for name, value, quoted in fields
         )
+
+
+class _Challenge:
+    """A challenge an origin gave, and the nonce count its next answer sends."""
+
+    __slots__ = ("nonce_count", "params")
+
+    def __init__(self, params: dict[str, str]) -> None:
+        self.params = params
+        self.nonce_count = 1
 
 
 def _qop(qop: str | None) -> bytes | None:

@@ -159,6 +159,41 @@ async def test_digest_auth(server: TestServer, algorithm: str) -> None:
         assert client.transport.stats().dials == 1
 
 
+async def test_a_digest_challenge_is_answered_only_on_its_origin(server: TestServer) -> None:
+    """One DigestAuth, two origins: the challenge of the first is not answered at once on the
+    second, which would hand it the user name and a response to crack offline."""
+    async with open_server(app) as other, Client(auth=DigestAuth("alice", "s3cret")) as client:
+        assert (await client.get(f"{server.url}/digest/a")).status_code == 200
+        response = await client.get(f"{other.url}/inspect")
+        assert response.json()["headers"].get("authorization") is None
+        # Each origin keeps its own challenge and count.
+        assert (await client.get(f"{other.url}/digest/a")).headers["x-nc"] == "00000001"
+        assert (await client.get(f"{server.url}/digest/a")).headers["x-nc"] == "00000002"
+        assert (await client.get(f"{other.url}/digest/a")).headers["x-nc"] == "00000002"
+        assert [r.header("authorization") is None for r in other.requests] == [
+            True,
+            True,
+            False,
+            False,
+        ]
+
+
+async def test_digest_remembers_the_last_challenged_origins_only(server: TestServer) -> None:
+    auth = DigestAuth("alice", "s3cret")
+    auth.MAX_ORIGINS = 1
+    async with open_server(app) as other, Client(auth=auth) as client:
+        assert (await client.get(f"{server.url}/digest/a")).status_code == 200
+        assert (await client.get(f"{other.url}/digest/a")).status_code == 200
+        # The first origin's challenge was forgotten: asked without credentials again.
+        assert (await client.get(f"{server.url}/digest/a")).headers["x-nc"] == "00000001"
+        assert [r.header("authorization") is None for r in server.requests] == [
+            True,
+            False,
+            True,
+            False,
+        ]
+
+
 async def test_digest_without_a_challenge_returns_the_401(server: TestServer) -> None:
     async with Client(auth=DigestAuth("alice", "wrong")) as client:
         response = await client.get(f"{server.url}/digest/a")
