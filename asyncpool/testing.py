@@ -230,6 +230,9 @@ class ServerRequest:
 
     @property
     def path(self) -> str:
+        """The target's path (``//a`` stays a path: an origin-form target has no host)."""
+        if self.target.startswith("/"):
+            return self.target.partition("?")[0]
         return urlsplit(self.target).path
 
     def header(self, name: str) -> str | None:
@@ -432,7 +435,10 @@ class _H1Connection(ServerConnection):
             while self.h11.their_state is h11.SEND_BODY:
                 if self.h11.they_are_waiting_for_100_continue:
                     await self.send_informational(100)
-                part = await self._next_event()
+                try:
+                    part = await self._next_event()
+                except h11.RemoteProtocolError:
+                    return  # the client left (or broke the framing) mid-body
                 if part is None:
                     return
                 if isinstance(part, h11.Data):
@@ -472,10 +478,11 @@ class _H1Connection(ServerConnection):
 class _H2Stream(ServerConnection):
     http_version = "2"
 
-    def __init__(self, conn: _H2Connection, stream_id: int) -> None:
+    def __init__(self, conn: _H2Connection, stream_id: int, method: str) -> None:
         super().__init__(conn.server, conn.stream, conn.connection_id)
         self.conn = conn
         self.stream_id = stream_id
+        self.method = method
         self.ended = False  # we sent END_STREAM or RST_STREAM
         self.scope = anyio.CancelScope()
 
@@ -483,6 +490,8 @@ class _H2Stream(ServerConnection):
         self, status: int = 200, headers: HeaderPairs = (), body: bytes = b""
     ) -> None:
         fields = [(":status", str(status)), *_with_length(status, headers, body)]
+        if self.method == "HEAD" or status in (204, 304):
+            body = b""  # the length above is the body's a GET would get; none is sent
         self.conn.h2.send_headers(self.stream_id, fields, end_stream=not body)
         self.conn.flush()
         if body:
@@ -654,7 +663,7 @@ class _H2Connection:
         self.requests += 1
         self.server.requests.append(request)
         self.server._notify()
-        stream = self.streams[stream_id] = _H2Stream(self, stream_id)
+        stream = self.streams[stream_id] = _H2Stream(self, stream_id, request.method)
         assert self.tg is not None
         self.tg.start_soon(self._run, request, stream)
 
@@ -769,7 +778,8 @@ class MockServer:
             pass  # the client went away mid-answer
         except Exception as exc:
             self.handler_errors.append(exc)
-            conn.stream.close()
+            if not isinstance(conn, _H2Stream):  # (an HTTP/2 stream is reset by its _run)
+                conn.stream.close()
             self._notify()
 
     # -- waiting and closing ------------------------------------------------------------------

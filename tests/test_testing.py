@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import anyio
 import pytest
 
@@ -270,6 +272,30 @@ async def test_a_handler_error_closes_the_connection_and_is_raised_at_the_end() 
             assert len(server.handler_errors) == 1
 
 
+async def test_a_client_that_leaves_mid_body_ends_its_connection_quietly() -> None:
+    scope = anyio.CancelScope()
+
+    async def upload() -> AsyncIterator[bytes]:
+        yield b"first chunk"
+        scope.cancel()  # the caller gives up with 89 of the 100 bytes unsent
+        await anyio.sleep_forever()
+
+    async with MockServer() as server, Transport(dial=server.dial) as pool:
+        request = Request("POST", URL, headers={"Content-Length": "100"}, content=upload())
+        with scope:
+            await pool.round_trip(request)
+        await server.wait_until(lambda s: s.open_connections == 0)
+        assert await get(pool) == b"not found"
+        assert server.handler_errors == [] and server.requests[0].method == "GET"
+
+
+async def test_a_target_starting_with_two_slashes_is_a_path() -> None:
+    routes = {"//files/a": Reply(200, body=b"files"), "/a": Reply(200, body=b"wrong")}
+    async with MockServer(routes=routes) as server, Transport(dial=server.dial) as pool:
+        assert await get(pool, "http://example.test//files/a?x=1") == b"files"
+        assert server.requests[0].path == "//files/a"
+
+
 async def test_http2_only_actions_say_so_over_http11() -> None:
     async def handler(request: ServerRequest, conn: ServerConnection) -> None:
         with pytest.raises(RuntimeError, match="HTTP/2 only"):
@@ -340,6 +366,39 @@ async def test_http2_goaway_lets_the_accepted_stream_finish() -> None:
         assert await get(pool) == b"finished"
         assert pool.stats().retries == 0
         await server.wait_until(lambda s: s.open_connections == 0)
+
+
+async def test_http2_a_handler_error_resets_its_stream_only() -> None:
+    release = anyio.Event()
+
+    async def handler(request: ServerRequest, conn: ServerConnection) -> None:
+        if request.path == "/boom":
+            raise ValueError("bug in the handler")
+        await conn.stall(release)
+        await conn.respond(200, body=b"slow")
+
+    with pytest.raises(ValueError, match="bug in the handler"):
+        async with MockServer(handler, http2=True) as server, h2_pool(server) as pool:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(get, pool, URL + "slow")
+                await server.wait_until(lambda s: s.stalled == 1)
+                with pytest.raises(asyncpool.StreamReset):
+                    await get(pool, URL + "boom")
+                release.set()
+            assert await get(pool, URL + "again") == b"slow"
+            assert server.connections_made == 1
+
+
+@pytest.mark.parametrize("http2", [False, True])
+async def test_a_head_response_has_the_length_and_no_body(http2: bool) -> None:
+    routes = {"/": Reply(200, [("content-type", "text/plain")], b"hello")}
+    async with (
+        MockServer(routes=routes, http2=http2) as server,
+        Transport(dial=server.dial, http2_prior_knowledge=http2) as pool,
+    ):
+        response = await pool.round_trip(Request("HEAD", URL))
+        assert (response.headers["content-length"], await response.aread()) == ("5", b"")
+        assert await get(pool) == b"hello"  # the connection is still in step
 
 
 async def test_http2_rst_stream_fails_that_stream_only() -> None:
