@@ -21,6 +21,7 @@ import os
 import re
 import signal
 import ssl
+import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from ._client import Client
 from ._demo_server import serve
@@ -36,6 +38,7 @@ from ._errors import (
     ConnectError,
     HTTPError,
     InvalidURL,
+    LocalProtocolError,
     ProxyError,
     TimeoutError,
     TLSError,
@@ -43,7 +46,7 @@ from ._errors import (
 )
 from ._models import URL, Request
 from ._proxy import environment_proxy, parse_proxy
-from ._trace import Timings
+from ._trace import ClientTrace, Timings
 from ._transport import Transport
 from ._version import __version__
 
@@ -393,7 +396,7 @@ def _tls_config(args: argparse.Namespace) -> ssl.SSLContext | None:
 def _transport_options(args: argparse.Namespace, url: str) -> dict[str, Any]:
     return {
         "http2": not args.http1_1,
-        "http2_prior_knowledge": args.http2 and url.startswith("http:"),
+        "http2_prior_knowledge": args.http2 and url[:5].lower() == "http:",
         "tls_config": _tls_config(args),
     }
 
@@ -421,12 +424,8 @@ async def _get(args: argparse.Namespace, err: Console) -> int:
         headers.append(("User-Agent", USER_AGENT))
     method = args.method or ("POST" if content is not None else "GET")
     timings = Timings()
-    request = Request(
-        method,
-        args.url,
-        headers=headers,
-        content=content,
-        trace=timings.trace if args.trace else None,
+    request = _request(
+        method, args.url, headers, content=content, trace=timings.trace if args.trace else None
     )
     options = _transport_options(args, args.url)
     options.update(dial_timeout=args.connect_timeout, read_timeout=args.read_timeout)
@@ -450,19 +449,33 @@ async def _get(args: argparse.Namespace, err: Console) -> int:
     return code
 
 
+def _request(
+    method: str,
+    url: str,
+    headers: list[tuple[str, str]],
+    *,
+    content: bytes | None = None,
+    trace: ClientTrace | None = None,
+) -> Request:
+    """The request to send, or a usage error for a bad -X or -H (a header injection, say)."""
+    try:
+        return Request(method, url, headers=headers, content=content, trace=trace)
+    except LocalProtocolError as exc:
+        raise Fail(str(exc), USAGE) from None
+
+
 async def _get_one(
     args: argparse.Namespace, request: Request, options: dict[str, Any], err: Console
 ) -> int:
     from rich.markup import escape
 
     async with contextlib.AsyncExitStack() as stack:
-        # The output file first: a path that cannot be written fails before any request.
-        file = None
+        # The output file first: a path that cannot be written fails before any request. An
+        # existing file is emptied only once a body is to be written to it (as curl leaves
+        # it when the request fails); one made here is removed then.
+        output = None
         if args.output is not None:
-            try:
-                file = await stack.enter_async_context(await anyio.open_file(args.output, "wb"))
-            except OSError as exc:
-                raise Fail(f"-o {args.output}: {exc.strerror or exc}", WRITE_FAILED) from None
+            output = await stack.enter_async_context(_Output(args.output))
         pool = await stack.enter_async_context(Transport(**options))
         client = Client(transport=pool, follow_redirects=args.location)
         response = await stack.enter_async_context(await client.send(request))
@@ -479,13 +492,62 @@ async def _get_one(
                 HTTP_FAILED,
             )
         stdout = sys.stdout.buffer
-        async for chunk in response.aiter_bytes():
-            if file is not None:
-                await file.write(chunk)
+        try:
+            if output is not None:
+                file = await output.start()
+                async for chunk in response.aiter_bytes():
+                    await file.write(chunk)
+                await file.flush()  # here, where its error is caught, not when it closes
             else:
-                stdout.write(chunk)
-        stdout.flush()
+                async for chunk in response.aiter_bytes():
+                    stdout.write(chunk)
+            stdout.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # a full disk, say
+            where = "stdout" if output is None else f"-o {args.output}"
+            raise Fail(f"{where}: cannot write: {exc.strerror or exc}", WRITE_FAILED) from None
     return OK
+
+
+class _Output:
+    """``-o PATH``: opened before the request, so that a path that cannot be written fails
+    first, but emptied only when the body starts (``start``), as curl leaves the file of a
+    failed request as it was; a file made here is removed if the body never started."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.created = False
+        self.started = False
+
+    async def __aenter__(self) -> _Output:
+        try:
+            try:
+                self.file = await anyio.open_file(self.path, "r+b")
+            except FileNotFoundError:
+                self.file = await anyio.open_file(self.path, "xb")
+                self.created = True
+        except OSError as exc:
+            raise Fail(f"-o {self.path}: {exc.strerror or exc}", WRITE_FAILED) from None
+        return self
+
+    async def start(self) -> anyio.AsyncFile[bytes]:
+        self.started = True
+        if stat.S_ISREG(os.fstat(self.file.wrapped.fileno()).st_mode):  # not /dev/null
+            await self.file.truncate(0)
+        return self.file
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await self.file.aclose()  # what is still buffered after a failed write fails again
+        except OSError as exc:
+            if exc_info[0] is None:
+                message = f"-o {self.path}: cannot write: {exc.strerror or exc}"
+                raise Fail(message, WRITE_FAILED) from None
+        finally:
+            if self.created and not self.started:
+                with contextlib.suppress(OSError):
+                    os.remove(self.path)
 
 
 def _waterfall(timings: Timings, err: Console, bar_width: int = 44) -> None:
@@ -520,6 +582,8 @@ def _waterfall(timings: Timings, err: Console, bar_width: int = 44) -> None:
             f"connection: {kind}, {info.protocol}, {_addr(info.local_address)} -> "
             f"{_addr(info.remote_address)}"
         )
+    if timings.attempts > 1:
+        lines.append(f"(the last of {timings.attempts} requests: a redirect or a retry before)")
     err.print("\n".join(lines), markup=False)
 
 
@@ -594,7 +658,8 @@ async def _bench_url(
     *,
     embedded: bool,
 ) -> int:
-    URL(url)  # a bad URL fails once, up front, not once per request
+    URL(url)  # a bad URL, -X or -H fails once, up front, not once per request
+    _request(args.method, url, headers)
     options = _transport_options(args, url)
     options.update(
         max_conns_per_host=args.max_conns_per_host,
@@ -635,6 +700,9 @@ async def _bench_url(
                             continue
                 except HTTPError as exc:
                     _count_error(run, type(exc).__name__, str(exc))
+                    # A failure without a wait (a closed pool, say) must not starve the
+                    # progress display and the Ctrl-C watch.
+                    await anyio.lowlevel.checkpoint()
                     continue
                 run.latencies.append(clock() - begin)
 

@@ -284,7 +284,9 @@ class Timings:
 
     ``timings = Timings()``, send the request with ``trace=timings.trace`` (or compose it),
     read the body, then ``timings.phases()`` gives seconds per phase (None when a phase did not
-    happen, such as DNS on a reused connection).
+    happen, such as DNS on a reused connection). A request that went out again (a redirect's
+    next hop, a retry) starts over at its ``get_conn``: the phases are its last attempt's, and
+    ``attempts`` counts them.
     """
 
     PHASES = ("queued", "dns", "connect", "tls", "request", "server", "transfer")
@@ -293,9 +295,10 @@ class Timings:
         self._clock = clock
         self.marks: dict[str, float] = {}
         self.conn: GotConnInfo | None = None
+        self.attempts = 0
         mark = self._mark
         self.trace = ClientTrace(
-            get_conn=lambda host_port: mark("start"),
+            get_conn=self._get_conn,
             dns_start=lambda info: mark("dns_start"),
             dns_done=lambda info: mark("dns_done"),
             connect_start=lambda network, addr: mark("connect_start", first=True),
@@ -311,6 +314,12 @@ class Timings:
     def _mark(self, name: str, *, first: bool = False) -> None:
         if not (first and name in self.marks):
             self.marks[name] = self._clock()
+
+    def _get_conn(self, host_port: str) -> None:
+        self.attempts += 1
+        self.marks.clear()
+        self.conn = None
+        self._mark("start")
 
     def _got_conn(self, info: GotConnInfo) -> None:
         self.conn = info

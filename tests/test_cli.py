@@ -89,6 +89,15 @@ def one_error_line(proc: subprocess.CompletedProcess[Any]) -> str:
     return lines[0]
 
 
+def last_error_line(proc: subprocess.CompletedProcess[bytes]) -> str:
+    """The error of a command that printed a response head (on stderr, as curl -i) first."""
+    err = proc.stderr.decode()
+    assert "Traceback" not in err, err
+    prefix, _, message = err.splitlines()[-1].partition("asyncpool: error: ")
+    assert prefix == "", err
+    return message
+
+
 def results(proc: subprocess.CompletedProcess[bytes]) -> dict[str, Any]:
     assert proc.returncode == 0, proc.stderr.decode()
     data: dict[str, Any] = json.loads(proc.stdout)
@@ -290,6 +299,14 @@ async def test_get_http1_1_does_not_offer_http2(tls: TLSFixture, anyio_backend: 
         )
     assert (proc.returncode, proc.stdout) == (0, b"hello"), proc.stderr
     assert "HTTP/1.1 200" in proc.stderr.decode()
+
+
+async def test_get_http2_with_prior_knowledge_whatever_the_schemes_case(anyio_backend: str) -> None:
+    async with open_h2_server() as server:  # cleartext HTTP/2 only
+        url = server.url.replace("http://", "HTTP://")
+        proc = await cli(anyio_backend, "get", "--http2", url)
+    assert (proc.returncode, proc.stdout) == (0, b"hello"), proc.stderr
+    assert "HTTP/2 200" in proc.stderr.decode()
 
 
 async def test_get_through_a_proxy(tls: TLSFixture, anyio_backend: str) -> None:
@@ -653,6 +670,20 @@ def test_a_bad_header() -> None:
     assert proc.returncode == 2 and "Name: value" in one_error_line(proc)
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [(["-H", "Bad Name: x"], "invalid header name 'Bad Name'"), (["-X", "GE T"], "'GE T'")],
+)
+@pytest.mark.parametrize("subcommand", ["get", "bench"])
+def test_a_header_or_method_a_request_cannot_carry_is_refused_up_front(
+    subcommand: str, option: list[str], message: str
+) -> None:
+    # bench tried it once per request, failing without a pause (Ctrl-C went unseen) until -z.
+    until = ["-z", "60s"] if subcommand == "bench" else []
+    proc = run_cli(subcommand, *option, *until, f"http://127.0.0.1:{closed_port()}/")
+    assert proc.returncode == 2 and message in one_error_line(proc)
+
+
 async def test_a_failed_certificate_check_gives_a_hint(
     tls_server: TestServer, anyio_backend: str
 ) -> None:
@@ -680,6 +711,59 @@ def test_a_body_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
     proc = run_cli("get", "-d", f"@{tmp_path / 'nosuch.json'}", "http://127.0.0.1:9/")
     assert proc.returncode == 2
     assert "nosuch.json: cannot read it: No such file" in one_error_line(proc)
+
+
+async def test_an_output_that_fails_mid_write_is_one_line(
+    server: TestServer, anyio_backend: str
+) -> None:
+    proc = await cli(anyio_backend, "get", "-o", "/dev/full", server.url)
+    assert proc.returncode == 23
+    assert last_error_line(proc) == "-o /dev/full: cannot write: No space left on device"
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        with anyio.fail_after(LIMIT):
+            proc = await anyio.run_process(
+                command(("get", server.url), anyio_backend), stdout=full, check=False
+            )
+    finally:
+        os.close(full)
+    assert proc.returncode == 23
+    assert last_error_line(proc) == "stdout: cannot write: No space left on device"
+
+
+async def test_a_failed_request_leaves_the_output_file_as_it_was(
+    server: TestServer, anyio_backend: str, tmp_path: Path
+) -> None:
+    kept, fresh = tmp_path / "kept", tmp_path / "fresh"
+    kept.write_bytes(b"the last download")
+    for path in (kept, fresh):
+        proc = await cli(
+            anyio_backend, "get", "-o", str(path), f"http://127.0.0.1:{closed_port()}/"
+        )
+        assert proc.returncode == 7
+        proc = await cli(anyio_backend, "get", "-f", "-o", str(path), server.url_for("/nothing"))
+        assert proc.returncode == 22
+    assert kept.read_bytes() == b"the last download" and not fresh.exists()
+    proc = await cli(anyio_backend, "get", "-o", str(kept), server.url)
+    assert (proc.returncode, kept.read_bytes()) == (0, b"hello")  # replaced, not appended to
+    proc = await cli(anyio_backend, "get", "-o", "/dev/null", server.url)
+    assert proc.returncode == 0
+
+
+async def test_get_trace_after_a_redirect_shows_the_last_request(anyio_backend: str) -> None:
+    async def handler(req: ServerRequest, conn: ServerConnection) -> None:
+        if req.path == "/old":
+            await conn.respond(302, [("location", "/new")])
+        else:
+            await conn.respond(200, [], b"moved here")
+
+    async with open_server(handler) as server:
+        proc = await cli(anyio_backend, "get", "-L", "--trace", server.url_for("/old"))
+    assert (proc.returncode, proc.stdout) == (0, b"moved here")
+    err = proc.stderr.decode()
+    assert "connection: reused" in err and "(the last of 2 requests" in err
+    connect = re.search(r"TCP Connection +(\S+)", err)
+    assert connect is not None and connect.group(1) == "-", err
 
 
 async def test_an_output_file_that_cannot_be_written(

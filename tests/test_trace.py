@@ -17,6 +17,7 @@ import pytest
 import asyncpool
 from asyncpool import ClientTrace, CloseReason, GotConnInfo, Request, Transport, client_trace
 from asyncpool._trace import frozen
+from asyncpool.testing import MockServer, Reply
 from tests.servers import (
     ServerConnection,
     ServerRequest,
@@ -482,6 +483,23 @@ async def test_timings_of_a_fresh_and_a_reused_connection(
     again = reused.phases()
     assert (again["connect"], again["tls"]) == (None, None)
     assert again["server"] is not None
+
+
+async def test_timings_of_a_redirected_request_are_its_last_hops() -> None:
+    """The trace goes with each hop of a redirect: every get_conn starts the phases over, so
+    they are those of the request that got the final response, never a mix."""
+    routes = {"/old": Reply(302, [("location", "/new")]), "/new": Reply(200, body=b"moved")}
+    timings = asyncpool.Timings()
+    async with MockServer(routes=routes) as server, Transport(dial=server.dial) as pool:
+        request = Request("GET", "http://example.test/old", trace=timings.trace)
+        response = await asyncpool.Client(transport=pool).send(request)
+        assert await response.aread() == b"moved"
+    assert timings.attempts == 2
+    assert timings.conn is not None and timings.conn.reused  # the second hop's
+    phases = timings.phases()
+    assert phases["connect"] is None  # the first hop's dial is not the last hop's
+    assert phases["queued"] is not None and phases["queued"] >= 0
+    assert timings.total is not None and timings.total >= sum(v for v in phases.values() if v)
 
 
 async def test_debug_logging_reports_every_event(
