@@ -386,6 +386,17 @@ def test_bad_frames_fail_as_in_h2(frame: hf.Frame) -> None:
     assert errors[0] == errors[1]
 
 
+def test_an_overlong_frame_is_refused_from_its_header() -> None:
+    """h2 buffers a frame whole before it checks its length: a server announcing 16 MiB
+    frames made every connection hold up to 16 MiB. Refused at once, with h2's error."""
+    header = hf.DataFrame(1, b"x" * (2**24 - 1)).serialize()[:9]
+    buffer = FastFrameBuffer()
+    buffer.max_frame_size = 16384
+    buffer.add_data(header + b"x" * 1000)
+    with pytest.raises(h2.exceptions.FrameTooLargeError, match="length 16777215, max 16384"):
+        next(buffer)
+
+
 def test_a_frame_on_stream_zero_fails_as_in_h2() -> None:
     errors = []
     wire = hf.DataFrame(1, b"x").serialize()
@@ -465,3 +476,33 @@ def test_closed_streams_are_forgotten(max_concurrent_streams: int) -> None:
         # Closed streams are let go at the next walk, whatever the limit: a few dozen at most.
         assert len(pair.client.streams) <= 2 * 4 + 16 + 4
     assert len(pair.requests) == 2000
+
+
+def test_what_was_queued_to_send_survives_a_received_goaway() -> None:
+    """h2 empties its send buffer when a GOAWAY arrives; the streams the GOAWAY accepts go on
+    here, and a download among them stalled for ever without the WINDOW_UPDATE queued for it
+    (likewise a new stream's HEADERS, a RST_STREAM)."""
+    pair = Pair(max_concurrent_streams=10)
+    download = pair.open()
+    pair.exchange()
+    pair.server.send_headers(download, [(b":status", b"200")])
+    for _ in range(3):
+        pair.server.send_data(download, b"x" * 16000)
+    pair.exchange()
+    pair.client.acknowledge_received_data(48000, download)  # the caller read it
+    queued = pair.open()  # HEADERS not yet written either
+    pair.server.close_connection(last_stream_id=2**31 - 1)  # graceful: every stream may finish
+    pair.client.receive_data(pair.server.data_to_send())
+    frames = list(hf_frames(pair.client.data_to_send()))
+    assert [(type(f).__name__, f.stream_id) for f in frames] == [
+        ("WindowUpdateFrame", 0),
+        ("WindowUpdateFrame", download),
+        ("HeadersFrame", queued),
+    ]
+
+
+def hf_frames(data: bytes) -> list[hf.Frame]:
+    buffer = h2.frame_buffer.FrameBuffer()  # (no preamble to expect)
+    buffer.max_frame_size = 16384
+    buffer.add_data(data)
+    return list(buffer)

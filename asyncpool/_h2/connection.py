@@ -698,8 +698,7 @@ class HTTP2Connection:
                             stream.sent = True
                         self._unsent.clear()
                         await self._stream.send(data)
-                        # Those replies are out; a GOAWAY may have dropped some meanwhile.
-                        h2c.unsent_replies = max(0, h2c.unsent_replies - replies)
+                        h2c.unsent_replies -= replies  # those are out
                         continue
                     self._writer_parked = True
                     await self._wakeup.wait()
@@ -1137,7 +1136,6 @@ class HTTP2Connection:
 
     def _goaway(self, event: h2.events.ConnectionTerminated) -> None:
         self.goaway = True
-        self._h2.unsent_replies = 0  # h2 dropped what it had to send
         last = event.last_stream_id or 0
         self._goaway_detail = f"the server sent GOAWAY ({event.error_code!r}, last stream {last})"
         # Client stream ids are the odd numbers in order: those up to ``last`` were accepted.

@@ -274,17 +274,21 @@ class FastFrameBuffer(h2.frame_buffer.FrameBuffer):
 
     def __next__(self) -> hf.Frame:
         data = self._data
-        if len(data) < 9 or self._headers_buffer:
+        if len(data) < 9:
             return super().__next__()
         high, low, kind, flags, stream_id = _FRAME_HEADER.unpack_from(data)
         length = (high << 8) + low
+        # Refused from its header, with h2's error: h2 buffers the whole frame first (16 MiB
+        # a connection, where we allow max_frame_size).
+        if length > self.max_frame_size:
+            self._validate_frame_length(length)
         stream_id &= 0x7FFFFFFF
         if (
-            kind > _HEADERS
+            self._headers_buffer
+            or kind > _HEADERS
             or flags & (_PADDED | _PRIORITY)
             or not stream_id
             or (kind == _HEADERS and not flags & _END_HEADERS)
-            or length > self.max_frame_size
         ):
             return super().__next__()  # h2's way, and its errors
         if len(data) < length + 9:
@@ -393,6 +397,16 @@ class ClientConnection(h2.connection.H2Connection):
             return frames, events
 
         return receive
+
+    def _receive_goaway_frame(self, frame: hf.GoAwayFrame) -> tuple[list[hf.Frame], list[Any]]:
+        """h2's, but what was queued to send stays queued: h2 drops it, where the streams the
+        GOAWAY accepts go on (``GoawayTolerantStateMachine``) and need their WINDOW_UPDATEs,
+        RST_STREAMs and HEADERS sent (a download stalled for ever on a closed window)."""
+        pending = self._data_to_send
+        frames, events = super()._receive_goaway_frame(frame)
+        pending += self._data_to_send
+        self._data_to_send = pending
+        return frames, events
 
     def no_progress(self, kind: str) -> None:
         """A frame that moved no response forward came in."""
