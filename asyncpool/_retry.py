@@ -22,9 +22,12 @@ error is raised (or the last response returned).
 Before a retry the Retrier waits: ``Retry-After`` (seconds or an HTTP-date, capped at
 ``retry_after_max``) when the response has one and ``respect_retry_after``, else exponential
 backoff with full jitter, ``uniform(0, min(backoff_max, backoff_factor * 2**n))`` for the
-n-th retry (0 first). The Client's overall ``timeout`` covers the loop and its waits. Each retry
-fires the ``request_retried`` hook (``RetryInfo.reason`` "connect error", "read error" or
-"status 503", ...) and is counted in ``Client.retry_stats()``.
+n-th retry (0 first). The Client's overall ``timeout`` covers the loop and its waits: a retry
+whose wait would end past the caller's deadline (any cancel scope's) is not made, and the error
+is raised (the response returned) at once instead of timing out in the wait. Each retry fires
+the ``request_retried`` hook (``RetryInfo.reason`` "connect error", "read error" or "status
+503", ...) and is counted in ``Client.retry_stats()`` once its wait is over; one whose wait is
+cancelled gives its budget token back.
 
 Only the round trip (up to the response head) is retried: an error while the caller reads the
 body is the caller's. The Transport's own retry of requests that died unprocessed on a reused
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -143,6 +147,7 @@ class RetryStats:
     status_retries: int = 0
     budget_exhausted: int = 0  # retries the budget refused (the request then failed)
     exhausted: int = 0  # requests that ran out of retries (total or their kind's count)
+    past_deadline: int = 0  # retries not made: their wait would end past the deadline
 
 
 def parse_retry_after(value: str, now: float) -> float | None:
@@ -150,15 +155,15 @@ def parse_retry_after(value: str, now: float) -> float | None:
     ``now``, a POSIX time), never negative; None when it is neither."""
     value = value.strip()
     if value.isdigit():
-        return float(value)
+        return float(value) if value.isascii() else None  # (not "²", a digit to isdigit)
     import email.utils  # here: email is ~20 ms of `import asyncpool`, and an HTTP-date is rare
 
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # (OverflowError: year 10**20)
         return None
-    if when.tzinfo is None:  # "-0000": UTC as HTTP-dates are
-        return None
+    if when.tzinfo is None:  # asctime's form, or "-0000": GMT, as every HTTP-date
+        when = when.replace(tzinfo=datetime.timezone.utc)
     return max(0.0, when.timestamp() - now)
 
 
@@ -184,15 +189,21 @@ class _Budget:
     def deposit(self) -> None:
         self._current()[1] += 1
 
-    def try_withdraw(self) -> bool:
+    def try_withdraw(self) -> list[int] | None:
+        """A token: the slice it was taken from (to ``refund`` it), or None."""
         current = self._current()
         requests = sum(s[1] for s in self._slices)
         retries = sum(s[2] for s in self._slices)
         config = self.config
         if retries + 1 > config.ratio * requests + config.min_per_second * config.window:
-            return False
+            return None
         current[2] += 1
-        return True
+        return current
+
+    @staticmethod
+    def refund(token: list[int]) -> None:
+        """Give back a token whose retry was not made (its slice may have left the window)."""
+        token[2] -= 1
 
 
 class Retrier:
@@ -223,34 +234,43 @@ class Retrier:
                 response = await transport.round_trip(request)
             except HTTPError as exc:
                 kind = self._error_kind(exc, request)
-                if kind is None or not self._may_retry(kind, used, attempt):
+                if kind is None:
+                    raise
+                delay = policy.backoff(attempt, self.uniform)
+                token = self._grant(kind, used, attempt, delay)
+                if token is None:
                     raise
                 error: BaseException = exc
-                delay = policy.backoff(attempt, self.uniform)
             else:
-                if not self._status_retryable(response, request) or not self._may_retry(
-                    "status", used, attempt
-                ):
+                if not self._status_retryable(response, request):
                     return response
                 kind = "status"
+                asked = self._retry_after(response)
+                delay = policy.backoff(attempt, self.uniform) if asked is None else asked
+                token = self._grant(kind, used, attempt, delay)
+                if token is None:
+                    return response
                 error = HTTPStatusError(
                     f"{response.status_code} for {request.method} {request.url}",
                     host=request.url.host_header,
                     response=response,
                 )
-                asked = self._retry_after(response)
-                delay = policy.backoff(attempt, self.uniform) if asked is None else asked
                 await _discard(response)
-            used[kind] += 1
             attempt += 1
-            stats.retries += 1
-            setattr(stats, f"{kind}_retries", getattr(stats, f"{kind}_retries") + 1)
             trace = transport._trace_for(request)
             if trace and trace.request_retried:
                 reason = f"status {response.status_code}" if response else f"{kind} error"
                 trace.request_retried(RetryInfo(reason, error, attempt, delay))
             if delay > 0:
-                await self.sleep(delay)
+                try:
+                    await self.sleep(delay)
+                except BaseException:
+                    if token:
+                        _Budget.refund(token)
+                    raise
+            used[kind] += 1
+            stats.retries += 1
+            setattr(stats, f"{kind}_retries", getattr(stats, f"{kind}_retries") + 1)
 
     def _error_kind(self, exc: HTTPError, request: Request) -> str | None:
         if not request.body_is_rewindable:
@@ -268,16 +288,25 @@ class Retrier:
             and self.policy.method_allowed(request)
         )
 
-    def _may_retry(self, kind: str, used: dict[str, int], attempt: int) -> bool:
-        """A retry left of ``total`` and of the kind's count, and the budget's token."""
+    def _grant(
+        self, kind: str, used: dict[str, int], attempt: int, delay: float
+    ) -> list[int] | None:
+        """May the retry be made: a retry left of ``total`` and of the kind's count, a wait
+        that ends before the deadline, and the budget's token. None: no; else the token
+        (empty without a budget)."""
         limit: int | None = getattr(self.policy, kind)
         if attempt >= self.policy.total or (limit is not None and used[kind] >= limit):
             self.stats.exhausted += 1
-            return False
-        if self._budget is not None and not self._budget.try_withdraw():
+            return None
+        if delay > 0 and anyio.current_time() + delay >= anyio.current_effective_deadline():
+            self.stats.past_deadline += 1
+            return None
+        if self._budget is None:
+            return []
+        token = self._budget.try_withdraw()
+        if token is None:
             self.stats.budget_exhausted += 1
-            return False
-        return True
+        return token
 
     def _retry_after(self, response: Response) -> float | None:
         if not self.policy.respect_retry_after:

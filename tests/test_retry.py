@@ -252,6 +252,12 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after(email.utils.formatdate(now - 90, usegmt=True), now) == 0.0
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after("-5", now) is None
+    # RFC 9110's obsolete forms are accepted too, all in GMT: asctime has no zone at all.
+    assert parse_retry_after("Tue Nov 14 22:13:27 2023", now) == 7.0
+    assert parse_retry_after("Tuesday, 14-Nov-23 22:13:27 GMT", now) == 7.0
+    # What a hostile server may send is no wait, not an untyped error.
+    assert parse_retry_after("²", now) is None  # a digit to str.isdigit, not to float
+    assert parse_retry_after("Mon, 01 Jan 99999999999999999999 00:00:00 GMT", now) is None
 
 
 async def test_backoff_full_jitter_with_a_seeded_random(recorder: Recorder) -> None:
@@ -327,12 +333,12 @@ def test_budget_window_slides() -> None:
     retrier.clock = lambda: now
     for _ in range(4):
         budget.deposit()
-    assert [budget.try_withdraw() for _ in range(3)] == [True, True, False]
+    assert [budget.try_withdraw() is not None for _ in range(3)] == [True, True, False]
     now = 10.5  # the deposits and withdrawals left the window
-    assert budget.try_withdraw() is False
+    assert budget.try_withdraw() is None
     budget.deposit()
     budget.deposit()
-    assert [budget.try_withdraw() for _ in range(2)] == [True, False]
+    assert [budget.try_withdraw() is not None for _ in range(2)] == [True, False]
 
 
 async def test_overall_timeout_covers_retries_and_waits(recorder: Recorder) -> None:
@@ -345,9 +351,46 @@ async def test_overall_timeout_covers_retries_and_waits(recorder: Recorder) -> N
         Client(retry=Retry(backoff_factor=1), timeout=0.2, trust_env=False) as client,
     ):
         retrier(client).sleep = wait_for_ever
+        retrier(client).uniform = lambda low, high: 0.1  # a wait that could end in time
         with pytest.raises(asyncpool.RequestTimeout):
             await client.get(server.url_for("/"))
     assert len(recorder.delays) == 1
+
+
+async def test_a_wait_past_the_deadline_is_not_made(recorder: Recorder) -> None:
+    async with (
+        open_server(always(503)) as server,
+        Client(retry=Retry(backoff_factor=1), timeout=30, trust_env=False) as client,
+    ):
+        retrier(client).sleep = recorder.sleep
+        retrier(client).uniform = lambda low, high: 60.0  # past the Client's timeout
+        response = await client.get(server.url_for("/"))
+        assert response.status_code == 503  # the server's answer, at once, not a timeout
+        assert (recorder.delays, len(server.requests)) == ([], 1)
+        assert client.retry_stats().past_deadline == 1
+
+
+async def test_a_cancelled_wait_gives_its_budget_token_back(recorder: Recorder) -> None:
+    scope = anyio.CancelScope()
+
+    async def cancelled_sleep(delay: float) -> None:
+        scope.cancel()  # the caller gives up during the wait: no retry is made
+        await anyio.sleep_forever()
+
+    budget = RetryBudget(ratio=0, min_per_second=0.1, window=10)  # one token in all
+    async with (
+        open_server(always(503)) as server,
+        Client(retry=Retry(total=1, budget=budget), trust_env=False) as client,
+    ):
+        retrier(client).sleep = cancelled_sleep
+        with scope:
+            await client.get(server.url_for("/"))
+        assert client.retry_stats().retries == 0
+        retrier(client).sleep = recorder.sleep
+        response = await client.get(server.url_for("/"))  # the token is there again
+        assert response.status_code == 503 and len(server.requests) == 3
+        stats = client.retry_stats()
+        assert (stats.retries, stats.status_retries, stats.budget_exhausted) == (1, 1, 0)
 
 
 async def test_no_policy_no_retries(server: TestServer) -> None:
