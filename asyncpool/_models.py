@@ -466,12 +466,15 @@ class _BodyIterator:
         response = self._response
         if response._closed:
             raise StopAsyncIteration
+        response._start_read()
         try:
             chunk = await response._stream.read_chunk()
         except BaseException:
             # A failed or cancelled read leaves the body unusable: give the connection up now.
             response._discard()
             raise
+        finally:
+            response._reading = False
         if not chunk:
             # Read to the end: the connection has already gone back to the pool.
             response._closed = True
@@ -489,6 +492,7 @@ class Response:
         "_closed",
         "_content",
         "_network_stream",
+        "_reading",
         "_stream",
         "_streamed",
         "_upgraded",
@@ -530,6 +534,7 @@ class Response:
         self._content: bytes | None = None
         self._closed = False
         self._streamed = False  # aiter_bytes has begun: aread would miss what it handed out
+        self._reading = False  # a read of the body is under way (one reader at a time)
         # Set by the transport: called by aread with the bytes read so far, raises past a limit.
         self._check_read: Callable[[int], None] | None = None
         # Set by the transport: runs a function on the event loop, soon (thread-safe).
@@ -551,6 +556,7 @@ class Response:
                 raise RuntimeError("aiter_bytes has read part of the body; aread cannot")
             chunks = []
             stream, check, total = self._stream, self._check_read, 0
+            self._start_read()
             try:
                 while chunk := await stream.read_chunk():
                     chunks.append(chunk)
@@ -560,9 +566,18 @@ class Response:
             except BaseException:
                 self._discard()  # as _BodyIterator: a failed read gives the connection up
                 raise
+            finally:
+                self._reading = False
             self._closed = True  # read to the end: the connection is back in the pool
             self._content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return self._content
+
+    def _start_read(self) -> None:
+        """The body has one reader at a time: a second one, in another task, would wait on
+        the connection's channel in the first one's place and leave it waiting for ever."""
+        if self._reading:
+            raise RuntimeError("another task is reading this response's body")
+        self._reading = True
 
     def aiter_bytes(self) -> AsyncIterator[bytes]:
         """The body in chunks as they arrive, with back-pressure on the connection."""

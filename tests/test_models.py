@@ -18,6 +18,7 @@ from asyncpool import URL, Headers, Request, Transport
 from asyncpool._conn_common import RetryHint
 from asyncpool._h1.protocol import PARSERS
 from asyncpool._models import _VALID_FIELDS
+from asyncpool.testing import MockServer, ServerConnection, ServerRequest, wait_until
 from tests.servers import TestServer
 
 # -- URL --------------------------------------------------------------------------------------
@@ -273,6 +274,33 @@ async def test_aread_after_part_of_the_body_was_iterated_fails(server: TestServe
             with pytest.raises(RuntimeError, match="aiter_bytes"):
                 await response.aread()
             assert not response.is_closed
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("second", ["aread", "aiter_bytes"])
+async def test_a_second_reader_of_a_body_fails_and_the_first_gets_it_all(second: str) -> None:
+    # Two readers waited on one channel of the connection, and the first waited for ever.
+    release = anyio.Event()
+
+    async def handler(request: ServerRequest, conn: ServerConnection) -> None:
+        await conn.send_head(200, [("content-length", "4")])
+        await conn.stall(release)
+        await conn.send_data(b"body")
+        await conn.end()
+
+    async with MockServer(handler) as server, Transport(dial=server.dial) as pool:
+        response = await pool.round_trip(Request("GET", "http://example.test/"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(response.aread)
+            await server.wait_until(lambda s: s.stalled == 1)
+            await wait_until(lambda: response._reading)
+            with pytest.raises(RuntimeError, match="another task is reading"):
+                if second == "aread":
+                    await response.aread()
+                else:
+                    await response.aiter_bytes().__anext__()
+            release.set()
+        assert response.content == b"body"
 
 
 # -- errors -----------------------------------------------------------------------------------
