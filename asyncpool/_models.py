@@ -11,7 +11,7 @@ import urllib.parse
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, Union, cast
-from urllib.parse import SplitResult, quote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from ._errors import HTTPStatusError, InvalidURL, LocalProtocolError
 
@@ -33,6 +33,7 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 # between them (no whitespace at either end); a request-target is visible ASCII, not empty.
 _FIELD_VALUE = re.compile(r"(?:[^\x00\t\n\v\f\r ]+(?:[ \t]+[^\x00\t\n\v\f\r ]+)*)?\Z")
 _TARGET = re.compile(r"[\x21-\x7e]+\Z")
+_BAD_HOST = re.compile(r"[\x00-\x20\x7f]")
 
 HeaderInput = Union["Headers", Mapping[str, str | bytes], Iterable[tuple[str, str | bytes]], None]
 
@@ -79,6 +80,18 @@ def _split_url(url: str) -> tuple[str, str, int, str, str, str]:
     host = parts.hostname
     if not host:
         raise InvalidURL(f"{url!r} has no host")
+    if _BAD_HOST.search(host):  # else sent in the Host field and, to a proxy, the request line
+        raise InvalidURL(f"{url!r}: its host {host!r} holds whitespace or control characters")
+    zone = ""
+    if parts.netloc.rpartition("@")[2].startswith("["):
+        if ":" not in host:
+            raise InvalidURL(f"{url!r}: IPvFuture addresses are not supported")
+        # RFC 6874: an IPv6 zone, as "%25" and the zone; dialled with it (as getaddrinfo takes
+        # it: "fe80::1%eth0"), never sent (Go's removeZone).
+        host, percent, zone = host.partition("%")
+        if percent and (not zone.startswith("25") or len(zone) == 2):
+            raise InvalidURL(f"{url!r}: an IPv6 zone is written %25 and its name (RFC 6874)")
+        zone = unquote(zone[2:])
     if port is None:
         port = DEFAULT_PORTS[scheme]
     target = parts.path or "/"
@@ -92,9 +105,13 @@ def _split_url(url: str) -> tuple[str, str, int, str, str, str]:
     host_header = f"[{host}]" if ":" in host else host
     if not host.isascii():  # as Go: the name as DNS is asked it (IDNA, as anyio resolves it)
         host_header = _idna(host)
+    origin = host_header if not zone else f"[{host}%25{quote(zone, safe='')}]"
     if port != DEFAULT_PORTS[scheme]:
         host_header = f"{host_header}:{port}"
-    return scheme, host, port, target, host_header, f"{scheme}://{host_header}"
+        origin = f"{origin}:{port}"
+    if zone:
+        host = f"{host}%{zone}"
+    return scheme, host, port, target, host_header, f"{scheme}://{origin}"
 
 
 _split_url_cached = functools.lru_cache(maxsize=1024)(_split_url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import gc
 import pickle
+import socket
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,11 @@ from tests.servers import TestServer
         ("ftp://example.com/", "unsupported scheme 'ftp'"),
         ("http://example.com:99999/", "cannot parse"),
         ("http://example.com/a b", "whitespace or control"),
+        # A host with a space went into the Host field and, to a proxy, the request line.
+        ("http://internal host/", "its host 'internal host' holds whitespace"),
+        ("http://a\x0bb/", "holds whitespace or control"),
+        ("http://[v1.x]/", "IPvFuture addresses are not supported"),
+        ("http://[fe80::1%eth0]/", "written %25 and its name"),
     ],
 )
 def test_unusable_urls_raise_invalid_url(url: str, message: str) -> None:
@@ -52,6 +58,44 @@ def test_url_parts() -> None:
     assert url.origin == "https://example.com"
     assert str(url) == "HTTPS://Example.COM/a/b?x=1&y=2"
     assert repr(url) == "URL('HTTPS://Example.COM/a/b?x=1&y=2')"
+
+
+def test_an_ipv6_zone_is_dialled_and_never_sent() -> None:
+    url = URL("http://[fe80::1%25eth0]:8080/x")
+    assert (url.host, url.port, url.host_header) == ("fe80::1%eth0", 8080, "[fe80::1]:8080")
+    assert url.origin == "http://[fe80::1%25eth0]:8080"  # zones apart: connections apart
+    assert URL("http://[fe80::1%25eth1]:8080/").origin != url.origin
+
+
+@pytest.mark.anyio
+async def test_a_request_to_an_ipv6_zone_reaches_it() -> None:
+    # A zone by number (glibc takes names for link-local addresses only, not for ::1).
+    interface = socket.if_nameindex()[0][0]
+    try:
+        listener = await anyio.create_tcp_listener(local_host="::1", local_port=0)
+    except OSError:
+        pytest.skip("no IPv6 on this machine")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    heads: list[bytes] = []
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            heads.append(await stream.receive())
+            await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        dialled: list[object] = []
+        trace = asyncpool.ClientTrace(
+            connect_start=lambda network, address: dialled.append(address)
+        )
+        async with Transport() as pool:
+            url = f"http://[::1%25{interface}]:{port}/"
+            response = await pool.round_trip(Request("GET", url, trace=trace))
+            assert await response.aread() == b"ok"
+        tg.cancel_scope.cancel()
+    assert dialled == [(f"::1%{interface}", port)]
+    assert f"\r\nHost: [::1]:{port}\r\n".encode() in heads[0]
 
 
 def test_url_defaults_and_ports() -> None:
