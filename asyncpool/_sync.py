@@ -146,6 +146,9 @@ class _AsyncioEvent:
 
 
 def _running_backend() -> str:
+    trio = sys.modules.get("trio")
+    if trio is not None and trio.lowlevel.in_trio_task():  # (first: trio may be a guest run
+        return "trio"  # on an asyncio loop, which asyncio would report as running)
     if "asyncio" not in sys.modules:  # no asyncio loop can run: do not import it to ask
         return "trio"
     import asyncio

@@ -172,3 +172,32 @@ async def test_a_departed_consumer_fails_the_producer() -> None:
         channel.receive_nowait()
     with pytest.raises(anyio.BrokenResourceError):
         channel.send_nowait(3)
+
+
+def test_trio_as_a_guest_on_an_asyncio_loop_gets_trio_primitives() -> None:
+    """trio.lowlevel.start_guest_run runs trio on an asyncio loop (a GUI's, say): asyncio
+    reports its loop as running, but the code is trio's, and asyncio futures failed it."""
+    asyncio = pytest.importorskip("asyncio")
+    trio = pytest.importorskip("trio")
+    from asyncpool import Request, Transport
+    from asyncpool.testing import MockServer, Reply
+
+    async def guest() -> bytes:
+        routes = {"/": Reply(200, body=b"from the guest")}
+        async with MockServer(routes=routes) as server, Transport(dial=server.dial) as pool:
+            response = await pool.round_trip(Request("GET", "http://example.test/"))
+            return await response.aread()
+
+    async def host() -> bytes:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        trio.lowlevel.start_guest_run(
+            guest,
+            run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            done_callback=done.set_result,
+            host_uses_signal_set_wakeup_fd=True,
+        )
+        body: bytes = (await done).unwrap()
+        return body
+
+    assert asyncio.run(host()) == b"from the guest"
