@@ -16,6 +16,7 @@ import time
 from base64 import b64encode
 from collections.abc import Callable, Generator
 from typing import Any
+from urllib.parse import quote
 
 from ._models import Request, Response
 
@@ -91,6 +92,7 @@ _ALGORITHMS: dict[str, str] = {
     "SHA-512": "sha512",
     "SHA-512-SESS": "sha512",
 }
+_DIGEST = re.compile(r"(?:^|,)\s*digest\s+", re.IGNORECASE)
 _PARAM = re.compile(r'\s*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*,?')
 
 
@@ -119,9 +121,10 @@ class DigestAuth(Auth):
             return
         challenge = None
         for value in response.headers.get_list("www-authenticate"):
-            scheme, _, rest = value.strip().partition(" ")
-            if scheme.lower() == "digest":
-                challenge = _parse_challenge(rest)
+            # A field may hold several challenges (RFC 9110 11.6.1): "Basic ..., Digest ...".
+            start = _DIGEST.search(value)
+            if start is not None:
+                challenge = _parse_challenge(value[start.end() :])
                 break
         if challenge is None or "nonce" not in challenge or "realm" not in challenge:
             return  # not a Digest challenge we can answer: the 401 is the answer
@@ -162,8 +165,11 @@ class DigestAuth(Auth):
             response = digest(b":".join((ha1, nonce, ha2)))
         else:
             response = digest(b":".join((ha1, nonce, nonce_count, cnonce, qop, ha2)))
-        fields = [
-            ("username", self._username.decode(errors="replace"), True),
+        username = self._username.decode(errors="replace")
+        fields = [("username", username, True)]
+        if not username.isascii():  # RFC 7616 3.4.4: username* in RFC 8187's encoding
+            fields = [("username*", "UTF-8''" + quote(self._username, safe=""), False)]
+        fields += [
             ("realm", challenge["realm"], True),
             ("nonce", challenge["nonce"], True),
             ("uri", request.target, True),
@@ -218,6 +224,8 @@ def _parse_challenge(text: str) -> dict[str, str]:
     while pos < end:
         match = _PARAM.match(text, pos)
         if match is None:
+            if params:  # a token that starts no parameter: the next challenge's scheme
+                break
             run = _TOKEN_RUN.match(text, pos)
             pos = run.end() if run is not None else pos + 1
             continue

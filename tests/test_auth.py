@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator, Generator
+from urllib.parse import unquote
 
 import pytest
 
@@ -18,12 +19,12 @@ pytestmark = pytest.mark.anyio
 REALM, NONCE, OPAQUE = "pool@example", "dcd98b7102dd2f0e8b11d0f600bfb0c093", "5ccc069c403ebaf9"
 
 
-def _expected_digest(fields: dict[str, str], method: str, algorithm: str) -> str:
+def _expected_digest(fields: dict[str, str], method: str, algorithm: str, user: str) -> str:
     def h(data: str) -> str:
         name = "sha256" if algorithm.startswith("SHA-256") else "md5"
         return hashlib.new(name, data.encode()).hexdigest()
 
-    ha1 = h(f"alice:{REALM}:s3cret")
+    ha1 = h(f"{user}:{REALM}:s3cret")
     ha2 = h(f"{method}:{fields['uri']}")
     return h(f"{ha1}:{NONCE}:{fields['nc']}:{fields['cnonce']}:auth:{ha2}")
 
@@ -35,15 +36,16 @@ async def app(req: ServerRequest, conn: ServerConnection) -> None:
         echo = {"target": req.target, "headers": dict(req.headers), "body": body.decode()}
         await conn.respond(200, [("content-type", "application/json")], json.dumps(echo).encode())
     elif path.startswith("/digest"):
-        algorithm = query.get("algorithm", "MD5")
+        algorithm, user = query.get("algorithm", "MD5"), query.get("user", "alice")
         authorization = req.header("authorization") or ""
         if authorization.startswith("Digest "):
             fields = _parse_challenge(authorization[7:])
+            encoded = fields.get("username*", "").removeprefix("UTF-8''")
             good = (
-                fields.get("response") == _expected_digest(fields, req.method, algorithm)
+                fields.get("response") == _expected_digest(fields, req.method, algorithm, user)
                 and fields.get("uri") == req.target
                 and fields.get("opaque") == OPAQUE
-                and fields.get("username") == "alice"
+                and (fields.get("username") or unquote(encoded)) == user
             )
             if good:
                 await conn.respond(200, [("x-nc", fields["nc"])], b"welcome")
@@ -52,6 +54,9 @@ async def app(req: ServerRequest, conn: ServerConnection) -> None:
             f'Digest realm="{REALM}", qop="auth,auth-int", algorithm={algorithm}, '
             f'nonce="{NONCE}", opaque="{OPAQUE}"'
         )
+        if "others" in query:  # one field, several challenges (RFC 9110 11.6.1)
+            challenge = f'Basic realm="first", {challenge}, Bearer realm="last"'
+
         await conn.respond(401, [("www-authenticate", challenge)], b"who are you?")
     elif path == "/redirect":
         await conn.respond(302, [("location", query["to"])], b"")
@@ -192,6 +197,23 @@ async def test_digest_remembers_the_last_challenged_origins_only(server: TestSer
             True,
             False,
         ]
+
+
+async def test_digest_among_other_challenges_of_one_field(server: TestServer) -> None:
+    async with Client(auth=DigestAuth("alice", "s3cret")) as client:
+        response = await client.get(f"{server.url}/digest/a?others=1")
+        assert (response.status_code, response.content) == (200, b"welcome")
+
+
+async def test_digest_user_name_outside_latin_1_is_sent_as_username_star(
+    server: TestServer,
+) -> None:
+    user = "用户"
+    async with Client(auth=DigestAuth(user, "s3cret")) as client:
+        response = await client.get(f"{server.url}/digest/a?user={user}")
+        assert (response.status_code, response.content) == (200, b"welcome")
+    sent = server.requests[-1].header("authorization") or ""
+    assert "username*=UTF-8''%E7%94%A8%E6%88%B7," in sent and "username=" not in sent
 
 
 async def test_digest_without_a_challenge_returns_the_401(server: TestServer) -> None:
