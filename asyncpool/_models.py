@@ -151,7 +151,9 @@ def _idna(host: str) -> str:
 def _str_value(value: object) -> str:
     """A field value as Headers keeps it: ``bytes`` are sent as given (kept decoded as
     Latin-1, which every writer encodes back byte for byte)."""
-    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):  # (str() of these is their repr)
+        return bytes(value).decode("latin-1")
+    return str(value)
 
 
 class Headers:
@@ -652,22 +654,28 @@ class Response:
 
     @property
     def encoding(self) -> str:
-        """The charset of the Content-Type header, else utf-8."""
+        """The charset of the Content-Type header when Python has a text encoding of that
+        name, else utf-8."""
         content_type = self.headers.get("content-type", "") or ""
         for param in content_type.split(";")[1:]:
             name, _, value = param.strip().partition("=")
             if name.lower() == "charset" and value:
                 charset = value.strip("\"' ")
                 try:
-                    codecs.lookup(charset)
+                    known = codecs.lookup(charset)
                 except LookupError:
+                    break
+                if not getattr(known, "_is_text_encoding", True):  # base64, zlib: bytes only
                     break
                 return charset
         return "utf-8"
 
     @property
     def text(self) -> str:
-        return self.content.decode(self.encoding, errors="replace")
+        try:
+            return self.content.decode(self.encoding, errors="replace")
+        except UnicodeError:  # a codec that takes no errors="replace" (idna, say)
+            return self.content.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
         return json.loads(self.content)

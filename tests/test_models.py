@@ -19,7 +19,7 @@ from asyncpool import URL, Headers, Request, Transport
 from asyncpool._conn_common import RetryHint
 from asyncpool._h1.protocol import PARSERS
 from asyncpool._models import _VALID_FIELDS
-from asyncpool.testing import MockServer, ServerConnection, ServerRequest, wait_until
+from asyncpool.testing import MockServer, Reply, ServerConnection, ServerRequest, wait_until
 from tests.servers import TestServer
 
 # -- URL --------------------------------------------------------------------------------------
@@ -167,6 +167,11 @@ def test_headers_are_case_insensitive_ordered_and_multi_valued() -> None:
     assert len(headers) == 3
     with pytest.raises(KeyError):
         headers["missing"]
+
+
+def test_header_values_of_any_bytes_like_type_are_their_bytes() -> None:
+    headers = Headers({"A": bytearray(b"\xe9t\xe9"), "B": memoryview(b"b"), "C": 3})
+    assert headers.items() == [("A", "été"), ("B", "b"), ("C", "3")]  # not "bytearray(b'...')"
 
 
 def test_headers_get_joins_every_field_of_the_name_in_order() -> None:
@@ -345,6 +350,28 @@ async def test_a_second_reader_of_a_body_fails_and_the_first_gets_it_all(second:
                     await response.aiter_bytes().__anext__()
             release.set()
         assert response.content == b"body"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("charset", "encoding"), [("latin-1", "latin-1"), ("nosuch", "utf-8"), ("base64", "utf-8")]
+)
+async def test_text_decodes_by_a_text_charset_else_utf8(charset: str, encoding: str) -> None:
+    # base64 is a codec Python knows, of bytes to bytes: .text raised LookupError.
+    reply = Reply(200, [("content-type", f"text/plain; charset={charset}")], "é".encode(encoding))
+    async with MockServer(routes={"/": reply}) as server, Transport(dial=server.dial) as pool:
+        response = await pool.round_trip(Request("GET", "http://example.test/"))
+        await response.aread()
+        assert (response.encoding, response.text) == (encoding, "é")
+
+
+@pytest.mark.anyio
+async def test_text_of_a_charset_that_takes_no_error_handler() -> None:
+    reply = Reply(200, [("content-type", "text/plain; charset=idna")], b"\xff")
+    async with MockServer(routes={"/": reply}) as server, Transport(dial=server.dial) as pool:
+        response = await pool.round_trip(Request("GET", "http://example.test/"))
+        await response.aread()
+        assert response.text == "\ufffd"  # utf-8's replacement, not idna's UnicodeError
 
 
 # -- errors -----------------------------------------------------------------------------------
