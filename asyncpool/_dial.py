@@ -9,6 +9,7 @@ SSL context is made."""
 from __future__ import annotations
 
 import ipaddress
+import math
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -91,7 +92,10 @@ async def _connect(
     host_port: str,
     trace: ClientTrace | None,
     local_host: str | None = None,
+    deadline: float = math.inf,
 ) -> anyio.abc.ByteStream:
+    """A TCP connection to the first of ``host``'s addresses that takes one; ``deadline``:
+    the dial's (a cancellation past it is the timeout, for ``connect_done``)."""
     last_error: OSError | None = None
     for address in await _resolve(host, port, host_port, trace):
         if trace and trace.connect_start:
@@ -103,6 +107,12 @@ async def _connect(
             if trace and trace.connect_done:
                 trace.connect_done("tcp", (address, port), exc)
             continue
+        except BaseException:  # cancelled: dial_timeout, or the caller; the hooks stay paired
+            if trace and trace.connect_done:
+                trace.connect_done(
+                    "tcp", (address, port), _connect_interrupted(host_port, deadline)
+                )
+            raise
         if trace and trace.connect_done:
             try:
                 trace.connect_done("tcp", (address, port), None)
@@ -144,9 +154,18 @@ async def _handshake(
     context: ssl.SSLContext,
     alpn_protocols: list[str] | None,
     trace: ClientTrace | None,
+    deadline: float = math.inf,
 ) -> TLSStream:
+    """``stream`` wrapped in TLS, or a TLSError; ``deadline``: the handshake's (a
+    cancellation past it is the timeout, for ``tls_handshake_done``)."""
+    if server_name.endswith("."):  # a fully qualified name: named and checked without its dot
+        server_name = server_name.rstrip(".")  # (as Go, curl and urllib3 do)
     if trace and trace.tls_handshake_start:
-        trace.tls_handshake_start()
+        try:
+            trace.tls_handshake_start()
+        except BaseException:
+            await anyio.aclose_forcefully(stream)
+            raise
     # Only on a context asyncpool made (None: the caller's, used as given). It may be shared by
     # Transports that offer different protocols: set this pool's again; wrap() copies them into
     # the new TLS connection before its first await.
@@ -162,8 +181,14 @@ async def _handshake(
         error = TLSError(f"certificate verify failed: {exc.verify_message}", host=host_port)
     except (ssl.SSLError, OSError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
         error = TLSError(f"handshake failed: {exc!r}", host=host_port)
+    except ValueError as exc:  # a name ssl refuses to send (".example", "")
+        error = TLSError(f"invalid TLS server name {server_name!r}: {exc}", host=host_port)
     except BaseException:  # cancelled (a timeout, the pool closing): the socket goes too
-        await anyio.aclose_forcefully(stream)
+        try:
+            if trace and trace.tls_handshake_done:
+                trace.tls_handshake_done(None, _handshake_interrupted(host_port, deadline))
+        finally:
+            await anyio.aclose_forcefully(stream)
         raise
     else:
         if trace and trace.tls_handshake_done:
@@ -173,10 +198,28 @@ async def _handshake(
                 await anyio.aclose_forcefully(tls)
                 raise
         return tls
-    if trace and trace.tls_handshake_done:
-        trace.tls_handshake_done(None, error)
-    await anyio.aclose_forcefully(stream)
+    try:
+        if trace and trace.tls_handshake_done:
+            trace.tls_handshake_done(None, error)
+    finally:
+        await anyio.aclose_forcefully(stream)
     raise error from error.__context__
+
+
+def _connect_interrupted(host_port: str, deadline: float) -> OSError:
+    """What ``connect_done`` gets for a connect cancelled before its end, as Go's hook gets
+    the context's error: past the dial's ``deadline`` a timeout, else a cancellation (the
+    pool closing)."""
+    if anyio.current_time() >= deadline:
+        return ConnectTimeout("no connection within dial_timeout", host=host_port)
+    return ConnectionAbortedError("the dial was cancelled")
+
+
+def _handshake_interrupted(host_port: str, deadline: float) -> TLSError:
+    """What ``tls_handshake_done`` gets for a handshake cancelled before its end."""
+    if anyio.current_time() >= deadline:
+        return TLSError("no TLS handshake within tls_handshake_timeout", host=host_port)
+    return TLSError("the TLS handshake was cancelled", host=host_port)
 
 
 async def dial(
@@ -208,7 +251,9 @@ async def dial(
         elif uds is not None:
             stream = await _connect_unix(uds, host_port, trace)
         else:
-            stream = await _connect(host, port, host_port, trace, local_address)
+            stream = await _connect(
+                host, port, host_port, trace, local_address, dial_scope.deadline
+            )
     if stream is None and not dial_scope.cancelled_caught:
         raise TypeError(f"the dial function {dial_func!r} returned None, not a byte stream")
     if stream is None:
@@ -218,10 +263,11 @@ async def dial(
     if scheme == "https":
         assert ssl_context is not None
         tls: TLSStream | None = None
-        with anyio.move_on_after(tls_handshake_timeout):
+        with anyio.move_on_after(tls_handshake_timeout) as tls_scope:
             tls = await _handshake(
-                stream, server_name, host_port, ssl_context, alpn_protocols, trace
-            )
+                stream, server_name, host_port, ssl_context, alpn_protocols, trace,
+                tls_scope.deadline,
+            )  # fmt: skip
         if tls is None:
             await anyio.aclose_forcefully(stream)
             raise TLSHandshakeTimeout(

@@ -288,10 +288,11 @@ async def dial_through(
         from anyio.streams.tls import TLSAttribute, TLSStream
 
         tls: TLSStream | None = None
-        with anyio.move_on_after(tls_handshake_timeout):
+        with anyio.move_on_after(tls_handshake_timeout) as tls_scope:
             tls = await _handshake(
-                stream, server_name, host_port, ssl_context(), alpn_protocols, trace
-            )
+                stream, server_name, host_port, ssl_context(), alpn_protocols, trace,
+                tls_scope.deadline,
+            )  # fmt: skip
         if tls is None:
             await anyio.aclose_forcefully(stream)
             raise TLSHandshakeTimeout(

@@ -177,6 +177,117 @@ async def test_tls_handshake_timeout(silent_server: int, tls: TLSFixture) -> Non
         assert pool.stats().total == 0
 
 
+class EOFWatcher:
+    """A TCP server that sends ``greeting`` to each client, then waits for the client to
+    close: ``closed`` counts the clients that did."""
+
+    def __init__(self, greeting: bytes = b"") -> None:
+        self.greeting = greeting
+        self.closed = 0
+        self.changed = anyio.Event()
+
+    async def handle(self, stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            if self.greeting:
+                await stream.send(self.greeting)
+            try:
+                while await stream.receive():
+                    pass
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                pass
+        self.closed += 1
+        self.changed.set()
+
+
+@pytest.fixture
+async def eof_watcher(anyio_backend: str) -> AsyncIterator[tuple[EOFWatcher, int]]:
+    watcher = EOFWatcher()
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, watcher.handle)
+        yield watcher, listener.extra(anyio.abc.SocketAttribute.local_port)
+        tg.cancel_scope.cancel()
+
+
+class HookFailed(Exception):
+    pass
+
+
+def fail(*args: object) -> None:
+    raise HookFailed
+
+
+@pytest.mark.parametrize("hook", ["tls_handshake_start", "tls_handshake_done"])
+async def test_a_tls_hook_that_raises_closes_the_socket(
+    eof_watcher: tuple[EOFWatcher, int], tls: TLSFixture, hook: str
+) -> None:
+    watcher, port = eof_watcher
+    watcher.greeting = b"HTTP/1.1 400 Bad Request\r\n\r\n"  # not TLS: the handshake fails
+    trace = asyncpool.ClientTrace(**{hook: fail})
+    async with Transport(tls_config=tls.client_context) as pool:
+        with pytest.raises(HookFailed):
+            await pool.round_trip(Request("GET", f"https://127.0.0.1:{port}/", trace=trace))
+        with anyio.fail_after(5):
+            await watcher.changed.wait()  # the socket was left open before
+        assert watcher.closed == 1
+
+
+async def test_the_done_hooks_of_a_timed_out_phase_fire(
+    silent_server: int, tls: TLSFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Go's ConnectDone and TLSHandshakeDone fire with the error when a phase times out;
+    their start hooks fired alone here, and a span or waterfall kept them open."""
+    events: list[tuple[str, object]] = []
+    trace = asyncpool.ClientTrace(
+        connect_done=lambda network, address, error: events.append(("connect", error)),
+        tls_handshake_done=lambda ssl_object, error: events.append(("tls", error)),
+    )
+    async with Transport(tls_config=tls.client_context, tls_handshake_timeout=0.05) as pool:
+        with pytest.raises(asyncpool.TLSHandshakeTimeout):
+            url = f"https://127.0.0.1:{silent_server}/"
+            await pool.round_trip(Request("GET", url, trace=trace))
+    assert [kind for kind, _ in events] == ["connect", "tls"]
+    error = events[1][1]
+    assert isinstance(error, asyncpool.TLSError) and "tls_handshake_timeout" in str(error)
+
+    async def stalled_connect(*args: object) -> anyio.abc.ByteStream:
+        await anyio.sleep_forever()
+        raise AssertionError  # pragma: no cover
+
+    monkeypatch.setattr("asyncpool._dial._connect_tcp", stalled_connect)
+    events.clear()
+    async with Transport(dial_timeout=0.05) as pool:
+        with pytest.raises(asyncpool.ConnectTimeout):
+            await pool.round_trip(Request("GET", "http://127.0.0.1:9/", trace=trace))
+    async with Transport() as pool:
+        with anyio.move_on_after(0):  # the caller gives up; its dial goes on in the pool
+            await pool.round_trip(Request("GET", "http://127.0.0.1:9/", trace=trace))
+        assert pool.stats().dialing == 1
+    # ... until the pool closes: cancelled, not timed out
+    assert isinstance(events[0][1], asyncpool.ConnectTimeout)
+    assert isinstance(events[1][1], ConnectionAbortedError)
+
+
+async def test_a_fully_qualified_name_is_checked_without_its_dot(
+    tls_server: TestServer, tls: TLSFixture
+) -> None:
+    async def to_the_server(host: str, port: int) -> anyio.abc.ByteStream:
+        return await anyio.connect_tcp("127.0.0.1", tls_server.port)
+
+    async with Transport(tls_config=tls.client_context, dial=to_the_server) as pool:
+        response = await pool.round_trip(Request("GET", "https://localhost./"))
+        assert await response.aread() == b"hello"  # the certificate names "localhost"
+
+
+async def test_a_server_name_ssl_refuses_is_a_tls_error(tls_server: TestServer) -> None:
+    async def to_the_server(host: str, port: int) -> anyio.abc.ByteStream:
+        return await anyio.connect_tcp("127.0.0.1", tls_server.port)
+
+    async with Transport(dial=to_the_server) as pool:
+        with pytest.raises(asyncpool.TLSError, match=r"invalid TLS server name '\.localhost'"):
+            await pool.round_trip(Request("GET", "https://.localhost/"))
+
+
 async def test_sni_hostname_overrides_the_tls_server_name(
     tls_server: TestServer, tls: TLSFixture
 ) -> None:
