@@ -46,7 +46,8 @@ CHECKPOINT_EVERY = 64
 
 
 class SendRefused(anyio.BrokenResourceError):
-    """``send`` found the connection already lost: not a byte of its data went out.
+    """``send`` found the connection already lost (or, on a pooled connection, the server's
+    end of stream): not a byte of its data went out.
 
     A request whose every send was refused never reached the server, so it may be retried
     (Go counts the bytes a connection actually wrote). The asyncio loop may learn of a close
@@ -72,6 +73,11 @@ class SendsNowait:
         (asyncio's transport keeps them and sends them later; a stream whose ``send_nowait``
         returns the rest holds none)."""
         return False
+
+    def allow_half_close(self) -> None:
+        """The stream left the pool (a tunnel, a switch of protocols): it sends on after the
+        peer's end of stream, as a socket does (a pooled connection's sends are refused
+        then, see ``SendRefused``)."""
 
 
 class _Protocol(asyncio.Protocol):
@@ -128,7 +134,9 @@ class _Protocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True
         self._wake_reader()
-        return False  # close the transport
+        # The write side stays open, as a socket's: a stream handed over may send on (see
+        # allow_half_close). A pooled connection's reader closes it on the end of stream.
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
@@ -168,6 +176,7 @@ class AsyncioSocketStream(SendsNowait, anyio.abc.SocketStream):
         self._transport = transport
         self._protocol = protocol
         self._closed = False
+        self._send_after_eof = False  # (allow_half_close)
         # Calls in a row that returned without waiting, per direction (see CHECKPOINT_EVERY).
         self._unchecked = 0
         self._send_unchecked = 0
@@ -233,10 +242,18 @@ class AsyncioSocketStream(SendsNowait, anyio.abc.SocketStream):
         buffers it all). Raises, before a byte is handed over, as ``send`` does."""
         if self._closed:
             raise anyio.ClosedResourceError
-        if self._protocol.error is not None or self._transport.is_closing():
-            raise SendRefused from self._protocol.error
+        protocol = self._protocol
+        if (
+            protocol.error is not None
+            or self._transport.is_closing()
+            or (protocol.eof and not self._send_after_eof)  # the server is gone: not retried
+        ):
+            raise SendRefused from protocol.error
         self._transport.write(item)
         return b""
+
+    def allow_half_close(self) -> None:
+        self._send_after_eof = True
 
     def unflushed(self) -> bool:
         return bool(self._transport.get_write_buffer_size())

@@ -265,6 +265,33 @@ async def test_connect_opens_a_tunnel(http1_parser: str) -> None:
         await server.wait_for_connections_closed()
 
 
+async def test_a_tunnel_sends_on_after_the_server_half_closes(http1_parser: str) -> None:
+    # On asyncio, the server's FIN closed the whole socket: the write after it failed.
+    received: list[bytes] = []
+    done = anyio.Event()
+
+    async def half_closing(req: ServerRequest, conn: ServerConnection) -> None:
+        await conn.send_raw(b"HTTP/1.1 200 Connection established\r\n\r\nbye\n")
+        await conn._stream.send_eof()  # done writing, still reading
+        try:
+            while True:
+                received.append(await conn._stream.receive())
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            done.set()
+
+    async with open_server(half_closing) as server, asyncpool.Transport() as pool:
+        request = asyncpool.Request("CONNECT", server.url, target="example.com:443")
+        tunnel = (await pool.round_trip(request)).upgrade_stream()
+        assert await tunnel.read(100) == b"bye\n"
+        assert await tunnel.read(100) == b""  # the server's end of stream
+        await tunnel.write(b"still talking")
+        await tunnel.send_eof()
+        with anyio.fail_after(5):
+            await done.wait()
+        assert b"".join(received) == b"still talking"
+        await tunnel.aclose()
+
+
 async def test_a_refused_connect_is_a_plain_response(http1_parser: str) -> None:
     async with open_server(tunnel_handler) as server, asyncpool.Transport() as pool:
         request = asyncpool.Request("CONNECT", server.url, target="refuse.example:443")

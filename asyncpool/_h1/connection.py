@@ -832,6 +832,8 @@ class HTTP11Connection:
             return  # the caller gave up meanwhile
         settled = self._new_event()
         leading = self._protocol.switched_data()
+        if self._nowait_stream is not None:
+            self._nowait_stream.allow_half_close()  # its owner may send after the server's FIN
         self._upgraded = UpgradeStream(self._stream, leading, self.host_port, settled)
         self.close(CloseReason.UPGRADED)  # stops the writer; the owner frees the host slot
         exchange.deliver(head, b"")
