@@ -41,7 +41,7 @@ class UpgradeStream(anyio.abc.ByteStream):
         self, stream: anyio.abc.ByteStream, leading: bytes, host_port: str, settled: Event
     ) -> None:
         self._stream = stream
-        self._leading = leading  # received with the head, not read yet
+        self._leading = memoryview(leading)  # received with the head, not read yet
         self._host_port = host_port
         self._settled = settled  # set once taken or given up: the reader task waits for it
         self._taken = False
@@ -77,15 +77,16 @@ class UpgradeStream(anyio.abc.ByteStream):
     # -- anyio.abc.ByteStream ---------------------------------------------------------------
 
     async def receive(self, max_bytes: int = _DEFAULT_READ) -> bytes:
-        leading = self._leading
-        if leading:
-            if self._closed:
-                raise anyio.ClosedResourceError
+        if self._leading:
             from anyio.lowlevel import checkpoint  # rare: bytes that came with the 101 head
 
             await checkpoint()
-            self._leading = leading[max_bytes:]
-            return leading[:max_bytes]
+            if self._closed:
+                raise anyio.ClosedResourceError
+            leading = self._leading  # a view: read in small pieces, it is not copied again
+            if leading:
+                self._leading = leading[max_bytes:]
+                return bytes(leading[:max_bytes])
         return await self._stream.receive(max_bytes)
 
     async def send(self, item: bytes) -> None:
@@ -96,7 +97,7 @@ class UpgradeStream(anyio.abc.ByteStream):
 
     async def aclose(self) -> None:
         self._closed = True
-        self._leading = b""
+        self._leading = memoryview(b"")
         self._settled.set()
         await self._stream.aclose()
 

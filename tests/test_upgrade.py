@@ -108,7 +108,9 @@ async def test_bytes_right_after_the_101_head_come_first(http1_parser: str) -> N
         frame = encode_frame(TEXT, GREETING, mask=False)
         # They came in the head's read: handed out first, in pieces as asked.
         assert await stream.read(3) == frame[:3]
-        assert await stream.receive(1000) == frame[3:]
+        piece = await stream.receive(1)
+        assert (type(piece), piece) == (bytes, frame[3:4])
+        assert await stream.receive(1000) == frame[4:]
         await echo_once(stream, b"after the greeting")
         await stream.aclose()
 
@@ -154,6 +156,8 @@ async def test_the_transport_closes_a_stream_nobody_took(http1_parser: str) -> N
         async with asyncpool.Transport() as pool:
             response = await handshake(pool, server)
         await server.wait_for_connections_closed()
+        with pytest.raises(RuntimeError, match="closed"):  # not a stream that seems open
+            response.upgrade_stream()
         await response.aclose()
 
 

@@ -714,6 +714,8 @@ class HTTP11Connection:
                 queued.fail(self._error_for(queued))
             upgraded = self._upgraded
             if upgraded is None or not upgraded.taken:
+                if upgraded is not None:
+                    upgraded._abandon()  # closed here: upgrade_stream() says so, from now on
                 await anyio.aclose_forcefully(self._stream)
 
     async def _read_response(self, exchange: _Exchange, data: bytes) -> bool:
