@@ -36,6 +36,8 @@ from tests.servers import TestServer
         # A host with a space went into the Host field and, to a proxy, the request line.
         ("http://internal host/", "its host 'internal host' holds whitespace"),
         ("http://a\x0bb/", "holds whitespace or control"),
+        ("http://a\x00b/", "holds whitespace or control"),
+        ("http://[fe80::1%25\x00x]/", "holds whitespace or control"),
         ("http://[v1.x]/", "IPvFuture addresses are not supported"),
         ("http://[fe80::1%eth0]/", "written %25 and its name"),
     ],
