@@ -7,9 +7,16 @@ stores (issue 25).
 - A ``Domain`` attribute on a cookie from an IP address must be that address (RFC 6265 §5.1.3:
   an IP address domain-matches only itself); ``Domain=0.0.1`` from 127.0.0.1 is refused.
 - A ``Domain`` that is a public suffix (``co.uk``, ``github.io``) is refused, unless it is the
-  request's host itself (RFC 6265 §5.3 step 5), when a Public Suffix List is installed:
-  ``publicsuffixlist`` or else ``publicsuffix2``. Without either, http.cookiejar's own
-  heuristics (``.co.uk``-style two-letter second-level domains) are all there is.
+  request's host itself, when the cookie is for that host only (RFC 6265 §5.3 step 5), when
+  a Public Suffix List is installed: ``publicsuffixlist`` or else ``publicsuffix2``. Without
+  either, http.cookiejar's own heuristics (``.co.uk``-style two-letter second-level domains)
+  are all there is.
+- A cookie set already expired deletes the stored one only where the response could have
+  set it: http.cookiejar deletes it before its policy is asked, so any site could delete
+  any other's cookies (``store_cookies`` asks the policy first, for a plain jar).
+- An attribute that cannot be used is ignored, not the whole cookie (RFC 6265 §5.2, as Go):
+  an empty ``Domain``, a ``Max-Age`` that is no integer, a ``Path`` not starting with ``/``.
+- The jar sees a request's host as DNS is asked it (IDNA), without the URL's userinfo.
 
 ``cookie_header`` builds the ``Cookie`` field and skips any stored cookie it could not send
 (a jar of one's own, with its own policy, or cookies set on the jar directly).
@@ -22,6 +29,7 @@ the urllib shapes the jar speaks.
 
 from __future__ import annotations
 
+import contextlib
 import email.message
 import http.cookiejar
 import ipaddress
@@ -113,8 +121,13 @@ class CookiePolicy(DefaultCookiePolicy):
             ip = _ip(host)
             if ip is not None and _ip(domain) != ip:
                 return False  # an IP address domain-matches only itself (RFC 6265 §5.1.3)
-            if ip is None and domain != host and is_public_suffix(domain):
-                return False
+            if ip is None and is_public_suffix(domain):
+                if domain != host:
+                    return False
+                # The public suffix's own host: a cookie for that host only (§5.3 step 5),
+                # not for every name under the suffix.
+                cookie.domain, cookie.domain_specified = host, False
+                cookie.domain_initial_dot = False
         return super().set_ok_domain(cookie, request)
 
     def return_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
@@ -154,10 +167,12 @@ def cookie_header(jar: CookieJar, request: urllib.request.Request) -> str | None
 
 
 class CookieRequest(urllib.request.Request):
-    """A Request as the jar reads it: URL, method and header fields."""
+    """A Request as the jar reads it: URL (its host in IDNA, with no userinfo: the jar would
+    take ``user:password@host`` for the host), method and header fields."""
 
     def __init__(self, request: Request) -> None:
-        super().__init__(request.url.url, method=request.method)
+        url = request.url
+        super().__init__(f"{url.scheme}://{url.host_header}{url.target}", method=request.method)
         for name, value in request.headers.items():
             self.add_unredirected_header(name, value)
 
@@ -171,8 +186,19 @@ class CookieResponse:
     def info(self) -> email.message.Message:
         message = email.message.Message()
         for name, value in self._headers.items():
+            if name.lower() == "set-cookie":
+                value = _UNUSABLE_ATTRIBUTE.sub("", value)
             message[name] = value
         return message
+
+
+# Attributes http.cookiejar would drop the whole cookie for (an empty Domain, a Max-Age that
+# is no integer) or keep as they are (a relative Path, which no request path matches): RFC
+# 6265 §5.2 ignores them, and keeps the cookie.
+_UNUSABLE_ATTRIBUTE = re.compile(
+    r";\s*(?:domain\s*=\s*(?=;|$)|max-age\s*=(?!\s*-?\d+\s*(?:;|$))[^;]*|path\s*=(?!\s*/)[^;]*)",
+    re.IGNORECASE,
+)
 
 
 def new_jar(cookies: Mapping[str, str] | None = None) -> CookieJar:
@@ -184,8 +210,38 @@ def new_jar(cookies: Mapping[str, str] | None = None) -> CookieJar:
 
 
 def store_cookies(jar: CookieJar, headers: Headers, request: CookieRequest) -> None:
-    """Store what the response fields ``headers`` to ``request`` set, as the jar's policy lets."""
-    jar.extract_cookies(CookieResponse(headers), request)  # type: ignore[arg-type]
+    """Store what the response fields ``headers`` to ``request`` set, as the jar's policy
+    lets, deletions too (see the module docstring; a jar of one's own does as it does)."""
+    response = CookieResponse(headers)
+    if not is_plain_jar(jar):
+        jar.extract_cookies(response, request)  # type: ignore[arg-type]
+        return
+    policy: http.cookiejar.CookiePolicy = jar._policy  # type: ignore[attr-defined]
+    scratch = _DeletionsNoted(policy)
+    cookies = scratch.make_cookies(response, request)  # type: ignore[arg-type]
+    for domain, path, name in scratch.deletions:
+        probe = _session_cookie(name, "", domain=domain, path=path)
+        if policy.set_ok(probe, request):
+            with contextlib.suppress(KeyError):
+                jar.clear(domain, path, name)
+    for cookie in cookies:
+        if policy.set_ok(cookie, request):
+            jar.set_cookie(cookie)
+
+
+class _DeletionsNoted(CookieJar):
+    """A jar to make a response's cookies with: the deletions the response asks for (a
+    cookie set already expired) are noted, for the policy to allow, not made."""
+
+    def __init__(self, policy: http.cookiejar.CookiePolicy) -> None:
+        super().__init__(policy)
+        self.deletions: list[tuple[str, str, str]] = []
+
+    def clear(
+        self, domain: str | None = None, path: str | None = None, name: str | None = None
+    ) -> None:
+        assert domain is not None and path is not None and name is not None
+        self.deletions.append((domain, path, name))
 
 
 _JAR_METHODS = ("add_cookie_header", "extract_cookies", "make_cookies", "_cookies_for_request")
@@ -200,17 +256,17 @@ def is_plain_jar(jar: CookieJar) -> bool:
     )
 
 
-def _session_cookie(name: str, value: str) -> Cookie:
+def _session_cookie(name: str, value: str, *, domain: str = "", path: str = "/") -> Cookie:
     return Cookie(
         version=0,
         name=name,
         value=value,
         port=None,
         port_specified=False,
-        domain="",
-        domain_specified=False,
-        domain_initial_dot=False,
-        path="/",
+        domain=domain,
+        domain_specified=domain.startswith("."),  # as http.cookiejar makes a Domain's
+        domain_initial_dot=domain.startswith("."),
+        path=path,
         path_specified=True,
         secure=False,
         expires=None,

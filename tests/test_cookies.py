@@ -177,3 +177,53 @@ async def test_ordinary_cookies_are_stored_and_sent(cookie_server: TestServer) -
         await client.get(set_url(base, *values))
         got = await sent(client, f"{base}/inspect")
         assert sorted(got.split("; ")) == ["__Host-id=a%20b-c_d.e~f", 'q="quoted"']
+
+
+# -- deletions, attributes, hosts --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("own_jar", [False, True])
+async def test_a_site_cannot_delete_another_sites_cookies(own_jar: bool) -> None:
+    """http.cookiejar deletes the cookie an expired one names before its policy is asked:
+    any site could log the user out of any other."""
+    jar = CookieJar() if own_jar else None
+    async with any_host() as client:
+        if jar is not None:
+            client.cookies = jar
+        await client.get(set_url("http://bank.test", b"sid=secret; Domain=bank.test; Path=/"))
+        await client.get(set_url("http://evil.test", b"sid=; Domain=bank.test; Max-Age=0"))
+        await client.get(set_url("http://evil.test", b"sid=; Path=/; Max-Age=0"))  # its own
+        assert await sent(client, "http://www.bank.test/inspect") == "sid=secret"
+        # The site itself still can.
+        await client.get(set_url("http://bank.test", b"sid=; Domain=bank.test; Max-Age=0"))
+        assert await sent(client, "http://www.bank.test/inspect") == "-"
+
+
+@needs_list
+async def test_a_public_suffix_host_naming_itself_sets_a_host_only_cookie() -> None:
+    async with any_host() as client:
+        tok = b"tok=secret; Domain=s3.amazonaws.com; Path=/"
+        await client.get(set_url("http://s3.amazonaws.com", tok))
+        assert await sent(client, "http://s3.amazonaws.com/inspect") == "tok=secret"
+        assert await sent(client, "http://victim.s3.amazonaws.com/inspect") == "-"
+
+
+async def test_an_unusable_attribute_is_ignored_not_the_cookie() -> None:
+    async with any_host() as client:
+        cookies = (b"a=1; Domain=; Path=/", b"b=2; Max-Age=3600s; Path=/", b"c=3; Path=dir")
+        await client.get(set_url("http://example.test", *cookies))
+        got = await sent(client, "http://example.test/inspect")
+        assert sorted(got.split("; ")) == ["a=1", "b=2", "c=3"]  # c: the default path
+        assert await sent(client, "http://other.example.test/inspect") == "-"  # a: host-only
+
+
+async def test_the_hosts_cookies_whatever_the_urls_userinfo_or_script() -> None:
+    async with any_host() as client:
+        await client.get(
+            set_url("http://alice:s3cret@a.test", b"h=1; Path=/", b"d=2; Domain=a.test")
+        )
+        assert sorted((await sent(client, "http://a.test/inspect")).split("; ")) == ["d=2", "h=1"]
+        assert all("s3cret" not in cookie.domain for cookie in client.cookies)
+        await client.get(set_url("http://bücher.example", b"u=1; Path=/"))
+        assert await sent(client, "http://xn--bcher-kva.example/inspect") == "u=1"
+        assert await sent(client, "http://bücher.example/inspect") == "u=1"
