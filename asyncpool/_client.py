@@ -59,7 +59,6 @@ DEFAULT_READ_TIMEOUT = 30.0
 # 10 s fit in it).
 DEFAULT_DIAL_TIMEOUT = 10.0
 DEFAULT_POOL_TIMEOUT = 30.0
-_SLURP_LIMIT = 2048  # a redirect body this small is read so the connection can be reused (Go)
 
 Params = Mapping[str, str | int | float] | None
 CheckRedirect = Callable[[Request, list[Request]], object]
@@ -406,7 +405,7 @@ class Client:
             except BaseException:
                 await response.aclose()
                 raise
-            await _discard(response)
+            await response._close_unread()
             if history is None:
                 history = []
             history.append(response)
@@ -439,7 +438,7 @@ class Client:
                 except BaseException:
                     await response.aclose()
                     raise
-                await _discard(response)
+                await response._close_unread()
         finally:
             flow.close()
 
@@ -618,15 +617,6 @@ def _copy(request: Request) -> Request:
 def _default(headers: Headers, name: str, value: str) -> None:
     if name not in headers:
         headers[name] = value
-
-
-async def _discard(response: Response) -> None:
-    """Close a redirect response; read it first when small, so its connection is reused."""
-    length = response.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) <= _SLURP_LIMIT:
-        with contextlib.suppress(Exception):
-            await response.aread()
-    await response.aclose()
 
 
 def _sets_cookie2(headers: Headers, jar: CookieJar) -> bool:

@@ -61,6 +61,7 @@ class URL:
 # length are kept: a server can make a client follow redirects to fresh, huge URLs, and a cache
 # of those would outlive every request and Client (1,024 entries of at most 2 KiB here).
 CACHED_URL_MAX = 2048
+SLURP_LIMIT = 2048  # bytes of a response nobody reads taken to keep its connection (Go's 2 KiB)
 _shared_url = functools.lru_cache(maxsize=1024)(URL)
 
 
@@ -439,7 +440,7 @@ class Request:
     def is_replayable(self) -> bool:
         """Go's isReplayable: the method is idempotent (or an idempotency key says so) and the
         body can be sent again."""
-        if isinstance(self.content, AsyncIterable):
+        if not self.body_is_rewindable:
             return False
         if self.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
             return True
@@ -447,7 +448,11 @@ class Request:
 
     @property
     def body_is_rewindable(self) -> bool:
-        return not isinstance(self.content, AsyncIterable)
+        """The body can be sent again: bytes, or an async iterable that says it iterates
+        from its start each time (a true ``rewindable``, as the Client's multipart bodies of
+        bytes and seekable files)."""
+        content = self.content
+        return not isinstance(content, AsyncIterable) or getattr(content, "rewindable", False)
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.url.url}>"
@@ -590,6 +595,22 @@ class Response:
             self._closed = True  # read to the end: the connection is back in the pool
             self._content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return self._content
+
+    async def _close_unread(self) -> None:
+        """Close a response nobody reads (a redirect's, a retried one), reading it first when
+        it is short or of unknown length, up to ``SLURP_LIMIT`` bytes, so that its connection
+        is reused (as Go's Client does)."""
+        length = self.headers.get("content-length")
+        if length is None or (length.isdigit() and int(length) <= SLURP_LIMIT):
+            read = 0
+            try:
+                async for chunk in self.aiter_bytes():
+                    read += len(chunk)
+                    if read > SLURP_LIMIT:
+                        break
+            except Exception:  # (HTTPError, or read already): it is closed below all the same
+                pass
+        await self.aclose()
 
     def _start_read(self) -> None:
         """The body has one reader at a time: a second one, in another task, would wait on

@@ -10,6 +10,7 @@ percent-encoded."""
 
 from __future__ import annotations
 
+import inspect
 import io
 import mimetypes
 import os
@@ -50,10 +51,17 @@ class _Part:
             self.size: int | None = len(content)
             return
         self.size = None
+        read = getattr(content, "read", None)
+        if not callable(read) or inspect.iscoroutinefunction(read):
+            raise TypeError(
+                f"a file in files= is bytes, str or a file object read without await, not "
+                f"{content!r} (read an async file into bytes first)"
+            )
         try:
             if content.seekable() and isinstance(content, (io.RawIOBase, io.BufferedIOBase)):
                 self.start = content.tell()
-                self.size = content.seek(0, os.SEEK_END) - self.start
+                # (a file positioned past its end has nothing left to send)
+                self.size = max(0, content.seek(0, os.SEEK_END) - self.start)
                 content.seek(self.start)
         except (AttributeError, OSError, ValueError):
             self.size = None
@@ -71,8 +79,9 @@ class _Part:
 
 class MultipartStream:
     """An async iterable of the body's bytes, iterable again while its files can be rewound
-    (bytes, seekable files). ``content_type`` carries the boundary; ``content_length`` is
-    None when a file's size is unknown."""
+    (bytes, seekable files): then ``rewindable``, and a request with it may be sent again
+    (a retry, a 307 or 308, an auth flow). ``content_type`` carries the boundary;
+    ``content_length`` is None when a file's size is unknown."""
 
     def __init__(
         self,
@@ -83,6 +92,9 @@ class MultipartStream:
         self.boundary = boundary or os.urandom(16).hex()
         self._parts = [*self._data_parts(data or {}), *self._file_parts(files)]
         self.content_type = f"multipart/form-data; boundary={self.boundary}"
+        self.rewindable = all(
+            isinstance(part.content, bytes) or part.start is not None for part in self._parts
+        )
         sizes = [part.size for part in self._parts]
         self.content_length: int | None = None
         if all(size is not None for size in sizes):

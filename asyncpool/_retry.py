@@ -67,7 +67,6 @@ __all__ = ["Retry", "RetryBudget", "RetryStats", "parse_retry_after"]
 
 CONNECT_ERRORS = (ConnectError, ConnectTimeout, TLSHandshakeTimeout)
 READ_ERRORS = (ReadError, WriteError, ReadTimeout, ResponseHeaderTimeout)
-_SLURP_LIMIT = 2048  # a retried response this small is read so its connection is reused
 _SLICES = 10  # the budget's window is kept as this many slices
 
 
@@ -255,7 +254,7 @@ class Retrier:
                     host=request.url.host_header,
                     response=response,
                 )
-                await _discard(response)
+                await response._close_unread()
             attempt += 1
             trace = transport._trace_for(request)
             if trace and trace.request_retried:
@@ -316,14 +315,3 @@ class Retrier:
             return None
         seconds = parse_retry_after(value, self.now())
         return None if seconds is None else min(seconds, self.policy.retry_after_max)
-
-
-async def _discard(response: Response) -> None:
-    """Close a response retried; read it first when small, so its connection is reused."""
-    length = response.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) <= _SLURP_LIMIT:
-        try:
-            await response.aread()
-        except Exception:
-            pass
-    await response.aclose()

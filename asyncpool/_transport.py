@@ -680,7 +680,7 @@ class Transport:
     def _prepare_body(self, response: Response, host: str, asked_compression: bool) -> None:
         """Decode what the server compressed because we asked, and bound what is read."""
         decoded = encoding = None
-        if asked_compression:
+        if asked_compression and response.status_code not in (204, 304):  # (bodiless: as is)
             encoding = response.headers.get("content-encoding")
             made = decoding_stream(response._stream, encoding, host) if encoding else None
             if made is not None:

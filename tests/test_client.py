@@ -12,6 +12,7 @@ import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -40,6 +41,14 @@ async def app(req: ServerRequest, conn: ServerConnection) -> None:
         await conn.read_body()
         code = int(path.rsplit("/", 1)[1])
         await conn.respond(code, [("location", query.get("to", "/inspect"))], b"moved")
+    elif path == "/chunked-redirect":  # ?n=K: K redirects with a chunked body each, then 200
+        left = int(query["n"])
+        if not left:
+            await conn.respond(200, [], b"arrived")
+            return
+        await conn.send_head(302, [("location", f"/chunked-redirect?n={left - 1}")])
+        await conn.send_data(b"moved")
+        await conn.end()
     elif path == "/inspect":  # how the request arrived, as JSON
         body = await conn.read_body()
         echo = {"method": req.method, "target": req.target, "body": body.decode()}
@@ -207,6 +216,13 @@ async def test_an_empty_gzip_body_is_empty_not_a_decoding_error(
         response = await client.get(f"{server.url}/empty-gzip/{code}")
         assert (response.status_code, response.content) == (code, b"")
         assert client.transport.stats().in_use == 0
+        # A response that can have no body keeps its fields, as in Go: a 304's Content-Encoding
+        # is the cached representation's.
+        bodiless = code in (204, 304)
+        assert ("content-encoding" in response.headers, response.uncompressed) == (
+            bodiless,
+            not bodiless,
+        )
 
 
 async def test_a_gzip_body_of_several_members_is_decoded_in_full(server: TestServer) -> None:
@@ -268,6 +284,30 @@ async def test_307_with_a_body_that_cannot_be_replayed_fails_clearly(server: Tes
         with pytest.raises(asyncpool.RedirectError, match="cannot be replayed"):
             await client.post(f"{server.url}/redirect/307", content=once())
         assert client.transport.stats().in_use == 0
+
+
+async def test_redirect_bodies_of_unknown_length_are_read_to_keep_the_connection(
+    server: TestServer,
+) -> None:
+    # Go's Client reads up to 2 KiB of a redirect's body whatever its length: one connection.
+    async with Client() as client:
+        response = await client.get(f"{server.url}/chunked-redirect?n=5")
+        assert (response.text, len(response.history)) == ("arrived", 5)
+        assert client.transport.stats().dials == 1
+
+
+async def test_a_multipart_body_of_bytes_and_files_is_sent_again(
+    server: TestServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"from a file")
+    async with Client() as client:
+        with path.open("rb") as file:
+            files = {"f": file, "g": ("g.bin", b"bytes")}
+            response = await client.post(f"{server.url}/redirect/307", files=files)
+    assert response.request.url.target == "/inspect"
+    body = response.json()["body"]
+    assert "from a file" in body and "bytes" in body
 
 
 async def test_too_many_redirects(server: TestServer) -> None:

@@ -198,3 +198,30 @@ def test_a_part_header_with_a_line_break_is_refused(file: Any) -> None:
     LF in them started another header or another part (form field injection)."""
     with pytest.raises(ValueError, match="CR, LF or NUL"):
         MultipartStream({}, {"upload": file})
+
+
+async def test_an_async_file_or_iterable_is_refused_up_front() -> None:
+    # Accepted before, they failed mid-request (an AttributeError, a coroutine never awaited).
+    class AsyncFile:
+        async def read(self, size: int = -1) -> bytes:
+            return b""  # pragma: no cover - never called
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"x"  # pragma: no cover - never iterated
+
+    for content in (AsyncFile(), chunks()):
+        with pytest.raises(TypeError, match="read without await"):
+            MultipartStream({}, {"f": content})  # type: ignore[dict-item]
+
+
+async def test_a_file_read_past_its_end_has_nothing_left_to_send() -> None:
+    file = io.BytesIO(b"data")
+    file.seek(10)
+    stream = MultipartStream({}, {"f": file}, "B")
+    body = b"".join([chunk async for chunk in stream])
+    assert len(body) == stream.content_length  # it counted -6 bytes for the file before
+
+
+def test_only_bytes_and_seekable_files_make_a_rewindable_body() -> None:
+    assert MultipartStream({"a": "1"}, {"f": b"x", "g": io.BytesIO(b"y")}).rewindable
+    assert not MultipartStream({}, {"p": Pipe(b"z")}).rewindable
