@@ -216,7 +216,14 @@ class Client:
         request = self._build_request(method, url, params, headers, content, data, files, json)
         limit = self.timeout if timeout is UNSET else timeout
         if limit is None:  # no cancel scope to enter and leave (nor a coroutine more to await)
-            response = await self._send(request, follow_redirects, auth)
+            if auth is UNSET and self._plain(request):
+                # Most requests: the first hop without _send's coroutine; _send takes over
+                # for a redirect or a cookie to store.
+                response = await self.transport.round_trip(request)
+                if response.status_code in REDIRECT_CODES or response.headers._has("set-cookie"):
+                    response = await self._send(request, follow_redirects, auth, response)
+            else:
+                response = await self._send(request, follow_redirects, auth)
             try:
                 await response.aread()
             finally:
@@ -364,9 +371,25 @@ class Client:
         on the request's origin; none runs after one leaves it."""
         return await self._send(request, follow_redirects, auth)
 
+    def _plain(self, request: Request) -> bool:
+        """No auth flow, no cookie to send, no userinfo, no retry policy (most requests): the
+        Transport's response is the hop's as it is, unless it sets a cookie."""
+        return (
+            self.auth is None
+            and self._jar is None
+            and self._retrier is None
+            and "@" not in request.url.url
+        )
+
     async def _send(
-        self, request: Request, follow_redirects: bool | None, auth: AuthTypes | None
+        self,
+        request: Request,
+        follow_redirects: bool | None,
+        auth: AuthTypes | None,
+        first: Response | None = None,
     ) -> Response:
+        """The response at the end of ``request``'s redirects (``first``: its own response,
+        when the caller got it already, a plain one)."""
         follow = self.follow_redirects if follow_redirects is None else follow_redirects
         flow = self.auth if auth is UNSET else to_auth(auth)
         origin = request.url.origin
@@ -376,10 +399,11 @@ class Client:
             if request.url.origin != origin:
                 flow = None  # credentials stay dropped, even on a way back (CVE-2024-45336)
             if flow is None:
-                if self._jar is None and self._retrier is None and "@" not in request.url.url:
-                    # No cookie to send, no userinfo, no retry policy (most requests): the
-                    # Transport's response as it is, unless it sets a cookie.
-                    response = await self.transport.round_trip(request)
+                if first is not None or self._plain(request):
+                    if first is None:
+                        response = await self.transport.round_trip(request)
+                    else:
+                        response, first = first, None
                     if response.headers._has("set-cookie"):
                         self._store_cookies(request, None, response.headers)
                 else:
