@@ -70,6 +70,11 @@ async def server(anyio_backend: str) -> AsyncIterator[TestServer]:
         yield srv
 
 
+def answered(server: TestServer) -> list[bool]:
+    """Which of the server's requests carried credentials, in order."""
+    return [request.header("authorization") is not None for request in server.requests]
+
+
 async def _sent_authorization(client: Client, url: str, **kwargs: object) -> str | None:
     response = await client.get(url, **kwargs)
     value: str | None = response.json()["headers"].get("authorization")
@@ -175,12 +180,7 @@ async def test_a_digest_challenge_is_answered_only_on_its_origin(server: TestSer
         assert (await client.get(f"{other.url}/digest/a")).headers["x-nc"] == "00000001"
         assert (await client.get(f"{server.url}/digest/a")).headers["x-nc"] == "00000002"
         assert (await client.get(f"{other.url}/digest/a")).headers["x-nc"] == "00000002"
-        assert [r.header("authorization") is None for r in other.requests] == [
-            True,
-            True,
-            False,
-            False,
-        ]
+        assert answered(other) == [False, False, True, True]
 
 
 async def test_digest_remembers_the_last_challenged_origins_only(server: TestServer) -> None:
@@ -191,12 +191,7 @@ async def test_digest_remembers_the_last_challenged_origins_only(server: TestSer
         assert (await client.get(f"{other.url}/digest/a")).status_code == 200
         # The first origin's challenge was forgotten: asked without credentials again.
         assert (await client.get(f"{server.url}/digest/a")).headers["x-nc"] == "00000001"
-        assert [r.header("authorization") is None for r in server.requests] == [
-            True,
-            False,
-            True,
-            False,
-        ]
+        assert answered(server) == [False, True, False, True]
 
 
 async def test_digest_among_other_challenges_of_one_field(server: TestServer) -> None:
