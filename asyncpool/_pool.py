@@ -100,6 +100,8 @@ Invariants
 * No want waits while its host has an idle connection or an HTTP/2 connection with room, and a
   want with no dial of its own waits on something that will serve it or dial for it.
 * No host without connections or wants is kept.
+* A host's deques each hold at most ``2 * waiting + COMPACT_SLACK`` wants, and
+  ``slot_waiters`` at most ``2 * slot_waiting + COMPACT_SLACK``: served wants are not kept.
 * Lifetimes: an HTTP/2 connection in ``h2_conns`` is not ``expired``; one in ``h2_draining`` sent
   GOAWAY or is ``expired``, and an expired one with no stream reserved is closing. No idle
   HTTP/1.1 connection has carried ``max_requests_per_conn`` requests. Every idle connection and
@@ -124,7 +126,12 @@ With W wants waiting for a host, I idle connections and H HTTP/2 connections to 
   ``strict_max_concurrent_streams``, where it looks for a connection that will give streams
   again; ``cancel_want`` plus the dial it may queue). Served and cancelled wants stay in the deques
   until met at a front (or all dropped at once when the host's last want is served): amortised
-  O(1), as each is popped at most once per deque.
+  O(1), as each is popped at most once per deque. A want served from one deque stays in the
+  others, which a steady load never empties (a want waits in ``idle_waiters`` and
+  ``dial_waiters`` under ``max_conns_per_host``, and is mostly served by a connection freed
+  for ``idle_waiters``): so a deque past ``2 * waiting + COMPACT_SLACK`` entries is compacted
+  to its waiting wants, amortised O(1) too, and what the deques hold stays proportional to the
+  wants waiting.
 * Dialing for wants whose dial did not serve them (an HTTP/2 connection full, closed or sent
   GOAWAY, a dial that brought HTTP/1.1): O(1) plus the wants it dials for, found in
   ``undialed`` (no scan of ``idle_waiters``). A failed HTTP/2 dial fails the wants waiting on
@@ -145,6 +152,7 @@ import dataclasses
 import heapq
 import itertools
 import sys
+from collections.abc import Callable
 from typing import Any, Generic, NoReturn, Protocol, TypeVar, cast
 
 from ._conn_common import CloseReason
@@ -165,6 +173,8 @@ __all__ = [
 
 # Hosts whose HTTP/2 stream cap (see Pool.h2_stream_caps) is remembered.
 STREAM_CAPS_KEPT = 256
+# Finished wants a deque may hold beyond twice the wants waiting before it is compacted.
+COMPACT_SLACK = 32
 
 
 class PoolInvariantError(RuntimeError):
@@ -263,6 +273,13 @@ class Want(Generic[H1T, H2T]):
 
 
 W = TypeVar("W", bound=Want[Any, Any])
+
+
+def _compact(waiters: collections.deque[W], keep: Callable[[W], bool]) -> None:
+    """Drop the wants ``keep`` refuses from ``waiters``, keeping the order of the others."""
+    kept = [want for want in waiters if keep(want)]
+    waiters.clear()
+    waiters.extend(kept)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -829,6 +846,9 @@ class Pool(Generic[H1T, H2T, W]):
                 _broken("a host keeps at most max_idle_conns_per_host idle", state)
             if host.idle and host.waiting:
                 _broken("no want waits while its host has an idle connection", state)
+            held = max(map(len, (host.idle_waiters, host.dial_waiters, host.undialed)))
+            if held > 2 * host.waiting + COMPACT_SLACK:
+                _broken("a host's deques keep no more than 2 * waiting + slack", f"{state} {held=}")
             last = float("-inf")
             for conn in host.idle:
                 if conn in idle:
@@ -911,6 +931,8 @@ class Pool(Generic[H1T, H2T, W]):
             _broken("Pool.slot_waiting counts the wants queued for a slot, each once", state)
         if any(not want.waiting or not want.dialed for want in queued):
             _broken("a want queued for a slot waits, for a dial of its own", state)
+        if len(self.slot_waiters) > 2 * self.slot_waiting + COMPACT_SLACK:
+            _broken("slot_waiters keeps no more than 2 * slot_waiting + slack", state)
         if self.slot_waiting and not self.closed and self.conns < options.max_conns:
             _broken("no want waits for a slot while one is free", state)
         if self.slot_waiting > len(self.room_closing) and self.idle_lru:
@@ -1177,6 +1199,8 @@ class Pool(Generic[H1T, H2T, W]):
             self.slot_waiting -= 1
             if self.slot_waiting == 0:
                 self.slot_waiters.clear()  # only served or cancelled ones are left
+            elif len(self.slot_waiters) > 2 * self.slot_waiting + COMPACT_SLACK:
+                _compact(self.slot_waiters, lambda want: want.slot_queued)
         host.waiting -= 1
         if host.waiting == 0:
             # Every want left in the queues was served or cancelled: drop them in bulk.
@@ -1185,6 +1209,11 @@ class Pool(Generic[H1T, H2T, W]):
             host.undialed.clear()
             if not host.conns:
                 del self.hosts[host.key]
+        else:
+            most = 2 * host.waiting + COMPACT_SLACK  # (see Costs in the module docstring)
+            for waiters in (host.idle_waiters, host.dial_waiters, host.undialed):
+                if len(waiters) > most:
+                    _compact(waiters, lambda want: want.waiting)
         return True
 
     def _free_host_slot(self, host: _Host[H1T, H2T, W]) -> None:

@@ -287,6 +287,25 @@ def test_wants_beyond_max_conns_per_host_wait_and_freed_connections_serve_them_i
     assert h.pool.dials == 2
 
 
+@pytest.mark.parametrize(
+    "options", [PoolOptions(max_conns_per_host=2), PoolOptions(max_conns=2)], ids=["host", "all"]
+)
+def test_wants_served_from_one_queue_are_not_kept_in_the_others(options: PoolOptions) -> None:
+    """Beyond a connection limit a want waits in two queues (idle_waiters, and dial_waiters or
+    slot_waiters) and is served from the first by a freed connection. Under a steady load the
+    second never emptied: it kept every request ever made, and what each held."""
+    h = Harness(options)
+    conns = [h1_in_hand(h)[0], h1_in_hand(h)[0]]
+    wants(h, 3, A, h2=False)
+    for i in range(2000):
+        wants(h, 1, A, h2=False)
+        h.release(conns[i % 2])  # a request ends: its connection serves the oldest want
+    host = h.pool.hosts[A]
+    assert (host.waiting, len(h.delivered)) == (3, 2002)
+    held = [len(host.idle_waiters), len(host.dial_waiters), len(h.pool.slot_waiters)]
+    assert max(held) <= 2 * 3 + 32, held  # (COMPACT_SLACK: 32)
+
+
 def test_a_cancelled_want_is_skipped() -> None:
     h = Harness(PoolOptions(max_conns_per_host=1))
     conn, _ = h1_in_hand(h)
