@@ -39,7 +39,8 @@ __all__ = [
 # small enough that a streaming caller holds little whatever the ratio (zlib's max_length).
 DECODED_CHUNK_SIZE = 65536
 # The largest window a zstd body may declare (RFC 9659, 3: the "zstd" content coding's limit).
-ZSTD_MAX_WINDOW = 8 << 20
+ZSTD_MAX_WINDOW_LOG = 23
+ZSTD_MAX_WINDOW = 1 << ZSTD_MAX_WINDOW_LOG
 # Compressed bytes given to zlib per call. When a gzip member ends, zlib copies the rest of its
 # input (``unused_data``): with small slices, many tiny members cost linear work, not
 # quadratic in the size of a read.
@@ -305,8 +306,9 @@ class _ZstdDecoder:
     def _new() -> Any:
         # RFC 9659: a zstd content coding's window is at most 8 MiB (zstandard's default
         # allows 128 MiB, that much memory per response a server may make us hold).
-        if _zstd_bounded:
-            return _zstd.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+        if _zstd_bounded:  # compression.zstd's API (PEP 784), not zstandard's
+            window_log_max = _zstd.DecompressionParameter.window_log_max
+            return _zstd.ZstdDecompressor(options={window_log_max: ZSTD_MAX_WINDOW_LOG})
         return _zstd.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).decompressobj()
 
     @property

@@ -648,7 +648,11 @@ class Transport:
                         await anyio.sleep(delay)
                     continue
                 break
-            self._prepare_body(response, request.url.host_header, asked_compression)
+            try:
+                self._prepare_body(response, request.url.host_header, asked_compression)
+            except BaseException:  # (a decoder that cannot start): nobody will read it
+                response._discard()
+                raise
         except BaseException as exc:
             if trace and trace.request_done:
                 trace.request_done(

@@ -4,6 +4,7 @@ the decompression cap and bounded chunks for them."""
 from __future__ import annotations
 
 import gzip
+import random
 import subprocess
 import sys
 import zlib
@@ -30,6 +31,7 @@ zstandard: Any = pytest.importorskip("zstandard")
 
 TEXT = b"hello codecs " * 1000
 BOMB = b"\0" * (DECOMPRESSION_RATIO_FLOOR + (4 << 20))
+NOISE = random.Random(0).randbytes(1 << 20)
 
 
 def encode(data: bytes, coding: str) -> bytes:
@@ -52,6 +54,8 @@ async def app(req: ServerRequest, conn: ServerConnection) -> None:
     codings = [c.strip() for c in query.get("ce", "").split(",") if c.strip()]
     if req.path == "/bomb":
         body = BOMBS[codings[0]]
+    elif req.path == "/noise":  # 1 MiB that does not compress: more than one read
+        body = encode(NOISE, codings[0])
     elif req.path == "/frames":  # two zstd frames, one after the other
         body = encode(b"first frame, ", "zstd") + encode(b"second frame", "zstd")
     else:
@@ -71,6 +75,23 @@ async def server(anyio_backend: str) -> AsyncIterator[TestServer]:
         yield srv
 
 
+@pytest.fixture(params=["compression.zstd", "zstandard"])
+def zstd_module(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each zstd module the pool may import: the standard library's API (Python 3.14's
+    compression.zstd, or its backport), whose output is bounded per call, and zstandard's."""
+    if request.param == "zstandard":
+        module, bounded = zstandard, False
+    else:
+        try:
+            module = __import__("compression.zstd", fromlist=["zstd"])
+        except ImportError:
+            module = pytest.importorskip("backports.zstd")
+        bounded = True
+    monkeypatch.setattr(_compression, "_zstd", module)
+    monkeypatch.setattr(_compression, "_zstd_bounded", bounded)
+    monkeypatch.setattr(_compression, "_zstd_loaded", True)
+
+
 async def test_the_codecs_are_advertised_when_decodable(server: TestServer) -> None:
     assert DECODABLE == ("gzip", "deflate", "br", "zstd")
     assert ACCEPT_ENCODING == "gzip, deflate, br, zstd"
@@ -82,6 +103,7 @@ async def test_the_codecs_are_advertised_when_decodable(server: TestServer) -> N
 @pytest.mark.parametrize(
     "encoding", ["br", "zstd", "gzip, gzip", "deflate, br", "zstd, gzip", "gzip, identity, br"]
 )
+@pytest.mark.usefixtures("zstd_module")
 async def test_bodies_are_decoded_stacked_in_reverse(server: TestServer, encoding: str) -> None:
     async with Client() as client:
         response = await client.get(f"{server.url}/", params={"ce": encoding})
@@ -117,6 +139,7 @@ def test_zstd_is_imported_with_the_first_zstd_body_only() -> None:
     assert result.stdout.strip() == "False", result.stderr
 
 
+@pytest.mark.usefixtures("zstd_module")
 async def test_zstd_frames_one_after_the_other(server: TestServer) -> None:
     async with Client() as client:
         response = await client.get(f"{server.url}/frames?ce=zstd")
@@ -125,6 +148,7 @@ async def test_zstd_frames_one_after_the_other(server: TestServer) -> None:
 
 @pytest.mark.parametrize("coding", ["br", "zstd"])
 @pytest.mark.parametrize("path", ["/truncated", "/garbage"])
+@pytest.mark.usefixtures("zstd_module")
 async def test_a_bad_body_is_a_decoding_error(server: TestServer, coding: str, path: str) -> None:
     async with Client() as client:
         with pytest.raises(asyncpool.DecodingError, match=f"cannot decode the {coding} body"):
@@ -132,6 +156,7 @@ async def test_a_bad_body_is_a_decoding_error(server: TestServer, coding: str, p
 
 
 @pytest.mark.parametrize("coding", ["br", "zstd"])
+@pytest.mark.usefixtures("zstd_module")
 async def test_a_bomb_is_refused_by_aread_and_streams_in_bounded_chunks(
     server: TestServer, coding: str
 ) -> None:
@@ -145,6 +170,7 @@ async def test_a_bomb_is_refused_by_aread_and_streams_in_bounded_chunks(
 
 
 @pytest.mark.parametrize("window_log", [23, 27])
+@pytest.mark.usefixtures("zstd_module")
 async def test_a_zstd_window_over_rfc_9659s_8_mib_is_refused(window_log: int) -> None:
     """RFC 9659 caps the zstd content coding's window at 8 MiB; zstandard's default took 128
     MiB, that much memory a server could make each response hold however it is streamed."""
@@ -163,6 +189,25 @@ async def test_a_zstd_window_over_rfc_9659s_8_mib_is_refused(window_log: int) ->
         else:
             with pytest.raises(asyncpool.DecodingError):
                 await client.get(server.url)
+
+
+async def test_a_decoder_that_cannot_start_gives_its_connection_back(
+    server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Transport makes the decoder after the connection handed the response over: a
+    # decoder that raised there (zstandard's keywords given to compression.zstd did) left
+    # the response, and its connection, held for as long as the error was.
+    def broken() -> None:
+        raise TypeError("no such keyword")
+
+    monkeypatch.setattr(_compression._ZstdDecoder, "_new", staticmethod(broken))
+    async with Client(max_conns_per_host=1, trust_env=False) as client:
+        with pytest.raises(TypeError, match="no such keyword") as raised:
+            await client.get(f"{server.url}/noise?ce=zstd")  # still arriving: not given back yet
+        assert client.transport.stats().in_use == 0  # with the error still held (raised)
+        with anyio.fail_after(5):
+            assert (await client.get(f"{server.url}/?ce=gzip")).content == TEXT
+        del raised
 
 
 async def test_a_raw_deflate_body_whose_first_read_is_one_byte_is_decoded() -> None:
