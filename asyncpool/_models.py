@@ -741,8 +741,15 @@ class Response:
                 upgraded._abandon()
         if self._closed:
             return
-        if not self._stream.is_consumed:
-            # The pool would wait forever for this body; give the connection up.
+        unread = not self._stream.is_consumed  # the pool would wait for ever for this body
+        # The collector may run inside any allocation, even inside the pool's own code: giving
+        # the connection up is pool work, so it runs on the event loop, after. Asked for before
+        # the warning, which raises under -W error.
+        if self._call_soon is not None:
+            self._call_soon(self._stream.abandon)
+        else:
+            self._stream.abandon()
+        if unread:
             warnings.warn(
                 f"unclosed response {self!r}: read it to the end or close it "
                 "(`async with response:` or `await response.aclose()`)",
@@ -750,12 +757,6 @@ class Response:
                 stacklevel=2,
                 source=self,
             )
-        # The collector may run inside any allocation, even inside the pool's own code: giving
-        # the connection up is pool work, so it runs on the event loop, after.
-        if self._call_soon is not None:
-            self._call_soon(self._stream.abandon)
-        else:
-            self._stream.abandon()
 
     def __repr__(self) -> str:
         return f"<Response [{self.status_code} {self.reason_phrase}] {self.request.url.url}>"

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import gc
 import socket
+import sys
+import warnings
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -557,6 +560,27 @@ async def test_an_unclosed_response_collected_as_a_request_queues_breaks_nothing
         with pytest.warns(ResourceWarning, match="unclosed response"):
             assert await get(pool, server.url, trace=trace) == b"hello"
         assert_pool_at_rest(pool, idle=1)
+
+
+async def test_a_response_collected_where_warnings_are_errors_frees_its_connection(
+    server: TestServer,
+) -> None:
+    # Under -W error the ResourceWarning raised in __del__ before the connection was given up:
+    # the pool waited for ever for a body nobody would read.
+    url = server.url_for("/stream?chunks=1000&size=1000")
+    async with Transport(max_conns_per_host=1) as pool:
+        response = await pool.round_trip(Request("GET", url))
+        unraisable: list[Any] = []
+        hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", ResourceWarning)
+                del response
+        finally:
+            sys.unraisablehook = hook
+        assert [type(u.exc_value) for u in unraisable] == [ResourceWarning]
+        with anyio.fail_after(5):
+            assert await get(pool, server.url) == b"hello"
 
 
 async def test_an_error_leaves_the_block_as_it_is_not_in_a_group() -> None:
