@@ -80,6 +80,10 @@ class HTTPError(Exception):
     # Set by the connection layer on failures of a reused connection that Go would retry; a
     # ``str`` enum, equal to "nothing written", "no response" or "refused".
     retry_hint: RetryHint | None = None
+    # Set with a hint when the request never began on the connection (it was unusable
+    # already): not a byte of its body was read, so even a streamed body is sent again (Go's
+    # errClientConnUnusable).
+    request_unused = False
 
     def __init__(self, message: str, *, host: str = "", phase: str | None = None) -> None:
         self.host = host

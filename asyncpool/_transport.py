@@ -777,7 +777,7 @@ class Transport:
     def _should_retry(exc: HTTPError, request: Request) -> bool:
         """Go's shouldRetryRequest. Hints are only set on failures of reused connections."""
         if exc.retry_hint in (RetryHint.NOTHING_WRITTEN, RetryHint.REFUSED):
-            return request.body_is_rewindable
+            return request.body_is_rewindable or exc.request_unused
         if exc.retry_hint is RetryHint.NO_RESPONSE:
             return request.is_replayable
         return False

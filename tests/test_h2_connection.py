@@ -216,6 +216,48 @@ async def test_goaway_mid_load_fails_no_request(error_code: h2.errors.ErrorCodes
         assert pool.stats().dials == 2
 
 
+async def test_a_stream_slot_lost_to_goaway_before_its_stream_opened_is_retried() -> None:
+    """A request waiting for a stream is handed the slot a response frees, and the GOAWAY that
+    came in the same read (nginx's keepalive_requests) ends the connection before the stream
+    opens: its streamed body was never read, so it is sent on the next connection (Go's
+    errClientConnUnusable), not failed as a body that cannot be replayed."""
+
+    async def handler(req: H2Request, stream: H2Stream) -> None:
+        body = await stream.read_body()
+        if req.path == "/first":
+            await stream.server.release.wait()
+            conn = stream.connection  # the response and GOAWAY in one write
+            conn.h2.send_headers(stream.stream_id, [(":status", "200"), ("content-length", "0")])
+            conn.h2.end_stream(stream.stream_id)
+            stream._end_local()
+            conn.goaway(stream.stream_id)
+            return
+        await stream.respond(200, [], body)
+
+    async def streamed() -> AsyncIterator[bytes]:
+        yield b"never read twice"
+
+    async with (
+        open_h2_server(handler, max_concurrent_streams=1) as server,
+        Transport(max_conns_per_host=1, **H2C) as pool,
+    ):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(get, pool, server.url_for("/first"))
+            await server.wait_until(lambda s: s.active_streams == 1)
+            second = Request("POST", server.url_for("/second"), content=streamed())
+            results: list[bytes] = []
+
+            async def post() -> None:
+                response = await pool.round_trip(second)
+                results.append(await response.aread())
+
+            tg.start_soon(post)
+            await wait_until(lambda: pool.stats().waiting == 1)
+            server.release.set()
+        assert results == [b"never read twice"]
+        assert server.connections_accepted == 2
+
+
 async def test_rst_stream_fails_that_stream_only(h2c: H2TestServer) -> None:
     async with Transport(**H2C) as pool, anyio.create_task_group() as tg:
         tg.start_soon(get, pool, h2c.url_for("/wait"))

@@ -458,6 +458,7 @@ class HTTP2Connection:
                 "the connection went away before the stream opened", host=self.host_port
             )
             error.retry_hint = self._refused_hint()
+            error.request_unused = True
             self._owner.release_stream(self)
             raise error
         try:
@@ -484,6 +485,7 @@ class HTTP2Connection:
                 host=self.host_port,
             )
             lowered.retry_hint = RetryHint.NOTHING_WRITTEN
+            lowered.request_unused = True
             raise lowered from None
         except BaseException:
             self._owner.release_stream(self)
