@@ -27,9 +27,10 @@ that waited on its dial.
 ``max_conns`` limits the connections of all hosts together (httpx's ``max_connections``): a
 want that may dial (its host under ``max_conns_per_host``) while the pool is at the limit waits
 in ``slot_waiters``, first come first served over all hosts, for the next slot any host frees;
-like httpcore, the pool closes an idle HTTP/1.1 connection (the least recently used, of another
-host) for each such want, and one freed with such a want waiting is closed instead of kept.
-Idle HTTP/2 connections are not closed for room: they leave by their idle timeout.
+like httpcore, the pool closes an idle connection of another host for each such want: the least
+recently used HTTP/1.1 one, else the HTTP/2 one with no stream that has been idle longest; and
+one freed (an HTTP/1.1 connection, an HTTP/2 one's last stream) with such a want waiting is
+closed instead of kept.
 
 HTTP/2 connections are shared: a host keeps them in ``h2_conns`` and a request takes a stream on
 the first one with room. While a dial that may bring HTTP/2 is in flight (https with ``http2``,
@@ -397,7 +398,7 @@ class Pool(Generic[H1T, H2T, W]):
         self.conns = 0
         self.slot_waiters: collections.deque[W] = collections.deque()
         self.slot_waiting = 0
-        self.room_closing: set[H1T] = set()
+        self.room_closing: set[H1T | H2T] = set()
         # Go's closeIdle: close connections freed after close_idle, until the next take.
         self.close_idle_on_release = False
         # How long the connection the last successful take returned had been idle.
@@ -608,6 +609,12 @@ class Pool(Generic[H1T, H2T, W]):
             # closes with its last stream, and the wants waiting dial.
             self._close(conn, CloseReason.NOT_REUSABLE)
         self._serve_h2_waiters(host, conn, now)
+        if (
+            conn.reserved == 0
+            and self.slot_waiting > len(self.room_closing)
+            and conn not in self.closing
+        ):
+            self._close_for_room(conn)  # max_conns: another host's want needs its slot
 
     def capacity_changed(self, conn: H2T, now: float) -> None:
         """SETTINGS or GOAWAY changed how many streams ``conn`` takes."""
@@ -715,7 +722,7 @@ class Pool(Generic[H1T, H2T, W]):
             _broken("a connection reports its close once, after its dial", f"{conn!r}")
         self.open.remove(conn)
         self.closing.discard(conn)
-        self.room_closing.discard(cast(H1T, conn))
+        self.room_closing.discard(conn)
         return self.hosts[conn.key]
 
     def expire(self, now: float) -> float | None:
@@ -935,7 +942,7 @@ class Pool(Generic[H1T, H2T, W]):
             _broken("slot_waiters keeps no more than 2 * slot_waiting + slack", state)
         if self.slot_waiting and not self.closed and self.conns < options.max_conns:
             _broken("no want waits for a slot while one is free", state)
-        if self.slot_waiting > len(self.room_closing) and self.idle_lru:
+        if self.slot_waiting > len(self.room_closing) and (self.idle_lru or self._idle_h2()):
             _broken("no want waits for a slot while an idle connection could make room", state)
         if not self.room_closing <= self.closing:
             _broken("a connection closed to make room is closing", state)
@@ -1091,17 +1098,34 @@ class Pool(Generic[H1T, H2T, W]):
         return True
 
     def _make_room(self) -> None:
-        """max_conns: close idle HTTP/1.1 connections (of other hosts: the want's own were
-        taken first), oldest first, one for each want waiting for a slot that no close under
-        way will free, as httpcore does. Idle HTTP/2 connections are left to their timeout."""
+        """max_conns: close idle connections (of other hosts: the want's own were taken
+        first), one for each want waiting for a slot that no close under way will free, as
+        httpcore does: HTTP/1.1 ones oldest first, then HTTP/2 ones without a stream, longest
+        idle first (O(hosts + H) to find them, only when no HTTP/1.1 one is left)."""
         lru = self.idle_lru
         while lru and self.slot_waiting > len(self.room_closing):
             oldest, _ = lru.popitem(last=False)
             del self.hosts[oldest.key].idle[oldest]
             oldest.idle_at = None
-            self.evictions += 1
-            self.room_closing.add(oldest)
-            self._close(oldest, CloseReason.MAKE_ROOM)
+            self._close_for_room(oldest)
+        if self.slot_waiting > len(self.room_closing):
+            idle_h2 = sorted(self._idle_h2(), key=lambda conn: cast(float, conn.idle_at))
+            for conn in idle_h2[: self.slot_waiting - len(self.room_closing)]:
+                self._close_for_room(conn)
+
+    def _idle_h2(self) -> list[H2T]:
+        """The HTTP/2 connections taking streams that have none open, and are not closing."""
+        return [
+            conn
+            for host in self.hosts.values()
+            for conn in host.h2_conns
+            if conn.reserved == 0 and conn not in self.closing
+        ]
+
+    def _close_for_room(self, conn: H1T | H2T) -> None:
+        self.evictions += 1
+        self.room_closing.add(conn)
+        self._close(conn, CloseReason.MAKE_ROOM)
 
     def _pass_slot(self) -> None:
         """max_conns: free slots go to the wants waiting for one, first come first served."""

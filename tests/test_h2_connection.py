@@ -71,6 +71,22 @@ async def test_alpn_h2_over_tls(tls: TLSFixture) -> None:
     assert [(i.protocol, i.reused) for i in infos] == [("HTTP/2", False), ("HTTP/2", True)]
 
 
+async def test_max_conns_closes_an_idle_http2_connection_for_another_host(
+    tls: TLSFixture, server: TestServer
+) -> None:
+    # httpx's max_connections with http2=True: the other host's request waited for the idle
+    # HTTP/2 connection's timeout (for ever without one).
+    async with (
+        open_h2_server(ssl_context=make_h2_server_context(tls)) as h2_server,
+        Transport(tls_config=tls.client_context, max_conns=1, idle_conn_timeout=None) as pool,
+    ):
+        assert (await get(pool, h2_server.url)).http_version == "HTTP/2"
+        with anyio.fail_after(5):
+            assert (await get(pool, server.url)).content == b"hello"
+        await h2_server.wait_until(lambda s: s.connections[0].closed.is_set())
+        assert pool.stats().evictions == 1
+
+
 async def test_alpn_http11_when_the_server_picks_it(
     tls_server: TestServer, tls: TLSFixture
 ) -> None:

@@ -1251,6 +1251,30 @@ def test_max_conns_with_max_conns_per_host_a_waiter_whose_host_filled_waits_for_
     assert [d.want for d in h.dials] == [wa, wc]
 
 
+def test_max_conns_closes_an_idle_http2_connection_of_another_host_to_make_room() -> None:
+    """As httpcore does, whatever the protocol (httpx's max_connections with http2=True): the
+    want waited until the idle HTTP/2 connection timed out, or for ever without a timeout."""
+    h = Harness(PoolOptions(max_conns=2))
+    s1, _ = h2_in_use(h)
+    h.release(s1)  # its stream ended: idle
+    h.advance(1)
+    b1 = h1_idle(h, B)
+    h.advance(1)
+    wc, wd = h.want(C), h.want(A)
+    assert h.closed == [(b1, CloseReason.MAKE_ROOM), (s1, CloseReason.MAKE_ROOM)]
+    assert [d.want for d in h.dials] == [wc, wd] and h.pool.evictions == 2
+
+
+def test_max_conns_an_http2_connection_whose_last_stream_ends_is_closed_for_a_waiter() -> None:
+    h = Harness(PoolOptions(max_conns=1))
+    s1, _ = h2_in_use(h)
+    want = h.want(B)
+    assert h.dials == [] and h.pool.slot_waiting == 1
+    h.release(s1)
+    assert h.closed == [(s1, CloseReason.MAKE_ROOM)]
+    assert [d.want for d in h.dials] == [want]
+
+
 def test_max_conns_close_fails_the_wants_waiting_for_a_slot() -> None:
     h = Harness(PoolOptions(max_conns=1))
     h1_in_hand(h, A)
