@@ -61,6 +61,7 @@ class URL:
 # length are kept: a server can make a client follow redirects to fresh, huge URLs, and a cache
 # of those would outlive every request and Client (1,024 entries of at most 2 KiB here).
 CACHED_URL_MAX = 2048
+_ONE_READER = "another task is reading this response's body"
 SLURP_LIMIT = 2048  # bytes of a response nobody reads taken to keep its connection (Go's 2 KiB)
 _shared_url = functools.lru_cache(maxsize=1024)(URL)
 
@@ -580,7 +581,9 @@ class Response:
                 raise RuntimeError("aiter_bytes has read part of the body; aread cannot")
             chunks = []
             stream, check, total = self._stream, self._check_read, 0
-            self._start_read()
+            if self._reading:  # (_start_read, without the call: once a request)
+                raise RuntimeError(_ONE_READER)
+            self._reading = True
             try:
                 while chunk := await stream.read_chunk():
                     chunks.append(chunk)
@@ -616,7 +619,7 @@ class Response:
         """The body has one reader at a time: a second one, in another task, would wait on
         the connection's channel in the first one's place and leave it waiting for ever."""
         if self._reading:
-            raise RuntimeError("another task is reading this response's body")
+            raise RuntimeError(_ONE_READER)
         self._reading = True
 
     def aiter_bytes(self) -> AsyncIterator[bytes]:

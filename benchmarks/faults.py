@@ -155,6 +155,7 @@ class Target:
     ca_file: str | None = None
     concurrency: int = 10
     http2: bool = False
+    limited: bool = False  # --limits: asyncpool's pools with connection limits
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """A context trusting the CA that offers h2 by ALPN when the scenario is HTTP/2:
@@ -200,11 +201,17 @@ Adapter = Callable[
 ]
 
 
+# --limits: fewer connections than requests in flight, so that most requests wait in the pool's
+# queues for one (a host's, and the limit over all hosts, which closes idle ones for room).
+LIMITS = {"max_conns_per_host": 4, "max_conns": 6}
+
+
 def _pool_options(target: Target, trace: asyncpool.ClientTrace) -> dict[str, Any]:
     return {
         "tls_config": target.ssl_context(),
         "trace": trace,
         "max_idle_conns": max(100, target.concurrency),
+        **(LIMITS if target.limited else {}),
     }
 
 
@@ -465,10 +472,15 @@ def _worker_result(
 
 
 def run_scenario(
-    scenario: Scenario, clients: Sequence[str], deadline: float, smoke: bool = False
+    scenario: Scenario,
+    clients: Sequence[str],
+    deadline: float,
+    smoke: bool = False,
+    limited: bool = False,
 ) -> ScenarioRun:
     """One nginx for `scenario`; every client in its own process at once; the scenario's faults
-    (reloads) driven from here until the last client is done."""
+    (reloads) driven from here until the last client is done. `limited`: asyncpool's clients
+    with LIMITS."""
     run = ScenarioRun(scenario, [])
     run.skipped = [c for c in clients if scenario.http2 and CLIENTS[c].http1_only]
     clients = [c for c in clients if c not in run.skipped]
@@ -481,6 +493,7 @@ def run_scenario(
             cmd += ["--url", target.url, "--deadline", str(deadline)]
             cmd += ["--ca-file", target.ca_file] if target.ca_file else []
             cmd += ["--quick"] if smoke else []
+            cmd += ["--limits"] if limited else []
             procs.append(
                 (client, subprocess.Popen(cmd, stdout=out, stderr=err, text=True), out, err)
             )
@@ -590,6 +603,11 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="a smoke run: a few requests per scenario and client"
     )
     p.add_argument("--strict", action="store_true", help="exit 1 when asyncpool failed any request")
+    p.add_argument(
+        "--limits",
+        action="store_true",
+        help=f"asyncpool's pools with {LIMITS}: most requests wait for a connection",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)  # run one client, print its Result
     p.add_argument("--scenario", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
@@ -599,7 +617,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         scenario = SCENARIOS[args.scenario]
         scenario = quick(scenario) if args.quick else scenario
-        target = Target(args.url, args.ca_file, scenario.concurrency, scenario.http2)
+        target = Target(
+            args.url, args.ca_file, scenario.concurrency, scenario.http2, limited=args.limits
+        )
         result = anyio.run(
             run_client, scenario, args.worker, target, args.deadline,
             backend=CLIENTS[args.worker].backend,
@@ -617,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(f"# {name} ...", file=sys.stderr, flush=True)
         scenario = quick(SCENARIOS[name]) if args.quick else SCENARIOS[name]
-        runs.append(run_scenario(scenario, clients, args.deadline, args.quick))
+        runs.append(run_scenario(scenario, clients, args.deadline, args.quick, args.limits))
     seconds = round(time.monotonic() - started, 1)
     failures = asyncpool_failures(runs)
     if args.json:
@@ -625,6 +645,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(table(runs))
         print()
+        if args.limits:
+            print(f"asyncpool's pools had {LIMITS} (--limits)")
         print(f"asyncpool: {len(failures) or 'no'} client/scenario cells with failures")
         print(f"# total {seconds:g} s")
     return 1 if args.strict and failures else 0

@@ -10,9 +10,9 @@ A connection owns one byte stream and up to two tasks of the Transport's (its ``
   one). When a write fails after bytes went out, a response the server sent before it stopped
   reading is still the answer: the writer lets the reader find it before the connection
   closes. On asyncpool's own TCP streams (asyncio's and trio's, without TLS: ``SendsNowait``) a
-  request without a body is written by its caller instead, in ``round_trip``, with a send that never waits (the writer
-  sends what the socket did not take at once), and the writer task is started only when a
-  request needs it: most connections never do;
+  request without a body is written by its caller instead, in ``round_trip``, with a send that
+  never waits (the writer sends what the socket did not take at once), and the writer task is
+  started only when a request needs it: most connections never do;
 * the **reader** is parked on the socket whenever it is not reading a response. When bytes
   arrive it takes the exchange they answer from ``_read_queue``, parses the head, hands it to
   the caller (who builds the Response) and streams the body into a bounded channel
