@@ -136,6 +136,12 @@ class Client:
         # The jar: None until a cookie is first given, set or asked for (``cookies``).
         self._jar: CookieJar | None = None
         self._plain_jar = False
+        self._auth: Auth | None = None
+        self._retry: Retry | None = None
+        self._retrier: Retrier | None = None
+        # No auth flow, cookie jar or retry policy (kept by the setters): a request without
+        # userinfo is then sent as it is (``_plain``).
+        self._bare = True
         if isinstance(cookies, Mapping):
             if cookies:
                 from ._cookies import new_jar
@@ -143,14 +149,12 @@ class Client:
                 self.cookies = new_jar(cookies)
         elif cookies is not None:
             self.cookies = cookies
-        self.auth: Auth | None = to_auth(auth)
+        self.auth = auth
         self.follow_redirects = follow_redirects
         self.max_redirects = max_redirects
         self.check_redirect = check_redirect
         self.timeout = timeout
-        # The retry policy (None: none beyond the Transport's own); see _retry.py.
         self.retry = retry
-        self._retrier = Retrier(retry) if retry is not None else None
 
     @property
     def cookies(self) -> CookieJar:
@@ -168,6 +172,30 @@ class Client:
 
         self._jar = jar
         self._plain_jar = is_plain_jar(jar)
+        self._bare = False
+
+    @property
+    def auth(self) -> Auth | None:
+        """The credentials of every request (None: none); assignable as ``auth=`` is given: a
+        (user, password) pair, a function of the request, or an ``Auth``."""
+        return self._auth
+
+    @auth.setter
+    def auth(self, auth: AuthTypes | None) -> None:
+        self._auth = to_auth(auth)
+        self._bare = self._auth is None and self._jar is None and self._retry is None
+
+    @property
+    def retry(self) -> Retry | None:
+        """The retry policy (None: none beyond the Transport's own; see ``Retry``);
+        assignable, with stats of its own from then on."""
+        return self._retry
+
+    @retry.setter
+    def retry(self, retry: Retry | None) -> None:
+        self._retry = retry
+        self._retrier = Retrier(retry) if retry is not None else None
+        self._bare = self._auth is None and self._jar is None and retry is None
 
     async def __aenter__(self) -> Client:
         if self._owns_transport:
@@ -213,10 +241,22 @@ class Client:
     ) -> Response:
         """Send a request and read its response in full (``.content``, ``.text``, ``.json()``).
         ``auth``: this request's credentials instead of the Client's (None: none)."""
-        request = self._build_request(method, url, params, headers, content, data, files, json)
+        if (
+            headers is None
+            and content is None
+            and data is None
+            and files is None
+            and json is None
+            and not params
+            and not self.params
+            and self.base_url is None
+        ):  # most requests: ``_build_request``'s first case, without the call
+            request = Request(method, url, headers=self.headers)
+        else:
+            request = self._build_request(method, url, params, headers, content, data, files, json)
         limit = self.timeout if timeout is UNSET else timeout
         if limit is None:  # no cancel scope to enter and leave (nor a coroutine more to await)
-            if auth is UNSET and self._plain(request):
+            if auth is UNSET and self._bare and "@" not in request.url.url:  # (``_plain``)
                 # Most requests: the first hop without _send's coroutine; _send takes over
                 # for a redirect or a cookie to store.
                 response = await self.transport.round_trip(request)
@@ -227,7 +267,8 @@ class Client:
             try:
                 await response.aread()
             finally:
-                if response._needs_close:  # once read: only a switch of protocols' connection
+                # (``_needs_close``, without the call) once read: only a switch of protocols'
+                if not response._closed or response._upgraded is not None:
                     await response.aclose()
             return response
         with anyio.move_on_after(limit):
@@ -240,26 +281,49 @@ class Client:
             return response
         raise _timed_out(request, limit) from None
 
+    # The verbs: ``request`` without the keywords' dict when none is given (a call through
+    # ``**{}`` costs a request about as much as a call more).
+
     async def get(self, url: str, **kwargs: Unpack[RequestOptions]) -> Response:
-        return await self.request("GET", url, **kwargs)
+        return (
+            await self.request("GET", url, **kwargs) if kwargs else await self.request("GET", url)
+        )
 
     async def head(self, url: str, **kwargs: Unpack[RequestOptions]) -> Response:
-        return await self.request("HEAD", url, **kwargs)
+        return (
+            await self.request("HEAD", url, **kwargs) if kwargs else await self.request("HEAD", url)
+        )
 
     async def options(self, url: str, **kwargs: Unpack[RequestOptions]) -> Response:
-        return await self.request("OPTIONS", url, **kwargs)
+        return (
+            await self.request("OPTIONS", url, **kwargs)
+            if kwargs
+            else await self.request("OPTIONS", url)
+        )
 
     async def delete(self, url: str, **kwargs: Unpack[RequestOptions]) -> Response:
-        return await self.request("DELETE", url, **kwargs)
+        return (
+            await self.request("DELETE", url, **kwargs)
+            if kwargs
+            else await self.request("DELETE", url)
+        )
 
     async def post(self, url: str, **kwargs: Unpack[RequestOptions]) -> Response:
-        return await self.request("POST", url, **kwargs)
+        return (
+            await self.request("POST", url, **kwargs) if kwargs else await self.request("POST", url)
+        )
 
     async def put(self, url: str, **kwargs: Unpack[RequestOptions]) -> Response:
-        return await self.request("PUT", url, **kwargs)
+        return (
+            await self.request("PUT", url, **kwargs) if kwargs else await self.request("PUT", url)
+        )
 
     async def patch(self, url: str, **kwargs: Unpack[RequestOptions]) -> Response:
-        return await self.request("PATCH", url, **kwargs)
+        return (
+            await self.request("PATCH", url, **kwargs)
+            if kwargs
+            else await self.request("PATCH", url)
+        )
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -374,12 +438,7 @@ class Client:
     def _plain(self, request: Request) -> bool:
         """No auth flow, no cookie to send, no userinfo, no retry policy (most requests): the
         Transport's response is the hop's as it is, unless it sets a cookie."""
-        return (
-            self.auth is None
-            and self._jar is None
-            and self._retrier is None
-            and "@" not in request.url.url
-        )
+        return self._bare and "@" not in request.url.url
 
     async def _send(
         self,
@@ -391,7 +450,7 @@ class Client:
         """The response at the end of ``request``'s redirects (``first``: its own response,
         when the caller got it already, a plain one)."""
         follow = self.follow_redirects if follow_redirects is None else follow_redirects
-        flow = self.auth if auth is UNSET else to_auth(auth)
+        flow = self._auth if auth is UNSET else to_auth(auth)
         origin = request.url.origin
         via: list[Request] = []
         history: list[Response] | None = None  # made at the first redirect

@@ -170,8 +170,12 @@ class Headers:
 
     # Names and values alternate in one flat list: a response's fields cost the garbage
     # collector one object, not one tuple each (and responses pile up when many are in flight).
-    __slots__ = ("_fields",)
+    __slots__ = ("_fields", "_names")
     _fields: list[str]
+    # The names lowercased and joined by "\n", made at the first lookup and kept until the
+    # fields change (None: not made): a response is asked for a few fields it rarely has (by
+    # the Transport, then the Client), and a miss is told by one ``in``.
+    _names: str | None
 
     def __init__(self, headers: HeaderInput = None) -> None:
         fields: list[str] = []
@@ -182,6 +186,7 @@ class Headers:
             for name, value in pairs:
                 fields += (str(name), _str_value(value))
         self._fields = fields
+        self._names = None
 
     @classmethod
     def _trusted(cls, fields: list[str]) -> Headers:
@@ -189,6 +194,7 @@ class Headers:
         copy, no conversion."""
         headers = cls.__new__(cls)
         headers._fields = fields
+        headers._names = None
         return headers
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -196,7 +202,10 @@ class Headers:
         # rarely has): told in C, as the name is not even part of the names joined. Else one
         # pass, no list unless the name repeats.
         lower = name.lower()
-        if lower not in "\n".join(self._fields[::2]).lower():
+        names = self._names
+        if names is None:
+            names = self._names = "\n".join(self._fields[::2]).lower()
+        if lower not in names:
             return default
         fields = iter(self._fields)
         for field_name, value in zip(fields, fields):  # noqa: B905 - pairs of one list
@@ -212,6 +221,7 @@ class Headers:
 
     def add(self, name: str, value: str | bytes) -> None:
         self._fields += (name, _str_value(value))
+        self._names = None
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -223,6 +233,7 @@ class Headers:
         """Replace every field called ``name`` with one."""
         del self[name]
         self._fields += (name, _str_value(value))
+        self._names = None
 
     def __delitem__(self, name: str) -> None:
         lower = name.lower()
@@ -231,6 +242,7 @@ class Headers:
             if field_name.lower() != lower:
                 fields += (field_name, value)
         self._fields = fields
+        self._names = None
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -239,8 +251,10 @@ class Headers:
 
     def _has(self, lower: str) -> bool:
         """``lower in self`` for a lowercase name, in C (a miss, as ``get``'s, is quicker)."""
-        names = self._fields[::2]
-        return lower in "\n".join(names).lower() and lower in map(str.lower, names)
+        names = self._names
+        if names is None:
+            names = self._names = "\n".join(self._fields[::2]).lower()
+        return lower in names and lower in map(str.lower, self._fields[::2])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
@@ -398,6 +412,11 @@ class Request:
         self.method = method
         if headers is None:  # most requests: nothing to copy or check, nor to make yet
             self._headers: Headers | None = None
+        elif type(headers) is Headers and tuple(headers._fields) in _VALID_FIELDS:
+            # A Client's defaults, most often: copied and checked without a call.
+            self._headers = copy = Headers.__new__(Headers)
+            copy._fields = headers._fields.copy()
+            copy._names = headers._names
         else:
             self._headers = Headers(headers)
             validate_headers(self._headers, self.url.host_header)

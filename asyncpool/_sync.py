@@ -60,7 +60,8 @@ class Event(Protocol):
 class WakeableEvent(Event, Protocol):
     """An Event whose waiter a timer can wake without setting it (asyncio's, here)."""
 
-    def time(self) -> float: ...
+    @property
+    def time(self) -> Callable[[], float]: ...
     def call_at(self, when: float, callback: Callable[[], object]) -> asyncio.TimerHandle: ...
     def wake(self) -> None: ...
 
@@ -129,9 +130,11 @@ class _AsyncioEvent:
         future = self._future = self._loop.create_future()
         return future
 
-    def time(self) -> float:
-        """The loop's clock (``anyio.current_time`` would look the loop up: a system call)."""
-        return self._loop.time()
+    @property
+    def time(self) -> Callable[[], float]:
+        """The loop's clock, to call (``anyio.current_time`` would look the loop up: a system
+        call)."""
+        return self._loop.time
 
     def call_at(self, when: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
         """Run ``callback`` on the loop at ``when`` (the loop's clock)."""

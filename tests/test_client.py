@@ -170,6 +170,18 @@ async def test_userinfo_in_the_url_is_sent_as_basic_auth(server: TestServer) -> 
         assert sent["authorization"] == "Bearer t"
 
 
+async def test_auth_set_after_construction_is_taken_as_the_constructor_takes_it(
+    server: TestServer,
+) -> None:
+    async with Client() as client:
+        client.auth = ("alice", "p@ss")  # a pair: Basic auth, as Client(auth=...) takes it
+        assert isinstance(client.auth, asyncpool.BasicAuth)
+        sent = (await client.get(f"{server.url}/inspect")).json()["headers"]
+        assert sent["authorization"] == "Basic YWxpY2U6cEBzcw=="
+        client.auth = None
+        assert "authorization" not in (await client.get(f"{server.url}/inspect")).json()["headers"]
+
+
 async def test_text_json_and_raise_for_status(server: TestServer) -> None:
     async with Client() as client:
         assert (await client.get(f"{server.url}/text")).text == "héllo"

@@ -83,6 +83,19 @@ def recorder() -> Recorder:
     return Recorder()
 
 
+async def test_a_policy_set_after_construction_is_the_one_used() -> None:
+    client = Client(trust_env=False)
+    client.retry = Retry(backoff_factor=0)
+    async with client:
+        async with open_server(failing([503])) as server:
+            response = await client.get(server.url_for("/"))
+            assert (response.status_code, response.content) == (200, b"ok")
+            assert client.retry_stats().status_retries == 1
+        client.retry = None  # and none, once taken away
+        async with open_server(failing([503])) as server:
+            assert (await client.get(server.url_for("/"))).status_code == 503
+
+
 async def test_status_retried_until_success(recorder: Recorder) -> None:
     async with open_server(failing([503, 503])) as server, make_client(recorder) as client:
         response = await client.get(server.url_for("/"))

@@ -165,7 +165,7 @@ class _Exchange:
         reused: bool,
         new_event: Callable[[], Event],
         *,
-        head_timer: HeadTimer | None,
+        clock: WriteClock | None,
         expects_continue: bool,
     ) -> None:
         self.request = request
@@ -173,8 +173,8 @@ class _Exchange:
         self.trace = trace
         self.reused = reused
         self.head_ready = new_event()
-        # With a timeout that counts from the write (head_timer: the connection's, shared).
-        self.written = None if head_timer is None else WriteClock(self.head_ready, head_timer)
+        # With a timeout that counts from the write: the connection's clock, renewed.
+        self.written = None if clock is None else clock.renew(self.head_ready)
         self.continue_event = new_event() if expects_continue else None
         self.continue_refused = False
         self.head = b""  # made by the caller for the writer to send (see _writes_inline)
@@ -237,8 +237,9 @@ class _Exchange:
         # The caller waits on what the event's wait() gave (a bare future on asyncio), not on
         # the event: let it die here, in the reader's turn (see head_fields above).
         self.head_ready = SET_EVENT
-        if self.written is not None:
-            self.written.set()
+        written = self.written
+        if written is not None and written.written_at is None:  # (no call once written)
+            written.set()
         if self.continue_event is not None:
             self.continue_event.set()
         if self.woken is not None:
@@ -253,8 +254,8 @@ class HTTP11Connection:
     # dict (benchmarks/README.md).
     __slots__ = (
         "_absolute_form",
+        "_clock",
         "_expect_continue_timeout",
-        "_head_timer",
         "_new_event",
         "_nowait_stream",
         "_owner",
@@ -307,7 +308,10 @@ class HTTP11Connection:
         # The stream when its callers can write bodiless requests themselves (_writes_inline).
         self._nowait_stream = stream if isinstance(stream, SendsNowait) else None
         self._expect_continue_timeout = expect_continue_timeout
-        self._head_timer = HeadTimer(shared=True)  # the head waits' (see _conn_common)
+        # The head waits' clock, made for the first with a timeout and renewed for each next
+        # (see _conn_common): requests take turns, and a connection is given back only once its
+        # writer and reader are done with the last one.
+        self._clock: WriteClock | None = None
         self._protocol = make_protocol(parser, host_port, max_header_bytes=max_header_bytes)
 
         # Owned by the pool, changed only in its synchronous methods: when the connection
@@ -380,6 +384,11 @@ class HTTP11Connection:
 
     # -- the caller's side --------------------------------------------------------------------
 
+    def _new_clock(self) -> WriteClock:
+        # (An event of the loop's kind, made to tell whether a timer can wake its waiter.)
+        clock = self._clock = WriteClock(self._new_event(), HeadTimer(shared=True))
+        return clock
+
     async def round_trip(
         self,
         request: Request,
@@ -405,10 +414,10 @@ class HTTP11Connection:
             trace,
             self.requests_started > 0,
             self._new_event,
-            head_timer=(
+            clock=(
                 None
                 if response_header_timeout is None and read_timeout is None
-                else self._head_timer
+                else self._clock or self._new_clock()
             ),
             expects_continue=bool(expects_continue),
         )
@@ -432,8 +441,8 @@ class HTTP11Connection:
                 try:
                     await written.wait(head_ready, response_header_timeout, read_timeout)
                 finally:
-                    came = written.end(head_ready)
-                if not came:
+                    written.end()
+                if exchange.head_ready is not SET_EVENT:  # not woken (``_wake``): timed out
                     timeout = head_timeout(response_header_timeout, read_timeout, self.host_port)
                     exchange.fail(timeout)
                     self.close(CloseReason.ERROR, timeout)

@@ -519,8 +519,8 @@ class HTTP2Connection:
                 try:
                     await written.wait(stream.head_ready, response_header_timeout, read_timeout)
                 finally:
-                    came = written.end(stream.head_ready)
-                if not came:
+                    written.end()
+                if not stream.head_ready.is_set():
                     self._reset(
                         stream, head_timeout(response_header_timeout, read_timeout, self.host_port)
                     )
