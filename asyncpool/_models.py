@@ -285,6 +285,8 @@ class Headers:
 
 
 _COMMON_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# RFC 9110, 9.2.1: a client does not ask the server to act by sending one of these.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
 def validate_method(method: str) -> None:
@@ -462,7 +464,7 @@ class Request:
         body can be sent again."""
         if not self.body_is_rewindable:
             return False
-        if self.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
+        if self.method in SAFE_METHODS:
             return True
         return "idempotency-key" in self.headers or "x-idempotency-key" in self.headers
 

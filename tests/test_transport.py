@@ -419,6 +419,29 @@ async def test_a_streamed_body_is_not_replayed() -> None:
 # -- cancellation at every stage --------------------------------------------------------------
 
 
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+@pytest.mark.parametrize("content", [None, b"order #1"])
+async def test_a_request_that_acts_is_not_sent_from_a_scope_already_cancelled(
+    server: TestServer, method: str, content: bytes | None
+) -> None:
+    # As Go checks the request's context first: a deadline used up before the call (a budget
+    # passed down) or a scope cancelled in the same turn sends nothing, and the idle
+    # connection stays in the pool. (A GET, HEAD, OPTIONS or TRACE is not checked: anyio
+    # delivers the cancellation at its head wait, and the server's answer is dropped.)
+    async with Transport() as pool:
+        assert await get(pool, server.url) == b"hello"
+        with anyio.move_on_after(0) as scope:  # the deadline has passed as the scope opens
+            await pool.round_trip(Request(method, server.url_for("/echo"), content=content))
+        assert scope.cancelled_caught
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await pool.round_trip(Request(method, server.url_for("/echo"), content=content))
+        assert_pool_at_rest(pool, idle=1)
+        assert await get(pool, server.url) == b"hello"
+    assert [r.method for r in server.requests] == ["GET", "GET"]
+    assert server.connections_accepted == 1
+
+
 async def test_cancel_while_queued_for_a_host_slot() -> None:
     gate = Gate()
     async with open_server(gate) as server, Transport(max_conns_per_host=1) as pool:
