@@ -76,9 +76,16 @@ ProxyConnectHeaders = Mapping[str, str] | Callable[[str, str], Mapping[str, str]
 OnProxyConnectResponse = Callable[[str, str, int, list[tuple[str, str]]], object]
 
 HTTP_SCHEMES = ("http", "https")
-SOCKS_SCHEMES = ("socks5", "socks5h", "socks4a")
-# As Go's canonicalAddr.
-DEFAULT_PORTS = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080, "socks4a": 1080}
+SOCKS_SCHEMES = ("socks5", "socks5h", "socks4a", "socks4")
+# As Go's canonicalAddr (and curl for socks4, which Go does not speak).
+DEFAULT_PORTS = {
+    "http": 80,
+    "https": 443,
+    "socks5": 1080,
+    "socks5h": 1080,
+    "socks4a": 1080,
+    "socks4": 1080,
+}
 MAX_CONNECT_HEAD = 64 * 1024  # bytes of a CONNECT answer's head before giving up on the proxy
 
 
@@ -118,7 +125,8 @@ class Proxy:
 
 @functools.lru_cache(maxsize=64)
 def parse_proxy(url: str) -> Proxy:
-    """``http://``, ``https://``, ``socks5://``, ``socks5h://``, ``socks4a://``, with optional
+    """``http://``, ``https://``, ``socks5://``, ``socks5h://``, ``socks4a://``, ``socks4://``,
+    with optional
     ``user:password@``; a bare ``host:port`` is an HTTP proxy. Raises ``ValueError``."""
     if "://" not in url:
         url = f"http://{url}"
@@ -132,7 +140,7 @@ def parse_proxy(url: str) -> Proxy:
     if scheme not in DEFAULT_PORTS:
         raise ValueError(
             f"unsupported proxy scheme {scheme!r} in {redact_password(url)!r}: use http, https, "
-            "socks5, socks5h or socks4a"
+            "socks5, socks5h, socks4a or socks4"
         )
     if not parts.hostname:
         raise ValueError(f"proxy URL {redact_password(url)!r} has no host")
@@ -344,7 +352,7 @@ async def _negotiate(
                 host=proxy.host_port,
                 phase="proxy",
             )
-    except Exception as exc:
+    except BaseException as exc:  # a cancellation too: the tunnel did not open
         error = exc
         raise
     finally:

@@ -8,7 +8,7 @@ Variables (the upper-case name first, then the lower-case one; an empty value is
 * ``HTTP_PROXY`` / ``http_proxy``: the proxy of ``http`` URLs. Both are ignored when
   ``REQUEST_METHOD`` is set: in a CGI program a request's ``Proxy:`` header arrives as
   ``HTTP_PROXY`` ("httpoxy"), and where the environment ignores case (Windows) it is
-  ``http_proxy`` too (Python's urllib ignores both; Go refuses the proxy);
+  ``http_proxy`` too (Python's urllib ignores the upper-case one only; Go refuses the proxy);
 * ``ALL_PROXY`` / ``all_proxy``: curl's fallback for both;
 * ``NO_PROXY`` / ``no_proxy``: the hosts reached directly (see ``EnvironmentProxies``).
 

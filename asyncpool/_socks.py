@@ -23,6 +23,7 @@ import anyio
 import anyio.abc
 
 from ._errors import ConnectError, ProxyError
+from ._models import _idna
 
 __all__ = ["SOCKS_SCHEMES", "socks_handshake"]
 
@@ -103,10 +104,12 @@ def _encode_name(host: str, hs: _Handshake) -> bytes:
     try:
         name = host.encode("ascii")
     except UnicodeEncodeError:
+        # IDNA 2008 (UTS 46), as the Host field, a CONNECT and DNS take it (Python's "idna"
+        # codec is IDNA 2003: it maps "ß" to "ss", another domain).
         try:
-            name = host.encode("idna")
-        except UnicodeError as exc:
-            hs.fail(f"cannot send the host name {host!r} to the proxy: {exc}")
+            name = _idna(host).encode("ascii")
+        except UnicodeEncodeError:
+            hs.fail(f"cannot send the host name {host!r} to the proxy: not a name DNS can ask")
     if not 0 < len(name) <= 255:
         hs.fail(f"the host name is {len(name)} bytes long; SOCKS takes 1 to 255")
     return name

@@ -37,6 +37,7 @@ async def get(pool: Transport, url: str, **kwargs: object) -> tuple[int, bytes]:
         ("https://a:b%40c@p.test", "https", "p.test", 443, "a", "b@c", "https://a@p.test:443"),
         ("socks5h://[::1]:1080", "socks5h", "::1", 1080, None, None, "socks5h://[::1]:1080"),
         ("SOCKS4A://u@s.test", "socks4a", "s.test", 1080, "u", None, "socks4a://u@s.test:1080"),
+        ("socks4://s.test", "socks4", "s.test", 1080, None, None, "socks4://s.test:1080"),
     ],
 )
 def test_parse_proxy(
@@ -397,6 +398,28 @@ async def test_trace_of_a_refused_tunnel(anyio_backend: str, tls: TLSFixture) ->
             await pool.round_trip(Request("GET", "https://origin.test/", trace=trace))
     (info,) = done
     assert info.status_code == 502 and isinstance(info.err, asyncpool.ProxyError)
+
+
+async def test_trace_of_a_negotiation_cut_short_by_the_pools_close(
+    anyio_backend: str, tls: TLSFixture
+) -> None:
+    # The dial outlives its request (late binding): closing the pool cancels it mid-CONNECT,
+    # and proxy_connect_done says the tunnel did not open.
+    done: list[ProxyConnectDoneInfo] = []
+    trace = asyncpool.ClientTrace(proxy_connect_done=done.append)
+    async with open_proxy(mode="stall") as proxy:
+        pool = Transport(proxy=proxy.url, tls_config=tls.client_context, trace=trace)
+        async with anyio.create_task_group() as tg:
+
+            async def request() -> None:
+                with pytest.raises(asyncpool.PoolClosed):
+                    await pool.round_trip(Request("GET", "https://origin.test/"))
+
+            tg.start_soon(request)
+            await proxy.connect_received.wait()
+            await pool.aclose()
+    (info,) = done
+    assert info.status_code is None and info.err is not None
 
 
 def test_proxy_hooks_compose() -> None:

@@ -152,6 +152,20 @@ async def test_socks5h_sends_an_international_name_in_idna(proxy: SocksServer) -
     assert proxy.requests[0].address == "xn--bcher-kva.test"
 
 
+@pytest.mark.parametrize("scheme", ["socks5h", "socks4a"])
+async def test_the_name_sent_is_the_one_the_host_field_and_dns_use(
+    proxy: SocksServer, server: TestServer, scheme: str
+) -> None:
+    # IDNA 2008 (UTS 46), as the Host field, a CONNECT and DNS: Python's "idna" codec is IDNA
+    # 2003, which maps ß to ss, another domain (fass.example).
+    url = f"{scheme}://{proxy.host}:{proxy.port}"
+    async with Transport(proxy=url) as pool:
+        response = await pool.round_trip(Request("GET", "http://faß.example:8080/"))
+        assert await response.aread() == b"hello"
+    assert server.requests[0].header("host") == "xn--fa-hia.example:8080"
+    assert proxy.requests[0].address == "xn--fa-hia.example"
+
+
 async def test_a_tunnel_to_the_address_asked_for(server: TestServer) -> None:
     # No upstream override: the proxy connects where it was told, as a real one.
     async with open_socks_server() as socks:
@@ -220,6 +234,14 @@ async def test_socks4_resolves_the_name_to_ipv4(proxy: SocksServer) -> None:
     assert await get(via(proxy, "socks4"), "http://localhost/") == b"hello"
     [asked] = proxy.requests
     assert (asked.version, asked.atype, asked.address, asked.port) == (4, "ipv4", "127.0.0.1", 80)
+
+
+async def test_a_socks4_proxy_url(proxy: SocksServer) -> None:
+    async with Transport(proxy=f"socks4://{proxy.host}:{proxy.port}") as pool:
+        response = await pool.round_trip(Request("GET", "http://localhost/"))
+        assert await response.aread() == b"hello"
+    [asked] = proxy.requests
+    assert (asked.version, asked.address) == (4, "127.0.0.1")
 
 
 # -- refusals -----------------------------------------------------------------------------
