@@ -812,17 +812,24 @@ class Pool(Generic[H1T, H2T, W]):
     # -- observing ------------------------------------------------------------------------------
 
     def host_stats(self) -> dict[str, HostStats]:
-        """Each host's connections and wants: O(hosts + HTTP/2 connections)."""
+        """Each host's connections and wants: O(hosts + HTTP/2 connections).
+
+        The one method also called from another thread (an OpenTelemetry reader's, while the
+        loop changes the pool): it iterates copies of the containers, each made in one step
+        under the GIL, never the live ones; a host's numbers read while the loop changes them
+        may be off by that change, never by more."""
         stats = {}
-        for key, host in self.hosts.items():
-            idle = len(host.idle) + sum(1 for c in host.h2_conns if c.reserved == 0)
+        for key, host in list(self.hosts.items()):
+            h2_conns = tuple(host.h2_conns)
+            idle = len(host.idle) + sum(1 for c in h2_conns if c.reserved == 0)
+            conns, dialing = host.conns, host.dialing
             stats[key] = HostStats(
                 idle=idle,
-                in_use=host.conns - host.dialing - idle,
-                dialing=host.dialing,
+                in_use=max(conns - dialing - idle, 0),
+                dialing=dialing,
                 waiting=host.waiting,
-                total=host.conns,
-                streams=sum(c.active_streams for c in (*host.h2_conns, *host.h2_draining)),
+                total=conns,
+                streams=sum(c.active_streams for c in (*h2_conns, *tuple(host.h2_draining))),
             )
         return stats
 

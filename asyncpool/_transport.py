@@ -1163,7 +1163,9 @@ class Transport:
         await anyio.lowlevel.checkpoint()
 
     def stats(self) -> TransportStats:
-        """A snapshot of the pool: O(hosts)."""
+        """A snapshot of the pool: O(hosts). May be called from another thread (an
+        OpenTelemetry reader's): each number is read once, and a host's may be off by a change
+        the loop makes meanwhile."""
         pool = self._pool
         return TransportStats(
             hosts=pool.host_stats(),

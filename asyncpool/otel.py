@@ -91,23 +91,38 @@ def _protocol_version(protocol: str) -> str:
     return protocol.removeprefix("HTTP/")  # "1.1", "2"
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def _key_attributes(key: str) -> Attributes:
-    """A pool key's server attributes: an origin, maybe followed by "|..." (TLS name, proxy)."""
+    """A pool key's server attributes, as the requests' own metrics name the server.
+
+    Keys (``Request.pool_key``, the proxy routes' ``route.key``): an origin without its default
+    port, maybe followed by "|..." (a TLS name); "<origin> via <proxy>" through a tunnel (the
+    origin is the server), or "via <proxy>" when forwarded (the proxy is); a proxy's part may
+    name a user and end with " (credentials <digest>)".
+    """
     origin = key.split("|", 1)[0]
-    # A proxy's keys (Transport.stats()): "<origin> via <proxy>", or "via <proxy>" when
-    # forwarded (then the proxy is the server).
-    origin, via, proxy = origin.partition(" via ")
-    if via and not origin:
-        origin = proxy
-    elif origin.startswith("via "):
+    if origin.startswith("via "):
         origin = origin[4:]
+    else:
+        origin = origin.partition(" via ")[0]
+    origin = origin.split(" ", 1)[0]  # (" (credentials ...)")
     scheme, sep, rest = origin.partition("://")
     if not sep:
         return {"server.address": key}
-    host, colon, port = rest.rpartition(":")
-    if not colon or not port.isdigit():
-        return {"server.address": rest, "url.scheme": scheme}
-    return {"server.address": host.strip("[]"), "server.port": int(port), "url.scheme": scheme}
+    rest = rest.rpartition("@")[2]
+    if rest.startswith("["):
+        host, _, after = rest[1:].partition("]")
+        port = after.removeprefix(":")
+    else:
+        host, _, port = rest.partition(":")
+    attributes: Attributes = {"server.address": host}
+    number = int(port) if port.isdigit() else _DEFAULT_PORTS.get(scheme)
+    if number is not None:
+        attributes["server.port"] = number
+    attributes["url.scheme"] = scheme
+    return attributes
 
 
 class OTelTrace:

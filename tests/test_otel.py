@@ -26,7 +26,7 @@ from asyncpool import (
     Transport,
     client_trace,
 )
-from asyncpool.otel import OTelTrace, instrument
+from asyncpool.otel import OTelTrace, _key_attributes, instrument
 from tests.h2server import open_h2_server
 from tests.servers import TestServer
 
@@ -163,6 +163,33 @@ async def test_open_connections_active_idle_closed(otel: OTel, server: TestServe
         assert states() == {"active": 0, "idle": 1}
     assert states() == {"active": 0, "idle": 0}
     assert otel.metrics()["http.client.open_connections"].unit == "{connection}"
+
+
+@pytest.mark.parametrize(
+    ("url", "proxy", "attributes"),
+    [
+        ("https://example.com/", None, ("example.com", 443, "https")),  # the key: no port
+        ("http://[2001:db8::1]/", None, ("2001:db8::1", 80, "http")),
+        ("http://[2001:db8::1]:8080/", None, ("2001:db8::1", 8080, "http")),
+        # forwarded through a proxy (with credentials: its key names the user and a digest)
+        ("http://origin.test/", "http://user:pw@proxy.test:3128", ("proxy.test", 3128, "http")),
+        ("http://origin.test/", "http://[::1]:3128", ("::1", 3128, "http")),
+        # tunnelled: the origin is the server
+        ("https://origin.test/", "http://user:pw@proxy.test:3128", ("origin.test", 443, "https")),
+        ("http://origin.test/", "socks5h://user:pw@proxy.test", ("origin.test", 80, "http")),
+    ],
+)
+def test_open_connections_name_the_server_as_the_requests_metrics_do(
+    url: str, proxy: str | None, attributes: tuple[str, int, str]
+) -> None:
+    key = Request("GET", url).pool_key
+    if proxy is not None:
+        route_for = Transport(proxy=proxy)._route_for
+        assert route_for is not None
+        key = route_for(Request("GET", url)).key
+    address, port, scheme = attributes
+    expected = {"server.address": address, "server.port": port, "url.scheme": scheme}
+    assert _key_attributes(key) == expected
 
 
 async def test_pool_wait_duration(otel: OTel, server: TestServer) -> None:

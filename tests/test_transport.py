@@ -416,6 +416,28 @@ async def test_a_streamed_body_is_not_replayed() -> None:
             await pool.round_trip(request)
 
 
+async def test_stats_may_be_read_while_the_pool_changes(server: TestServer) -> None:
+    # As an OpenTelemetry reader's thread reads them while the loop works: here the pool
+    # forgets a host between two steps of the read, deterministically (the read used to
+    # iterate the live dict: "dictionary changed size during iteration", the point dropped).
+    async with Transport() as pool:
+        assert await get(pool, server.url) == b"hello"
+        hosts = pool._pool.hosts
+        (key,) = hosts
+        host = hosts[key]
+
+        class ChangedMidRead(dict):  # type: ignore[type-arg]
+            def __iter__(self) -> Any:
+                hosts.pop(key, None)  # the loop's change, between two steps of the read
+                return super().__iter__()
+
+        host.h2_conns = ChangedMidRead()
+        try:
+            assert pool.stats().hosts[key].idle == 1
+        finally:
+            hosts[key], host.h2_conns = host, {}
+
+
 # -- cancellation at every stage --------------------------------------------------------------
 
 
