@@ -29,7 +29,7 @@ import contextlib
 import enum
 import functools
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
@@ -218,10 +218,15 @@ class HeadTimer:
     the fields below itself, in the same turn, to spare a request two calls.
     """
 
-    __slots__ = ("handle", "next_fire", "shared", "waiter")
+    __slots__ = ("handle", "next_fire", "now", "shared", "waiter")
 
-    def __init__(self, *, shared: bool) -> None:
+    def __init__(self, head_ready: Event, *, shared: bool) -> None:
         self.shared = shared
+        # The loop's clock when a timer can wake a waiter without setting its event (asyncio;
+        # told by an event of the loop's kind, ``head_ready``), else None (trio: a scope).
+        self.now: Callable[[], float] | None = (
+            head_ready.time if hasattr(head_ready, "wake") else None  # type: ignore[attr-defined]
+        )
         self.waiter: WriteClock | None = None  # the wait in progress, if any
         self.next_fire = math.inf  # when the earliest armed timer fires (inf: none known)
         self.handle: asyncio.TimerHandle | None = None  # not shared: to cancel it
@@ -255,8 +260,9 @@ class WriteClock:
     The caller so waits on the head alone: no event for the write to wake it first. On asyncio
     a timer wakes the caller's wait on the head's event without setting it
     (``WakeableEvent.wake``; a ``HeadTimer``, shared by a connection's requests); on trio the
-    deadline is a cancel scope's. Owned by one HTTP/2 stream, or by an HTTP/1.1 connection and
-    lent to its requests in turn (``renew``); every call is in the event loop's thread.
+    deadline is a cancel scope's. Owned by one exchange or stream (a connection's requests
+    share its timer, not a clock: a request's caller may end its wait after the next request
+    began its own); every call is in the event loop's thread.
     """
 
     __slots__ = (
@@ -271,27 +277,18 @@ class WriteClock:
     )
 
     def __init__(self, head_ready: Event, timer: HeadTimer | None = None) -> None:
+        if timer is None:
+            timer = HeadTimer(head_ready, shared=False)
+        self._timer = timer
         self.written_at: float | None = None  # on the loop's clock, when the request was out
         self.deadline = math.inf
+        now = timer.now
         # The head's event when a timer can wake its waiter (asyncio), else None.
-        self.event: WakeableEvent | None = (
-            head_ready if hasattr(head_ready, "wake") else None  # type: ignore[assignment]
-        )
-        # The loop's clock (asyncio; the events of one clock share a loop), else anyio's.
-        self._now = anyio.current_time if self.event is None else self.event.time
-        self._timer = timer if timer is not None else HeadTimer(shared=False)
+        self.event: WakeableEvent | None = None if now is None else head_ready  # type: ignore[assignment]
+        self._now = anyio.current_time if now is None else now
         self._waiting = False  # the caller is in ``wait``
         self._limit = math.inf
         self._scope: anyio.CancelScope | None = None  # trio: the caller's wait
-
-    def renew(self, head_ready: Event) -> WriteClock:
-        """This clock for the next request of its HTTP/1.1 connection, whose head is
-        ``head_ready``: requests take turns there, and the last one's writer and reader are
-        done with it (a connection is given back only then). A call less than a new clock."""
-        self.written_at = None
-        if self.event is not None:
-            self.event = head_ready  # type: ignore[assignment]
-        return self
 
     def set(self) -> None:
         if self.written_at is None:

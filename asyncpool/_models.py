@@ -188,6 +188,12 @@ class Headers:
         self._fields = fields
         self._names = None
 
+    def __copy__(self) -> Headers:
+        """A copy of its own fields (``copy.copy``): a change to one is not seen by the other."""
+        copy = Headers.__new__(Headers)
+        copy._fields, copy._names = self._fields.copy(), self._names
+        return copy
+
     @classmethod
     def _trusted(cls, fields: list[str]) -> Headers:
         """Headers over a flat list (name, value, name, value, ...) of str made by a parser: no

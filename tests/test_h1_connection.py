@@ -508,6 +508,42 @@ async def test_read_timeout_fires_for_a_request_after_others_on_its_connection()
         release.set()
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_read_timeout_fires_for_the_request_handed_the_connection(method: str) -> None:
+    """The connection goes back to the pool (and to a request waiting for it) before the caller
+    of its last request has ended its wait: that late end must leave the next request's
+    deadline alone. (Each round has two requests for one connection slot; trio runs a batch
+    of woken tasks in either order, hence the rounds.)"""
+    release = anyio.Event()
+
+    async def answer_then_stall(req: ServerRequest, conn: ServerConnection) -> None:
+        if req.index_on_connection > 0:
+            await release.wait()
+        await conn.respond(200, body=b"ok")
+
+    async with (
+        open_server(answer_then_stall) as server,
+        Transport(read_timeout=0.1, max_conns_per_host=1) as pool,
+    ):
+        for _ in range(10):
+            outcomes: list[object] = []
+
+            async def one(outcomes: list[object]) -> None:
+                content = b"x" if method == "POST" else None
+                try:
+                    response = await pool.round_trip(Request(method, server.url, content=content))
+                    outcomes.append(await response.aread())
+                except asyncpool.ReadTimeout:
+                    outcomes.append("timeout")
+
+            with anyio.fail_after(5):  # a hang guard
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(one, outcomes)
+                    tg.start_soon(one, outcomes)
+            assert sorted(outcomes, key=str) == [b"ok", "timeout"]
+        release.set()
+
+
 async def test_read_timeout_bounds_the_wait_for_a_head_and_for_a_stalled_body() -> None:
     release = anyio.Event()
 

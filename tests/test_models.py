@@ -213,6 +213,15 @@ async def test_fields_added_to_a_request_made_without_any_are_sent(server: TestS
             assert [[name.lower(), v] for name, v in response.json()].count(["x-a", value]) == 1
 
 
+def test_a_copy_of_headers_changes_apart_from_the_original() -> None:
+    original = Headers({"a": "1"})
+    assert original.get("b") is None  # (a lookup the original may keep)
+    clone = copy.copy(original)
+    clone.add("b", "2")
+    assert (original.get("b"), "b" in original, original.items()) == (None, False, [("a", "1")])
+    assert (clone.get("b"), "b" in clone) == ("2", True)
+
+
 def test_headers_set_add_delete_and_compare() -> None:
     headers = Headers({"A": "1"})
     headers.add("a", "2")

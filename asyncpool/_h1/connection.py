@@ -165,7 +165,7 @@ class _Exchange:
         reused: bool,
         new_event: Callable[[], Event],
         *,
-        clock: WriteClock | None,
+        head_timer: HeadTimer | None,
         expects_continue: bool,
     ) -> None:
         self.request = request
@@ -173,8 +173,8 @@ class _Exchange:
         self.trace = trace
         self.reused = reused
         self.head_ready = new_event()
-        # With a timeout that counts from the write: the connection's clock, renewed.
-        self.written = None if clock is None else clock.renew(self.head_ready)
+        # With a timeout that counts from the write (head_timer: the connection's, shared).
+        self.written = None if head_timer is None else WriteClock(self.head_ready, head_timer)
         self.continue_event = new_event() if expects_continue else None
         self.continue_refused = False
         self.head = b""  # made by the caller for the writer to send (see _writes_inline)
@@ -254,8 +254,8 @@ class HTTP11Connection:
     # dict (benchmarks/README.md).
     __slots__ = (
         "_absolute_form",
-        "_clock",
         "_expect_continue_timeout",
+        "_head_timer",
         "_new_event",
         "_nowait_stream",
         "_owner",
@@ -308,10 +308,8 @@ class HTTP11Connection:
         # The stream when its callers can write bodiless requests themselves (_writes_inline).
         self._nowait_stream = stream if isinstance(stream, SendsNowait) else None
         self._expect_continue_timeout = expect_continue_timeout
-        # The head waits' clock, made for the first with a timeout and renewed for each next
-        # (see _conn_common): requests take turns, and a connection is given back only once its
-        # writer and reader are done with the last one.
-        self._clock: WriteClock | None = None
+        # The head waits' timer (see _conn_common), made for the first request with a timeout.
+        self._head_timer: HeadTimer | None = None
         self._protocol = make_protocol(parser, host_port, max_header_bytes=max_header_bytes)
 
         # Owned by the pool, changed only in its synchronous methods: when the connection
@@ -384,10 +382,10 @@ class HTTP11Connection:
 
     # -- the caller's side --------------------------------------------------------------------
 
-    def _new_clock(self) -> WriteClock:
+    def _new_head_timer(self) -> HeadTimer:
         # (An event of the loop's kind, made to tell whether a timer can wake its waiter.)
-        clock = self._clock = WriteClock(self._new_event(), HeadTimer(shared=True))
-        return clock
+        timer = self._head_timer = HeadTimer(self._new_event(), shared=True)
+        return timer
 
     async def round_trip(
         self,
@@ -414,10 +412,10 @@ class HTTP11Connection:
             trace,
             self.requests_started > 0,
             self._new_event,
-            clock=(
+            head_timer=(
                 None
                 if response_header_timeout is None and read_timeout is None
-                else self._clock or self._new_clock()
+                else self._head_timer or self._new_head_timer()
             ),
             expects_continue=bool(expects_continue),
         )
