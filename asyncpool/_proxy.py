@@ -126,8 +126,8 @@ class Proxy:
 @functools.lru_cache(maxsize=64)
 def parse_proxy(url: str) -> Proxy:
     """``http://``, ``https://``, ``socks5://``, ``socks5h://``, ``socks4a://``, ``socks4://``,
-    with optional
-    ``user:password@``; a bare ``host:port`` is an HTTP proxy. Raises ``ValueError``."""
+    with optional ``user:password@``; a bare ``host:port`` is an HTTP proxy. Raises
+    ``ValueError``."""
     if "://" not in url:
         url = f"http://{url}"
     try:
