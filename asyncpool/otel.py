@@ -22,7 +22,8 @@ What it records, with the HTTP semantic conventions' names, units and attributes
   status code for a status >= 400.
 * ``http.client.active_requests`` (up-down counter): round trips under way.
 * ``http.client.open_connections`` (observable up-down counter, ``http.connection.state``
-  ``active`` or ``idle``): read from ``Transport.stats()`` at each collection.
+  ``active`` or ``idle``): read from ``Transport.stats()`` at each collection (in the
+  reader's thread); a host whose connections are all gone is reported as 0 once, then no more.
 * ``http.client.connection.duration`` (histogram, s): from a connection's first request to its
   close (connections whose addresses are known: not through a ``dial=`` function without them).
 * ``asyncpool.pool.wait.duration`` (histogram, s): how long a request waited for a connection
@@ -163,7 +164,7 @@ class OTelTrace:
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self._transports: weakref.WeakSet[Transport] = weakref.WeakSet()
-        self._reported: set[tuple[str, str]] = set()  # (pool key, state) observed once
+        self._reported: set[tuple[str, str]] = set()  # (pool key, state) of the last collection
         meter.create_observable_up_down_counter(
             "http.client.open_connections",
             callbacks=[self._observe_connections],
@@ -179,13 +180,16 @@ class OTelTrace:
         self._transports.add(transport)
 
     def _observe_connections(self, options: CallbackOptions) -> Iterable[Observation]:
-        counts: dict[tuple[str, str], int] = dict.fromkeys(self._reported, 0)
+        counts: dict[tuple[str, str], int] = {}
         for transport in list(self._transports):
             for key, host in transport.stats().hosts.items():
                 for state, count in (("active", host.in_use), ("idle", host.idle)):
                     counts[key, state] = counts.get((key, state), 0) + count
-        # A host the pool forgot (its last connection closed) is reported as 0 from then on.
-        self._reported.update(counts)
+        # A host the pool forgot (its last connection closed) is reported as 0 once, then no
+        # more: a client that reaches many hosts in turn keeps no series of each for ever.
+        gone = self._reported - counts.keys()
+        self._reported = set(counts)
+        counts.update(dict.fromkeys(gone, 0))
         for (key, state), count in counts.items():
             yield Observation(count, {**_key_attributes(key), "http.connection.state": state})
 

@@ -159,10 +159,12 @@ async def test_open_connections_active_idle_closed(otel: OTel, server: TestServe
         otel.instrument(pool)
         response = await pool.round_trip(Request("GET", server.url_for("/stream")))
         assert states() == {"active": 1, "idle": 0}
+        assert otel.metrics()["http.client.open_connections"].unit == "{connection}"
         await response.aread()
         assert states() == {"active": 0, "idle": 1}
     assert states() == {"active": 0, "idle": 0}
-    assert otel.metrics()["http.client.open_connections"].unit == "{connection}"
+    # Reported as 0 once, then forgotten: a client that reaches many hosts keeps no series.
+    assert "http.client.open_connections" not in otel.metrics()
 
 
 @pytest.mark.parametrize(
