@@ -30,7 +30,8 @@ What it records, with the HTTP semantic conventions' names, units and attributes
   when none was idle (the ``wait_for_conn_done`` hook).
 
 A span per round trip (``SpanKind.CLIENT``, named after the method, ``HTTP`` for an unknown one),
-with ``url.full``, events for the pool's and the dial's steps (``got_conn``, ``connect_done``,
+with ``url.full`` (the values of signed URLs' credentials in the query redacted, as the
+conventions ask: ``REDACTED_QUERY_KEYS``), events for the pool's and the dial's steps (``got_conn``, ``connect_done``,
 ``tls_handshake_done``, ``first_byte``, ``retry``), status ERROR on a failure or a status >=
 400. The span's context goes out in the request's header fields (W3C ``traceparent``, through
 the global propagator: ``opentelemetry.propagate.inject``), unless the request sets the field
@@ -93,6 +94,21 @@ def _protocol_version(protocol: str) -> str:
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# Query parameters whose values ``url.full`` shows as "REDACTED" (the semantic conventions'
+# list: signed URLs' credentials).
+REDACTED_QUERY_KEYS = frozenset({"AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature"})
+
+
+def _redacted(target: str) -> str:
+    """``target`` with the values of ``REDACTED_QUERY_KEYS`` in its query replaced."""
+    path, mark, query = target.partition("?")
+    if not mark or not any(key in query for key in REDACTED_QUERY_KEYS):
+        return target
+    pairs = []
+    for pair in query.split("&"):
+        name, equals, _ = pair.partition("=")
+        pairs.append(f"{name}=REDACTED" if equals and name in REDACTED_QUERY_KEYS else pair)
+    return f"{path}?{'&'.join(pairs)}"
 
 
 def _key_attributes(key: str) -> Attributes:
@@ -230,7 +246,7 @@ class _Request:
         self.protocol: str | None = None
         span_attributes: Attributes = {
             **self.attributes,
-            "url.full": f"{url.scheme}://{url.host_header}{request.target}",
+            "url.full": f"{url.scheme}://{url.host_header}{_redacted(request.target)}",
         }
         if not known:
             span_attributes["http.request.method_original"] = method

@@ -207,6 +207,21 @@ async def test_pool_wait_duration(otel: OTel, server: TestServer) -> None:
     assert otel.metrics()["asyncpool.pool.wait.duration"].unit == "s"
 
 
+async def test_url_full_redacts_the_credentials_of_a_signed_url(
+    otel: OTel, server: TestServer
+) -> None:
+    query = "a=1&Signature=s3cret&sig=abc&X-Goog-Signature=f00&AWSAccessKeyId=AKIA&sigma=2"
+    async with Transport() as pool:
+        otel.instrument(pool)
+        await get(pool, server.url_for(f"/?{query}"))
+    (span,) = otel.exporter.get_finished_spans()
+    assert span.attributes is not None
+    redacted = "a=1&Signature=REDACTED&sig=REDACTED&X-Goog-Signature=REDACTED"
+    assert span.attributes["url.full"] == server.url_for(
+        f"/?{redacted}&AWSAccessKeyId=REDACTED&sigma=2"
+    )
+
+
 async def test_span_per_request_with_events(otel: OTel, server: TestServer) -> None:
     async with Transport() as pool:
         otel.instrument(pool)
