@@ -172,7 +172,7 @@ class Client:
 
         self._jar = jar
         self._plain_jar = is_plain_jar(jar)
-        self._bare = False
+        self._bare = False  # (a jar is never taken away)
 
     @property
     def auth(self) -> Auth | None:
@@ -183,7 +183,7 @@ class Client:
     @auth.setter
     def auth(self, auth: AuthTypes | None) -> None:
         self._auth = to_auth(auth)
-        self._bare = self._auth is None and self._jar is None and self._retry is None
+        self._note_bare()
 
     @property
     def retry(self) -> Retry | None:
@@ -195,7 +195,10 @@ class Client:
     def retry(self, retry: Retry | None) -> None:
         self._retry = retry
         self._retrier = Retrier(retry) if retry is not None else None
-        self._bare = self._auth is None and self._jar is None and retry is None
+        self._note_bare()
+
+    def _note_bare(self) -> None:
+        self._bare = self._auth is None and self._jar is None and self._retry is None
 
     async def __aenter__(self) -> Client:
         if self._owns_transport:

@@ -421,7 +421,7 @@ class Request:
         if headers is None:  # most requests: nothing to copy or check, nor to make yet
             self._headers: Headers | None = None
         elif type(headers) is Headers and tuple(headers._fields) in _VALID_FIELDS:
-            # A Client's defaults, most often: copied and checked without a call.
+            # A Client's defaults, most often: copied (``__copy__``) and checked without a call.
             self._headers = copy = Headers.__new__(Headers)
             copy._fields = headers._fields.copy()
             copy._names = headers._names

@@ -829,7 +829,7 @@ class Pool(Generic[H1T, H2T, W]):
                 dialing=dialing,
                 waiting=host.waiting,
                 total=conns,
-                streams=sum(c.active_streams for c in (*h2_conns, *tuple(host.h2_draining))),
+                streams=sum(c.active_streams for c in (*h2_conns, *host.h2_draining)),
             )
         return stats
 
